@@ -1,0 +1,251 @@
+"""The `mlops` command line. Commands only: parse, call one library function, render.
+
+Domain errors (MlopsError) become click.ClickException with the same message (exit 1). A step
+that fails exits 1 after its failure is recorded in pipeline_runs; a skipped step exits 0.
+Heavy libraries (mlflow, sklearn, pandas) are imported inside commands so `mlops --help` is fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from datetime import date
+
+import click
+
+from . import __version__
+from .config import load_settings
+from .errors import MlopsError
+
+log = logging.getLogger("mlops_cli")
+
+DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname,
+                           "logger": record.name, "message": record.getMessage()})
+
+
+def _setup_logging(verbose: bool, log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("mlops_cli")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def settings_of(ctx: click.Context):
+    obj = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        obj["settings"] = load_settings()
+    return obj["settings"]
+
+
+def open_conn(ctx: click.Context):
+    """A migrated database connection, closed when the command ends."""
+    from . import db
+
+    conn = db.open_db(settings_of(ctx))
+    ctx.call_on_close(conn.close)
+    return conn
+
+
+def trigger_of(by: str | None = None, **kw):
+    from .runs import Trigger
+
+    return Trigger.from_env(by, **kw)
+
+
+def domain_errors(fn):
+    """Turn library errors into ClickException (exit 1) with a message a user can act on."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .runs import StepFailed
+
+        try:
+            return fn(*args, **kwargs)
+        except StepFailed as exc:
+            r = exc.result
+            raise click.ClickException(f"{r.step} failed (run #{r.run_id}): {r.message}") from None
+        except MlopsError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def emit(result, as_json: bool) -> None:
+    """Print a StepResult: one JSON object, or the message for humans."""
+    if as_json or os.environ.get("MLOPS_LOG_FORMAT") == "json":
+        click.echo(json.dumps(result.as_dict(), default=str))
+    else:
+        status = {"succeeded": "ok", "skipped": "skipped", "failed": "FAILED"}[result.status]
+        click.echo(f"[{status}] {result.step} (run #{result.run_id}): {result.message}")
+
+
+# --- the group ----------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlops")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              default=lambda: os.environ.get("MLOPS_LOG_FORMAT", "text"), show_default="text",
+              help="Log lines on stderr as text or JSON (MLOPS_LOG_FORMAT).")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool, log_format: str) -> None:
+    """mlops: load, train, promote, monitor and roll back the Rakuten product classifier.
+
+    With no DATABASE_URL, an embedded PostgreSQL is started in $MLOPS_HOME/pg (default ./.mlops).
+    """
+    _setup_logging(verbose, log_format)
+    ctx.ensure_object(dict)
+
+
+# --- db -----------------------------------------------------------------------------------------
+@main.group()
+def db() -> None:
+    """The PostgreSQL database: URL, migrations, the embedded server."""
+
+
+@db.command("url")
+@click.option("--mlflow", "for_mlflow", is_flag=True, help="Print MLflow's backend-store URL instead.")
+@click.pass_context
+@domain_errors
+def db_url(ctx, for_mlflow: bool) -> None:
+    """Print the connection URL (starts the embedded server if needed): psql "$(mlops db url)"."""
+    from . import db as dbm
+
+    s = settings_of(ctx)
+    click.echo(dbm.mlflow_backend_url(s) if for_mlflow else dbm.database_url(s))
+
+
+@db.command("init")
+@click.pass_context
+@domain_errors
+def db_init(ctx) -> None:
+    """Apply the numbered migrations in sql/ that are not applied yet (idempotent)."""
+    from . import db as dbm
+
+    conn = dbm.connect(settings_of(ctx))
+    try:
+        applied = dbm.migrate(conn)
+    finally:
+        conn.close()
+    click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@db.command("status")
+@click.pass_context
+@domain_errors
+def db_status(ctx) -> None:
+    """Where the database is, which migrations are applied, and row counts."""
+    from . import db as dbm, store
+    from .render import table
+
+    s = settings_of(ctx)
+    conn = open_conn(ctx)
+    click.echo(f"database: {dbm.redact(dbm.database_url(s))}" + (" (embedded)" if s.embedded else ""))
+    with conn.cursor() as cur:
+        cur.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
+        rows = [dict(zip(("version", "name", "applied_at"), r)) for r in cur.fetchall()]
+    click.echo(table(rows, ["version", "name", "applied_at"]))
+    counts = store.catalogue_counts(conn)
+    click.echo(f"products: {counts['products']}  batches: {counts['batches']}  rejected rows: {counts['rejected']}")
+
+
+@db.command("stop")
+@click.pass_context
+@domain_errors
+def db_stop(ctx) -> None:
+    """Stop the embedded PostgreSQL of $MLOPS_HOME (it keeps running between commands)."""
+    from . import db as dbm
+
+    s = settings_of(ctx)
+    if not s.embedded:
+        raise click.ClickException("DATABASE_URL is set: the database is external, nothing to stop")
+    click.echo("embedded PostgreSQL stopped" if dbm.stop_embedded(s) else "embedded PostgreSQL was not running")
+
+
+# --- data ---------------------------------------------------------------------------------------
+@main.command("generate-data")
+@click.option("--rows", type=click.IntRange(min=1), default=20000, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for X_train_update.csv and Y_train_CVw08PX.csv.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--drift", type=click.Choice(["none", "vocabulary", "length", "classes"]), default="none",
+              show_default=True, help="Inject a kind of drift into the generated catalogue.")
+@domain_errors
+def generate_data(rows: int, out_dir: str, seed: int, drift: str) -> None:
+    """Write a synthetic catalogue in the real Rakuten file format."""
+    from .synth import write_catalogue
+
+    x, y = write_catalogue(out_dir, rows=rows, seed=seed, drift=drift)
+    click.echo(f"wrote {rows} rows: {x} {y}")
+
+
+@main.command("load")
+@click.option("--x-path", envvar="MLOPS_X_PATH", type=click.Path(dir_okay=False),
+              help="X_train_update.csv (default $MLOPS_X_PATH).")
+@click.option("--y-path", envvar="MLOPS_Y_PATH", type=click.Path(dir_okay=False),
+              help="Y_train_CVw08PX.csv (default $MLOPS_Y_PATH).")
+@click.option("--as-of", type=DATE, help="Pretend today is this date (YYYY-MM-DD): simulation and backfill.")
+@click.option("--force", is_flag=True, help="Load another batch even if this week already has one.")
+@click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@domain_errors
+def load_cmd(ctx, x_path, y_path, as_of, force, by, as_json) -> None:
+    """Load the next LOAD_FRACTION of the source catalogue into PostgreSQL as one batch."""
+    from .steps.load import load
+
+    s = settings_of(ctx)
+    result = load(open_conn(ctx), s, trigger_of(by), x_path=x_path, y_path=y_path,
+                  as_of=as_of.date() if as_of else None, force=force)
+    emit(result, as_json)
+
+
+# --- audit --------------------------------------------------------------------------------------
+@main.command("runs")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--pipeline", type=click.Choice(["weekly", "daily", "manual", "retrain"]))
+@click.option("--step", help="Only this step (load, train, evaluate, promote, ...).")
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "skipped"]))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@domain_errors
+def runs_cmd(ctx, limit, pipeline, step, status, as_json) -> None:
+    """Recent pipeline_runs: what ran, when, who started it, and how it ended."""
+    from . import store
+    from .render import table, to_json
+
+    rows = store.list_runs(open_conn(ctx), limit=limit, pipeline=pipeline, step=step, status=status)
+    if as_json:
+        click.echo(to_json(rows))
+        return
+    if not rows:
+        click.echo("no pipeline runs yet")
+        return
+    for r in rows:
+        r["who"] = f"{r['triggered_by']}:{r['actor'] or ''}"
+        r["result"] = r["error"] or r["outputs"].get("message", "")
+    click.echo(table(rows, ["id", "pipeline", "step", "status", "who", "started_at", "duration_s",
+                            "upstream_run_id", "result"],
+                     ["id", "pipeline", "step", "status", "triggered by", "started", "secs", "upstream",
+                      "result"], width=70))
+
+
+def run() -> None:  # pragma: no cover - console entry point alias
+    main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

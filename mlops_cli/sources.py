@@ -1,0 +1,87 @@
+"""Read the Rakuten source files as published (X_train_update.csv + Y_train_CVw08PX.csv).
+
+A problem with the files as a whole (missing file or column, encoding, X/Y mismatch) raises
+SourceError naming the file and the problem; row-level problems are left to the loader, which
+keeps those rows in rejected_rows with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import SourceError
+
+X_COLUMNS = ("designation", "description", "productid", "imageid")
+Y_COLUMNS = ("prdtypecode",)
+
+
+def _read(path: Path, expected: tuple[str, ...], label: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise SourceError(f"{label} file not found: {path}")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", index_col=0)
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{label} file {path} is not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} "
+            f"at offset {exc.start}); re-encode it as UTF-8"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise SourceError(f"{label} file {path} is empty") from None
+    except pd.errors.ParserError as exc:
+        raise SourceError(f"{label} file {path} is not a readable CSV: {exc}") from None
+    missing = [c for c in expected if c not in df.columns]
+    if missing:
+        raise SourceError(
+            f"{label} file {path} is missing column(s) {', '.join(missing)} "
+            f"(found: {', '.join(map(str, df.columns)) or 'none'}; expected an index column then "
+            f"{', '.join(expected)})"
+        )
+    df.index = df.index.astype(str)
+    if df.index.has_duplicates:
+        dup = df.index[df.index.duplicated()][0]
+        raise SourceError(f"{label} file {path} has a duplicated index value {dup!r} in its first column")
+    return df[list(expected)]
+
+
+def read_source(x_path: str | Path, y_path: str | Path) -> pd.DataFrame:
+    """X and Y joined on the index column, all fields as strings; index = source index as str."""
+    x_path, y_path = Path(x_path), Path(y_path)
+    x = _read(x_path, X_COLUMNS, "X")
+    y = _read(y_path, Y_COLUMNS, "Y")
+    if len(x) != len(y) or not x.index.equals(y.index):
+        only_x = x.index.difference(y.index)
+        only_y = y.index.difference(x.index)
+        detail = []
+        if len(only_x):
+            detail.append(f"{len(only_x)} index value(s) only in X (first: {only_x[0]!r})")
+        if len(only_y):
+            detail.append(f"{len(only_y)} index value(s) only in Y (first: {only_y[0]!r})")
+        if not detail:
+            detail.append("the rows are in a different order")
+        raise SourceError(
+            f"X ({x_path.name}, {len(x)} rows) and Y ({y_path.name}, {len(y)} rows) do not line up "
+            f"by their index column: {'; '.join(detail)}"
+        )
+    df = x.join(y)
+    df.index.name = "source_index"
+    return df
+
+
+def seeded_order(productids: pd.Series, seed: int) -> np.ndarray:
+    """Positions of the rows in a stable pseudo-random order keyed on (seed, productid).
+
+    Hash-based rather than a shuffle of row positions, so the order does not depend on the order
+    of the rows in the file; ties (duplicated productids) keep file order.
+    """
+    salt = f"{seed}:".encode()
+    keys = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(salt + p.encode(), digest_size=8).digest(), "big") >> 1
+         for p in productids.astype(str)),
+        dtype=np.int64,
+        count=len(productids),
+    )
+    return np.lexsort((np.arange(len(keys)), keys))

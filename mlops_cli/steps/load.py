@@ -1,0 +1,167 @@
+"""The weekly load: move the next slice of the source catalogue into `products` as one batch.
+
+Order: a stable, seeded order over productid (sources.seeded_order). The first batch takes
+INITIAL_LOAD_FRACTION of the catalogue (what existed before the weekly loads), each later one
+LOAD_FRACTION. One scheduled batch per ISO week of --as-of: a second run in the same week loads
+nothing unless forced. Invalid rows go to rejected_rows with a reason, in the same transaction
+as the products, the batch and the step's audit row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import store
+from ..categories import PRDTYPECODES
+from ..config import Settings
+from ..errors import MlopsError
+from ..runs import StepResult, StepRun, Trigger, run_step
+from ..sources import read_source, seeded_order
+
+log = logging.getLogger(__name__)
+
+STEP = "load"
+
+
+def iso_week_slot(day: date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def resolve_sources(settings: Settings, x_path: str | None, y_path: str | None) -> tuple[Path, Path]:
+    x = x_path or settings.x_path
+    y = y_path or settings.y_path
+    if not x or not y:
+        raise MlopsError(
+            "No source catalogue: pass --x-path and --y-path (the Rakuten X_train_update.csv and "
+            "Y_train_CVw08PX.csv) or set MLOPS_X_PATH and MLOPS_Y_PATH; "
+            "`mlops generate-data` writes a synthetic pair"
+        )
+    return Path(x), Path(y)
+
+
+def validate(rows: pd.DataFrame, already_loaded: dict[int, int], first_seen: pd.Series) -> pd.Series:
+    """A reason per row ('' when the row is valid); the first failing check wins.
+
+    `first_seen` maps each row to the source index of the first occurrence (in load order) of
+    its productid, so a duplicate names the row it repeats.
+    """
+    reasons = pd.Series("", index=rows.index, dtype=object)
+
+    def flag(mask: pd.Series, texts: pd.Series | str) -> None:
+        mask = mask & (reasons == "")
+        if isinstance(texts, str):
+            reasons[mask] = texts
+        else:
+            reasons[mask] = texts[mask]
+
+    pid = rows["productid"].str.strip()
+    flag(~pid.str.fullmatch(r"\d{1,18}"), "unparsable productid " + pid.map(repr))
+    flag(rows["designation"].str.strip() == "", "empty designation (title)")
+    code = rows["prdtypecode"].str.strip()
+    code_ok = code.str.fullmatch(r"-?\d{1,9}")
+    flag(~code_ok, "unparsable prdtypecode " + code.map(repr))
+    known = {str(c) for c in PRDTYPECODES}
+    flag(code_ok & ~code.isin(known), "unknown prdtypecode " + code)
+    img = rows["imageid"].str.strip()
+    flag((img != "") & ~img.str.fullmatch(r"\d{1,18}"), "unparsable imageid " + img.map(repr))
+    repeated = first_seen != rows.index.to_series()
+    flag(repeated, "duplicate productid " + pid + " (also at source index " + first_seen + ")")
+    if already_loaded:
+        loaded_batch = pid.map(lambda p: already_loaded.get(int(p)) if p.isdigit() else None)
+        flag(loaded_batch.notna(), "duplicate productid " + pid + " (already loaded in batch "
+             + loaded_batch.map(lambda b: "" if b is None or b != b else str(int(b))) + ")")
+    return reasons
+
+
+def load(
+    conn,
+    settings: Settings,
+    trigger: Trigger,
+    *,
+    x_path: str | None = None,
+    y_path: str | None = None,
+    as_of: date | None = None,
+    force: bool = False,
+) -> StepResult:
+    """Load the next batch. Skipped (not failed) when the week is done or the source exhausted."""
+    x, y = resolve_sources(settings, x_path, y_path)
+    as_of = as_of or datetime.now(timezone.utc).date()
+    slot = iso_week_slot(as_of)
+    trigger = trigger.child(slot=trigger.slot or slot)
+    params = {"x_path": str(x), "y_path": str(y), "as_of": as_of.isoformat(), "force": force,
+              "load_fraction": settings.load_fraction,
+              "initial_load_fraction": settings.initial_load_fraction, "seed": settings.load_seed}
+
+    def body(step: StepRun) -> None:
+        if not force:
+            done = store.batch_for_slot(conn, slot)
+            if done:
+                step.skip(f"week {slot} already loaded (batch #{done['id']}, {done['rows_loaded']} rows); "
+                          "use --force to load another batch")
+                step.outputs["batch_id"] = done["id"]
+                return
+        log.info("reading source %s + %s", x, y)
+        source = read_source(x, y)
+        n = len(source)
+        if n == 0:
+            raise MlopsError(f"Source {x} has no rows")
+        # Offsets are per source file; the initial fraction applies to an empty catalogue.
+        previous = store.last_batch(conn, str(x))
+        start = previous["end_offset"] if previous else 0
+        first = store.last_batch(conn) is None
+        fraction = settings.initial_load_fraction if first else settings.load_fraction
+        end = min(n, start + max(1, math.ceil(fraction * n)))
+        if start >= n:
+            step.skip(f"source exhausted: all {n} rows of {x.name} are loaded; nothing to load")
+            step.outputs.update({"source_rows": n, "rows_loaded": 0})
+            return
+        order = seeded_order(source["productid"].str.strip(), settings.load_seed)
+        ordered = source.iloc[order]
+        # First occurrence of each productid in load order, over the whole source, so a duplicate
+        # is rejected the same way whichever batch it falls in.
+        pids = ordered["productid"].str.strip()
+        first_seen = pd.Series(ordered.index, index=ordered.index).groupby(pids.values).transform("first")
+        rows = ordered.iloc[start:end]
+        first_seen = first_seen.iloc[start:end]
+        log.info("validating %d rows (offset %d to %d of %d)", len(rows), start, end, n)
+        numeric = rows["productid"].str.strip()
+        candidates = [int(p) for p in numeric if p.isdigit() and len(p) <= 18]
+        reasons = validate(rows, store.existing_productids(conn, candidates), first_seen)
+        good = rows[reasons == ""]
+        bad = rows[reasons != ""]
+        batch_id = store.insert_batch(
+            conn, pipeline_run_id=step.run_id, slot=slot, as_of=as_of, forced=force,
+            kind="initial" if first else "incremental", source_x=str(x), source_y=str(y),
+            source_rows=n, start_offset=start, end_offset=end, rows_loaded=len(good),
+            rows_rejected=len(bad),
+        )
+        loaded_at = datetime.combine(as_of, datetime.now(timezone.utc).time(), tzinfo=timezone.utc)
+        log.info("copying %d rows into products (batch #%d)", len(good), batch_id)
+        store.copy_products(
+            conn,
+            zip(good["productid"].str.strip().astype(np.int64), good["designation"], good["description"],
+                good["prdtypecode"].str.strip().astype(int),
+                [int(i) if i.strip() else None for i in good["imageid"]],
+                [batch_id] * len(good), [loaded_at] * len(good)),
+        )
+        store.insert_rejected(
+            conn, batch_id,
+            ((idx, {"index": idx, **row}, reason)
+             for (idx, row), reason in zip(bad.to_dict("index").items(), reasons[reasons != ""])),
+        )
+        step.outputs.update({
+            "batch_id": batch_id, "slot": slot, "rows_loaded": len(good), "rows_rejected": len(bad),
+            "start_offset": start, "end_offset": end, "source_rows": n,
+            "catalogue_rows": store.catalogue_counts(conn)["products"],
+        })
+        step.message = (f"batch #{batch_id} for {slot}: {len(good)} rows loaded, {len(bad)} rejected "
+                        f"(source rows {start}-{end} of {n})")
+
+    return run_step(conn, trigger, STEP, body, params=params)

@@ -1,0 +1,296 @@
+"""All SQL of the application, as named functions. Callers own the transaction (commit/rollback).
+
+Each function takes an open psycopg2 connection first. Rows come back as dicts.
+Sections: pipeline runs, catalogue & loads, then one section per capability.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Iterable, Sequence
+
+from psycopg2.extras import Json, RealDictCursor
+
+
+def _all(conn, sql: str, params: Sequence | dict | None = None) -> list[dict]:
+    with conn.cursor(cursor_factory=RealDictCursor) as cur:
+        cur.execute(sql, params)
+        return [dict(r) for r in cur.fetchall()]
+
+
+def _one(conn, sql: str, params: Sequence | dict | None = None) -> dict | None:
+    rows = _all(conn, sql, params)
+    return rows[0] if rows else None
+
+
+def _scalar(conn, sql: str, params: Sequence | dict | None = None) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def _exec(conn, sql: str, params: Sequence | dict | None = None) -> int:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.rowcount
+
+
+# === pipeline runs ==============================================================================
+RUN_COLUMNS = (
+    "id, pipeline, step, status, triggered_by, actor, slot, started_at, finished_at, params, "
+    "outputs, error, upstream_run_id, parent_run_id, pid, hostname, backend_pid"
+)
+
+
+def insert_run(
+    conn,
+    *,
+    pipeline: str,
+    step: str,
+    status: str,
+    triggered_by: str,
+    actor: str | None,
+    params: dict | None = None,
+    upstream_run_id: int | None = None,
+    parent_run_id: int | None = None,
+    slot: str | None = None,
+    pid: int | None = None,
+    hostname: str | None = None,
+    outputs: dict | None = None,
+    error: str | None = None,
+) -> int:
+    """Insert a pipeline_runs row; the session's backend pid/start identify its owner."""
+    finished = status != "running"
+    return _scalar(
+        conn,
+        """INSERT INTO pipeline_runs (pipeline, step, status, triggered_by, actor, slot, params,
+               outputs, error, upstream_run_id, parent_run_id, pid, hostname, backend_pid,
+               backend_start, finished_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, pg_backend_pid(),
+               (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
+               CASE WHEN %s THEN now() END)
+           RETURNING id""",
+        (pipeline, step, status, triggered_by, actor, slot, Json(params or {}), Json(outputs or {}),
+         error, upstream_run_id, parent_run_id, pid, hostname, finished),
+    )
+
+
+def finish_run(conn, run_id: int, status: str, outputs: dict | None = None, error: str | None = None) -> None:
+    n = _exec(
+        conn,
+        """UPDATE pipeline_runs SET status = %s, outputs = outputs || %s, error = %s, finished_at = now()
+           WHERE id = %s AND status = 'running'""",
+        (status, Json(outputs or {}), error, run_id),
+    )
+    if n != 1:
+        raise RuntimeError(f"pipeline run {run_id} is not running (already finished or abandoned)")
+
+
+def update_run_outputs(conn, run_id: int, outputs: dict) -> None:
+    _exec(conn, "UPDATE pipeline_runs SET outputs = outputs || %s WHERE id = %s", (Json(outputs), run_id))
+
+
+def get_run(conn, run_id: int) -> dict | None:
+    return _one(conn, f"SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE id = %s", (run_id,))
+
+
+def list_runs(conn, *, limit: int = 20, pipeline: str | None = None, step: str | None = None,
+              status: str | None = None, parent_run_id: int | None = None) -> list[dict]:
+    return _all(
+        conn,
+        f"""SELECT {RUN_COLUMNS},
+                   extract(epoch FROM coalesce(finished_at, now()) - started_at) AS duration_s
+            FROM pipeline_runs
+            WHERE (%(pipeline)s::text IS NULL OR pipeline = %(pipeline)s)
+              AND (%(step)s::text IS NULL OR step = %(step)s)
+              AND (%(status)s::text IS NULL OR status = %(status)s)
+              AND (%(parent)s::bigint IS NULL OR parent_run_id = %(parent)s)
+            ORDER BY id DESC LIMIT %(limit)s""",
+        {"pipeline": pipeline, "step": step, "status": status, "parent": parent_run_id, "limit": limit},
+    )
+
+
+def mark_abandoned_runs(conn) -> list[int]:
+    """Running rows whose owning database session is gone: the process died (crash, kill -9)."""
+    rows = _all(
+        conn,
+        """UPDATE pipeline_runs r
+           SET status = 'failed', finished_at = now(),
+               error = 'abandoned: the process running this step died (its database session ended)'
+           WHERE r.status = 'running'
+             AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                             WHERE a.pid = r.backend_pid AND a.backend_start = r.backend_start)
+           RETURNING r.id""",
+    )
+    return [r["id"] for r in rows]
+
+
+def latest_unconsumed(conn, step: str, consumer_step: str) -> dict | None:
+    """The newest succeeded `step` run that no running/succeeded `consumer_step` run has consumed."""
+    return _one(
+        conn,
+        f"""SELECT {RUN_COLUMNS} FROM pipeline_runs r
+            WHERE r.step = %s AND r.status = 'succeeded'
+              AND NOT EXISTS (SELECT 1 FROM pipeline_runs c
+                              WHERE c.upstream_run_id = r.id AND c.step = %s
+                                AND c.status IN ('running', 'succeeded'))
+            ORDER BY r.id DESC LIMIT 1""",
+        (step, consumer_step),
+    )
+
+
+def latest_run(conn, step: str, status: str | None = None) -> dict | None:
+    return _one(
+        conn,
+        f"""SELECT {RUN_COLUMNS} FROM pipeline_runs
+            WHERE step = %s AND (%s::text IS NULL OR status = %s) ORDER BY id DESC LIMIT 1""",
+        (step, status, status),
+    )
+
+
+def running_runs(conn, step: str | None = None) -> list[dict]:
+    return _all(
+        conn,
+        f"""SELECT {RUN_COLUMNS} FROM pipeline_runs
+            WHERE status = 'running' AND (%s::text IS NULL OR step = %s) ORDER BY id""",
+        (step, step),
+    )
+
+
+def try_advisory_lock(conn, key: int) -> bool:
+    return bool(_scalar(conn, "SELECT pg_try_advisory_lock(%s)", (key,)))
+
+
+def advisory_unlock(conn, key: int) -> None:
+    _scalar(conn, "SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def lock_holders(conn, key: int) -> list[int]:
+    """Backend pids holding the advisory lock `key` (for 'who is running' messages)."""
+    rows = _all(
+        conn,
+        """SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+             AND ((classid::bigint << 32) | objid::bigint) = %s""",
+        (key,),
+    )
+    return [r["pid"] for r in rows]
+
+
+# === catalogue and loads ========================================================================
+def batch_for_slot(conn, slot: str) -> dict | None:
+    return _one(conn, "SELECT * FROM load_batches WHERE slot = %s AND NOT forced ORDER BY id LIMIT 1", (slot,))
+
+
+def last_batch(conn, source_x: str | None = None) -> dict | None:
+    """The batch that went furthest into `source_x` (any source when None)."""
+    return _one(
+        conn,
+        """SELECT * FROM load_batches WHERE (%s::text IS NULL OR source_x = %s)
+           ORDER BY end_offset DESC, id DESC LIMIT 1""",
+        (source_x, source_x),
+    )
+
+
+def insert_batch(conn, **cols) -> int:
+    names = ", ".join(cols)
+    marks = ", ".join(["%s"] * len(cols))
+    return _scalar(conn, f"INSERT INTO load_batches ({names}) VALUES ({marks}) RETURNING id", list(cols.values()))
+
+
+def existing_productids(conn, productids: Iterable[int]) -> dict[int, int]:
+    """productid -> batch_id for those already in the catalogue."""
+    ids = list(productids)
+    if not ids:
+        return {}
+    rows = _all(
+        conn, "SELECT productid, batch_id FROM products WHERE productid = ANY(%s::bigint[])", (ids,)
+    )
+    return {r["productid"]: r["batch_id"] for r in rows}
+
+
+def copy_products(conn, rows: Iterable[tuple]) -> int:
+    """COPY (productid, designation, description, prdtypecode, imageid, batch_id, loaded_at) rows in."""
+    buf = io.StringIO()
+    n = 0
+    for productid, designation, description, code, imageid, batch_id, loaded_at in rows:
+        buf.write(
+            "\t".join(
+                [str(productid), _copy_text(designation), _copy_text(description), str(code),
+                 "\\N" if imageid is None else str(imageid), str(batch_id), loaded_at.isoformat()]
+            )
+        )
+        buf.write("\n")
+        n += 1
+    buf.seek(0)
+    with conn.cursor() as cur:
+        cur.copy_expert(
+            "COPY products (productid, designation, description, prdtypecode, imageid, batch_id, loaded_at) "
+            "FROM STDIN WITH (FORMAT text)",
+            buf,
+        )
+    return n
+
+
+def _copy_text(value: str) -> str:
+    # COPY text format: escape backslash first, then the characters that delimit fields/rows.
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
+def insert_rejected(conn, batch_id: int, rejected: Iterable[tuple[str, dict, str]]) -> int:
+    """rejected: (source_index, raw row dict, reason)."""
+    data = [(batch_id, idx, json.dumps(raw, ensure_ascii=False), reason) for idx, raw, reason in rejected]
+    if not data:
+        return 0
+    from psycopg2.extras import execute_values
+
+    with conn.cursor() as cur:
+        execute_values(
+            cur, "INSERT INTO rejected_rows (batch_id, source_index, raw, reason) VALUES %s", data,
+            template="(%s, %s, %s::jsonb, %s)", page_size=1000,
+        )
+    return len(data)
+
+
+def list_batches(conn, limit: int = 50) -> list[dict]:
+    return _all(conn, "SELECT * FROM load_batches ORDER BY id DESC LIMIT %s", (limit,))
+
+
+def list_rejected(conn, batch_id: int | None = None, limit: int = 100) -> list[dict]:
+    return _all(
+        conn,
+        """SELECT id, batch_id, source_index, raw, reason, created_at FROM rejected_rows
+           WHERE (%s::int IS NULL OR batch_id = %s) ORDER BY id LIMIT %s""",
+        (batch_id, batch_id, limit),
+    )
+
+
+def catalogue_counts(conn) -> dict:
+    return _one(
+        conn,
+        """SELECT (SELECT count(*) FROM products) AS products,
+                  (SELECT count(*) FROM load_batches) AS batches,
+                  (SELECT count(*) FROM rejected_rows) AS rejected""",
+    )
+
+
+def catalogue_growth(conn) -> list[dict]:
+    """Catalogue size after each batch (for the overview chart)."""
+    return _all(
+        conn,
+        """SELECT b.id AS batch_id, b.slot, b.created_at, b.rows_loaded,
+                  sum(b.rows_loaded) OVER (ORDER BY b.id) AS catalogue_rows
+           FROM load_batches b ORDER BY b.id""",
+    )
+
+
+def table_counts(conn, tables: Sequence[str]) -> dict[str, int]:
+    out = {}
+    for t in tables:
+        if not t.isidentifier():
+            raise ValueError(t)
+        out[t] = _scalar(conn, f"SELECT count(*) FROM {t}")
+    return out

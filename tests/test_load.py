@@ -1,0 +1,207 @@
+"""The weekly load on a real PostgreSQL: format, validation, idempotency, concurrency, crash recovery."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import query
+from mlops_cli import store
+from mlops_cli.runs import Trigger
+from mlops_cli.steps.load import load
+
+
+def write_pair(folder: Path, rows: list[dict], y_override: list | None = None) -> tuple[Path, Path]:
+    """Files exactly as published: unnamed index column, csv quoting, UTF-8."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = folder / "X_train_update.csv", folder / "Y_train_CVw08PX.csv"
+    with open(x, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["", "designation", "description", "productid", "imageid"])
+        for i, r in enumerate(rows):
+            w.writerow([i, r["designation"], r.get("description", ""), r["productid"], r.get("imageid", 1000 + i)])
+    with open(y, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["", "prdtypecode"])
+        for i, r in enumerate(y_override if y_override is not None else rows):
+            w.writerow([i, r["prdtypecode"] if isinstance(r, dict) else r])
+    return x, y
+
+
+def valid_rows(n: int, start: int = 100000) -> list[dict]:
+    codes = [10, 40, 2583, 1280, 2705]
+    return [{"designation": f"Produit numéro {i}", "description": "", "productid": start + i,
+             "prdtypecode": codes[i % len(codes)]} for i in range(n)]
+
+
+TRICKY = 'Livre "rare", relié,\nvoir <p>photos</p> &eacute;tat <br />neuf & complet'
+
+
+def counts(conn):
+    return store.table_counts(conn, ["products", "load_batches", "rejected_rows"])
+
+
+def test_real_format_with_quotes_commas_newlines_and_html(tmp_path, settings, conn):
+    rows = valid_rows(10)
+    rows[3]["description"] = TRICKY
+    rows[4]["designation"] = 'Tome 3, "N° 69" <b>collector</b>'
+    x, y = write_pair(tmp_path / "src", rows)
+    settings = settings.replace(initial_load_fraction=1.0)
+    result = load(conn, settings, Trigger(actor="t"), x_path=str(x), y_path=str(y))
+    assert result.status == "succeeded"
+    assert result.outputs["rows_loaded"] == 10 and result.outputs["rows_rejected"] == 0
+    stored = dict(query(conn, "SELECT productid, description FROM products"))
+    assert stored[100003] == TRICKY
+    assert query(conn, "SELECT designation FROM products WHERE productid = 100004")[0][0] == \
+        'Tome 3, "N° 69" <b>collector</b>'
+
+
+def test_every_rejection_reason_is_kept_with_the_raw_row(tmp_path, settings, conn):
+    rows = valid_rows(8)
+    rows[0]["designation"] = "   "
+    rows[1]["prdtypecode"] = 9999
+    rows[2]["prdtypecode"] = "abc"
+    rows[3]["productid"] = "12x"
+    rows[4]["imageid"] = "img"
+    rows[5]["productid"] = rows[6]["productid"]  # duplicate inside the source
+    x, y = write_pair(tmp_path / "src", rows)
+    result = load(conn, settings.replace(initial_load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y))
+    assert result.outputs["rows_loaded"] == 2  # row 7, and one of the duplicated pair 5/6
+    reasons = dict(query(conn, "SELECT source_index, reason FROM rejected_rows"))
+    dup_index = "5" if "6" not in reasons else "6"
+    assert reasons == {
+        "0": "empty designation (title)",
+        "1": "unknown prdtypecode 9999",
+        "2": "unparsable prdtypecode 'abc'",
+        "3": "unparsable productid '12x'",
+        "4": "unparsable imageid 'img'",
+        dup_index: f"duplicate productid 100006 (also at source index {'6' if dup_index == '5' else '5'})",
+    }
+    raw = query(conn, "SELECT raw FROM rejected_rows WHERE reason LIKE 'unknown%'")[0][0]
+    assert raw["designation"] == "Produit numéro 1" and raw["prdtypecode"] == "9999"
+
+    # a product already in the catalogue is rejected in a later batch, naming the batch
+    again = valid_rows(2, start=100006)
+    x2, y2 = write_pair(tmp_path / "src2", again)
+    r2 = load(conn, settings.replace(initial_load_fraction=1.0, load_fraction=1.0), Trigger(),
+              x_path=str(x2), y_path=str(y2), force=True)
+    batch1 = query(conn, "SELECT min(id) FROM load_batches")[0][0]
+    assert r2.outputs["rows_rejected"] >= 1
+    assert query(conn, "SELECT reason FROM rejected_rows WHERE batch_id = %s ORDER BY id",
+                 (r2.outputs["batch_id"],))[0][0] == f"duplicate productid 100006 (already loaded in batch {batch1})"
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing_column", "X file {x} is missing column(s) description (found: designation, productid, imageid;"),
+    ("encoding", "X file {x} is not valid UTF-8"),
+    ("mismatch", "do not line up by their index column: 1 index value(s) only in X (first: '3')"),
+    ("missing_file", "Y file not found: {y}"),
+])
+def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, settings, conn, problem, message):
+    x, y = write_pair(tmp_path / "ok", valid_rows(4))
+    load(conn, settings, Trigger(), x_path=str(x), y_path=str(y), as_of=None)
+    before = counts(conn)
+    bad = tmp_path / "bad"
+    bx, by = write_pair(bad, valid_rows(4))
+    if problem == "missing_column":
+        text = bx.read_text().replace(",description", "").splitlines()
+        bx.write_text("\n".join(line.rsplit(",", 3)[0] + "," + ",".join(line.rsplit(",", 3)[2:])
+                                if i else line for i, line in enumerate(text)) + "\n")
+    elif problem == "encoding":
+        bx.write_bytes(bx.read_bytes().replace("numéro".encode(), "numéro".encode("latin-1")))
+    elif problem == "mismatch":
+        by.write_text("\n".join(by.read_text().splitlines()[:-1]) + "\n")
+    elif problem == "missing_file":
+        by.unlink()
+    from mlops_cli.runs import StepFailed
+
+    with pytest.raises(StepFailed) as info:
+        load(conn, settings, Trigger(), x_path=str(bx), y_path=str(by), force=True)
+    assert message.format(x=bx, y=by) in info.value.result.message
+    assert counts(conn) == before
+    assert query(conn, "SELECT status, error FROM pipeline_runs ORDER BY id DESC LIMIT 1")[0][0] == "failed"
+
+
+def test_initial_then_weekly_fractions_and_as_of_idempotency(small_catalogue, cli, conn):
+    x, y = small_catalogue
+    r = cli("load", "--x-path", x, "--y-path", y, "--as-of", "2026-01-05")
+    assert r.exit_code == 0, r.output
+    assert "rows loaded" in r.output
+    assert query(conn, "SELECT count(*) FROM products")[0][0] + \
+        query(conn, "SELECT count(*) FROM rejected_rows")[0][0] == 1200  # 40% of 3,000
+    # same ISO week: nothing loaded, says so, exit 0
+    r = cli("load", "--x-path", x, "--y-path", y, "--as-of", "2026-01-08")
+    assert r.exit_code == 0
+    assert "[skipped] load" in r.output and "week 2026-W02 already loaded (batch #1" in r.output
+    assert query(conn, "SELECT count(*) FROM load_batches")[0][0] == 1
+    # next week: +3%
+    r = cli("load", "--x-path", x, "--y-path", y, "--as-of", "2026-01-12", "--json")
+    assert r.exit_code == 0
+    assert query(conn, "SELECT start_offset, end_offset, kind FROM load_batches ORDER BY id") == \
+        [(0, 1200, "initial"), (1200, 1290, "incremental")]
+    # --force in the same week loads another batch
+    r = cli("load", "--x-path", x, "--y-path", y, "--as-of", "2026-01-13", "--force")
+    assert r.exit_code == 0 and query(conn, "SELECT count(*) FROM load_batches")[0][0] == 3
+    # stable seeded order: the loaded set does not depend on the file's row order
+    ids = {r[0] for r in query(conn, "SELECT productid FROM products WHERE batch_id = 1")}
+    assert len(ids) > 1000
+
+
+def test_source_exhausted_is_skipped(tmp_path, settings, conn):
+    x, y = write_pair(tmp_path / "src", valid_rows(5))
+    s = settings.replace(initial_load_fraction=1.0)
+    assert load(conn, s, Trigger(), x_path=str(x), y_path=str(y)).status == "succeeded"
+    r = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
+    assert r.status == "skipped"
+    assert r.message == "source exhausted: all 5 rows of X_train_update.csv are loaded; nothing to load"
+
+
+def test_no_source_configured_is_a_clear_error(cli):
+    r = cli("load")
+    assert r.exit_code == 1
+    assert r.output.startswith("Error: No source catalogue: pass --x-path and --y-path")
+
+
+def _mlops(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_two_concurrent_loads_make_exactly_one_batch(small_catalogue, conn):
+    x, y = small_catalogue
+    procs = [_mlops("load", "--x-path", x, "--y-path", y, "--as-of", "2026-02-02") for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert query(conn, "SELECT count(*) FROM load_batches")[0][0] == 1
+    statuses = sorted(r[0] for r in query(conn, "SELECT status FROM pipeline_runs WHERE step = 'load'"))
+    assert statuses == ["skipped", "succeeded"]
+    text = " ".join(o for o, _ in outs)
+    assert ("another load run is in progress" in text) or ("already loaded" in text)
+
+
+def test_killed_run_is_marked_abandoned_next_time(small_catalogue, conn, settings):
+    x, y = small_catalogue
+    env = dict(os.environ, MLOPS_FAULT="load:hang")
+    p = _mlops("load", "--x-path", x, "--y-path", y, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if query(conn, "SELECT count(*) FROM pipeline_runs WHERE status = 'running'")[0][0]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the step never started: " + p.communicate()[1])
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    time.sleep(0.3)  # let the server notice the closed connection
+    r = load(conn, settings, Trigger(), x_path=str(x), y_path=str(y))
+    assert r.status == "succeeded"
+    rows = query(conn, "SELECT status, error FROM pipeline_runs ORDER BY id")
+    assert rows[0][0] == "failed" and rows[0][1].startswith("abandoned:")
+    assert query(conn, "SELECT count(*) FROM load_batches")[0][0] == 1
