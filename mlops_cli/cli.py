@@ -213,6 +213,60 @@ def load_cmd(ctx, x_path, y_path, as_of, force, by, as_json) -> None:
     emit(result, as_json)
 
 
+# --- training and evaluation --------------------------------------------------------------------
+def _params(values: tuple[str, ...]) -> dict:
+    from .features import parse_param
+
+    out = {}
+    for v in values:
+        try:
+            key, value = parse_param(v)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--param") from None
+        out[key] = value
+    return out
+
+
+@main.command("train")
+@click.option("--force", is_flag=True, help="Train even if no new load arrived since the last training.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a model hyperparameter (repeatable), e.g. --param alpha=5e-5.")
+@click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="Print run id, model version and metrics as JSON.")
+@click.pass_context
+@domain_errors
+def train_cmd(ctx, force, params, by, as_json) -> None:
+    """Train on everything loaded so far, log to MLflow, register a challenger version."""
+    from .runs import with_retries
+    from .steps.train import train
+
+    s = settings_of(ctx)
+    overrides = _params(params)
+    result = with_retries(s, lambda conn: train(conn, s, trigger_of(by), force=force, params=overrides))
+    if as_json or result.status != "succeeded":
+        emit(result, as_json)
+    else:
+        click.echo(result.outputs["mlflow_run_id"])
+        click.echo(f"[ok] train (run #{result.run_id}): {result.message}", err=True)
+
+
+@main.command("evaluate")
+@click.option("--run-id", help="The MLflow run id of the version to evaluate.")
+@click.option("--version", help="The registered model version to evaluate.")
+@click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@domain_errors
+def evaluate_cmd(ctx, run_id, version, by, as_json) -> None:
+    """Score a version on the current holdout (default: the newest challenger not yet evaluated)."""
+    from .runs import with_retries
+    from .steps.evaluate import evaluate
+
+    s = settings_of(ctx)
+    emit(with_retries(s, lambda conn: evaluate(conn, s, trigger_of(by), run_id=run_id, version=version)),
+         as_json)
+
+
 # --- audit --------------------------------------------------------------------------------------
 @main.command("runs")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)

@@ -245,3 +245,69 @@ def _error_text(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) < 4000 else text[:4000] + "..."
 
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: the database or the MLflow server was unreachable for a moment."""
+    cause = exc.cause if isinstance(exc, StepFailed) else exc
+    if isinstance(cause, TransientError):
+        return True
+    try:
+        import psycopg2
+
+        if isinstance(cause, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import requests
+
+        if isinstance(cause, (requests.ConnectionError, requests.Timeout)):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    text = str(cause).lower()
+    return any(s in text for s in ("connection refused", "could not connect", "server closed the connection",
+                                   "max retries exceeded", "temporarily unavailable"))
+
+
+def with_retries(settings, attempt: Callable[[object], StepResult], *, attempts: int | None = None,
+                 delay: float | None = None) -> StepResult:
+    """Call attempt(conn) with a fresh migrated connection; retry transient failures with backoff.
+
+    Each failed attempt leaves its own failed pipeline_runs row (when it got that far); after the
+    last attempt the error propagates (the CLI exits non-zero).
+    """
+    import logging
+
+    from . import db
+
+    log = logging.getLogger(__name__)
+    attempts = attempts if attempts is not None else max(1, settings.step_retries)
+    delay = delay if delay is not None else settings.step_retry_delay
+    for n in range(1, attempts + 1):
+        try:
+            conn = db.open_db(settings)
+        except Exception as exc:
+            if n < attempts and is_transient(exc):
+                log.warning("attempt %d/%d: %s; retrying in %.1fs", n, attempts, exc, delay)
+                time.sleep(delay)
+                delay *= 2
+                continue
+            raise
+        try:
+            return attempt(conn)
+        except Exception as exc:
+            if n < attempts and is_transient(exc):
+                log.warning("attempt %d/%d failed (transient): %s; retrying in %.1fs", n, attempts,
+                            exc, delay)
+                time.sleep(delay)
+                delay *= 2
+                continue
+            raise
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
+    raise AssertionError("unreachable")

@@ -294,3 +294,84 @@ def table_counts(conn, tables: Sequence[str]) -> dict[str, int]:
             raise ValueError(t)
         out[t] = _scalar(conn, f"SELECT count(*) FROM {t}")
     return out
+
+
+# === notifications ==============================================================================
+NOTIFICATION_COLUMNS = (
+    "id, event, channel, target, subject, status, attempts, error, payload, pipeline_run_id, sent_at"
+)
+
+
+def insert_notification(conn, **cols) -> int:
+    """Insert a notifications row (event, channel, target, subject, status, attempts, error,
+    payload, pipeline_run_id); returns its id. `payload` is a dict stored as JSONB."""
+    if "payload" in cols:
+        cols["payload"] = Json(cols["payload"] or {}, dumps=lambda o: json.dumps(o, default=str))
+    names = ", ".join(cols)
+    marks = ", ".join(["%s"] * len(cols))
+    return _scalar(
+        conn, f"INSERT INTO notifications ({names}) VALUES ({marks}) RETURNING id", list(cols.values())
+    )
+
+
+def list_notifications(conn, limit: int = 50, event: str | None = None,
+                       channel: str | None = None) -> list[dict]:
+    return _all(
+        conn,
+        f"""SELECT {NOTIFICATION_COLUMNS} FROM notifications
+            WHERE (%(event)s::text IS NULL OR event = %(event)s)
+              AND (%(channel)s::text IS NULL OR channel = %(channel)s)
+            ORDER BY id DESC LIMIT %(limit)s""",
+        {"event": event, "channel": channel, "limit": limit},
+    )
+
+
+# === training and evaluation ====================================================================
+def read_products(conn, columns: Sequence[str] = ("productid", "designation", "description",
+                                                    "prdtypecode", "batch_id", "loaded_at")):
+    """The whole catalogue as a DataFrame, through COPY (fast for 100k rows of long text)."""
+    import pandas as pd
+
+    for c in columns:
+        if not c.isidentifier():
+            raise ValueError(c)
+    buf = io.StringIO()
+    with conn.cursor() as cur:
+        cur.copy_expert(
+            f"COPY (SELECT {', '.join(columns)} FROM products ORDER BY productid) TO STDOUT "
+            "WITH (FORMAT csv, HEADER true)",
+            buf,
+        )
+    buf.seek(0)
+    dtypes = {"designation": str, "description": str}
+    df = pd.read_csv(buf, dtype=dtypes, keep_default_na=False)
+    for c in ("productid", "prdtypecode", "batch_id"):
+        if c in df.columns:
+            df[c] = df[c].astype("int64")
+    return df
+
+
+def loaded_batch_ids(conn) -> list[int]:
+    return [r["id"] for r in _all(conn, "SELECT id FROM load_batches ORDER BY id")]
+
+
+def insert_evaluation(conn, **cols) -> int:
+    cols = {k: (Json(v) if isinstance(v, dict) else v) for k, v in cols.items()}
+    names = ", ".join(cols)
+    marks = ", ".join(["%s"] * len(cols))
+    return _scalar(conn, f"INSERT INTO model_evaluations ({names}) VALUES ({marks}) RETURNING id",
+                   list(cols.values()))
+
+
+def latest_evaluation(conn, model_name: str, model_version: str, holdout_hash: str | None = None) -> dict | None:
+    return _one(
+        conn,
+        """SELECT * FROM model_evaluations WHERE model_name = %s AND model_version = %s
+             AND (%s::text IS NULL OR holdout_hash = %s) ORDER BY id DESC LIMIT 1""",
+        (model_name, str(model_version), holdout_hash, holdout_hash),
+    )
+
+
+def list_evaluations(conn, model_name: str, limit: int = 200) -> list[dict]:
+    return _all(conn, "SELECT * FROM model_evaluations WHERE model_name = %s ORDER BY id DESC LIMIT %s",
+                (model_name, limit))

@@ -1,0 +1,303 @@
+"""MLflow tracking and model registry: the only module that imports mlflow.
+
+With no MLFLOW_TRACKING_URI, tracking and registry use a database of their own (`mlflow`) on the
+same PostgreSQL server as the application, with artifacts under $MLOPS_HOME/artifacts (or
+MLFLOW_ARTIFACT_ROOT). With it set (docker-compose: http://mlflow:5000), that server is used.
+
+Lifecycle with aliases (registry stages are deprecated since MLflow 2.9):
+  champion          the version in production (what the API serves)
+  challenger        the newest trained version not yet decided on
+  previous-champion the champion before the last promotion (what `rollback` returns to)
+and version tags `stage` (Production / Archived / None), `decision`, `reason`, so the classic
+lifecycle stays visible in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Iterable
+
+from .config import Settings
+from .errors import MlopsError, TransientError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous-champion"
+ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
+
+_configured: dict[tuple, str] = {}
+
+
+def _mlflow():
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mlflow
+    return mlflow
+
+
+def tracking_uri(settings: Settings) -> str:
+    if settings.mlflow_tracking_uri:
+        return settings.mlflow_tracking_uri
+    from .db import mlflow_backend_url
+
+    return mlflow_backend_url(settings)
+
+
+def configure(settings: Settings) -> str:
+    """Point mlflow at the right store and ensure the experiment exists; returns its id."""
+    key = (settings.mlflow_tracking_uri, str(settings.home), settings.database_url,
+           settings.experiment_name, str(settings.artifacts_dir))
+    mlflow = _mlflow()
+    uri = tracking_uri(settings)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if key in _configured:
+        return _configured[key]
+    client = mlflow.MlflowClient()
+    try:
+        exp = client.get_experiment_by_name(settings.experiment_name)
+        if exp is None:
+            location = None
+            if not uri.startswith("http"):
+                settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+                location = settings.artifacts_dir.resolve().as_uri()
+            try:
+                exp_id = client.create_experiment(settings.experiment_name, artifact_location=location)
+            except Exception:  # created concurrently by another process
+                exp = client.get_experiment_by_name(settings.experiment_name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
+    except MlopsError:
+        raise
+    except Exception as exc:
+        raise TransientError(f"MLflow tracking server unreachable at {_redact(uri)}: {exc}") from exc
+    _configured[key] = exp_id
+    return exp_id
+
+
+def _redact(uri: str) -> str:
+    from .db import redact
+
+    return redact(uri)
+
+
+def client(settings: Settings):
+    configure(settings)
+    return _mlflow().MlflowClient()
+
+
+# --- training runs --------------------------------------------------------------------------------
+def log_training(
+    settings: Settings,
+    *,
+    model,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    texts: dict[str, str],
+    figures: dict[str, Any],
+    input_example,
+    register: bool = True,
+) -> tuple[str, str | None]:
+    """Log one training run (params, metrics, artifacts, model) and register a version.
+
+    Returns (run_id, version). The version is registered last: a run that fails before that
+    leaves no version behind, and is marked FAILED in MLflow.
+    """
+    mlflow = _mlflow()
+    exp_id = configure(settings)
+    from mlflow.models import infer_signature
+
+    with mlflow.start_run(experiment_id=exp_id, run_name=tags.get("run_name")) as run:
+        try:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            mlflow.set_tags(tags)
+            for name, text in texts.items():
+                mlflow.log_text(text, name)
+            for name, fig in figures.items():
+                mlflow.log_figure(fig, name)
+            signature = infer_signature(input_example, model.predict(input_example))
+            info = mlflow.sklearn.log_model(
+                model, name="model", signature=signature, input_example=input_example,
+                registered_model_name=settings.model_name if register else None,
+                await_registration_for=60,
+                # skops (MLflow's default) takes minutes on a 500k-term TF-IDF vocabulary; the
+                # artifact store is ours (written only by `mlops train`), so pickle is acceptable.
+                serialization_format="cloudpickle",
+                pip_requirements=_requirements(),
+            )
+        except Exception:
+            mlflow.end_run(status="FAILED")
+            raise
+    version = str(info.registered_model_version) if register else None
+    return run.info.run_id, version
+
+
+def _requirements() -> list[str]:
+    # Pin what the pickled pipeline needs, without pip-freezing the whole environment (slow).
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("scikit-learn", "numpy", "pandas", "scipy")] + [
+        "mlops-cli"
+    ]
+
+
+def log_metrics(settings: Settings, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    c = client(settings)
+    ts = int(time.time() * 1000)
+    from mlflow.entities import Metric
+
+    c.log_batch(run_id, metrics=[Metric(k, float(v), ts, step or 0) for k, v in metrics.items()])
+
+
+def set_run_tags(settings: Settings, run_id: str, tags: dict[str, str]) -> None:
+    c = client(settings)
+    for k, v in tags.items():
+        c.set_tag(run_id, k, str(v))
+
+
+def log_run_text(settings: Settings, run_id: str, text: str, artifact_file: str) -> None:
+    c = client(settings)
+    c.log_text(run_id, text, artifact_file)
+
+
+def run_info(settings: Settings, run_id: str) -> dict:
+    c = client(settings)
+    try:
+        run = c.get_run(run_id)
+    except Exception as exc:
+        raise MlopsError(f"No MLflow run {run_id!r}: {exc}") from None
+    return {"run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics),
+            "params": dict(run.data.params), "tags": dict(run.data.tags)}
+
+
+# --- registry -----------------------------------------------------------------------------------
+def _version_dict(mv, aliases: Iterable[str] | None = None) -> dict:
+    return {
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "source": mv.source,
+        "aliases": sorted(aliases if aliases is not None else (getattr(mv, "aliases", None) or [])),
+        "tags": dict(mv.tags or {}),
+        "description": mv.description or "",
+        "created_at": mv.creation_timestamp,
+        "status": mv.status,
+    }
+
+
+def get_version(settings: Settings, version: str | int) -> dict:
+    c = client(settings)
+    try:
+        mv = c.get_model_version(settings.model_name, str(version))
+    except Exception:
+        raise MlopsError(f"Model {settings.model_name} has no version {version}") from None
+    return _version_dict(mv)
+
+
+def version_by_alias(settings: Settings, alias: str) -> dict | None:
+    c = client(settings)
+    try:
+        mv = c.get_model_version_by_alias(settings.model_name, alias)
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower() or \
+                "does not exist" in str(exc).lower() or "INVALID_PARAMETER_VALUE" in str(exc):
+            return None
+        raise TransientError(f"MLflow registry unreachable: {exc}") from exc
+    return _version_dict(mv)
+
+
+def list_versions(settings: Settings) -> list[dict]:
+    """Every version of the registered model, newest first, with aliases and tags."""
+    c = client(settings)
+    try:
+        versions = c.search_model_versions(f"name = '{settings.model_name}'")
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            return []
+        raise
+    return sorted((_version_dict(mv) for mv in versions), key=lambda v: -int(v["version"]))
+
+
+def set_alias(settings: Settings, alias: str, version: str | int) -> None:
+    client(settings).set_registered_model_alias(settings.model_name, alias, str(version))
+
+
+def delete_alias(settings: Settings, alias: str) -> None:
+    c = client(settings)
+    try:
+        c.delete_registered_model_alias(settings.model_name, alias)
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
+            raise
+
+
+def delete_version(settings: Settings, version: str | int) -> None:
+    """Remove a version registered by a step that then failed (best effort, logged)."""
+    try:
+        client(settings).delete_model_version(settings.model_name, str(version))
+    except Exception as exc:  # the step is failing already; do not hide its error
+        log.warning("could not delete model version %s after a failed step: %s", version, exc)
+
+
+def set_version_tags(settings: Settings, version: str | int, tags: dict[str, Any]) -> None:
+    c = client(settings)
+    for k, v in tags.items():
+        c.set_model_version_tag(settings.model_name, str(version), k, str(v))
+
+
+def set_description(settings: Settings, version: str | int, description: str) -> None:
+    client(settings).update_model_version(settings.model_name, str(version), description=description)
+
+
+def load_model(settings: Settings, version: str | int | None = None, alias: str | None = None):
+    """The fitted scikit-learn Pipeline of a version (or alias), loaded from the artifact store."""
+    mlflow = _mlflow()
+    configure(settings)
+    if version is None and alias is None:
+        raise ValueError("give a version or an alias")
+    uri = f"models:/{settings.model_name}/{version}" if version is not None else \
+        f"models:/{settings.model_name}@{alias}"
+    try:
+        return mlflow.sklearn.load_model(uri)
+    except Exception as exc:
+        raise MlopsError(f"Cannot load model {uri}: {exc}") from exc
+
+
+def model_uri(settings: Settings, version: str | int) -> str:
+    return f"models:/{settings.model_name}/{version}"
+
+
+def figure_confusion(cm, labels) -> Any:
+    """A confusion-matrix figure (matplotlib, Agg backend; no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 9), dpi=80)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (holdout, row-normalised)")
+    fig.tight_layout()
+    return fig
+
+
+def close_figure(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

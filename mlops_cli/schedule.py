@@ -1,0 +1,124 @@
+"""The crontab that supercronic runs: `crontab.template` with the schedule settings filled in.
+
+The template (top-level `crontab.template`, or $MLOPS_CRONTAB_TEMPLATE) uses `string.Template`
+placeholders: ${WEEKLY_SCHEDULE}, ${DAILY_SCHEDULE} and ${CRON_TZ}. Values are validated before
+they are written, so a typo in .env stops the cron container at start-up with a message naming
+the variable instead of producing a crontab that supercronic rejects (or, worse, an extra line).
+`mlops crontab render [--out FILE]` prints or writes the result.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from string import Template
+
+from .errors import MlopsError
+
+# supercronic parses schedules with gorhill/cronexpr: 5 fields, 6 = 5 + year, 7 = seconds + 5 + year.
+_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+_FIELD = re.compile(r"^[0-9A-Za-z*?/,#\-]+$")
+_NUMERIC_FIELD = re.compile(r"^[0-9*?/,\-]+$")  # seconds and year
+_TZ = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$")
+
+# Fallback when croniter is not installed: one field of a standard 5-field expression.
+_ATOM = r"(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?L?W?(#[1-5])?)(/[0-9]+)?"
+_LIST = re.compile(rf"^{_ATOM}(,{_ATOM})*$")
+
+
+def default_template_path() -> Path:
+    """$MLOPS_CRONTAB_TEMPLATE, else the repository's top-level crontab.template."""
+    env = os.environ.get("MLOPS_CRONTAB_TEMPLATE")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "crontab.template"
+
+
+def default_template() -> str:
+    """The text of the crontab template (see default_template_path)."""
+    path = default_template_path()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MlopsError(
+            f"Cannot read the crontab template {path}: {exc.strerror or exc}. "
+            "Set MLOPS_CRONTAB_TEMPLATE to its path."
+        ) from None
+
+
+def _valid_five(expr: str) -> bool:
+    try:
+        from croniter import croniter
+    except ImportError:  # croniter is a test extra: fall back to a syntactic check
+        return all(_LIST.match(f) for f in expr.split())
+    try:
+        return bool(croniter.is_valid(expr))
+    except Exception:  # pragma: no cover - older croniter versions raise on odd input
+        return False
+
+
+def validate_schedule(variable: str, value: str) -> str:
+    """The schedule, stripped; MlopsError naming `variable` when it is not a cron expression."""
+    text = (value or "").strip()
+    hint = "expected 5 fields (minute hour day-of-month month day-of-week), or 6-7 with year/seconds"
+    if not text:
+        raise MlopsError(f"{variable} is empty: {hint}, e.g. '0 2 * * 1'")
+    if "\n" in text or "\r" in text:
+        raise MlopsError(f"{variable} must be a single line, got {value!r}")
+    fields = text.split()
+    if fields[0].startswith("@"):
+        if len(fields) != 1 or fields[0] not in _MACROS:
+            raise MlopsError(f"Invalid {variable} {value!r}: unknown macro (use one of {', '.join(sorted(_MACROS))})")
+        return text
+    if len(fields) not in (5, 6, 7):
+        raise MlopsError(f"Invalid {variable} {value!r}: {hint}; got {len(fields)} field(s)")
+    if not all(_FIELD.match(f) for f in fields):
+        raise MlopsError(f"Invalid {variable} {value!r}: unexpected characters")
+    if len(fields) == 5:
+        five, extra = fields, []
+    elif len(fields) == 6:
+        five, extra = fields[:5], fields[5:]  # + year
+    else:
+        five, extra = fields[1:6], [fields[0], fields[6]]  # seconds + ... + year
+    if not all(_NUMERIC_FIELD.match(f) for f in extra) or not _valid_five(" ".join(five)):
+        raise MlopsError(f"Invalid {variable} {value!r}: not a valid cron schedule ({hint})")
+    return " ".join(fields)
+
+
+def validate_timezone(value: str) -> str:
+    """An IANA zone name; MlopsError naming CRON_TZ otherwise."""
+    tz = (value or "").strip()
+    if not _TZ.match(tz):
+        raise MlopsError(f"Invalid CRON_TZ {value!r}: expected an IANA time zone such as Europe/Paris")
+    try:
+        import zoneinfo
+
+        known = zoneinfo.available_timezones()
+    except Exception:  # pragma: no cover
+        known = set()
+    if known and tz not in known and tz != "UTC":  # no tz database at all: trust the syntax
+        raise MlopsError(f"Unknown CRON_TZ {value!r}: expected an IANA time zone such as Europe/Paris")
+    return tz
+
+
+def render_crontab(settings, template_text: str | None = None) -> str:
+    """The crontab for `settings` (weekly_schedule, daily_schedule, cron_tz).
+
+    `template_text` defaults to default_template(). Raises MlopsError naming the variable when a
+    setting is malformed, or when the template uses an unknown placeholder.
+    """
+    values = {
+        "WEEKLY_SCHEDULE": validate_schedule("WEEKLY_SCHEDULE", settings.weekly_schedule),
+        "DAILY_SCHEDULE": validate_schedule("DAILY_SCHEDULE", settings.daily_schedule),
+        "CRON_TZ": validate_timezone(settings.cron_tz),
+    }
+    text = default_template() if template_text is None else template_text
+    try:
+        rendered = Template(text).substitute(values)
+    except KeyError as exc:
+        raise MlopsError(
+            f"The crontab template uses ${{{exc.args[0]}}}, which is not one of "
+            f"{', '.join('${' + k + '}' for k in values)} (write $$ for a literal $)"
+        ) from None
+    except ValueError as exc:
+        raise MlopsError(f"The crontab template has a malformed placeholder: {exc} (write $$ for a literal $)") from None
+    return rendered if rendered.endswith("\n") else rendered + "\n"
