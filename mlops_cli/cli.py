@@ -267,6 +267,66 @@ def evaluate_cmd(ctx, run_id, version, by, as_json) -> None:
          as_json)
 
 
+# @@ promotion commands (promote, rollback, models) @@
+
+# @@ serving commands (serve, predict, export-inference-log) @@
+
+# @@ drift commands (drift, alert, alerts) @@
+
+# @@ pipeline commands (pipeline, crontab, demo, ui) @@
+@main.group("pipeline")
+def pipeline_group() -> None:
+    """Run a whole pipeline under its lock: weekly, daily or retrain."""
+
+
+def _run_pipeline(ctx, name: str, as_of, by: str | None, as_json: bool) -> None:
+    from .pipeline import run_pipeline
+
+    s = settings_of(ctx)
+    json_lines = as_json or os.environ.get("MLOPS_LOG_FORMAT") == "json"
+    result = run_pipeline(s, name, trigger_of(by), as_of=as_of.date() if as_of else None,
+                          on_step=lambda r: emit(r, json_lines))
+    if json_lines:
+        click.echo(json.dumps({k: v for k, v in result.as_dict().items() if k != "steps"}, default=str))
+    else:
+        click.echo(f"{name} pipeline (run #{result.run_id}) {result.status}: {result.message}")
+    if result.status == "failed":
+        ctx.exit(1)
+
+
+@pipeline_group.command("weekly")
+@click.option("--as-of", type=DATE, help="Pretend today is this date (simulation, backfill).")
+@click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per step, then the pipeline's.")
+@click.pass_context
+@domain_errors
+def pipeline_weekly(ctx, as_of, by, as_json) -> None:
+    """load -> train -> evaluate -> promote; re-running the same week resumes after the last success."""
+    _run_pipeline(ctx, "weekly", as_of, by, as_json)
+
+
+@pipeline_group.command("daily")
+@click.option("--as-of", type=DATE, help="Pretend today is this date (simulation, backfill).")
+@click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per step, then the pipeline's.")
+@click.pass_context
+@domain_errors
+def pipeline_daily(ctx, as_of, by, as_json) -> None:
+    """drift -> alert: today's drift report and the alerts it raises or resolves."""
+    _run_pipeline(ctx, "daily", as_of, by, as_json)
+
+
+@pipeline_group.command("retrain")
+@click.option("--by", required=True, help="Who asks for the retraining (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per step, then the pipeline's.")
+@click.pass_context
+@domain_errors
+def pipeline_retrain(ctx, by, as_json) -> None:
+    """train -> evaluate -> promote now, on everything loaded (a human's "force retrain")."""
+    _run_pipeline(ctx, "retrain", None, by, as_json)
+
+
+
 # --- audit --------------------------------------------------------------------------------------
 @main.command("runs")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)

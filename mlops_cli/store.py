@@ -159,6 +159,16 @@ def running_runs(conn, step: str | None = None) -> list[dict]:
     )
 
 
+def pipeline_row_of_pid(conn, pid: int, pipeline_kind: str) -> dict | None:
+    """The pipeline-level row a just-launched process created (launch() waits for it)."""
+    return _one(
+        conn,
+        f"""SELECT {RUN_COLUMNS} FROM pipeline_runs
+            WHERE step = 'pipeline' AND pid = %s AND pipeline = %s ORDER BY id DESC LIMIT 1""",
+        (pid, pipeline_kind),
+    )
+
+
 def try_advisory_lock(conn, key: int) -> bool:
     return bool(_scalar(conn, "SELECT pg_try_advisory_lock(%s)", (key,)))
 

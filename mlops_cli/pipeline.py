@@ -1,0 +1,276 @@
+"""Pipelines: the weekly (load -> train -> evaluate -> promote), the daily (drift -> alert) and the
+on-demand retrain (train -> evaluate -> promote).
+
+A pipeline run is a pipeline_runs row (step 'pipeline') holding the pipeline's advisory lock; its
+steps are child rows (parent_run_id). Each step is gated by pipeline_runs itself (train needs a
+load it has not consumed, evaluate a train, promote an evaluate), so re-running a pipeline for the
+same week resumes where the last run stopped: steps already done are skipped by their gates, a
+failed step runs again. A failed step stops the chain (later steps are not started), the pipeline
+exits non-zero and a notification goes out. Transient errors (database or MLflow unreachable) are
+retried with backoff; each step has a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Callable, Iterator
+
+from . import db, store
+from .config import Settings
+from .errors import AlreadyRunning, MlopsError
+from .runs import StepFailed, StepResult, Trigger, advisory_lock, recover_abandoned, with_retries
+
+log = logging.getLogger(__name__)
+
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "weekly": ("load", "train", "evaluate", "promote"),
+    "daily": ("drift", "alert"),
+    "retrain": ("train", "evaluate", "promote"),
+}
+
+
+@dataclass
+class PipelineResult:
+    pipeline: str
+    status: str  # succeeded | failed | skipped
+    run_id: int | None
+    message: str = ""
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def as_dict(self) -> dict:
+        return {"pipeline": self.pipeline, "status": self.status, "run_id": self.run_id,
+                "message": self.message, "steps": [s.as_dict() for s in self.steps]}
+
+
+class StepTimeout(MlopsError):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float, step: str) -> Iterator[None]:
+    """Raise StepTimeout in the step after `seconds` (main thread only; elsewhere no limit)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise StepTimeout(f"step {step} timed out after {seconds:.0f}s (STEP_TIMEOUT)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _step_callable(step: str, as_of: date | None, pipeline: str) -> Callable:
+    """The library function of a step, bound to its pipeline arguments."""
+    if step == "load":
+        from .steps.load import load
+
+        return lambda conn, s, t: load(conn, s, t, as_of=as_of)
+    if step == "train":
+        from .steps.train import train
+
+        # A retrain is a human's "train now": it trains even without a new load.
+        return lambda conn, s, t: train(conn, s, t, force=pipeline == "retrain")
+    if step == "evaluate":
+        from .steps.evaluate import evaluate
+
+        return lambda conn, s, t: evaluate(conn, s, t)
+    if step == "promote":
+        from .steps.promote import promote
+
+        return lambda conn, s, t: promote(conn, s, t)
+    if step == "drift":
+        from .steps.drift import drift
+
+        return lambda conn, s, t: drift(conn, s, t, as_of=as_of)
+    if step == "alert":
+        from .steps.alert import alert
+
+        return lambda conn, s, t: alert(conn, s, t)
+    raise ValueError(f"unknown step {step!r}")
+
+
+def slot_for(name: str, as_of: date) -> str | None:
+    if name == "weekly":
+        year, week, _ = as_of.isocalendar()
+        return f"{year}-W{week:02d}"
+    if name == "daily":
+        return as_of.isoformat()
+    return None
+
+
+def run_pipeline(settings: Settings, name: str, trigger: Trigger, *, as_of: date | None = None,
+                 on_step: Callable[[StepResult], None] | None = None) -> PipelineResult:
+    """Run pipeline `name` under its advisory lock; see the module docstring."""
+    if name not in PIPELINES:
+        raise MlopsError(f"Unknown pipeline {name!r}: choose one of {', '.join(PIPELINES)}")
+    as_of = as_of or datetime.now(timezone.utc).date()
+    slot = slot_for(name, as_of)
+    pipeline_kind = name if name in ("weekly", "daily", "retrain") else "manual"
+    base = trigger.child(pipeline=pipeline_kind, slot=slot)
+    session = db.open_db(settings, application_name=f"mlops-pipeline-{name}")
+    try:
+        recover_abandoned(session)
+        params = {"as_of": as_of.isoformat(), "steps": list(PIPELINES[name])}
+        try:
+            lock = advisory_lock(session, f"pipeline:{name}")
+            lock.__enter__()
+        except AlreadyRunning:
+            running = [r for r in store.running_runs(session, "pipeline") if r["pipeline"] == pipeline_kind]
+            holder = f" (pipeline run #{running[-1]['id']})" if running else ""
+            message = f"already running: another {name} pipeline is in progress{holder}"
+            run_id = store.insert_run(
+                session, pipeline=pipeline_kind, step="pipeline", status="skipped",
+                triggered_by=base.triggered_by, actor=base.actor, params=params, slot=slot,
+                pid=os.getpid(), hostname=_host(), outputs={"message": message})
+            session.commit()
+            return PipelineResult(name, "skipped", run_id, message)
+        try:
+            return _run_locked(session, settings, name, base, as_of, params, on_step)
+        finally:
+            lock.__exit__(None, None, None)
+    finally:
+        session.close()
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _run_locked(session, settings, name, base: Trigger, as_of, params, on_step) -> PipelineResult:
+    run_id = store.insert_run(
+        session, pipeline=base.pipeline, step="pipeline", status="running",
+        triggered_by=base.triggered_by, actor=base.actor, params=params, slot=base.slot,
+        pid=os.getpid(), hostname=_host())
+    session.commit()
+    log.info("%s pipeline run #%d started (%s)", name, run_id, ", ".join(PIPELINES[name]))
+    result = PipelineResult(name, "succeeded", run_id)
+    child = base.child(parent_run_id=run_id)
+    failed: StepResult | None = None
+    for step in PIPELINES[name]:
+        fn = _step_callable(step, as_of, name)
+        log.info("step %s", step)
+
+        def attempt(conn, fn=fn, step=step):
+            with time_limit(settings.step_timeout, step):
+                return fn(conn, settings, child)
+
+        try:
+            step_result = with_retries(settings, attempt)
+        except StepFailed as exc:
+            step_result = exc.result
+        except Exception as exc:  # could not even record the step (database down, bad config)
+            step_result = StepResult(step, "failed", None, str(exc).strip() or type(exc).__name__)
+        result.steps.append(step_result)
+        if on_step:
+            on_step(step_result)
+        if step_result.status == "failed":
+            failed = step_result
+            break
+    if failed:
+        result.status = "failed"
+        not_run = PIPELINES[name][len(result.steps):]
+        result.message = (f"step {failed.step} failed (run #{failed.run_id}): {failed.message}"
+                          + (f"; not run: {', '.join(not_run)}" if not_run else ""))
+    else:
+        done = [s.step for s in result.steps if s.status == "succeeded"]
+        result.message = f"done: {', '.join(done) or 'nothing to do'}; " + "; ".join(
+            f"{s.step}: {s.message}" for s in result.steps if s.message)
+    outputs = {"message": result.message, "steps": {s.step: {"status": s.status, "run_id": s.run_id}
+                                                    for s in result.steps}}
+    store.finish_run(session, run_id, result.status, outputs,
+                     error=result.message if failed else None)
+    if failed:
+        _notify_failure(session, settings, result, failed)
+    session.commit()
+    return result
+
+
+def _notify_failure(session, settings, result: PipelineResult, failed: StepResult) -> None:
+    from . import notify
+
+    msg = notify.Message(
+        event="pipeline_failed", severity="error",
+        subject=f"[mlops] {result.pipeline} pipeline failed at step {failed.step}",
+        context={"pipeline": result.pipeline, "pipeline_run_id": result.run_id, "step": failed.step,
+                 "step_run_id": failed.run_id, "error": failed.message,
+                 "commands": ["mlops runs --limit 20", f"mlops pipeline {result.pipeline}"]},
+    )
+    notify.send(session, settings, msg, kinds=("log", "email", "slack"), pipeline_run_id=result.run_id)
+
+
+# --- background launch (API, UI) -----------------------------------------------------------------
+def launch(settings: Settings, pipeline: str, *, actor: str, triggered_by: str = "api",
+           timeout: float = 30.0) -> int:
+    """Start `mlops pipeline <pipeline>` in a background process; return its pipeline run id.
+
+    Raises AlreadyRunning when that pipeline is running (its lock is held), so an API answers 409
+    instead of queueing a second training. Never trains in the caller's process.
+    """
+    if pipeline not in PIPELINES:
+        raise MlopsError(f"Unknown pipeline {pipeline!r}")
+    conn = db.open_db(settings)
+    try:
+        with advisory_lock(conn, f"pipeline:{pipeline}"):
+            pass  # free right now; the child takes it for real
+        logs = settings.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"pipeline-{pipeline}-{int(time.time() * 1000)}.log"
+        env = dict(os.environ, MLOPS_TRIGGERED_BY=triggered_by, MLOPS_ACTOR=actor)
+        env.update(_settings_env(settings))
+        with open(log_path, "ab") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "mlops_cli.cli", "pipeline", pipeline, "--by", actor],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = store.pipeline_row_of_pid(conn, child.pid, pipeline_kind=pipeline)
+            conn.rollback()
+            if row:
+                if row["status"] == "skipped":
+                    raise AlreadyRunning(row["outputs"].get("message", f"another {pipeline} run is in progress"))
+                return row["id"]
+            if child.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-1500:]
+                raise MlopsError(f"mlops pipeline {pipeline} exited with {child.returncode} before starting: {tail}")
+            time.sleep(0.1)
+        raise MlopsError(f"mlops pipeline {pipeline} did not start within {timeout:.0f}s (log: {log_path})")
+    except AlreadyRunning as exc:
+        raise AlreadyRunning(f"a {pipeline} pipeline is already running: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    """The settings the child needs to see the same database, registry and home as the caller."""
+    env = {"MLOPS_HOME": str(settings.home.resolve()), "MODEL_NAME": settings.model_name,
+           "MLFLOW_EXPERIMENT_NAME": settings.experiment_name}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    if settings.mlflow_tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    if settings.artifact_root:
+        env["MLFLOW_ARTIFACT_ROOT"] = settings.artifact_root
+    return env
