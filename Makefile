@@ -7,7 +7,7 @@ MLOPS  := $(BIN)/mlops
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast test-pipeline test-integration bench clean help
+.PHONY: install demo test test-fast test-pipeline test-integration bench clean help trigger-auto-promote
 
 help:
 	@echo "make demo | test | install | bench | clean   (see README.md)"
@@ -28,6 +28,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Decide on the newest evaluated challenger now (promote / archive / needs approval).
+trigger-auto-promote: $(STAMP)
+	$(MLOPS) promote
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

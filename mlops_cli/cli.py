@@ -268,6 +268,155 @@ def evaluate_cmd(ctx, run_id, version, by, as_json) -> None:
 
 
 # @@ promotion commands (promote, rollback, models) @@
+# --- promotion, approval, rollback, models ------------------------------------------------------
+def _score(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _aliases_text(aliases: dict) -> str:
+    return "  ".join(f"{k}=v{v}" for k, v in sorted(aliases.items()) if v) or "(none)"
+
+
+def _notifications_text(items: list) -> str:
+    return ", ".join(f"{n['channel']} {n['status']}" + (f" ({n['error'][:60]})" if n.get("error") else "")
+                     for n in items) or "none"
+
+
+def _emit_decision(result, as_json: bool) -> None:
+    """A promote/approve result: JSON, or a one-screen summary of the decision."""
+    if as_json or os.environ.get("MLOPS_LOG_FORMAT") == "json" or result.status != "succeeded":
+        emit(result, as_json)
+        return
+    o = result.outputs
+    metric = o["metric"]
+    champion = (f"v{o['champion_version']}  {metric} {_score(o['champion_score'])}  (re-scored on the same rows)"
+                if o.get("champion_version") else "none")
+    lines = [
+        f"[ok] {result.step} (run #{result.run_id}): version {o['model_version']} {o['decision']}",
+        f"  decision       {o['decision']}  (by {o['decided_by']})",
+        f"  candidate      v{o['model_version']}  {metric} {_score(o['candidate_score'])}  "
+        f"({'re-scored' if o.get('candidate_rescored') else 'its evaluation'} on {o['holdout_rows']} holdout rows)",
+        f"  champion       {champion}",
+        f"  threshold      {o['threshold']:g}  (min improvement {o['min_improvement']:g}, auto-promotion "
+        f"{'on' if o['auto_promotion_enabled'] else 'off'})",
+        f"  rule           {o['rule']}",
+        f"  justification  {o['justification']}",
+        f"  aliases now    {_aliases_text(o['aliases'])}",
+        f"  notifications  {_notifications_text(o.get('notifications', []))}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@main.command("promote")
+@click.option("--run-id", help="The MLflow run id of the version to decide on.")
+@click.option("--version", help="The registered model version to decide on.")
+@click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@click.pass_context
+@domain_errors
+def promote_cmd(ctx, run_id, version, by, as_json) -> None:
+    """Promote the newest evaluated challenger if it beats the champion, else archive it.
+
+    Rule: AUTO_PROMOTION_ENABLED and score > MIN_F1_THRESHOLD and (no champion or score > champion
+    + MIN_IMPROVEMENT), both scored on the same current holdout. With auto-promotion off the
+    decision is 'needs_approval' (see `mlops approve`).
+    """
+    from .runs import with_retries
+    from .steps.promote import promote
+
+    s = settings_of(ctx)
+    _emit_decision(with_retries(s, lambda conn: promote(conn, s, trigger_of(by), run_id=run_id,
+                                                        version=version)), as_json)
+
+
+@main.command("approve")
+@click.argument("version")
+@click.option("--reason", required=True, help="Why this version goes to production (recorded, notified).")
+@click.option("--by", required=True, help="Who approves it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@click.pass_context
+@domain_errors
+def approve_cmd(ctx, version, reason, by, as_json) -> None:
+    """Promote VERSION by hand (e.g. one that needs approval): it becomes the champion."""
+    from .runs import with_retries
+    from .steps.promote import approve
+
+    s = settings_of(ctx)
+    _emit_decision(with_retries(s, lambda conn: approve(conn, s, trigger_of(by), version, reason)), as_json)
+
+
+@main.command("rollback")
+@click.option("--to-version", help="A former champion to return to (default: the previous champion).")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail and sent to the team).")
+@click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@domain_errors
+def rollback_cmd(ctx, to_version, reason, by, as_json) -> None:
+    """Put the previous champion (or --to-version, a former champion) back in production."""
+    from .runs import with_retries
+    from .steps.rollback import rollback
+
+    s = settings_of(ctx)
+    result = with_retries(s, lambda conn: rollback(conn, s, trigger_of(by), to_version=to_version,
+                                                   reason=reason))
+    if as_json or os.environ.get("MLOPS_LOG_FORMAT") == "json" or result.status != "succeeded":
+        emit(result, as_json)
+        return
+    o = result.outputs
+    click.echo("\n".join([
+        f"[ok] rollback (run #{result.run_id}): champion v{o['from_version']} -> v{o['to_version']}",
+        f"  from           v{o['from_version']}  {o['metric']} {_score(o['from_score'])}  (now Archived, rolled_back=true)",
+        f"  to             v{o['to_version']}  {o['metric']} {_score(o['to_score'])}  (now Production)",
+        f"  reason         {o['reason']}",
+        f"  by             {o['decided_by']}",
+        f"  aliases now    {_aliases_text(o['aliases'])}",
+        f"  notifications  {_notifications_text(o.get('notifications', []))}",
+    ]))
+
+
+@main.command("models")
+@click.option("--history", is_flag=True, help="Show the decision history instead of the versions.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Decisions shown with --history.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@domain_errors
+def models_cmd(ctx, history, limit, as_json) -> None:
+    """Registered versions, newest first (the champion marked *), or the decision history."""
+    from .models import decision_history, list_models
+    from .render import table, to_json
+    from .runs import with_retries
+
+    s = settings_of(ctx)
+    if history:
+        rows = with_retries(s, lambda conn: decision_history(conn, s, limit))
+        if as_json:
+            click.echo(to_json(rows))
+        elif not rows:
+            click.echo(f"no decisions yet for {s.model_name}")
+        else:
+            click.echo(table(rows, ["id", "created_at", "model_version", "decision", "candidate_score",
+                                    "champion_version", "champion_score", "decided_by", "justification"],
+                             ["id", "when", "version", "decision", "score", "champion", "champ score", "by",
+                              "justification"], width=80))
+        return
+    rows = with_retries(s, lambda conn: list_models(conn, s))
+    if as_json:
+        click.echo(to_json(rows))
+        return
+    if not rows:
+        click.echo(f"no registered versions of {s.model_name} yet (run `mlops train`)")
+        return
+    for r in rows:
+        r["mark"] = "*" if r["is_champion"] else ""
+        r["aliases_text"] = ",".join(r["aliases"])
+    click.echo(table(rows, ["mark", "version", "aliases_text", "stage", "weighted_f1", "decision", "reason",
+                            "created_at"],
+                     ["", "version", "aliases", "stage", "weighted F1", "decision", "reason", "created"],
+                     width=70))
+    click.echo(f"* champion (in production) of {s.model_name}")
+
 
 # @@ serving commands (serve, predict, export-inference-log) @@
 
@@ -325,6 +474,48 @@ def pipeline_retrain(ctx, by, as_json) -> None:
     """train -> evaluate -> promote now, on everything loaded (a human's "force retrain")."""
     _run_pipeline(ctx, "retrain", None, by, as_json)
 
+
+
+@main.group("crontab")
+def crontab_group() -> None:
+    """The supercronic crontab rendered from crontab.template and the schedule settings."""
+
+
+@crontab_group.command("render")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write it here instead of stdout.")
+@click.pass_context
+@domain_errors
+def crontab_render(ctx, out) -> None:
+    """Fill WEEKLY_SCHEDULE, DAILY_SCHEDULE and CRON_TZ into the template (validated)."""
+    from pathlib import Path
+
+    from .schedule import default_template, render_crontab
+
+    text = render_crontab(settings_of(ctx), default_template())
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command("ui")
+@click.option("--port", type=int, default=8501, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.pass_context
+@domain_errors
+def ui_cmd(ctx, port, host) -> None:
+    """Start the Streamlit control room (streamlit_app/Home.py)."""
+    import subprocess
+    from pathlib import Path
+
+    app_dir = Path(os.environ.get("MLOPS_STREAMLIT_DIR") or Path(__file__).resolve().parent.parent / "streamlit_app")
+    home = app_dir / "Home.py"
+    if not home.is_file():
+        raise click.ClickException(f"Streamlit app not found at {home}; set MLOPS_STREAMLIT_DIR")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(port),
+           "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    ctx.exit(subprocess.call(cmd))
 
 
 # --- audit --------------------------------------------------------------------------------------

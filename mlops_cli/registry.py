@@ -223,11 +223,17 @@ def list_versions(settings: Settings) -> list[dict]:
     c = client(settings)
     try:
         versions = c.search_model_versions(f"name = '{settings.model_name}'")
+        # search results carry no aliases: read them from the registered model itself
+        aliases = c.get_registered_model(settings.model_name).aliases if versions else {}
     except Exception as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc):
             return []
         raise
-    return sorted((_version_dict(mv) for mv in versions), key=lambda v: -int(v["version"]))
+    by_version: dict[str, list[str]] = {}
+    for alias, version in (aliases or {}).items():
+        by_version.setdefault(str(version), []).append(alias)
+    return sorted((_version_dict(mv, by_version.get(str(mv.version), [])) for mv in versions),
+                  key=lambda v: -int(v["version"]))
 
 
 def set_alias(settings: Settings, alias: str, version: str | int) -> None:

@@ -128,15 +128,19 @@ def mark_abandoned_runs(conn) -> list[int]:
 
 
 def latest_unconsumed(conn, step: str, consumer_step: str) -> dict | None:
-    """The newest succeeded `step` run that no running/succeeded `consumer_step` run has consumed."""
+    """The newest succeeded `step` run, if no running/succeeded `consumer_step` run consumed it.
+
+    Only the newest counts: a consumer always works on the latest output (train on everything
+    loaded, evaluate the newest challenger), so older unconsumed runs are superseded, not queued.
+    """
     return _one(
         conn,
-        f"""SELECT {RUN_COLUMNS} FROM pipeline_runs r
-            WHERE r.step = %s AND r.status = 'succeeded'
-              AND NOT EXISTS (SELECT 1 FROM pipeline_runs c
+        f"""SELECT {RUN_COLUMNS} FROM (
+                SELECT * FROM pipeline_runs WHERE step = %s AND status = 'succeeded'
+                ORDER BY id DESC LIMIT 1) r
+            WHERE NOT EXISTS (SELECT 1 FROM pipeline_runs c
                               WHERE c.upstream_run_id = r.id AND c.step = %s
-                                AND c.status IN ('running', 'succeeded'))
-            ORDER BY r.id DESC LIMIT 1""",
+                                AND c.status IN ('running', 'succeeded'))""",
         (step, consumer_step),
     )
 
@@ -304,6 +308,136 @@ def table_counts(conn, tables: Sequence[str]) -> dict[str, int]:
             raise ValueError(t)
         out[t] = _scalar(conn, f"SELECT count(*) FROM {t}")
     return out
+
+
+# === promotion decisions ========================================================================
+DECISION_COLUMNS = (
+    "id, pipeline_run_id, model_name, model_version, mlflow_run_id, decision, metric, candidate_score, "
+    "champion_version, champion_score, threshold, min_improvement, rule, justification, decided_by, "
+    "triggered_by, previous_champion, restored_version, created_at"
+)
+PROMOTIONS = ("promoted", "manual_promotion")
+
+
+def champion_lock(conn, key: int) -> None:
+    """Wait for the transaction-level advisory lock `key` (promote, approve and rollback all move
+    the champion alias: they take it so that they never interleave). Released at commit/rollback."""
+    _scalar(conn, "SELECT pg_advisory_xact_lock(%s)", (key,))
+
+
+def insert_decision(conn, **cols) -> int:
+    """Insert a model_decisions row (see sql/006_decisions.sql); returns its id."""
+    names = ", ".join(cols)
+    marks = ", ".join(["%s"] * len(cols))
+    return _scalar(conn, f"INSERT INTO model_decisions ({names}) VALUES ({marks}) RETURNING id",
+                   list(cols.values()))
+
+
+def latest_decision_for_version(conn, model_name: str, model_version: str) -> dict | None:
+    return _one(
+        conn,
+        f"""SELECT {DECISION_COLUMNS} FROM model_decisions WHERE model_name = %s AND model_version = %s
+            ORDER BY id DESC LIMIT 1""",
+        (model_name, str(model_version)),
+    )
+
+
+def latest_decisions_by_version(conn, model_name: str) -> dict[str, dict]:
+    """model_version -> its latest model_decisions row."""
+    rows = _all(
+        conn,
+        f"""SELECT DISTINCT ON (model_version) {DECISION_COLUMNS} FROM model_decisions
+            WHERE model_name = %s ORDER BY model_version, id DESC""",
+        (model_name,),
+    )
+    return {r["model_version"]: r for r in rows}
+
+
+def list_decisions(conn, model_name: str, limit: int = 50, decision: str | None = None) -> list[dict]:
+    return _all(
+        conn,
+        f"""SELECT {DECISION_COLUMNS} FROM model_decisions
+            WHERE model_name = %(name)s AND (%(decision)s::text IS NULL OR decision = %(decision)s)
+            ORDER BY id DESC LIMIT %(limit)s""",
+        {"name": model_name, "decision": decision, "limit": limit},
+    )
+
+
+def versions_ever_champion(conn, model_name: str) -> list[str]:
+    """Versions that have been in production: promoted (auto or manual), or restored by a rollback.
+    Ordered by when they first got there."""
+    rows = _all(
+        conn,
+        """SELECT v AS version, min(id) AS first_id FROM (
+               SELECT model_version AS v, id FROM model_decisions
+               WHERE model_name = %s AND decision IN ('promoted', 'manual_promotion')
+               UNION ALL
+               SELECT restored_version AS v, id FROM model_decisions
+               WHERE model_name = %s AND decision = 'rolled_back' AND restored_version IS NOT NULL
+           ) x GROUP BY v ORDER BY first_id""",
+        (model_name, model_name),
+    )
+    return [r["version"] for r in rows]
+
+
+def last_promotion_of(conn, model_name: str, model_version: str) -> dict | None:
+    """The latest promoted/manual_promotion row of a version (its champion_version is the champion it
+    replaced)."""
+    return _one(
+        conn,
+        f"""SELECT {DECISION_COLUMNS} FROM model_decisions
+            WHERE model_name = %s AND model_version = %s AND decision IN ('promoted', 'manual_promotion')
+            ORDER BY id DESC LIMIT 1""",
+        (model_name, str(model_version)),
+    )
+
+
+def last_consumed_upstream(conn, consumer_step: str) -> int | None:
+    """The newest upstream run a running/succeeded `consumer_step` run has consumed."""
+    return _scalar(
+        conn,
+        """SELECT max(upstream_run_id) FROM pipeline_runs
+           WHERE step = %s AND status IN ('running', 'succeeded')""",
+        (consumer_step,),
+    )
+
+
+def latest_succeeded_evaluation(conn, model_name: str, model_version: str) -> dict | None:
+    """The newest purpose='evaluation' row of a version written by a succeeded step, with the id of
+    that step's pipeline run (`run_step`) and its step name."""
+    return _one(
+        conn,
+        """SELECT e.*, r.step AS run_step FROM model_evaluations e
+           JOIN pipeline_runs r ON r.id = e.pipeline_run_id
+           WHERE e.model_name = %s AND e.model_version = %s AND e.purpose = 'evaluation'
+             AND r.status = 'succeeded'
+           ORDER BY e.id DESC LIMIT 1""",
+        (model_name, str(model_version)),
+    )
+
+
+def latest_evaluate_run_for_version(conn, model_name: str, model_version: str) -> int | None:
+    """The newest succeeded `evaluate` run that scored this version (the promote gate)."""
+    return _scalar(
+        conn,
+        """SELECT r.id FROM pipeline_runs r JOIN model_evaluations e ON e.pipeline_run_id = r.id
+           WHERE r.step = 'evaluate' AND r.status = 'succeeded' AND e.purpose = 'evaluation'
+             AND e.model_name = %s AND e.model_version = %s
+           ORDER BY r.id DESC LIMIT 1""",
+        (model_name, str(model_version)),
+    )
+
+
+def latest_evaluations_by_version(conn, model_name: str) -> dict[str, dict]:
+    """model_version -> its newest model_evaluations row (any purpose)."""
+    rows = _all(
+        conn,
+        """SELECT DISTINCT ON (model_version) model_version, purpose, weighted_f1, macro_f1, accuracy,
+                  holdout_rows, holdout_hash, evaluated_at
+           FROM model_evaluations WHERE model_name = %s ORDER BY model_version, id DESC""",
+        (model_name,),
+    )
+    return {r["model_version"]: r for r in rows}
 
 
 # === notifications ==============================================================================

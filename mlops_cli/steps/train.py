@@ -12,6 +12,7 @@ import logging
 import resource
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 from .. import __version__, dataset, registry, store
@@ -63,7 +64,11 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
 
         t0 = time.perf_counter()
         model = build_pipeline(hp)
-        model.fit(fit_rows[["designation", "description"]], fit_rows["prdtypecode"].to_numpy())
+        with warnings.catch_warnings():
+            # SGD stops at max_iter by design (a time budget); its ConvergenceWarning is noise here.
+            warnings.filterwarnings("ignore", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*Maximum number of iteration.*")
+            model.fit(fit_rows[["designation", "description"]], fit_rows["prdtypecode"].to_numpy())
         train_seconds = time.perf_counter() - t0
         log.info("trained in %.1fs; scoring the holdout", train_seconds)
         s = score(model, holdout)

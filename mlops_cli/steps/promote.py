@@ -1,0 +1,337 @@
+"""Conditional promotion of an evaluated challenger, and manual approval.
+
+`mlops promote` decides on the newest evaluated challenger not decided on yet (gate: a succeeded
+evaluate run that no promote run has consumed), or on a given version / MLflow run id. Champion
+and challenger are scored on the SAME current holdout (the champion is re-scored, purpose
+'champion-recheck'; the challenger's evaluation is reused when it was made on that holdout). Rule:
+
+    promote  iff AUTO_PROMOTION_ENABLED and score > MIN_F1_THRESHOLD
+                 and (no champion or score > champion score + MIN_IMPROVEMENT)
+
+on PROMOTION_METRIC (weighted_f1 by default). With auto-promotion off the decision is
+'needs_approval' (recorded, nothing moves; `mlops approve` promotes); otherwise 'archived'.
+
+Every decision is one audited step: a model_decisions row, the registry aliases and version tags,
+a description and run tags in MLflow, and a notification (log, email, Slack) whose notifications
+rows land in the step's transaction. The registry is not transactional: when a registry call
+fails half-way, the aliases are put back as they were and the step fails (nothing recorded).
+Promote, approve and rollback take one transaction-level advisory lock so they never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator
+from urllib.parse import quote
+
+from .. import notify, registry, store
+from ..config import Settings
+from ..errors import MlopsError, NotReady
+from ..notify import Message
+from ..runs import StepResult, StepRun, Trigger, lock_key, run_step
+from .evaluate import current_holdout, evaluate_version, version_for_run
+
+log = logging.getLogger(__name__)
+
+STEP = "promote"
+APPROVE_STEP = "approve"
+METRICS = ("weighted_f1", "macro_f1", "accuracy")
+CHAMPION_LOCK = "registry:champion"
+NOTIFY_KINDS = ("log", "email", "slack")
+
+
+# --- shared helpers (also used by rollback) ---------------------------------------------------
+def promotion_metric(settings: Settings) -> str:
+    metric = (settings.promotion_metric or "weighted_f1").strip()
+    if metric not in METRICS:
+        raise MlopsError(f"PROMOTION_METRIC must be one of {', '.join(METRICS)}, got {metric!r}")
+    return metric
+
+
+def lock_champion(conn) -> None:
+    """Serialise every step that moves the champion alias (until the step's transaction ends)."""
+    store.champion_lock(conn, lock_key(CHAMPION_LOCK))
+
+
+def actor_of(trigger: Trigger) -> str:
+    return trigger.actor or trigger.triggered_by
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def aliases(settings: Settings) -> dict[str, str | None]:
+    """alias -> version (None when unset) for champion, challenger and previous-champion."""
+    out = {}
+    for alias in registry.ALIASES:
+        v = registry.version_by_alias(settings, alias)
+        out[alias] = v["version"] if v else None
+    return out
+
+
+@contextmanager
+def restoring_aliases(settings: Settings) -> Iterator[dict[str, str | None]]:
+    """Snapshot the aliases; if the block raises, put them back as they were (best effort)."""
+    before = aliases(settings)
+    try:
+        yield before
+    except BaseException:
+        for alias, version in before.items():
+            try:
+                if version is None:
+                    registry.delete_alias(settings, alias)
+                else:
+                    registry.set_alias(settings, alias, version)
+            except Exception as exc:  # keep the original error; say what could not be undone
+                log.error("could not restore alias %s -> %s after a failed step: %s", alias, version, exc)
+        raise
+
+
+def model_links(settings: Settings, version: str) -> dict[str, str]:
+    uri = settings.mlflow_tracking_uri or ""
+    if not uri.startswith("http"):
+        return {}
+    return {f"MLflow version {version}":
+            f"{uri.rstrip('/')}/#/models/{quote(settings.model_name, safe='')}/versions/{version}"}
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+# --- the rule -----------------------------------------------------------------------------------
+def decide(metric: str, candidate_score: float, champion_version: str | None, champion_score: float | None,
+           *, threshold: float, min_improvement: float, auto_promotion: bool) -> tuple[str, str, str]:
+    """(decision, rule as evaluated, justification) for a candidate. Pure: no I/O.
+
+    PROMOTE iff auto_promotion and candidate > threshold and (no champion or candidate > champion +
+    min_improvement); auto-promotion off -> 'needs_approval'; else 'archived'.
+    """
+    c = candidate_score
+    above = c > threshold
+    has_champion = champion_version is not None and champion_score is not None
+    beats = (not has_champion) or c > champion_score + min_improvement
+    yes = {True: "yes", False: "no"}
+    rule = (f"AUTO_PROMOTION_ENABLED ({yes[auto_promotion]}) and {metric} {c:.4f} > MIN_F1_THRESHOLD "
+            f"{_num(threshold)} ({yes[above]}) and ")
+    if has_champion:
+        rule += (f"{metric} {c:.4f} > champion v{champion_version} {champion_score:.4f} + MIN_IMPROVEMENT "
+                 f"{_num(min_improvement)} ({yes[beats]})")
+    else:
+        rule += "no champion to beat (yes)"
+
+    plus = f" + {_num(min_improvement)}" if min_improvement else ""
+    if not above:
+        text = f"{metric} {c:.4f} <= threshold {_num(threshold)}"
+    elif not has_champion:
+        text = f"{metric} {c:.4f} > threshold {_num(threshold)} and no champion yet"
+    elif beats:
+        text = (f"{metric} {c:.4f} > threshold {_num(threshold)} and > champion v{champion_version} "
+                f"{champion_score:.4f}{plus} ({c - champion_score:+.4f})")
+    else:
+        text = (f"{metric} {c:.4f} > threshold {_num(threshold)} but not > champion v{champion_version} "
+                f"{champion_score:.4f}{plus} ({c - champion_score:+.4f})")
+    would = above and beats
+    if not auto_promotion:
+        verdict = "promoted" if would else "archived"
+        return ("needs_approval", rule,
+                f"{text}: would be {verdict}, but auto-promotion is disabled (AUTO_PROMOTION_ENABLED=false): "
+                "needs approval")
+    if would:
+        return "promoted", rule, f"{text}: promoted"
+    kept = f"champion v{champion_version} kept" if has_champion else "no champion"
+    return "archived", rule, f"{text}: archived ({kept})"
+
+
+# --- scoring ------------------------------------------------------------------------------------
+def score_against_champion(conn, settings: Settings, version: str, champion: dict | None, metric: str,
+                           run_id: int) -> dict:
+    """Candidate and champion scores on the same current holdout rows."""
+    holdout = current_holdout(conn, settings)
+    rows, holdout_hash = holdout
+    evaluation = store.latest_succeeded_evaluation(conn, settings.model_name, version)
+    if evaluation is not None and evaluation["holdout_hash"] == holdout_hash:
+        candidate, rescored = float(evaluation[metric]), False
+    else:
+        log.info("version %s was evaluated on another holdout: re-scoring it on the current one", version)
+        candidate = float(evaluate_version(conn, settings, version, purpose="evaluation", pipeline_run_id=run_id,
+                                           holdout=holdout)[metric])
+        rescored = True
+    champion_version = champion["version"] if champion else None
+    champion_score = None
+    if champion_version is not None and champion_version != version:
+        log.info("re-scoring the champion (version %s) on the same %d holdout rows", champion_version, len(rows))
+        champion_score = float(evaluate_version(conn, settings, champion_version, purpose="champion-recheck",
+                                                pipeline_run_id=run_id, holdout=holdout)[metric])
+    return {"candidate_score": candidate, "candidate_rescored": rescored, "champion_version": champion_version,
+            "champion_score": champion_score, "holdout_rows": len(rows), "holdout_hash": holdout_hash}
+
+
+# --- applying a decision --------------------------------------------------------------------------
+def _apply(settings: Settings, decision: str, version: str, info: dict, champion_version: str | None,
+           justification: str, actor: str, tags_extra: dict) -> None:
+    """Registry side of a decision: aliases, version tags, description, run tags."""
+    decided_at = now_iso()
+    common = {"decision": decision, "reason": justification[:4900], "decided_at": decided_at,
+              "decided_by": actor}
+    with restoring_aliases(settings) as before:
+        if decision in ("promoted", "manual_promotion"):
+            registry.set_alias(settings, registry.CHAMPION, version)
+            if champion_version and champion_version != version:
+                registry.set_alias(settings, registry.PREVIOUS, champion_version)
+                registry.set_version_tags(settings, champion_version,
+                                          {"stage": "Archived", "archived_at": decided_at,
+                                           "replaced_by": version})
+            if before.get(registry.CHALLENGER) == version:
+                registry.delete_alias(settings, registry.CHALLENGER)
+            stage = "Production"
+        elif decision == "archived":
+            if before.get(registry.CHALLENGER) == version:
+                registry.delete_alias(settings, registry.CHALLENGER)  # decided on: no longer a challenger
+            stage = "Archived"
+        else:  # needs_approval: nothing moves, it stays the challenger
+            stage = "None"
+        registry.set_version_tags(settings, version, {"stage": stage, **common})
+        registry.set_description(settings, version, justification)
+        if info.get("run_id"):
+            registry.set_run_tags(settings, info["run_id"], {"decision": decision, "decided_at": decided_at,
+                                                             **tags_extra})
+
+
+def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger, *, decision: str,
+                       version: str, info: dict, metric: str, scores: dict, rule: str,
+                       justification: str, champion_version: str | None) -> None:
+    actor = actor_of(trigger)
+    promoted = decision in ("promoted", "manual_promotion")
+    previous = champion_version if promoted and champion_version and champion_version != version else None
+    decision_id = store.insert_decision(
+        conn, pipeline_run_id=step.run_id, model_name=settings.model_name, model_version=version,
+        mlflow_run_id=info.get("run_id"), decision=decision, metric=metric,
+        candidate_score=scores["candidate_score"], champion_version=champion_version,
+        champion_score=scores["champion_score"], threshold=settings.min_f1_threshold,
+        min_improvement=settings.min_improvement, rule=rule, justification=justification, decided_by=actor,
+        triggered_by=trigger.triggered_by, previous_champion=previous,
+    )
+    run_tags = {f"candidate_{metric}": f"{scores['candidate_score']:.4f}",
+                "champion_version": champion_version or "none",
+                f"champion_{metric}": "n/a" if scores["champion_score"] is None else f"{scores['champion_score']:.4f}",
+                "decision_reason": justification[:4900]}
+    _apply(settings, decision, version, info, champion_version, justification, actor, run_tags)
+    after = aliases(settings)
+
+    name = settings.model_name
+    subject = {
+        "promoted": f"Model {name} v{version} promoted to production",
+        "manual_promotion": f"Model {name} v{version} promoted to production by {actor}",
+        "archived": f"Model {name} v{version} archived"
+                    + (f" (champion v{champion_version} kept)" if champion_version else " (no champion)"),
+        "needs_approval": f"Model {name} v{version} needs approval",
+    }[decision]
+    score_lines = {"candidate": scores["candidate_score"]}
+    if scores["champion_score"] is not None:
+        score_lines["champion"] = scores["champion_score"]
+        score_lines["improvement"] = scores["candidate_score"] - scores["champion_score"]
+    message = Message(
+        "promotion", subject, "warning" if decision == "needs_approval" else "info",
+        {"decision": decision, "model_name": name, "metric": metric, "candidate_version": version,
+         "candidate_score": scores["candidate_score"], "champion_version": champion_version,
+         "champion_score": scores["champion_score"], "threshold": settings.min_f1_threshold,
+         "min_improvement": settings.min_improvement, "justification": justification, "scores": score_lines,
+         "rule": rule, "decided_by": actor, "holdout_rows": scores["holdout_rows"], "run_id": step.run_id,
+         "aliases": {k: v for k, v in after.items() if v}, "links": model_links(settings, version)},
+    )
+    deliveries = notify.send(conn, settings, message, kinds=NOTIFY_KINDS, pipeline_run_id=step.run_id)
+    step.outputs.update({
+        "decision": decision, "decision_id": decision_id, "model_name": name, "model_version": version,
+        "mlflow_run_id": info.get("run_id"), "metric": metric, **scores,
+        "threshold": settings.min_f1_threshold, "min_improvement": settings.min_improvement,
+        "auto_promotion_enabled": settings.auto_promotion_enabled, "rule": rule,
+        "justification": justification, "decided_by": actor, "previous_champion": previous,
+        "aliases": after,
+        "notifications": [{"channel": d.channel, "status": d.status, "error": d.error} for d in deliveries],
+    })
+    step.message = f"version {version}: {justification}"
+
+
+# --- the steps ----------------------------------------------------------------------------------
+def promote(conn, settings: Settings, trigger: Trigger, *, run_id: str | None = None,
+            version: str | int | None = None) -> StepResult:
+    """Decide on a challenger (default: the newest evaluated one not decided on yet)."""
+    if run_id and version:
+        raise MlopsError("Give --run-id or --version, not both")
+    metric = promotion_metric(settings)
+
+    def body(step: StepRun) -> None:
+        lock_champion(conn)
+        if version is not None or run_id:
+            target = str(version) if version is not None else version_for_run(settings, run_id)
+            info = registry.get_version(settings, target)
+            evaluate_run = store.latest_evaluate_run_for_version(conn, settings.model_name, target)
+            if evaluate_run is None:
+                raise NotReady(f"Version {target} has no succeeded evaluation: run "
+                               f"`mlops evaluate --version {target}` before promoting it")
+            step.consume(evaluate_run)
+        else:
+            upstream = store.latest_unconsumed(conn, "evaluate", STEP)
+            newest_decided = store.last_consumed_upstream(conn, STEP)
+            if upstream is None or not upstream["outputs"].get("model_version") or \
+                    (newest_decided is not None and upstream["id"] < newest_decided):
+                step.skip("nothing left to decide: every evaluated challenger has a decision "
+                          "(train and evaluate a new version first)")
+                return
+            step.consume(upstream["id"])
+            target = str(upstream["outputs"]["model_version"])
+            info = registry.get_version(settings, target)
+        champion = registry.version_by_alias(settings, registry.CHAMPION)
+        if champion and champion["version"] == target:
+            step.skip(f"version {target} is already the champion; nothing to decide")
+            return
+        scores = score_against_champion(conn, settings, target, champion, metric, step.run_id)
+        decision, rule, justification = decide(
+            metric, scores["candidate_score"], scores["champion_version"], scores["champion_score"],
+            threshold=settings.min_f1_threshold, min_improvement=settings.min_improvement,
+            auto_promotion=settings.auto_promotion_enabled)
+        _record_and_notify(conn, settings, step, trigger, decision=decision, version=target, info=info,
+                           metric=metric, scores=scores, rule=rule, justification=justification,
+                           champion_version=scores["champion_version"])
+
+    return run_step(conn, trigger, STEP, body,
+                    params={"run_id": run_id, "version": None if version is None else str(version)})
+
+
+def approve(conn, settings: Settings, trigger: Trigger, version: str | int, reason: str) -> StepResult:
+    """A person promotes an evaluated version (typically one that 'needs_approval')."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise MlopsError("A reason is required to approve a version: pass --reason \"...\"")
+    target = str(version)
+    metric = promotion_metric(settings)
+
+    def body(step: StepRun) -> None:
+        lock_champion(conn)
+        info = registry.get_version(settings, target)
+        champion = registry.version_by_alias(settings, registry.CHAMPION)
+        if champion and champion["version"] == target:
+            raise MlopsError(f"Version {target} is already the champion; nothing to approve")
+        if store.latest_succeeded_evaluation(conn, settings.model_name, target) is None:
+            raise NotReady(f"Version {target} has no succeeded evaluation: run "
+                           f"`mlops evaluate --version {target}` before approving it")
+        step.consume(store.latest_evaluate_run_for_version(conn, settings.model_name, target))
+        scores = score_against_champion(conn, settings, target, champion, metric, step.run_id)
+        actor = actor_of(trigger)
+        c, threshold = scores["candidate_score"], settings.min_f1_threshold
+        versus = (f"champion v{scores['champion_version']} {scores['champion_score']:.4f} "
+                  f"({c - scores['champion_score']:+.4f})" if scores["champion_score"] is not None
+                  else "no champion")
+        rule = (f"manual approval by {actor} (the automatic rule is not applied: {metric} {c:.4f} "
+                f"{'>' if c > threshold else '<='} threshold {_num(threshold)})")
+        justification = f"approved by {actor}: {reason} ({metric} {c:.4f}, vs {versus}): promoted"
+        _record_and_notify(conn, settings, step, trigger, decision="manual_promotion", version=target,
+                           info=info, metric=metric, scores=scores, rule=rule, justification=justification,
+                           champion_version=scores["champion_version"])
+        step.outputs["reason"] = reason
+
+    return run_step(conn, trigger, APPROVE_STEP, body, params={"version": target, "reason": reason})

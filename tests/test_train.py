@@ -1,0 +1,141 @@
+"""Training and evaluation on the real embedded PostgreSQL and a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import query
+from mlops_cli import dataset, registry, store
+from mlops_cli.features import clean_text, parse_param, prepare
+from mlops_cli.runs import StepFailed, Trigger
+from mlops_cli.steps.evaluate import evaluate
+from mlops_cli.steps.load import load
+from mlops_cli.steps.train import train
+
+FAST = ("--param", "word_max_features=20000", "--param", "char_max_features=20000")
+FAST_PARAMS = {"word_max_features": 20000, "char_max_features": 20000}
+
+
+def test_clean_text_handles_html_entities_mojibake_and_case():
+    assert clean_text("<p>Lampe &eacute;tanche&nbsp;<br />LED</p>") == "lampe étanche led"
+    assert clean_text("caf&amp;eacute; Ã©tÃ©") == "café été"
+    assert clean_text(None) == "" and clean_text(float("nan")) == ""
+    assert clean_text("Élève", fold_accents=True) == "eleve"
+    prepared = prepare([{"designation": "Tome 3", "description": None}])
+    assert prepared.loc[0, "text"] == "tome 3"
+
+
+def test_parse_param_types_and_errors():
+    assert parse_param("alpha=5e-5") == ("alpha", 5e-5)
+    assert parse_param("fold_accents=true") == ("fold_accents", True)
+    assert parse_param("max_per_class=500") == ("max_per_class", 500)
+    with pytest.raises(ValueError, match="unknown parameter"):
+        parse_param("nope=1")
+    with pytest.raises(ValueError, match="expected a int"):
+        parse_param("word_min_df=abc")
+
+
+def test_holdout_is_stable_as_the_catalogue_grows():
+    ids = np.arange(1, 200_001, dtype=np.int64) * 7919
+    small = dataset.holdout_mask(ids[:50_000], 0.2)
+    large = dataset.holdout_mask(ids, 0.2)
+    assert (small == large[:50_000]).all()
+    assert 0.19 < large.mean() < 0.21
+
+
+def test_train_registers_one_version_with_tags_metrics_and_artifacts(small_catalogue, cli, conn, settings):
+    x, y = small_catalogue
+    assert cli("load", "--x-path", x, "--y-path", y, "--as-of", "2026-03-02").exit_code == 0
+    r = cli("train", "--json", *FAST)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["status"] == "succeeded"
+    version, run_id = out["outputs"]["model_version"], out["outputs"]["mlflow_run_id"]
+    versions = registry.list_versions(settings)
+    assert [v["version"] for v in versions] == [version]
+    v = versions[0]
+    assert v["aliases"] == ["challenger"] and v["tags"]["stage"] == "None"
+    info = registry.run_info(settings, run_id)
+    for metric in ("weighted_f1", "macro_f1", "accuracy", "train_rows", "test_rows", "train_seconds",
+                   "f1_class_2583"):
+        assert metric in info["metrics"], metric
+    assert info["metrics"]["weighted_f1"] == pytest.approx(out["outputs"]["weighted_f1"])
+    for tag in ("auto_trained", "trigger", "pipeline_run_id", "batch_ids", "dataset_hash", "code_version"):
+        assert info["tags"][tag], tag
+    assert info["tags"]["auto_trained"] == "true" and info["tags"]["trigger"] == "cli"
+    assert info["tags"]["pipeline_run_id"] == str(out["run_id"])
+    c = registry.client(settings)
+    artifacts = {a.path for a in c.list_artifacts(run_id)}
+    assert {"classification_report.txt", "confusion_matrix.png", "label_distribution.json"} <= artifacts
+    # lineage in pipeline_runs: train consumed the load
+    load_run, = query(conn, "SELECT id FROM pipeline_runs WHERE step = 'load'")[0]
+    assert query(conn, "SELECT upstream_run_id FROM pipeline_runs WHERE id = %s", (out["run_id"],))[0][0] == load_run
+
+    # no new load: skipped, exit 0, says why
+    r = cli("train", *FAST)
+    assert r.exit_code == 0
+    assert "[skipped] train" in r.output and "no new load since the last training" in r.output
+    assert len(registry.list_versions(settings)) == 1
+    # --force trains anyway
+    r = cli("train", "--force", "--json", *FAST)
+    assert r.exit_code == 0 and len(registry.list_versions(settings)) == 2
+
+    # evaluate: newest challenger not yet evaluated, and the same score twice on the same holdout
+    r1 = cli("evaluate", "--json")
+    assert r1.exit_code == 0, r1.output
+    e1 = json.loads(r1.stdout)
+    r2 = cli("evaluate", "--version", e1["outputs"]["model_version"], "--json")
+    e2 = json.loads(r2.stdout)
+    assert e1["outputs"]["weighted_f1"] == e2["outputs"]["weighted_f1"]
+    assert e1["outputs"]["holdout_hash"] == e2["outputs"]["holdout_hash"]
+    r3 = cli("evaluate")
+    assert "[skipped] evaluate" in r3.output and "every trained version has been evaluated" in r3.output
+    assert query(conn, "SELECT count(*) FROM model_evaluations WHERE purpose = 'evaluation'")[0][0] == 2
+
+
+def test_bad_datasets_fail_clearly_and_register_nothing(tmp_path, settings, conn, cli):
+    from test_load import valid_rows, write_pair
+
+    r = cli("train", "--force")
+    assert r.exit_code == 1
+    assert "No products to train on: the catalogue is empty. Run `mlops load` first." in r.output
+    rows = valid_rows(40)
+    for row in rows:
+        row["prdtypecode"] = 2583
+    x, y = write_pair(tmp_path / "one", rows)
+    load(conn, settings.replace(initial_load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y))
+    with pytest.raises(StepFailed) as info:
+        train(conn, settings, Trigger(), params=FAST_PARAMS)
+    assert "Only one class (2583) in the" in info.value.result.message
+    assert registry.list_versions(settings) == []
+    assert query(conn, "SELECT status FROM pipeline_runs WHERE step = 'train' ORDER BY id") == [("failed",), ("failed",)]
+
+
+def test_evaluate_conflicting_options(cli):
+    r = cli("evaluate", "--run-id", "abc", "--version", "1")
+    assert r.exit_code == 1 and "Give --run-id or --version, not both" in r.output
+
+
+def test_transient_failure_is_retried_then_succeeds(small_catalogue, conn, settings, monkeypatch, tmp_path, cli):
+    x, y = small_catalogue
+    cli("load", "--x-path", x, "--y-path", y)
+    monkeypatch.setenv("MLOPS_FAULT", "train:transient=2")
+    monkeypatch.setenv("MLOPS_FAULT_COUNTER", str(tmp_path / "counter"))
+    r = cli("train", *FAST)
+    assert r.exit_code == 0, r.output
+    statuses = [s for s, in query(conn, "SELECT status FROM pipeline_runs WHERE step = 'train' ORDER BY id")]
+    assert statuses == ["failed", "failed", "succeeded"]
+    assert len(registry.list_versions(settings)) == 1
+
+
+def test_permanent_failure_exits_nonzero_with_the_error(small_catalogue, conn, monkeypatch, cli, settings):
+    x, y = small_catalogue
+    cli("load", "--x-path", x, "--y-path", y)
+    monkeypatch.setenv("MLOPS_FAULT", "train:fail")
+    r = cli("train", *FAST)
+    assert r.exit_code == 1
+    assert "Error: train failed (run #2): injected failure in train (MLOPS_FAULT)" in r.output
+    assert registry.list_versions(settings) == []
