@@ -440,6 +440,138 @@ def latest_evaluations_by_version(conn, model_name: str) -> dict[str, dict]:
     return {r["model_version"]: r for r in rows}
 
 
+# === serving ====================================================================================
+INFERENCE_COLUMNS = (
+    "logged_at", "request_id", "source", "model_version", "productid", "designation", "description",
+    "designation_len", "description_len", "n_tokens", "n_oov", "script", "lang", "predicted_code",
+    "confidence", "top_k", "latency_ms",
+)
+
+
+def _copy_value(value: Any) -> str:
+    """One field in COPY text format (None -> \\N; NUL bytes, which TEXT cannot hold, removed)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return _copy_text(value.replace("\x00", ""))
+    if isinstance(value, (dict, list)):
+        return _copy_text(json.dumps(value, ensure_ascii=False, default=str))
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def insert_inference_rows(conn, rows: Sequence[dict]) -> int:
+    """Write inference_log rows (dicts keyed by INFERENCE_COLUMNS) with one COPY; returns the count.
+
+    `top_k` is a list (stored as JSONB). Missing keys are NULL (or the column default for
+    `source`, which must then be given: COPY does not apply defaults to listed columns).
+    """
+    if not rows:
+        return 0
+    buf = io.StringIO()
+    for r in rows:
+        buf.write("\t".join(_copy_value(r.get(c)) for c in INFERENCE_COLUMNS))
+        buf.write("\n")
+    buf.seek(0)
+    with conn.cursor() as cur:
+        cur.copy_expert(
+            f"COPY inference_log ({', '.join(INFERENCE_COLUMNS)}) FROM STDIN WITH (FORMAT text)", buf
+        )
+    return len(rows)
+
+
+def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> int:
+    """Attach feedback given by request_id to its inference_log row once that row exists.
+
+    With `request_ids`, only those (the rows just written); without, every pending one.
+    """
+    return _exec(
+        conn,
+        """UPDATE feedback f
+           SET inference_id = i.id, predicted_code = i.predicted_code,
+               model_version = i.model_version, productid = coalesce(f.productid, i.productid)
+           FROM (SELECT DISTINCT ON (request_id) id, request_id, predicted_code, model_version, productid
+                 FROM inference_log
+                 WHERE request_id IN (SELECT request_id FROM feedback
+                                      WHERE inference_id IS NULL AND request_id IS NOT NULL
+                                        AND (%(ids)s::text[] IS NULL OR request_id = ANY(%(ids)s::text[])))
+                 ORDER BY request_id, id DESC) i
+           WHERE f.inference_id IS NULL AND f.request_id = i.request_id""",
+        {"ids": list(request_ids) if request_ids is not None else None},
+    )
+
+
+def find_inference(conn, *, inference_id: int | None = None, request_id: str | None = None) -> dict | None:
+    """One inference_log row by id, or the newest with that request_id."""
+    if inference_id is not None:
+        return _one(conn, "SELECT * FROM inference_log WHERE id = %s", (inference_id,))
+    if request_id is not None:
+        return _one(conn, "SELECT * FROM inference_log WHERE request_id = %s ORDER BY id DESC LIMIT 1",
+                    (request_id,))
+    return None
+
+
+def insert_feedback(conn, *, true_code: int, inference_id: int | None = None,
+                    request_id: str | None = None, productid: int | None = None,
+                    predicted_code: int | None = None, model_version: str | None = None,
+                    submitted_by: str | None = None, note: str | None = None) -> dict:
+    """Insert a feedback row; returns it."""
+    return _one(
+        conn,
+        """INSERT INTO feedback (inference_id, request_id, productid, true_code, predicted_code,
+                                 model_version, submitted_by, note)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+        (inference_id, request_id, productid, true_code, predicted_code, model_version, submitted_by, note),
+    )
+
+
+def list_feedback(conn, limit: int = 100) -> list[dict]:
+    return _all(conn, "SELECT * FROM feedback ORDER BY id DESC LIMIT %s", (limit,))
+
+
+EXPORT_INFERENCE_COLUMNS = ("id",) + INFERENCE_COLUMNS
+
+
+def export_inference_log(conn, out, since=None) -> int:
+    """COPY inference_log rows logged at or after `since` (all when None), oldest first, as CSV
+    with a header into the text file object `out`; returns the number of rows."""
+    sql = (f"COPY (SELECT {', '.join(EXPORT_INFERENCE_COLUMNS)} FROM inference_log "
+           "WHERE logged_at >= {since} ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true)")
+    with conn.cursor() as cur:
+        since_sql = cur.mogrify("%s::timestamptz", (since,)).decode() if since is not None else "'-infinity'"
+        cur.copy_expert(sql.format(since=since_sql), out)
+        return cur.rowcount
+
+
+def count_inference_rows(conn) -> int:
+    return _scalar(conn, "SELECT count(*) FROM inference_log")
+
+
+def insert_api_audit(conn, *, actor: str, authenticated: bool, method: str, route: str, path: str,
+                     params: dict | None, status_code: int, detail: str | None = None,
+                     pipeline_run_id: int | None = None, client: str | None = None,
+                     duration_ms: float | None = None) -> int:
+    return _scalar(
+        conn,
+        """INSERT INTO api_audit (actor, authenticated, method, route, path, params, status_code,
+                                  detail, pipeline_run_id, client, duration_ms)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        (actor, authenticated, method, route, path,
+         Json(params or {}, dumps=lambda o: json.dumps(o, default=str)), status_code, detail,
+         pipeline_run_id, client, duration_ms),
+    )
+
+
+def list_api_audit(conn, limit: int = 100, route: str | None = None) -> list[dict]:
+    return _all(
+        conn,
+        """SELECT * FROM api_audit WHERE (%(route)s::text IS NULL OR route = %(route)s)
+           ORDER BY id DESC LIMIT %(limit)s""",
+        {"route": route, "limit": limit},
+    )
+
+
 # === notifications ==============================================================================
 NOTIFICATION_COLUMNS = (
     "id, event, channel, target, subject, status, attempts, error, payload, pipeline_run_id, sent_at"

@@ -1,0 +1,625 @@
+"""Daily drift check: recent predictions (inference_log) against the serving model's reference.
+
+`mlops drift` writes one `drift_reports` row per window (default the last 7 and 30 days before
+--as-of), comparing the window's traffic with the training-time reference of the model that
+served it (the champion's version; see reference.py and the `model_references` table). `mlops
+alert` then turns the reports into alerts and notifications (steps/alert.py).
+
+Three scores, all read on the PSI scale of stats.drift_level, where with the default thresholds
+(DRIFT_WARNING/ALERT/CRITICAL_THRESHOLD, or their app_settings overrides set from the UI or
+`mlops thresholds`) > 0.1 is WARNING, > 0.2 ALERT and > 0.3 CRITICAL:
+
+data drift        the MAXIMUM of these per-feature scores (the feature that moved most decides;
+                  every feature score is in details.data.features):
+                  - title_length, description_length, n_tokens: bias-corrected PSI over the fixed
+                    bins stored in the reference (stats.psi; histograms computed in SQL with
+                    width_bucket on those edges)
+                  - script, lang: corrected PSI over textstats.SCRIPTS / LANGS
+                  - tokens: corrected PSI over the reference's top-200 title tokens + "other",
+                    counted on the most recent TOKEN_SAMPLE (20k) titles of the window. Tokens of
+                    one title are not independent draws, so the counts are rescaled to the
+                    number of titles before the PSI (effective sample size = titles, not
+                    tokens): the small-sample correction then matches the real noise.
+                  - empty_description: stats.rate_shift (the 2-bin PSI of the empty rate;
+                    35% -> 5% empty is ~0.7, 35% -> 25% only ~0.05)
+                  - oov_rate: OOV_SCALE x the INCREASE of the out-of-vocabulary token rate
+                    (absolute, one-sided): +5 points = 0.1 WARNING, +10 points = 0.2 ALERT,
+                    +15 points = 0.3 CRITICAL. (stats.rate_shift of a rate going 2% -> 12% is
+                    only ~0.16 and of 2% -> 5% ~0.03, so a 2-bin PSI would hardly ever alert on
+                    the feature that hurts a bag-of-words model most.) A lower OOV rate than the
+                    reference is not drift that hurts the model and scores 0.
+prediction drift  the maximum of the corrected PSI of the predicted-class mix over the 27
+                  codes and of the confidence histogram (reference: the model's predictions on
+                  its holdout)
+performance drift PERF_SCALE x the DROP of weighted F1: max(0, baseline - window F1), where the
+                  baseline is the weighted F1 of the model's served-style predictions on its
+                  holdout: a 0.05 drop = 0.1 WARNING, 0.10 = 0.2 ALERT, 0.15 = 0.3 CRITICAL.
+                  Labels: moderators' feedback on the window's predictions (feedback joined to
+                  inference_log). With fewer than DRIFT_MIN_SAMPLES of them, a labelled sample
+                  of catalogue rows loaded in the window that the model never trained on (its
+                  holdout rows, or rows loaded after it was trained) scored with the model; with
+                  fewer still, NULL. details.performance.source says which: feedback, catalogue
+                  or none.
+
+A window with fewer than DRIFT_MIN_SAMPLES inference rows gets status 'insufficient_data',
+NULL scores and level NONE: it never raises an alarm (and never resolves one, see alert.py).
+p-values (chi-square on the binned counts, a binned KS) are in details as supporting evidence
+only: on 10^5 rows they flag trivial shifts, on 250 rows they miss real ones (see stats.py).
+
+A report's level is the worst of its three scores; drift_detected is true at ALERT or above.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Iterable
+
+import numpy as np
+
+from .. import registry, stats, store, textstats
+from ..categories import PRDTYPECODES
+from ..config import Settings
+from ..errors import MlopsError
+from ..reference import NUMERIC_FEATURES, OTHER, title_token_counts
+from ..runs import StepResult, StepRun, Trigger, run_step
+
+log = logging.getLogger(__name__)
+
+STEP = "drift"
+DEFAULT_WINDOWS = (7, 30)
+TOKEN_SAMPLE = 20_000        # most recent titles of a window used for the token distribution
+CATALOGUE_SAMPLE = 5_000     # labelled catalogue rows scored when feedback is too scarce
+CATALOGUE_FETCH = 25_000     # catalogue rows read to find them (most are training rows)
+OOV_SCALE = 2.0              # oov score = OOV_SCALE * increase of the OOV rate
+PERF_SCALE = 2.0             # performance score = PERF_SCALE * drop of weighted F1
+CAUSES = ("data", "prediction", "performance")
+LEVELS = stats.DRIFT_LEVELS
+THRESHOLD_KEYS = {"warning": "drift_warning_threshold", "alert": "drift_alert_threshold",
+                  "critical": "drift_critical_threshold"}
+
+SCALES = {
+    "data": "max of per-feature scores: corrected PSI (lengths, n_tokens, script, lang, title tokens), "
+            "2-bin PSI of the empty-description rate, and 2 x the increase of the OOV rate",
+    "prediction": "max of corrected PSI of the predicted classes and of the confidence bins",
+    "performance": "2 x max(0, baseline weighted F1 - window weighted F1)",
+}
+
+
+# --- thresholds ------------------------------------------------------------------------------------
+def effective_thresholds(conn, settings: Settings) -> dict:
+    """The drift thresholds in force: app_settings overrides (set by a person) else the settings.
+
+    Returns {"warning", "alert", "critical", "source": {level: "app_settings"|"settings"},
+    "updated_by", "updated_at"} (the last two from the newest override, else None).
+    """
+    rows = store.get_app_settings(conn, list(THRESHOLD_KEYS.values()))
+    out: dict = {}
+    source: dict = {}
+    newest = None
+    for level, key in THRESHOLD_KEYS.items():
+        row = rows.get(key)
+        value = None
+        if row is not None:
+            try:
+                value = float(row["value"])
+            except (TypeError, ValueError):
+                log.warning("app_settings %s = %r is not a number: ignored", key, row["value"])
+        if value is not None and math.isfinite(value) and value > 0:
+            out[level], source[level] = value, "app_settings"
+            if newest is None or row["updated_at"] > newest["updated_at"]:
+                newest = row
+        else:
+            out[level], source[level] = float(getattr(settings, key)), "settings"
+    if not out["warning"] <= out["alert"] <= out["critical"]:
+        log.warning("drift thresholds %s are not ordered: using the settings' instead", out)
+        out = {level: float(getattr(settings, key)) for level, key in THRESHOLD_KEYS.items()}
+        source = {level: "settings" for level in THRESHOLD_KEYS}
+        newest = None
+    out["source"] = source
+    out["updated_by"] = newest["updated_by"] if newest else None
+    out["updated_at"] = newest["updated_at"] if newest else None
+    return out
+
+
+def _check_thresholds(warning, alert, critical) -> tuple[float, float, float]:
+    try:
+        w, a, c = float(warning), float(alert), float(critical)
+    except (TypeError, ValueError):
+        raise MlopsError(f"Thresholds must be numbers, got {warning!r}, {alert!r}, {critical!r}") from None
+    if not all(math.isfinite(x) for x in (w, a, c)) or not 0 < w < a < c:
+        raise MlopsError(f"Thresholds must satisfy 0 < warning < alert < critical, got "
+                         f"warning={w:g}, alert={a:g}, critical={c:g}")
+    return w, a, c
+
+
+def set_thresholds(conn, warning: float, alert: float, critical: float, by: str,
+                   note: str | None = None) -> dict:
+    """Override the drift thresholds (app_settings), audited in alert_actions; commits.
+
+    Validates 0 < warning < alert < critical (MlopsError otherwise). Returns the new values,
+    the previous overrides (None when there were none) and the audit row id.
+    """
+    w, a, c = _check_thresholds(warning, alert, critical)
+    if not by or not str(by).strip():
+        raise MlopsError("Say who changes the thresholds (--by NAME)")
+    old = {level: (row["value"] if row else None)
+           for level, row in ((lv, store.get_app_settings(conn, [k]).get(k)) for lv, k in THRESHOLD_KEYS.items())}
+    new = {"warning": w, "alert": a, "critical": c}
+    for level, key in THRESHOLD_KEYS.items():
+        store.upsert_app_setting(conn, key, new[level], by)
+    action_id = store.insert_alert_action(conn, alert_id=None, action="adjust_thresholds", actor=str(by),
+                                          note=note, params={"old": old, "new": new})
+    conn.commit()
+    log.info("drift thresholds set to %s by %s", new, by)
+    return {**new, "previous": old, "updated_by": str(by), "action_id": action_id}
+
+
+def reset_thresholds(conn, by: str, note: str | None = None) -> dict:
+    """Drop the overrides: the settings' (environment) thresholds apply again. Audited; commits."""
+    if not by or not str(by).strip():
+        raise MlopsError("Say who resets the thresholds (--by NAME)")
+    old = {lv: (row["value"] if row else None)
+           for lv, row in ((lv, store.get_app_settings(conn, [k]).get(k)) for lv, k in THRESHOLD_KEYS.items())}
+    store.delete_app_settings(conn, list(THRESHOLD_KEYS.values()))
+    action_id = store.insert_alert_action(conn, alert_id=None, action="adjust_thresholds", actor=str(by),
+                                          note=note, params={"old": old, "new": None, "reset": True})
+    conn.commit()
+    return {"previous": old, "updated_by": str(by), "action_id": action_id}
+
+
+# --- the reference ----------------------------------------------------------------------------------
+def reference_for(conn, settings: Settings, version: str, *, build_if_missing: bool = True) -> dict | None:
+    """The model_references row of `version` ({..., "summary": {...}}).
+
+    A version trained before references existed has none: it is then built once from the
+    current catalogue split (logged), stored, and reused (build_if_missing=False: None).
+    """
+    row = store.get_model_reference(conn, settings.model_name, str(version))
+    if row is not None or not build_if_missing:
+        return row
+    from .. import dataset
+    from ..reference import build_reference
+
+    log.warning("model %s version %s has no stored reference: building it from the catalogue once",
+                settings.model_name, version)
+    products = store.read_products(conn, ("productid", "designation", "description", "prdtypecode"))
+    train_rows, holdout = dataset.split(products, settings.holdout_fraction)
+    if len(train_rows) == 0 or len(holdout) == 0:
+        raise MlopsError(f"Version {version} has no reference and the catalogue is empty: cannot check drift")
+    info = registry.get_version(settings, version)
+    model = registry.load_model(settings, version=version)
+    summary = build_reference(model, train_rows, holdout)
+    summary["built_late"] = True
+    store.insert_model_reference(conn, model_name=settings.model_name, model_version=str(version),
+                                 mlflow_run_id=info.get("run_id"), summary=summary)
+    return store.get_model_reference(conn, settings.model_name, str(version))
+
+
+# --- scoring (pure functions of the reference summary and the window's counts) ----------------------
+def _edges(feature: dict) -> np.ndarray:
+    return stats.edges_from_json(feature["edges"])
+
+
+def _bin_labels(edges: np.ndarray) -> list[str]:
+    def f(x: float) -> str:
+        if math.isinf(x):
+            return "-inf" if x < 0 else "inf"
+        return f"{x:g}"
+
+    return [f"[{f(lo)}, {f(hi)})" for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def _shares(counts) -> list[float]:
+    c = np.asarray(counts, dtype=float)
+    total = c.sum()
+    return [float(x) for x in (c / total if total > 0 else c)]
+
+
+def _binned_ks(ref, cur) -> dict:
+    """KS statistic between binned distributions (a lower bound of the exact one) and its
+    asymptotic p-value. Supporting evidence only."""
+    r = np.asarray(ref, dtype=float)
+    c = np.asarray(cur, dtype=float)
+    n, m = r.sum(), c.sum()
+    if n <= 0 or m <= 0:
+        return {"statistic": None, "pvalue": None}
+    d = float(np.max(np.abs(np.cumsum(r) / n - np.cumsum(c) / m)))
+    from scipy.special import kolmogorov
+
+    en = math.sqrt(n * m / (n + m))
+    return {"statistic": d, "pvalue": float(min(1.0, kolmogorov(en * d))) if d > 0 else 1.0}
+
+
+def psi_feature(ref_counts, cur_counts, labels: list, *, top: int = 5, numeric: bool = False,
+                effective_n: tuple[float, float] | None = None) -> dict:
+    """Corrected PSI of one feature, with what the UI and the alert need around it.
+
+    effective_n=(n_ref, n_cur): rescale the counts to these totals first (tokens: the number of
+    titles), so that the small-sample correction uses the real number of independent draws.
+    """
+    ref = np.asarray(ref_counts, dtype=float)
+    cur = np.asarray(cur_counts, dtype=float)
+    r_in, c_in = ref, cur
+    if effective_n is not None:
+        ref = ref / ref.sum() * effective_n[0]
+        cur = cur / cur.sum() * effective_n[1]
+    res = stats.psi(ref, cur)
+    chi = stats.chi_square(r_in if effective_n is None else ref, c_in if effective_n is None else cur)
+    out = {
+        "score": float(res.value),
+        "kind": "psi",
+        "psi": {k: v for k, v in res.as_dict().items() if k != "contributions"},
+        "chi2_pvalue": float(chi.pvalue),
+        "labels": [str(x) for x in labels],
+        "reference": _shares(r_in),
+        "current": _shares(c_in),
+        "top": [[str(lbl), round(v, 6)] for lbl, v in stats.top_contributors(res, list(labels), top)],
+        "n_ref": float(r_in.sum()),
+        "n_cur": float(c_in.sum()),
+    }
+    if numeric:
+        out["ks_binned"] = _binned_ks(r_in, c_in)
+    return out
+
+
+def score_window(summary: dict, agg: dict) -> dict:
+    """Data and prediction drift of one window (agg = window_aggregates()) against `summary`."""
+    features: dict[str, dict] = {}
+    for name in NUMERIC_FEATURES:
+        ref = summary["numeric"][name]
+        cur = agg["numeric"].get(name)
+        if cur is None or sum(cur) == 0:
+            continue
+        features[name] = psi_feature(ref["counts"], cur, _bin_labels(_edges(ref)), numeric=True)
+    for name in ("script", "lang"):
+        ref = summary["categorical"][name]
+        cur = agg["categorical"].get(name)
+        if cur is None or sum(cur) == 0:
+            continue
+        features[name] = psi_feature(ref["counts"], cur, ref["categories"])
+    tok_ref = summary.get("tokens")
+    if tok_ref and agg.get("tokens") is not None and agg["n_titles"] > 0:
+        cats = tok_ref["categories"]
+        counter = agg["tokens"]
+        cur = [int(counter.get(t, 0)) for t in cats]
+        cur.append(int(sum(counter.values()) - sum(cur)))
+        if sum(cur) > 0:
+            f = psi_feature(tok_ref["counts"], cur, cats + [OTHER], top=10,
+                            effective_n=(tok_ref["n_titles"], agg["n_titles"]))
+            f["n_titles"] = agg["n_titles"]
+            features["tokens"] = f
+    n = agg["n"]
+    empty_ref = summary["rates"]["empty_description"]
+    cur_rate = agg["n_empty"] / n
+    features["empty_description"] = {
+        "score": float(stats.rate_shift(empty_ref["rate"], empty_ref["n"], cur_rate, n)),
+        "kind": "rate_psi", "reference_rate": float(empty_ref["rate"]), "current_rate": float(cur_rate),
+        "n_ref": empty_ref["n"], "n_cur": n,
+    }
+    oov_ref = summary["rates"].get("oov")
+    if oov_ref and agg["oov_tokens"] > 0:
+        cur_rate = agg["oov_sum"] / agg["oov_tokens"]
+        features["oov_rate"] = {
+            "score": float(OOV_SCALE * max(0.0, cur_rate - oov_ref["rate"])),
+            "kind": "rate_increase", "scale": OOV_SCALE,
+            "reference_rate": float(oov_ref["rate"]), "current_rate": float(cur_rate),
+            "rate_psi": float(stats.rate_shift(oov_ref["rate"], oov_ref["n_tokens"], cur_rate, agg["oov_tokens"])),
+            "n_ref": oov_ref["n_tokens"], "n_cur": agg["oov_tokens"], "rows": agg["oov_rows"],
+        }
+    data_score = max((f["score"] for f in features.values()), default=None)
+
+    pred_ref = summary["predictions"]
+    pfeatures: dict[str, dict] = {}
+    if sum(agg["classes"]) > 0:
+        pfeatures["predicted_class"] = psi_feature(pred_ref["classes"]["counts"], agg["classes"],
+                                                   pred_ref["classes"]["categories"], top=5)
+    conf_ref = pred_ref["confidence"]
+    if sum(agg["confidence"]) > 0:
+        pfeatures["confidence"] = psi_feature(conf_ref["counts"], agg["confidence"],
+                                              _bin_labels(_edges(conf_ref)), numeric=True)
+    pred_score = max((f["score"] for f in pfeatures.values()), default=None)
+
+    ranked = sorted(((k, v["score"]) for k, v in {**features, **pfeatures}.items()), key=lambda kv: -kv[1])
+    return {
+        "data": {"score": data_score, "combination": "max", "features": features},
+        "prediction": {"score": pred_score, "combination": "max", "features": pfeatures},
+        "top_features": [{"feature": k, "score": round(s, 4)} for k, s in ranked[:5]],
+        "top_tokens": features.get("tokens", {}).get("top", []),
+        "top_classes": pfeatures.get("predicted_class", {}).get("top", []),
+    }
+
+
+def weighted_f1_from_pairs(pairs: list[tuple[int, int, int]]) -> dict:
+    """Weighted / per-class F1 from (true_code, predicted_code, count) rows."""
+    from sklearn.metrics import f1_score
+
+    y_true = np.array([p[0] for p in pairs], dtype=np.int64)
+    y_pred = np.array([p[1] for p in pairs], dtype=np.int64)
+    w = np.array([p[2] for p in pairs], dtype=float)
+    labels = np.unique(np.concatenate([y_true, y_pred]))
+    per_class = f1_score(y_true, y_pred, labels=labels, average=None, sample_weight=w, zero_division=0)
+    return {
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", sample_weight=w, zero_division=0)),
+        "accuracy": float(w[y_true == y_pred].sum() / w.sum()),
+        "per_class_f1": {str(c): float(f) for c, f in zip(labels, per_class)},
+        "n": int(w.sum()),
+    }
+
+
+def performance_score(summary: dict, result: dict) -> dict:
+    perf = summary["performance"]
+    baseline = float(perf.get("baseline_weighted_f1", perf["weighted_f1"]))
+    drop = baseline - result["weighted_f1"]
+    ref_pc = perf.get("served_per_class_f1") or perf.get("per_class_f1") or {}
+    per_class_drop = sorted(((c, ref_pc[c] - f) for c, f in result["per_class_f1"].items() if c in ref_pc),
+                            key=lambda kv: -kv[1])
+    return {
+        "score": float(PERF_SCALE * max(0.0, drop)),
+        "baseline_weighted_f1": baseline,
+        "evaluation_weighted_f1": float(perf["weighted_f1"]),
+        "window_weighted_f1": result["weighted_f1"],
+        "window_accuracy": result["accuracy"],
+        "drop": float(drop),
+        "scale": PERF_SCALE,
+        "per_class_f1": result["per_class_f1"],
+        "reference_per_class_f1": ref_pc,
+        "top_class_drops": [[c, round(d, 4)] for c, d in per_class_drop[:5] if d > 0],
+        "n_labels": result["n"],
+    }
+
+
+# --- the window's data --------------------------------------------------------------------------------
+def window_aggregates(conn, summary: dict, start: datetime, end: datetime) -> dict:
+    """The window's counts, aggregated in SQL in one scan (plus a bounded sample of titles)."""
+    edges = {name: [float(e) for e in _edges(summary["numeric"][name])[1:-1]] for name in NUMERIC_FEATURES}
+    edges["confidence"] = [float(e) for e in _edges(summary["predictions"]["confidence"])[1:-1]]
+    rows = store.inference_window_aggregates(conn, start, end, edges)
+    agg = {"n": 0, "n_empty": 0, "oov_sum": 0, "oov_tokens": 0, "oov_rows": 0, "model_versions": {},
+           "numeric": {}, "categorical": {}, "classes": [0] * len(PRDTYPECODES), "unknown_classes": 0,
+           "confidence": [0] * (len(edges["confidence"]) + 1)}
+    for name in NUMERIC_FEATURES:
+        agg["numeric"][name] = [0] * (len(edges[name]) + 1)
+    cats = {"script": list(textstats.SCRIPTS), "lang": list(textstats.LANGS)}
+    for name, values in cats.items():
+        agg["categorical"][name] = [0] * len(values)
+    agg["unknown"] = {"script": 0, "lang": 0}
+    code_index = {c: i for i, c in enumerate(PRDTYPECODES)}
+    for r in rows:
+        feature, key, n = r["feature"], r["key"], int(r["n"])
+        if feature == "total":
+            agg.update(n=n, n_empty=int(r["n_empty"]), oov_sum=int(r["oov_sum"]),
+                       oov_tokens=int(r["oov_tokens"]), oov_rows=int(r["oov_rows"]))
+        elif key is None:
+            continue  # NULL n_tokens / script / lang (rows logged without text features)
+        elif feature == "predicted_code":
+            i = code_index.get(int(key))
+            if i is None:
+                agg["unknown_classes"] += n
+            else:
+                agg["classes"][i] += n
+        elif feature in ("script", "lang"):
+            values = cats[feature]
+            if key in values:
+                agg["categorical"][feature][values.index(key)] += n
+            else:
+                agg["unknown"][feature] += n
+        elif feature == "model_version":
+            agg["model_versions"][str(key)] = n
+        elif feature == "confidence":
+            agg["confidence"][int(key)] += n
+        elif feature in NUMERIC_FEATURES:
+            agg["numeric"][feature][int(key)] += n
+    return agg
+
+
+def window_tokens(conn, start: datetime, end: datetime, limit: int = TOKEN_SAMPLE) -> tuple:
+    titles = store.recent_titles(conn, start, end, limit)
+    return title_token_counts(titles), len(titles)
+
+
+def _utc(value) -> datetime:
+    if value is None:
+        return datetime.now(timezone.utc)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime.combine(value, time.min, tzinfo=timezone.utc)
+    raise TypeError(f"as_of must be a date or datetime, got {type(value).__name__}")
+
+
+class _Labels:
+    """Labels for performance drift: feedback in the window, else a labelled catalogue sample."""
+
+    def __init__(self, conn, settings: Settings, ref_row: dict):
+        self.conn, self.settings, self.ref_row = conn, settings, ref_row
+        self._model = None
+
+    def model(self):
+        if self._model is None:
+            self._model = registry.load_model(self.settings, version=self.ref_row["model_version"])
+        return self._model
+
+    def get(self, start: datetime, end: datetime) -> tuple[dict | None, int]:
+        """(performance result or None, number of feedback labels in the window)."""
+        min_n = max(1, int(self.settings.drift_min_samples))
+        pairs = store.window_feedback_pairs(self.conn, start, end)
+        n_feedback = int(sum(p[2] for p in pairs))
+        if n_feedback >= min_n:
+            out = weighted_f1_from_pairs(pairs)
+            out["source"] = "feedback"
+            return out, n_feedback
+        rows = store.products_loaded_between(self.conn, start, end, CATALOGUE_FETCH)
+        if len(rows) < min_n:
+            return {"source": "none", "n_feedback": n_feedback, "n_catalogue": len(rows)}, n_feedback
+        from .. import dataset
+
+        ids = np.array([r["productid"] for r in rows], dtype=np.int64)
+        trained_at = self.ref_row["created_at"]
+        unseen = dataset.holdout_mask(ids, self.settings.holdout_fraction) | \
+            np.array([r["loaded_at"] > trained_at for r in rows], dtype=bool)
+        picked = [r for r, keep in zip(rows, unseen) if keep][:CATALOGUE_SAMPLE]
+        if len(picked) < min_n:
+            return {"source": "none", "n_feedback": n_feedback, "n_catalogue": len(rows),
+                    "n_unseen": len(picked)}, n_feedback
+        import pandas as pd
+
+        from ..features import predict_with_confidence
+
+        df = pd.DataFrame(picked)
+        pred, _, _, _ = predict_with_confidence(self.model(), df[["designation", "description"]])
+        counts: dict[tuple[int, int], int] = {}
+        for t, p in zip(df["prdtypecode"].astype(int).tolist(), np.asarray(pred).astype(int).tolist()):
+            counts[(t, p)] = counts.get((t, p), 0) + 1
+        out = weighted_f1_from_pairs([(t, p, n) for (t, p), n in counts.items()])
+        out["source"] = "catalogue"
+        out["n_catalogue_read"] = len(rows)
+        return out, n_feedback
+
+
+def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, days: int,
+                   thresholds: dict, labels: _Labels) -> dict:
+    """The drift_reports row (as a dict, not yet stored) of one window."""
+    summary = ref_row["summary"]
+    start = as_of - timedelta(days=days)
+    agg = window_aggregates(conn, summary, start, as_of)
+    th = (thresholds["warning"], thresholds["alert"], thresholds["critical"])
+    details: dict = {
+        "model_name": settings.model_name,
+        "model_version": ref_row["model_version"],
+        "reference_created_at": ref_row["created_at"].isoformat(),
+        "window": {"start": start.isoformat(), "end": as_of.isoformat(), "days": days},
+        "thresholds": {k: thresholds[k] for k in ("warning", "alert", "critical")},
+        "threshold_source": thresholds.get("source"),
+        "min_samples": settings.drift_min_samples,
+        "n_inferences": agg["n"],
+        "model_versions": agg["model_versions"],
+        "scales": SCALES,
+    }
+    report = {"report_date": as_of.date(), "window_days": days, "as_of": as_of,
+              "model_version": ref_row["model_version"], "n_inferences": agg["n"], "n_feedback": 0,
+              "data_drift_score": None, "prediction_drift_score": None, "performance_drift_score": None,
+              "drift_detected": False, "level": "NONE", "details": details}
+    if agg["n"] < settings.drift_min_samples:
+        n_feedback = int(sum(p[2] for p in store.window_feedback_pairs(conn, start, as_of)))
+        details.update(status="insufficient_data", scores={c: None for c in CAUSES},
+                       levels={c: "NONE" for c in CAUSES},
+                       reason=f"{agg['n']} predictions in the {days}-day window, fewer than "
+                              f"DRIFT_MIN_SAMPLES={settings.drift_min_samples}: no scores")
+        report.update(status="insufficient_data", n_feedback=n_feedback)
+        return report
+
+    agg["tokens"], agg["n_titles"] = window_tokens(conn, start, as_of)
+    scored = score_window(summary, agg)
+    perf_result, n_feedback = labels.get(start, as_of)
+    if perf_result is not None and "weighted_f1" in perf_result:
+        perf = performance_score(summary, perf_result)
+        perf["source"] = perf_result["source"]
+    else:
+        perf = {"score": None, **(perf_result or {"source": "none"}),
+                "reason": f"fewer than {settings.drift_min_samples} labels (feedback or unseen catalogue rows)"}
+    scores = {"data": scored["data"]["score"], "prediction": scored["prediction"]["score"],
+              "performance": perf["score"]}
+    levels = {c: stats.drift_level(s, *th) for c, s in scores.items()}
+    level = max(levels.values(), key=LEVELS.index)
+    top_features = list(scored["top_features"])
+    if perf["score"] is not None:
+        top_features.append({"feature": "weighted_f1_drop", "score": round(perf["score"], 4)})
+        top_features.sort(key=lambda f: -f["score"])
+    details.update(
+        status="ok", scores=scores, levels=levels, level=level,
+        data=scored["data"], prediction=scored["prediction"], performance=perf,
+        top_features=top_features[:5], top_tokens=scored["top_tokens"], top_classes=scored["top_classes"],
+        n_titles=agg["n_titles"], n_feedback=n_feedback, unknown_classes=agg["unknown_classes"],
+        oov={"rows_with_oov": agg["oov_rows"]},
+    )
+    report.update(status="ok", n_feedback=n_feedback, level=level,
+                  data_drift_score=scores["data"], prediction_drift_score=scores["prediction"],
+                  performance_drift_score=scores["performance"],
+                  drift_detected=LEVELS.index(level) >= LEVELS.index("ALERT"))
+    return report
+
+
+def _serving_version(conn, settings: Settings, as_of: datetime, days: int) -> tuple[str | None, str]:
+    champion = registry.version_by_alias(settings, registry.CHAMPION)
+    if champion:
+        return str(champion["version"]), "champion"
+    versions = store.window_model_versions(conn, as_of - timedelta(days=days), as_of)
+    for v in versions:  # most frequent first
+        if v["model_version"] and store.get_model_reference(conn, settings.model_name, v["model_version"]):
+            return str(v["model_version"]), "traffic"
+    return None, "none"
+
+
+def drift(conn, settings: Settings, trigger: Trigger, *, as_of=None,
+          window_days: Iterable[int] = DEFAULT_WINDOWS) -> StepResult:
+    """One drift_reports row per window, against the serving model's reference (see module doc)."""
+    when = _utc(as_of)
+    windows = sorted({int(d) for d in (window_days or DEFAULT_WINDOWS)})
+    if not windows or windows[0] <= 0:
+        raise MlopsError(f"Windows must be positive numbers of days, got {list(window_days)}")
+
+    def body(step: StepRun) -> None:
+        version, how = _serving_version(conn, settings, when, windows[-1])
+        if version is None:
+            step.skip(f"no champion of {settings.model_name} and no logged traffic from a version with a "
+                      "reference: nothing to compare")
+            return
+        ref_row = reference_for(conn, settings, version)
+        thresholds = effective_thresholds(conn, settings)
+        labels = _Labels(conn, settings, ref_row)
+        reports = []
+        for days in windows:
+            report = analyse_window(conn, settings, ref_row, when, days, thresholds, labels)
+            report["details"]["version_chosen_by"] = how
+            report["id"] = store.insert_drift_report(conn, pipeline_run_id=step.run_id, **report)
+            reports.append(report)
+        worst = max((r["level"] for r in reports), key=LEVELS.index)
+        step.outputs.update({
+            "model_version": version, "as_of": when.isoformat(), "level": worst,
+            "reports": [{"id": r["id"], "window_days": r["window_days"], "status": r["status"],
+                         "n_inferences": r["n_inferences"], "level": r["level"],
+                         "scores": {"data": r["data_drift_score"], "prediction": r["prediction_drift_score"],
+                                    "performance": r["performance_drift_score"]}} for r in reports],
+        })
+        step.message = f"version {version}: " + "; ".join(_summary_line(r) for r in reports)
+
+    return run_step(conn, trigger, STEP, body,
+                    params={"as_of": when.isoformat(), "window_days": windows})
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _summary_line(r: dict) -> str:
+    if r["status"] != "ok":
+        return f"{r['window_days']}d: {r['n_inferences']} rows, insufficient data"
+    return (f"{r['window_days']}d: {r['n_inferences']} rows, data {_fmt(r['data_drift_score'])} / "
+            f"prediction {_fmt(r['prediction_drift_score'])} / performance "
+            f"{_fmt(r['performance_drift_score'])} -> {r['level']}")
+
+
+# --- reads for the UI and the API --------------------------------------------------------------------
+def list_reports(conn, *, limit: int = 100, window_days: int | None = None) -> list[dict]:
+    """Newest drift reports first (all columns, details included)."""
+    return store.list_drift_reports(conn, limit=limit, window_days=window_days)
+
+
+def get_report(conn, report_id: int) -> dict:
+    row = store.get_drift_report(conn, report_id)
+    if row is None:
+        raise MlopsError(f"No drift report {report_id}")
+    return row
+
+
+def latest_reports(conn) -> list[dict]:
+    """The reports of the newest succeeded drift run (one per window), [] when none."""
+    run = store.latest_run(conn, STEP, "succeeded")
+    return store.drift_reports_for_run(conn, run["id"]) if run else []
+
+
+def score_history(conn, *, days: int = 90, window_days: int | None = None) -> list[dict]:
+    """Scores over time without the heavy details (for trend charts)."""
+    return store.drift_score_history(conn, days=days, window_days=window_days)

@@ -1,0 +1,135 @@
+"""Weekly / retrain pipelines end to end on the real stack: gating, failure, resume, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import query
+from mlops_cli import registry
+
+FAST_ENV = {"INITIAL_LOAD_FRACTION": "0.5", "MIN_F1_THRESHOLD": "0.3"}
+
+
+@pytest.fixture
+def source(small_catalogue, monkeypatch):
+    x, y = small_catalogue
+    monkeypatch.setenv("MLOPS_X_PATH", str(x))
+    monkeypatch.setenv("MLOPS_Y_PATH", str(y))
+    for k, v in FAST_ENV.items():
+        monkeypatch.setenv(k, v)
+    return x, y
+
+
+def steps_of(conn, parent):
+    return query(conn, "SELECT step, status FROM pipeline_runs WHERE parent_run_id = %s ORDER BY id", (parent,))
+
+
+@pytest.mark.slow
+def test_weekly_pipeline_ends_with_a_champion_and_a_rerun_resumes(source, cli, conn, settings, monkeypatch, tmp_path):
+    # A failure injected in train stops the chain: promote never runs, the pipeline exits 1.
+    monkeypatch.setenv("MLOPS_FAULT", "train:fail")
+    r = cli("pipeline", "weekly", "--as-of", "2026-03-02")
+    assert r.exit_code == 1
+    assert "weekly pipeline (run #1) failed: step train failed" in r.output
+    assert "not run: evaluate, promote" in r.output
+    assert steps_of(conn, 1) == [("load", "succeeded"), ("train", "failed")]
+    assert query(conn, "SELECT status FROM pipeline_runs WHERE id = 1")[0][0] == "failed"
+    assert query(conn, "SELECT count(*) FROM pipeline_runs WHERE step IN ('evaluate', 'promote')")[0][0] == 0
+    # the failure was notified (log channel always on)
+    log_lines = settings.notification_log_path.read_text().splitlines()
+    assert json.loads(log_lines[-1])["event"] == "pipeline_failed"
+
+    # The rerun for the same week resumes: load is not redone, train runs, then evaluate and promote.
+    monkeypatch.delenv("MLOPS_FAULT")
+    r = cli("pipeline", "weekly", "--as-of", "2026-03-04", "--json")
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert [(line["step"], line["status"]) for line in lines[:-1]] == [
+        ("load", "skipped"), ("train", "succeeded"), ("evaluate", "succeeded"), ("promote", "succeeded")]
+    assert lines[-1]["status"] == "succeeded"
+    assert query(conn, "SELECT count(*) FROM load_batches")[0][0] == 1
+    champion = registry.version_by_alias(settings, "champion")
+    assert champion is not None and champion["version"] == "1"
+    # lineage: each step consumed the one before it
+    rows = query(conn, """SELECT c.step, u.step FROM pipeline_runs c JOIN pipeline_runs u ON u.id = c.upstream_run_id
+                          WHERE c.parent_run_id = %s ORDER BY c.id""", (lines[-1]["run_id"],))
+    assert rows == [("train", "load"), ("evaluate", "train"), ("promote", "evaluate")]
+
+    # Same week once more: nothing to do, every step skipped by its gate.
+    r = cli("pipeline", "weekly", "--as-of", "2026-03-05")
+    assert r.exit_code == 0 and "done: nothing to do" in r.output
+
+    # A human's retrain trains without a new load; an identical model does not beat the champion.
+    r = cli("pipeline", "retrain", "--by", "alice")
+    assert r.exit_code == 0, r.output
+    assert len(registry.list_versions(settings)) == 2
+    assert registry.version_by_alias(settings, "champion")["version"] == "1"
+    assert query(conn, "SELECT actor, triggered_by FROM pipeline_runs WHERE step = 'pipeline' ORDER BY id DESC LIMIT 1") == \
+        [("alice", "cli")]
+
+
+def _spawn(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env or dict(os.environ))
+
+
+def test_two_concurrent_weekly_pipelines_one_runs_one_says_already_running(source, conn):
+    env = dict(os.environ, MLOPS_FAULT="train:fail")  # keep it short: load, then a failing train
+    first = _spawn("pipeline", "weekly", "--as-of", "2026-03-09", env=dict(env, MLOPS_FAULT="load:hang"))
+    deadline = time.time() + 60
+    while not query(conn, "SELECT count(*) FROM pipeline_runs WHERE step = 'load' AND status = 'running'")[0][0]:
+        assert time.time() < deadline, first.communicate()
+        time.sleep(0.1)
+    second = _spawn("pipeline", "weekly", "--as-of", "2026-03-09", env=env)
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert "already running: another weekly pipeline is in progress (pipeline run #1)" in out
+    first.kill()
+    first.wait()
+    assert query(conn, "SELECT count(*) FROM load_batches")[0][0] == 0
+    assert query(conn, "SELECT status FROM pipeline_runs WHERE step = 'pipeline' ORDER BY id") == \
+        [("running",), ("skipped",)]
+
+
+def test_transient_error_in_a_step_is_retried_then_succeeds(source, cli, conn, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_FAULT_COUNTER", str(tmp_path / "n"))
+    monkeypatch.setenv("MLOPS_FAULT", "load:transient=1,train:fail")
+    r = cli("pipeline", "weekly", "--as-of", "2026-03-16")
+    assert r.exit_code == 1  # train fails on purpose to keep the test short
+    assert query(conn, "SELECT step, status FROM pipeline_runs WHERE step = 'load' ORDER BY id") == \
+        [("load", "failed"), ("load", "succeeded")]
+    assert query(conn, "SELECT count(*) FROM load_batches")[0][0] == 1
+
+
+def test_step_timeout_fails_the_step(source, cli, conn, monkeypatch):
+    monkeypatch.setenv("MLOPS_FAULT", "load:hang")
+    monkeypatch.setenv("STEP_TIMEOUT", "1")
+    monkeypatch.setenv("STEP_RETRIES", "1")
+    r = cli("pipeline", "weekly", "--as-of", "2026-03-23")
+    assert r.exit_code == 1
+    assert "step load timed out after 1s (STEP_TIMEOUT)" in r.output
+    assert query(conn, "SELECT status FROM pipeline_runs WHERE step = 'load'")[0][0] == "failed"
+
+
+def test_launch_starts_a_background_retrain_and_refuses_a_second(source, conn, settings, cli):
+    from mlops_cli.errors import AlreadyRunning
+    from mlops_cli.pipeline import launch
+
+    cli("load")
+    os.environ["MLOPS_FAULT"] = "train:hang"
+    try:
+        run_id = launch(settings, "retrain", actor="bob", triggered_by="api")
+    finally:
+        del os.environ["MLOPS_FAULT"]
+    row = query(conn, "SELECT step, status, actor, triggered_by, pipeline FROM pipeline_runs WHERE id = %s", (run_id,))
+    assert row == [("pipeline", "running", "bob", "api", "retrain")]
+    with pytest.raises(AlreadyRunning, match="a retrain pipeline is already running"):
+        launch(settings, "retrain", actor="carol")
+    pid = query(conn, "SELECT pid FROM pipeline_runs WHERE id = %s", (run_id,))[0][0]
+    os.kill(pid, 9)
