@@ -17,8 +17,10 @@ What is in the summary (all JSON-serialisable; bin edges via stats.edges_to_json
 - categorical mixes: script (textstats.SCRIPTS) and language (textstats.LANGS)
 - tokens: the ~200 most frequent title tokens (textstats.tokens on designation) and their counts,
   plus an "other" count for every other token
-- predictions on the holdout (features.predict_with_confidence, i.e. what serving logs):
-  predicted-class counts over the 27 codes and confidence bins
+- predictions on the holdout, made as serving makes them (served_predictions: the code is the
+  model's `predict`, the confidence `predict_proba` of that code -- features.predict_with_confidence
+  takes the argmax of the probabilities instead, which differs on ties of the clipped
+  modified-Huber probabilities): predicted-class counts over the 27 codes and confidence bins
 - performance: weighted F1 of those served-style predictions (the baseline of performance
   drift), the evaluation's weighted/macro F1 and per-class F1 when given
 
@@ -114,6 +116,20 @@ def text_features(df: pd.DataFrame, vocabulary: set[str] | None) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["n_tokens", "n_oov", "script", "lang"], index=df.index)
 
 
+def served_predictions(model, X) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, confidence) as the API computes them (serving.generic_predict): the code is the
+    classifier's `predict` (argmax of the decision function), the confidence the probability of
+    that code. Features are computed once."""
+    clf, Xt = model, X
+    if hasattr(model, "steps") and len(model.steps) > 1:
+        clf, Xt = model.steps[-1][1], model[:-1].transform(X)
+    codes = np.asarray(clf.predict(Xt))
+    proba = np.asarray(clf.predict_proba(Xt))
+    index = {c: i for i, c in enumerate(np.asarray(clf.classes_).tolist())}
+    col = np.fromiter((index[c] for c in codes.tolist()), dtype=np.int64, count=len(codes))
+    return codes, proba[np.arange(len(codes)), col]
+
+
 def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame, *,
                     evaluation: dict | None = None, seed: int = 0) -> dict:
     """The reference summary of `model` (see the module docstring). JSON-serialisable.
@@ -123,8 +139,6 @@ def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame,
     (designation, description, prdtypecode). evaluation: optional evaluate.score() output whose
     weighted/macro/per-class F1 are recorded as the evaluation's.
     """
-    from .features import predict_with_confidence
-
     if len(catalogue_train) == 0 or len(holdout) == 0:
         raise ValueError("build_reference needs training rows and holdout rows")
     train = catalogue_train
@@ -159,7 +173,7 @@ def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame,
     other = int(sum(tok.values()) - sum(top_counts))
 
     # What serving would have answered on the holdout.
-    pred, conf, _, _ = predict_with_confidence(model, holdout[["designation", "description"]])
+    pred, conf = served_predictions(model, holdout[["designation", "description"]])
     pred = np.asarray(pred).astype(np.int64)
     conf = np.asarray(conf, dtype=float)
     conf_edges = _edges_with_mass_points(conf, high=1.0)

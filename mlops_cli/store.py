@@ -544,6 +544,11 @@ def export_inference_log(conn, out, since=None) -> int:
         return cur.rowcount
 
 
+def ping(conn) -> bool:
+    """True when the database answers (for /health)."""
+    return _scalar(conn, "SELECT 1") == 1
+
+
 def count_inference_rows(conn) -> int:
     return _scalar(conn, "SELECT count(*) FROM inference_log")
 
@@ -569,6 +574,328 @@ def list_api_audit(conn, limit: int = 100, route: str | None = None) -> list[dic
         """SELECT * FROM api_audit WHERE (%(route)s::text IS NULL OR route = %(route)s)
            ORDER BY id DESC LIMIT %(limit)s""",
         {"route": route, "limit": limit},
+    )
+
+
+# === drift and alerts ===========================================================================
+# model_references, drift_reports, alerts, alert_actions, app_settings (sql/005_drift.sql), the
+# window aggregates read by the drift check, and the simulator's bulk inserts.
+def _jsonb(value: Any) -> Json:
+    """JSONB parameter: NaN/inf -> null, numpy scalars and datetimes made plain (notify.jsonable)."""
+    from .notify import jsonable
+
+    return Json(jsonable(value))
+
+
+def insert_model_reference(conn, *, model_name: str, model_version: str, mlflow_run_id: str | None,
+                           summary: dict) -> int:
+    """Store (or replace) the drift reference of a model version; returns its id."""
+    return _scalar(
+        conn,
+        """INSERT INTO model_references (model_name, model_version, mlflow_run_id, summary)
+           VALUES (%s, %s, %s, %s)
+           ON CONFLICT (model_name, model_version) DO UPDATE
+             SET mlflow_run_id = EXCLUDED.mlflow_run_id, summary = EXCLUDED.summary, created_at = now()
+           RETURNING id""",
+        (model_name, str(model_version), mlflow_run_id, _jsonb(summary)),
+    )
+
+
+def get_model_reference(conn, model_name: str, model_version: str) -> dict | None:
+    return _one(
+        conn,
+        """SELECT id, model_name, model_version, mlflow_run_id, summary, created_at
+           FROM model_references WHERE model_name = %s AND model_version = %s""",
+        (model_name, str(model_version)),
+    )
+
+
+def list_model_references(conn, model_name: str) -> list[dict]:
+    """Versions with a stored reference (without the summaries), newest first."""
+    return _all(
+        conn,
+        """SELECT id, model_name, model_version, mlflow_run_id, created_at FROM model_references
+           WHERE model_name = %s ORDER BY id DESC""",
+        (model_name,),
+    )
+
+
+# the grouping sets of inference_window_aggregates, in GROUPING() argument order
+_WINDOW_SETS = ("predicted_code", "script", "lang", "model_version", "title_length",
+                "description_length", "n_tokens", "confidence")
+
+
+def inference_window_aggregates(conn, start, end, edges: dict[str, list[float]]) -> list[dict]:
+    """Counts of the inference_log rows with start < logged_at <= end, in one scan.
+
+    `edges`: the inner bin edges (ascending, without the infinite ends) of title_length,
+    description_length, n_tokens and confidence; bins are numbered like stats.histogram (0 = below
+    the first edge). Returns rows {feature, key, n} per predicted_code / script / lang /
+    model_version / bin, plus one row with feature 'total' carrying n, n_empty (empty
+    descriptions), oov_sum, oov_tokens (sum of n_tokens where n_oov is known) and oov_rows.
+    """
+    n_sets = len(_WINDOW_SETS)
+    rows = _all(
+        conn,
+        """SELECT GROUPING(predicted_code, script, lang, model_version, b_title, b_desc, b_tok, b_conf) AS g,
+                  predicted_code, script, lang, model_version, b_title, b_desc, b_tok, b_conf,
+                  count(*) AS n,
+                  count(*) FILTER (WHERE description_len = 0) AS n_empty,
+                  coalesce(sum(n_oov), 0) AS oov_sum,
+                  coalesce(sum(n_tokens) FILTER (WHERE n_oov IS NOT NULL), 0) AS oov_tokens,
+                  count(*) FILTER (WHERE n_oov IS NOT NULL) AS oov_rows
+           FROM (SELECT predicted_code, script, lang, model_version, description_len, n_oov, n_tokens,
+                        width_bucket(designation_len::float8, %(title)s::float8[]) AS b_title,
+                        width_bucket(description_len::float8, %(desc)s::float8[]) AS b_desc,
+                        width_bucket(n_tokens::float8, %(tok)s::float8[]) AS b_tok,
+                        width_bucket(confidence, %(conf)s::float8[]) AS b_conf
+                 FROM inference_log
+                 WHERE logged_at > %(start)s AND logged_at <= %(end)s) w
+           GROUP BY GROUPING SETS ((predicted_code), (script), (lang), (model_version), (b_title),
+                                   (b_desc), (b_tok), (b_conf), ())""",
+        {"title": list(edges["title_length"]), "desc": list(edges["description_length"]),
+         "tok": list(edges["n_tokens"]), "conf": list(edges["confidence"]), "start": start, "end": end},
+    )
+    columns = ("predicted_code", "script", "lang", "model_version", "b_title", "b_desc", "b_tok", "b_conf")
+    out = []
+    full = (1 << n_sets) - 1
+    for r in rows:
+        g = int(r["g"])
+        if g == full:
+            out.append({"feature": "total", "key": None, "n": int(r["n"]), "n_empty": int(r["n_empty"]),
+                        "oov_sum": int(r["oov_sum"]), "oov_tokens": int(r["oov_tokens"]),
+                        "oov_rows": int(r["oov_rows"])})
+            continue
+        i = next(i for i in range(n_sets) if not g & (1 << (n_sets - 1 - i)))
+        out.append({"feature": _WINDOW_SETS[i], "key": r[columns[i]], "n": int(r["n"])})
+    return out
+
+
+def recent_titles(conn, start, end, limit: int) -> list[str]:
+    """The designations of the newest `limit` predictions with start < logged_at <= end."""
+    rows = _all(
+        conn,
+        """SELECT designation FROM inference_log WHERE logged_at > %s AND logged_at <= %s
+           ORDER BY logged_at DESC LIMIT %s""",
+        (start, end, int(limit)),
+    )
+    return [r["designation"] for r in rows]
+
+
+def window_model_versions(conn, start, end) -> list[dict]:
+    """[{model_version, n}] of the predictions in the window, most frequent first."""
+    return _all(
+        conn,
+        """SELECT model_version, count(*) AS n FROM inference_log
+           WHERE logged_at > %s AND logged_at <= %s GROUP BY model_version ORDER BY n DESC""",
+        (start, end),
+    )
+
+
+def window_feedback_pairs(conn, start, end) -> list[tuple[int, int, int]]:
+    """(true_code, predicted_code, count) over the window's predictions that got feedback.
+
+    Feedback is matched to its prediction by inference_id (the latest feedback row of each
+    prediction counts); the prediction's logged_at places it in the window.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT true_code, predicted_code, count(*) FROM (
+                   SELECT DISTINCT ON (f.inference_id) f.true_code, i.predicted_code
+                   FROM feedback f JOIN inference_log i ON i.id = f.inference_id
+                   WHERE i.logged_at > %s AND i.logged_at <= %s
+                   ORDER BY f.inference_id, f.id DESC) x
+               GROUP BY 1, 2""",
+            (start, end),
+        )
+        return [(int(a), int(b), int(n)) for a, b, n in cur.fetchall()]
+
+
+def products_loaded_between(conn, start, end, limit: int) -> list[dict]:
+    """Labelled catalogue rows loaded in the window, newest first (at most `limit`)."""
+    return _all(
+        conn,
+        """SELECT productid, designation, description, prdtypecode, loaded_at FROM products
+           WHERE loaded_at > %s AND loaded_at <= %s ORDER BY loaded_at DESC, productid LIMIT %s""",
+        (start, end, int(limit)),
+    )
+
+
+DRIFT_REPORT_COLUMNS = (
+    "id, report_date, data_drift_score, prediction_drift_score, performance_drift_score, drift_detected, "
+    "details, created_at, window_days, as_of, model_version, n_inferences, n_feedback, status, level, "
+    "pipeline_run_id"
+)
+
+
+def insert_drift_report(conn, *, pipeline_run_id: int | None, report_date, window_days: int, as_of,
+                        model_version: str | None, n_inferences: int, n_feedback: int, status: str,
+                        level: str, data_drift_score: float | None, prediction_drift_score: float | None,
+                        performance_drift_score: float | None, drift_detected: bool, details: dict,
+                        **_ignored) -> int:
+    return _scalar(
+        conn,
+        """INSERT INTO drift_reports (report_date, data_drift_score, prediction_drift_score,
+               performance_drift_score, drift_detected, details, window_days, as_of, model_version,
+               n_inferences, n_feedback, status, level, pipeline_run_id)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        (report_date, data_drift_score, prediction_drift_score, performance_drift_score, drift_detected,
+         _jsonb(details), window_days, as_of, model_version, n_inferences, n_feedback, status, level,
+         pipeline_run_id),
+    )
+
+
+def get_drift_report(conn, report_id: int) -> dict | None:
+    return _one(conn, f"SELECT {DRIFT_REPORT_COLUMNS} FROM drift_reports WHERE id = %s", (report_id,))
+
+
+def drift_reports_for_run(conn, pipeline_run_id: int) -> list[dict]:
+    return _all(
+        conn,
+        f"SELECT {DRIFT_REPORT_COLUMNS} FROM drift_reports WHERE pipeline_run_id = %s ORDER BY window_days, id",
+        (pipeline_run_id,),
+    )
+
+
+def list_drift_reports(conn, *, limit: int = 100, window_days: int | None = None) -> list[dict]:
+    return _all(
+        conn,
+        f"""SELECT {DRIFT_REPORT_COLUMNS} FROM drift_reports
+            WHERE (%(w)s::int IS NULL OR window_days = %(w)s) ORDER BY id DESC LIMIT %(limit)s""",
+        {"w": window_days, "limit": limit},
+    )
+
+
+def drift_score_history(conn, *, days: int = 90, window_days: int | None = None) -> list[dict]:
+    """Scores and levels of the reports of the last `days` days, oldest first, no details."""
+    return _all(
+        conn,
+        """SELECT id, report_date, as_of, window_days, status, level, drift_detected, data_drift_score,
+                  prediction_drift_score, performance_drift_score, n_inferences, n_feedback, model_version,
+                  pipeline_run_id
+           FROM drift_reports
+           WHERE as_of > now() - make_interval(days => %(days)s)
+             AND (%(w)s::int IS NULL OR window_days = %(w)s)
+           ORDER BY as_of, window_days, id""",
+        {"days": int(days), "w": window_days},
+    )
+
+
+ALERT_COLUMNS = ("id, level, cause, status, report_id, first_seen, last_seen, count, last_notified_at, "
+                 "message, resolved_at, details")
+
+
+def active_alert(conn, cause: str) -> dict | None:
+    """The open or acknowledged alert of `cause` (at most one), locked for update."""
+    return _one(
+        conn,
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE cause = %s AND status <> 'resolved' FOR UPDATE",
+        (cause,),
+    )
+
+
+def active_alerts(conn) -> list[dict]:
+    return _all(conn, f"SELECT {ALERT_COLUMNS} FROM alerts WHERE status <> 'resolved' ORDER BY id FOR UPDATE")
+
+
+def insert_alert(conn, *, level: str, cause: str, report_id: int | None, message: str, details: dict,
+                 notified: bool) -> int:
+    return _scalar(
+        conn,
+        """INSERT INTO alerts (level, cause, report_id, message, details, last_notified_at)
+           VALUES (%s, %s, %s, %s, %s, CASE WHEN %s THEN now() END) RETURNING id""",
+        (level, cause, report_id, message, _jsonb(details), notified),
+    )
+
+
+def update_alert(conn, alert_id: int, **cols) -> None:
+    """Set the given columns; special values: count='+1', last_seen/last_notified_at/resolved_at='now'."""
+    sets, params = [], []
+    for col, value in cols.items():
+        if col not in ("level", "status", "report_id", "count", "last_seen", "last_notified_at", "message",
+                       "resolved_at", "details"):
+            raise ValueError(col)
+        if col == "count" and value == "+1":
+            sets.append("count = count + 1")
+        elif col in ("last_seen", "last_notified_at", "resolved_at") and value == "now":
+            sets.append(f"{col} = now()")
+        else:
+            sets.append(f"{col} = %s")
+            params.append(_jsonb(value) if col == "details" else value)
+    if not sets:
+        return
+    params.append(alert_id)
+    _exec(conn, f"UPDATE alerts SET {', '.join(sets)} WHERE id = %s", params)
+
+
+def get_alert(conn, alert_id: int) -> dict | None:
+    return _one(conn, f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = %s", (alert_id,))
+
+
+def list_alerts(conn, status: str | None = None, limit: int = 100) -> list[dict]:
+    return _all(
+        conn,
+        f"""SELECT {ALERT_COLUMNS} FROM alerts WHERE (%(status)s::text IS NULL OR status = %(status)s)
+            ORDER BY (status = 'resolved'), last_seen DESC, id DESC LIMIT %(limit)s""",
+        {"status": status, "limit": limit},
+    )
+
+
+def insert_alert_action(conn, *, alert_id: int | None, action: str, actor: str, note: str | None,
+                        params: dict | None) -> int:
+    return _scalar(
+        conn,
+        """INSERT INTO alert_actions (alert_id, action, actor, note, params) VALUES (%s, %s, %s, %s, %s)
+           RETURNING id""",
+        (alert_id, action, actor, note, _jsonb(params or {})),
+    )
+
+
+def list_alert_actions(conn, alert_id: int | None = None, limit: int = 100) -> list[dict]:
+    return _all(
+        conn,
+        """SELECT id, alert_id, action, actor, note, params, created_at FROM alert_actions
+           WHERE (%(a)s::bigint IS NULL OR alert_id = %(a)s) ORDER BY id DESC LIMIT %(limit)s""",
+        {"a": alert_id, "limit": limit},
+    )
+
+
+def get_app_settings(conn, keys: Sequence[str]) -> dict[str, dict]:
+    """{key: {key, value, updated_by, updated_at}} for the keys that are set."""
+    rows = _all(conn, "SELECT key, value, updated_by, updated_at FROM app_settings WHERE key = ANY(%s)",
+                (list(keys),))
+    return {r["key"]: r for r in rows}
+
+
+def upsert_app_setting(conn, key: str, value: Any, updated_by: str | None) -> None:
+    _exec(
+        conn,
+        """INSERT INTO app_settings (key, value, updated_by) VALUES (%s, %s, %s)
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_by = EXCLUDED.updated_by,
+                                          updated_at = now()""",
+        (key, _jsonb(value), updated_by),
+    )
+
+
+def delete_app_settings(conn, keys: Sequence[str]) -> int:
+    return _exec(conn, "DELETE FROM app_settings WHERE key = ANY(%s)", (list(keys),))
+
+
+def insert_simulated_feedback(conn, request_ids: Sequence[str], true_codes: Sequence[int],
+                              submitted_by: str = "simulation", delay_hours: float = 2.0) -> int:
+    """Feedback (true labels) for the inference_log rows with these request ids: one row each,
+    given `delay_hours` after the prediction. Rows whose request id is not logged are skipped."""
+    if not request_ids:
+        return 0
+    return _exec(
+        conn,
+        """INSERT INTO feedback (inference_id, productid, true_code, predicted_code, model_version,
+                                 submitted_by, created_at)
+           SELECT i.id, i.productid, t.true_code, i.predicted_code, i.model_version, %s,
+                  i.logged_at + make_interval(secs => %s)
+           FROM unnest(%s::text[], %s::int[]) AS t(request_id, true_code)
+           JOIN inference_log i ON i.request_id = t.request_id""",
+        (submitted_by, float(delay_hours) * 3600.0, list(request_ids), [int(c) for c in true_codes]),
     )
 
 

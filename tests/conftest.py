@@ -14,6 +14,8 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -50,7 +52,9 @@ def pg_server(tmp_path_factory):
     if external:
         admin_url = external
     else:
-        home = tmp_path_factory.mktemp("pg-session")
+        # Not under pytest's basetemp: pytest prunes old basetemps, which would delete the data
+        # folder of a server still in use by a concurrent session.
+        home = Path(tempfile.mkdtemp(prefix="mlops-test-pg-"))
         server = db.embedded_server(config.Settings(home=home))
         admin_url = server.get_uri("postgres")
     tag = uuid.uuid4().hex[:8]
@@ -72,11 +76,14 @@ def pg_server(tmp_path_factory):
             pass
     if not external:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def artifact_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("mlflow-artifacts")
+def artifact_root():
+    path = Path(tempfile.mkdtemp(prefix="mlops-test-artifacts-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

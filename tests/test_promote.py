@@ -1,24 +1,441 @@
-import time, json
-from mlops_cli.runs import Trigger
-from mlops_cli.steps.load import load
-from mlops_cli.steps.train import train
-from mlops_cli.steps.evaluate import evaluate
-from mlops_cli import registry
+"""Conditional promotion, manual approval, rollback and their notifications, on the real stack:
+embedded PostgreSQL, a real MLflow registry, a local aiosmtpd server and a local HTTP receiver
+standing in for Slack. Nothing is mocked.
 
-def test_timing(small_catalogue, settings, conn):
+Scores are made deterministic by the models themselves: GOOD (a normal TF-IDF model, weighted F1
+~0.77 on the 3,000-row catalogue) and WEAK (50 features and a huge alpha, ~0.14), with
+MIN_F1_THRESHOLD chosen per test (0.05: both pass; 0.5: only GOOD passes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from email import message_from_bytes, policy
+
+import pytest
+
+from conftest import query
+from mlops_cli import registry, store
+from mlops_cli.errors import MlopsError, NotReady
+from mlops_cli.models import decision_history, list_models
+from mlops_cli.runs import StepFailed, Trigger
+from mlops_cli.steps.evaluate import evaluate
+from mlops_cli.steps.load import load
+from mlops_cli.steps.promote import approve, decide, promote, restoring_aliases
+from mlops_cli.steps.rollback import rollback
+from mlops_cli.steps.train import train
+from test_notify import free_port, receiver, smtp_server  # noqa: F401  (fixtures, reused)
+
+GOOD = {"word_max_features": 2000, "char_max_features": 2000, "alpha": 1e-3}
+WEAK = {"word_max_features": 50, "char_max_features": 50, "alpha": 1.0}
+GOOD_CLI = ("--param", "word_max_features=2000", "--param", "char_max_features=2000", "--param", "alpha=1e-3")
+BOTH_PASS = 0.05
+ONLY_GOOD = 0.5
+T = Trigger(actor="pytest")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def load_all(conn, settings, catalogue, fraction: float = 1.0):
+    x, y = catalogue
+    r = load(conn, settings.replace(initial_load_fraction=fraction), T, x_path=str(x), y_path=str(y))
+    assert r.status == "succeeded", r.message
+
+
+def challenger(conn, settings, params: dict) -> str:
+    """Train and evaluate a version (the promote gate); returns its version number."""
+    r = train(conn, settings, T, force=True, params=params)
+    assert r.status == "succeeded", r.message
+    assert evaluate(conn, settings, T).status == "succeeded"
+    return r.outputs["model_version"]
+
+
+def alias_map(settings) -> dict:
+    return {a: (v or {}).get("version") for a in registry.ALIASES
+            for v in [registry.version_by_alias(settings, a)]}
+
+
+def tags(settings, version) -> dict:
+    return registry.get_version(settings, version)["tags"]
+
+
+def decisions(conn) -> list[tuple]:
+    return query(conn, "SELECT model_version, decision FROM model_decisions ORDER BY id")
+
+
+def notification_rows(conn) -> list[tuple]:
+    return query(conn, "SELECT event, channel, status FROM notifications ORDER BY id")
+
+
+def row_justification(conn) -> str:
+    return query(conn, "SELECT justification FROM model_decisions ORDER BY id DESC LIMIT 1")[0][0]
+
+
+def cli_error(r) -> str:
+    """The `Error: ...` line a failed command prints."""
+    return [line for line in r.output.splitlines() if line.startswith("Error: ")][-1]
+
+
+# --- the rule (pure) ------------------------------------------------------------------------------
+@pytest.mark.parametrize("candidate, champion, auto, expected_decision, expected_text", [
+    (0.8421, ("3", 0.8310), True, "promoted",
+     "weighted_f1 0.8421 > threshold 0.75 and > champion v3 0.8310 (+0.0111): promoted"),
+    (0.8421, (None, None), True, "promoted", "weighted_f1 0.8421 > threshold 0.75 and no champion yet: promoted"),
+    (0.8200, ("3", 0.8310), True, "archived",
+     "weighted_f1 0.8200 > threshold 0.75 but not > champion v3 0.8310 (-0.0110): archived (champion v3 kept)"),
+    (0.8310, ("3", 0.8310), True, "archived",  # equal is not better
+     "weighted_f1 0.8310 > threshold 0.75 but not > champion v3 0.8310 (+0.0000): archived (champion v3 kept)"),
+    (0.7000, (None, None), True, "archived", "weighted_f1 0.7000 <= threshold 0.75: archived (no champion)"),
+    (0.7500, ("3", 0.6), True, "archived", "weighted_f1 0.7500 <= threshold 0.75: archived (champion v3 kept)"),
+    (0.8421, ("3", 0.8310), False, "needs_approval",
+     "weighted_f1 0.8421 > threshold 0.75 and > champion v3 0.8310 (+0.0111): would be promoted, but "
+     "auto-promotion is disabled (AUTO_PROMOTION_ENABLED=false): needs approval"),
+])
+def test_decision_rule_and_justification(candidate, champion, auto, expected_decision, expected_text):
+    decision, rule, text = decide("weighted_f1", candidate, *champion, threshold=0.75, min_improvement=0.0,
+                                  auto_promotion=auto)
+    assert (decision, text) == (expected_decision, expected_text)
+    assert "MIN_F1_THRESHOLD 0.75" in rule and f"AUTO_PROMOTION_ENABLED ({'yes' if auto else 'no'})" in rule
+
+
+def test_min_improvement_is_required_on_top_of_the_champion():
+    decision, rule, text = decide("macro_f1", 0.80, "2", 0.79, threshold=0.5, min_improvement=0.02,
+                                  auto_promotion=True)
+    assert decision == "archived"
+    assert text == "macro_f1 0.8000 > threshold 0.5 but not > champion v2 0.7900 + 0.02 (+0.0100): " \
+                   "archived (champion v2 kept)"
+    assert rule.endswith("macro_f1 0.8000 > champion v2 0.7900 + MIN_IMPROVEMENT 0.02 (no)")
+    assert decide("macro_f1", 0.82, "2", 0.79, threshold=0.5, min_improvement=0.02, auto_promotion=True)[0] == \
+        "promoted"
+
+
+# --- promotion --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_first_model_promoted_with_email_slack_audit_and_models_table(
+        small_catalogue, cli, conn, settings, smtp_server, receiver, monkeypatch):  # noqa: F811
+    port, handler = smtp_server
+    monkeypatch.setenv("INITIAL_LOAD_FRACTION", "1.0")
+    monkeypatch.setenv("MIN_F1_THRESHOLD", str(ONLY_GOOD))
+    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SMTP_PORT", str(port))
+    monkeypatch.setenv("SMTP_SECURITY", "plain")
+    monkeypatch.setenv("NOTIFICATION_EMAIL", "ml-team@example.org")
+    monkeypatch.setenv("NOTIFICATION_SLACK_WEBHOOK", receiver.url("/services/T0/B0/hook"))
     x, y = small_catalogue
-    s = settings.replace(initial_load_fraction=1.0)
-    t = time.time(); load(conn, s, Trigger(), x_path=str(x), y_path=str(y)); print("load", time.time()-t)
-    for params in ({"word_max_features": 20000, "char_max_features": 20000},
-                   {"word_max_features": 50, "char_max_features": 50, "alpha": 1.0},
-                   {"word_max_features": 2000, "char_max_features": 2000, "alpha": 1e-3}):
-        t = time.time(); r = train(conn, s, Trigger(), force=True, params=params); print("train", time.time()-t, r.message)
-        t = time.time(); r = evaluate(conn, s, Trigger()); print("eval", time.time()-t, r.message)
-    c = registry.client(s)
-    t = time.time()
-    mv = c.copy_model_version(f"models:/{s.model_name}/1", s.model_name + "-copy")
-    print("copy", time.time()-t, mv.version, mv.source, mv.run_id)
-    t = time.time()
-    s2 = s.replace(model_name=s.model_name + "-copy")
-    from mlops_cli.steps.evaluate import evaluate_version
-    print(evaluate_version(conn, s2, "1", purpose="evaluation", pipeline_run_id=None), time.time()-t)
+
+    # gate: nothing evaluated yet -> skipped, exit 0
+    r = cli("promote")
+    assert r.exit_code == 0 and "[skipped] promote" in r.output and "nothing left to decide" in r.output
+
+    assert cli("load", "--x-path", x, "--y-path", y).exit_code == 0
+    assert cli("train", *GOOD_CLI).exit_code == 0
+    assert cli("evaluate").exit_code == 0
+    r = cli("promote", "--by", "carol")
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "[ok] promote (run #" in out and "version 1 promoted" in out
+    assert re.search(r"candidate +v1 +weighted_f1 0\.\d{4} +\(its evaluation on \d+ holdout rows\)", out), out
+    assert re.search(r"champion +none", out) and "threshold      0.5" in out
+    assert "AUTO_PROMOTION_ENABLED (yes)" in out and "no champion to beat (yes)" in out
+    assert "and no champion yet: promoted" in out
+    assert "aliases now    champion=v1" in out
+    assert "notifications  log sent, email sent, slack sent" in out
+
+    # MLflow: champion alias, challenger consumed, stage/decision tags, description, run tags
+    assert alias_map(settings) == {"champion": "1", "challenger": None, "previous-champion": None}
+    v1 = registry.get_version(settings, "1")
+    assert v1["tags"]["stage"] == "Production" and v1["tags"]["decision"] == "promoted"
+    assert v1["tags"]["decided_by"] == "carol" and v1["tags"]["decided_at"]
+    assert v1["tags"]["reason"] == v1["description"] == row_justification(conn)
+    assert v1["description"].endswith("and no champion yet: promoted")
+    run_tags = registry.run_info(settings, v1["run_id"])["tags"]
+    assert run_tags["decision"] == "promoted" and run_tags["champion_version"] == "none"
+    assert float(run_tags["candidate_weighted_f1"]) > ONLY_GOOD
+
+    # audit: one decision row, the pipeline run consumed the evaluate run, 3 notifications sent
+    [row] = store.list_decisions(conn, settings.model_name)
+    assert row["decision"] == "promoted" and row["model_version"] == "1" and row["decided_by"] == "carol"
+    assert row["threshold"] == ONLY_GOOD and row["champion_version"] is None and row["metric"] == "weighted_f1"
+    assert row["triggered_by"] == "cli" and row["mlflow_run_id"] == v1["run_id"]
+    promote_run = store.get_run(conn, row["pipeline_run_id"])
+    assert promote_run["status"] == "succeeded" and promote_run["actor"] == "carol"
+    assert store.get_run(conn, promote_run["upstream_run_id"])["step"] == "evaluate"
+    assert notification_rows(conn) == [("promotion", "log", "sent"), ("promotion", "email", "sent"),
+                                       ("promotion", "slack", "sent")]
+
+    # the email and the Slack message carry the decision, the score and the justification
+    [envelope] = handler.envelopes
+    mail = message_from_bytes(envelope.original_content, policy=policy.default)
+    assert mail["Subject"] == f"Model {settings.model_name} v1 promoted to production"
+    assert envelope.rcpt_tos == ["ml-team@example.org"]
+    body = mail.get_content()
+    score = f"{row['candidate_score']:.4f}"
+    for text in ("Decision:   promoted", f"Candidate:  version 1, weighted_f1 = {score}",
+                 "Champion:   version n/a", "and no champion yet: promoted", "decided_by: carol"):
+        assert text in body, (text, body)
+    [slack] = receiver.bodies("/services/T0/B0/hook")
+    slack_text = json.dumps(slack)
+    assert f"v1 promoted to production" in slack["text"]
+    assert score in slack_text and "no champion yet: promoted" in slack_text
+
+    # promote again on the same challenger: nothing left to decide, still one decision
+    r = cli("promote", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "skipped"
+    assert decisions(conn) == [("1", "promoted")]
+    assert len(handler.envelopes) == 1
+
+    # mlops models: the champion is marked
+    r = cli("models")
+    assert r.exit_code == 0, r.output
+    line = next(l for l in r.stdout.splitlines() if re.match(r"^\*\s+1\s", l))
+    assert "champion" in line and "Production" in line and "promoted" in line and score in line
+    assert "* champion (in production)" in r.stdout
+    [model] = json.loads(cli("models", "--json").stdout)
+    assert model["is_champion"] is True and model["decision"] == "promoted" and model["weighted_f1"] > 0.5
+    r = cli("models", "--history")
+    assert r.exit_code == 0 and "promoted" in r.stdout and "carol" in r.stdout
+
+
+@pytest.mark.slow
+def test_better_model_promoted_old_archived_then_worse_archived(small_catalogue, conn, settings):
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    assert promote(conn, s, T).outputs["decision"] == "promoted"
+
+    v2 = challenger(conn, s, GOOD)
+    r = promote(conn, s, Trigger(actor="dave"))
+    o = r.outputs
+    assert (o["decision"], o["model_version"], o["champion_version"]) == ("promoted", v2, v1)
+    assert o["candidate_score"] > o["champion_score"]
+    assert r.message == f"version {v2}: {o['justification']}"
+    assert o["justification"] == (f"weighted_f1 {o['candidate_score']:.4f} > threshold 0.05 and > champion v1 "
+                                  f"{o['champion_score']:.4f} (+{o['candidate_score'] - o['champion_score']:.4f})"
+                                  ": promoted")
+    assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}
+    assert tags(s, v1)["stage"] == "Archived" and tags(s, v1)["replaced_by"] == v2
+    assert tags(s, v2)["stage"] == "Production" and tags(s, v2)["decision"] == "promoted"
+    # both scored on identical holdout rows: the champion was re-checked in this very step
+    recheck = query(conn, """SELECT model_version, holdout_hash, weighted_f1 FROM model_evaluations
+                             WHERE purpose = 'champion-recheck' AND pipeline_run_id = %s""", (r.run_id,))
+    assert [(v, round(f, 6)) for v, _h, f in recheck] == [(v1, round(o["champion_score"], 6))]
+    assert recheck[0][1] == o["holdout_hash"] == store.latest_evaluation(conn, s.model_name, v2)["holdout_hash"]
+    row = store.latest_decision_for_version(conn, s.model_name, v2)
+    assert row["previous_champion"] == v1 and row["champion_score"] == pytest.approx(o["champion_score"])
+
+    # a worse challenger, decided on explicitly by its MLflow run id: archived, champion untouched
+    v3 = challenger(conn, s, WEAK)
+    run_id = registry.get_version(s, v3)["run_id"]
+    r = promote(conn, s, T, run_id=run_id)
+    o = r.outputs
+    assert o["decision"] == "archived" and o["model_version"] == v3
+    assert o["justification"].endswith(f"(champion v{v2} kept)") and " but not > champion v2 " in o["justification"]
+    assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}
+    assert tags(s, v3)["stage"] == "Archived" and tags(s, v3)["decision"] == "archived"
+    assert registry.get_version(s, v3)["description"] == o["justification"]
+    # ...and the explicit decision consumed the evaluate run: the default has nothing left to decide
+    assert promote(conn, s, T).status == "skipped"
+    assert decisions(conn) == [(v1, "promoted"), (v2, "promoted"), (v3, "archived")]
+
+    models = list_models(conn, s)
+    assert [m["version"] for m in models] == [v3, v2, v1]
+    assert [m["is_champion"] for m in models] == [False, True, False]
+    assert [m["stage"] for m in models] == ["Archived", "Production", "Archived"]
+    assert models[0]["reason"] == o["justification"] and models[1]["aliases"] == ["champion"]
+    assert [d["decision"] for d in decision_history(conn, s, 2)] == ["archived", "promoted"]
+
+
+def test_under_threshold_archived_even_without_champion_and_decided_once(small_catalogue, conn, settings):
+    s = settings.replace(min_f1_threshold=ONLY_GOOD)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    r = promote(conn, s, T)
+    o = r.outputs
+    assert o["decision"] == "archived" and o["champion_version"] is None
+    assert o["justification"] == f"weighted_f1 {o['candidate_score']:.4f} <= threshold 0.5: archived (no champion)"
+    assert alias_map(s) == {"champion": None, "challenger": None, "previous-champion": None}
+    assert tags(s, v1)["stage"] == "Archived"
+
+    again = promote(conn, s, T)
+    assert again.status == "skipped" and again.message.startswith("nothing left to decide")
+    assert decisions(conn) == [(v1, "archived")]
+    assert query(conn, "SELECT count(*) FROM notifications WHERE event = 'promotion'")[0][0] == 1  # log only
+
+    # an explicit target needs a succeeded evaluation; rollback needs a champion
+    with pytest.raises(StepFailed) as info:
+        promote(conn, s, T, version="7")
+    assert info.value.result.message == f"Model {s.model_name} has no version 7"
+    with pytest.raises(StepFailed) as info:
+        rollback(conn, s, T, reason="bad answers")
+    assert info.value.result.message == "No champion to roll back: no version is in production"
+    with pytest.raises(MlopsError, match="Give --run-id or --version, not both"):
+        promote(conn, s, T, run_id="abc", version="1")
+
+
+@pytest.mark.slow
+def test_auto_promotion_disabled_needs_approval_then_approve(small_catalogue, cli, conn, settings,
+                                                            monkeypatch):
+    x, y = small_catalogue
+    s = settings.replace(auto_promotion_enabled=False, min_f1_threshold=ONLY_GOOD)
+    load_all(conn, s, small_catalogue, fraction=0.9)
+    v1 = train(conn, s, T, force=True, params=GOOD).outputs["model_version"]
+    with pytest.raises(StepFailed) as info:  # trained but never evaluated: the gate is closed
+        promote(conn, s, T, version=v1)
+    assert isinstance(info.value.cause, NotReady)
+    assert info.value.result.message.startswith(f"Version {v1} has no succeeded evaluation")
+    assert evaluate(conn, s, T).status == "succeeded"
+    # the catalogue grows after the evaluation: the holdout changes and the candidate is re-scored
+    r = load(conn, s.replace(load_fraction=0.1), T, x_path=str(x), y_path=str(y), force=True)
+    assert r.status == "succeeded" and r.outputs["rows_loaded"] > 0
+
+    r = promote(conn, s, T)
+    o = r.outputs
+    assert o["decision"] == "needs_approval" and o["candidate_rescored"] is True
+    assert o["justification"].endswith("would be promoted, but auto-promotion is disabled "
+                                       "(AUTO_PROMOTION_ENABLED=false): needs approval")
+    assert alias_map(s) == {"champion": None, "challenger": v1, "previous-champion": None}
+    assert tags(s, v1)["stage"] == "None" and tags(s, v1)["decision"] == "needs_approval"
+    rescored = query(conn, "SELECT holdout_hash FROM model_evaluations WHERE pipeline_run_id = %s "
+                           "AND purpose = 'evaluation'", (r.run_id,))
+    assert rescored == [(o["holdout_hash"],)]
+    assert query(conn, "SELECT subject FROM notifications")[0][0] == f"Model {s.model_name} v{v1} needs approval"
+
+    # a human approves it (through the CLI, where the reason and the approver are required)
+    r = cli("approve", v1, "--by", "alice")
+    assert r.exit_code == 2 and "Missing option '--reason'" in r.output
+    r = cli("approve", v1, "--reason", "  ", "--by", "alice")
+    assert r.exit_code == 1 and cli_error(r) == 'Error: A reason is required to approve a version: pass --reason "..."'
+    r = cli("approve", v1, "--reason", "checked the confusion matrix", "--by", "alice")
+    assert r.exit_code == 0, r.output
+    assert "[ok] approve (run #" in r.stdout and f"version {v1} manual_promotion" in r.stdout
+    assert f"aliases now    champion=v{v1}" in r.stdout
+    assert alias_map(s) == {"champion": v1, "challenger": None, "previous-champion": None}
+    assert tags(s, v1)["stage"] == "Production" and tags(s, v1)["decision"] == "manual_promotion"
+    row = store.latest_decision_for_version(conn, s.model_name, v1)
+    assert row["decision"] == "manual_promotion" and row["decided_by"] == "alice"
+    assert row["justification"].startswith("approved by alice: checked the confusion matrix (weighted_f1 0.")
+    assert store.get_run(conn, row["pipeline_run_id"])["step"] == "approve"
+    assert decisions(conn) == [(v1, "needs_approval"), (v1, "manual_promotion")]
+
+    r = cli("approve", v1, "--reason", "again", "--by", "alice")
+    assert r.exit_code == 1
+    assert re.fullmatch(rf"Error: approve failed \(run #\d+\): Version {v1} is already the champion; "
+                        r"nothing to approve", cli_error(r))
+
+
+# --- rollback ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_rollback_restores_previous_champion_then_nothing_left(small_catalogue, cli, conn, settings):
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    promote(conn, s, T)
+    v2 = challenger(conn, s, GOOD)
+    assert promote(conn, s, T).outputs["decision"] == "promoted"
+    assert alias_map(s)["previous-champion"] == v1
+
+    r = cli("rollback", "--by", "bob")
+    assert r.exit_code == 2 and "Missing option '--reason'" in r.output
+    r = cli("rollback", "--reason", "", "--by", "bob")
+    assert r.exit_code == 1 and cli_error(r).startswith("Error: A reason is required to roll back")
+    assert query(conn, "SELECT count(*) FROM pipeline_runs WHERE step = 'rollback'")[0][0] == 0
+
+    r = cli("rollback", "--reason", "v2 misroutes books", "--by", "bob")
+    assert r.exit_code == 0, r.output
+    assert f"[ok] rollback (run #" in r.stdout and f"champion v{v2} -> v{v1}" in r.stdout
+    assert "reason         v2 misroutes books" in r.stdout
+    assert alias_map(s) == {"champion": v1, "challenger": None, "previous-champion": None}
+    t2 = tags(s, v2)
+    assert t2["stage"] == "Archived" and t2["rolled_back"] == "true" and t2["rollback_reason"] == "v2 misroutes books"
+    assert tags(s, v1)["stage"] == "Production"
+    assert registry.run_info(s, registry.get_version(s, v2)["run_id"])["tags"]["rolled_back"] == "true"
+    row = store.latest_decision_for_version(conn, s.model_name, v2)
+    assert (row["decision"], row["justification"], row["decided_by"], row["restored_version"],
+            row["previous_champion"]) == ("rolled_back", "v2 misroutes books", "bob", v1, None)
+    run = store.get_run(conn, row["pipeline_run_id"])
+    assert (run["step"], run["status"], run["actor"]) == ("rollback", "succeeded", "bob")
+    note = query(conn, "SELECT subject, status, payload FROM notifications WHERE event = 'rollback'")
+    assert [(subj, st) for subj, st, _p in note] == [(f"Model {s.model_name} rolled back from v{v2} to v{v1}",
+                                                       "sent")]
+    assert "Rolled back from version 2 to version 1" in note[0][2]["text"]
+    assert "Reason:     v2 misroutes books" in note[0][2]["text"]
+
+    # nothing left before v1: a clean error, exit code 1, a failed audit row, nothing moved
+    r = cli("rollback", "--reason", "again")
+    assert r.exit_code == 1
+    assert re.fullmatch(r"Error: rollback failed \(run #\d+\): Nothing to roll back to: no version was in "
+                        rf"production before version {v1} \(former champions: {v2}; pass --to-version to "
+                        r"return to one of them\)", cli_error(r)), r.output
+    assert alias_map(s)["champion"] == v1
+    assert query(conn, "SELECT status FROM pipeline_runs WHERE step = 'rollback' ORDER BY id") == \
+        [("succeeded",), ("failed",)]
+
+    # models: v1 is the champion again, v2 shows the rollback and its reason
+    models = {m["version"]: m for m in list_models(conn, s)}
+    assert models[v1]["is_champion"] and not models[v2]["is_champion"]
+    assert (models[v2]["decision"], models[v2]["reason"], models[v2]["rolled_back"]) == \
+        ("rolled_back", "v2 misroutes books", True)
+    r = cli("models")
+    assert re.search(rf"^\*\s+{v1}\s+champion\s+Production", r.stdout, re.M), r.stdout
+
+
+@pytest.mark.slow
+def test_rollback_errors_and_to_version(small_catalogue, cli, conn, settings):
+    s = settings.replace(min_f1_threshold=ONLY_GOOD)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, GOOD)
+    promote(conn, s, T)
+
+    def failure(**kw) -> str:
+        with pytest.raises(StepFailed) as info:
+            rollback(conn, s, T, **kw)
+        return info.value.result.message
+
+    assert failure(reason="x") == \
+        f"Nothing to roll back to: version {v1} is the only version that has been in production"
+    v2 = challenger(conn, s, WEAK)
+    assert promote(conn, s, T).outputs["decision"] == "archived"
+    assert failure(to_version="42", reason="x") == f"Model {s.model_name} has no version 42"
+    assert failure(to_version=v2, reason="x") == \
+        f"Version {v2} was never in production; rollback only returns to a former champion"
+    assert failure(to_version=v1, reason="x") == f"Version {v1} is already the champion; nothing to roll back"
+    with pytest.raises(MlopsError, match="A reason is required to roll back"):
+        rollback(conn, s, T, reason="   ")
+    assert alias_map(s)["champion"] == v1
+
+    # v2 approved by hand, then rolled back to an explicitly named former champion
+    approve(conn, s, Trigger(actor="erin"), v2, "try the small model")
+    assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}
+    r = rollback(conn, s, Trigger(actor="erin"), to_version=v1, reason="small model too weak")
+    assert (r.outputs["from_version"], r.outputs["to_version"], r.outputs["previous_champion"]) == (v2, v1, None)
+    assert alias_map(s) == {"champion": v1, "challenger": None, "previous-champion": None}
+
+    # a registry failure half-way through a decision puts the aliases back as they were
+    with pytest.raises(RuntimeError):
+        with restoring_aliases(s):
+            registry.set_alias(s, registry.CHAMPION, v2)
+            registry.delete_alias(s, registry.PREVIOUS)
+            raise RuntimeError("MLflow went away")
+    assert alias_map(s)["champion"] == v1
+
+
+# --- broken channels ---------------------------------------------------------------------------------
+def test_dead_smtp_and_slack_500_are_recorded_and_promote_still_succeeds(small_catalogue, conn, settings,
+                                                                         receiver):  # noqa: F811
+    receiver.behaviour["/hook"] = 500
+    s = settings.replace(min_f1_threshold=BOTH_PASS, smtp_host="127.0.0.1", smtp_port=free_port(),
+                         smtp_security="plain", smtp_timeout=2.0, notification_email="ml@example.org",
+                         slack_webhook=receiver.url("/hook"))
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    r = promote(conn, s, T)
+    assert r.status == "succeeded" and r.outputs["decision"] == "promoted"
+    assert alias_map(s)["champion"] == v1
+    rows = query(conn, "SELECT channel, status, error, pipeline_run_id FROM notifications ORDER BY id")
+    assert [(c, st, rid) for c, st, _e, rid in rows] == [("log", "sent", r.run_id), ("email", "failed", r.run_id),
+                                                         ("slack", "failed", r.run_id)]
+    assert "HTTP 500" in rows[2][2] and rows[1][2]
+    assert [n["status"] for n in r.outputs["notifications"]] == ["sent", "failed", "failed"]
+    assert len(receiver.bodies("/hook")) == 1  # NOTIFY_RETRIES=0 in the tests
+    assert store.get_run(conn, r.run_id)["status"] == "succeeded"
+    assert decisions(conn) == [(v1, "promoted")]

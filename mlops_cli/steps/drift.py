@@ -123,6 +123,11 @@ def effective_thresholds(conn, settings: Settings) -> dict:
     return out
 
 
+def _overrides(conn) -> dict:
+    rows = store.get_app_settings(conn, list(THRESHOLD_KEYS.values()))
+    return {level: (rows[key]["value"] if key in rows else None) for level, key in THRESHOLD_KEYS.items()}
+
+
 def _check_thresholds(warning, alert, critical) -> tuple[float, float, float]:
     try:
         w, a, c = float(warning), float(alert), float(critical)
@@ -144,8 +149,7 @@ def set_thresholds(conn, warning: float, alert: float, critical: float, by: str,
     w, a, c = _check_thresholds(warning, alert, critical)
     if not by or not str(by).strip():
         raise MlopsError("Say who changes the thresholds (--by NAME)")
-    old = {level: (row["value"] if row else None)
-           for level, row in ((lv, store.get_app_settings(conn, [k]).get(k)) for lv, k in THRESHOLD_KEYS.items())}
+    old = _overrides(conn)
     new = {"warning": w, "alert": a, "critical": c}
     for level, key in THRESHOLD_KEYS.items():
         store.upsert_app_setting(conn, key, new[level], by)
@@ -160,8 +164,7 @@ def reset_thresholds(conn, by: str, note: str | None = None) -> dict:
     """Drop the overrides: the settings' (environment) thresholds apply again. Audited; commits."""
     if not by or not str(by).strip():
         raise MlopsError("Say who resets the thresholds (--by NAME)")
-    old = {lv: (row["value"] if row else None)
-           for lv, row in ((lv, store.get_app_settings(conn, [k]).get(k)) for lv, k in THRESHOLD_KEYS.items())}
+    old = _overrides(conn)
     store.delete_app_settings(conn, list(THRESHOLD_KEYS.values()))
     action_id = store.insert_alert_action(conn, alert_id=None, action="adjust_thresholds", actor=str(by),
                                           note=note, params={"old": old, "new": None, "reset": True})
@@ -465,10 +468,10 @@ class _Labels:
                     "n_unseen": len(picked)}, n_feedback
         import pandas as pd
 
-        from ..features import predict_with_confidence
+        from ..reference import served_predictions
 
         df = pd.DataFrame(picked)
-        pred, _, _, _ = predict_with_confidence(self.model(), df[["designation", "description"]])
+        pred, _ = served_predictions(self.model(), df[["designation", "description"]])
         counts: dict[tuple[int, int], int] = {}
         for t, p in zip(df["prdtypecode"].astype(int).tolist(), np.asarray(pred).astype(int).tolist()):
             counts[(t, p)] = counts.get((t, p), 0) + 1

@@ -120,6 +120,11 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
                 holdout_hash=tags["holdout_hash"], weighted_f1=s["weighted_f1"], macro_f1=s["macro_f1"],
                 accuracy=s["accuracy"], metrics={"per_class_f1": s["per_class_f1"]},
             )
+            from ..reference import build_reference  # drift monitoring's reference (model_references)
+
+            store.insert_model_reference(conn, model_name=settings.model_name, model_version=version,
+                                         mlflow_run_id=run_id,
+                                         summary=build_reference(model, train_rows, holdout, evaluation=s))
         except BaseException:
             # The step's transaction will roll back: leave no registered version behind either.
             registry.delete_version(settings, version)
