@@ -7,7 +7,7 @@ MLOPS  := $(BIN)/mlops
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast test-pipeline test-integration bench clean help trigger-auto-promote
+.PHONY: install demo test test-fast test-pipeline test-integration bench clean help trigger-auto-promote check-drift view-alerts clear-alerts
 
 help:
 	@echo "make demo | test | install | bench | clean   (see README.md)"
@@ -39,3 +39,14 @@ bench: $(STAMP)
 clean:
 	-$(MLOPS) db stop
 	rm -rf .mlops demo-data
+
+# Drift check now: the daily pipeline (drift report over the last 7 and 30 days, then alerting).
+check-drift: $(STAMP)
+	$(MLOPS) pipeline daily
+
+view-alerts: $(STAMP)
+	$(MLOPS) alerts list
+
+USER ?= $(shell id -un 2>/dev/null || echo unknown)
+clear-alerts: $(STAMP)
+	$(MLOPS) alerts clear --by $(USER)

@@ -366,7 +366,8 @@ def rollback_cmd(ctx, to_version, reason, by, as_json) -> None:
     o = result.outputs
     click.echo("\n".join([
         f"[ok] rollback (run #{result.run_id}): champion v{o['from_version']} -> v{o['to_version']}",
-        f"  from           v{o['from_version']}  {o['metric']} {_score(o['from_score'])}  (now Archived, rolled_back=true)",
+        f"  from           v{o['from_version']}  {o['metric']} {_score(o['from_score'])}  "
+        "(now Archived, rolled_back=true)",
         f"  to             v{o['to_version']}  {o['metric']} {_score(o['to_score'])}  (now Production)",
         f"  reason         {o['reason']}",
         f"  by             {o['decided_by']}",
@@ -419,8 +420,204 @@ def models_cmd(ctx, history, limit, as_json) -> None:
 
 
 # @@ serving commands (serve, predict, export-inference-log) @@
+@main.command("serve")
+@click.option("--host", default=None, help="Address to listen on (default $API_HOST, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default $API_PORT, 8000).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (each loads the model and polls the registry).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="info", show_default=True, help="uvicorn's log level.")
+@click.pass_context
+@domain_errors
+def serve_cmd(ctx, host, port, workers, log_level) -> None:
+    """Run the prediction + control API (FastAPI under uvicorn); docs at /docs."""
+    import uvicorn
+
+    s = settings_of(ctx)
+    uvicorn.run("mlops_cli.api:create_app", factory=True, host=host or s.api_host, port=port or s.api_port,
+                workers=workers, log_level=log_level, access_log=False, proxy_headers=True)
+
+
+@main.command("predict")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False), required=True,
+              help="CSV in the X format: index column, designation, description, productid[, imageid].")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="Output CSV: productid, prdtypecode, category, confidence, error.")
+@click.option("--version", help="Registered model version to use (default: the champion).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_context
+@domain_errors
+def predict_cmd(ctx, input_path, out_path, version, as_json) -> None:
+    """Score a CSV of products offline with the champion (or --version)."""
+    from .batch import predict_file
+
+    result = predict_file(settings_of(ctx), input_path, out_path, version=version)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"scored {result['rows']} rows with {result['model_name']} version "
+                   f"{result['model_version']}: {result['predicted']} predicted, {result['errors']} "
+                   f"without a title -> {result['out_path']} ({result['seconds']}s)")
+
+
+@main.command("export-inference-log")
+@click.option("--since", type=DATE, help="Only predictions logged on or after this day (UTC), YYYY-MM-DD.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Output CSV.")
+@click.pass_context
+@domain_errors
+def export_inference_log_cmd(ctx, since, out_path) -> None:
+    """Write the API's logged predictions (inference_log) to a CSV file."""
+    from .batch import export_inference_log
+
+    n = export_inference_log(open_conn(ctx), since.date() if since else None, out_path)
+    click.echo(f"wrote {n} rows to {out_path}")
 
 # @@ drift commands (drift, alert, alerts) @@
+def _score_text(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@main.command("drift")
+@click.option("--as-of", type=DATE, help="End of the windows (YYYY-MM-DD, midnight UTC); default now.")
+@click.option("--window", "windows", type=click.IntRange(min=1), multiple=True, metavar="DAYS",
+              help="Window length in days (repeatable; default --window 7 --window 30).")
+@click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@domain_errors
+def drift_cmd(ctx, as_of, windows, by, as_json) -> None:
+    """Compare recent predictions with the champion's training reference: one report per window."""
+    from .render import table
+    from .runs import with_retries
+    from .steps.drift import DEFAULT_WINDOWS, drift
+
+    s = settings_of(ctx)
+    result = with_retries(s, lambda conn: drift(conn, s, trigger_of(by), as_of=as_of.date() if as_of else None,
+                                                window_days=windows or DEFAULT_WINDOWS))
+    if as_json or os.environ.get("MLOPS_LOG_FORMAT") == "json":
+        emit(result, True)
+        return
+    reports = result.outputs.get("reports") or []
+    if reports:
+        rows = [{"window": f"{r['window_days']}d", "rows": r["n_inferences"],
+                 "data": _score_text(r["scores"]["data"]), "prediction": _score_text(r["scores"]["prediction"]),
+                 "performance": _score_text(r["scores"]["performance"]),
+                 "level": r["level"] if r["status"] == "ok" else "NONE (insufficient data)", "report": r["id"]}
+                for r in reports]
+        click.echo(table(rows, ["window", "rows", "data", "prediction", "performance", "level", "report"]))
+    emit(result, False)
+
+
+@main.command("alert")
+@click.option("--report-id", type=int, help="Alert on this drift report only (default: the newest drift "
+                                            "run not yet alerted on).")
+@click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@domain_errors
+def alert_cmd(ctx, report_id, by, as_json) -> None:
+    """Raise, update, escalate or resolve drift alerts from the latest drift reports; notify."""
+    from .runs import with_retries
+    from .steps.alert import alert
+
+    s = settings_of(ctx)
+    emit(with_retries(s, lambda conn: alert(conn, s, trigger_of(by), report_id=report_id)), as_json)
+
+
+@main.group("alerts")
+def alerts_group() -> None:
+    """Drift alerts: list, acknowledge, clear (every human action is audited)."""
+
+
+@alerts_group.command("list")
+@click.option("--status", type=click.Choice(["open", "acknowledged", "resolved"]))
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@domain_errors
+def alerts_list(ctx, status, limit, as_json) -> None:
+    """Alerts, active ones first."""
+    from .render import table, to_json
+    from .steps.alert import list_alerts
+
+    rows = list_alerts(open_conn(ctx), status=status, limit=limit)
+    if as_json:
+        click.echo(to_json(rows))
+        return
+    if not rows:
+        click.echo("no alerts" + (f" with status {status}" if status else ""))
+        return
+    click.echo(table(rows, ["id", "level", "cause", "status", "count", "first_seen", "last_seen",
+                            "last_notified_at", "message"],
+                     ["id", "level", "cause", "status", "count", "first seen", "last seen", "notified",
+                      "message"], width=70))
+
+
+@alerts_group.command("ack")
+@click.argument("alert_id", type=int)
+@click.option("--by", required=True, help="Who acknowledges it.")
+@click.option("--note", help="Why, or what is being done.")
+@click.pass_context
+@domain_errors
+def alerts_ack(ctx, alert_id, by, note) -> None:
+    """Acknowledge an alert: no more reminders until it escalates or resolves."""
+    from .steps.alert import acknowledge
+
+    row = acknowledge(open_conn(ctx), settings_of(ctx), alert_id, by=by, note=note)
+    click.echo(f"alert #{row['id']} ({row['cause']}, {row['level']}) acknowledged by {by}")
+
+
+@alerts_group.command("clear")
+@click.option("--by", required=True, help="Who clears them.")
+@click.option("--note", help="Why.")
+@click.pass_context
+@domain_errors
+def alerts_clear(ctx, by, note) -> None:
+    """Resolve every open or acknowledged alert (PagerDuty incidents are resolved too)."""
+    from .steps.alert import clear
+
+    n = clear(open_conn(ctx), settings_of(ctx), by=by, note=note)
+    click.echo(f"{n} alert(s) cleared by {by}")
+
+
+@main.command("thresholds")
+@click.option("--warning", type=float, help="Drift score above which a WARNING is raised.")
+@click.option("--alert", "alert_", type=float, help="Score above which an ALERT (email, Slack) is raised.")
+@click.option("--critical", type=float, help="Score above which a CRITICAL (PagerDuty) is raised.")
+@click.option("--reset", is_flag=True, help="Drop the overrides: the settings (environment) apply again.")
+@click.option("--by", help="Who changes them (required to change or reset).")
+@click.option("--note", help="Why.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@domain_errors
+def thresholds_cmd(ctx, warning, alert_, critical, reset, by, note, as_json) -> None:
+    """Show the drift thresholds in force, or change them (audited; overrides the environment)."""
+    from .render import to_json
+    from .steps.drift import effective_thresholds, reset_thresholds, set_thresholds
+
+    conn, s = open_conn(ctx), settings_of(ctx)
+    changing = any(v is not None for v in (warning, alert_, critical))
+    if changing or reset:
+        if changing and reset:
+            raise click.UsageError("Give new thresholds or --reset, not both")
+        if not by:
+            raise click.UsageError("--by NAME is required to change the thresholds")
+        if reset:
+            reset_thresholds(conn, by, note)
+        else:
+            current = effective_thresholds(conn, s)
+            set_thresholds(conn, current["warning"] if warning is None else warning,
+                           current["alert"] if alert_ is None else alert_,
+                           current["critical"] if critical is None else critical, by, note)
+    th = effective_thresholds(conn, s)
+    if as_json:
+        click.echo(to_json(th))
+        return
+    for level in ("warning", "alert", "critical"):
+        click.echo(f"{level:9} {th[level]:g}  ({th['source'][level]})")
+    if th["updated_by"]:
+        click.echo(f"last changed by {th['updated_by']} at {th['updated_at']:%Y-%m-%d %H:%M:%S %Z}")
+
 
 # @@ pipeline commands (pipeline, crontab, demo, ui) @@
 @main.group("pipeline")

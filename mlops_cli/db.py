@@ -203,14 +203,14 @@ def migrate(conn, directory: Path | None = None) -> list[str]:
 
 
 def schema_is_current(conn) -> bool:
+    """True when every migration file is recorded as applied (not just the highest number)."""
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
         if not cur.fetchone()[0]:
             return False
-        cur.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-        current = cur.fetchone()[0]
-    files = migration_files()
-    return current >= (files[-1][0] if files else 0)
+        cur.execute("SELECT version FROM schema_migrations")
+        applied = {row[0] for row in cur.fetchall()}
+    return {v for v, _n, _p in migration_files()} <= applied
 
 
 def open_db(settings: Settings, **kw):

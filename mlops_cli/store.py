@@ -316,7 +316,6 @@ DECISION_COLUMNS = (
     "champion_version, champion_score, threshold, min_improvement, rule, justification, decided_by, "
     "triggered_by, previous_champion, restored_version, created_at"
 )
-PROMOTIONS = ("promoted", "manual_promotion")
 
 
 def champion_lock(conn, key: int) -> None:
@@ -389,16 +388,6 @@ def last_promotion_of(conn, model_name: str, model_version: str) -> dict | None:
             WHERE model_name = %s AND model_version = %s AND decision IN ('promoted', 'manual_promotion')
             ORDER BY id DESC LIMIT 1""",
         (model_name, str(model_version)),
-    )
-
-
-def last_consumed_upstream(conn, consumer_step: str) -> int | None:
-    """The newest upstream run a running/succeeded `consumer_step` run has consumed."""
-    return _scalar(
-        conn,
-        """SELECT max(upstream_run_id) FROM pipeline_runs
-           WHERE step = %s AND status IN ('running', 'succeeded')""",
-        (consumer_step,),
     )
 
 

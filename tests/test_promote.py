@@ -175,7 +175,7 @@ def test_first_model_promoted_with_email_slack_audit_and_models_table(
         assert text in body, (text, body)
     [slack] = receiver.bodies("/services/T0/B0/hook")
     slack_text = json.dumps(slack)
-    assert f"v1 promoted to production" in slack["text"]
+    assert "v1 promoted to production" in slack["text"]
     assert score in slack_text and "no champion yet: promoted" in slack_text
 
     # promote again on the same challenger: nothing left to decide, still one decision
@@ -342,7 +342,7 @@ def test_rollback_restores_previous_champion_then_nothing_left(small_catalogue, 
 
     r = cli("rollback", "--reason", "v2 misroutes books", "--by", "bob")
     assert r.exit_code == 0, r.output
-    assert f"[ok] rollback (run #" in r.stdout and f"champion v{v2} -> v{v1}" in r.stdout
+    assert "[ok] rollback (run #" in r.stdout and f"champion v{v2} -> v{v1}" in r.stdout
     assert "reason         v2 misroutes books" in r.stdout
     assert alias_map(s) == {"champion": v1, "challenger": None, "previous-champion": None}
     t2 = tags(s, v2)

@@ -275,10 +275,8 @@ def promote(conn, settings: Settings, trigger: Trigger, *, run_id: str | None = 
                                f"`mlops evaluate --version {target}` before promoting it")
             step.consume(evaluate_run)
         else:
-            upstream = store.latest_unconsumed(conn, "evaluate", STEP)
-            newest_decided = store.last_consumed_upstream(conn, STEP)
-            if upstream is None or not upstream["outputs"].get("model_version") or \
-                    (newest_decided is not None and upstream["id"] < newest_decided):
+            upstream = store.latest_unconsumed(conn, "evaluate", STEP)  # only ever the newest one
+            if upstream is None or not upstream["outputs"].get("model_version"):
                 step.skip("nothing left to decide: every evaluated challenger has a decision "
                           "(train and evaluate a new version first)")
                 return

@@ -1,0 +1,419 @@
+"""Alerting on drift reports: levels, deduplication, escalation, resolution, notifications.
+
+`mlops alert` (default) reads the drift reports of the newest succeeded drift run that no alert
+run has consumed yet (store.latest_unconsumed("drift", "alert")); `--report-id` one report.
+For each cause -- data_drift, prediction_drift, performance_drift -- the worst score over the
+run's windows (status 'ok', score not NULL) gives the level, with the thresholds in force
+(drift.effective_thresholds: app_settings overrides, else the settings):
+
+    score > warning   WARNING   recorded, notified on the log channel only
+    score > alert     ALERT     + email and Slack
+    score > critical  CRITICAL  + PagerDuty (trigger, dedup_key "mlops-drift-<cause>")
+
+The `alerts` table holds at most one active (open or acknowledged) alert per cause:
+
+- no active alert, level above NONE: a new alert, notified at its level;
+- active alert, same level or lower: count + 1, last_seen, level updated (de-escalation is silent);
+  notified again only as a reminder once ALERT_COOLDOWN_HOURS have passed since the last
+  notification, and never while acknowledged (a person is on it);
+- active alert, level higher than the one last notified: escalated and notified at once, cooldown
+  or not, acknowledged or not (the situation got worse);
+- active alert, score back under the warning threshold: resolved, and `drift_resolved` sent on
+  the channels the alert was notified on (PagerDuty resolves with the same dedup_key);
+- no usable score for a cause (insufficient data, no labels): nothing changes for that cause --
+  missing data neither raises nor resolves an alert.
+
+ALERT_ENABLED=false: reports are still written and alerts are still RECORDED (the dashboard
+shows them, with details.notified_level unset), but nothing is sent. When alerting is enabled
+again, the next run notifies the alerts still active (their level is above "never notified").
+
+Human decisions (acknowledge, clear, resolve, thresholds, and the UI's force_retrain /
+investigate / rollback buttons) are audited in `alert_actions`. These functions commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+from .. import notify, store
+from ..config import Settings
+from ..errors import MlopsError
+from ..notify import Message
+from ..runs import StepResult, StepRun, Trigger, run_step
+from ..stats import DRIFT_LEVELS, drift_level
+from .drift import CAUSES, effective_thresholds
+
+log = logging.getLogger(__name__)
+
+STEP = "alert"
+CAUSE_NAMES = {"data": "data_drift", "prediction": "prediction_drift", "performance": "performance_drift"}
+CAUSE_LABELS = {"data": "data drift", "prediction": "prediction drift", "performance": "performance drift"}
+KINDS_BY_LEVEL = {
+    "WARNING": ("log",),
+    "ALERT": ("log", "email", "slack"),
+    "CRITICAL": ("log", "email", "slack", "pagerduty"),
+}
+SEVERITY = {"WARNING": "warning", "ALERT": "error", "CRITICAL": "critical"}
+ACTIONS = ("acknowledge", "clear", "resolve", "force_retrain", "investigate", "adjust_thresholds", "rollback")
+STATUSES = ("open", "acknowledged", "resolved")
+
+
+def _rank(level: str | None) -> int:
+    return DRIFT_LEVELS.index(level) if level in DRIFT_LEVELS else 0
+
+
+def dedup_key(cause: str) -> str:
+    """The PagerDuty incident key of a cause ('data_drift' -> 'mlops-drift-data_drift')."""
+    return f"mlops-drift-{cause}"
+
+
+# --- what a report says about a cause -------------------------------------------------------------
+def _worst(reports: list[dict], short: str) -> tuple[float, dict] | None:
+    best = None
+    for r in reports:
+        score = r.get(f"{short}_drift_score")
+        if r["status"] != "ok" or score is None:
+            continue
+        if best is None or score > best[0]:
+            best = (float(score), r)
+    return best
+
+
+def _top_features(short: str, report: dict) -> list[dict]:
+    d = report.get("details") or {}
+    if short == "performance":
+        perf = d.get("performance") or {}
+        out = [{"feature": "weighted_f1_drop", "score": round(perf.get("score") or 0.0, 4)}]
+        out += [{"feature": f"f1 class {c}", "score": drop} for c, drop in perf.get("top_class_drops", [])[:4]]
+        return out
+    feats = (d.get(short) or {}).get("features") or {}
+    ranked = sorted(feats.items(), key=lambda kv: -(kv[1].get("score") or 0.0))
+    out = [{"feature": k, "score": round(v.get("score") or 0.0, 4)} for k, v in ranked[:5]]
+    if short == "data" and d.get("top_tokens"):
+        out.append({"feature": "top tokens: " + ", ".join(t for t, _ in d["top_tokens"][:5]), "score": None})
+    if short == "prediction" and d.get("top_classes"):
+        out.append({"feature": "top classes: " + ", ".join(c for c, _ in d["top_classes"][:5]), "score": None})
+    return out
+
+
+def _justification(short: str, score: float, level: str, thresholds: dict, report: dict) -> str:
+    d = report.get("details") or {}
+    label = CAUSE_LABELS[short]
+    if level == "NONE":
+        return (f"{label.capitalize()} is {score:.4f}, under the warning threshold "
+                f"{thresholds['warning']:g}, over the last {report['window_days']} days "
+                f"({report['n_inferences']} predictions).")
+    limit = {"WARNING": "warning", "ALERT": "alert", "CRITICAL": "critical"}[level]
+    text = (f"{label.capitalize()} {score:.4f} > {limit} threshold {thresholds[limit]:g} over the last "
+            f"{report['window_days']} days ({report['n_inferences']} predictions, model version "
+            f"{report['model_version']}).")
+    if short == "data":
+        feats = (d.get("data") or {}).get("features") or {}
+        if feats:
+            name, f = max(feats.items(), key=lambda kv: kv[1].get("score") or 0.0)
+            extra = ""
+            if "current_rate" in f:
+                extra = f" (rate {f['reference_rate']:.1%} at training -> {f['current_rate']:.1%} now)"
+            text += f" The feature that moved most is {name}: {f['score']:.4f}{extra}."
+    elif short == "prediction":
+        top = d.get("top_classes") or []
+        if top:
+            text += " The predicted-class mix moved most on classes " + ", ".join(c for c, _ in top[:3]) + "."
+    elif short == "performance":
+        perf = d.get("performance") or {}
+        text += (f" Weighted F1 {perf.get('window_weighted_f1', 0):.4f} on {perf.get('n_labels')} labels "
+                 f"({perf.get('source')}) against {perf.get('baseline_weighted_f1', 0):.4f} at training "
+                 f"(drop {perf.get('drop', 0):.4f}).")
+    return text
+
+
+def _context(settings: Settings, short: str, cause: str, level: str, score: float, report: dict,
+             thresholds: dict, alert_id: int | None, **extra) -> dict:
+    d = report.get("details") or {}
+    samples = report["n_inferences"]
+    if short == "performance":
+        samples = (d.get("performance") or {}).get("n_labels", samples)
+    return {
+        "level": level,
+        "cause": cause,
+        "dedup_key": dedup_key(cause),
+        "model_name": settings.model_name,
+        "model_version": report["model_version"],
+        "scores": {"data": report["data_drift_score"], "prediction": report["prediction_drift_score"],
+                   "performance": report["performance_drift_score"]},
+        "score": score,
+        "thresholds": {k: thresholds[k] for k in ("warning", "alert", "critical")},
+        "top_features": _top_features(short, report),
+        "samples": samples,
+        "window": f"{report['window_days']} days to {report['as_of'].isoformat()}",
+        "report_id": report["id"],
+        "alert_id": alert_id,
+        "justification": _justification(short, score, level, thresholds, report),
+        "dashboard_url": settings.dashboard_url,
+        "alerting_guide": notify.ALERTING_GUIDE,
+        **extra,
+    }
+
+
+def _send(conn, settings: Settings, message: Message, level: str | None, run_id: int | None) -> list[str]:
+    """Send on the channels of `level`; the names of the channels that delivered."""
+    if not settings.alert_enabled or level not in KINDS_BY_LEVEL:
+        return []
+    deliveries = notify.send(conn, settings, message, KINDS_BY_LEVEL[level], alert=True,
+                             pipeline_run_id=run_id)
+    return [d.channel for d in deliveries if d.status == "sent"]
+
+
+def _resolve_message(settings: Settings, alert: dict, reason: str, scores: dict | None,
+                     score: float | None) -> Message:
+    short = next(k for k, v in CAUSE_NAMES.items() if v == alert["cause"]) \
+        if alert["cause"] in CAUSE_NAMES.values() else alert["cause"]
+    label = CAUSE_LABELS.get(short, alert["cause"])
+    back = f" ({label} back to {score:.4f})" if score is not None else ""
+    return Message("drift_resolved", f"Drift resolved on {settings.model_name}{back}", "info", {
+        "previous_level": alert["level"],
+        "level": "NONE",
+        "cause": alert["cause"],
+        "dedup_key": dedup_key(alert["cause"]),
+        "model_name": settings.model_name,
+        "since": alert["first_seen"].isoformat() if alert.get("first_seen") else None,
+        "scores": scores or {},
+        "alert_id": alert["id"],
+        "justification": reason,
+        "dashboard_url": settings.dashboard_url,
+        "alerting_guide": notify.ALERTING_GUIDE,
+    })
+
+
+def _history(details: dict, entry: dict, keep: int = 50) -> list:
+    return (list(details.get("history") or []) + [entry])[-keep:]
+
+
+# --- the step ------------------------------------------------------------------------------------------
+def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], thresholds: dict,
+                   run_id: int | None, now: datetime) -> dict:
+    """Create / update / escalate / resolve the alert of one cause; send what must be sent."""
+    cause = CAUSE_NAMES[short]
+    worst = _worst(reports, short)
+    active = store.active_alert(conn, cause)
+    if worst is None:
+        return {"cause": cause, "action": "no_data", "alert_id": active["id"] if active else None,
+                "level": active["level"] if active else None, "notified": []}
+    score, report = worst
+    level = drift_level(score, thresholds["warning"], thresholds["alert"], thresholds["critical"])
+    entry = {"at": now.isoformat(), "report_id": report["id"], "score": round(score, 6), "level": level}
+
+    if level == "NONE":
+        if active is None:
+            return {"cause": cause, "action": "none", "alert_id": None, "level": "NONE", "score": score,
+                    "notified": []}
+        details = dict(active["details"] or {})
+        details["history"] = _history(details, entry)
+        details["resolved_by"] = "alert step"
+        reason = _justification(short, score, "NONE", thresholds, report)
+        store.update_alert(conn, active["id"], status="resolved", resolved_at="now", last_seen="now",
+                           report_id=report["id"], details=details)
+        scores = {"data": report["data_drift_score"], "prediction": report["prediction_drift_score"],
+                  "performance": report["performance_drift_score"]}
+        sent = _send(conn, settings, _resolve_message(settings, active, reason, scores, score),
+                     details.get("notified_level"), run_id)
+        return {"cause": cause, "action": "resolved", "alert_id": active["id"], "level": "NONE",
+                "previous_level": active["level"], "score": score, "notified": sent}
+
+    if active is None:
+        msg_level = level
+        subject = f"Drift {level} on {settings.model_name} ({CAUSE_LABELS[short]} {score:.4f})"
+        details = {"history": [entry], "peak_level": level, "notified_level": None, "score": score}
+        alert_id = store.insert_alert(conn, level=level, cause=cause, report_id=report["id"], message=subject,
+                                      details=details, notified=False)
+        ctx = _context(settings, short, cause, level, score, report, thresholds, alert_id)
+        sent = _send(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx), msg_level, run_id)
+        if settings.alert_enabled:
+            details["notified_level"] = level
+            store.update_alert(conn, alert_id, last_notified_at="now", details=details)
+        return {"cause": cause, "action": "created", "alert_id": alert_id, "level": level, "score": score,
+                "notified": sent}
+
+    details = dict(active["details"] or {})
+    details["history"] = _history(details, entry)
+    details["score"] = score
+    if _rank(level) > _rank(details.get("peak_level")):
+        details["peak_level"] = level
+    notified_level = details.get("notified_level")
+    cooldown = timedelta(hours=float(settings.alert_cooldown_hours))
+    last = active["last_notified_at"]
+    if _rank(level) > _rank(notified_level):
+        action = "escalated" if notified_level else "notified"
+        subject = (f"Drift escalated to {level} on {settings.model_name} ({CAUSE_LABELS[short]} {score:.4f})"
+                   if notified_level else
+                   f"Drift {level} on {settings.model_name} ({CAUSE_LABELS[short]} {score:.4f})")
+    elif active["status"] == "open" and (last is None or now - last >= cooldown):
+        action = "reminded"
+        subject = (f"Drift {level} still active on {settings.model_name} ({CAUSE_LABELS[short]} "
+                   f"{score:.4f}, seen {active['count'] + 1} times)")
+    else:
+        action = "updated"
+        subject = None
+    sent: list[str] = []
+    changes = {"count": "+1", "last_seen": "now", "report_id": report["id"], "level": level}
+    if subject is not None:
+        ctx = _context(settings, short, cause, level, score, report, thresholds, active["id"],
+                       previous_level=active["level"], count=active["count"] + 1,
+                       first_seen=active["first_seen"].isoformat())
+        sent = _send(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx), level, run_id)
+        if settings.alert_enabled:
+            details["notified_level"] = level
+            changes["last_notified_at"] = "now"
+        changes["message"] = subject
+    else:
+        details["suppressed"] = ("acknowledged" if active["status"] == "acknowledged"
+                                 else f"cooldown of {settings.alert_cooldown_hours:g} h")
+    store.update_alert(conn, active["id"], details=details, **changes)
+    return {"cause": cause, "action": action, "alert_id": active["id"], "level": level,
+            "previous_level": active["level"], "score": score, "notified": sent}
+
+
+def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None = None) -> StepResult:
+    """Turn drift reports into alerts and notifications (see the module docstring)."""
+
+    def body(step: StepRun) -> None:
+        if report_id is not None:
+            report = store.get_drift_report(conn, int(report_id))
+            if report is None:
+                raise MlopsError(f"No drift report {report_id}")
+            reports = [report]
+        else:
+            upstream = store.latest_unconsumed(conn, "drift", STEP)
+            if upstream is None:
+                step.skip("no new drift report: every succeeded drift run has been alerted on")
+                return
+            step.consume(upstream["id"])
+            reports = store.drift_reports_for_run(conn, upstream["id"])
+            if not reports:
+                step.skip(f"drift run #{upstream['id']} wrote no report")
+                return
+        thresholds = effective_thresholds(conn, settings)
+        now = datetime.now(timezone.utc)
+        outcomes = [evaluate_cause(conn, settings, short, reports, thresholds, step.run_id, now)
+                    for short in CAUSES]
+        step.outputs.update({
+            "report_ids": [r["id"] for r in reports],
+            "alert_enabled": settings.alert_enabled,
+            "thresholds": {k: thresholds[k] for k in ("warning", "alert", "critical")},
+            "alerts": outcomes,
+        })
+        parts = []
+        for o in outcomes:
+            if o["action"] in ("none", "no_data"):
+                parts.append(f"{o['cause']}: {'no data' if o['action'] == 'no_data' else 'ok'}")
+            else:
+                sent = f", sent via {'/'.join(o['notified'])}" if o["notified"] else ""
+                parts.append(f"{o['cause']}: {o['action']} #{o['alert_id']} {o['level']}{sent}")
+        off = "" if settings.alert_enabled else " (ALERT_ENABLED=false: nothing sent)"
+        step.message = f"reports {', '.join(str(r['id']) for r in reports)}: " + "; ".join(parts) + off
+
+    return run_step(conn, trigger, STEP, body, params={"report_id": report_id})
+
+
+# --- reads and human actions (UI, API, CLI) --------------------------------------------------------------
+def list_alerts(conn, status: str | None = None, limit: int = 100) -> list[dict]:
+    """Alerts, active first then newest; status: open | acknowledged | resolved | None (all)."""
+    if status is not None and status not in STATUSES:
+        raise MlopsError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    return store.list_alerts(conn, status=status, limit=limit)
+
+
+def get_alert(conn, alert_id: int) -> dict:
+    """One alert with its audit trail (`actions`, newest first)."""
+    row = store.get_alert(conn, int(alert_id))
+    if row is None:
+        raise MlopsError(f"No alert {alert_id}")
+    row["actions"] = store.list_alert_actions(conn, alert_id=int(alert_id))
+    return row
+
+
+def _actor(by: str | None) -> str:
+    if by is None or not str(by).strip():
+        raise MlopsError("Say who takes the action (--by NAME)")
+    return str(by).strip()
+
+
+def record_action(conn, alert_id: int | None, action: str, by: str, note: str | None = None,
+                  params: dict | None = None, *, commit: bool = True) -> int:
+    """Audit a human decision on an alert (alert_id None: on no single alert); returns its id.
+
+    action: acknowledge | clear | resolve | force_retrain | investigate | adjust_thresholds |
+    rollback. Only records: the caller carries the action out. Commits unless commit=False.
+    """
+    if action not in ACTIONS:
+        raise MlopsError(f"Unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+    actor = _actor(by)
+    if alert_id is not None and store.get_alert(conn, int(alert_id)) is None:
+        raise MlopsError(f"No alert {alert_id}")
+    action_id = store.insert_alert_action(conn, alert_id=None if alert_id is None else int(alert_id),
+                                          action=action, actor=actor, note=note, params=params or {})
+    if commit:
+        conn.commit()
+    return action_id
+
+
+def acknowledge(conn, settings: Settings, alert_id: int, *, by: str, note: str | None = None) -> dict:
+    """Mark an active alert acknowledged (no reminders until it escalates or resolves); audited.
+
+    Unknown id: MlopsError "No alert <id>"; a resolved alert cannot be acknowledged. Commits.
+    """
+    actor = _actor(by)
+    row = store.get_alert(conn, int(alert_id))
+    if row is None:
+        raise MlopsError(f"No alert {alert_id}")
+    if row["status"] == "resolved":
+        raise MlopsError(f"Alert {alert_id} is already resolved: nothing to acknowledge")
+    details = dict(row["details"] or {})
+    details["acknowledged_by"] = actor
+    details["acknowledged_at"] = datetime.now(timezone.utc).isoformat()
+    store.update_alert(conn, row["id"], status="acknowledged", details=details)
+    store.insert_alert_action(conn, alert_id=row["id"], action="acknowledge", actor=actor, note=note,
+                              params={"previous_status": row["status"], "level": row["level"]})
+    conn.commit()
+    return store.get_alert(conn, row["id"])
+
+
+def _close(conn, settings: Settings, row: dict, action: str, actor: str, note: str | None) -> list[str]:
+    details = dict(row["details"] or {})
+    details["resolved_by"] = actor
+    store.update_alert(conn, row["id"], status="resolved", resolved_at="now", details=details)
+    store.insert_alert_action(conn, alert_id=row["id"], action=action, actor=actor, note=note,
+                              params={"previous_status": row["status"], "level": row["level"]})
+    verb = "Cleared" if action == "clear" else "Resolved by hand"
+    reason = f"{verb} by {actor}" + (f": {note}" if note else "") + "."
+    msg = _resolve_message(settings, row, reason, None, None)
+    return _send(conn, settings, msg, details.get("notified_level"), None)
+
+
+def resolve(conn, settings: Settings, alert_id: int, *, by: str, note: str | None = None) -> dict:
+    """Resolve one active alert by hand (audited 'resolve'); the channels it was notified on are
+    told (PagerDuty incident resolved). Commits."""
+    actor = _actor(by)
+    row = store.get_alert(conn, int(alert_id))
+    if row is None:
+        raise MlopsError(f"No alert {alert_id}")
+    if row["status"] == "resolved":
+        raise MlopsError(f"Alert {alert_id} is already resolved")
+    _close(conn, settings, row, "resolve", actor, note)
+    conn.commit()
+    return store.get_alert(conn, row["id"])
+
+
+def clear(conn, settings: Settings, *, by: str, note: str | None = None) -> int:
+    """Resolve every open or acknowledged alert (one 'clear' audit row each, or one with no alert
+    when there was nothing to clear); returns how many were resolved. Commits."""
+    actor = _actor(by)
+    rows = store.active_alerts(conn)
+    for row in rows:
+        _close(conn, settings, row, "clear", actor, note)
+    if not rows:
+        store.insert_alert_action(conn, alert_id=None, action="clear", actor=actor, note=note,
+                                  params={"cleared": 0})
+    conn.commit()
+    return len(rows)

@@ -1,0 +1,95 @@
+"""Overview: the champion in production, the last scheduled pipelines, open alerts, the catalogue."""
+
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # `common`, when run from elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import streamlit as st  # noqa: E402
+
+import common  # noqa: E402
+from mlops_cli import views  # noqa: E402
+
+common.page("Overview", ":material/dashboard:")
+s = common.settings()
+c = common.conn()
+
+if common.empty_state(c):
+    st.stop()
+
+st.caption(f"Product classifier **{s.model_name}** for the Rakuten France catalogue "
+           "(27 product types, weighted F1).")
+
+# --- champion ---------------------------------------------------------------------------------------
+st.subheader("Champion in production")
+champ = common.call(views.champion, c, s, what="the model registry")
+if champ is None:
+    st.info("No version is in production yet: train, evaluate and promote one (Operations page, or "
+            "`mlops pipeline weekly`).", icon=":material/model_training:")
+else:
+    a, b, d = st.columns(3)
+    a.metric("version", f"v{champ['version']}")
+    b.metric("weighted F1", common.fmt_score(champ["weighted_f1"]), help=champ.get("weighted_f1_source"))
+    d.metric("in production since", common.fmt_time(champ["since"]), help=views.age(champ["since"]) or None)
+    how = {"promoted": "promoted by the rule", "manual_promotion": "approved by hand",
+           "rolled_back": "restored by a rollback"}.get(champ["how"], champ["how"] or "")
+    st.caption(f"{how}{' by ' + champ['decided_by'] if champ.get('decided_by') else ''}"
+               f"{': ' + champ['justification'] if champ.get('justification') else ''}")
+
+# --- pipelines ---------------------------------------------------------------------------------------
+st.subheader("Scheduled pipelines")
+cols = st.columns(3)
+for col, kind, label in zip(cols, ("weekly", "daily", "retrain"),
+                            ("Weekly (load → train → evaluate → promote)", "Daily (drift → alert)",
+                             "Retrain (on demand)")):
+    with col:
+        st.markdown(f"**{label}**")
+        run = views.last_pipeline_run(c, kind)
+        if run is None:
+            st.caption("never run")
+            continue
+        st.markdown(f"run **#{run['id']}** {common.badge(run['status'])} · {common.fmt_time(run['started_at'])} "
+                    f"({views.age(run['started_at'])}) · {run['triggered_by']}"
+                    f"{':' + run['actor'] if run.get('actor') else ''}")
+        if run["steps"]:
+            st.markdown(" → ".join(f"{r['step']} {common.badge(r['status'])}" for r in run["steps"]))
+        msg = views.run_message(run)
+        if msg:
+            st.caption(msg[:300])
+
+# --- alerts ------------------------------------------------------------------------------------------
+st.subheader("Open alerts")
+counts = views.open_alerts_by_level(c)
+cols = st.columns(4)
+for col, level in zip(cols, views.LEVELS):
+    col.metric(level, counts.get(level, 0))
+active = views.open_alerts(c)
+with cols[3]:
+    if active:
+        worst = active[0]
+        st.markdown(f"worst: {common.badge(worst['level'])} `{worst['cause']}` ({worst['status']})")
+        st.page_link("pages/5_Alerts_Dashboard.py", label="Open the alerts dashboard", icon=":material/warning:")
+    else:
+        st.markdown(":green-badge[no open alert]")
+
+# --- catalogue ---------------------------------------------------------------------------------------
+st.subheader("Catalogue")
+counts = views.catalogue_counts(c)
+a, b, d = st.columns(3)
+a.metric("products", f"{counts['products']:,}")
+b.metric("batches", f"{counts['batches']:,}")
+d.metric("rejected rows", f"{counts['rejected']:,}")
+growth = views.catalogue_growth(c)
+if growth:
+    import altair as alt
+
+    df = common.frame(growth)
+    chart = alt.Chart(df).mark_line(point=True, interpolate="step-after").encode(
+        x=alt.X("created_at:T", title="batch loaded at"),
+        y=alt.Y("catalogue_rows:Q", title="products in the catalogue"),
+        tooltip=["batch_id", "slot", "created_at:T", "rows_loaded", "catalogue_rows"],
+    ).properties(height=280)
+    st.altair_chart(chart, width="stretch")
+else:
+    st.caption("no batch loaded yet")

@@ -1,0 +1,338 @@
+"""Shared helpers of the control room pages: settings, the database connection, who is acting,
+status badges, the empty state and the drift charts used on two pages.
+
+Pages render and call mlops_cli.views (reads, and the audited actions); nothing here holds a
+business rule or a query.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO))
+
+from mlops_cli import views  # noqa: E402
+from mlops_cli.config import Settings, load_settings  # noqa: E402
+from mlops_cli.errors import MlopsError  # noqa: E402
+
+EMPTY_MESSAGE = (
+    "The database is empty: no catalogue batch is loaded and no pipeline has run yet. "
+    "Load a first batch on the **Operations** page (or run `mlops pipeline weekly`), then come back here."
+)
+STATUS_COLORS = {"succeeded": "green", "running": "blue", "failed": "red", "skipped": "gray",
+                 "open": "red", "acknowledged": "orange", "resolved": "green", "recorded": "green",
+                 "started": "blue", "already_running": "orange"}
+LEVEL_COLORS = {"CRITICAL": "red", "ALERT": "orange", "WARNING": "yellow", "NONE": "green"}
+THRESHOLD_COLORS = {"warning": "#e6b800", "alert": "#ff8c00", "critical": "#d62728"}
+ACTOR_KEY = "actor"
+
+
+# --- page set-up --------------------------------------------------------------------------------------
+def page(title: str, icon: str = ":material/monitoring:") -> None:
+    """Page config, title and the shared sidebar (who you are, what you are connected to)."""
+    st.set_page_config(page_title=f"{title} · MLOps control room", page_icon=icon, layout="wide")
+    st.title(title)
+    sidebar()
+
+
+def settings() -> Settings:
+    """Settings from the environment (read on every rerun: cheap, and always current)."""
+    try:
+        return load_settings()
+    except MlopsError as exc:
+        st.error(f"Configuration error: {exc}")
+        st.stop()
+
+
+def _alive(conn) -> bool:
+    if conn.closed:
+        return False
+    try:
+        from mlops_cli import store
+
+        return store.ping(conn)
+    except Exception:
+        return False
+
+
+@st.cache_resource(show_spinner=False, validate=_alive, max_entries=16)
+def _read_connection(key: str, _settings: Settings):
+    """One read connection per database (autocommit: no transaction is left open between
+    reruns). `validate` re-checks it on each use: a dropped connection is replaced."""
+    from mlops_cli import db
+
+    conn = db.open_db(_settings, application_name="mlops-ui")
+    conn.autocommit = True
+    return conn
+
+
+def conn():
+    """The cached read connection (reconnecting when it was lost). Actions use their own."""
+    s = settings()
+    key = s.database_url or str(s.home.resolve())
+    try:
+        return _read_connection(key, s)
+    except Exception as exc:  # database unreachable, bad URL, migration error
+        st.error(f"Cannot reach the database: {str(exc).strip()}")
+        st.stop()
+
+
+def call(fn, *args, what: str = "this", **kwargs) -> Any:
+    """Call a read; on a library error show it and stop the page (no traceback for users)."""
+    try:
+        return fn(*args, **kwargs)
+    except MlopsError as exc:
+        st.error(str(exc))
+        st.stop()
+    except Exception as exc:
+        import psycopg2
+
+        if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            _read_connection.clear()
+            st.error(f"Lost the database connection while reading {what}: {str(exc).strip()}. "
+                     "Reload the page to reconnect.")
+            st.stop()
+        raise
+
+
+# --- who acts ---------------------------------------------------------------------------------------
+def actor() -> str:
+    return st.session_state.get(ACTOR_KEY, "")
+
+
+def _copy_actor(widget_key: str) -> None:
+    st.session_state[ACTOR_KEY] = (st.session_state.get(widget_key) or "").strip()
+
+
+def sidebar() -> None:
+    s = settings()
+    with st.sidebar:
+        st.text_input("Your name", value=actor(), key="_sidebar_actor", on_change=_copy_actor,
+                      args=("_sidebar_actor",), placeholder="e.g. alice",
+                      help="Recorded with every action you take (audit trail). Each action asks for it too.")
+        st.caption(f"Model **{s.model_name}**")
+        from mlops_cli.db import redact
+
+        st.caption("Database: " + (redact(s.database_url) if s.database_url else f"embedded ({s.home}/pg)"))
+
+
+def name_input(key: str) -> str:
+    """A 'Your name' field inside an action form, prefilled with the last name used."""
+    return st.text_input("Your name", value=actor(), key=key, placeholder="who takes this action")
+
+
+def remember_actor(name: str) -> None:
+    if name and name.strip():
+        st.session_state[ACTOR_KEY] = name.strip()
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+def badge(status: str | None) -> str:
+    """Markdown of a colored status badge (pipeline run status, alert status, level)."""
+    if not status:
+        return ":gray-badge[none]"
+    color = LEVEL_COLORS.get(status) or STATUS_COLORS.get(status, "gray")
+    return f":{color}-badge[{status}]"
+
+
+def empty_state(c) -> bool:
+    """Show the empty-state message when the database is empty; True when it is."""
+    if views.is_empty(c):
+        st.info(EMPTY_MESSAGE, icon=":material/inbox:")
+        return True
+    return False
+
+
+def fmt_time(ts) -> str:
+    if ts is None:
+        return "—"
+    try:
+        return ts.strftime("%Y-%m-%d %H:%M UTC") if ts.tzinfo else ts.strftime("%Y-%m-%d %H:%M")
+    except AttributeError:
+        return str(ts)
+
+
+def fmt_score(x, digits: int = 4) -> str:
+    return "—" if x is None else f"{float(x):.{digits}f}"
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON for st.json (datetimes as ISO strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def frame(rows: list[dict], columns: list[str] | None = None):
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if columns is not None and not df.empty:
+        df = df[[c for c in columns if c in df.columns]]
+    for col in df.columns:  # JSON columns as text: arrow cannot mix dict shapes
+        if df[col].map(lambda v: isinstance(v, (dict, list))).any():
+            df[col] = df[col].map(lambda v: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v)
+    return df
+
+
+def show_result(result: dict | None) -> None:
+    """The outcome of an action: status badge, message, and the pipeline_runs row it wrote."""
+    if not result:
+        return
+    status = result.get("status")
+    text = result.get("message") or ""
+    if result.get("ok"):
+        st.success(f"{status}: {text}" if text else str(status), icon=":material/check_circle:")
+    else:
+        st.error(f"{status}: {result.get('error') or text}", icon=":material/error:")
+    run = result.get("run")
+    if run:
+        st.markdown(f"pipeline run **#{run['id']}** {badge(run['status'])} · step `{run['step']}` · "
+                    f"triggered by `{run['triggered_by']}` · actor **{run['actor'] or '—'}**")
+        st.dataframe(frame([run], ["id", "pipeline", "step", "status", "triggered_by", "actor", "started_at",
+                                   "finished_at", "upstream_run_id", "error"]), hide_index=True)
+        with st.expander("outputs"):
+            st.json(jsonable(run.get("outputs") or {}))
+    if result.get("action_id"):
+        st.caption(f"audited in alert_actions #{result['action_id']}")
+
+
+def run_action(key: str, fn, *args, spinner: str = "Working…", **kwargs) -> None:
+    """Run an action under a spinner, keep its result in session_state[key] and rerun the page (so
+    that every table shows what the action changed); the result is shown from session_state.
+
+    Refused actions (MlopsError: missing name / note, nothing to do...) show an error, no result.
+    """
+    try:
+        with st.spinner(spinner):
+            result = fn(*args, **kwargs)
+    except MlopsError as exc:
+        st.error(str(exc), icon=":material/block:")
+        st.session_state.pop(key, None)
+        return
+    st.session_state[key] = result
+    st.rerun()  # re-read everything the action changed; the result is shown from session_state
+
+
+# --- drift charts (Drift and Alerts pages) -----------------------------------------------------------
+def threshold_rules(th: dict):
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame([{"threshold": k, "value": float(th[k])} for k in ("warning", "alert", "critical")])
+    scale = alt.Scale(domain=list(THRESHOLD_COLORS), range=list(THRESHOLD_COLORS.values()))
+    return alt.Chart(df).mark_rule(strokeDash=[6, 4], size=1.5).encode(
+        y="value:Q", color=alt.Color("threshold:N", scale=scale, title="threshold"),
+        tooltip=["threshold", "value"])
+
+
+def drift_score_chart(rows: list[dict], th: dict, height: int = 320):
+    """Scores over time (one line per cause, dashed per window) with the threshold lines."""
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df["window"] = df["window_days"].map(lambda d: f"{d} d")
+    lines = alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("as_of:T", title="as of"),
+        y=alt.Y("score:Q", title="drift score (PSI scale)"),
+        color=alt.Color("cause:N", title="score", scale=alt.Scale(scheme="tableau10")),
+        strokeDash=alt.StrokeDash("window:N", title="window"),
+        tooltip=["report_id", "as_of:T", "window", "cause", alt.Tooltip("score:Q", format=".4f"), "level",
+                 "n_inferences"],
+    )
+    return alt.layer(lines, threshold_rules(th)).resolve_scale(color="independent").properties(height=height)
+
+
+def distribution_chart(rows: list[dict], height: int = 220):
+    """Reference vs current shares of one feature, side by side per bin / category."""
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    order = list(dict.fromkeys(df.sort_values("order")["label"]))
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("label:N", sort=order, title=None, axis=alt.Axis(labelAngle=-45, labelLimit=120)),
+        xOffset=alt.XOffset("which:N", sort=["reference", "current"]),
+        y=alt.Y("share:Q", title="share", axis=alt.Axis(format="%")),
+        color=alt.Color("which:N", sort=["reference", "current"], title=None,
+                        scale=alt.Scale(range=["#9aa5b1", "#1f77b4"])),
+        tooltip=["label", "which", alt.Tooltip("share:Q", format=".2%")],
+    ).properties(height=height)
+
+
+def contribution_chart(rows: list[dict], label: str, height: int | None = None):
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    return alt.Chart(df).mark_bar(color="#d62728").encode(
+        y=alt.Y(f"{label}:N", sort="-x", title=None),
+        x=alt.X("contribution:Q", title="PSI contribution"),
+        tooltip=list(df.columns),
+    ).properties(height=height or max(120, 24 * len(df)))
+
+
+def show_distributions(report: dict, *, groups: tuple[str, ...] = ("data", "prediction"), columns: int = 2) -> None:
+    """Every feature of a report: bars for binned / categorical ones, metrics for rates."""
+    feats = [f for f in views.feature_distributions(report) if f["group"] in groups]
+    if not feats:
+        st.info("This report has no per-feature detail (insufficient data in the window).")
+        return
+    cols = st.columns(columns)
+    for i, f in enumerate(feats):
+        with cols[i % columns]:
+            st.markdown(f"**{f['feature']}** ({f['group']}) · score {fmt_score(f['score'])}")
+            if f["rows"]:
+                st.altair_chart(distribution_chart(f["rows"]), width="stretch")
+            elif f.get("reference_rate") is not None:
+                a, b = st.columns(2)
+                a.metric("reference rate", f"{f['reference_rate']:.1%}")
+                b.metric("current rate", f"{f['current_rate']:.1%}",
+                         delta=f"{(f['current_rate'] - f['reference_rate']) * 100:+.1f} pts", delta_color="inverse")
+
+
+def show_top_movers(report: dict) -> None:
+    tokens, classes = views.top_tokens(report), views.top_classes(report)
+    a, b = st.columns(2)
+    with a:
+        st.markdown("**Top drifting title tokens**")
+        if tokens:
+            st.altair_chart(contribution_chart(tokens, "token"), width="stretch")
+        else:
+            st.caption("none")
+    with b:
+        st.markdown("**Top drifting predicted classes**")
+        if classes:
+            rows = [{**c, "class": f"{c['class']} {c['name']}".strip()} for c in classes]
+            st.altair_chart(contribution_chart(rows, "class"), width="stretch")
+        else:
+            st.caption("none")
+
+
+def show_report_scores(report: dict, th: dict | None = None) -> None:
+    """The three scores of a report as metrics, with their level."""
+    details = report.get("details") or {}
+    levels = details.get("levels") or {}
+    th = th or details.get("thresholds") or {}
+    cols = st.columns(4)
+    for col, cause in zip(cols, views.CAUSES):
+        score = report.get(f"{cause}_drift_score")
+        col.metric(f"{cause} drift", fmt_score(score), help=(details.get("scales") or {}).get(cause))
+        col.markdown(badge(levels.get(cause, "NONE")))
+    cols[3].metric("predictions in window", f"{report.get('n_inferences', 0):,}")
+    cols[3].caption(f"{report['window_days']}-day window to {fmt_time(report['as_of'])} · model v"
+                    f"{report.get('model_version') or '—'} · status {report['status']}")
+    if th:
+        st.caption("thresholds at the time: " + " / ".join(f"{k} {th[k]:g}" for k in ("warning", "alert", "critical")
+                                                            if k in th))
+    perf = details.get("performance") or {}
+    if perf.get("score") is not None:
+        st.caption(f"performance: window weighted F1 {fmt_score(perf.get('window_weighted_f1'))} vs baseline "
+                   f"{fmt_score(perf.get('baseline_weighted_f1'))} on {perf.get('n_labels')} labels "
+                   f"({perf.get('source')})")

@@ -1,0 +1,109 @@
+"""Manual controls: load the next batch, train now, evaluate, promote a chosen version.
+
+Each action asks for a name, calls the same library function as the CLI with
+Trigger(triggered_by="ui", actor=<name>) (so it lands in pipeline_runs like any other step), runs
+synchronously, then shows the pipeline_runs row it wrote.
+"""
+
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when run from elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st  # noqa: E402
+
+import common  # noqa: E402
+from mlops_cli import views  # noqa: E402
+
+common.page("Operations", ":material/play_circle:")
+s = common.settings()
+c = common.conn()
+common.empty_state(c)  # the controls stay: loading a first batch is how an empty database starts
+
+st.caption("Every action is recorded in pipeline_runs with triggered_by=ui and your name, exactly as the "
+           "same command run from the CLI (`mlops load`, `mlops train --force`, `mlops evaluate`, "
+           "`mlops approve`).")
+
+versions = common.call(views.models, c, s, what="the model registry")
+left, right = st.columns(2)
+
+# --- load -------------------------------------------------------------------------------------------
+with left:
+    st.subheader("Load the next batch")
+    with st.form("ops_load"):
+        name = common.name_input("ops_load_name")
+        x_path = st.text_input("X file (products)", value=s.x_path, key="ops_load_x",
+                               help="Default: MLOPS_X_PATH")
+        y_path = st.text_input("Y file (labels)", value=s.y_path, key="ops_load_y", help="Default: MLOPS_Y_PATH")
+        force = st.checkbox("Force (load another batch even if this week already has one)", key="ops_load_force")
+        go = st.form_submit_button("Load the next batch", key="ops_load_submit", type="primary")
+    if go:
+        common.remember_actor(name)
+        common.run_action("ops_result_load", views.do_load, s, name, x_path=x_path, y_path=y_path, force=force,
+                          spinner="Loading the next batch…")
+    common.show_result(st.session_state.get("ops_result_load"))
+
+# --- train --------------------------------------------------------------------------------------------
+with right:
+    st.subheader("Train now")
+    with st.form("ops_train"):
+        name = common.name_input("ops_train_name")
+        params = st.text_area("Hyperparameter overrides (optional, KEY=VALUE per line, as `--param`)",
+                              key="ops_train_params", placeholder="word_max_features=100000\nalpha=2e-5")
+        go = st.form_submit_button("Train now", key="ops_train_submit", type="primary")
+    if go:
+        common.remember_actor(name)
+        common.run_action("ops_result_train", lambda: views.do_train(s, name, params=views.parse_params(params)),
+                          spinner="Training on the whole catalogue (this takes a while)…")
+    common.show_result(st.session_state.get("ops_result_train"))
+
+left, right = st.columns(2)
+
+# --- evaluate ---------------------------------------------------------------------------------------
+NEWEST = "newest challenger not yet evaluated"
+with left:
+    st.subheader("Evaluate")
+    with st.form("ops_evaluate"):
+        name = common.name_input("ops_evaluate_name")
+        choice = st.selectbox("Version", [NEWEST] + [v["version"] for v in versions], key="ops_evaluate_version",
+                              format_func=lambda v: v if v == NEWEST else f"v{v}")
+        go = st.form_submit_button("Evaluate", key="ops_evaluate_submit", type="primary")
+    if go:
+        common.remember_actor(name)
+        common.run_action("ops_result_evaluate", views.do_evaluate, s, name,
+                          version=None if choice == NEWEST else choice, spinner="Scoring on the current holdout…")
+    common.show_result(st.session_state.get("ops_result_evaluate"))
+
+# --- promote (approve) ------------------------------------------------------------------------------------
+with right:
+    st.subheader("Promote a chosen version")
+    candidates = views.approvable_versions(versions)
+    if not candidates:
+        st.caption("No version to promote: every registered version is the champion, or none is registered yet.")
+    else:
+        by_version = {v["version"]: v for v in versions}
+        with st.form("ops_approve"):
+            name = common.name_input("ops_approve_name")
+            version = st.selectbox(
+                "Version", candidates, key="ops_approve_version",
+                format_func=lambda v: f"v{v} · weighted F1 {common.fmt_score(by_version[v]['weighted_f1'])} · "
+                                      f"{by_version[v].get('decision') or 'pending'}")
+            reason = st.text_area("Reason (required: recorded and sent with the notification)",
+                                  key="ops_approve_reason")
+            go = st.form_submit_button("Approve and promote", key="ops_approve_submit", type="primary")
+        if go:
+            common.remember_actor(name)
+            common.run_action("ops_result_approve", views.do_approve, s, name, version, reason,
+                              spinner=f"Promoting v{version}…")
+    common.show_result(st.session_state.get("ops_result_approve"))
+
+# --- recent ---------------------------------------------------------------------------------------------
+st.subheader("Recent runs")
+recent = views.list_runs(c, limit=15)
+if recent:
+    st.dataframe(common.frame([{**r, "result": views.run_message(r)[:200]} for r in recent],
+                              ["id", "pipeline", "step", "status", "triggered_by", "actor", "started_at", "result"]),
+                 hide_index=True, width="stretch")
+else:
+    st.caption("no run yet")

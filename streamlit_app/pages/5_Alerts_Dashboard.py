@@ -1,0 +1,172 @@
+"""Alerts dashboard: recent drift alerts, the drift behind each, and the human decisions.
+
+Actions (each asks for a name and a note, and is audited in alert_actions): force a retrain now
+(the retrain pipeline, in the background), investigate (record only), adjust the drift thresholds
+(used by the next drift and alert runs), roll back to the previous model.
+"""
+
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when run from elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st  # noqa: E402
+
+import common  # noqa: E402
+from mlops_cli import views  # noqa: E402
+
+common.page("Alerts dashboard", ":material/warning:")
+s = common.settings()
+c = common.conn()
+empty = common.empty_state(c)
+th = views.thresholds(c, s)
+
+# --- recent alerts -------------------------------------------------------------------------------------------
+st.subheader("Recent alerts")
+counts = views.open_alerts_by_level(c)
+cols = st.columns(3)
+for col, level in zip(cols, views.LEVELS):
+    col.metric(f"open {level}", counts.get(level, 0))
+
+FILTERS = {"active (open or acknowledged)": None, "all": None, "open": "open", "acknowledged": "acknowledged",
+           "resolved": "resolved"}
+which = st.selectbox("Show", list(FILTERS), key="alerts_filter")
+rows = views.alerts(c, status=FILTERS[which], limit=200)
+if which.startswith("active"):
+    rows = [r for r in rows if r["status"] != "resolved"]
+
+alert = None
+if not rows:
+    if not empty:
+        st.info("No alert to show: drift stayed under the thresholds (or the daily pipeline has not run yet).",
+                icon=":material/verified:")
+else:
+    st.dataframe(common.frame([{**r, "notified_level": (r.get("details") or {}).get("notified_level")} for r in rows],
+                              ["id", "level", "cause", "status", "count", "first_seen", "last_seen",
+                               "notified_level", "message"]),
+                 hide_index=True, width="stretch")
+    labels = {r["id"]: f"#{r['id']} · {r['level']} · {r['cause']} · {r['status']}" for r in rows}
+    alert_id = st.selectbox("Alert", list(labels), format_func=labels.get, key="alerts_selected")
+    alert = common.call(views.alert_detail, c, alert_id, what="the alert")
+
+# --- the drift behind the alert ----------------------------------------------------------------------------
+if alert is not None:
+    st.subheader(f"Alert #{alert['id']}: {alert['cause'].replace('_', ' ')}")
+    details = alert.get("details") or {}
+    st.markdown(f"{common.badge(alert['level'])} {common.badge(alert['status'])} · first seen "
+                f"{common.fmt_time(alert['first_seen'])} · last seen {common.fmt_time(alert['last_seen'])} · "
+                f"seen {alert['count']} times · peak {details.get('peak_level') or alert['level']} · notified "
+                f"{details.get('notified_level') or 'not yet'}"
+                + (f" · acknowledged by {details['acknowledged_by']}" if details.get("acknowledged_by") else ""))
+    if alert.get("message"):
+        st.caption(alert["message"])
+    if alert["history"]:
+        import altair as alt
+        import pandas as pd
+
+        hist = pd.DataFrame(alert["history"])
+        hist["at"] = pd.to_datetime(hist["at"], utc=True)
+        line = alt.Chart(hist).mark_line(point=True, color="#1f77b4").encode(
+            x=alt.X("at:T", title="alert run"), y=alt.Y("score:Q", title=f"{alert['cause']} score"),
+            tooltip=["at:T", "report_id", alt.Tooltip("score:Q", format=".4f"), "level"])
+        st.altair_chart(alt.layer(line, common.threshold_rules(th)).properties(height=240), width="stretch")
+    report = alert.get("report")
+    if report is None:
+        st.caption("The drift report behind this alert is gone.")
+    else:
+        st.markdown(f"**Drift report #{report['id']}** (the latest one that raised or updated this alert)")
+        common.show_report_scores(report)
+        group = alert["cause"].split("_")[0]
+        if group in ("data", "prediction"):
+            with st.expander(f"{group} drift per feature: reference vs current", expanded=True):
+                common.show_distributions(report, groups=(group,))
+            with st.expander("top drifting tokens and classes", expanded=group == "data"):
+                common.show_top_movers(report)
+        else:
+            perf = (report.get("details") or {}).get("performance") or {}
+            drops = perf.get("top_class_drops") or []
+            if drops:
+                st.markdown("**Classes whose F1 dropped most**")
+                st.dataframe(common.frame([{"class": k, "F1 drop": v} for k, v in drops]), hide_index=True)
+
+# --- actions ---------------------------------------------------------------------------------------------------
+st.subheader("Decide")
+target_id = alert["id"] if alert is not None else None
+st.caption(("On alert #%d. " % target_id if target_id else "Not tied to an alert. ")
+           + "Each action asks for your name and a note, and is recorded in the decision history below.")
+versions = common.call(views.models, c, s, what="the model registry")
+tab_retrain, tab_investigate, tab_thresholds, tab_rollback = st.tabs(
+    ["Force a retrain now", "Investigate — do nothing", "Adjust alert thresholds", "Roll back to the previous model"])
+
+with tab_retrain:
+    st.caption("Starts the retrain pipeline (train → evaluate → promote) in the background; the usual promotion "
+               "rule decides whether the new version replaces the champion.")
+    with st.form("alert_retrain"):
+        name = common.name_input("alert_retrain_name")
+        note = st.text_area("Note (required)", key="alert_retrain_note")
+        go = st.form_submit_button("Force a retrain now", key="alert_retrain_submit", type="primary")
+    if go:
+        common.remember_actor(name)
+        common.run_action("alert_result_retrain", views.do_force_retrain, s, target_id, name, note,
+                          spinner="Starting the retrain pipeline…")
+    common.show_result(st.session_state.get("alert_result_retrain"))
+
+with tab_investigate:
+    st.caption("Records that you are looking into it; nothing else changes (reminders continue).")
+    with st.form("alert_investigate"):
+        name = common.name_input("alert_investigate_name")
+        note = st.text_area("Note (required)", key="alert_investigate_note")
+        go = st.form_submit_button("Investigate — do nothing", key="alert_investigate_submit")
+    if go:
+        common.remember_actor(name)
+        common.run_action("alert_result_investigate", views.do_investigate, s, target_id, name, note)
+    common.show_result(st.session_state.get("alert_result_investigate"))
+
+with tab_thresholds:
+    st.caption("Stored in app_settings and used by the next drift and alert runs (0 < warning < alert < critical). "
+               f"Now: warning {th['warning']:g} / alert {th['alert']:g} / critical {th['critical']:g}.")
+    with st.form("alert_thresholds"):
+        name = common.name_input("alert_thresholds_name")
+        a, b, d = st.columns(3)
+        w = a.number_input("warning", min_value=0.0, value=float(th["warning"]), step=0.01, format="%.3f",
+                           key="alert_thresholds_warning")
+        al = b.number_input("alert", min_value=0.0, value=float(th["alert"]), step=0.01, format="%.3f",
+                            key="alert_thresholds_alert")
+        cr = d.number_input("critical", min_value=0.0, value=float(th["critical"]), step=0.01, format="%.3f",
+                            key="alert_thresholds_critical")
+        note = st.text_area("Note (required)", key="alert_thresholds_note")
+        go = st.form_submit_button("Adjust alert thresholds", key="alert_thresholds_submit")
+    if go:
+        common.remember_actor(name)
+        common.run_action("alert_result_thresholds", views.do_adjust_thresholds, s, target_id, name, note,
+                          warning=w, alert=al, critical=cr)
+    common.show_result(st.session_state.get("alert_result_thresholds"))
+
+with tab_rollback:
+    champ = views.champion(c, s, versions)
+    targets = views.rollback_targets(c, s, versions)
+    PREVIOUS = "the previous champion"
+    st.caption("Puts a former champion back in production (the note is the rollback's reason, sent with the "
+               "notification). " + (f"Champion now: v{champ['version']}." if champ else "No champion now."))
+    with st.form("alert_rollback"):
+        name = common.name_input("alert_rollback_name")
+        to = st.selectbox("Return to", [PREVIOUS] + targets, key="alert_rollback_to",
+                          format_func=lambda v: v if v == PREVIOUS else f"v{v}")
+        note = st.text_area("Note (required)", key="alert_rollback_note")
+        go = st.form_submit_button("Roll back to the previous model", key="alert_rollback_submit")
+    if go:
+        common.remember_actor(name)
+        common.run_action("alert_result_rollback", views.do_rollback, s, target_id, name, note,
+                          to_version=None if to == PREVIOUS else to, spinner="Rolling back…")
+    common.show_result(st.session_state.get("alert_result_rollback"))
+
+# --- decision history --------------------------------------------------------------------------------------------
+st.subheader("Decision history")
+only = alert is not None and st.toggle(f"Only alert #{alert['id']}", key="alerts_history_only")
+actions = views.alert_actions(c, alert_id=alert["id"] if only else None, limit=200)
+if actions:
+    st.dataframe(common.frame(actions, ["id", "created_at", "alert_id", "action", "actor", "note", "params"]),
+                 hide_index=True, width="stretch")
+else:
+    st.caption("No decision recorded yet.")

@@ -1,0 +1,674 @@
+"""The serving API against the real stack: PostgreSQL, the MLflow registry, trained models.
+
+Two versions of a small model are trained once for the module (their own database and model
+name); each test points MODEL_NAME at them and keeps its own fresh application database (the
+autouse fixture), so inference_log, feedback and api_audit rows are the test's own. Tests that
+move the champion alias put it back on version 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+from fastapi.testclient import TestClient
+
+from mlops_cli import config, db, registry, store
+from mlops_cli.api import NO_MODEL, create_app
+from mlops_cli.categories import PRDTYPECODES
+from mlops_cli.runs import Trigger
+from mlops_cli.serving import InferenceLogger, ServingMetrics
+from mlops_cli.sources import read_source
+
+from conftest import _admin, _with_db, query
+
+TOKEN = "s3cret-token-for-tests"
+PARAMS = {"word_max_features": 20000, "char_max_features": 20000}
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(pg_server, artifact_root, tmp_path_factory, small_catalogue):
+    """Versions 1 and 2 of a model trained on the small catalogue; champion -> 1."""
+    from mlops_cli.steps.load import load
+    from mlops_cli.steps.train import train
+
+    admin_url, template, mlflow_url = pg_server
+    name = f"api_{uuid.uuid4().hex[:8]}"
+    _admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    home = tmp_path_factory.mktemp("api-home")
+    s = config.Settings(database_url=_with_db(admin_url, name), mlflow_tracking_uri=mlflow_url,
+                        artifact_root=str(artifact_root), home=home, model_name=f"api-model-{name}",
+                        experiment_name=f"exp-{template}", initial_load_fraction=1.0)
+    x, y = small_catalogue
+    conn = db.open_db(s)
+    try:
+        assert load(conn, s, Trigger(actor="pytest"), x_path=str(x), y_path=str(y)).status == "succeeded"
+        r1 = train(conn, s, Trigger(actor="pytest"), params=PARAMS)
+        r2 = train(conn, s, Trigger(actor="pytest"), force=True, params={**PARAMS, "alpha": 1e-4})
+    finally:
+        conn.close()
+    v1, v2 = r1.outputs["model_version"], r2.outputs["model_version"]
+    registry.set_version_tags(s, v1, {"stage": "Production"})  # a former champion (rollback test)
+    registry.set_alias(s, registry.CHAMPION, v1)
+    source = read_source(x, y)
+    yield SimpleNamespace(settings=s, model_name=s.model_name, v1=v1, v2=v2,
+                          models={v1: registry.load_model(s, version=v1), v2: registry.load_model(s, version=v2)},
+                          rows=source[["designation", "description", "productid"]].reset_index(drop=True))
+    try:
+        _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg2.Error:
+        pass
+
+
+@pytest.fixture
+def api_env(monkeypatch, trained):
+    """Environment of a served app: the module's model, fast polling and flushing, a token."""
+    monkeypatch.setenv("MODEL_NAME", trained.model_name)
+    monkeypatch.setenv("MODEL_POLL_SECONDS", "0.2")
+    monkeypatch.setenv("INFERENCE_LOG_FLUSH_SECONDS", "0.1")
+    monkeypatch.setenv("API_TOKEN", TOKEN)
+    registry.set_alias(trained.settings, registry.CHAMPION, trained.v1)
+    yield monkeypatch
+    registry.set_alias(trained.settings, registry.CHAMPION, trained.v1)
+
+
+@pytest.fixture
+def client(api_env):
+    app = create_app(config.load_settings())
+    with TestClient(app) as c:
+        yield c
+
+
+def auth(token: str = TOKEN, **headers) -> dict:
+    return {"Authorization": f"Bearer {token}", **headers}
+
+
+def products(trained, n: int, start: int = 0) -> list[dict]:
+    out = []
+    for r in trained.rows.iloc[start:start + n].itertuples():
+        out.append({"designation": r.designation, "description": r.description or None,
+                    "productid": int(r.productid)})
+    return out
+
+
+def frame(items: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame({"designation": [i["designation"] for i in items],
+                         "description": [i.get("description") or "" for i in items]})
+
+
+# --- prediction ------------------------------------------------------------------------------------
+def test_predictions_match_the_champion(client, trained):
+    items = products(trained, 40) + [
+        {"designation": "Console PS4 Slim 500 Go + manette", "description": None},
+        {"designation": "<b>Piscine</b> tubulaire &amp; pompe", "description": "Ã©tat neuf"},
+        {"designation": "フィギュア ルフィ", "description": ""},
+        {"designation": "zzqx unseen words only", "description": "qqq"},
+    ]
+    model = trained.models[trained.v1]
+    expected = model.predict(frame(items))
+    proba = model.predict_proba(frame(items))
+    classes = list(model.classes_)
+    single = []
+    for item in items:
+        r = client.post("/predict", json=item)
+        assert r.status_code == 200, r.text
+        single.append(r.json())
+    r = client.post("/predict?top_k=5", json={"items": items})
+    assert r.status_code == 200, r.text
+    batch = r.json()
+    assert batch["count"] == len(items) and batch["model_version"] == trained.v1
+    for i, (one, many) in enumerate(zip(single, batch["predictions"])):
+        for p in (one, many):
+            assert p["prdtypecode"] == int(expected[i])
+            assert p["model_version"] == trained.v1
+            assert p["confidence"] == pytest.approx(proba[i, classes.index(expected[i])], abs=1e-6)
+            assert p["top_k"][0]["prdtypecode"] == p["prdtypecode"]
+            assert p["category"] and p["top_k"][0]["category"] == p["category"]
+            probs = [t["probability"] for t in p["top_k"]]
+            assert probs == sorted(probs, reverse=True)
+            for t in p["top_k"]:
+                assert t["probability"] == pytest.approx(proba[i, classes.index(t["prdtypecode"])], abs=1e-6)
+        assert len(one["top_k"]) == 3 and len(many["top_k"]) == 5
+        assert one["productid"] == items[i].get("productid")
+    ids = [p["request_id"] for p in single + batch["predictions"]]
+    assert len(set(ids)) == len(ids)
+    assert client.get("/health").json()["fast_path"] is True
+
+
+def test_client_request_id_header(client, trained):
+    r = client.post("/predict", json=products(trained, 1)[0], headers={"X-Request-ID": "order-77"})
+    assert r.json()["request_id"] == "order-77"
+    r = client.post("/predict", json={"items": products(trained, 2)}, headers={"X-Request-ID": "bulk-1"})
+    assert [p["request_id"] for p in r.json()["predictions"]] == ["bulk-1-0", "bulk-1-1"]
+    r = client.post("/predict", json=products(trained, 1)[0], headers={"X-Request-ID": "bad id with spaces"})
+    assert r.json()["request_id"] != "bad id with spaces"
+
+
+def test_no_champion_is_503_and_not_ready(monkeypatch):
+    monkeypatch.setenv("MODEL_POLL_SECONDS", "0.2")
+    with TestClient(create_app(config.load_settings())) as c:  # this test's model name: no versions
+        r = c.post("/predict", json={"designation": "Console PS4"})
+        assert r.status_code == 503
+        assert r.json() == {"detail": NO_MODEL}
+        h = c.get("/health")
+        assert h.status_code == 503
+        assert h.json()["status"] == "not ready" and h.json()["model_version"] is None
+        assert h.json()["database"]["reachable"] is True
+        assert "mlops_model_ready 0.0" in c.get("/metrics").text
+
+
+def test_health_when_ready(client, trained):
+    r = client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["model_version"] == trained.v1
+    assert body["model_name"] == trained.model_name
+    assert body["database"] == {"reachable": True, "error": None}
+
+
+def test_hot_swap_under_load_loses_no_request(client, trained):
+    """Move the alias to v2 (a promotion), then back to v1 (a rollback) while two client threads
+    keep predicting: every request succeeds, and each move is served within a few polls."""
+    item = products(trained, 1)[0]
+    stop = threading.Event()
+    seen: list[tuple[float, int, str | None]] = []
+    lock = threading.Lock()
+
+    def hammer():
+        while not stop.is_set():
+            r = client.post("/predict", json=item)
+            with lock:
+                seen.append((time.monotonic(), r.status_code,
+                             r.json().get("model_version") if r.status_code == 200 else r.text))
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        switches = []
+        for target in (trained.v2, trained.v1):
+            moved = time.monotonic()
+            registry.set_alias(trained.settings, registry.CHAMPION, target)
+            deadline = moved + 20
+            while time.monotonic() < deadline:
+                with lock:
+                    if any(v == target for at, code, v in seen if at > moved):
+                        break
+                time.sleep(0.05)
+            with lock:
+                first = min((at for at, code, v in seen if at > moved and v == target), default=None)
+            assert first is not None, f"version {target} never served"
+            switches.append(first - moved)
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    codes = [code for _, code, _ in seen]
+    assert len(codes) > 20
+    assert set(codes) == {200}, [s for s in seen if s[1] != 200][:3]
+    # poll interval 0.2 s + loading the version from the artifact store
+    assert max(switches) < 10, switches
+    metrics = client.get("/metrics").text
+    assert 'mlops_model_reloads_total{result="success"} 3.0' in metrics  # start + 2 moves
+    assert f'version="{trained.v1}"' in metrics
+
+
+def test_reload_failure_keeps_serving_the_old_model(api_env, trained):
+    app = create_app(config.load_settings(), start_background=False)
+    with TestClient(app) as c:
+        holder = app.state.holder
+        holder._load = lambda s, v: (_ for _ in ()).throw(RuntimeError("artifact store down"))
+        registry.set_alias(trained.settings, registry.CHAMPION, trained.v2)
+        assert holder.refresh() is False
+        assert holder.current.version == trained.v1
+        assert "artifact store down" in holder.last_error
+        r = c.post("/predict", json=products(trained, 1)[0])
+        assert r.status_code == 200 and r.json()["model_version"] == trained.v1
+        assert 'mlops_model_reloads_total{result="failure"} 1.0' in c.get("/metrics").text
+
+
+# --- input validation ------------------------------------------------------------------------------
+@pytest.mark.parametrize("body,where", [
+    ({"designation": ""}, "designation"),
+    ({"designation": "   \t\n"}, "designation"),
+    ({"description": "no title"}, "designation"),
+    ({"designation": 123}, "designation"),
+    ({"designation": "ok", "description": 5}, "description"),
+    ({"designation": "ok", "productid": "abc"}, "productid"),
+    ({"designation": "ok", "productid": -3}, "productid"),
+    ({"designation": "x" * 61}, "designation"),
+    ({"designation": "ok", "description": "y" * 61}, "description"),
+    ({"items": []}, "items"),
+    ({"items": [{"designation": "a"}] * 4}, "items"),
+    ({"items": [{"designation": "fine"}, {"designation": " "}]}, "items.1.designation"),
+    ({"items": "nope"}, "items"),
+    (["designation"], "body"),
+])
+def test_bad_input_is_422_with_a_clear_message(api_env, body, where):
+    api_env.setenv("MAX_TEXT_CHARS", "60")
+    api_env.setenv("MAX_BATCH_SIZE", "3")
+    with TestClient(create_app(config.load_settings(), start_background=False)) as c:
+        r = c.post("/predict", json=body)
+    assert r.status_code == 422, r.text
+    payload = r.json()
+    assert isinstance(payload["detail"], list) and payload["detail"]
+    assert where in payload["message"], payload["message"]
+    assert all(len(json.dumps(e)) < 1000 for e in payload["detail"])  # no huge inputs echoed
+
+
+def test_bad_query_and_json(client):
+    assert client.post("/predict?top_k=0", json={"designation": "a"}).status_code == 422
+    assert client.post("/predict?top_k=11", json={"designation": "a"}).status_code == 422
+    r = client.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert client.post("/predict?top_k=10", json={"designation": "a"}).status_code == 200
+
+
+def test_error_messages_say_what_is_wrong(api_env):
+    api_env.setenv("MAX_BATCH_SIZE", "2")
+    with TestClient(create_app(config.load_settings(), start_background=False)) as c:
+        r = c.post("/predict", json={"items": [{"designation": "a"}] * 3})
+        assert "at most 2 items" in r.json()["message"] and "MAX_BATCH_SIZE" in r.json()["message"]
+        r = c.post("/predict", json={"designation": "  "})
+        assert "must not be empty" in r.json()["message"]
+
+
+# --- the inference log -----------------------------------------------------------------------------
+def test_inference_rows_reach_the_table(client, trained, conn):
+    items = products(trained, 5) + [{"designation": "フィギュア ルフィ 新品", "description": None}]
+    answers = [client.post("/predict", json=i).json() for i in items]
+    answers += client.post("/predict", json={"items": items[:3]}).json()["predictions"]
+    assert client.app.state.inference_log.flush(10)
+    rows = store.find_inference(conn, request_id=answers[0]["request_id"])
+    assert rows is not None
+    got = query(conn, """SELECT request_id, model_version, productid, designation, description,
+                                designation_len, description_len, n_tokens, n_oov, script, lang,
+                                predicted_code, confidence, top_k, latency_ms, source
+                         FROM inference_log ORDER BY id""")
+    assert len(got) == len(answers)
+    by_id = {g[0]: g for g in got}
+    for item, answer in zip(items + items[:3], answers):
+        g = by_id[answer["request_id"]]
+        assert g[1] == trained.v1 and g[2] == item.get("productid")
+        assert g[3] == item["designation"] and g[4] == (item.get("description") or "")
+        assert g[5] == len(item["designation"]) and g[6] == len(item.get("description") or "")
+        assert g[7] > 0 and g[8] is not None and 0 <= g[8] <= g[7]
+        assert g[9] in ("latin", "cjk", "cyrillic", "other") and g[10]
+        assert g[11] == answer["prdtypecode"] and g[12] == pytest.approx(answer["confidence"])
+        assert [t["prdtypecode"] for t in g[13]] == [t["prdtypecode"] for t in answer["top_k"]]
+        assert g[14] > 0 and g[15] == "api"
+    assert by_id[answers[5]["request_id"]][9] == "cjk"
+    metrics = client.get("/metrics").text
+    assert f"mlops_inference_log_written_rows_total {float(len(answers))}" in metrics
+
+
+def _rows(n: int, tag: str) -> list[dict]:
+    from datetime import datetime, timezone
+
+    return [{"logged_at": datetime.now(timezone.utc), "request_id": f"{tag}-{i}", "source": "api",
+             "model_version": "1", "productid": i, "designation": f"Produit {i} livre", "description": "",
+             "predicted_code": 10, "confidence": 0.5, "top_k": [{"prdtypecode": 10, "probability": 0.5}],
+             "latency_ms": 1.0, "vocabulary": {"produit"}} for i in range(n)]
+
+
+def test_logger_survives_a_failed_connect(settings, conn):
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise psycopg2.OperationalError("could not connect to server: Connection refused")
+        return db.connect(settings)
+
+    metrics = ServingMetrics()
+    logger = InferenceLogger(settings, metrics=metrics, connect=flaky, flush_seconds=0.05,
+                             backoff_initial=0.05)
+    logger.start()
+    try:
+        logger.log_many(_rows(50, "flaky"))
+        assert logger.flush(15)
+    finally:
+        assert logger.close(5)
+    assert calls["n"] == 2
+    assert store.count_inference_rows(conn) == 50
+    got = query(conn, "SELECT n_tokens, n_oov, script, lang, designation_len FROM inference_log "
+                      "WHERE request_id = 'flaky-0'")[0]
+    assert got[:3] == (2, 1, "latin") and got[3] and got[4] == len("Produit 0 livre")
+    assert logger.stats()["dropped"] == {"buffer_full": 0, "invalid": 0, "shutdown": 0}
+    assert b"mlops_inference_log_write_errors_total 1.0" in metrics.render()
+
+
+def test_logger_survives_a_killed_connection(settings, conn):
+    """The writer's PostgreSQL session is terminated between two batches: the next batch is
+    written on a new connection, nothing lost."""
+    logger = InferenceLogger(settings, flush_seconds=0.05, backoff_initial=0.05)
+    logger.start()
+    try:
+        logger.log_many(_rows(10, "a"))
+        assert logger.flush(10)
+        pid = logger._conn.get_backend_pid()
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        conn.commit()
+        logger.log_many(_rows(10, "b"))
+        assert logger.flush(15)
+    finally:
+        logger.close(5)
+    assert store.count_inference_rows(conn) == 20
+    assert logger.stats()["written"] == 20
+
+
+def test_logger_buffer_full_drops_and_counts(settings, conn):
+    down = {"on": True}
+
+    def connect():
+        if down["on"]:
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+        return db.connect(settings)
+
+    metrics = ServingMetrics()
+    logger = InferenceLogger(settings, metrics=metrics, connect=connect, capacity=5, flush_seconds=0.05,
+                             backoff_initial=0.05, backoff_max=0.1)
+    logger.start()
+    try:
+        assert logger.log_many(_rows(4, "x")) == 4
+        assert logger.log(_rows(1, "y")[0]) is True
+        assert logger.log(_rows(1, "z")[0]) is False
+        assert logger.log_many(_rows(3, "w")) == 0
+        assert not logger.flush(0.5)  # the database is down: rows wait
+        assert logger.pending == 5
+        down["on"] = False
+        assert logger.flush(10)
+    finally:
+        logger.close(5)
+    assert store.count_inference_rows(conn) == 5
+    assert logger.stats()["dropped"]["buffer_full"] == 4
+    text = metrics.render().decode()
+    assert 'mlops_inference_log_dropped_rows_total{reason="buffer_full"} 4.0' in text
+
+
+def test_logger_isolates_rows_the_database_refuses(settings, conn):
+    rows = _rows(5, "p")
+    rows[2]["predicted_code"] = 2 ** 40  # out of INTEGER range: refused as data, not an outage
+    rows[3]["designation"] = "nul \x00 byte and lone surrogate \ud800"
+    logger = InferenceLogger(settings, flush_seconds=0.05)
+    logger.log_many(rows)
+    assert logger.flush(10)  # no writer thread: written in this thread
+    logger.close(2)
+    ids = sorted(r[0] for r in query(conn, "SELECT request_id FROM inference_log"))
+    assert ids == ["p-0", "p-1", "p-3", "p-4"]
+    assert logger.stats()["dropped"]["invalid"] == 1
+
+
+def test_rows_buffered_during_an_outage_are_written_after(api_env, trained, conn):
+    """Through the API: the writer cannot reach the database for a while; predictions keep
+    being answered and every row lands once it can."""
+    app = create_app(config.load_settings())
+    with TestClient(app) as c:
+        logger = app.state.inference_log
+        real = logger.connect
+        state = {"fail": 3}
+
+        def connect():
+            if state["fail"]:
+                state["fail"] -= 1
+                raise psycopg2.OperationalError("could not connect to server: Connection refused")
+            return real()
+
+        logger.connect = connect
+        logger._discard_connection()
+        logger.backoff_initial = logger._backoff = 0.05
+        answers = [c.post("/predict", json=i) for i in products(trained, 12)]
+        assert all(a.status_code == 200 for a in answers)
+        assert logger.flush(20)
+    assert state["fail"] == 0
+    assert store.count_inference_rows(conn) == 12
+
+
+# --- feedback ------------------------------------------------------------------------------------
+def test_feedback_by_request_id_and_inference_id(client, trained, conn):
+    answer = client.post("/predict", json=products(trained, 1)[0]).json()
+    true_code = next(c for c in PRDTYPECODES if c != answer["prdtypecode"])
+    r = client.post("/feedback", json={"request_id": answer["request_id"], "prdtypecode": true_code,
+                                       "submitted_by": "moderator", "note": "wrong shelf"})
+    assert r.status_code == 201, r.text
+    fb = r.json()
+    assert fb["resolved"] is True and fb["predicted_code"] == answer["prdtypecode"]
+    assert fb["model_version"] == trained.v1 and fb["prdtypecode"] == true_code
+    assert fb["productid"] == answer["productid"]
+    inference_id = fb["inference_id"]
+    r = client.post("/feedback", json={"inference_id": inference_id, "prdtypecode": 10})
+    assert r.status_code == 201 and r.json()["request_id"] == answer["request_id"]
+    rows = query(conn, "SELECT inference_id, true_code, predicted_code, submitted_by FROM feedback ORDER BY id")
+    assert rows == [(inference_id, true_code, answer["prdtypecode"], "moderator"),
+                    (inference_id, 10, answer["prdtypecode"], None)]
+    r = client.post("/feedback", json={"productid": 42, "prdtypecode": 2583})
+    assert r.status_code == 201 and r.json()["resolved"] is False
+
+
+def test_feedback_errors(client):
+    r = client.post("/feedback", json={"inference_id": 987654, "prdtypecode": 10})
+    assert r.status_code == 404 and "987654" in r.json()["detail"]
+    r = client.post("/feedback", json={"request_id": "abc", "prdtypecode": 11})
+    assert r.status_code == 422 and "unknown prdtypecode 11" in r.json()["message"]
+    r = client.post("/feedback", json={"prdtypecode": 10})
+    assert r.status_code == 422 and "request_id" in r.json()["message"]
+    r = client.post("/feedback", json={"request_id": "abc", "prdtypecode": "ten"})
+    assert r.status_code == 422
+
+
+def test_feedback_before_its_prediction_is_logged_is_resolved_later(client, trained, conn):
+    """Another worker may still hold the prediction in memory: the feedback waits for it."""
+    r = client.post("/feedback", json={"request_id": "later-1", "prdtypecode": 2583})
+    assert r.status_code == 201 and r.json()["resolved"] is False
+    answer = client.post("/predict", json=products(trained, 1)[0], headers={"X-Request-ID": "later-1"}).json()
+    assert client.app.state.inference_log.flush(10)
+    row = query(conn, "SELECT inference_id, predicted_code, model_version FROM feedback WHERE request_id = 'later-1'")
+    assert row[0][0] is not None and row[0][1] == answer["prdtypecode"] and row[0][2] == trained.v1
+
+
+# --- metrics and docs ------------------------------------------------------------------------------
+def test_metrics_exposes_the_documented_names(client, trained):
+    client.post("/predict", json=products(trained, 1)[0])
+    client.post("/predict", json={"designation": ""})
+    text = client.get("/metrics").text
+    for name in ("mlops_api_requests_total", "mlops_api_request_duration_seconds_bucket",
+                 "mlops_predictions_total", "mlops_prediction_confidence_bucket", "mlops_model_version_info",
+                 "mlops_model_ready", "mlops_model_reloads_total", "mlops_model_poll_errors_total",
+                 "mlops_inference_log_buffer_rows", "mlops_inference_log_dropped_rows_total",
+                 "mlops_inference_log_written_rows_total", "mlops_inference_log_write_errors_total"):
+        assert name in text, name
+    assert 'mlops_api_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'mlops_api_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
+    assert f'mlops_model_version_info{{model_name="{trained.model_name}",' in text
+    assert "mlops_model_ready 1.0" in text
+
+
+def test_each_app_has_its_own_metrics_registry(api_env):
+    a = create_app(config.load_settings(), start_background=False)
+    b = create_app(config.load_settings(), start_background=False)
+    assert a.state.metrics.registry is not b.state.metrics.registry
+
+
+def test_openapi_and_docs(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert spec["info"]["title"] and "Rakuten" in spec["info"]["description"]
+    assert {t["name"] for t in spec["tags"]} >= {"prediction", "feedback", "operations", "control"}
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            assert op.get("summary") and op.get("description"), (method, path)
+            assert op.get("tags"), (method, path)
+    schemas = spec["components"]["schemas"]
+    for name in ("ProductIn", "PredictBatch", "Prediction", "BatchPrediction", "FeedbackIn", "FeedbackOut",
+                 "Health", "RollbackIn", "RetrainIn"):
+        assert schemas[name].get("examples"), name
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body.get("examples")
+    schema = json.dumps(body["schema"])
+    assert "ProductIn" in schema and "PredictBatch" in schema
+    control = spec["paths"]["/api/runs"]["get"]
+    assert control.get("security"), "control routes declare the bearer token"
+
+
+# --- control API -----------------------------------------------------------------------------------
+CONTROL_ROUTES = [
+    ("post", "/api/trigger-retrain", {"by": "alice"}),
+    ("post", "/api/rollback-model", {"reason": "test"}),
+    ("get", "/api/alerts", None),
+    ("post", "/api/alerts/1/acknowledge", {"by": "alice"}),
+    ("get", "/api/runs", None),
+    ("get", "/api/models", None),
+    ("get", "/api/audit", None),
+]
+
+
+@pytest.mark.parametrize("method,path,body", CONTROL_ROUTES)
+def test_control_refuses_missing_and_wrong_tokens(client, method, path, body):
+    kw = {"json": body} if body is not None else {}
+    r = client.request(method, path, **kw)
+    assert r.status_code == 401, r.text
+    assert r.headers.get("www-authenticate") == "Bearer"
+    r = client.request(method, path, headers={"Authorization": "Basic abc"}, **kw)
+    assert r.status_code == 401
+    r = client.request(method, path, headers=auth("wrong-token"), **kw)
+    assert r.status_code == 403, r.text
+
+
+@pytest.mark.parametrize("method,path,body", CONTROL_ROUTES)
+def test_control_disabled_without_api_token(api_env, method, path, body):
+    api_env.delenv("API_TOKEN")
+    with TestClient(create_app(config.load_settings(), start_background=False)) as c:
+        kw = {"json": body} if body is not None else {}
+        for headers in ({}, auth(), auth("")):
+            r = c.request(method, path, headers=headers, **kw)
+            assert r.status_code == 503, r.text
+            assert r.json()["detail"] == "control API disabled: set API_TOKEN"
+
+
+def test_control_requests_are_audited(client, conn):
+    assert client.get("/api/runs?limit=5", headers=auth(**{"X-Actor": "carol"})).status_code == 200
+    assert client.get("/api/runs", headers=auth("nope")).status_code == 403
+    assert client.get("/api/runs").status_code == 401
+    assert client.get("/api/runs?limit=0", headers=auth()).status_code == 422
+    rows = query(conn, "SELECT actor, authenticated, method, route, params, status_code FROM api_audit ORDER BY id")
+    assert [(r[0], r[1], r[3], r[5]) for r in rows] == [
+        ("carol", True, "/api/runs", 200), ("api", False, "/api/runs", 403), ("api", False, "/api/runs", 401),
+        ("api", True, "/api/runs", 422)]
+    assert rows[0][4] == {"query": {"limit": "5"}}
+    r = client.get("/api/audit", headers=auth())
+    assert r.status_code == 200 and len(r.json()) == 4
+
+
+def test_runs_route_lists_pipeline_runs(client, settings, small_catalogue):
+    from mlops_cli.steps.load import load
+
+    c = db.open_db(settings)
+    try:
+        load(c, settings, Trigger(actor="pytest"), x_path=str(small_catalogue[0]), y_path=str(small_catalogue[1]))
+    finally:
+        c.close()
+    r = client.get("/api/runs?step=load&status=succeeded", headers=auth())
+    assert r.status_code == 200
+    assert [(x["step"], x["status"], x["actor"]) for x in r.json()] == [("load", "succeeded", "pytest")]
+    assert client.get("/api/runs?status=bogus", headers=auth()).status_code == 422
+
+
+# Routes below call sibling modules (mlops_cli.pipeline, steps.rollback, steps.alert, models).
+def test_trigger_retrain_202_then_409(client, api_env, conn):
+    api_env.setenv("MLOPS_FAULT", "train:hang")  # the launched pipeline stays in its train step
+    started = time.monotonic()
+    r = client.post("/api/trigger-retrain", json={"by": "alice", "reason": "new data"}, headers=auth())
+    assert r.status_code == 202, r.text
+    run_id = r.json()["pipeline_run_id"]
+    assert r.json()["status"] == "started"
+    pid = None
+    try:
+        assert time.monotonic() - started < 30
+        run = store.get_run(conn, run_id)
+        conn.rollback()
+        pid = run["pid"]
+        assert run["status"] == "running" and run["triggered_by"] == "api" and run["actor"] == "alice"
+        r2 = client.post("/api/trigger-retrain", json={"by": "bob"}, headers=auth())
+        assert r2.status_code == 409, r2.text
+        audit = query(conn, "SELECT status_code, pipeline_run_id, actor FROM api_audit "
+                            "WHERE route = '/api/trigger-retrain' ORDER BY id")
+        assert audit == [(202, run_id, "alice"), (409, None, "bob")]
+    finally:
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def test_rollback_model(client, trained, conn):
+    r = client.post("/api/rollback-model", json={"reason": "  "}, headers=auth())
+    assert r.status_code == 422
+    r = client.post("/api/rollback-model", json={"by": "alice"}, headers=auth())
+    assert r.status_code == 422  # reason is required
+    registry.set_alias(trained.settings, registry.CHAMPION, trained.v2)
+    registry.set_alias(trained.settings, registry.PREVIOUS, trained.v1)
+    try:
+        deadline = time.monotonic() + 15
+        while client.app.state.holder.current.version != trained.v2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = client.post("/api/rollback-model", json={"reason": "F1 dropped"},
+                        headers=auth(**{"X-Actor": "alice"}))
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "succeeded"
+        assert registry.version_by_alias(trained.settings, registry.CHAMPION)["version"] == trained.v1
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if client.post("/predict", json={"designation": "Console"}).json()["model_version"] == trained.v1:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the API did not serve the restored version")
+        run = store.list_runs(conn, step="rollback")[0]
+        assert run["triggered_by"] == "api" and run["actor"] == "alice" and run["status"] == "succeeded"
+        r = client.post("/api/rollback-model", json={"reason": "again"}, headers=auth())
+        assert r.status_code == 409 and "roll back" in r.json()["detail"].lower()
+    finally:
+        registry.delete_alias(trained.settings, registry.PREVIOUS)
+        registry.set_version_tags(trained.settings, trained.v2, {"stage": "None", "rolled_back": "false"})
+
+
+def test_rollback_with_nothing_to_roll_back_is_409(api_env):
+    api_env.setenv("MODEL_NAME", f"no-such-model-{uuid.uuid4().hex[:6]}")
+    with TestClient(create_app(config.load_settings(), start_background=False)) as c:
+        r = c.post("/api/rollback-model", json={"reason": "test"}, headers=auth())
+        assert r.status_code == 409, r.text
+
+
+def test_alerts_routes(client):
+    r = client.get("/api/alerts", headers=auth())
+    assert r.status_code == 200, r.text
+    assert r.json() == []
+    assert client.get("/api/alerts?status=bogus", headers=auth()).status_code in (409, 422)
+    r = client.post("/api/alerts/424242/acknowledge", json={"by": "alice"}, headers=auth())
+    assert r.status_code == 404, r.text
+
+
+def test_models_route(client, trained):
+    r = client.get("/api/models", headers=auth())
+    assert r.status_code == 200, r.text
+    versions = {str(m["version"]): m for m in r.json()}
+    assert {trained.v1, trained.v2} <= set(versions)
+    assert "champion" in versions[trained.v1]["aliases"]

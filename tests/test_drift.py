@@ -1,0 +1,500 @@
+"""Drift detection and alerting on the real stack: embedded PostgreSQL, a real MLflow store, a model
+trained once for the module, simulated traffic (mlops_cli.simulate), and real local SMTP / HTTP
+receivers for the notifications (the helpers of test_notify).
+
+Levels each synthetic drift kind gives on a ~1,000-row, 7-day window (model of this module,
+default thresholds 0.1 / 0.2 / 0.3; see docs/ALERTING_GUIDE.md):
+
+    kind         data drift                        prediction drift            performance drift
+    none         NONE (< 0.05)                     NONE (< 0.06)               NONE
+    vocabulary   CRITICAL (oov_rate ~0.5, lang)    WARNING-ALERT (confidence)  WARNING (F1 -0.09)
+    length       CRITICAL (title_length ~2)        WARNING (confidence)        NONE (F1 improves)
+    classes      CRITICAL (title tokens ~0.6)      CRITICAL (classes ~2.2)     WARNING-ALERT
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from email import message_from_bytes, policy
+from types import SimpleNamespace
+
+import numpy as np
+import psycopg2
+import pytest
+
+from conftest import _admin, _with_db, query
+from mlops_cli import config, db, registry, stats, store
+from mlops_cli.errors import MlopsError
+from mlops_cli.runs import Trigger
+from mlops_cli.simulate import simulate_traffic
+from mlops_cli.steps import alert as alert_mod
+from mlops_cli.steps.alert import acknowledge, alert, clear, list_alerts, record_action
+from mlops_cli.steps.drift import drift, effective_thresholds, set_thresholds, window_aggregates
+from test_notify import ROUTING_KEY, Receiver, free_port, receiver, smtp_server  # noqa: F401
+
+PARAMS = {"word_max_features": 20000, "char_max_features": 20000}
+T = Trigger(actor="pytest")
+DAY0 = datetime(2031, 1, 6, tzinfo=timezone.utc)  # far from now(): windows never see other rows
+
+
+# --- the module's model ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(pg_server, artifact_root, tmp_path_factory):
+    """A model trained once (load + train on a 6,000-row generated catalogue), champion alias set."""
+    from mlops_cli.steps.load import load
+    from mlops_cli.steps.train import train
+    from mlops_cli.synth import write_catalogue
+
+    admin_url, template, mlflow_url = pg_server
+    name = f"drift_{uuid.uuid4().hex[:8]}"
+    _admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    home = tmp_path_factory.mktemp("drift-home")
+    x, y = write_catalogue(tmp_path_factory.mktemp("drift-catalogue"), rows=6000, seed=7)
+    s = config.Settings(database_url=_with_db(admin_url, name), mlflow_tracking_uri=mlflow_url,
+                        artifact_root=str(artifact_root), home=home, model_name=f"drift-model-{name}",
+                        experiment_name=f"exp-{template}", initial_load_fraction=1.0)
+    conn = db.open_db(s)
+    try:
+        assert load(conn, s, T, x_path=str(x), y_path=str(y), as_of=date(2030, 12, 1)).status == "succeeded"
+        r = train(conn, s, T, params=PARAMS)
+        assert r.status == "succeeded", r.message
+        version = r.outputs["model_version"]
+        ref = store.get_model_reference(conn, s.model_name, version)
+        train_rows = query(conn, "SELECT count(*) FROM products")[0][0] - r.outputs["test_rows"]
+    finally:
+        conn.close()
+    registry.set_alias(s, registry.CHAMPION, version)
+    yield SimpleNamespace(settings=s, model_name=s.model_name, version=version, reference=ref,
+                          train_rows=train_rows, test_rows=r.outputs["test_rows"],
+                          model=registry.load_model(s, version=version))
+    try:
+        _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg2.Error:
+        pass
+
+
+@pytest.fixture
+def env(trained, monkeypatch, fresh_state):
+    """This test's fresh database, the module's model name, its reference stored in the database."""
+    monkeypatch.setenv("MODEL_NAME", trained.model_name)
+    s = config.load_settings()
+    conn = db.open_db(s)
+    store.insert_model_reference(conn, model_name=s.model_name, model_version=trained.version,
+                                 mlflow_run_id=trained.reference["mlflow_run_id"],
+                                 summary=trained.reference["summary"])
+    conn.commit()
+    yield SimpleNamespace(settings=s, conn=conn, model=trained.model, version=trained.version)
+    conn.close()
+
+
+def traffic(env, start, *, days=7, per_day=143, drift_kind="none", seed=0, feedback_rate=0.0,
+            unique_rows=None) -> int:
+    n = simulate_traffic(env.conn, env.settings, env.model, env.version, start=start, days=days,
+                         per_day=per_day, drift=drift_kind, seed=seed, feedback_rate=feedback_rate,
+                         unique_rows=unique_rows)
+    env.conn.commit()
+    return n
+
+
+def run_drift(env, as_of, windows=(7,), settings=None):
+    r = drift(env.conn, settings or env.settings, T, as_of=as_of, window_days=windows)
+    assert r.status == "succeeded", r.message
+    return {rep["window_days"]: store.get_drift_report(env.conn, rep["id"]) for rep in r.outputs["reports"]}
+
+
+def levels(report) -> dict:
+    return report["details"].get("levels")
+
+
+# --- the reference ---------------------------------------------------------------------------------
+def test_train_stores_a_reference_of_the_natural_mix(trained):
+    ref = trained.reference
+    assert ref is not None and ref["model_version"] == trained.version and ref["mlflow_run_id"]
+    s = ref["summary"]
+    json.dumps(s, allow_nan=False)  # strict JSON
+    assert s["n_train"] == trained.train_rows and s["n_holdout"] == trained.test_rows
+    # natural class mix (2583 is the majority class), not the balanced fit set
+    mix = dict(zip(s["training_classes"]["categories"], s["training_classes"]["counts"]))
+    assert mix[2583] == max(mix.values()) and sum(mix.values()) == trained.train_rows
+    for name in ("title_length", "description_length", "n_tokens"):
+        f = s["numeric"][name]
+        edges = stats.edges_from_json(f["edges"])
+        assert np.isinf(edges[0]) and np.isinf(edges[-1]) and len(f["counts"]) == len(edges) - 1
+    assert sum(s["numeric"]["title_length"]["counts"]) == trained.train_rows
+    # empty descriptions have a bin of their own; its share is the empty rate
+    d = s["numeric"]["description_length"]
+    assert stats.edges_from_json(d["edges"])[1] == 1.0
+    assert d["counts"][0] / trained.train_rows == pytest.approx(s["rates"]["empty_description"]["rate"])
+    assert 0.25 < s["rates"]["empty_description"]["rate"] < 0.45
+    assert s["rates"]["oov"]["measured_on"] == "holdout" and 0 < s["rates"]["oov"]["rate"] < 0.1
+    assert len(s["tokens"]["categories"]) == 200 and len(s["tokens"]["counts"]) == 201
+    assert s["categorical"]["script"]["categories"] == ["latin", "cjk", "cyrillic", "other"]
+    assert sum(s["predictions"]["classes"]["counts"]) == trained.test_rows
+    assert len(s["predictions"]["classes"]["categories"]) == 27
+    perf = s["performance"]
+    assert 0.5 < perf["baseline_weighted_f1"] <= 1 and perf["baseline_weighted_f1"] == perf["weighted_f1"]
+    assert len(perf["per_class_f1"]) >= 20
+
+
+def test_sql_aggregates_match_the_python_statistics(env):
+    traffic(env, DAY0, days=2, per_day=400, seed=3)
+    summary = env.conn and store.get_model_reference(env.conn, env.settings.model_name, env.version)["summary"]
+    agg = window_aggregates(env.conn, summary, DAY0, DAY0 + timedelta(days=2))
+    rows = query(env.conn, "SELECT designation_len, description_len, n_tokens, confidence, predicted_code, "
+                           "script, n_oov FROM inference_log")
+    assert agg["n"] == len(rows) == 800
+    cols = list(zip(*rows))
+    for i, name in enumerate(("title_length", "description_length", "n_tokens")):
+        edges = stats.edges_from_json(summary["numeric"][name]["edges"])
+        assert agg["numeric"][name] == stats.histogram(cols[i], edges).tolist(), name
+    conf_edges = stats.edges_from_json(summary["predictions"]["confidence"]["edges"])
+    assert agg["confidence"] == stats.histogram(cols[3], conf_edges).tolist()
+    assert agg["classes"] == stats.category_counts(list(cols[4]), summary["predictions"]["classes"]["categories"]).tolist()
+    assert agg["categorical"]["script"] == stats.category_counts(list(cols[5]), ["latin", "cjk", "cyrillic", "other"]).tolist()
+    assert agg["n_empty"] == sum(1 for r in rows if r[1] == 0)
+    assert agg["oov_sum"] == sum(cols[6]) and agg["oov_tokens"] == sum(cols[2])
+    assert agg["model_versions"] == {env.version: 800}
+
+
+# --- no drift ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_same_distribution_small_window_is_none(env, seed):
+    start = DAY0 + timedelta(days=10 * seed)
+    assert traffic(env, start, per_day=36, seed=seed) == 252
+    rep = run_drift(env, start + timedelta(days=7))[7]
+    assert rep["status"] == "ok" and rep["n_inferences"] == 252
+    assert rep["level"] == "NONE", rep["details"]["top_features"]
+    assert rep["data_drift_score"] < 0.1 and rep["prediction_drift_score"] < 0.1
+    assert rep["performance_drift_score"] is None  # no labels at all
+    assert rep["details"]["performance"]["source"] == "none"
+    assert rep["drift_detected"] is False
+
+
+@pytest.mark.slow
+def test_same_distribution_large_window_is_none(env):
+    n = traffic(env, DAY0, days=30, per_day=3334, seed=21, feedback_rate=0.05)
+    assert n == 100_020
+    as_of = DAY0 + timedelta(days=30)
+    reports = run_drift(env, as_of, windows=(7, 30))
+    assert reports[30]["n_inferences"] == n and 23_000 < reports[7]["n_inferences"] < 23_500
+    for days, rep in reports.items():
+        assert rep["level"] == "NONE", (days, rep["details"]["scores"], rep["details"]["top_features"])
+        assert rep["details"]["performance"]["source"] == "feedback"
+        assert rep["n_feedback"] > 1000
+        # p-values are reported, but at 10^5 rows they are not what decides
+        assert "chi2_pvalue" in rep["details"]["data"]["features"]["title_length"]
+    assert reports[30]["details"]["n_titles"] == 20_000  # bounded token sample
+
+
+# --- each drift kind --------------------------------------------------------------------------------------
+EXPECTED = {
+    # kind: (cause that must be CRITICAL, its top feature, lowest level of the other causes)
+    "vocabulary": ("data", "oov_rate", {"prediction": "WARNING", "performance": "WARNING"}),
+    "length": ("data", "title_length", {"prediction": "WARNING"}),
+    "classes": ("prediction", "predicted_class", {"data": "ALERT", "performance": "WARNING"}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_each_drift_kind_is_detected(env, kind):
+    start = DAY0 + timedelta(days=100)
+    traffic(env, start, drift_kind=kind, seed=5, feedback_rate=0.5)
+    rep = run_drift(env, start + timedelta(days=7))[7]
+    cause, feature, at_least = EXPECTED[kind]
+    lv = levels(rep)
+    assert rep["level"] == "CRITICAL" and rep["drift_detected"] is True
+    assert lv[cause] == "CRITICAL", (kind, rep["details"]["scores"])
+    feats = rep["details"][cause]["features"]
+    assert max(feats, key=lambda k: feats[k]["score"]) == feature
+    for other, lowest in at_least.items():
+        assert stats.DRIFT_LEVELS.index(lv[other]) >= stats.DRIFT_LEVELS.index(lowest), (kind, other, rep["details"]["scores"])
+    assert rep["details"]["performance"]["source"] == "feedback" and rep["n_feedback"] >= 400
+    if kind == "length":
+        assert lv["performance"] == "NONE"  # longer texts: the model does better, not worse
+    if kind == "classes":
+        top = [c for c, _ in rep["details"]["top_classes"]]
+        assert {"60", "1301", "2905", "1940"} & set(top[:3])
+    if kind == "vocabulary":
+        oov = rep["details"]["data"]["features"]["oov_rate"]
+        assert oov["current_rate"] > oov["reference_rate"] + 0.15
+    # the UI's charts: labels, reference and current shares side by side
+    f = rep["details"][cause]["features"][feature]
+    assert len(f["labels"]) == len(f["reference"]) == len(f["current"])
+
+
+def test_performance_falls_back_to_unseen_catalogue_rows(env, tmp_path):
+    from mlops_cli.steps.load import load
+    from mlops_cli.synth import write_catalogue
+
+    start = DAY0 + timedelta(days=200)
+    x, y = write_catalogue(tmp_path / "new", rows=600, seed=9, drift="classes")
+    s = env.settings.replace(initial_load_fraction=1.0)
+    assert load(env.conn, s, T, x_path=str(x), y_path=str(y), as_of=(start + timedelta(days=3)).date()).ok
+    traffic(env, start, per_day=40, seed=8, feedback_rate=0.2)  # 280 rows, ~56 labels: too few
+    rep = run_drift(env, start + timedelta(days=7))[7]
+    perf = rep["details"]["performance"]
+    assert perf["source"] == "catalogue" and perf["n_labels"] == 600
+    assert 0 < rep["n_feedback"] < env.settings.drift_min_samples
+    assert rep["performance_drift_score"] > 0.1  # the shifted class mix costs F1
+
+
+# --- insufficient data ----------------------------------------------------------------------------------
+def test_insufficient_data_gives_no_scores_and_no_alarm(env, receiver):
+    start = DAY0 + timedelta(days=300)
+    traffic(env, start, per_day=10, drift_kind="length", seed=1)  # 70 rows of heavy drift
+    reports = run_drift(env, start + timedelta(days=7), windows=(7, 30))
+    for rep in reports.values():
+        assert rep["status"] == "insufficient_data" and rep["level"] == "NONE"
+        assert rep["data_drift_score"] is None and rep["prediction_drift_score"] is None
+        assert rep["performance_drift_score"] is None and rep["drift_detected"] is False
+        assert rep["n_inferences"] == 70 and "DRIFT_MIN_SAMPLES" in rep["details"]["reason"]
+    # an empty window too
+    empty = run_drift(env, DAY0 - timedelta(days=400))[7]
+    assert empty["status"] == "insufficient_data" and empty["n_inferences"] == 0
+    s = env.settings.replace(alert_slack_webhook=receiver.url("/slack"))
+    r = alert(env.conn, s, T)
+    assert r.status == "succeeded"
+    assert {o["action"] for o in r.outputs["alerts"]} == {"no_data"}
+    assert list_alerts(env.conn) == [] and receiver.requests == []
+
+
+# --- alerting: dedup, escalation, resolution ----------------------------------------------------------
+def channels(settings, smtp_port, receiver):
+    return settings.replace(smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_security="plain",
+                            alert_email_to="oncall@example.org", alert_slack_webhook=receiver.url("/slack"),
+                            pagerduty_routing_key=ROUTING_KEY, pagerduty_url=receiver.url("/pd"),
+                            dashboard_url="http://dash.local:8501")
+
+
+def mails(handler) -> list:
+    return [message_from_bytes(e.original_content, policy=policy.default) for e in handler.envelopes]
+
+
+def cycle(env, s, as_of):
+    run_drift(env, as_of, settings=s)
+    r = alert(env.conn, s, T)
+    assert r.status == "succeeded", r.message
+    return {o["cause"]: o for o in r.outputs["alerts"]}
+
+
+def test_dedup_escalation_and_resolution_notify_exactly_once_each(env, smtp_server, receiver):
+    port, handler = smtp_server
+    s = channels(env.settings, port, receiver)
+    start = DAY0 + timedelta(days=400)
+    traffic(env, start, drift_kind="length", seed=4)  # data ~2, prediction ~0.13, no labels
+    as_of = start + timedelta(days=7)
+    # thresholds from app_settings: data drift is an ALERT, prediction drift nothing
+    set_thresholds(env.conn, 0.5, 1.0, 5.0, by="ops", note="calm the length alarm")
+
+    out = cycle(env, s, as_of)  # 1. new ALERT: email + Slack, no page
+    data = out["data_drift"]
+    assert data["action"] == "created" and data["level"] == "ALERT"
+    assert data["notified"] == ["log", "email", "slack"]
+    assert out["prediction_drift"]["action"] == "none" and out["performance_drift"]["action"] == "no_data"
+    assert len(handler.envelopes) == 1 and len(receiver.bodies("/slack")) == 1 and receiver.bodies("/pd") == []
+    [mail] = mails(handler)
+    assert str(mail["Subject"]).strip().startswith(f"Drift ALERT on {s.model_name} (data drift ")
+    body = mail.get_content()
+    for text in ("Level:      ALERT", "title_length", "http://dash.local:8501", "docs/ALERTING_GUIDE.md",
+                 "data drift:", "prediction drift:", "> alert threshold 1"):
+        assert text in body, text
+
+    out = cycle(env, s, as_of)  # 2. same cause, same level, within the cooldown: nothing sent
+    assert out["data_drift"]["action"] == "updated" and out["data_drift"]["notified"] == []
+    assert len(handler.envelopes) == 1 and len(receiver.bodies("/slack")) == 1
+    [row] = list_alerts(env.conn, status="open")
+    assert row["count"] == 2 and row["level"] == "ALERT" and row["details"]["suppressed"].startswith("cooldown")
+
+    set_thresholds(env.conn, 0.5, 1.0, 1.5, by="ops")  # 3. now past critical: escalation, paged
+    out = cycle(env, s, as_of)
+    assert out["data_drift"]["action"] == "escalated" and out["data_drift"]["level"] == "CRITICAL"
+    assert out["data_drift"]["notified"] == ["log", "email", "slack", "pagerduty"]
+    assert len(handler.envelopes) == 2 and len(receiver.bodies("/slack")) == 2
+    [page] = receiver.bodies("/pd")
+    assert page["event_action"] == "trigger" and page["dedup_key"] == "mlops-drift-data_drift"
+    assert page["payload"]["severity"] == "critical" and "escalated to CRITICAL" in page["payload"]["summary"]
+    [row] = list_alerts(env.conn, status="open")
+    assert (row["id"], row["count"], row["level"]) == (data["alert_id"], 3, "CRITICAL")
+
+    clean = as_of + timedelta(days=30)  # 4. clean traffic: resolved, told where it was notified
+    traffic(env, clean - timedelta(days=7), seed=6)
+    out = cycle(env, s, clean)
+    assert out["data_drift"]["action"] == "resolved"
+    assert out["data_drift"]["notified"] == ["log", "email", "slack", "pagerduty"]
+    assert len(handler.envelopes) == 3 and str(mails(handler)[-1]["Subject"]).strip().startswith("Drift resolved on")
+    assert "(was CRITICAL)" in mails(handler)[-1].get_content()
+    assert len(receiver.bodies("/slack")) == 3
+    resolve = receiver.bodies("/pd")[1]
+    assert resolve == {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": "mlops-drift-data_drift"}
+    assert list_alerts(env.conn, status="open") == []
+    [row] = list_alerts(env.conn, status="resolved")
+    assert row["resolved_at"] is not None and row["count"] == 3
+
+    # 5. nothing new to alert on: skipped, nothing sent
+    assert alert(env.conn, s, T).status == "skipped"
+    assert len(handler.envelopes) == 3 and len(receiver.requests) == 5
+    sent = query(env.conn, "SELECT event, channel, status FROM notifications WHERE channel <> 'log' ORDER BY id")
+    assert [e for e, _c, st in sent if st == "sent"] == ["drift_alert"] * 2 + ["drift_alert"] * 3 + ["drift_resolved"] * 3
+
+
+def length_thresholds(settings, **kw):
+    """Settings (environment) thresholds under which length drift (data ~2) is an ALERT and its
+    prediction drift (~0.13) nothing."""
+    return settings.replace(drift_warning_threshold=0.5, drift_alert_threshold=1.0,
+                            drift_critical_threshold=5.0, **kw)
+
+
+def test_cooldown_reminders_and_acknowledged_alerts(env, receiver):
+    s = length_thresholds(env.settings, alert_slack_webhook=receiver.url("/slack"), alert_cooldown_hours=0.0)
+    start = DAY0 + timedelta(days=500)
+    traffic(env, start, drift_kind="length", seed=2)
+    as_of = start + timedelta(days=7)
+    out = cycle(env, s, as_of)
+    assert out["data_drift"]["action"] == "created" and out["data_drift"]["level"] == "ALERT"
+    assert len(receiver.bodies("/slack")) == 1
+    alert_id = out["data_drift"]["alert_id"]
+
+    out = cycle(env, s, as_of)  # cooldown 0 h: a reminder each run
+    assert out["data_drift"]["action"] == "reminded" and out["data_drift"]["notified"] == ["log", "slack"]
+    assert "still active" in receiver.bodies("/slack")[-1]["text"]
+
+    row = acknowledge(env.conn, s, alert_id, by="alice", note="looking at the new supplier feed")
+    assert row["status"] == "acknowledged" and row["details"]["acknowledged_by"] == "alice"
+    out = cycle(env, s, as_of)  # acknowledged: no reminder
+    assert out["data_drift"]["action"] == "updated" and out["data_drift"]["notified"] == []
+    assert len(receiver.bodies("/slack")) == 2
+
+    worse = s.replace(drift_critical_threshold=1.5)  # but an escalation is always sent
+    out = cycle(env, worse, as_of)
+    assert out["data_drift"]["action"] == "escalated" and out["data_drift"]["level"] == "CRITICAL"
+    assert len(receiver.bodies("/slack")) == 3
+    [row] = list_alerts(env.conn)
+    assert row["status"] == "acknowledged" and row["count"] == 4 and row["level"] == "CRITICAL"
+    assert [h["level"] for h in row["details"]["history"]] == ["ALERT"] * 3 + ["CRITICAL"]
+
+
+def test_ack_clear_and_actions_are_audited(env, receiver, cli):
+    s = length_thresholds(env.settings, alert_slack_webhook=receiver.url("/slack"))
+    start = DAY0 + timedelta(days=600)
+    traffic(env, start, drift_kind="length", seed=3)
+    out = cycle(env, s, start + timedelta(days=7))
+    alert_id = out["data_drift"]["alert_id"]
+
+    with pytest.raises(MlopsError, match="No alert 999999"):
+        acknowledge(env.conn, s, 999999, by="alice")
+    with pytest.raises(MlopsError, match="--by"):
+        acknowledge(env.conn, s, alert_id, by="  ")
+    r = cli("alerts", "ack", alert_id, "--by", "alice", "--note", "on it")
+    assert r.exit_code == 0 and f"alert #{alert_id}" in r.output
+    assert cli("alerts", "ack", 999999, "--by", "alice").exit_code == 1
+
+    action_id = record_action(env.conn, alert_id, "force_retrain", "carol", "retrain on the new feed",
+                              {"pipeline": "retrain"})
+    with pytest.raises(MlopsError, match="Unknown action"):
+        record_action(env.conn, alert_id, "panic", "carol")
+    with pytest.raises(MlopsError, match="No alert 424242"):
+        record_action(env.conn, 424242, "investigate", "carol")
+    listed = json.loads(cli("alerts", "list", "--json").output)
+    assert [(a["id"], a["status"]) for a in listed] == [(alert_id, "acknowledged")]
+
+    assert clear(env.conn, s, by="bob", note="supplier fixed") == 1
+    assert list_alerts(env.conn, status="resolved")[0]["id"] == alert_id
+    assert "Drift resolved" in receiver.bodies("/slack")[-1]["text"]  # the channels it was sent to
+    r = cli("alerts", "clear", "--by", "bob")
+    assert r.exit_code == 0 and "0 alert(s) cleared by bob" in r.output
+    assert "no alerts with status open" in cli("alerts", "list", "--status", "open").output
+    with pytest.raises(MlopsError, match="already resolved"):
+        acknowledge(env.conn, s, alert_id, by="alice")
+
+    actions = query(env.conn, "SELECT id, alert_id, action, actor, note, params FROM alert_actions ORDER BY id")
+    assert [(a[1], a[2], a[3], a[4]) for a in actions] == [
+        (alert_id, "acknowledge", "alice", "on it"),
+        (alert_id, "force_retrain", "carol", "retrain on the new feed"),
+        (alert_id, "clear", "bob", "supplier fixed"),
+        (None, "clear", "bob", None),
+    ]
+    assert actions[1][0] == action_id and actions[1][5] == {"pipeline": "retrain"}
+    assert actions[0][5] == {"previous_status": "open", "level": "ALERT"}
+
+
+def test_alerting_disabled_records_but_sends_nothing(env, receiver):
+    s = length_thresholds(env.settings, alert_slack_webhook=receiver.url("/slack"), alert_enabled=False)
+    start = DAY0 + timedelta(days=700)
+    traffic(env, start, drift_kind="length", seed=7)
+    as_of = start + timedelta(days=7)
+    out = cycle(env, s, as_of)
+    assert out["data_drift"]["action"] == "created" and out["data_drift"]["notified"] == []
+    assert receiver.requests == [] and query(env.conn, "SELECT count(*) FROM notifications") == [(0,)]
+    [row] = list_alerts(env.conn)
+    assert row["details"]["notified_level"] is None and row["last_notified_at"] is None
+    assert store.get_drift_report(env.conn, row["report_id"])["level"] == "ALERT"
+    # alerting back on: the alert still active is notified at the next run
+    out = cycle(env, s.replace(alert_enabled=True), as_of)
+    assert out["data_drift"]["action"] == "notified" and out["data_drift"]["notified"] == ["log", "slack"]
+    assert len(receiver.bodies("/slack")) == 1
+
+
+def test_thresholds_from_app_settings_override_the_environment(env, monkeypatch, cli):
+    monkeypatch.setenv("DRIFT_WARNING_THRESHOLD", "0.15")
+    monkeypatch.setenv("DRIFT_ALERT_THRESHOLD", "0.25")
+    monkeypatch.setenv("DRIFT_CRITICAL_THRESHOLD", "0.35")
+    s = config.load_settings()
+    th = effective_thresholds(env.conn, s)
+    assert (th["warning"], th["alert"], th["critical"]) == (0.15, 0.25, 0.35)
+    assert set(th["source"].values()) == {"settings"} and th["updated_by"] is None
+
+    for bad in ((0.3, 0.2, 0.4), (0, 0.1, 0.2), (0.1, 0.2, 0.2), (0.1, 0.2, float("nan"))):
+        with pytest.raises(MlopsError, match="0 < warning < alert < critical"):
+            set_thresholds(env.conn, *bad, by="ops")
+    result = set_thresholds(env.conn, 0.001, 0.002, 0.003, by="ops", note="drill")
+    assert result["previous"] == {"warning": None, "alert": None, "critical": None}
+    th = effective_thresholds(env.conn, s)
+    assert (th["warning"], th["alert"], th["critical"]) == (0.001, 0.002, 0.003)
+    assert set(th["source"].values()) == {"app_settings"} and th["updated_by"] == "ops"
+    [(action, actor, note, params)] = query(env.conn, "SELECT action, actor, note, params FROM alert_actions")
+    assert (action, actor, note) == ("adjust_thresholds", "ops", "drill")
+    assert params["new"] == {"warning": 0.001, "alert": 0.002, "critical": 0.003}
+
+    # the drift check uses them: unchanged traffic is now "critical"
+    start = DAY0 + timedelta(days=800)
+    traffic(env, start, per_day=36, seed=14)
+    rep = run_drift(env, start + timedelta(days=7), settings=s)[7]
+    assert rep["details"]["thresholds"] == {"warning": 0.001, "alert": 0.002, "critical": 0.003}
+    assert rep["level"] == "CRITICAL"
+
+    # the CLI shows, changes (audited) and resets them
+    out = cli("thresholds").output
+    assert "warning   0.001  (app_settings)" in out and "last changed by ops" in out
+    r = cli("thresholds", "--warning", "0.12", "--alert", "0.22", "--critical", "0.32", "--by", "eve",
+            "--note", "less noise")
+    assert r.exit_code == 0 and "warning   0.12  (app_settings)" in r.output and "critical  0.32" in r.output
+    r = cli("thresholds", "--warning", "0.5", "--by", "eve")  # 0.5 > alert 0.22: refused
+    assert r.exit_code == 1 and "0 < warning < alert < critical" in r.output
+    assert cli("thresholds", "--warning", "0.5").exit_code == 2  # --by is required to change them
+    assert cli("thresholds", "--warning", "0.9", "--alert", "0.5", "--critical", "0.6", "--by", "eve").exit_code == 1
+    r = cli("thresholds", "--reset", "--by", "eve")
+    assert r.exit_code == 0 and "warning   0.15  (settings)" in r.output
+    assert [a for (a,) in query(env.conn, "SELECT actor FROM alert_actions ORDER BY id")] == ["ops", "eve", "eve"]
+    assert query(env.conn, "SELECT note FROM alert_actions ORDER BY id")[1] == ("less noise",)
+
+
+def test_cli_drift_and_alert(env, cli):
+    start = DAY0 + timedelta(days=900)
+    traffic(env, start, per_day=36, seed=15)
+    as_of = (start + timedelta(days=7)).date().isoformat()
+    r = cli("drift", "--as-of", as_of, "--window", 7, "--window", 30)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].split()[:6] == ["window", "rows", "data", "prediction", "performance", "level"]
+    assert lines[2].split()[:2] == ["7d", "252"] and lines[3].split()[:2] == ["30d", "252"]
+    assert "[ok] drift" in r.output
+    r = cli("alert", "--json")
+    assert r.exit_code == 0
+    out = json.loads(r.output)
+    assert out["status"] == "succeeded" and len(out["outputs"]["report_ids"]) == 2
+    assert json.loads(cli("alert", "--json").output)["status"] == "skipped"
+    r = cli("drift", "--as-of", "2000-01-01", "--json")
+    out = json.loads(r.output)
+    assert [rep["status"] for rep in out["outputs"]["reports"]] == ["insufficient_data"] * 2

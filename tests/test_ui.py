@@ -1,0 +1,549 @@
+"""The Streamlit control room, page by page, with streamlit.testing.v1.AppTest against the real
+database and MLflow registry (nothing mocked): every page renders on an empty database (empty-state
+message) and on a seeded one, and every action writes its audit row through the same library
+function as the CLI.
+
+Seeding trains twice, so it is done once per session (`ui_seed`): a database is filled through the
+library (two loads, train/evaluate/promote v1, train/evaluate/approve v2, a weekly pipeline, served
+traffic that drifts, daily pipelines raising an alert), then each test that wants data gets its own
+copy of it (`seeded`: the test's database is re-created from the seeded one, CREATE DATABASE ...
+TEMPLATE) and the seeded model name. Tests that move registry aliases restore them afterwards
+(`restore_registry`), since the MLflow registry is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, time as dtime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO, query
+from mlops_cli import config, db, registry
+from mlops_cli.runs import Trigger
+
+APP = REPO / "streamlit_app"
+PAGES = ["Home.py", "pages/1_Pipeline_Runs.py", "pages/2_Models.py", "pages/3_Operations.py", "pages/4_Drift.py",
+         "pages/5_Alerts_Dashboard.py"]
+QUICK = {"word_max_features": 20000, "char_max_features": 20000}
+EMPTY = "The database is empty"
+TIMEOUT = 120
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+def run_page(page: str) -> AppTest:
+    return AppTest.from_file(str(APP / page), default_timeout=60).run(timeout=TIMEOUT)
+
+
+def texts(at: AppTest) -> str:
+    """Everything the page wrote as text (markdown, captions, alerts, metrics), for assertions."""
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption]
+    parts += [e.value for kind in (at.info, at.success, at.error, at.warning) for e in kind]
+    parts += [f"{m.label}: {m.value}" for m in at.metric]
+    return "\n".join(str(p) for p in parts)
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, "\n".join(str(e.value) + "\n" + "\n".join(e.stack_trace) for e in at.exception)
+
+
+def charts(at: AppTest) -> list:
+    return list(at.get("arrow_vega_lite_chart"))
+
+
+def submit(at: AppTest, button: str, **values) -> AppTest:
+    """Fill widgets by key (text inputs, areas, selectboxes, numbers) then click `button` and run."""
+    for key, value in values.items():
+        for kind in (at.text_input, at.text_area, at.selectbox, at.number_input, at.checkbox):
+            try:
+                widget = kind(key=key)
+            except KeyError:
+                continue
+            widget.set_value(value)
+            break
+        else:
+            raise KeyError(f"no widget with key {key!r}")
+    at.button(key=button).click()
+    return at.run(timeout=TIMEOUT)
+
+
+def _admin(url: str, sql: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+# --- the seeded state (once per session) ----------------------------------------------------------------
+@dataclass
+class Seed:
+    db: str
+    model_name: str
+    env: dict
+    champion: str = ""
+    previous: str = ""
+    alert_ids: list = field(default_factory=list)
+    home: str = ""
+
+
+_SEEDS: dict[str, Seed] = {}
+
+
+def _seed_once(pg_server, artifact_root, catalogue) -> Seed:
+    """Fill a database through the library (see the module docstring); memoised per server, so that
+    modules importing the fixture share it."""
+    admin_url, template, mlflow_url = pg_server
+    if admin_url in _SEEDS:
+        return _SEEDS[admin_url]
+    from mlops_cli.pipeline import run_pipeline
+    from mlops_cli.simulate import simulate_traffic
+    from mlops_cli.steps.evaluate import evaluate
+    from mlops_cli.steps.load import load
+    from mlops_cli.steps.promote import approve, promote
+    from mlops_cli.steps.train import train
+
+    tag = uuid.uuid4().hex[:8]
+    name = f"ui_seed_{tag}"
+    _admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    home = tempfile.mkdtemp(prefix="mlops-ui-seed-")
+    env = {"DATABASE_URL": _with_db(admin_url, name), "MLFLOW_TRACKING_URI": mlflow_url,
+           "MLFLOW_ARTIFACT_ROOT": str(artifact_root), "MLOPS_HOME": home, "MODEL_NAME": f"ui-seed-{tag}",
+           "MLFLOW_EXPERIMENT_NAME": f"ui-seed-{tag}", "NOTIFY_RETRIES": "0", "STEP_RETRY_DELAY": "0.05",
+           "MIN_F1_THRESHOLD": "0.05", "MLOPS_X_PATH": str(catalogue[0]), "MLOPS_Y_PATH": str(catalogue[1])}
+    s = config.load_settings(environ=env, dotenv=Path(os.devnull))
+    t = Trigger(triggered_by="cli", actor="seed")
+    x, y = (str(p) for p in catalogue)
+    conn = db.open_db(s)
+    try:
+        assert load(conn, s.replace(initial_load_fraction=0.7), t, x_path=x, y_path=y,
+                    as_of=date(2026, 3, 2)).status == "succeeded"
+        assert load(conn, s.replace(load_fraction=0.3), t, x_path=x, y_path=y,
+                    as_of=date(2026, 3, 9)).status == "succeeded"
+        v1 = train(conn, s, t, force=True, params=QUICK).outputs["model_version"]
+        assert evaluate(conn, s, t).status == "succeeded"
+        assert promote(conn, s, t).outputs["decision"] == "promoted"
+        v2 = train(conn, s, t, force=True, params={**QUICK, "alpha": 1e-4}).outputs["model_version"]
+        assert evaluate(conn, s, t).status == "succeeded"
+        assert approve(conn, s, t, v2, "seed reason: better on the new batch").status == "succeeded"
+        model = registry.load_model(s, version=v2)
+        today = datetime.combine(datetime.now(timezone.utc).date(), dtime.min, tzinfo=timezone.utc)
+        start = today - timedelta(days=14)
+        simulate_traffic(conn, s, model, v2, start=start, days=7, per_day=100, seed=1, feedback_rate=0.5)
+        simulate_traffic(conn, s, model, v2, start=start + timedelta(days=7), days=7, per_day=100,
+                         drift="vocabulary", seed=2, feedback_rate=0.5)
+        conn.commit()
+    finally:
+        conn.close()
+    weekly = run_pipeline(s, "weekly", t, as_of=date(2026, 3, 9))  # the week is done: every step skipped
+    assert weekly.status == "succeeded", weekly.message
+    for day in (7, 9, 11, 14):
+        daily = run_pipeline(s, "daily", t, as_of=(start + timedelta(days=day)).date())
+        assert daily.status == "succeeded", daily.message
+    conn = db.open_db(s)
+    try:
+        alert_ids = [r[0] for r in query(conn, "SELECT id FROM alerts ORDER BY id")]
+    finally:
+        conn.close()
+    assert alert_ids, "the drifted traffic should have raised an alert"
+    seed = Seed(db=name, model_name=s.model_name, env=env, champion=str(v2), previous=str(v1),
+                alert_ids=alert_ids, home=home)
+    _SEEDS[admin_url] = seed
+    return seed
+
+
+@pytest.fixture(scope="session")
+def ui_seed(pg_server, artifact_root, small_catalogue):
+    seed = _seed_once(pg_server, artifact_root, small_catalogue)
+    yield seed
+    if _SEEDS.pop(pg_server[0], None) is not None:
+        try:
+            _admin(pg_server[0], f'DROP DATABASE IF EXISTS "{seed.db}" WITH (FORCE)')
+        except psycopg2.Error:
+            pass
+        shutil.rmtree(seed.home, ignore_errors=True)
+
+
+@pytest.fixture
+def seeded(ui_seed, pg_server, fresh_state, monkeypatch):
+    """This test's database re-created as a copy of the seeded one; MODEL_NAME = the seeded model."""
+    admin_url = pg_server[0]
+    name = urlsplit(fresh_state).path.lstrip("/")
+    _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{ui_seed.db}"')
+    monkeypatch.setenv("MODEL_NAME", ui_seed.model_name)
+    monkeypatch.setenv("MIN_F1_THRESHOLD", ui_seed.env["MIN_F1_THRESHOLD"])
+    return ui_seed
+
+
+@pytest.fixture
+def db_conn(seeded):
+    c = db.open_db(config.load_settings())
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def restore_registry(seeded):
+    """Put the seeded model's aliases and version tags back as they were after the test."""
+    s = config.load_settings()
+    client = registry.client(s)
+    aliases = {a: (registry.version_by_alias(s, a) or {}).get("version") for a in registry.ALIASES}
+    tags = {v["version"]: dict(v["tags"]) for v in registry.list_versions(s)}
+    yield
+    for v in registry.list_versions(s):
+        if v["version"] not in tags:
+            registry.delete_version(s, v["version"])
+            continue
+        before = tags[v["version"]]
+        for k in set(v["tags"]) - set(before):
+            client.delete_model_version_tag(s.model_name, v["version"], k)
+        changed = {k: val for k, val in before.items() if v["tags"].get(k) != val}
+        if changed:
+            registry.set_version_tags(s, v["version"], changed)
+    for alias, version in aliases.items():
+        if version is None:
+            registry.delete_alias(s, alias)
+        else:
+            registry.set_alias(s, alias, version)
+
+
+def runs_by(conn, step: str) -> list[tuple]:
+    return query(conn, "SELECT id, status, triggered_by, actor, pipeline, params, outputs, error FROM pipeline_runs "
+                       "WHERE step = %s ORDER BY id", (step,))
+
+
+# --- empty database --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_an_empty_database(page):
+    at = run_page(page)
+    no_exception(at)
+    assert any(EMPTY in i.value for i in at.info), texts(at)
+
+
+def test_pages_are_reachable_from_home_in_the_multipage_app(seeded):
+    at = AppTest.from_file(str(APP / "Home.py"), default_timeout=60).run(timeout=TIMEOUT)
+    no_exception(at)
+    for page in PAGES[1:]:
+        at.switch_page(page).run(timeout=TIMEOUT)
+        no_exception(at)
+        assert at.title[0].value in ("Pipeline runs", "Models", "Operations", "Drift", "Alerts dashboard")
+
+
+# --- with data --------------------------------------------------------------------------------------------
+def test_home_shows_champion_pipelines_alerts_and_catalogue(seeded, db_conn):
+    at = run_page("Home.py")
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["version"] == f"v{seeded.champion}"
+    f1 = query(db_conn, "SELECT weighted_f1 FROM model_evaluations WHERE model_version = %s ORDER BY id DESC "
+                        "LIMIT 1", (seeded.champion,))[0][0]
+    assert metrics["weighted F1"] == f"{f1:.4f}"
+    since = query(db_conn, "SELECT created_at FROM model_decisions WHERE decision = 'manual_promotion'")[0][0]
+    assert metrics["in production since"] == since.strftime("%Y-%m-%d %H:%M UTC")
+    assert "approved by hand by seed" in texts(at)
+    open_by_level = dict(query(db_conn, "SELECT level, count(*) FROM alerts WHERE status <> 'resolved' GROUP BY 1"))
+    for level in ("CRITICAL", "ALERT", "WARNING"):
+        assert metrics[level] == str(open_by_level.get(level, 0))
+    weekly = query(db_conn, "SELECT id FROM pipeline_runs WHERE pipeline = 'weekly' AND step = 'pipeline'")[-1][0]
+    daily = query(db_conn, "SELECT id FROM pipeline_runs WHERE pipeline = 'daily' AND step = 'pipeline' "
+                           "ORDER BY id")[-1][0]
+    body = texts(at)
+    assert f"run **#{weekly}** :green-badge[succeeded]" in body
+    assert f"run **#{daily}** :green-badge[succeeded]" in body
+    assert "drift :green-badge[succeeded] → alert :green-badge[succeeded]" in body
+    assert metrics["products"] == "3,000" and metrics["batches"] == "2"
+    assert len(charts(at)) == 1  # catalogue size over time
+    assert not any(EMPTY in i.value for i in at.info)
+
+
+def test_pipeline_runs_page_filters_and_shows_a_run_in_detail(seeded, db_conn):
+    at = run_page("pages/1_Pipeline_Runs.py")
+    no_exception(at)
+    total = query(db_conn, "SELECT count(*) FROM pipeline_runs")[0][0]
+    assert len(at.dataframe[0].value) == total
+    assert len(charts(at)) == 1  # the timeline
+
+    at.selectbox(key="runs_step").set_value("train").run(timeout=TIMEOUT)
+    no_exception(at)
+    table = at.dataframe[0].value
+    assert set(table["step"]) == {"train"} and len(table) == 2
+
+    at.selectbox(key="runs_step").set_value("(all)")
+    at.selectbox(key="runs_status").set_value("skipped").run(timeout=TIMEOUT)
+    assert set(at.dataframe[0].value["status"]) == {"skipped"}
+
+    # the approve run: its upstream chain is evaluate -> train -> load
+    at.selectbox(key="runs_status").set_value("(all)")
+    at.selectbox(key="runs_step").set_value("approve").run(timeout=TIMEOUT)
+    approve_id = query(db_conn, "SELECT id FROM pipeline_runs WHERE step = 'approve'")[0][0]
+    at.selectbox(key="runs_detail").set_value(approve_id).run(timeout=TIMEOUT)
+    no_exception(at)
+    upstream = at.dataframe[-1].value
+    assert list(upstream["step"]) == ["evaluate", "train", "load"]
+    assert f"**#{approve_id}** `approve`" in texts(at)
+
+    # a pipeline run: its children are its steps
+    at.selectbox(key="runs_step").set_value("pipeline")
+    at.selectbox(key="runs_pipeline").set_value("daily").run(timeout=TIMEOUT)
+    daily = query(db_conn, "SELECT id FROM pipeline_runs WHERE pipeline = 'daily' AND step = 'pipeline' ORDER BY id")
+    at.selectbox(key="runs_detail").set_value(daily[0][0]).run(timeout=TIMEOUT)
+    no_exception(at)
+    children = at.dataframe[1].value
+    assert list(children["step"]) == ["drift", "alert"]
+
+
+def test_models_page_shows_versions_decisions_and_f1_chart(seeded):
+    at = run_page("pages/2_Models.py")
+    no_exception(at)
+    versions = at.dataframe[0].value
+    assert sorted(versions["version"]) == [int(seeded.previous), int(seeded.champion)]
+    champ = versions[versions["champion"] == "★"]
+    assert list(champ["version"]) == [int(seeded.champion)]
+    assert "champion" in champ["aliases"].iloc[0]
+    prev = versions[versions["version"] == int(seeded.previous)]
+    assert "previous-champion" in prev["aliases"].iloc[0]
+    history = at.dataframe[1].value
+    assert list(history["decision"]) == ["manual_promotion", "promoted"]
+    assert "seed reason" in history["justification"].iloc[0]
+    decisions = at.dataframe[2].value
+    assert set(decisions["decision"]) == {"promoted", "manual_promotion"}
+    assert len(charts(at)) == 1  # F1 over versions
+
+
+def test_drift_page_shows_scores_against_thresholds_and_a_report(seeded, db_conn):
+    at = run_page("pages/4_Drift.py")
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["warning threshold"] == "0.1" and metrics["critical threshold"] == "0.3"
+    score_chart = charts(at)[0]
+    spec = score_chart.proto.spec
+    assert '"rule"' in spec and '"line"' in spec  # scores as lines, thresholds as rules
+    # pick the newest 7-day report: data drift with per-feature distributions and top movers
+    rid, score = query(db_conn, "SELECT id, data_drift_score FROM drift_reports WHERE window_days = 7 "
+                                "ORDER BY id DESC LIMIT 1")[0]
+    at.selectbox(key="drift_report").set_value(rid).run(timeout=TIMEOUT)
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["data drift"] == f"{score:.4f}"
+    assert len(charts(at)) >= 8  # score history + one bar chart per feature + top tokens / classes
+    assert "**tokens** (data)" in texts(at)
+    assert "Top drifting title tokens" in texts(at)
+
+
+def test_alerts_page_shows_alerts_and_the_drift_behind_them(seeded, db_conn):
+    at = run_page("pages/5_Alerts_Dashboard.py")
+    no_exception(at)
+    table = at.dataframe[0].value
+    active = query(db_conn, "SELECT id, level, cause FROM alerts WHERE status <> 'resolved' ORDER BY id")
+    assert sorted(table["id"]) == [a[0] for a in active]
+    body = texts(at)
+    alert_id = at.selectbox(key="alerts_selected").value
+    level, cause, report_id = query(db_conn, "SELECT level, cause, report_id FROM alerts WHERE id = %s", (alert_id,))[0]
+    assert f"Alert #{alert_id}" in " ".join(h.value for h in at.subheader)
+    assert f"**Drift report #{report_id}**" in body
+    assert f":{'red' if level == 'CRITICAL' else 'orange'}-badge[{level}]" in body
+    assert len(charts(at)) >= 2  # the alert's score history with thresholds, the report's features
+    assert "No decision recorded yet." in body
+
+
+def test_operations_page_is_empty_but_usable(settings):
+    at = run_page("pages/3_Operations.py")
+    no_exception(at)
+    assert any(EMPTY in i.value for i in at.info)
+    assert at.button(key="ops_load_submit") is not None
+
+
+# --- actions -------------------------------------------------------------------------------------------------
+def test_operations_actions_are_audited_as_ui_runs(settings, conn, small_catalogue, monkeypatch):
+    """Load, train now, evaluate and approve from the page: the same steps as the CLI, recorded with
+    triggered_by='ui' and the name typed in the form."""
+    x, y = (str(p) for p in small_catalogue)
+    monkeypatch.setenv("MLOPS_X_PATH", x)
+    monkeypatch.setenv("MLOPS_Y_PATH", y)
+    at = run_page("pages/3_Operations.py")
+    assert at.text_input(key="ops_load_x").value == x  # defaults from the settings
+
+    submit(at, "ops_load_submit", ops_load_name="   ")
+    assert "Your name is required" in texts(at)
+    assert runs_by(conn, "load") == []
+
+    submit(at, "ops_load_submit", ops_load_name="alice")
+    no_exception(at)
+    [(run_id, status, by, actor, pipeline, params, outputs, _)] = runs_by(conn, "load")
+    assert (status, by, actor, pipeline) == ("succeeded", "ui", "alice", "manual")
+    assert params["x_path"] == x and params["y_path"] == y
+    assert f"pipeline run **#{run_id}** :green-badge[succeeded]" in texts(at)
+    assert "actor **alice**" in texts(at)
+
+    submit(at, "ops_train_submit", ops_train_params="word_max_features=20000\nchar_max_features=20000")
+    no_exception(at)
+    [(run_id, status, by, actor, _, params, outputs, _)] = runs_by(conn, "train")
+    assert (status, by, actor) == ("succeeded", "ui", "alice")  # the name is remembered from the last form
+    assert params == {"force": True, "overrides": QUICK}
+    version = outputs["model_version"]
+    mlflow_tags = registry.run_info(settings, outputs["mlflow_run_id"])["tags"]
+    assert mlflow_tags["trigger"] == "ui" and mlflow_tags["actor"] == "alice"
+
+    submit(at, "ops_evaluate_submit", ops_evaluate_name="bob")
+    no_exception(at)
+    [(_, status, by, actor, _, _, outputs, _)] = runs_by(conn, "evaluate")
+    assert (status, by, actor, outputs["model_version"]) == ("succeeded", "ui", "bob", version)
+
+    submit(at, "ops_approve_submit", ops_approve_name="carol", ops_approve_version=version, ops_approve_reason="")
+    assert "A reason is required" in texts(at)
+    assert runs_by(conn, "approve") == []
+    submit(at, "ops_approve_submit", ops_approve_name="carol", ops_approve_version=version,
+           ops_approve_reason="good enough for the pilot")
+    no_exception(at)
+    [(run_id, status, by, actor, _, params, _, _)] = runs_by(conn, "approve")
+    assert (status, by, actor) == ("succeeded", "ui", "carol")
+    assert params == {"version": version, "reason": "good enough for the pilot"}
+    assert query(conn, "SELECT decision, decided_by, triggered_by, pipeline_run_id FROM model_decisions") == [
+        ("manual_promotion", "carol", "ui", run_id)]
+    assert registry.version_by_alias(settings, registry.CHAMPION)["version"] == version
+
+
+def test_operations_refused_and_skipped_actions(settings, conn):
+    """An action refused before its step starts (no source catalogue configured) shows the error and
+    writes nothing; a step that ends without doing anything shows its skipped row."""
+    at = run_page("pages/3_Operations.py")
+    submit(at, "ops_load_submit", ops_load_name="alice")
+    assert "No source catalogue" in texts(at)
+    assert runs_by(conn, "load") == []
+    submit(at, "ops_evaluate_submit", ops_evaluate_name="alice")
+    no_exception(at)
+    [(run_id, status, by, actor, *_)] = runs_by(conn, "evaluate")
+    assert (status, by, actor) == ("skipped", "ui", "alice")
+    assert f"pipeline run **#{run_id}** :gray-badge[skipped]" in texts(at)
+
+
+def test_alert_investigate_and_thresholds_are_audited_and_used_by_the_next_drift_run(seeded, db_conn):
+    at = run_page("pages/5_Alerts_Dashboard.py")
+    alert_id = at.selectbox(key="alerts_selected").value
+
+    submit(at, "alert_investigate_submit", alert_investigate_name="dave", alert_investigate_note=" ")
+    assert "A note is required" in texts(at)
+    assert query(db_conn, "SELECT count(*) FROM alert_actions")[0][0] == 0
+
+    submit(at, "alert_investigate_submit", alert_investigate_name="dave",
+           alert_investigate_note="looking at the new supplier feed")
+    no_exception(at)
+    assert query(db_conn, "SELECT alert_id, action, actor, note FROM alert_actions") == [
+        (alert_id, "investigate", "dave", "looking at the new supplier feed")]
+    assert query(db_conn, "SELECT status FROM alerts WHERE id = %s", (alert_id,))[0][0] == "open"  # nothing else
+
+    # out of order: refused by drift.set_thresholds, nothing stored
+    submit(at, "alert_thresholds_submit", alert_thresholds_name="dave", alert_thresholds_warning=0.5,
+           alert_thresholds_alert=0.2, alert_thresholds_critical=0.9, alert_thresholds_note="too noisy")
+    assert "0 < warning < alert < critical" in texts(at)
+    assert query(db_conn, "SELECT count(*) FROM app_settings")[0][0] == 0
+
+    submit(at, "alert_thresholds_submit", alert_thresholds_name="dave", alert_thresholds_warning=0.15,
+           alert_thresholds_alert=0.6, alert_thresholds_critical=0.9, alert_thresholds_note="too noisy")
+    no_exception(at)
+    [(a_id, action, actor, note, params)] = query(
+        db_conn, "SELECT alert_id, action, actor, note, params FROM alert_actions WHERE action = 'adjust_thresholds'")
+    assert (a_id, action, actor) == (None, "adjust_thresholds", "dave")
+    assert note == f"too noisy (alert #{alert_id})"
+    assert params["new"] == {"warning": 0.15, "alert": 0.6, "critical": 0.9}
+    assert dict(query(db_conn, "SELECT key, value FROM app_settings")) == {
+        "drift_warning_threshold": 0.15, "drift_alert_threshold": 0.6, "drift_critical_threshold": 0.9}
+    assert "warning 0.15 / alert 0.6 / critical 0.9" in texts(at)
+    history = at.dataframe[-1].value
+    assert list(history["action"]) == ["adjust_thresholds", "investigate"]
+
+    # the next drift run uses them
+    from mlops_cli.steps.drift import drift
+
+    s = config.load_settings()
+    result = drift(db_conn, s, Trigger(actor="pytest"))
+    reports = query(db_conn, "SELECT details FROM drift_reports WHERE pipeline_run_id = %s", (result.run_id,))
+    assert reports and all(d["thresholds"] == {"warning": 0.15, "alert": 0.6, "critical": 0.9} for (d,) in reports)
+    assert all(d["threshold_source"] == {"warning": "app_settings", "alert": "app_settings",
+                                         "critical": "app_settings"} for (d,) in reports)
+
+
+def test_alert_rollback_calls_the_rollback_step_and_is_audited(seeded, db_conn, restore_registry):
+    at = run_page("pages/5_Alerts_Dashboard.py")
+    alert_id = at.selectbox(key="alerts_selected").value
+    assert at.selectbox(key="alert_rollback_to").options == ["the previous champion", f"v{seeded.previous}"]
+
+    submit(at, "alert_rollback_submit", alert_rollback_name="erin", alert_rollback_note="")
+    assert "A note is required" in texts(at)
+    assert runs_by(db_conn, "rollback") == []
+
+    submit(at, "alert_rollback_submit", alert_rollback_name="erin",
+           alert_rollback_note="F1 dropped on the drifted traffic")
+    no_exception(at)
+    [(run_id, status, by, actor, pipeline, params, outputs, _)] = runs_by(db_conn, "rollback")
+    assert (status, by, actor, pipeline) == ("succeeded", "ui", "erin", "manual")
+    assert params == {"to_version": None, "reason": "F1 dropped on the drifted traffic"}
+    assert (outputs["from_version"], outputs["to_version"]) == (seeded.champion, seeded.previous)
+    assert query(db_conn, "SELECT decision, decided_by, triggered_by, restored_version, justification "
+                          "FROM model_decisions WHERE pipeline_run_id = %s", (run_id,)) == [
+        ("rolled_back", "erin", "ui", seeded.previous, "F1 dropped on the drifted traffic")]
+    [(a_id, action, actor, note, aparams)] = query(db_conn, "SELECT alert_id, action, actor, note, params "
+                                                            "FROM alert_actions")
+    assert (a_id, action, actor, note) == (alert_id, "rollback", "erin", "F1 dropped on the drifted traffic")
+    assert aparams["outcome"] == "succeeded" and aparams["pipeline_run_id"] == run_id
+    s = config.load_settings()
+    assert registry.version_by_alias(s, registry.CHAMPION)["version"] == seeded.previous
+    assert f"pipeline run **#{run_id}** :green-badge[succeeded]" in texts(at)
+    assert f"Champion now: v{seeded.previous}." in texts(at)
+
+    # nothing left to roll back to: the step fails, its failed row is shown and the attempt audited
+    submit(at, "alert_rollback_submit", alert_rollback_name="erin", alert_rollback_note="again")
+    no_exception(at)
+    failed = runs_by(db_conn, "rollback")[-1]
+    assert failed[1:4] == ("failed", "ui", "erin") and "Nothing to roll back to" in failed[7]
+    assert f"pipeline run **#{failed[0]}** :red-badge[failed]" in texts(at)
+    last = query(db_conn, "SELECT action, params FROM alert_actions ORDER BY id DESC LIMIT 1")[0]
+    assert last[0] == "rollback" and last[1]["outcome"] == "failed" and last[1]["pipeline_run_id"] == failed[0]
+
+
+def test_alert_force_retrain_launches_the_retrain_pipeline_and_is_audited(seeded, db_conn, monkeypatch):
+    # The background retrain is the real `mlops pipeline retrain`; its training step is made to fail
+    # at once (the project's fault injection) so that no version is added to the shared registry.
+    monkeypatch.setenv("MLOPS_FAULT", "train:fail")
+    at = run_page("pages/5_Alerts_Dashboard.py")
+    alert_id = at.selectbox(key="alerts_selected").value
+
+    submit(at, "alert_retrain_submit", alert_retrain_name="", alert_retrain_note="new catalogue")
+    assert "Your name is required" in texts(at)
+    submit(at, "alert_retrain_submit", alert_retrain_name="frank", alert_retrain_note="new catalogue")
+    no_exception(at)
+    [(run_id, _, by, actor, pipeline, *_)] = query(
+        db_conn, "SELECT id, status, triggered_by, actor, pipeline FROM pipeline_runs "
+                 "WHERE step = 'pipeline' AND pipeline = 'retrain'")
+    assert (by, actor, pipeline) == ("ui", "frank", "retrain")
+    [(a_id, action, actor, note, params)] = query(db_conn, "SELECT alert_id, action, actor, note, params "
+                                                           "FROM alert_actions")
+    assert (a_id, action, actor, note) == (alert_id, "force_retrain", "frank", "new catalogue")
+    assert params == {"outcome": "started", "pipeline_run_id": run_id}
+    assert f"retrain pipeline run #{run_id} started in the background" in texts(at)
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = query(db_conn, "SELECT status FROM pipeline_runs WHERE id = %s", (run_id,))[0][0]
+        if status != "running":
+            break
+        time.sleep(0.5)
+    assert status == "failed"
+    [(_, tstatus, tby, tactor, _, _, _, error)] = runs_by(db_conn, "train")[-1:]
+    assert (tstatus, tby, tactor) == ("failed", "ui", "frank") and "injected failure" in error
