@@ -580,6 +580,37 @@ def alerts_clear(ctx, by, note) -> None:
     click.echo(f"{n} alert(s) cleared by {by}")
 
 
+@alerts_group.command("resolve")
+@click.argument("alert_id", type=int)
+@click.option("--by", required=True, help="Who resolves it.")
+@click.option("--note", help="Why.")
+@click.pass_context
+@domain_errors
+def alerts_resolve(ctx, alert_id, by, note) -> None:
+    """Resolve one alert by hand (the channels it was sent to are told; PagerDuty resolved)."""
+    from .steps.alert import resolve
+
+    row = resolve(open_conn(ctx), settings_of(ctx), alert_id, by=by, note=note)
+    click.echo(f"alert #{row['id']} ({row['cause']}, {row['level']}) resolved by {by}")
+
+
+@alerts_group.command("record")
+@click.argument("alert_id", type=int)
+@click.option("--action", required=True,
+              type=click.Choice(["investigate", "force_retrain", "rollback", "adjust_thresholds"]),
+              help="What was decided (carry it out with its own command).")
+@click.option("--by", required=True, help="Who decided.")
+@click.option("--note", help="Details.")
+@click.pass_context
+@domain_errors
+def alerts_record(ctx, alert_id, action, by, note) -> None:
+    """Record in the alert's audit trail a decision taken about it (e.g. after a rollback)."""
+    from .steps.alert import record_action
+
+    action_id = record_action(open_conn(ctx), alert_id, action, by, note)
+    click.echo(f"recorded {action} on alert #{alert_id} by {by} (action #{action_id})")
+
+
 @main.command("thresholds")
 @click.option("--warning", type=float, help="Drift score above which a WARNING is raised.")
 @click.option("--alert", "alert_", type=float, help="Score above which an ALERT (email, Slack) is raised.")
@@ -713,6 +744,54 @@ def ui_cmd(ctx, port, host) -> None:
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(port),
            "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     ctx.exit(subprocess.call(cmd))
+
+
+@main.command("demo")
+@click.option("--weeks", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("--rows", type=click.IntRange(min=2000), default=20000, show_default=True,
+              help="Size of the generated catalogue.")
+@click.option("--per-day", type=click.IntRange(min=10), default=250, show_default=True,
+              help="Simulated predictions per day.")
+@click.option("--drift", "drift_kind", type=click.Choice(["vocabulary", "length", "classes"]),
+              default="vocabulary", show_default=True, help="The drift injected in the last weeks.")
+@click.option("--drift-weeks", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--home", type=click.Path(file_okay=False), default=".mlops-demo", show_default=True,
+              help="The demo's own MLOPS_HOME (wiped at start; embedded PostgreSQL).")
+@click.pass_context
+@domain_errors
+def demo_cmd(ctx, weeks, rows, per_day, drift_kind, drift_weeks, home) -> None:
+    """Simulate weeks of the job: loads, trainings, promotions, daily drift checks, an alert, a rollback."""
+    import time
+    from pathlib import Path
+
+    from . import demo
+    from .render import table
+
+    t0 = time.monotonic()
+    home_path = Path(home).resolve()
+    history = demo.run_demo(settings_of(ctx), home=home_path, weeks=weeks, rows=rows, per_day=per_day,
+                            drift_kind=drift_kind, drift_weeks=drift_weeks,
+                            progress=lambda m: click.echo(m, err=True))
+    settings = demo.demo_settings(settings_of(ctx), home_path)
+    click.echo("")
+    click.echo(table(demo.summary_rows(history),
+                     ["week", "monday", "catalogue", "challenger", "weighted_f1", "decision", "champion",
+                      "drift", "notes"],
+                     ["week", "monday", "catalogue rows", "challenger", "weighted F1", "decision",
+                      "champion after", "drift level", "notes"], width=90))
+    click.echo("")
+    counts = demo.totals(settings)
+    click.echo("recorded: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for line in demo.notification_lines(settings):
+        click.echo(f"notified: {line}")
+    env = f"MLOPS_HOME={home}"
+    click.echo(f"\ndone in {time.monotonic() - t0:.0f}s. Next:")
+    click.echo(f"  {env} .venv/bin/mlops runs --limit 30          # the audit trail")
+    click.echo(f"  {env} .venv/bin/mlops models                   # versions, decisions, the champion")
+    click.echo(f"  {env} .venv/bin/mlops alerts list              # the drift alerts")
+    click.echo(f"  {env} .venv/bin/mlops ui                       # the control room, http://127.0.0.1:8501")
+    click.echo(f"  {env} API_TOKEN=change-me .venv/bin/mlops serve  # the API, http://127.0.0.1:8000/docs")
+    click.echo(f"  {env} .venv/bin/mlops db stop                  # stop the demo's PostgreSQL")
 
 
 # --- audit --------------------------------------------------------------------------------------

@@ -1,0 +1,287 @@
+"""Serving latency and throughput: `mlops serve` against `mlflow models serve` on the same model.
+
+A small model is trained in a throw-away MLOPS_HOME (embedded PostgreSQL, or DATABASE_URL's
+server when set) and made champion. Both servers run as subprocesses on 127.0.0.1 (free ports),
+one worker each; inference logging stays on for `mlops serve` (rows really reach PostgreSQL).
+A keep-alive HTTP/1.1 load generator (asyncio, one connection per concurrent client) sends
+single-product predictions: a bounded number of requests per setting (default 2,000, at most
+60 s), after a warm-up. This process never imports mlflow: the model is trained in a child
+process and MLflow's server is run as `python -m mlflow models serve`.
+
+Targets: p99 < 20 ms at concurrency 16 for `mlops serve`; its throughput >= 2x mlflow serve.
+Prints a table, writes benchmarks/results/bench_serve.json.
+Usage: python benchmarks/bench_serve.py [--rows 5000] [--requests 2000] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_home, print_table, write_results  # noqa: E402
+
+SETUP = r"""
+import json, sys
+from mlops_cli import config, db, registry
+from mlops_cli.runs import Trigger
+from mlops_cli.steps.load import load
+from mlops_cli.steps.train import train
+from mlops_cli.synth import write_catalogue
+
+rows, out = int(sys.argv[1]), sys.argv[2]
+s = config.load_settings()
+x, y = write_catalogue(out, rows=rows, seed=3)
+conn = db.open_db(s)
+try:
+    load(conn, s, Trigger(actor="bench"), x_path=str(x), y_path=str(y))
+    result = train(conn, s, Trigger(actor="bench"), force=True)
+finally:
+    conn.close()
+version = result.outputs["model_version"]
+registry.set_alias(s, registry.CHAMPION, version)
+print(json.dumps({"version": version, "tracking_uri": registry.tracking_uri(s), "x_path": str(x),
+                  "weighted_f1": result.outputs["weighted_f1"]}))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready ({url})")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+
+
+# --- the load generator ------------------------------------------------------------------------------
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    if "content-length" in headers:
+        return status, await reader.readexactly(int(headers["content-length"]))
+    body = b""
+    while True:  # chunked
+        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+        chunk = await reader.readexactly(size + 2)
+        if size == 0:
+            return status, body
+        body += chunk[:-2]
+
+
+async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, requests: int,
+                time_limit: float) -> dict:
+    counter = itertools.count()
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + time_limit
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while True:
+                i = next(counter)
+                if i >= requests or time.perf_counter() > deadline:
+                    return
+                body = bodies[i % len(bodies)]
+                head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                t = time.perf_counter()
+                writer.write(head + body)
+                status, payload = await _read_response(reader)
+                latencies.append(time.perf_counter() - t)
+                if status != 200:
+                    errors.append(f"{status}: {payload[:200]!r}")
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    lat = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
+
+    return {"requests": len(lat), "errors": len(errors), "first_error": errors[0] if errors else None,
+            "seconds": round(seconds, 3), "rps": round(len(lat) / seconds, 1) if seconds else 0.0,
+            "p50_ms": round(pct(0.50), 2), "p90_ms": round(pct(0.90), 2), "p99_ms": round(pct(0.99), 2),
+            "max_ms": round(lat[-1] * 1000, 2) if lat else None}
+
+
+def run_load(port, path, bodies, concurrency, requests, time_limit) -> dict:
+    try:
+        import uvloop  # a faster event loop keeps the client's own overhead out of the numbers
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    runner(_load(port, path, bodies, concurrency, min(200, requests), 20.0))  # warm-up
+    return runner(_load(port, path, bodies, concurrency, requests, time_limit))
+
+
+def metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def post(url: str, payload: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=5000, help="catalogue rows to train on")
+    ap.add_argument("--requests", type=int, default=2000, help="requests per setting")
+    ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per setting, at most")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes of each server")
+    ap.add_argument("--concurrency", default="1,16")
+    args = ap.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    import pandas as pd
+
+    with bench_home("serve") as settings:
+        env = dict(os.environ, MLOPS_HOME=str(settings.home.resolve()), MODEL_NAME=settings.model_name,
+                   INITIAL_LOAD_FRACTION="1.0", MLOPS_LOG_FORMAT="text")
+        data = Path(tempfile.mkdtemp(prefix="mlops-bench-data-"))
+        print(f"training a model on {args.rows} generated rows ...", flush=True)
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", SETUP, str(args.rows), str(data)], env=env, check=True,
+                             capture_output=True, text=True)
+        info = json.loads(out.stdout.strip().splitlines()[-1])
+        train_s = time.perf_counter() - t
+        version = info["version"]
+        print(f"version {version} (weighted F1 {info['weighted_f1']:.3f}) in {train_s:.0f}s", flush=True)
+
+        x = pd.read_csv(info["x_path"], index_col=0, dtype=str, keep_default_na=False)
+        sample = x.sample(n=min(500, len(x)), random_state=1)
+        products = [{"designation": d, "description": s or None, "productid": int(p)}
+                    for d, s, p in zip(sample["designation"], sample["description"], sample["productid"])]
+        bodies = {
+            "mlops serve": [json.dumps(p).encode() for p in products],
+            "mlflow models serve": [json.dumps({"dataframe_split": {
+                "columns": ["designation", "description"],
+                "data": [[p["designation"], p["description"] or ""]]}}).encode() for p in products],
+        }
+        ports = {"mlops serve": free_port(), "mlflow models serve": free_port()}
+        commands = {
+            "mlops serve": [sys.executable, "-m", "mlops_cli.cli", "serve", "--host", "127.0.0.1", "--port",
+                            str(ports["mlops serve"]), "--workers", str(args.workers), "--log-level", "warning"],
+            "mlflow models serve": [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                                    f"models:/{settings.model_name}/{version}", "--env-manager", "local",
+                                    "-h", "127.0.0.1", "-p", str(ports["mlflow models serve"]),
+                                    "-w", str(args.workers)],
+        }
+        paths = {"mlops serve": "/predict", "mlflow models serve": "/invocations"}
+        ready_urls = {"mlops serve": f"http://127.0.0.1:{ports['mlops serve']}/health",
+                      "mlflow models serve": f"http://127.0.0.1:{ports['mlflow models serve']}/ping"}
+        server_env = dict(env, MLFLOW_TRACKING_URI=info["tracking_uri"], INFERENCE_LOG_FLUSH_SECONDS="1")
+        logs = {name: open(data / f"{name.split()[0]}.log", "wb") for name in commands}
+        results: dict[str, dict] = {}
+        extra: dict = {"model_version": version, "train_rows": args.rows, "workers": args.workers,
+                       "requests_per_setting": args.requests}
+        for name, cmd in commands.items():
+            proc = subprocess.Popen(cmd, env=server_env, stdout=logs[name], stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                startup = wait_ready(ready_urls[name], proc)
+                extra[f"{name} startup_s"] = round(startup, 1)
+                print(f"{name}: ready in {startup:.1f}s on port {ports[name]}", flush=True)
+                for c in levels:
+                    r = run_load(ports[name], paths[name], bodies[name], c, args.requests, args.time_limit)
+                    results[f"{name} c={c}"] = r
+                    print(f"  concurrency {c:>2}: {r['rps']:>8.1f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                          f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
+                if name == "mlops serve":
+                    time.sleep(2.5)  # let the inference log drain
+                    with urllib.request.urlopen(f"http://127.0.0.1:{ports[name]}/metrics", timeout=5) as m:
+                        text = m.read().decode()
+                    extra["inference_log_written_rows"] = metric(text, "mlops_inference_log_written_rows_total")
+                    extra["inference_log_buffer_rows"] = metric(text, "mlops_inference_log_buffer_rows")
+                    extra["inference_log_dropped_rows"] = sum(
+                        float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                        if ln.startswith("mlops_inference_log_dropped_rows_total{"))
+                    extra["fast_path"] = json.loads(urllib.request.urlopen(ready_urls[name]).read())["fast_path"]
+                    check = products[:20]
+                    ours = [post(f"http://127.0.0.1:{ports[name]}/predict", p)["prdtypecode"] for p in check]
+                else:
+                    theirs = post(f"http://127.0.0.1:{ports[name]}/invocations", {"dataframe_split": {
+                        "columns": ["designation", "description"],
+                        "data": [[p["designation"], p["description"] or ""] for p in check]}})["predictions"]
+                    extra["same_predictions_as_mlflow"] = [int(v) for v in theirs] == ours
+            finally:
+                stop(proc)
+                logs[name].close()
+
+    rows = [(k, v["requests"], v["errors"], f"{v['rps']:.1f}", f"{v['p50_ms']:.2f}", f"{v['p90_ms']:.2f}",
+             f"{v['p99_ms']:.2f}", f"{v['max_ms']:.2f}") for k, v in results.items()]
+    print()
+    print_table(rows, ("server", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"))
+    targets = {}
+    top = max(levels)
+    ours, theirs = results.get(f"mlops serve c={top}"), results.get(f"mlflow models serve c={top}")
+    if ours:
+        targets[f"p99 < 20 ms at concurrency {top}"] = ours["p99_ms"] < 20
+    for c in levels:
+        a, b = results.get(f"mlops serve c={c}"), results.get(f"mlflow models serve c={c}")
+        if a and b:
+            extra[f"speedup c={c}"] = round(a["rps"] / b["rps"], 2) if b["rps"] else None
+            targets[f"throughput >= 2x mlflow serve at concurrency {c}"] = bool(b["rps"]) and a["rps"] >= 2 * b["rps"]
+    targets["no failed request"] = all(v["errors"] == 0 for v in results.values())
+    print()
+    for k, ok in targets.items():
+        print(f"target {k}: {'PASS' if ok else 'FAIL'}")
+    print("inference log: {} rows written, {} buffered, {} dropped; same predictions as mlflow: {}".format(
+        extra.get("inference_log_written_rows"), extra.get("inference_log_buffer_rows"),
+        extra.get("inference_log_dropped_rows"), extra.get("same_predictions_as_mlflow")))
+    path = write_results("bench_serve", {"results": results, "targets": targets, **extra})
+    print(f"results: {path}")
+    return 0 if all(targets.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
