@@ -314,7 +314,26 @@ def fixed_bins(reference: Any, n_bins: int = 10) -> np.ndarray:
     ref = _sample(reference, "reference", finite_only=True)
     qs = np.linspace(0.0, 1.0, int(n_bins) + 1)[1:-1]
     inner = np.unique(np.quantile(ref, qs)) if qs.size else np.empty(0)
+    inner = _off_mass_points(inner, np.unique(ref))
     return np.concatenate(([-np.inf], inner, [np.inf])).astype(float)
+
+
+def _off_mass_points(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Move each edge that equals a reference value halfway down to the next smaller value.
+
+    A quantile edge sitting exactly on a value the reference takes (a mass point: 1/27 for a
+    uniform probability row, 0 for an empty description) makes the bin of that value depend on the
+    last bit of floating-point arithmetic: the same confidence computed by another code path
+    (serving vs training, Python vs SQL) can fall on either side. Midpoints keep every reference
+    value, and anything within rounding of it, in the same bin.
+    """
+    if edges.size == 0 or values.size == 0:
+        return edges
+    pos = np.searchsorted(values, edges)
+    on_value = (pos < values.size) & (values[np.minimum(pos, values.size - 1)] == edges)
+    below = np.where(pos > 0, values[np.maximum(pos - 1, 0)], edges - 1.0)
+    moved = np.where(on_value, (below + edges) / 2.0, edges)
+    return np.unique(moved)
 
 
 def _check_edges(edges: np.ndarray) -> np.ndarray:

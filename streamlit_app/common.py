@@ -124,8 +124,11 @@ def sidebar() -> None:
 
 
 def name_input(key: str) -> str:
-    """A 'Your name' field inside an action form, prefilled with the last name used."""
-    return st.text_input("Your name", value=actor(), key=key, placeholder="who takes this action")
+    """A 'Your name' field inside an action form, prefilled with the last name used (sidebar or
+    another form) while it is empty."""
+    if not (st.session_state.get(key) or "").strip() and actor():
+        st.session_state[key] = actor()
+    return st.text_input("Your name", key=key, placeholder="who takes this action")
 
 
 def remember_actor(name: str) -> None:

@@ -27,7 +27,7 @@ import pytest
 from conftest import _admin, _with_db, query
 from mlops_cli import config, db, registry, stats, store
 from mlops_cli.errors import MlopsError
-from mlops_cli.runs import Trigger
+from mlops_cli.runs import StepFailed, Trigger
 from mlops_cli.simulate import simulate_traffic
 from mlops_cli.steps import alert as alert_mod
 from mlops_cli.steps.alert import acknowledge, alert, clear, list_alerts, record_action
@@ -238,6 +238,41 @@ def test_performance_falls_back_to_unseen_catalogue_rows(env, tmp_path):
     assert perf["source"] == "catalogue" and perf["n_labels"] == 600
     assert 0 < rep["n_feedback"] < env.settings.drift_min_samples
     assert rep["performance_drift_score"] > 0.1  # the shifted class mix costs F1
+
+
+def test_missing_reference_is_built_once_from_the_catalogue(env, small_catalogue):
+    from mlops_cli.steps.load import load
+
+    with env.conn.cursor() as cur:
+        cur.execute("DELETE FROM model_references")
+    env.conn.commit()
+    start = DAY0 + timedelta(days=250)
+    traffic(env, start, per_day=36, seed=16)
+    as_of = start + timedelta(days=7)
+    with pytest.raises(StepFailed, match="no reference and the catalogue is empty"):
+        drift(env.conn, env.settings, T, as_of=as_of, window_days=(7,))
+    x, y = small_catalogue
+    s = env.settings.replace(initial_load_fraction=1.0)
+    assert load(env.conn, s, T, x_path=str(x), y_path=str(y), as_of=date(2030, 6, 1)).ok
+    rep = run_drift(env, as_of)[7]
+    ref = store.get_model_reference(env.conn, env.settings.model_name, env.version)
+    assert ref["summary"]["built_late"] is True and ref["summary"]["n_train"] + ref["summary"]["n_holdout"] == 3000
+    assert rep["status"] == "ok" and rep["data_drift_score"] is not None
+    run_drift(env, as_of)  # reused, not rebuilt
+    assert store.get_model_reference(env.conn, env.settings.model_name, env.version)["created_at"] == ref["created_at"]
+
+
+def test_without_a_champion_the_version_of_the_traffic_is_used(env, trained):
+    start = DAY0 + timedelta(days=270)
+    traffic(env, start, per_day=36, seed=17)
+    registry.delete_alias(trained.settings, registry.CHAMPION)
+    try:
+        rep = run_drift(env, start + timedelta(days=7))[7]
+        assert rep["details"]["version_chosen_by"] == "traffic" and rep["model_version"] == env.version
+        r = drift(env.conn, env.settings, T, as_of=DAY0 - timedelta(days=1000))
+        assert r.status == "skipped" and "no champion" in r.message
+    finally:
+        registry.set_alias(trained.settings, registry.CHAMPION, trained.version)
 
 
 # --- insufficient data ----------------------------------------------------------------------------------

@@ -277,8 +277,19 @@ def test_fixed_bins_dedup_and_constant_reference():
     assert np.all(np.diff(edges) > 0)  # duplicated quantiles removed
     assert len(edges) < 11
     const = fixed_bins(np.full(50, 3.0), n_bins=10)
-    assert const.tolist() == [-np.inf, 3.0, np.inf]
+    assert const.tolist() == [-np.inf, 2.5, np.inf]  # the edge moved off the mass point at 3.0
     assert histogram([2.0, 3.0, 4.0], const).tolist() == [1, 2]
+
+
+def test_fixed_bins_keep_a_mass_point_in_one_bin_despite_rounding():
+    # 18% of confidences are exactly 1/27 (uniform probability rows); the same value computed by
+    # another code path may differ in the last bit and must still land in the same bin.
+    rng = np.random.default_rng(1)
+    ref = np.r_[np.full(180, 1 / 27), rng.uniform(0.3, 1.0, 820)]
+    edges = fixed_bins(ref, 10)
+    assert not np.isin(edges, ref).any()
+    cur = np.r_[np.full(180, np.nextafter(1 / 27, 0)), np.full(20, np.nextafter(1 / 27, 1))]
+    assert histogram(cur, edges)[np.searchsorted(edges, 1 / 27, side="right") - 1] == 200
     # NaN / inf in the reference are ignored for the quantiles
     assert np.array_equal(fixed_bins([np.nan, 1, 2, 3, np.inf], 2), fixed_bins([1, 2, 3], 2))
 

@@ -57,7 +57,7 @@ def no_exception(at: AppTest) -> None:
 
 
 def charts(at: AppTest) -> list:
-    return list(at.get("arrow_vega_lite_chart"))
+    return list(at.get("vega_lite_chart"))
 
 
 def submit(at: AppTest, button: str, **values) -> AppTest:
