@@ -6,11 +6,17 @@ BIN    := $(VENV)/bin
 MLOPS  := $(BIN)/mlops
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+USER ?= $(shell id -un 2>/dev/null || echo unknown)
 
-.PHONY: install demo test test-fast test-pipeline test-integration bench clean help trigger-auto-promote check-drift view-alerts clear-alerts
+.PHONY: install demo test test-fast test-pipeline test-integration bench clean help ui serve \
+        trigger-auto-train trigger-auto-promote check-drift view-alerts clear-alerts \
+        up down start-orchestrator stop-orchestrator logs-orchestrator
+COMPOSE ?= docker compose
 
 help:
 	@echo "make demo | test | install | bench | clean   (see README.md)"
+	@echo "make trigger-auto-train | trigger-auto-promote | check-drift | view-alerts | clear-alerts"
+	@echo "make ui | serve | up | down | start-orchestrator | stop-orchestrator | logs-orchestrator"
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +34,39 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The integration suite: full pipelines, serving, drift, UI (the slow tests); make test runs all.
+test-pipeline: $(STAMP)
+	$(BIN)/python -m pytest tests/test_pipeline.py tests/test_load.py tests/test_train.py $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# Train -> evaluate -> promote now, as the UI's "force retrain" does.
+trigger-auto-train: $(STAMP)
+	$(MLOPS) pipeline retrain --by $(USER)
+
+ui: $(STAMP)
+	$(MLOPS) ui
+
+serve: $(STAMP)
+	$(MLOPS) serve
+
+# The Docker Compose stack (needs a Docker engine; copy .env.example to .env first).
+up:
+	$(COMPOSE) up -d --build
+
+down:
+	$(COMPOSE) down
+
+start-orchestrator:
+	$(COMPOSE) up -d --build cron
+
+stop-orchestrator:
+	$(COMPOSE) stop cron
+
+logs-orchestrator:
+	$(COMPOSE) logs -f --tail=200 cron
 
 # Decide on the newest evaluated challenger now (promote / archive / needs approval).
 trigger-auto-promote: $(STAMP)
@@ -47,6 +86,5 @@ check-drift: $(STAMP)
 view-alerts: $(STAMP)
 	$(MLOPS) alerts list
 
-USER ?= $(shell id -un 2>/dev/null || echo unknown)
 clear-alerts: $(STAMP)
 	$(MLOPS) alerts clear --by $(USER)

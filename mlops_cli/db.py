@@ -69,6 +69,9 @@ def stop_embedded(settings: Settings) -> bool:
     server = embedded_server(settings)
     server.stop()
     _servers.pop(pg_dir, None)
+    # pgserver caches handles per folder; a stopped handle must not be handed out again, or the
+    # next get_server() in this process would return it without starting the server.
+    getattr(type(server), "_instances", {}).pop(server.pgdata, None)
     return True
 
 

@@ -108,6 +108,8 @@ def run_demo(base: Settings, *, home: Path, weeks: int = 8, rows: int = 20_000, 
                 day = monday + timedelta(days=d)
                 traffic.day(champion["version"], day, per_day, drift=kind, seed=n * 10 + d)
                 daily = run_pipeline(settings, "daily", scheduler, as_of=day + timedelta(days=1))
+                if not daily.ok:
+                    raise RuntimeError(f"daily pipeline failed: {daily.message}")
                 level = _daily_level(daily)
                 week.drift_level = _worse(week.drift_level, level)
                 if level in ("ALERT", "CRITICAL") and not rolled_back:

@@ -40,6 +40,8 @@ def _mlflow():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import mlflow
+    # We chose cloudpickle deliberately (see log_training); its warning on every save is noise.
+    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
     return mlflow
 
 
