@@ -1,0 +1,93 @@
+"""A shortened `mlops demo` end to end, then the RUNBOOK's commands run verbatim against its state."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_deploy import command_exists
+
+RUNBOOK = REPO / "docs" / "RUNBOOK.md"
+
+
+def runbook_commands() -> list[str]:
+    """Every `mlops ...` line of the RUNBOOK's shell blocks, without trailing comments."""
+    text = RUNBOOK.read_text(encoding="utf-8")
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = line.split("  #", 1)[0].strip()
+            if line.startswith("mlops "):
+                out.append(line)
+    return out
+
+
+def _argv(line: str) -> list[str]:
+    line = line.replace('"$USER"', "oncall").replace("<id>", "1").replace("<monday>", "2026-03-02")
+    return shlex.split(line)
+
+
+def test_every_runbook_command_exists_with_its_options():
+    commands = runbook_commands()
+    assert len(commands) >= 10
+    for line in commands:
+        assert command_exists(_argv(line)), line
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo") / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MLFLOW_TRACKING_URI", "MODEL_NAME",
+                                                            "MLFLOW_ARTIFACT_ROOT", "MLOPS_HOME")}
+    run = subprocess.run(
+        [sys.executable, "-m", "mlops_cli.cli", "demo", "--weeks", "4", "--rows", "6000", "--per-day", "220",
+         "--drift-weeks", "1", "--home", str(home)],
+        capture_output=True, text=True, env=env, cwd=tmp_path_factory.mktemp("cwd"), timeout=1200)
+    env["MLOPS_HOME"] = str(home)
+    yield run, env, home
+    subprocess.run([sys.executable, "-m", "mlops_cli.cli", "db", "stop"], env=env, capture_output=True)
+
+
+@pytest.mark.slow
+def test_shortened_demo_runs_to_the_end_and_prints_the_summary(demo_run):
+    run, _env, _home = demo_run
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert "week  monday" in out and "weighted F1" in out and "drift level" in out
+    weeks = [line for line in out.splitlines() if re.match(r"^[1-4]\s+\d{4}-\d\d-\d\d", line)]
+    assert len(weeks) == 4
+    assert "promoted" in weeks[0]
+    assert "forced retrain" in weeks[3] and "archived" in weeks[3]   # the identical retrain is archived
+    assert re.search(r"\b(ALERT|CRITICAL)\b", weeks[3]), weeks[3]    # the injected drift is caught
+    assert all(not re.search(r"\b(ALERT|CRITICAL)\b", w) for w in weeks[:3])  # and nothing before it
+    assert "notified: drift_alert" in out
+    assert "mlops ui" in out and "mlops serve" in out
+
+
+@pytest.mark.slow
+def test_runbook_commands_work_on_the_demo_state(demo_run):
+    run, env, _home = demo_run
+    assert run.returncode == 0
+
+    def mlops(line: str):
+        return subprocess.run([sys.executable, "-m", "mlops_cli.cli", *_argv(line)[1:]], capture_output=True,
+                              text=True, env=env, timeout=300)
+
+    ran = {}
+    for line in runbook_commands():
+        if line.startswith(("mlops pipeline", "mlops rollback --to-version")):
+            continue  # covered by the pipeline and promotion tests; they would change the demo state
+        ran[line] = mlops(line)
+    failed = {k: (r.returncode, r.stderr[-500:]) for k, r in ran.items() if r.returncode != 0
+              and not k.startswith("mlops rollback")}
+    assert not failed
+    assert "*" in ran["mlops models"].stdout
+    assert re.search(r"\b(ALERT|CRITICAL)\b", ran["mlops alerts list --status open"].stdout)
+    assert "pipeline" in ran["mlops runs --pipeline weekly --limit 10"].stdout
