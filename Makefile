@@ -29,7 +29,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(MLOPS) demo
 
-test: $(STAMP)
+# The UI browser test needs Debian's chromium; installed here when missing (as root, via apt).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "the UI browser test needs chromium: sudo apt-get install chromium"; exit 1; fi
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

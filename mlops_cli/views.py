@@ -32,6 +32,24 @@ PROMOTIONS = ("promoted", "manual_promotion")
 UPSTREAM_DEPTH = 20
 
 
+# --- connection ------------------------------------------------------------------------------------
+def ping(conn) -> bool:
+    """True when the connection still answers (the UI's cached connection is re-made otherwise)."""
+    if getattr(conn, "closed", True):
+        return False
+    try:
+        return store.ping(conn)
+    except Exception:
+        return False
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The database went away under a read (the UI then drops its cached connection)."""
+    import psycopg2
+
+    return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
+
+
 # --- empty state ----------------------------------------------------------------------------------
 def is_empty(conn) -> bool:
     """True when nothing happened yet: no product loaded and no pipeline run recorded."""
@@ -238,17 +256,24 @@ def feature_distributions(report: dict, *, max_labels: int = 30) -> list[dict]:
                 if len(labels) > max_labels:
                     keep = sorted(sorted(keep, key=lambda i: -abs(cur[i] - ref[i]))[:max_labels])
                 for order, i in enumerate(keep):
-                    item["rows"].append({"label": labels[i], "order": order, "which": "reference",
+                    item["rows"].append({"label": _label(labels[i]), "order": order, "which": "reference",
                                          "share": float(ref[i])})
-                    item["rows"].append({"label": labels[i], "order": order, "which": "current",
+                    item["rows"].append({"label": _label(labels[i]), "order": order, "which": "current",
                                          "share": float(cur[i])})
             out.append(item)
     return sorted(out, key=lambda f: -(f["score"] or 0.0))
 
 
+def _label(value) -> str:
+    from .reference import OTHER
+
+    return "(other tokens)" if value == OTHER else str(value)
+
+
 def top_tokens(report: dict) -> list[dict]:
     """Title tokens whose share moved most (PSI contribution), largest first."""
-    return [{"token": t, "contribution": float(c)} for t, c in ((report.get("details") or {}).get("top_tokens") or [])]
+    return [{"token": _label(t), "contribution": float(c)}
+            for t, c in ((report.get("details") or {}).get("top_tokens") or [])]
 
 
 def top_classes(report: dict) -> list[dict]:
@@ -273,12 +298,19 @@ def alerts(conn, status: str | None = None, limit: int = 100) -> list[dict]:
 
 
 def alert_detail(conn, alert_id: int) -> dict:
-    """An alert with its audit trail (`actions`) and the drift report behind it (`report`)."""
+    """An alert with its audit trail (`actions`), the drift report behind it (`report`) and its
+    score history (`history`: {at, report_id, score, level, as_of of that report})."""
     from .steps.alert import get_alert
+
+    from .steps.drift import score_history
 
     row = get_alert(conn, int(alert_id))
     row["report"] = store.get_drift_report(conn, row["report_id"]) if row.get("report_id") else None
-    row["history"] = list((row.get("details") or {}).get("history") or [])
+    history = list((row.get("details") or {}).get("history") or [])
+    if history:  # when each score was measured: the as_of of its report (the alert run may be later)
+        as_of = {r["id"]: r["as_of"] for r in score_history(conn, days=3650)}
+        history = [{**h, "as_of": as_of.get(h.get("report_id"))} for h in history]
+    row["history"] = history
     return row
 
 

@@ -31,7 +31,8 @@ else:
     a, b, d = st.columns(3)
     a.metric("version", f"v{champ['version']}")
     b.metric("weighted F1", common.fmt_score(champ["weighted_f1"]), help=champ.get("weighted_f1_source"))
-    d.metric("in production since", common.fmt_time(champ["since"]), help=views.age(champ["since"]) or None)
+    d.metric("in production since", common.fmt_time(champ["since"], tz=False),
+             help=f"{common.fmt_time(champ['since'])} ({views.age(champ['since'])})" if champ["since"] else None)
     how = {"promoted": "promoted by the rule", "manual_promotion": "approved by hand",
            "rolled_back": "restored by a rollback"}.get(champ["how"], champ["how"] or "")
     st.caption(f"{how}{' by ' + champ['decided_by'] if champ.get('decided_by') else ''}"
@@ -85,8 +86,9 @@ if growth:
     import altair as alt
 
     df = common.frame(growth)
-    chart = alt.Chart(df).mark_line(point=True, interpolate="step-after").encode(
-        x=alt.X("created_at:T", title="batch loaded at"),
+    df["batch"] = df.apply(lambda r: f"#{r['batch_id']} {r['slot'] or ''}".strip(), axis=1)
+    chart = alt.Chart(df).mark_area(line=True, point=True, opacity=0.25).encode(
+        x=alt.X("batch:N", sort=list(df["batch"]), title="batch (load week)", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("catalogue_rows:Q", title="products in the catalogue"),
         tooltip=["batch_id", "slot", "created_at:T", "rows_loaded", "catalogue_rows"],
     ).properties(height=280)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ STATUS_COLORS = {"succeeded": "green", "running": "blue", "failed": "red", "skip
                  "started": "blue", "already_running": "orange"}
 LEVEL_COLORS = {"CRITICAL": "red", "ALERT": "orange", "WARNING": "yellow", "NONE": "green"}
 THRESHOLD_COLORS = {"warning": "#e6b800", "alert": "#ff8c00", "critical": "#d62728"}
+CAUSE_COLORS = {"data": "#1f77b4", "prediction": "#9467bd", "performance": "#2ca02c"}
 ACTOR_KEY = "actor"
 
 
@@ -51,18 +53,7 @@ def settings() -> Settings:
         st.stop()
 
 
-def _alive(conn) -> bool:
-    if conn.closed:
-        return False
-    try:
-        from mlops_cli import store
-
-        return store.ping(conn)
-    except Exception:
-        return False
-
-
-@st.cache_resource(show_spinner=False, validate=_alive, max_entries=16)
+@st.cache_resource(show_spinner=False, validate=views.ping, max_entries=16)
 def _read_connection(key: str, _settings: Settings):
     """One read connection per database (autocommit: no transaction is left open between
     reruns). `validate` re-checks it on each use: a dropped connection is replaced."""
@@ -92,9 +83,7 @@ def call(fn, *args, what: str = "this", **kwargs) -> Any:
         st.error(str(exc))
         st.stop()
     except Exception as exc:
-        import psycopg2
-
-        if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        if views.is_connection_error(exc):
             _read_connection.clear()
             st.error(f"Lost the database connection while reading {what}: {str(exc).strip()}. "
                      "Reload the page to reconnect.")
@@ -153,11 +142,13 @@ def empty_state(c) -> bool:
     return False
 
 
-def fmt_time(ts) -> str:
+def fmt_time(ts, tz: bool = True) -> str:
     if ts is None:
         return "—"
     try:
-        return ts.strftime("%Y-%m-%d %H:%M UTC") if ts.tzinfo else ts.strftime("%Y-%m-%d %H:%M")
+        if ts.tzinfo is not None:  # the database session's time zone may not be UTC
+            ts = ts.astimezone(timezone.utc)
+        return ts.strftime("%Y-%m-%d %H:%M UTC" if tz and ts.tzinfo else "%Y-%m-%d %H:%M")
     except AttributeError:
         return str(ts)
 
@@ -244,7 +235,8 @@ def drift_score_chart(rows: list[dict], th: dict, height: int = 320):
     lines = alt.Chart(df).mark_line(point=True).encode(
         x=alt.X("as_of:T", title="as of"),
         y=alt.Y("score:Q", title="drift score (PSI scale)"),
-        color=alt.Color("cause:N", title="score", scale=alt.Scale(scheme="tableau10")),
+        color=alt.Color("cause:N", title="score", scale=alt.Scale(domain=list(CAUSE_COLORS),
+                                                                   range=list(CAUSE_COLORS.values()))),
         strokeDash=alt.StrokeDash("window:N", title="window"),
         tooltip=["report_id", "as_of:T", "window", "cause", alt.Tooltip("score:Q", format=".4f"), "level",
                  "n_inferences"],
@@ -278,7 +270,7 @@ def contribution_chart(rows: list[dict], label: str, height: int | None = None):
         y=alt.Y(f"{label}:N", sort="-x", title=None),
         x=alt.X("contribution:Q", title="PSI contribution"),
         tooltip=list(df.columns),
-    ).properties(height=height or max(120, 24 * len(df)))
+    ).properties(height=height or 40 + 26 * len(df))
 
 
 def show_distributions(report: dict, *, groups: tuple[str, ...] = ("data", "prediction"), columns: int = 2) -> None:

@@ -255,7 +255,7 @@ def test_home_shows_champion_pipelines_alerts_and_catalogue(seeded, db_conn):
                         "LIMIT 1", (seeded.champion,))[0][0]
     assert metrics["weighted F1"] == f"{f1:.4f}"
     since = query(db_conn, "SELECT created_at FROM model_decisions WHERE decision = 'manual_promotion'")[0][0]
-    assert metrics["in production since"] == since.strftime("%Y-%m-%d %H:%M UTC")
+    assert metrics["in production since"] == since.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
     assert "approved by hand by seed" in texts(at)
     open_by_level = dict(query(db_conn, "SELECT level, count(*) FROM alerts WHERE status <> 'resolved' GROUP BY 1"))
     for level in ("CRITICAL", "ALERT", "WARNING"):
@@ -282,21 +282,22 @@ def test_pipeline_runs_page_filters_and_shows_a_run_in_detail(seeded, db_conn):
     at.selectbox(key="runs_step").set_value("train").run(timeout=TIMEOUT)
     no_exception(at)
     table = at.dataframe[0].value
-    assert set(table["step"]) == {"train"} and len(table) == 2
+    assert set(table["step"]) == {"train"}
+    assert len(table) == query(db_conn, "SELECT count(*) FROM pipeline_runs WHERE step = 'train'")[0][0] == 3
 
     at.selectbox(key="runs_step").set_value("(all)")
     at.selectbox(key="runs_status").set_value("skipped").run(timeout=TIMEOUT)
     assert set(at.dataframe[0].value["status"]) == {"skipped"}
 
-    # the approve run: its upstream chain is evaluate -> train -> load
+    # the first promotion: its upstream chain (the runs it consumed) is evaluate -> train -> load
     at.selectbox(key="runs_status").set_value("(all)")
-    at.selectbox(key="runs_step").set_value("approve").run(timeout=TIMEOUT)
-    approve_id = query(db_conn, "SELECT id FROM pipeline_runs WHERE step = 'approve'")[0][0]
-    at.selectbox(key="runs_detail").set_value(approve_id).run(timeout=TIMEOUT)
+    at.selectbox(key="runs_step").set_value("promote").run(timeout=TIMEOUT)
+    promote_id = query(db_conn, "SELECT id FROM pipeline_runs WHERE step = 'promote' ORDER BY id")[0][0]
+    at.selectbox(key="runs_detail").set_value(promote_id).run(timeout=TIMEOUT)
     no_exception(at)
     upstream = at.dataframe[-1].value
     assert list(upstream["step"]) == ["evaluate", "train", "load"]
-    assert f"**#{approve_id}** `approve`" in texts(at)
+    assert f"**#{promote_id}** `promote`" in texts(at)
 
     # a pipeline run: its children are its steps
     at.selectbox(key="runs_step").set_value("pipeline")

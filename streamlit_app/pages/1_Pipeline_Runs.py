@@ -82,10 +82,10 @@ elif (run.get("outputs") or {}).get("message"):
 a, b = st.columns(2)
 with a:
     st.markdown("**Parameters**")
-    st.json(common.jsonable(run.get("params") or {}), expanded=False)
+    st.json(common.jsonable(run.get("params") or {}), expanded=1)
 with b:
     st.markdown("**Outputs**")
-    st.json(common.jsonable(run.get("outputs") or {}), expanded=False)
+    st.json(common.jsonable(run.get("outputs") or {}), expanded=1)
 
 cols = ["id", "pipeline", "step", "status", "triggered_by", "actor", "started_at", "finished_at"]
 if detail["parent"]:

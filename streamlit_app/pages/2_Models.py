@@ -56,8 +56,10 @@ df = pd.DataFrame([{"version": int(v["version"]), "weighted_f1": v["weighted_f1"
 if df.empty:
     st.caption("no scores yet")
 else:
-    base = alt.Chart(df).encode(x=alt.X("version:O", title="version"),
-                                y=alt.Y("weighted_f1:Q", title="weighted F1", scale=alt.Scale(zero=False)))
+    values = list(df["weighted_f1"]) + [s.min_f1_threshold]
+    domain = [max(0.0, min(values) - 0.02), min(1.0, max(values) + 0.02)]
+    base = alt.Chart(df).encode(x=alt.X("version:O", title="version", axis=alt.Axis(labelAngle=0)),
+                                y=alt.Y("weighted_f1:Q", title="weighted F1", scale=alt.Scale(domain=domain)))
     line = base.mark_line(color="#9aa5b1")
     points = base.mark_point(filled=True).encode(
         color=alt.Color("decision:N", title="decision"),

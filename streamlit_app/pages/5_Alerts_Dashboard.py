@@ -67,9 +67,11 @@ if alert is not None:
 
         hist = pd.DataFrame(alert["history"])
         hist["at"] = pd.to_datetime(hist["at"], utc=True)
+        hist["when"] = pd.to_datetime(hist["as_of"], utc=True).fillna(hist["at"])
         line = alt.Chart(hist).mark_line(point=True, color="#1f77b4").encode(
-            x=alt.X("at:T", title="alert run"), y=alt.Y("score:Q", title=f"{alert['cause']} score"),
-            tooltip=["at:T", "report_id", alt.Tooltip("score:Q", format=".4f"), "level"])
+            x=alt.X("when:T", title="report as of"), y=alt.Y("score:Q", title=f"{alert['cause']} score"),
+            tooltip=[alt.Tooltip("when:T", title="as of"), alt.Tooltip("at:T", title="alert run"), "report_id",
+                     alt.Tooltip("score:Q", format=".4f"), "level"])
         st.altair_chart(alt.layer(line, common.threshold_rules(th)).properties(height=240), width="stretch")
     report = alert.get("report")
     if report is None:
