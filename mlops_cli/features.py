@@ -42,6 +42,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "class_weight": "balanced",  # or "none"
     "max_per_class": None,       # None: settings.max_per_class
     "random_state": 42,
+    "fit_jobs": 1,               # >1: word and char features fitted in parallel (serving stays serial)
 }
 
 
@@ -113,7 +114,7 @@ def build_pipeline(params: dict[str, Any]):
     features = FeatureUnion([
         ("words", make_pipeline(FunctionTransformer(pick_text), word)),
         ("title_chars", make_pipeline(FunctionTransformer(pick_title), char)),
-    ])
+    ], n_jobs=int(p["fit_jobs"]) if int(p["fit_jobs"]) > 1 else None)
     class_weight = None if p["class_weight"] in (None, "none") else p["class_weight"]
     if p["classifier"] == "sgd":
         clf = SGDClassifier(loss="modified_huber", alpha=float(p["alpha"]), max_iter=int(p["max_iter"]),

@@ -69,6 +69,8 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             warnings.filterwarnings("ignore", category=UserWarning)
             warnings.filterwarnings("ignore", message=".*Maximum number of iteration.*")
             model.fit(fit_rows[["designation", "description"]], fit_rows["prdtypecode"].to_numpy())
+        # Parallel feature extraction pays off for a fit, not for a single request: serve serially.
+        model.set_params(features__n_jobs=None)
         train_seconds = time.perf_counter() - t0
         log.info("trained in %.1fs; scoring the holdout", train_seconds)
         s = score(model, holdout)
