@@ -72,6 +72,9 @@ def stop_embedded(settings: Settings) -> bool:
     # pgserver caches handles per folder; a stopped handle must not be handed out again, or the
     # next get_server() in this process would return it without starting the server.
     getattr(type(server), "_instances", {}).pop(server.pgdata, None)
+    import atexit
+
+    atexit.unregister(server._cleanup)  # its exit hook would look for the handle we just dropped
     return True
 
 

@@ -9,7 +9,7 @@ What is in the summary (all JSON-serialisable; bin edges via stats.edges_to_json
 
 - numeric features, binned on fixed edges computed here (stats.fixed_bins, 10 quantile bins):
     title_length        len(designation), characters      (inference_log.designation_len)
-    description_length  len(description); empty descriptions get a bin of their own (edge 1)
+    description_length  len(description); empty descriptions get a bin of their own (edge 0.5)
     n_tokens            textstats.row_features n_tokens   (inference_log.n_tokens)
 - rates: empty-description rate (training rows); OOV rate = sum(n_oov) / sum(n_tokens) against
   the model's own vocabulary, measured on the *holdout* (training rows are in-vocabulary by
@@ -68,11 +68,14 @@ def _positions(n: int, k: int, seed: int = 0) -> np.ndarray:
 
 def _edges_with_mass_points(values: np.ndarray, n_bins: int = N_BINS, *, low: float | None = None,
                             high: float | None = None) -> np.ndarray:
-    """Quantile edges of the values strictly between the mass points, plus the mass points.
+    """Quantile edges of the values between two mass points, plus edges isolating the mass points.
 
-    `low`: values < low (e.g. length 0 with low=1) get the first bin to themselves; `high`:
-    values >= high (e.g. confidence exactly 1.0) get the last bin. Without this, a feature with
-    35% zeros or 70% saturated confidences collapses into two or three quantile bins.
+    `low`: values < low (lengths of 0 with low=0.5) get the first bin to themselves; `high`:
+    values >= high (confidences of 1.0 with high=1 - 1e-6) get the last bin. Without this, a
+    feature with 35% zeros or 70% saturated confidences collapses into two or three quantile
+    bins. Both edges sit off the mass point itself (like stats.fixed_bins' quantile edges), so
+    that a value computed by another code path (serving's fast path, float32) and off by a
+    rounding error still lands in the same bin.
     """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -160,8 +163,8 @@ def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame,
 
     numeric = {
         "title_length": _numeric(title_len, stats.fixed_bins(title_len, N_BINS)),
-        "description_length": _numeric(desc_len, _edges_with_mass_points(desc_len, low=1.0)),
-        "n_tokens": _numeric(ntok, _edges_with_mass_points(ntok, low=1.0)),
+        "description_length": _numeric(desc_len, _edges_with_mass_points(desc_len, low=0.5)),
+        "n_tokens": _numeric(ntok, _edges_with_mass_points(ntok, low=0.5)),
     }
 
     # OOV on the holdout: the training rows' tokens are the vocabulary.
@@ -191,7 +194,7 @@ def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame,
         pred = np.asarray(pred).astype(np.int64)
         conf = np.asarray(conf_all)[hpos]
     conf = np.asarray(conf, dtype=float)
-    conf_edges = _edges_with_mass_points(conf, high=1.0)
+    conf_edges = _edges_with_mass_points(conf, high=1.0 - 1e-6)
     y_true = holdout["prdtypecode"].to_numpy().astype(np.int64)
 
     from sklearn.metrics import f1_score

@@ -168,7 +168,15 @@ def generic_predict(model, items: Sequence[tuple[str, str | None]], top_k: int) 
 
 
 class _Block:
-    """One fitted TfidfVectorizer, applied without scikit-learn's per-call overhead."""
+    """One fitted TfidfVectorizer, applied to one document at a time with numpy only.
+
+    The arithmetic is scikit-learn's, in the same order and precision: counts of in-vocabulary
+    features sorted by column, float32 1 + log(tf), times idf, L2 norm accumulated in double
+    (sparsefuncs_fast), then the products with the coefficients summed sequentially in the
+    common dtype of features and coefficients (float32 for SGD fitted on float32 TF-IDF), as
+    scipy's csr_matvecs does. So the decision values are the pipeline's, bit for bit (checked
+    against it at load time).
+    """
 
     def __init__(self, vec, column: str):
         self.column = column
@@ -177,42 +185,42 @@ class _Block:
         self.vocab = vocab if all(type(v) is int for v in list(vocab.values())[:10]) else \
             {k: int(v) for k, v in vocab.items()}
         self.n_features = len(vocab)
-        self.dtype = vec.dtype
+        self.dtype = np.dtype(vec.dtype)
         self.binary = bool(vec.binary)
         self.sublinear = bool(vec.sublinear_tf)
-        self.idf = vec.idf_ if vec.use_idf else None
+        self.idf = np.asarray(vec.idf_) if vec.use_idf else None
         self.norm = vec.norm
+        if self.norm not in ("l2", None):
+            raise TypeError(f"unsupported norm {self.norm!r}")
 
-    def transform(self, docs: Sequence[str]):
-        import scipy.sparse as sp
-        from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l1, inplace_csr_row_normalize_l2
-
-        vocab, analyze = self.vocab, self.analyze
-        indptr, indices, values = [0], [], []
-        for doc in docs:
-            counts: dict[int, int] = {}
-            for feature in analyze(doc):
-                j = vocab.get(feature)
-                if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
-            indices.extend(counts.keys())
-            values.extend(counts.values())
-            indptr.append(len(indices))
-        X = sp.csr_matrix((np.asarray(values, dtype=self.dtype), np.asarray(indices, dtype=np.int32),
-                           np.asarray(indptr, dtype=np.int32)), shape=(len(docs), self.n_features))
-        X.sort_indices()
+    def features(self, doc: str) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted column indices, tf-idf values in the vectorizer's dtype) of one document."""
+        vocab = self.vocab
+        counts: dict[int, int] = {}
+        for feature in self.analyze(doc):
+            j = vocab.get(feature)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        if not counts:
+            return _EMPTY_IDX, _EMPTY_VAL
+        idx = np.fromiter(sorted(counts), dtype=np.int64, count=len(counts))  # sorted columns
+        data = np.fromiter(map(counts.__getitem__, idx.tolist()), dtype=self.dtype, count=len(idx))
         if self.binary:
-            X.data.fill(1)
+            data.fill(1)
         if self.sublinear:
-            np.log(X.data, X.data)
-            X.data += 1.0
+            np.log(data, data)
+            data += 1.0
         if self.idf is not None:
-            X.data *= self.idf[X.indices]
+            data *= self.idf[idx]
         if self.norm == "l2":
-            inplace_csr_row_normalize_l2(X)
-        elif self.norm == "l1":
-            inplace_csr_row_normalize_l1(X)
-        return X
+            total = float(np.cumsum((data * data).astype(np.float64))[-1])
+            if total != 0.0:
+                data = (data.astype(np.float64) / math.sqrt(total)).astype(self.dtype)
+        return idx, data
+
+
+_EMPTY_IDX = np.zeros(0, dtype=np.int64)
+_EMPTY_VAL = np.zeros(0, dtype=np.float32)
 
 
 class FastPredictor:
@@ -242,8 +250,6 @@ class FastPredictor:
             pick, vec = sub.steps[0][1], sub.steps[-1][1]
             if len(sub.steps) != 2 or pick.func not in columns or not isinstance(vec, TfidfVectorizer):
                 raise TypeError("unexpected feature branch")
-            if vec.norm not in ("l1", "l2", None):
-                raise TypeError("unexpected norm")
             self.blocks.append(_Block(vec, columns[pick.func]))
         self.classes = np.asarray(clf.classes_)
         if len(self.classes) < 3:
@@ -254,14 +260,17 @@ class FastPredictor:
             self.kind = "softmax"
         else:
             raise TypeError(f"unsupported classifier {type(clf).__name__}")
-        coef_t = np.ascontiguousarray(np.asarray(clf.coef_, dtype=np.float64).T)
+        # X (the vectorizers' dtype) @ coef_.T is computed in their common dtype: float32 when
+        # SGD was fitted on float32 TF-IDF. Same dtype, same order of operations, same result.
+        self.dtype = np.result_type(*(b.dtype for b in self.blocks), np.asarray(clf.coef_).dtype)
+        coef_t = np.ascontiguousarray(np.asarray(clf.coef_, dtype=self.dtype).T)
         self.weights, start = [], 0
         for b in self.blocks:
             self.weights.append(coef_t[start:start + b.n_features])
             start += b.n_features
         if start != coef_t.shape[0]:
             raise TypeError("feature count does not match the coefficients")
-        self.intercept = np.asarray(clf.intercept_, dtype=np.float64)
+        self.intercept = np.asarray(clf.intercept_)
 
     @classmethod
     def build(cls, model) -> "FastPredictor | None":
@@ -282,9 +291,19 @@ class FastPredictor:
             titles.append(t)
             texts.append(f"{t} {d}".strip())
         docs = {"title": titles, "text": texts}
-        decision = np.tile(self.intercept, (len(items), 1))
-        for block, w in zip(self.blocks, self.weights):
-            decision += block.transform(docs[block.column]) @ w
+        decision = np.empty((len(items), len(self.classes)), dtype=self.dtype)
+        for i in range(len(items)):
+            parts = []
+            for block, w in zip(self.blocks, self.weights):
+                idx, values = block.features(docs[block.column][i])
+                if len(idx):
+                    parts.append(values.astype(self.dtype, copy=False)[:, None] * w[idx])
+            if parts:
+                products = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                decision[i] = np.cumsum(products, axis=0)[-1]  # sequential, as csr_matvecs
+            else:
+                decision[i] = 0.0
+        decision = decision + self.intercept  # as decision_function: dtype may widen here
         if self.kind == "modified_huber":  # as SGDClassifier.predict_proba
             prob = np.clip(decision, -1, 1)
             prob += 1.0

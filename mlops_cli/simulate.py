@@ -10,19 +10,20 @@ without a running API:
 Products come from synth.generate_products (drift: none | vocabulary | length | classes), are
 predicted as the API predicts (reference.served_predictions: code = the model's predict,
 confidence = the probability of that code), get textstats.row_features with the model's own
-vocabulary, and are written with store.insert_inference_rows (COPY) with source='simulation',
+vocabulary, and are written to inference_log with COPY, with source='simulation',
 logged_at spread evenly over the days (a little jitter, never past the last day). A fraction
 `feedback_rate` of them gets a feedback row carrying the true label, two hours later.
 
 Large volumes: only `unique_rows` products (default at most 5,000) are generated and predicted;
-the rows are replicas of them in random order. Distributions are those of the unique sample,
-which is what a drift check sees anyway; 1,000,000 rows take ~30-60 s, most of it the COPY.
+the rows are replicas of them in random order, each template encoded once and written with
+store.copy_repeated_inferences (COPY, 100k rows per statement). Distributions are those of the
+unique sample, which is what a drift check sees anyway.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timezone
 
 import numpy as np
 
@@ -31,7 +32,6 @@ from .config import Settings
 from .reference import served_predictions
 
 DEFAULT_UNIQUE = 5_000
-CHUNK = 20_000
 
 
 def _start(value) -> datetime:
@@ -73,30 +73,23 @@ def simulate_traffic(conn, settings: Settings, model, version, *, start, days: i
     idx = rng.permutation(np.arange(total) % n_unique)
     k = np.arange(total)
     offsets = ((k % per_day) + rng.random(total) * 0.999) / per_day * 86400.0 + (k // per_day) * 86400.0
+    base = np.datetime64(t0.astimezone(timezone.utc).replace(tzinfo=None), "us")
+    logged_at = np.datetime_as_string(base + (offsets * 1e6).astype("timedelta64[us]"), unit="us", timezone="UTC")
     token = uuid.uuid4().hex[:10]
+    request_ids = [f"sim-{token}-{i}" for i in range(total)]
     version = None if version is None else str(version)
-    with_feedback = rng.random(total) < feedback_rate
+    templates = [{
+        "source": source, "model_version": version, "productid": productid[j],
+        "designation": designation[j], "description": description[j],
+        "designation_len": len(designation[j]), "description_len": len(description[j]),
+        "n_tokens": feats[j]["n_tokens"], "n_oov": feats[j]["n_oov"], "script": feats[j]["script"],
+        "lang": feats[j]["lang"], "predicted_code": codes[j], "confidence": confidence[j],
+    } for j in range(n_unique)]
+    store.copy_repeated_inferences(conn, templates, idx.tolist(), logged_at.tolist(), request_ids)
 
-    fb_ids: list[str] = []
-    fb_codes: list[int] = []
-    for lo in range(0, total, CHUNK):
-        rows = []
-        for i in range(lo, min(total, lo + CHUNK)):
-            j = int(idx[i])
-            f = feats[j]
-            request_id = f"sim-{token}-{i}"
-            rows.append({
-                "logged_at": t0 + timedelta(seconds=float(offsets[i])), "request_id": request_id,
-                "source": source, "model_version": version, "productid": productid[j],
-                "designation": designation[j], "description": description[j],
-                "designation_len": len(designation[j]), "description_len": len(description[j]),
-                "n_tokens": f["n_tokens"], "n_oov": f["n_oov"], "script": f["script"], "lang": f["lang"],
-                "predicted_code": codes[j], "confidence": confidence[j],
-            })
-            if with_feedback[i]:
-                fb_ids.append(request_id)
-                fb_codes.append(true_code[j])
-        store.insert_inference_rows(conn, rows)
-    for lo in range(0, len(fb_ids), 50_000):
-        store.insert_simulated_feedback(conn, fb_ids[lo:lo + 50_000], fb_codes[lo:lo + 50_000])
+    picked = np.flatnonzero(rng.random(total) < feedback_rate)
+    for lo in range(0, len(picked), 50_000):
+        part = picked[lo:lo + 50_000]
+        store.insert_simulated_feedback(conn, [request_ids[i] for i in part],
+                                        [true_code[int(idx[i])] for i in part])
     return total

@@ -614,50 +614,66 @@ _WINDOW_SETS = ("predicted_code", "script", "lang", "model_version", "title_leng
                 "description_length", "n_tokens", "confidence")
 
 
-def inference_window_aggregates(conn, start, end, edges: dict[str, list[float]]) -> list[dict]:
-    """Counts of the inference_log rows with start < logged_at <= end, in one scan.
+def inference_window_aggregates(conn, end, windows: Sequence[int], edges: dict[str, list[float]]) -> dict:
+    """Counts of the inference_log rows of each window (end - days, end], in one scan of the longest.
 
     `edges`: the inner bin edges (ascending, without the infinite ends) of title_length,
     description_length, n_tokens and confidence; bins are numbered like stats.histogram (0 = below
-    the first edge). Returns rows {feature, key, n} per predicted_code / script / lang /
-    model_version / bin, plus one row with feature 'total' carrying n, n_empty (empty
-    descriptions), oov_sum, oov_tokens (sum of n_tokens where n_oov is known) and oov_rows.
+    the first edge). Returns {"by_feature": [{feature, key, counts: {days: n}}] for every
+    predicted_code / script / lang / model_version / bin, "totals": {days: {n, n_empty (empty
+    descriptions), oov_sum, oov_tokens (sum of n_tokens where n_oov is known), oov_rows}}}.
+
+    Reads only the narrow covering index inference_log_drift (index-only scan), the counts in
+    one hashed GROUPING SETS pass with one FILTERed count per window, the totals in a second,
+    parallel, plain aggregate: ~1-2 s for 10^6 rows on 2 cores.
     """
-    n_sets = len(_WINDOW_SETS)
+    windows = sorted({int(d) for d in windows})
+    params: dict = {"end": end, "start": end - _days(windows[-1]),
+                    "title": list(edges["title_length"]), "desc": list(edges["description_length"]),
+                    "tok": list(edges["n_tokens"]), "conf": list(edges["confidence"])}
+    for d in windows:
+        params[f"s{d}"] = end - _days(d)
+    counts = ", ".join(f"count(*) FILTER (WHERE logged_at > %(s{d})s) AS n_{d}" for d in windows)
     rows = _all(
         conn,
-        """SELECT GROUPING(predicted_code, script, lang, model_version, b_title, b_desc, b_tok, b_conf) AS g,
-                  predicted_code, script, lang, model_version, b_title, b_desc, b_tok, b_conf,
-                  count(*) AS n,
-                  count(*) FILTER (WHERE description_len = 0) AS n_empty,
-                  coalesce(sum(n_oov), 0) AS oov_sum,
-                  coalesce(sum(n_tokens) FILTER (WHERE n_oov IS NOT NULL), 0) AS oov_tokens,
-                  count(*) FILTER (WHERE n_oov IS NOT NULL) AS oov_rows
-           FROM (SELECT predicted_code, script, lang, model_version, description_len, n_oov, n_tokens,
-                        width_bucket(designation_len::float8, %(title)s::float8[]) AS b_title,
-                        width_bucket(description_len::float8, %(desc)s::float8[]) AS b_desc,
-                        width_bucket(n_tokens::float8, %(tok)s::float8[]) AS b_tok,
-                        width_bucket(confidence, %(conf)s::float8[]) AS b_conf
-                 FROM inference_log
-                 WHERE logged_at > %(start)s AND logged_at <= %(end)s) w
-           GROUP BY GROUPING SETS ((predicted_code), (script), (lang), (model_version), (b_title),
-                                   (b_desc), (b_tok), (b_conf), ())""",
-        {"title": list(edges["title_length"]), "desc": list(edges["description_length"]),
-         "tok": list(edges["n_tokens"]), "conf": list(edges["confidence"]), "start": start, "end": end},
+        f"""SELECT GROUPING(predicted_code, script, lang, model_version, b_title, b_desc, b_tok, b_conf) AS g,
+                   predicted_code, script, lang, model_version, b_title, b_desc, b_tok, b_conf, {counts}
+            FROM (SELECT logged_at, predicted_code, script, lang, model_version,
+                         width_bucket(designation_len::float8, %(title)s::float8[]) AS b_title,
+                         width_bucket(description_len::float8, %(desc)s::float8[]) AS b_desc,
+                         width_bucket(n_tokens::float8, %(tok)s::float8[]) AS b_tok,
+                         width_bucket(confidence, %(conf)s::float8[]) AS b_conf
+                  FROM inference_log
+                  WHERE logged_at > %(start)s AND logged_at <= %(end)s) w
+            GROUP BY GROUPING SETS ((predicted_code), (script), (lang), (model_version), (b_title),
+                                    (b_desc), (b_tok), (b_conf))""",
+        params,
     )
     columns = ("predicted_code", "script", "lang", "model_version", "b_title", "b_desc", "b_tok", "b_conf")
-    out = []
-    full = (1 << n_sets) - 1
+    n_sets = len(_WINDOW_SETS)
+    by_feature = []
     for r in rows:
         g = int(r["g"])
-        if g == full:
-            out.append({"feature": "total", "key": None, "n": int(r["n"]), "n_empty": int(r["n_empty"]),
-                        "oov_sum": int(r["oov_sum"]), "oov_tokens": int(r["oov_tokens"]),
-                        "oov_rows": int(r["oov_rows"])})
-            continue
         i = next(i for i in range(n_sets) if not g & (1 << (n_sets - 1 - i)))
-        out.append({"feature": _WINDOW_SETS[i], "key": r[columns[i]], "n": int(r["n"])})
-    return out
+        by_feature.append({"feature": _WINDOW_SETS[i], "key": r[columns[i]],
+                           "counts": {d: int(r[f"n_{d}"]) for d in windows}})
+    totals_sql = ", ".join(
+        f"""count(*) FILTER (WHERE logged_at > %(s{d})s) AS n_{d},
+            count(*) FILTER (WHERE logged_at > %(s{d})s AND description_len = 0) AS n_empty_{d},
+            coalesce(sum(n_oov) FILTER (WHERE logged_at > %(s{d})s), 0) AS oov_sum_{d},
+            coalesce(sum(n_tokens) FILTER (WHERE logged_at > %(s{d})s AND n_oov IS NOT NULL), 0) AS oov_tokens_{d},
+            count(n_oov) FILTER (WHERE logged_at > %(s{d})s) AS oov_rows_{d}""" for d in windows)
+    tot = _one(conn, f"SELECT {totals_sql} FROM inference_log WHERE logged_at > %(start)s AND logged_at <= %(end)s",
+               params)
+    totals = {d: {k: int(tot[f"{k}_{d}"]) for k in ("n", "n_empty", "oov_sum", "oov_tokens", "oov_rows")}
+              for d in windows}
+    return {"by_feature": by_feature, "totals": totals}
+
+
+def _days(n: int):
+    from datetime import timedelta
+
+    return timedelta(days=int(n))
 
 
 def recent_titles(conn, start, end, limit: int) -> list[str]:
@@ -868,6 +884,41 @@ def upsert_app_setting(conn, key: str, value: Any, updated_by: str | None) -> No
 
 def delete_app_settings(conn, keys: Sequence[str]) -> int:
     return _exec(conn, "DELETE FROM app_settings WHERE key = ANY(%s)", (list(keys),))
+
+
+def _sim_field(value: Any) -> str:
+    """One field in COPY text format (simulated rows: text, numbers, NULL)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return _copy_text(value.replace("\x00", ""))
+    return str(value)
+
+
+SIMULATED_STATIC_COLUMNS = (
+    "source", "model_version", "productid", "designation", "description", "designation_len",
+    "description_len", "n_tokens", "n_oov", "script", "lang", "predicted_code", "confidence",
+)
+
+
+def copy_repeated_inferences(conn, templates: Sequence[dict], index: Sequence[int], logged_at: Sequence[str],
+                             request_ids: Sequence[str], chunk: int = 100_000) -> int:
+    """Bulk-write inference_log rows that repeat a few templates (the traffic simulator's path for
+    10^5-10^6 rows): row i is templates[index[i]] (keys SIMULATED_STATIC_COLUMNS) logged at
+    logged_at[i] (ISO text) with request_ids[i]. Each template is encoded once; one COPY per chunk."""
+    encoded = ["\t".join(_sim_field(t.get(c)) for c in SIMULATED_STATIC_COLUMNS) for t in templates]
+    sql = (f"COPY inference_log (logged_at, request_id, {', '.join(SIMULATED_STATIC_COLUMNS)}) "
+           "FROM STDIN WITH (FORMAT text)")
+    n = len(index)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        buf = io.StringIO()
+        buf.write("".join(f"{logged_at[i]}\t{_copy_text(request_ids[i])}\t{encoded[index[i]]}\n"
+                          for i in range(lo, hi)))
+        buf.seek(0)
+        with conn.cursor() as cur:
+            cur.copy_expert(sql, buf)
+    return n
 
 
 def insert_simulated_feedback(conn, request_ids: Sequence[str], true_codes: Sequence[int],

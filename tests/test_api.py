@@ -416,20 +416,19 @@ def test_rows_buffered_during_an_outage_are_written_after(api_env, trained, conn
     """Through the API: the writer cannot reach the database for a while; predictions keep
     being answered and every row lands once it can."""
     app = create_app(config.load_settings())
+    logger = app.state.inference_log
+    real = logger.connect
+    state = {"fail": 3}
+
+    def connect():
+        if state["fail"]:
+            state["fail"] -= 1
+            raise psycopg2.OperationalError("could not connect to server: Connection refused")
+        return real()
+
+    logger.connect = connect  # the writer connects lazily: its first attempts fail
+    logger.backoff_initial = logger._backoff = 0.05
     with TestClient(app) as c:
-        logger = app.state.inference_log
-        real = logger.connect
-        state = {"fail": 3}
-
-        def connect():
-            if state["fail"]:
-                state["fail"] -= 1
-                raise psycopg2.OperationalError("could not connect to server: Connection refused")
-            return real()
-
-        logger.connect = connect
-        logger._discard_connection()
-        logger.backoff_initial = logger._backoff = 0.05
         answers = [c.post("/predict", json=i) for i in products(trained, 12)]
         assert all(a.status_code == 200 for a in answers)
         assert logger.flush(20)
@@ -672,3 +671,122 @@ def test_models_route(client, trained):
     versions = {str(m["version"]): m for m in r.json()}
     assert {trained.v1, trained.v2} <= set(versions)
     assert "champion" in versions[trained.v1]["aliases"]
+
+
+# --- batch scoring, export, CLI ----------------------------------------------------------------------
+def test_predict_file_scores_the_x_format(api_env, trained, tmp_path, cli):
+    from mlops_cli.batch import predict_file
+
+    rows = trained.rows.head(30).copy()
+    rows["imageid"] = range(len(rows))
+    rows.loc[3, "designation"] = "   "  # no title: an error text, no prediction
+    src = tmp_path / "X_test.csv"
+    rows[["designation", "description", "productid", "imageid"]].to_csv(src)
+    out = tmp_path / "preds.csv"
+    result = predict_file(config.load_settings(), src, out)
+    assert result["rows"] == 30 and result["predicted"] == 29 and result["errors"] == 1
+    assert result["model_version"] == trained.v1
+    got = pd.read_csv(out, dtype={"error": str}, keep_default_na=False)
+    assert list(got.columns) == ["productid", "prdtypecode", "category", "confidence", "error"]
+    assert got.loc[3, "error"] and got.loc[3, "prdtypecode"] == ""
+    ok = got.drop(index=3)
+    expected = trained.models[trained.v1].predict(frame(products(trained, 30)))
+    assert ok["prdtypecode"].astype(int).tolist() == [int(c) for i, c in enumerate(expected) if i != 3]
+    assert ok["productid"].astype(int).tolist() == rows.drop(index=3)["productid"].astype(int).tolist()
+    # the CLI, with an explicit version
+    r = cli("predict", "--input", src, "--out", tmp_path / "v2.csv", "--version", trained.v2, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["model_version"] == trained.v2
+
+
+def test_predict_file_refuses_unreadable_input(api_env, tmp_path, cli):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",title,productid\n0,abc,1\n")
+    r = cli("predict", "--input", bad, "--out", tmp_path / "o.csv")
+    assert r.exit_code == 1 and "missing column(s) designation, description" in r.output
+    r = cli("predict", "--input", tmp_path / "nope.csv", "--out", tmp_path / "o.csv")
+    assert r.exit_code == 1 and "not found" in r.output
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(",designation,description,productid,imageid\n0,caf\xe9,,1,2\n".encode("latin-1"))
+    r = cli("predict", "--input", latin1, "--out", tmp_path / "o.csv")
+    assert r.exit_code == 1 and "not valid UTF-8" in r.output
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_predict_file_without_champion(tmp_path, cli, small_catalogue):
+    r = cli("predict", "--input", small_catalogue[0], "--out", tmp_path / "o.csv")
+    assert r.exit_code == 1 and "No model in production yet" in r.output
+
+
+def test_export_inference_log(client, trained, tmp_path, cli):
+    answers = [client.post("/predict", json=p).json() for p in products(trained, 4)]
+    assert client.app.state.inference_log.flush(10)
+    out = tmp_path / "log.csv"
+    r = cli("export-inference-log", "--out", out)
+    assert r.exit_code == 0 and "wrote 4 rows" in r.output
+    got = pd.read_csv(out)
+    assert got["request_id"].tolist() == [a["request_id"] for a in answers]
+    assert {"n_tokens", "n_oov", "script", "lang", "top_k", "latency_ms", "designation"} <= set(got.columns)
+    r = cli("export-inference-log", "--since", "2999-01-01", "--out", out)
+    assert r.exit_code == 0 and "wrote 0 rows" in r.output
+    assert len(pd.read_csv(out)) == 0
+
+
+def test_mlops_serve_end_to_end(api_env, trained, conn):
+    """`mlops serve` in its own process: ready, predicts, and drains its log on SIGTERM."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket_port() as port:
+        pass
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "serve", "--port", str(port)],
+                            env=dict(os.environ, INFERENCE_LOG_FLUSH_SECONDS="30"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert json.loads(r.read())["model_version"] == trained.v1
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "mlops serve did not become ready"
+                time.sleep(0.3)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", method="POST",
+                                     data=json.dumps(products(trained, 1)[0]).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            request_id = json.loads(r.read())["request_id"]
+        assert store.find_inference(conn, request_id=request_id) is None  # still buffered (30 s)
+        conn.rollback()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal once shut down
+    assert "Application shutdown complete" in output
+    assert store.find_inference(conn, request_id=request_id) is not None  # drained at shutdown
+
+
+class socket_port:
+    """A free TCP port on 127.0.0.1."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
+
+
+def test_oversized_body_is_413(api_env):
+    api_env.setenv("MAX_TEXT_CHARS", "10")
+    api_env.setenv("MAX_BATCH_SIZE", "2")
+    with TestClient(create_app(config.load_settings(), start_background=False)) as c:
+        r = c.post("/predict", content=b"{" + b" " * 300_000 + b"}", headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        assert c.post("/predict", json={"designation": "ok"}).status_code == 200

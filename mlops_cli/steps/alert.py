@@ -16,12 +16,15 @@ The `alerts` table holds at most one active (open or acknowledged) alert per cau
 - active alert, same level or lower: count + 1, last_seen, level updated (de-escalation is silent);
   notified again only as a reminder once ALERT_COOLDOWN_HOURS have passed since the last
   notification, and never while acknowledged (a person is on it);
-- active alert, level higher than the one last notified: escalated and notified at once, cooldown
-  or not, acknowledged or not (the situation got worse);
+- active alert, level higher than the highest one notified so far: escalated and notified at
+  once, cooldown or not, acknowledged or not (the situation got worse);
 - active alert, score back under the warning threshold: resolved, and `drift_resolved` sent on
   the channels the alert was notified on (PagerDuty resolves with the same dedup_key);
 - no usable score for a cause (insufficient data, no labels): nothing changes for that cause --
   missing data neither raises nor resolves an alert.
+
+A notification whose every channel beyond the log failed (SMTP down, webhook answering 500) does
+not count as sent: the next run tries again (the failures are in the `notifications` table).
 
 ALERT_ENABLED=false: reports are still written and alerts are still RECORDED (the dashboard
 shows them, with details.notified_level unset), but nothing is sent. When alerting is enabled
@@ -156,13 +159,28 @@ def _context(settings: Settings, short: str, cause: str, level: str, score: floa
     }
 
 
-def _send(conn, settings: Settings, message: Message, level: str | None, run_id: int | None) -> list[str]:
-    """Send on the channels of `level`; the names of the channels that delivered."""
+def _deliver(conn, settings: Settings, message: Message, level: str | None,
+             run_id: int | None) -> tuple[list[str], bool]:
+    """Send on the channels of `level`: (channels that delivered, whether the alert counts as
+    notified). It does not when every channel beyond the log failed (SMTP down, webhook 500):
+    the next run then tries again instead of waiting for the cooldown."""
     if not settings.alert_enabled or level not in KINDS_BY_LEVEL:
-        return []
+        return [], False
     deliveries = notify.send(conn, settings, message, KINDS_BY_LEVEL[level], alert=True,
                              pipeline_run_id=run_id)
-    return [d.channel for d in deliveries if d.status == "sent"]
+    sent = [d.channel for d in deliveries if d.status == "sent"]
+    external = [d for d in deliveries if d.channel != "log"]
+    notified = bool(sent) and (not external or any(d.status == "sent" for d in external))
+    return sent, notified
+
+
+def _send(conn, settings: Settings, message: Message, level: str | None, run_id: int | None) -> list[str]:
+    """Send on the channels of `level`; the names of the channels that delivered."""
+    return _deliver(conn, settings, message, level, run_id)[0]
+
+
+def _max_level(a: str | None, b: str | None) -> str | None:
+    return a if _rank(a) >= _rank(b) else b
 
 
 def _resolve_message(settings: Settings, alert: dict, reason: str, scores: dict | None,
@@ -228,8 +246,9 @@ def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], th
         alert_id = store.insert_alert(conn, level=level, cause=cause, report_id=report["id"], message=subject,
                                       details=details, notified=False)
         ctx = _context(settings, short, cause, level, score, report, thresholds, alert_id)
-        sent = _send(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx), msg_level, run_id)
-        if settings.alert_enabled:
+        sent, notified = _deliver(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx),
+                                  msg_level, run_id)
+        if notified:
             details["notified_level"] = level
             store.update_alert(conn, alert_id, last_notified_at="now", details=details)
         return {"cause": cause, "action": "created", "alert_id": alert_id, "level": level, "score": score,
@@ -261,9 +280,11 @@ def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], th
         ctx = _context(settings, short, cause, level, score, report, thresholds, active["id"],
                        previous_level=active["level"], count=active["count"] + 1,
                        first_seen=active["first_seen"].isoformat())
-        sent = _send(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx), level, run_id)
-        if settings.alert_enabled:
-            details["notified_level"] = level
+        sent, notified = _deliver(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx),
+                                  level, run_id)
+        if notified:
+            # the highest level told during the alert's life: its resolution goes to those channels
+            details["notified_level"] = _max_level(notified_level, level)
             changes["last_notified_at"] = "now"
         changes["message"] = subject
     else:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time as time_module
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable
 
@@ -305,7 +306,8 @@ def score_window(summary: dict, agg: dict) -> dict:
             "score": float(OOV_SCALE * max(0.0, cur_rate - oov_ref["rate"])),
             "kind": "rate_increase", "scale": OOV_SCALE,
             "reference_rate": float(oov_ref["rate"]), "current_rate": float(cur_rate),
-            "rate_psi": float(stats.rate_shift(oov_ref["rate"], oov_ref["n_tokens"], cur_rate, agg["oov_tokens"])),
+            "rate_psi": float(stats.rate_shift(oov_ref["rate"], oov_ref["n_tokens"], cur_rate, agg["oov_tokens"]))
+            if oov_ref.get("n_tokens") else None,
             "n_ref": oov_ref["n_tokens"], "n_cur": agg["oov_tokens"], "rows": agg["oov_rows"],
             **_rate_shares(oov_ref["rate"], cur_rate, "out of vocabulary", "in vocabulary"),
         }
@@ -372,47 +374,69 @@ def performance_score(summary: dict, result: dict) -> dict:
 
 
 # --- the window's data --------------------------------------------------------------------------------
-def window_aggregates(conn, summary: dict, start: datetime, end: datetime) -> dict:
-    """The window's counts, aggregated in SQL in one scan (plus a bounded sample of titles)."""
+def _empty_agg(edges: dict) -> dict:
+    agg = {"n": 0, "n_empty": 0, "oov_sum": 0, "oov_tokens": 0, "oov_rows": 0, "model_versions": {},
+           "numeric": {name: [0] * (len(edges[name]) + 1) for name in NUMERIC_FEATURES},
+           "categorical": {name: [0] * len(values) for name, values in _CATEGORIES.items()},
+           "classes": [0] * len(PRDTYPECODES), "unknown_classes": 0,
+           "confidence": [0] * (len(edges["confidence"]) + 1), "unknown": {"script": 0, "lang": 0}}
+    return agg
+
+
+_CATEGORIES = {"script": list(textstats.SCRIPTS), "lang": list(textstats.LANGS)}
+_CODE_INDEX = {c: i for i, c in enumerate(PRDTYPECODES)}
+
+
+def _add_row(agg: dict, feature: str, key, n: int) -> None:
+    if key is None:
+        return  # NULL n_tokens / script / lang (rows logged without text features)
+    if feature == "predicted_code":
+        i = _CODE_INDEX.get(int(key))
+        if i is None:
+            agg["unknown_classes"] += n
+        else:
+            agg["classes"][i] += n
+    elif feature in _CATEGORIES:
+        values = _CATEGORIES[feature]
+        if key in values:
+            agg["categorical"][feature][values.index(key)] += n
+        else:
+            agg["unknown"][feature] += n
+    elif feature == "model_version":
+        if n:
+            agg["model_versions"][str(key)] = agg["model_versions"].get(str(key), 0) + n
+    elif feature == "confidence":
+        agg["confidence"][int(key)] += n
+    elif feature in NUMERIC_FEATURES:
+        agg["numeric"][feature][int(key)] += n
+
+
+def windows_aggregates(conn, summary: dict, as_of: datetime, windows: Iterable[int]) -> dict[int, dict]:
+    """{days: counts of the window (as_of - days, as_of]} for every window, from ONE scan of the
+    longest one, aggregated in SQL (store.inference_window_aggregates): predicted classes,
+    script, language, model versions, the numeric features and confidence on the reference's
+    bins, and the totals (rows, empty descriptions, OOV sums)."""
+    windows = sorted({int(d) for d in windows})
     edges = {name: [float(e) for e in _edges(summary["numeric"][name])[1:-1]] for name in NUMERIC_FEATURES}
     edges["confidence"] = [float(e) for e in _edges(summary["predictions"]["confidence"])[1:-1]]
-    rows = store.inference_window_aggregates(conn, start, end, edges)
-    agg = {"n": 0, "n_empty": 0, "oov_sum": 0, "oov_tokens": 0, "oov_rows": 0, "model_versions": {},
-           "numeric": {}, "categorical": {}, "classes": [0] * len(PRDTYPECODES), "unknown_classes": 0,
-           "confidence": [0] * (len(edges["confidence"]) + 1)}
-    for name in NUMERIC_FEATURES:
-        agg["numeric"][name] = [0] * (len(edges[name]) + 1)
-    cats = {"script": list(textstats.SCRIPTS), "lang": list(textstats.LANGS)}
-    for name, values in cats.items():
-        agg["categorical"][name] = [0] * len(values)
-    agg["unknown"] = {"script": 0, "lang": 0}
-    code_index = {c: i for i, c in enumerate(PRDTYPECODES)}
-    for r in rows:
-        feature, key, n = r["feature"], r["key"], int(r["n"])
-        if feature == "total":
-            agg.update(n=n, n_empty=int(r["n_empty"]), oov_sum=int(r["oov_sum"]),
-                       oov_tokens=int(r["oov_tokens"]), oov_rows=int(r["oov_rows"]))
-        elif key is None:
-            continue  # NULL n_tokens / script / lang (rows logged without text features)
-        elif feature == "predicted_code":
-            i = code_index.get(int(key))
-            if i is None:
-                agg["unknown_classes"] += n
-            else:
-                agg["classes"][i] += n
-        elif feature in ("script", "lang"):
-            values = cats[feature]
-            if key in values:
-                agg["categorical"][feature][values.index(key)] += n
-            else:
-                agg["unknown"][feature] += n
-        elif feature == "model_version":
-            agg["model_versions"][str(key)] = n
-        elif feature == "confidence":
-            agg["confidence"][int(key)] += n
-        elif feature in NUMERIC_FEATURES:
-            agg["numeric"][feature][int(key)] += n
-    return agg
+    data = store.inference_window_aggregates(conn, as_of, windows, edges)
+    out = {}
+    for days in windows:
+        agg = _empty_agg(edges)
+        agg.update(data["totals"][days])
+        for r in data["by_feature"]:
+            _add_row(agg, r["feature"], r["key"], r["counts"][days])
+        out[days] = agg
+    return out
+
+
+def window_aggregates(conn, summary: dict, start: datetime, end: datetime) -> dict:
+    """The counts of one window (start, end] (see windows_aggregates)."""
+    span = (end - start).total_seconds() / 86400.0
+    days = int(math.ceil(span))
+    if days != span:
+        raise ValueError("window_aggregates needs a whole number of days")
+    return windows_aggregates(conn, summary, end, [days])[days]
 
 
 def window_tokens(conn, start: datetime, end: datetime, limit: int = TOKEN_SAMPLE) -> tuple:
@@ -480,11 +504,18 @@ class _Labels:
 
 
 def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, days: int,
-                   thresholds: dict, labels: _Labels) -> dict:
-    """The drift_reports row (as a dict, not yet stored) of one window."""
+                   thresholds: dict, labels: _Labels, agg: dict | None = None,
+                   token_cache: dict | None = None) -> dict:
+    """The drift_reports row (as a dict, not yet stored) of one window.
+
+    agg: the window's counts when already computed (windows_aggregates); token_cache: shared by
+    the windows of one run, so that the newest TOKEN_SAMPLE titles are read and tokenised once
+    when the shorter window already holds that many.
+    """
     summary = ref_row["summary"]
     start = as_of - timedelta(days=days)
-    agg = window_aggregates(conn, summary, start, as_of)
+    if agg is None:
+        agg = windows_aggregates(conn, summary, as_of, [days])[days]
     th = (thresholds["warning"], thresholds["alert"], thresholds["critical"])
     details: dict = {
         "model_name": settings.model_name,
@@ -502,7 +533,7 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
               "model_version": ref_row["model_version"], "n_inferences": agg["n"], "n_feedback": 0,
               "data_drift_score": None, "prediction_drift_score": None, "performance_drift_score": None,
               "drift_detected": False, "level": "NONE", "details": details}
-    if agg["n"] < settings.drift_min_samples:
+    if agg["n"] < max(1, settings.drift_min_samples):
         n_feedback = int(sum(p[2] for p in store.window_feedback_pairs(conn, start, as_of)))
         details.update(status="insufficient_data", scores={c: None for c in CAUSES},
                        levels={c: "NONE" for c in CAUSES},
@@ -511,7 +542,13 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
         report.update(status="insufficient_data", n_feedback=n_feedback)
         return report
 
-    agg["tokens"], agg["n_titles"] = window_tokens(conn, start, as_of)
+    cached = (token_cache or {}).get("full")
+    if cached is not None and agg["n"] >= TOKEN_SAMPLE:
+        agg["tokens"], agg["n_titles"] = cached  # the newest 20k titles of a longer window are the same
+    else:
+        agg["tokens"], agg["n_titles"] = window_tokens(conn, start, as_of)
+        if token_cache is not None and agg["n_titles"] >= TOKEN_SAMPLE:
+            token_cache["full"] = (agg["tokens"], agg["n_titles"])
     scored = score_window(summary, agg)
     perf_result, n_feedback = labels.get(start, as_of)
     if perf_result is not None and "weighted_f1" in perf_result:
@@ -562,6 +599,8 @@ def drift(conn, settings: Settings, trigger: Trigger, *, as_of=None,
         raise MlopsError(f"Windows must be positive numbers of days, got {list(window_days)}")
 
     def body(step: StepRun) -> None:
+        clock = time_module.perf_counter
+        t0 = clock()
         version, how = _serving_version(conn, settings, when, windows[-1])
         if version is None:
             step.skip(f"no champion of {settings.model_name} and no logged traffic from a version with a "
@@ -570,14 +609,21 @@ def drift(conn, settings: Settings, trigger: Trigger, *, as_of=None,
         ref_row = reference_for(conn, settings, version)
         thresholds = effective_thresholds(conn, settings)
         labels = _Labels(conn, settings, ref_row)
+        t1 = clock()
+        aggs = windows_aggregates(conn, ref_row["summary"], when, windows)
+        t2 = clock()
+        token_cache: dict = {}
         reports = []
         for days in windows:
-            report = analyse_window(conn, settings, ref_row, when, days, thresholds, labels)
+            report = analyse_window(conn, settings, ref_row, when, days, thresholds, labels,
+                                    agg=aggs[days], token_cache=token_cache)
             report["details"]["version_chosen_by"] = how
             report["id"] = store.insert_drift_report(conn, pipeline_run_id=step.run_id, **report)
             reports.append(report)
         worst = max((r["level"] for r in reports), key=LEVELS.index)
         step.outputs.update({
+            "seconds": {"setup": round(t1 - t0, 3), "aggregates": round(t2 - t1, 3),
+                        "windows": round(clock() - t2, 3)},
             "model_version": version, "as_of": when.isoformat(), "level": worst,
             "reports": [{"id": r["id"], "window_days": r["window_days"], "status": r["status"],
                          "n_inferences": r["n_inferences"], "level": r["level"],
