@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -75,6 +76,21 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> floa
             pass
         time.sleep(0.25)
     raise RuntimeError(f"{url} not ready after {timeout:.0f}s")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every process in a process group (the server and its workers)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 of stat: process group id
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -219,7 +235,10 @@ def main() -> int:
         paths = {"mlops serve": "/predict", "mlflow models serve": "/invocations"}
         ready_urls = {"mlops serve": f"http://127.0.0.1:{ports['mlops serve']}/health",
                       "mlflow models serve": f"http://127.0.0.1:{ports['mlflow models serve']}/ping"}
-        server_env = dict(env, MLFLOW_TRACKING_URI=info["tracking_uri"], INFERENCE_LOG_FLUSH_SECONDS="1")
+        # mlflow's server execs `uvicorn` by name: the interpreter's bin directory goes first on PATH
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        server_env = dict(env, MLFLOW_TRACKING_URI=info["tracking_uri"], INFERENCE_LOG_FLUSH_SECONDS="1",
+                          PATH=path)
         logs = {name: open(data / f"{name.split()[0]}.log", "wb") for name in commands}
         results: dict[str, dict] = {}
         extra: dict = {"model_version": version, "train_rows": args.rows, "workers": args.workers,
@@ -232,10 +251,18 @@ def main() -> int:
                 extra[f"{name} startup_s"] = round(startup, 1)
                 print(f"{name}: ready in {startup:.1f}s on port {ports[name]}", flush=True)
                 for c in levels:
+                    cpu0 = group_cpu_seconds(proc.pid)
                     r = run_load(ports[name], paths[name], bodies[name], c, args.requests, args.time_limit)
+                    # server CPU per request: warm-up included in both terms, background work too
+                    warm = min(200, args.requests)
+                    r["server_cpu_ms_per_request"] = round(
+                        (group_cpu_seconds(proc.pid) - cpu0) * 1000 / max(1, r["requests"] + warm), 3)
+                    r["load_average_1m"] = round(os.getloadavg()[0], 2)
                     results[f"{name} c={c}"] = r
                     print(f"  concurrency {c:>2}: {r['rps']:>8.1f} req/s  p50 {r['p50_ms']:.2f} ms  "
-                          f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
+                          f"p99 {r['p99_ms']:.2f} ms  errors {r['errors']}  server CPU "
+                          f"{r['server_cpu_ms_per_request']:.2f} ms/request  load {r['load_average_1m']}",
+                          flush=True)
                 if name == "mlops serve":
                     time.sleep(2.5)  # let the inference log drain
                     with urllib.request.urlopen(f"http://127.0.0.1:{ports[name]}/metrics", timeout=5) as m:
@@ -253,19 +280,28 @@ def main() -> int:
                         "columns": ["designation", "description"],
                         "data": [[p["designation"], p["description"] or ""] for p in check]}})["predictions"]
                     extra["same_predictions_as_mlflow"] = [int(v) for v in theirs] == ours
+            except Exception:
+                print(f"{name} failed; its log: {logs[name].name}", file=sys.stderr)
+                raise
             finally:
                 stop(proc)
                 logs[name].close()
+        shutil.rmtree(data, ignore_errors=True)  # kept above when a server failed, for its log
 
     rows = [(k, v["requests"], v["errors"], f"{v['rps']:.1f}", f"{v['p50_ms']:.2f}", f"{v['p90_ms']:.2f}",
-             f"{v['p99_ms']:.2f}", f"{v['max_ms']:.2f}") for k, v in results.items()]
+             f"{v['p99_ms']:.2f}", f"{v['max_ms']:.2f}", f"{v['server_cpu_ms_per_request']:.2f}",
+             f"{v['load_average_1m']:.1f}") for k, v in results.items()]
     print()
-    print_table(rows, ("server", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"))
+    print_table(rows, ("server", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
+                       "server CPU ms/req", "load avg"))
     targets = {}
     top = max(levels)
     ours, theirs = results.get(f"mlops serve c={top}"), results.get(f"mlflow models serve c={top}")
     if ours:
         targets[f"p99 < 20 ms at concurrency {top}"] = ours["p99_ms"] < 20
+        # With one request at a time per worker, `top` requests in flight wait for each other:
+        # mean latency >= top x CPU per request / workers, whatever the server does.
+        extra["queueing_floor_ms"] = round(top * ours["server_cpu_ms_per_request"] / args.workers, 1)
     for c in levels:
         a, b = results.get(f"mlops serve c={c}"), results.get(f"mlflow models serve c={c}")
         if a and b:
@@ -275,10 +311,15 @@ def main() -> int:
     print()
     for k, ok in targets.items():
         print(f"target {k}: {'PASS' if ok else 'FAIL'}")
+    if "queueing_floor_ms" in extra:
+        print(f"queueing floor at concurrency {top}: {top} x {ours['server_cpu_ms_per_request']:.2f} ms CPU "
+              f"per request / {args.workers} worker(s) = {extra['queueing_floor_ms']} ms mean latency; "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes included)")
     print("inference log: {} rows written, {} buffered, {} dropped; same predictions as mlflow: {}".format(
         extra.get("inference_log_written_rows"), extra.get("inference_log_buffer_rows"),
         extra.get("inference_log_dropped_rows"), extra.get("same_predictions_as_mlflow")))
-    path = write_results("bench_serve", {"results": results, "targets": targets, **extra})
+    name = "bench_serve" if args.workers == 1 else f"bench_serve_workers{args.workers}"
+    path = write_results(name, {"results": results, "targets": targets, **extra})
     print(f"results: {path}")
     return 0 if all(targets.values()) else 1
 

@@ -16,7 +16,6 @@ import time
 import uuid
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import psycopg2
 import pytest
