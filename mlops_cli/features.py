@@ -35,14 +35,14 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "char_ngram_min": 2,
     "char_ngram_max": 5,
     "char_max_features": 200_000,
-    "description_chars": 2000,   # long descriptions add noise and time beyond this
+    "description_chars": 1000,   # long descriptions add noise and time beyond this
     "classifier": "sgd",         # sgd (modified Huber: fast, gives probabilities) | logreg
     "alpha": 2e-5,
-    "max_iter": 30,
+    "max_iter": 20,
     "class_weight": "balanced",  # or "none"
     "max_per_class": None,       # None: settings.max_per_class
     "random_state": 42,
-    "fit_jobs": 1,               # >1: word and char features fitted in parallel (serving stays serial)
+    "fit_jobs": 2,               # >1: word and char features fitted in parallel (serving stays serial)
 }
 
 
