@@ -70,7 +70,7 @@ def insert_run(
                backend_start, finished_at)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, pg_backend_pid(),
                (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
-               CASE WHEN %s THEN now() END)
+               CASE WHEN %s THEN clock_timestamp() END)
            RETURNING id""",
         (pipeline, step, status, triggered_by, actor, slot, Json(params or {}), Json(outputs or {}),
          error, upstream_run_id, parent_run_id, pid, hostname, finished),
@@ -80,7 +80,7 @@ def insert_run(
 def finish_run(conn, run_id: int, status: str, outputs: dict | None = None, error: str | None = None) -> None:
     n = _exec(
         conn,
-        """UPDATE pipeline_runs SET status = %s, outputs = outputs || %s, error = %s, finished_at = now()
+        """UPDATE pipeline_runs SET status = %s, outputs = outputs || %s, error = %s, finished_at = clock_timestamp()
            WHERE id = %s AND status = 'running'""",
         (status, Json(outputs or {}), error, run_id),
     )
@@ -117,7 +117,7 @@ def mark_abandoned_runs(conn) -> list[int]:
     rows = _all(
         conn,
         """UPDATE pipeline_runs r
-           SET status = 'failed', finished_at = now(),
+           SET status = 'failed', finished_at = clock_timestamp(),
                error = 'abandoned: the process running this step died (its database session ended)'
            WHERE r.status = 'running'
              AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
