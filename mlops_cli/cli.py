@@ -267,7 +267,6 @@ def evaluate_cmd(ctx, run_id, version, by, as_json) -> None:
          as_json)
 
 
-# @@ promotion commands (promote, rollback, models) @@
 # --- promotion, approval, rollback, models ------------------------------------------------------
 def _score(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
@@ -419,7 +418,7 @@ def models_cmd(ctx, history, limit, as_json) -> None:
     click.echo(f"* champion (in production) of {s.model_name}")
 
 
-# @@ serving commands (serve, predict, export-inference-log) @@
+# --- serving ------------------------------------------------------------------------------------
 @main.command("serve")
 @click.option("--host", default=None, help="Address to listen on (default $API_HOST, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default $API_PORT, 8000).")
@@ -472,7 +471,7 @@ def export_inference_log_cmd(ctx, since, out_path) -> None:
     n = export_inference_log(open_conn(ctx), since.date() if since else None, out_path)
     click.echo(f"wrote {n} rows to {out_path}")
 
-# @@ drift commands (drift, alert, alerts) @@
+# --- drift and alerts -----------------------------------------------------------------------------
 def _score_text(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -650,7 +649,7 @@ def thresholds_cmd(ctx, warning, alert_, critical, reset, by, note, as_json) -> 
         click.echo(f"last changed by {th['updated_by']} at {th['updated_at']:%Y-%m-%d %H:%M:%S %Z}")
 
 
-# @@ pipeline commands (pipeline, crontab, demo, ui) @@
+# --- pipelines, schedule, demo, UI --------------------------------------------------------------
 @main.group("pipeline")
 def pipeline_group() -> None:
     """Run a whole pipeline under its lock: weekly, daily or retrain."""
