@@ -21,13 +21,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO, query
+from conftest import REPO, _admin, _with_db, query
 from mlops_cli import config, db, registry
 from mlops_cli.runs import Trigger
 
@@ -74,20 +74,6 @@ def submit(at: AppTest, button: str, **values) -> AppTest:
             raise KeyError(f"no widget with key {key!r}")
     at.button(key=button).click()
     return at.run(timeout=TIMEOUT)
-
-
-def _admin(url: str, sql: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
-def _with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 # --- the seeded state (once per session) ----------------------------------------------------------------
