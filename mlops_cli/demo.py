@@ -146,25 +146,19 @@ def _daily_level(result) -> str:
 
 
 def _rollback(settings: Settings, level: str) -> str:
-    from .errors import MlopsError
-    from .runs import StepFailed
-    from .steps.alert import list_alerts, record_action
-    from .steps.rollback import rollback
+    """On-call's answer to the alert, as the alerts page does it: roll back, audited on the alert."""
+    from .steps.alert import list_alerts
+    from .views import do_rollback
 
     conn = db.open_db(settings)
     try:
         alerts = list_alerts(conn, status="open", limit=1)
-        alert_id = alerts[0]["id"] if alerts else None
-        reason = f"drift {level} (alert #{alert_id}): back to the previous champion while we investigate"
-        try:
-            result = rollback(conn, settings, Trigger(triggered_by="ui", actor="oncall (demo)"), reason=reason)
-        except (MlopsError, StepFailed) as exc:
-            return f"rollback not possible: {exc}"
-        record_action(conn, alert_id, "rollback", "oncall (demo)", reason, {"step_run_id": result.run_id})
-        conn.commit()
-        return f"rolled back: {result.message}"
     finally:
         conn.close()
+    alert_id = alerts[0]["id"] if alerts else None
+    reason = f"drift {level} (alert #{alert_id}): back to the previous champion while we investigate"
+    out = do_rollback(settings, alert_id, "oncall (demo)", reason)
+    return f"rolled back: {out['message']}" if out["ok"] else f"rollback not possible: {out['error']}"
 
 
 class Traffic:

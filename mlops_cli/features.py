@@ -155,12 +155,3 @@ def parse_param(text: str) -> tuple[str, Any]:
     except ValueError:
         raise ValueError(f"--param {key}={raw!r}: expected a {type(default).__name__}") from None
     return key, value
-
-
-def predict_with_confidence(model, X, top_k: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(predicted codes, confidence of the prediction, top-k codes, top-k probabilities)."""
-    proba = model.predict_proba(X)
-    classes = model.classes_
-    order = np.argsort(-proba, axis=1)[:, :top_k]
-    top_p = np.take_along_axis(proba, order, axis=1)
-    return classes[order[:, 0]], top_p[:, 0], classes[order], top_p

@@ -18,9 +18,8 @@ What is in the summary (all JSON-serialisable; bin edges via stats.edges_to_json
 - tokens: the ~200 most frequent title tokens (textstats.tokens on designation) and their counts,
   plus an "other" count for every other token
 - predictions on the holdout, made as serving makes them (served_predictions: the code is the
-  model's `predict`, the confidence `predict_proba` of that code -- features.predict_with_confidence
-  takes the argmax of the probabilities instead, which differs on ties of the clipped
-  modified-Huber probabilities): predicted-class counts over the 27 codes and confidence bins
+  model's `predict`, the confidence `predict_proba` of that code -- not the argmax of the
+  probabilities, which differs on ties of the clipped modified-Huber probabilities): predicted-class counts over the 27 codes and confidence bins
 - performance: weighted F1 of those served-style predictions (the baseline of performance
   drift), the evaluation's weighted/macro F1 and per-class F1 when given
 

@@ -88,10 +88,6 @@ def finish_run(conn, run_id: int, status: str, outputs: dict | None = None, erro
         raise RuntimeError(f"pipeline run {run_id} is not running (already finished or abandoned)")
 
 
-def update_run_outputs(conn, run_id: int, outputs: dict) -> None:
-    _exec(conn, "UPDATE pipeline_runs SET outputs = outputs || %s WHERE id = %s", (Json(outputs), run_id))
-
-
 def get_run(conn, run_id: int) -> dict | None:
     return _one(conn, f"SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE id = %s", (run_id,))
 
@@ -181,17 +177,6 @@ def advisory_unlock(conn, key: int) -> None:
     _scalar(conn, "SELECT pg_advisory_unlock(%s)", (key,))
 
 
-def lock_holders(conn, key: int) -> list[int]:
-    """Backend pids holding the advisory lock `key` (for 'who is running' messages)."""
-    rows = _all(
-        conn,
-        """SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
-             AND ((classid::bigint << 32) | objid::bigint) = %s""",
-        (key,),
-    )
-    return [r["pid"] for r in rows]
-
-
 # === catalogue and loads ========================================================================
 def batch_for_slot(conn, slot: str) -> dict | None:
     return _one(conn, "SELECT * FROM load_batches WHERE slot = %s AND NOT forced ORDER BY id LIMIT 1", (slot,))
@@ -267,19 +252,6 @@ def insert_rejected(conn, batch_id: int, rejected: Iterable[tuple[str, dict, str
             template="(%s, %s, %s::jsonb, %s)", page_size=1000,
         )
     return len(data)
-
-
-def list_batches(conn, limit: int = 50) -> list[dict]:
-    return _all(conn, "SELECT * FROM load_batches ORDER BY id DESC LIMIT %s", (limit,))
-
-
-def list_rejected(conn, batch_id: int | None = None, limit: int = 100) -> list[dict]:
-    return _all(
-        conn,
-        """SELECT id, batch_id, source_index, raw, reason, created_at FROM rejected_rows
-           WHERE (%s::int IS NULL OR batch_id = %s) ORDER BY id LIMIT %s""",
-        (batch_id, batch_id, limit),
-    )
 
 
 def catalogue_counts(conn) -> dict:
@@ -994,10 +966,6 @@ def read_products(conn, columns: Sequence[str] = ("productid", "designation", "d
     return df
 
 
-def loaded_batch_ids(conn) -> list[int]:
-    return [r["id"] for r in _all(conn, "SELECT id FROM load_batches ORDER BY id")]
-
-
 def insert_evaluation(conn, **cols) -> int:
     cols = {k: (Json(v) if isinstance(v, dict) else v) for k, v in cols.items()}
     names = ", ".join(cols)
@@ -1013,8 +981,3 @@ def latest_evaluation(conn, model_name: str, model_version: str, holdout_hash: s
              AND (%s::text IS NULL OR holdout_hash = %s) ORDER BY id DESC LIMIT 1""",
         (model_name, str(model_version), holdout_hash, holdout_hash),
     )
-
-
-def list_evaluations(conn, model_name: str, limit: int = 200) -> list[dict]:
-    return _all(conn, "SELECT * FROM model_evaluations WHERE model_name = %s ORDER BY id DESC LIMIT %s",
-                (model_name, limit))

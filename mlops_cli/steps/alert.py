@@ -345,11 +345,16 @@ def list_alerts(conn, status: str | None = None, limit: int = 100) -> list[dict]
     return store.list_alerts(conn, status=status, limit=limit)
 
 
-def get_alert(conn, alert_id: int) -> dict:
-    """One alert with its audit trail (`actions`, newest first)."""
+def _existing(conn, alert_id: int) -> dict:
     row = store.get_alert(conn, int(alert_id))
     if row is None:
         raise MlopsError(f"No alert {alert_id}")
+    return row
+
+
+def get_alert(conn, alert_id: int) -> dict:
+    """One alert with its audit trail (`actions`, newest first)."""
+    row = _existing(conn, alert_id)
     row["actions"] = store.list_alert_actions(conn, alert_id=int(alert_id))
     return row
 
@@ -385,9 +390,7 @@ def acknowledge(conn, settings: Settings, alert_id: int, *, by: str, note: str |
     Unknown id: MlopsError "No alert <id>"; a resolved alert cannot be acknowledged. Commits.
     """
     actor = _actor(by)
-    row = store.get_alert(conn, int(alert_id))
-    if row is None:
-        raise MlopsError(f"No alert {alert_id}")
+    row = _existing(conn, alert_id)
     if row["status"] == "resolved":
         raise MlopsError(f"Alert {alert_id} is already resolved: nothing to acknowledge")
     details = dict(row["details"] or {})
@@ -416,9 +419,7 @@ def resolve(conn, settings: Settings, alert_id: int, *, by: str, note: str | Non
     """Resolve one active alert by hand (audited 'resolve'); the channels it was notified on are
     told (PagerDuty incident resolved). Commits."""
     actor = _actor(by)
-    row = store.get_alert(conn, int(alert_id))
-    if row is None:
-        raise MlopsError(f"No alert {alert_id}")
+    row = _existing(conn, alert_id)
     if row["status"] == "resolved":
         raise MlopsError(f"Alert {alert_id} is already resolved")
     _close(conn, settings, row, "resolve", actor, note)
