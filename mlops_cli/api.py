@@ -447,7 +447,8 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
                          "productid": it.productid, "designation": it.designation,
                          "description": it.description or "", "predicted_code": code,
                          "confidence": float(conf[i]), "top_k": tk, "latency_ms": latency_ms,
-                         "vocabulary": loaded.vocabulary})
+                         "vocabulary": loaded.vocabulary,
+                         "cleaned": result.cleaned[i] if result.cleaned else None})
             metrics.observe_prediction(code, float(conf[i]))
         inference_log.log_many(rows)
         # Serialized here: the payload is built from typed values already, so FastAPI's second

@@ -423,7 +423,8 @@ def models_cmd(ctx, history, limit, as_json) -> None:
 @click.option("--host", default=None, help="Address to listen on (default $API_HOST, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default $API_PORT, 8000).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes (each loads the model and polls the registry).")
+              help="Worker processes (each loads the model and polls the registry; /metrics adds "
+                   "their metrics up).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True, help="uvicorn's log level.")
 @click.pass_context
@@ -433,6 +434,10 @@ def serve_cmd(ctx, host, port, workers, log_level) -> None:
     import uvicorn
 
     s = settings_of(ctx)
+    if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from .serving import prepare_multiproc_dir
+
+        prepare_multiproc_dir(s)  # before the workers start: they pick their metrics mode at import
     uvicorn.run("mlops_cli.api:create_app", factory=True, host=host or s.api_host, port=port or s.api_port,
                 workers=workers, log_level=log_level, access_log=False, proxy_headers=True)
 

@@ -18,9 +18,10 @@ LoadedModel.predict
 
 InferenceLogger
     The request path only appends to a bounded in-memory buffer (INFERENCE_LOG_BUFFER rows). A
-    writer thread drains it every INFERENCE_LOG_FLUSH_SECONDS (sooner when a batch is large),
-    computes textstats.row_features with the vocabulary of the model that made the prediction,
-    and writes each batch with one COPY. On a database error the rows stay buffered and the
+    writer thread prepares new rows every 50 ms (textstats features with the vocabulary of the
+    model that made the prediction, reusing the predictor's cleaned text; the COPY line), so its
+    CPU is spread evenly, and every INFERENCE_LOG_FLUSH_SECONDS (sooner when a batch is large)
+    writes what is buffered with one COPY. On a database error the rows stay buffered and the
     write is retried with exponential backoff (a fresh connection each time); nothing is lost
     while the buffer has room. When it is full, new rows are dropped and counted (metric
     mlops_inference_log_dropped_rows_total{reason="buffer_full"}). Rows the database refuses
@@ -39,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import registry, textstats
+from . import registry, store, textstats
 from .categories import category_name
 from .config import Settings
 
@@ -48,7 +49,15 @@ log = logging.getLogger(__name__)
 
 # --- metrics ---------------------------------------------------------------------------------------
 class ServingMetrics:
-    """The API's Prometheus metrics, in a CollectorRegistry of their own (one per app)."""
+    """The API's Prometheus metrics, in a CollectorRegistry of their own (one per app).
+
+    With several uvicorn workers (`mlops serve --workers N` sets PROMETHEUS_MULTIPROC_DIR before
+    the workers start), prometheus-client keeps each process's values in files of that folder
+    and /metrics adds them up across workers: counters and histograms are summed, and gauges
+    say how to combine (model ready = the minimum over live workers, version info and load time
+    the maximum, buffered rows the sum). Files of live-mode gauges of workers that are gone are
+    removed at each scrape.
+    """
 
     LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
     CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -56,6 +65,7 @@ class ServingMetrics:
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        self.multiproc_dir = multiproc_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("mlops_api_requests", "HTTP requests answered, by route and status.",
@@ -70,10 +80,12 @@ class ServingMetrics:
                                     buckets=self.CONFIDENCE_BUCKETS, registry=r)
         self.model_info = Gauge("mlops_model_version_info",
                                 "1 for the model version being served (labels say which).",
-                                ["model_name", "version", "run_id"], registry=r)
-        self.model_ready = Gauge("mlops_model_ready", "1 when a champion model is loaded.", registry=r)
+                                ["model_name", "version", "run_id"], registry=r, multiprocess_mode="livemax")
+        self.model_ready = Gauge("mlops_model_ready", "1 when a champion model is loaded.", registry=r,
+                                 multiprocess_mode="livemin")
         self.model_loaded_at = Gauge("mlops_model_loaded_timestamp_seconds",
-                                     "When the model being served was loaded (Unix time).", registry=r)
+                                     "When the model being served was loaded (Unix time).", registry=r,
+                                     multiprocess_mode="livemax")
         self.reloads = Counter("mlops_model_reloads",
                                "Model (re)loads after the champion alias moved, by result.",
                                ["result"], registry=r)
@@ -81,7 +93,8 @@ class ServingMetrics:
                                    "Failed checks of the champion alias (registry unreachable).",
                                    registry=r)
         self.log_buffer = Gauge("mlops_inference_log_buffer_rows",
-                                "Inference-log rows waiting to be written.", registry=r)
+                                "Inference-log rows waiting to be written.", registry=r,
+                                multiprocess_mode="livesum")
         self.log_written = Counter("mlops_inference_log_written_rows",
                                    "Inference-log rows written to PostgreSQL.", registry=r)
         self.log_dropped = Counter("mlops_inference_log_dropped_rows",
@@ -95,6 +108,17 @@ class ServingMetrics:
             self.log_dropped.labels(reason)
         self._children: dict[tuple, tuple] = {}
         self._class_children: dict[int, Any] = {}
+        self._info_labels: tuple | None = None
+
+    def track_buffer(self, pending: Callable[[], int]) -> None:
+        """The buffer gauge follows `pending()`: read at scrape time in one process; with
+        several workers (no callbacks across processes) set by `update_buffer` instead."""
+        if self.multiproc_dir is None:
+            self.log_buffer.set_function(pending)
+
+    def update_buffer(self, rows: int) -> None:
+        if self.multiproc_dir is not None:
+            self.log_buffer.set(rows)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -114,37 +138,100 @@ class ServingMetrics:
         self.confidence.observe(confidence)
 
     def set_model(self, model_name: str, loaded: "LoadedModel | None") -> None:
+        if self._info_labels is not None:
+            # A worker's file keeps every label set it ever wrote: say 0 for the old version
+            # before dropping it (in one process, clear() alone removes the series).
+            self.model_info.labels(*self._info_labels).set(0)
+            self._info_labels = None
         self.model_info.clear()
         if loaded is None:
             self.model_ready.set(0)
             return
-        self.model_info.labels(model_name, loaded.version, loaded.run_id or "").set(1)
+        self._info_labels = (model_name, loaded.version, loaded.run_id or "")
+        self.model_info.labels(*self._info_labels).set(1)
         self.model_ready.set(1)
         self.model_loaded_at.set(loaded.loaded_at)
 
     def render(self) -> bytes:
-        from prometheus_client import generate_latest
+        from prometheus_client import CollectorRegistry, generate_latest
 
-        return generate_latest(self.registry)
+        if self.multiproc_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        forget_dead_workers(self.multiproc_dir)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=self.multiproc_dir)
+        return generate_latest(merged)
+
+
+def multiproc_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR when this process runs as one of several API workers."""
+    import os
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return path if path and os.path.isdir(path) else None
+
+
+def prepare_multiproc_dir(settings: Settings) -> str:
+    """An empty PROMETHEUS_MULTIPROC_DIR for the workers about to start (the variable's folder if
+    set, else $MLOPS_HOME/prometheus-multiproc), exported for them. Emptied first: files left
+    by an earlier run would be added to this one's counts."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.home / "prometheus-multiproc")
+    path.mkdir(parents=True, exist_ok=True)
+    for f in path.glob("*.db"):
+        f.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path.resolve())
+    return str(path.resolve())
+
+
+def forget_dead_workers(path: str) -> None:
+    """Remove the live-mode gauge files of worker processes that no longer exist (a worker
+    uvicorn restarted, say), so "ready" and "version" reflect the workers serving now."""
+    import glob
+    import os
+
+    from prometheus_client import multiprocess
+
+    pids = set()
+    for f in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        try:
+            pids.add(int(os.path.basename(f).rsplit("_", 1)[1][:-3]))
+        except ValueError:
+            continue
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 # --- prediction ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Predictions:
-    """Per input row: code, confidence, top-k codes and probabilities (numpy arrays)."""
+    """Per input row: code, confidence, top-k codes and probabilities (numpy arrays); and, when
+    the predictor made them, the (title, description) after features.clean_text, which the
+    inference log reuses for its text statistics."""
 
     codes: np.ndarray
     confidence: np.ndarray
     top_codes: np.ndarray
     top_proba: np.ndarray
+    cleaned: list[tuple[str, str]] | None = None
 
 
-def _rank(classes: np.ndarray, proba: np.ndarray, decision: np.ndarray | None, top_k: int) -> Predictions:
+def _rank(classes: np.ndarray, proba: np.ndarray, decision: np.ndarray | None, top_k: int,
+          cleaned: list[tuple[str, str]] | None = None) -> Predictions:
     """Top-k by decision value (stable: first class wins a tie, as argmax in `predict` does)."""
     key = decision if decision is not None and decision.ndim == 2 else proba
     order = np.argsort(-key, axis=1, kind="stable")[:, :top_k]
     top_p = np.take_along_axis(proba, order, axis=1)
-    return Predictions(classes[order[:, 0]], top_p[:, 0], classes[order], top_p)
+    return Predictions(classes[order[:, 0]], top_p[:, 0], classes[order], top_p, cleaned)
 
 
 def _rows_frame(items: Sequence[tuple[str, str | None]]):
@@ -168,63 +255,80 @@ def generic_predict(model, items: Sequence[tuple[str, str | None]], top_k: int) 
 
 
 class _Block:
-    """One fitted TfidfVectorizer, applied to one document at a time with numpy only.
+    """One fitted TfidfVectorizer's vocabulary and weighting, its columns starting at `offset` in
+    the feature union's output.
 
-    The arithmetic is scikit-learn's, in the same order and precision: counts of in-vocabulary
-    features sorted by column, float32 1 + log(tf), times idf, L2 norm accumulated in double
-    (sparsefuncs_fast), then the products with the coefficients summed sequentially in the
-    common dtype of features and coefficients (float32 for SGD fitted on float32 TF-IDF), as
-    scipy's csr_matvecs does. So the decision values are the pipeline's, bit for bit (checked
-    against it at load time).
+    `collect` appends the global columns of a document's in-vocabulary features (repeated as
+    often as they occur), the multiset scikit-learn's analyzer gives, at less cost for one
+    document: word n-grams are built from the tokenizer's tokens with unigrams looked up
+    directly; char_wb n-grams never cross a word, so each word's columns are cached (bounded).
+    Any other analyzer is called as it is.
     """
 
-    def __init__(self, vec, column: str):
+    WORD_CACHE = 100_000
+
+    def __init__(self, vec, column: str, offset: int):
         self.column = column
-        self.analyze = vec.build_analyzer()
+        self.offset = offset
         vocab = vec.vocabulary_
-        self.vocab = vocab if all(type(v) is int for v in list(vocab.values())[:10]) else \
-            {k: int(v) for k, v in vocab.items()}
+        # Global column numbers (offset added), as Python ints: one dict lookup per feature.
+        self.vocab = {k: int(v) + offset for k, v in vocab.items()}
         self.n_features = len(vocab)
         self.dtype = np.dtype(vec.dtype)
         self.binary = bool(vec.binary)
         self.sublinear = bool(vec.sublinear_tf)
-        self.idf = np.asarray(vec.idf_) if vec.use_idf else None
+        self.idf = np.asarray(vec.idf_, dtype=self.dtype) if vec.use_idf else np.ones(len(vocab), self.dtype)
         self.norm = vec.norm
         if self.norm not in ("l2", None):
             raise TypeError(f"unsupported norm {self.norm!r}")
+        self.analyze = vec.build_analyzer()
+        self.min_n, self.max_n = vec.ngram_range
+        plain = vec.input == "content" and not callable(vec.analyzer)
+        if plain and vec.analyzer == "word" and vec.stop_words is None:
+            self.kind = "word"
+            self.preprocess, self.tokenize = vec.build_preprocessor(), vec.build_tokenizer()
+        elif plain and vec.analyzer == "char_wb":
+            self.kind = "char_wb"
+            self.preprocess = vec.build_preprocessor()
+            self._words: dict[str, tuple[int, ...]] = {}
+        else:
+            self.kind = "other"
 
-    def features(self, doc: str) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted column indices, tf-idf values in the vectorizer's dtype) of one document."""
-        vocab = self.vocab
-        counts: dict[int, int] = {}
-        for feature in self.analyze(doc):
-            j = vocab.get(feature)
-            if j is not None:
-                counts[j] = counts.get(j, 0) + 1
-        if not counts:
-            return _EMPTY_IDX, _EMPTY_VAL
-        idx = np.fromiter(sorted(counts), dtype=np.int64, count=len(counts))  # sorted columns
-        data = np.fromiter(map(counts.__getitem__, idx.tolist()), dtype=self.dtype, count=len(idx))
-        if self.binary:
-            data.fill(1)
-        if self.sublinear:
-            np.log(data, data)
-            data += 1.0
-        if self.idf is not None:
-            data *= self.idf[idx]
-        if self.norm == "l2":
-            total = float(np.cumsum((data * data).astype(np.float64))[-1])
-            if total != 0.0:
-                data = (data.astype(np.float64) / math.sqrt(total)).astype(self.dtype)
-        return idx, data
-
-
-_EMPTY_IDX = np.zeros(0, dtype=np.int64)
-_EMPTY_VAL = np.zeros(0, dtype=np.float32)
+    def collect(self, doc: str, cols: list[int]) -> None:
+        get = self.vocab.get
+        if self.kind == "word":
+            tokens = self.tokenize(self.preprocess(doc))
+            if self.min_n == 1:
+                cols += [j for j in map(get, tokens) if j is not None]
+            join = " ".join
+            for n in range(max(2, self.min_n), min(self.max_n, len(tokens)) + 1):
+                grams = [join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+                cols += [j for j in map(get, grams) if j is not None]
+        elif self.kind == "char_wb":
+            words = self._words
+            for w in self.preprocess(doc).split():
+                hit = words.get(w)
+                if hit is None:
+                    hit = tuple([j for j in map(get, self.analyze(w)) if j is not None])
+                    if len(words) >= self.WORD_CACHE:
+                        words.clear()
+                    words[w] = hit
+                cols += hit
+        else:
+            cols += [j for j in map(get, self.analyze(doc)) if j is not None]
 
 
 class FastPredictor:
     """The arithmetic of the features.build_pipeline model, straight from its fitted parts.
+
+    Per document, the feature union's row is built as one sorted array of global columns (the
+    blocks in union order, each block's columns sorted as scikit-learn's CSR rows are), with a
+    handful of numpy calls for the whole row: the per-call cost, not the arithmetic, is what
+    matters for one product. The arithmetic is scikit-learn's, in the same order and precision:
+    float32 1 + log(tf) times idf, the L2 norm of each block accumulated sequentially in double
+    (sparsefuncs_fast), then the products with the coefficients summed sequentially in the
+    common dtype of features and coefficients, as scipy's csr_matvecs does. So the decision
+    values are the pipeline's, bit for bit (checked against it at load time).
 
     `build(model)` returns None for any other shape of model (the generic path is used then).
     """
@@ -245,12 +349,22 @@ class FastPredictor:
         if union.transformer_weights or len(union.transformer_list) != 2:
             raise TypeError("unexpected feature union")
         columns = {features.pick_text: "text", features.pick_title: "title"}
-        self.blocks = []
+        self.blocks: list[_Block] = []
+        offset = 0
         for _name, sub in union.transformer_list:
             pick, vec = sub.steps[0][1], sub.steps[-1][1]
             if len(sub.steps) != 2 or pick.func not in columns or not isinstance(vec, TfidfVectorizer):
                 raise TypeError("unexpected feature branch")
-            self.blocks.append(_Block(vec, columns[pick.func]))
+            block = _Block(vec, columns[pick.func], offset)
+            self.blocks.append(block)
+            offset += block.n_features
+        b0 = self.blocks[0]
+        if any((b.dtype, b.binary, b.sublinear, b.norm) != (b0.dtype, b0.binary, b0.sublinear, b0.norm)
+               for b in self.blocks):
+            raise TypeError("feature blocks weighted differently")
+        self.feature_dtype, self.binary, self.sublinear, self.norm = b0.dtype, b0.binary, b0.sublinear, b0.norm
+        self.idf = np.concatenate([b.idf for b in self.blocks])
+        self.block_ends = np.array([b.offset + b.n_features for b in self.blocks], dtype=np.intp)
         self.classes = np.asarray(clf.classes_)
         if len(self.classes) < 3:
             raise TypeError("binary model")
@@ -262,13 +376,9 @@ class FastPredictor:
             raise TypeError(f"unsupported classifier {type(clf).__name__}")
         # X (the vectorizers' dtype) @ coef_.T is computed in their common dtype: float32 when
         # SGD was fitted on float32 TF-IDF. Same dtype, same order of operations, same result.
-        self.dtype = np.result_type(*(b.dtype for b in self.blocks), np.asarray(clf.coef_).dtype)
-        coef_t = np.ascontiguousarray(np.asarray(clf.coef_, dtype=self.dtype).T)
-        self.weights, start = [], 0
-        for b in self.blocks:
-            self.weights.append(coef_t[start:start + b.n_features])
-            start += b.n_features
-        if start != coef_t.shape[0]:
+        self.dtype = np.result_type(self.feature_dtype, np.asarray(clf.coef_).dtype)
+        self.weights = np.ascontiguousarray(np.asarray(clf.coef_, dtype=self.dtype).T)
+        if self.weights.shape[0] != offset:
             raise TypeError("feature count does not match the coefficients")
         self.intercept = np.asarray(clf.intercept_)
 
@@ -280,29 +390,53 @@ class FastPredictor:
             log.info("fast prediction path not available for this model (%s); using scikit-learn", exc)
             return None
 
-    def scores(self, items: Sequence[tuple[str, str | None]]) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, decision values) for (designation, description) pairs."""
+    def _decision(self, docs: dict[str, str]) -> np.ndarray | None:
+        """Decision values of one document (None when no feature is in the vocabularies)."""
+        cols: list[int] = []
+        for block in self.blocks:
+            block.collect(docs[block.column], cols)
+        if not cols:
+            return None
+        # Sorted global columns: the union's CSR row (blocks in order, columns sorted in each).
+        idx, counts = np.unique(np.array(cols, dtype=np.intp), return_counts=True)
+        data = counts.astype(self.feature_dtype)
+        if self.binary:
+            data.fill(1)
+        if self.sublinear:
+            np.log(data, out=data)
+            data += 1.0
+        data *= self.idf[idx]
+        if self.norm == "l2":
+            squares = (data * data).astype(np.float64)  # float32 products, summed in double
+            scale = np.ones(len(data))
+            start = 0
+            for end in np.searchsorted(idx, self.block_ends).tolist():
+                if end > start:
+                    total = float(np.cumsum(squares[start:end])[-1])  # sequential, as scikit-learn
+                    if total != 0.0:
+                        scale[start:end] = math.sqrt(total)
+                start = end
+            data = (data / scale).astype(self.feature_dtype)  # divided in double, as scikit-learn
+        products = data.astype(self.dtype, copy=False)[:, None] * self.weights[idx]
+        return np.add.reduce(products, axis=0)  # row after row from the first: csr_matvecs' order
+
+    def scores(self, items: Sequence[tuple[str, str | None]], cleaned: list | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, decision values) for (designation, description) pairs. `cleaned`, a
+        list, receives each (title, description) through clean_text (accents as they are)."""
         from .features import clean_text
 
-        titles, texts = [], []
-        for designation, description in items:
-            t = clean_text(designation, self.fold_accents)
-            d = clean_text(description, self.fold_accents)[: self.description_chars]
-            titles.append(t)
-            texts.append(f"{t} {d}".strip())
-        docs = {"title": titles, "text": texts}
-        decision = np.empty((len(items), len(self.classes)), dtype=self.dtype)
-        for i in range(len(items)):
-            parts = []
-            for block, w in zip(self.blocks, self.weights):
-                idx, values = block.features(docs[block.column][i])
-                if len(idx):
-                    parts.append(values.astype(self.dtype, copy=False)[:, None] * w[idx])
-            if parts:
-                products = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                decision[i] = np.cumsum(products, axis=0)[-1]  # sequential, as csr_matvecs
-            else:
-                decision[i] = 0.0
+        decision = np.zeros((len(items), len(self.classes)), dtype=self.dtype)
+        for i, (designation, description) in enumerate(items):
+            t, d = clean_text(designation), clean_text(description)
+            if cleaned is not None:
+                cleaned.append((t, d))
+            if self.fold_accents:  # from the raw text again: cleaning is not idempotent (&lt;)
+                t, d = clean_text(designation, True), clean_text(description, True)
+            d = d[: self.description_chars]
+            row = self._decision({"title": t, "text": f"{t} {d}".strip()})
+            if row is not None:
+                decision[i] = row
         decision = decision + self.intercept  # as decision_function: dtype may widen here
         if self.kind == "modified_huber":  # as SGDClassifier.predict_proba
             prob = np.clip(decision, -1, 1)
@@ -320,8 +454,9 @@ class FastPredictor:
         return prob, decision
 
     def predict(self, items: Sequence[tuple[str, str | None]], top_k: int) -> Predictions:
-        proba, decision = self.scores(items)
-        return _rank(self.classes, proba, decision, top_k)
+        cleaned: list[tuple[str, str]] = []
+        proba, decision = self.scores(items, cleaned)
+        return _rank(self.classes, proba, decision, top_k, cleaned)
 
 
 PROBES: tuple[tuple[str, str | None], ...] = (
@@ -548,6 +683,7 @@ class InferenceLogger:
     """
 
     BATCH_ROWS = 2000  # rows per COPY; the writer wakes early when this many are waiting
+    PREPARE_SECONDS = 0.05  # how often the writer prepares (text statistics, COPY line) new rows
 
     def __init__(self, settings: Settings, *, metrics: ServingMetrics | None = None,
                  connect: Callable[[], Any] | None = None, capacity: int | None = None,
@@ -564,6 +700,7 @@ class InferenceLogger:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._queue: deque[dict] = deque()
+        self._fresh: list[dict] = []  # rows also in _queue, not yet prepared
         self._in_flight: list[dict] = []
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()  # one writer at a time (thread, or a synchronous flush)
@@ -579,7 +716,7 @@ class InferenceLogger:
         self.dropped: dict[str, int] = {"buffer_full": 0, "invalid": 0, "shutdown": 0}
         self.last_error: str | None = None
         if metrics is not None:
-            metrics.log_buffer.set_function(lambda: self.pending)
+            metrics.track_buffer(lambda: self.pending)
 
     # -- request path -----------------------------------------------------------------------------
     @property
@@ -593,6 +730,7 @@ class InferenceLogger:
                 self._count_dropped("buffer_full", 1)
                 return False
             self._queue.append(row)
+            self._fresh.append(row)
             self._accepted += 1
             if len(self._queue) >= self.BATCH_ROWS:
                 self._cond.notify_all()
@@ -604,6 +742,7 @@ class InferenceLogger:
             room = max(0, self.capacity - len(self._queue) - len(self._in_flight))
             take = rows[:room]
             self._queue.extend(take)
+            self._fresh.extend(take)
             self._accepted += len(take)
             if len(take) < len(rows):
                 self._count_dropped("buffer_full", len(rows) - len(take))
@@ -629,34 +768,64 @@ class InferenceLogger:
             self._thread.start()
 
     def _run(self) -> None:
+        deadline = time.monotonic() + self.flush_seconds
         while True:
             with self._cond:
-                deadline = time.monotonic() + self.flush_seconds
-                while not self._stopping and not self._flush_requested:
-                    now = time.monotonic()
-                    if len(self._queue) >= self.BATCH_ROWS and now >= self._retry_at:
-                        break
-                    left = deadline - now
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
+                now = time.monotonic()
+                batch_ready = len(self._queue) >= self.BATCH_ROWS and now >= self._retry_at
+                if not (self._stopping or self._flush_requested or batch_ready):
+                    self._cond.wait(max(0.0, min(deadline - now, self.PREPARE_SECONDS)))
                 if self._stopping:
                     return
-                self._flush_requested = False
+                now = time.monotonic()
+                due = self._flush_requested or now >= deadline or \
+                    (len(self._queue) >= self.BATCH_ROWS and now >= self._retry_at)
+                if due:
+                    self._flush_requested = False
             try:
-                self._drain_once()
+                if due:
+                    self._drain_once()
+                    deadline = time.monotonic() + self.flush_seconds
+                else:
+                    with self._write_lock:
+                        self._prepare_fresh()
+                if self.metrics:
+                    self.metrics.update_buffer(self.pending)
             except Exception:  # pragma: no cover - _write catches its own errors
                 log.exception("inference log writer error")
                 time.sleep(self.flush_seconds)
 
+    def _prepare_fresh(self) -> None:
+        """Prepare the rows logged since the last call (caller holds _write_lock). Done every
+        PREPARE_SECONDS rather than for a whole batch at flush time, so the CPU it takes is
+        spread evenly instead of slowing every request for a moment once per flush."""
+        with self._cond:
+            fresh, self._fresh = self._fresh, []
+        for i, r in enumerate(fresh):
+            try:
+                self._prepare(r)
+            except Exception:  # left to _write, which isolates and counts rows it cannot write
+                pass
+            if i % 8 == 7:
+                # Hand the GIL to the event loop between rows: without this the loop waits up
+                # to the interpreter's switch interval (5 ms) at a time.
+                time.sleep(0)
+
     def _drain_once(self) -> bool:
-        """Write everything buffered now, in batches; False when a write failed (rows kept)."""
+        """Write everything buffered now, in batches; False when a write failed (rows kept).
+
+        Rows logged meanwhile wait for the next round: draining "until empty" under steady
+        traffic turns into a stream of tiny COPYs and commits, each one taking the GIL back
+        from the event loop several times (latency spikes for every request)."""
         with self._write_lock:
+            self._prepare_fresh()
+            with self._cond:
+                goal = self._accepted  # rows are FIFO: done when _done reaches this
             while True:
                 if not self._in_flight:
                     with self._cond:
-                        n = min(len(self._queue), self.BATCH_ROWS)
-                        if n == 0:
+                        n = min(len(self._queue), self.BATCH_ROWS, goal - self._done)
+                        if n <= 0:
                             return True
                         self._in_flight = [self._queue.popleft() for _ in range(n)]
                 now = time.monotonic()
@@ -674,19 +843,22 @@ class InferenceLogger:
             return row
         designation = _clean(row.get("designation"))
         description = _clean(row.get("description"))
-        stats = textstats.row_features(designation, description, row.pop("vocabulary", None))
+        vocabulary, cleaned = row.pop("vocabulary", None), row.pop("cleaned", None)
+        if cleaned is not None:
+            stats = textstats.clean_row_features(cleaned[0], cleaned[1], vocabulary)
+        else:
+            stats = textstats.row_features(designation, description, vocabulary)
         row.update(stats, designation=designation, description=description,
                    designation_len=len(designation), description_len=len(description), _ready=True)
         row.setdefault("source", "api")
+        row["_copy_line"] = store.inference_copy_line(row)
         return row
 
     def _write(self, rows: list[dict]) -> bool:
         """One attempt at writing `rows` (already taken from the queue). True when done with them."""
-        from . import store
-
         try:
             for r in rows:
-                self._prepare(r)
+                self._prepare(r)  # prepared already, unless logged after the last _prepare_fresh
             if self._conn is None or getattr(self._conn, "closed", 0):
                 self._conn = self.connect()
             conn = self._conn
@@ -718,8 +890,6 @@ class InferenceLogger:
     def _write_one_by_one(self, rows: list[dict]) -> bool:
         """Isolate the rows the database refuses (dropped, counted); an outage midway keeps the
         rest in flight for the next attempt (False)."""
-        from . import store
-
         bad = 0
         for i, r in enumerate(rows):
             try:
@@ -801,6 +971,7 @@ class InferenceLogger:
                 self._count_dropped("shutdown", lost)
                 with self._cond:
                     self._queue.clear()
+                    self._fresh = []
                     self._in_flight = []
             self._discard_connection()
         return ok and not lost

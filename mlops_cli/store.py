@@ -422,19 +422,21 @@ def _copy_value(value: Any) -> str:
     return str(value)
 
 
-def insert_inference_rows(conn, rows: Sequence[dict]) -> int:
-    """Write inference_log rows (dicts keyed by INFERENCE_COLUMNS) with one COPY; returns the count.
+def inference_copy_line(row: dict) -> str:
+    """One inference_log row (a dict keyed by INFERENCE_COLUMNS) as a line of COPY text.
 
     `top_k` is a list (stored as JSONB). Missing keys are NULL (or the column default for
     `source`, which must then be given: COPY does not apply defaults to listed columns).
     """
+    return "\t".join([_copy_value(row.get(c)) for c in INFERENCE_COLUMNS]) + "\n"
+
+
+def insert_inference_rows(conn, rows: Sequence[dict]) -> int:
+    """Write inference_log rows with one COPY; returns the count. A row's line is its
+    `_copy_line` when the caller made it already (inference_copy_line), else made here."""
     if not rows:
         return 0
-    buf = io.StringIO()
-    for r in rows:
-        buf.write("\t".join(_copy_value(r.get(c)) for c in INFERENCE_COLUMNS))
-        buf.write("\n")
-    buf.seek(0)
+    buf = io.StringIO("".join([r.get("_copy_line") or inference_copy_line(r) for r in rows]))
     with conn.cursor() as cur:
         cur.copy_expert(
             f"COPY inference_log ({', '.join(INFERENCE_COLUMNS)}) FROM STDIN WITH (FORMAT text)", buf

@@ -768,6 +768,59 @@ def test_mlops_serve_end_to_end(api_env, trained, conn):
     assert store.find_inference(conn, request_id=request_id) is not None  # drained at shutdown
 
 
+def test_mlops_serve_with_two_workers_adds_up_their_metrics(api_env, trained, conn, tmp_path):
+    """`--workers 2`: both workers serve, and every scrape (whichever worker answers it) counts
+    each prediction once; files left in the metrics folder by an earlier run are cleared."""
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    (prom / "counter_999999.db").write_bytes(b"left by an earlier run")  # unreadable if kept
+    with socket_port() as port:
+        pass
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "serve", "--port", str(port), "--workers", "2"],
+                            env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(prom)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # "ready" in /metrics is the minimum over the workers: both have the model
+            try:
+                with urllib.request.urlopen(f"{base}/metrics", timeout=2) as r:
+                    ready = re.search(r"^mlops_model_ready 1\.0$", r.read().decode(), re.M) is not None
+            except OSError:
+                ready = False
+            pids = {f.name.rsplit("_", 1)[1] for f in prom.glob("counter_*.db")}
+            if ready and len(pids) == 2:
+                break
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, f"workers not ready (metric files of {sorted(pids)})"
+            time.sleep(0.3)
+        assert not (prom / "counter_999999.db").exists()
+        items = products(trained, 30)
+        for item in items:  # a new connection each: the workers share them
+            req = urllib.request.Request(f"{base}/predict", method="POST", data=json.dumps(item).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.status == 200
+        for _ in range(6):
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            counted = sum(float(v) for v in re.findall(r"^mlops_predictions_total\{[^}]*\} (\S+)$", text, re.M))
+            model_lines = "\n".join(ln for ln in text.splitlines() if ln.startswith("mlops_model_"))
+            assert counted == len(items), text
+            assert re.search(r"^mlops_model_ready 1\.0$", text, re.M), model_lines
+            assert re.search(rf'^mlops_model_version_info\{{[^}}]*version="{trained.v1}"[^}}]*\}} 1\.0$', text,
+                             re.M), model_lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode()
+    assert "Application shutdown complete" in output, output
+
+
 class socket_port:
     """A free TCP port on 127.0.0.1."""
 
