@@ -38,7 +38,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "description_chars": 1000,   # long descriptions add noise and time beyond this
     "classifier": "sgd",         # sgd (modified Huber: fast, gives probabilities) | logreg
     "alpha": 2e-5,
-    "max_iter": 20,
+    "max_iter": 12,              # SGD epochs: weighted F1 flat from ~12 (0.845 on 85k rows), time not
     "class_weight": "balanced",  # or "none"
     "max_per_class": None,       # None: settings.max_per_class
     "random_state": 42,
@@ -94,6 +94,53 @@ def pick_text(df: pd.DataFrame) -> list[str]:
     return df["text"].tolist()
 
 
+class CharWbNgrams:
+    """scikit-learn's analyzer="char_wb" (lowercase, then the n-grams of each space-padded word,
+    a word shorter than n counted once), with each word's n-grams cached: titles repeat the same
+    words, and the n-grams were most of the time spent fitting and applying the title features.
+    The cache is bounded and not pickled."""
+
+    CACHE_WORDS = 200_000
+
+    def __init__(self, min_n: int, max_n: int):
+        if not 1 <= min_n <= max_n:
+            raise ValueError(f"char n-gram range ({min_n}, {max_n}) is not 1 <= min <= max")
+        self.min_n, self.max_n = min_n, max_n
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    def __getstate__(self) -> dict:
+        return {"min_n": self.min_n, "max_n": self.max_n}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["min_n"], state["max_n"])
+
+    def __repr__(self) -> str:
+        return f"CharWbNgrams({self.min_n}, {self.max_n})"
+
+    def _word(self, word: str) -> tuple[str, ...]:
+        w = f" {word} "
+        grams: list[str] = []
+        for n in range(self.min_n, self.max_n + 1):
+            if n >= len(w):
+                grams.append(w)  # as scikit-learn: the whole padded word, once, then stop
+                break
+            grams += [w[i:i + n] for i in range(len(w) - n + 1)]
+        return tuple(grams)
+
+    def __call__(self, doc: str) -> list[str]:
+        cache = self._cache
+        out: list[str] = []
+        for word in doc.lower().split():
+            grams = cache.get(word)
+            if grams is None:
+                grams = self._word(word)
+                if len(cache) >= self.CACHE_WORDS:
+                    cache.clear()
+                cache[word] = grams
+            out += grams
+        return out
+
+
 def build_pipeline(params: dict[str, Any]):
     """The Pipeline: prepare -> [word TF-IDF on text | char TF-IDF on title] -> linear classifier."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -108,7 +155,7 @@ def build_pipeline(params: dict[str, Any]):
         token_pattern=r"(?u)\b\w\w+\b|\b\d\b",
     )
     char = TfidfVectorizer(
-        analyzer="char_wb", ngram_range=(int(p["char_ngram_min"]), int(p["char_ngram_max"])),
+        analyzer=CharWbNgrams(int(p["char_ngram_min"]), int(p["char_ngram_max"])),
         min_df=2, max_features=int(p["char_max_features"]), sublinear_tf=True, dtype=np.float32,
     )
     features = FeatureUnion([

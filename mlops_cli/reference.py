@@ -132,6 +132,11 @@ def served_predictions(model, X) -> tuple[np.ndarray, np.ndarray]:
     clf, Xt = model, X
     if hasattr(model, "steps") and len(model.steps) > 1:
         clf, Xt = model.steps[-1][1], model[:-1].transform(X)
+    return served_from_features(clf, Xt)
+
+
+def served_from_features(clf, Xt) -> tuple[np.ndarray, np.ndarray]:
+    """served_predictions from the classifier and features already computed."""
     codes = np.asarray(clf.predict(Xt))
     proba = np.asarray(clf.predict_proba(Xt))
     index = {c: i for i, c in enumerate(np.asarray(clf.classes_).tolist())}
@@ -146,7 +151,8 @@ def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame,
     catalogue_train: the catalogue rows the model was trained on, in their natural class mix
     (columns designation, description; prdtypecode optional). holdout: the labelled holdout
     (designation, description, prdtypecode). evaluation: optional evaluate.score() output whose
-    weighted/macro/per-class F1 are recorded as the evaluation's.
+    weighted/macro/per-class F1 are recorded as the evaluation's; its `y_pred` and, when present,
+    `confidence` (one per holdout row) are reused instead of predicting again.
     """
     if len(catalogue_train) == 0 or len(holdout) == 0:
         raise ValueError("build_reference needs training rows and holdout rows")
@@ -185,9 +191,13 @@ def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame,
     # What serving would have answered on the holdout: codes (the model's predict, reused from the
     # evaluation when given) on all of it, confidences on a sample.
     given = None if evaluation is None else evaluation.get("y_pred")
+    given_conf = None if evaluation is None else evaluation.get("confidence")
     if given is not None and len(given) == len(holdout):
         pred = np.asarray(given).astype(np.int64)
-        _, conf = served_predictions(model, hsample[["designation", "description"]])
+        if given_conf is not None and len(given_conf) == len(holdout):
+            conf = np.asarray(given_conf)[hpos]
+        else:
+            _, conf = served_predictions(model, hsample[["designation", "description"]])
     else:
         pred, conf_all = served_predictions(model, holdout[["designation", "description"]])
         pred = np.asarray(pred).astype(np.int64)

@@ -283,13 +283,16 @@ class _Block:
             raise TypeError(f"unsupported norm {self.norm!r}")
         self.analyze = vec.build_analyzer()
         self.min_n, self.max_n = vec.ngram_range
+        from .features import CharWbNgrams
+
         plain = vec.input == "content" and not callable(vec.analyzer)
         if plain and vec.analyzer == "word" and vec.stop_words is None:
             self.kind = "word"
             self.preprocess, self.tokenize = vec.build_preprocessor(), vec.build_tokenizer()
-        elif plain and vec.analyzer == "char_wb":
+        elif (plain and vec.analyzer == "char_wb") or (vec.input == "content" and
+                                                      isinstance(vec.analyzer, CharWbNgrams)):
             self.kind = "char_wb"
-            self.preprocess = vec.build_preprocessor()
+            self.preprocess = vec.build_preprocessor() if plain else str.lower
             self._words: dict[str, tuple[int, ...]] = {}
         else:
             self.kind = "other"

@@ -19,6 +19,44 @@ FAST = ("--param", "word_max_features=20000", "--param", "char_max_features=2000
 FAST_PARAMS = {"word_max_features": 20000, "char_max_features": 20000}
 
 
+@pytest.mark.parametrize("ngram_range", [(1, 1), (1, 3), (2, 5), (3, 5), (4, 4)])
+def test_char_wb_ngrams_are_scikit_learns(ngram_range):
+    """The cached analyzer gives scikit-learn's char_wb n-grams (as a multiset), short words
+    and odd whitespace included, and pickles without its cache."""
+    import pickle
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from mlops_cli.features import CharWbNgrams
+
+    docs = ["Console PS4 Slim 500 Go + manette", "a", "ab", "x  y\tz\n", "", "   ", "ÉLAN Ünïcode ルフィ 18cm",
+            "Lot de 3 magazines anciens N° 69", "aaa aaa aaa"]
+    ours = CharWbNgrams(*ngram_range)
+    theirs = TfidfVectorizer(analyzer="char_wb", ngram_range=ngram_range).build_analyzer()
+    for _ in range(2):  # the second pass is served from the cache
+        for doc in docs:
+            assert sorted(ours(doc)) == sorted(theirs(doc)), doc
+    assert ours._cache
+    copy = pickle.loads(pickle.dumps(ours))
+    assert copy._cache == {} and sorted(copy(docs[0])) == sorted(theirs(docs[0]))
+
+
+def test_script_and_language_of_a_text():
+    from mlops_cli.textstats import clean_row_features, language_of, row_features, script_of
+
+    assert script_of("Console PS4 slim, très bon état") == "latin"
+    assert script_of("Figurine ルフィ フィギュア 新品") == "cjk"
+    assert script_of("Книга Толстой war") == "cyrillic"
+    assert script_of("κλασικό βιβλίο") == "other"
+    assert script_of("123 !!! 4,5") == "other" and script_of("") == "other"
+    assert script_of("ab ルフィ") == "cjk"  # the larger count wins
+    assert language_of(["the", "book", "and", "le"], "latin") == "en"
+    assert language_of(["ルフィ"], "cjk") == "cjk" and language_of(["zzz"], "latin") == "other"
+    f = row_features("Harry Potter <b>et</b> la chambre", "Roman pour les &eacute;l&egrave;ves", {"harry"})
+    assert f == {"n_tokens": 9, "n_oov": 8, "script": "latin", "lang": "fr"}
+    assert clean_row_features("harry potter et la chambre", "roman pour les élèves", {"harry"}) == f
+
+
 def test_clean_text_handles_html_entities_mojibake_and_case():
     assert clean_text("<p>Lampe &eacute;tanche&nbsp;<br />LED</p>") == "lampe étanche led"
     assert clean_text("caf&amp;eacute; Ã©tÃ©") == "café été"

@@ -20,12 +20,14 @@ log = logging.getLogger(__name__)
 STEP = "evaluate"
 
 
-def score(model, holdout: pd.DataFrame) -> dict:
-    """weighted/macro F1, accuracy, per-class F1, the text report and the confusion matrix."""
+def score(model, holdout: pd.DataFrame, y_pred=None) -> dict:
+    """weighted/macro F1, accuracy, per-class F1, the text report and the confusion matrix.
+    `y_pred`: the model's predictions for the holdout when the caller has them already."""
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
     y_true = holdout["prdtypecode"].to_numpy()
-    y_pred = model.predict(holdout[["designation", "description"]])
+    if y_pred is None:
+        y_pred = model.predict(holdout[["designation", "description"]])
     labels = np.unique(np.concatenate([y_true, y_pred]))
     per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
     return {
