@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import __version__, dataset, registry, store
 from ..config import Settings
-from ..features import DEFAULT_PARAMS, build_pipeline
+from ..features import DEFAULT_PARAMS, build_pipeline, compact_vocabularies
 from ..reference import build_reference, served_from_features  # drift monitoring's reference
 from ..runs import StepResult, StepRun, Trigger, run_step
 from .evaluate import score
@@ -54,6 +54,7 @@ def fit_and_featurize(model, fit_rows, holdout):
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*Maximum number of iteration.*")
         fitted = features.fit_transform(X, y)
+        compact_vocabularies(model)
         # Parallel feature extraction pays off for a fit, not for a single request: serve serially.
         model.set_params(features__n_jobs=None)
         with ThreadPoolExecutor(1, thread_name_prefix="holdout-features") as pool:
