@@ -138,12 +138,13 @@ class ServingMetrics:
         self.confidence.observe(confidence)
 
     def set_model(self, model_name: str, loaded: "LoadedModel | None") -> None:
-        if self._info_labels is not None:
-            # A worker's file keeps every label set it ever wrote: say 0 for the old version
-            # before dropping it (in one process, clear() alone removes the series).
+        if self.multiproc_dir is None:
+            self.model_info.clear()
+        elif self._info_labels is not None:
+            # A worker's file keeps every label set it ever wrote (and prometheus-client cannot
+            # clear them there): the old version says 0 from now on.
             self.model_info.labels(*self._info_labels).set(0)
-            self._info_labels = None
-        self.model_info.clear()
+        self._info_labels = None
         if loaded is None:
             self.model_ready.set(0)
             return
@@ -846,11 +847,13 @@ class InferenceLogger:
             return row
         designation = _clean(row.get("designation"))
         description = _clean(row.get("description"))
-        vocabulary, cleaned = row.pop("vocabulary", None), row.pop("cleaned", None)
+        vocabulary, cleaned = row.get("vocabulary"), row.get("cleaned")
         if cleaned is not None:
             stats = textstats.clean_row_features(cleaned[0], cleaned[1], vocabulary)
         else:
             stats = textstats.row_features(designation, description, vocabulary)
+        row.pop("vocabulary", None)  # only once the statistics are made: a failure keeps them
+        row.pop("cleaned", None)
         row.update(stats, designation=designation, description=description,
                    designation_len=len(designation), description_len=len(description), _ready=True)
         row.setdefault("source", "api")
