@@ -11,7 +11,6 @@ Usage: python benchmarks/bench_train.py [--rows 85000]
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import tempfile

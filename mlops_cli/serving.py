@@ -30,8 +30,10 @@ InferenceLogger
 
 from __future__ import annotations
 
+import glob
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -168,8 +170,6 @@ class ServingMetrics:
 
 def multiproc_dir() -> str | None:
     """PROMETHEUS_MULTIPROC_DIR when this process runs as one of several API workers."""
-    import os
-
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     return path if path and os.path.isdir(path) else None
 
@@ -178,7 +178,6 @@ def prepare_multiproc_dir(settings: Settings) -> str:
     """An empty PROMETHEUS_MULTIPROC_DIR for the workers about to start (the variable's folder if
     set, else $MLOPS_HOME/prometheus-multiproc), exported for them. Emptied first: files left
     by an earlier run would be added to this one's counts."""
-    import os
     from pathlib import Path
 
     path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.home / "prometheus-multiproc")
@@ -192,9 +191,6 @@ def prepare_multiproc_dir(settings: Settings) -> str:
 def forget_dead_workers(path: str) -> None:
     """Remove the live-mode gauge files of worker processes that no longer exist (a worker
     uvicorn restarted, say), so "ready" and "version" reflect the workers serving now."""
-    import glob
-    import os
-
     from prometheus_client import multiprocess
 
     pids = set()

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import query
-from mlops_cli import dataset, registry, store
+from mlops_cli import dataset, registry
 from mlops_cli.features import clean_text, parse_param, prepare
 from mlops_cli.runs import StepFailed, Trigger
-from mlops_cli.steps.evaluate import evaluate
 from mlops_cli.steps.load import load
 from mlops_cli.steps.train import train
 
