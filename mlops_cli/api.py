@@ -426,10 +426,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         now = datetime.now(timezone.utc)
         start = request.scope.get("mlops.start") or time.perf_counter()
         latency_ms = (time.perf_counter() - start) * 1000.0
-        codes = result.codes.tolist()
-        conf = result.confidence.tolist()
-        top_codes = result.top_codes.tolist()
-        top_p = result.top_proba.tolist()
+        codes, conf, top_codes, top_p = result.codes, result.confidence, result.top_codes, result.top_proba
         version = loaded.version
         out, rows = [], []
         for i, it in enumerate(items):
