@@ -303,7 +303,7 @@ class _Block:
                 cols += [j for j in map(get, tokens) if j is not None]
             join = " ".join
             for n in range(max(2, self.min_n), min(self.max_n, len(tokens)) + 1):
-                grams = [join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+                grams = map(join, zip(*(tokens[k:] for k in range(n))))  # n consecutive tokens
                 cols += [j for j in map(get, grams) if j is not None]
         elif self.kind == "char_wb":
             words = self._words

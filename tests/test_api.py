@@ -144,6 +144,39 @@ def test_predictions_match_the_champion(client, trained):
     assert client.get("/health").json()["fast_path"] is True
 
 
+@pytest.mark.parametrize("params", [{"word_ngram_max": 3, "max_iter": 5},
+                                    {"classifier": "logreg", "fold_accents": True, "max_iter": 30}])
+def test_fast_path_is_the_pipelines_arithmetic(small_catalogue, params):
+    """The fast path's decision values are scikit-learn's bit for bit, for a batch and for one
+    product alone (ranked in plain Python), with word trigrams, accent folding and softmax."""
+    import numpy as np
+
+    from mlops_cli.features import build_pipeline
+    from mlops_cli.serving import FastPredictor, LoadedModel, check_fast_path
+
+    rows = read_source(*small_catalogue).reset_index(drop=True)
+    model = build_pipeline({"word_max_features": 5000, "char_max_features": 5000, "fit_jobs": 1, **params})
+    model.fit(rows[["designation", "description"]].iloc[:2000], rows["prdtypecode"].iloc[:2000])
+    test = rows.iloc[2000:2300]
+    items = list(zip(test["designation"], [d or None for d in test["description"]])) + [
+        ("zzqx qqq", None), ("<b>Piscine</b> &amp; pompe", "Ã©tat neuf 3x2m"), ("フィギュア", "")]
+    X = frame([{"designation": d, "description": e} for d, e in items])
+    fast = FastPredictor.build(model)
+    assert fast is not None and check_fast_path(model, fast)
+    proba, decision = fast.scores(items)
+    assert np.array_equal(decision, model.decision_function(X))
+    assert np.allclose(proba, model.predict_proba(X), rtol=0, atol=1e-6)
+    expected = model.predict(X).tolist()
+    assert fast.predict(items, 1).codes == expected
+    singles = [fast.predict([it], 3) for it in items]
+    assert [r.codes[0] for r in singles] == expected
+    classes = model.classes_.tolist()
+    for r, p, d in zip(singles, model.predict_proba(X), model.decision_function(X)):
+        assert r.top_codes[0] == [classes[i] for i in np.argsort(-d, kind="stable")[:3]]
+        assert r.top_proba[0] == pytest.approx([p[classes.index(c)] for c in r.top_codes[0]], abs=1e-6)
+    assert LoadedModel.prepare("1", model).fast is not None
+
+
 def test_client_request_id_header(client, trained):
     r = client.post("/predict", json=products(trained, 1)[0], headers={"X-Request-ID": "order-77"})
     assert r.json()["request_id"] == "order-77"
