@@ -10,7 +10,13 @@ process and MLflow's server is run as `python -m mlflow models serve`.
 
 Targets: p99 < 20 ms at concurrency 16 for `mlops serve`; its throughput >= 2x mlflow serve.
 Prints a table, writes benchmarks/results/bench_serve.json.
-Usage: python benchmarks/bench_serve.py [--rows 5000] [--requests 2000] [--workers 1]
+
+--floor adds a third server: the same API and workers with each single-product prediction
+replaced by one made at startup (the cleaned text of each request still goes to the inference
+log, which does its usual work). The gap between the two is what the model costs on this
+machine; the floor is what the rest of the stack (HTTP, validation, metrics, inference
+logging, the database, the load generator on the same CPUs) costs.
+Usage: python benchmarks/bench_serve.py [--rows 5000] [--requests 2000] [--workers 1] [--floor]
 """
 
 from __future__ import annotations
@@ -53,6 +59,31 @@ version = result.outputs["model_version"]
 registry.set_alias(s, registry.CHAMPION, version)
 print(json.dumps({"version": version, "tracking_uri": registry.tracking_uri(s), "x_path": str(x),
                   "weighted_f1": result.outputs["weighted_f1"]}))
+"""
+
+
+# The --floor server's application module (imported by uvicorn in each worker process).
+FLOOR_APP = r"""
+import dataclasses
+
+from mlops_cli import serving
+from mlops_cli.api import create_app  # noqa: F401  (uvicorn's factory)
+from mlops_cli.features import clean_text
+
+_predict, _canned = serving.LoadedModel.predict, {}
+
+
+def predict(self, items, top_k=3):
+    if len(items) != 1:
+        return _predict(self, items, top_k)
+    key = (self.version, top_k)
+    if key not in _canned:
+        _canned[key] = _predict(self, items, top_k)
+    (title, description), = items
+    return dataclasses.replace(_canned[key], cleaned=[(clean_text(title), clean_text(description))])
+
+
+serving.LoadedModel.predict = predict
 """
 
 
@@ -226,6 +257,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1, help="worker processes of each server")
     ap.add_argument("--concurrency", default="1,16")
     ap.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve` (quick runs)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also serve a canned prediction: what the stack costs without the model")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -270,6 +303,20 @@ def main() -> int:
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         server_env = dict(env, MLFLOW_TRACKING_URI=info["tracking_uri"], INFERENCE_LOG_FLUSH_SECONDS="1",
                           PATH=path)
+        envs = {name: server_env for name in commands}
+        if args.floor:
+            floor = "floor (canned prediction)"
+            (data / "bench_floor_app.py").write_text(FLOOR_APP)
+            ports[floor] = free_port()
+            bodies[floor], paths[floor] = bodies["mlops serve"], "/predict"
+            ready_urls[floor] = f"http://127.0.0.1:{ports[floor]}/health"
+            commands[floor] = [sys.executable, "-m", "uvicorn", "bench_floor_app:create_app", "--factory",
+                               "--host", "127.0.0.1", "--port", str(ports[floor]), "--workers",
+                               str(args.workers), "--log-level", "warning", "--no-access-log"]
+            envs[floor] = dict(server_env, PYTHONPATH=os.pathsep.join([str(data), os.environ.get("PYTHONPATH", "")]))
+            if args.workers > 1:  # what `mlops serve --workers` sets up, for uvicorn run directly
+                (data / "floor-metrics").mkdir()
+                envs[floor]["PROMETHEUS_MULTIPROC_DIR"] = str(data / "floor-metrics")
         logs = {name: open(data / f"{name.split()[0]}.log", "wb") for name in commands}
         results: dict[str, dict] = {}
         extra: dict = {"model_version": version, "train_rows": args.rows, "workers": args.workers,
@@ -277,7 +324,7 @@ def main() -> int:
         if args.no_mlflow:
             del commands["mlflow models serve"]
         for name, cmd in commands.items():
-            proc = subprocess.Popen(cmd, env=server_env, stdout=logs[name], stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, env=envs[name], stdout=logs[name], stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             try:
                 startup = wait_ready(ready_urls[name], proc)
@@ -309,7 +356,7 @@ def main() -> int:
                     extra["fast_path"] = json.loads(urllib.request.urlopen(ready_urls[name]).read())["fast_path"]
                     check = products[:20]
                     ours = [post(f"http://127.0.0.1:{ports[name]}/predict", p)["prdtypecode"] for p in check]
-                else:
+                elif name == "mlflow models serve":
                     theirs = post(f"http://127.0.0.1:{ports[name]}/invocations", {"dataframe_split": {
                         "columns": ["designation", "description"],
                         "data": [[p["designation"], p["description"] or ""] for p in check]}})["predictions"]
