@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-import uuid
+import secrets
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Union
@@ -64,6 +64,13 @@ Product classifier for the Rakuten France catalogue.
 Errors: 422 for invalid input (the `detail` list says which field and why, `message` sums it
 up), 503 when no model is in production yet.
 """
+
+
+def new_request_id() -> str:
+    """32 hex digits, time-ordered like a UUIDv7 (milliseconds, then 80 random bits): the
+    inference_log request_id index then grows at its right edge instead of touching a random
+    page of a large index for every logged prediction."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 # --- request and response models ---------------------------------------------------------------
@@ -433,7 +440,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
             if base is not None:
                 rid = base if single else f"{base}-{i}"
             else:
-                rid = uuid.uuid4().hex
+                rid = new_request_id()
             code = int(codes[i])
             tk = [{"prdtypecode": int(c), "category": category_name(c), "probability": float(p)}
                   for c, p in zip(top_codes[i], top_p[i])]

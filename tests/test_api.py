@@ -177,6 +177,20 @@ def test_fast_path_is_the_pipelines_arithmetic(small_catalogue, params):
     assert LoadedModel.prepare("1", model).fast is not None
 
 
+def test_request_ids_are_time_ordered(client, trained):
+    """Generated request ids: 32 hex digits, unique, increasing from one millisecond to the next
+    (the inference_log request_id index grows at its right edge)."""
+    ids = []
+    for item in products(trained, 5):
+        ids.append(client.post("/predict", json=item).json()["request_id"])
+        time.sleep(0.002)
+    r = client.post("/predict", json={"items": products(trained, 3)})
+    batch = [p["request_id"] for p in r.json()["predictions"]]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids + batch)
+    assert len(set(ids + batch)) == len(ids + batch)
+    assert ids == sorted(ids) and max(ids) < min(batch)
+
+
 def test_client_request_id_header(client, trained):
     r = client.post("/predict", json=products(trained, 1)[0], headers={"X-Request-ID": "order-77"})
     assert r.json()["request_id"] == "order-77"
