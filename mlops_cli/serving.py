@@ -431,8 +431,8 @@ class FastPredictor:
         """One product, ranked in plain Python: for 27 classes, numpy's per-call cost is most of
         the work. The decision values are the same; probabilities are computed in double (as
         scikit-learn's when the model's intercept is double, within 1e-7 otherwise)."""
-        cleaned = self._clean(designation, description)
-        row = self._decision(cleaned[1])
+        pair, docs = self._clean(designation, description)
+        row = self._decision(docs)
         decision = (self.intercept if row is None else row + self.intercept).tolist()
         n = len(decision)
         if self.kind == "modified_huber":
@@ -447,7 +447,7 @@ class FastPredictor:
         order = sorted(range(n), key=decision.__getitem__, reverse=True)[:top_k]  # stable
         codes = self.class_list
         return Predictions([codes[order[0]]], [prob[order[0]]], [[codes[i] for i in order]],
-                           [[prob[i] for i in order]], [cleaned[0]])
+                           [[prob[i] for i in order]], [pair])
 
     def _clean(self, designation: str, description: str | None) -> tuple[tuple[str, str], dict[str, str]]:
         """((title, description) through clean_text, the documents each feature block reads)."""
