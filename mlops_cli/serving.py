@@ -813,14 +813,12 @@ class InferenceLogger:
         while True:
             with self._cond:
                 now = time.monotonic()
-                batch_ready = len(self._queue) >= self.BATCH_ROWS and now >= self._retry_at
-                if not (self._stopping or self._flush_requested or batch_ready):
+                if not (self._stopping or self._flush_requested or self._batch_waiting(now)):
                     self._cond.wait(max(0.0, min(deadline - now, self.PREPARE_SECONDS)))
                 if self._stopping:
                     return
                 now = time.monotonic()
-                due = self._flush_requested or now >= deadline or \
-                    (len(self._queue) >= self.BATCH_ROWS and now >= self._retry_at)
+                due = self._flush_requested or now >= deadline or self._batch_waiting(now)
                 if due:
                     self._flush_requested = False
             try:
@@ -835,6 +833,10 @@ class InferenceLogger:
             except Exception:  # pragma: no cover - _write catches its own errors
                 log.exception("inference log writer error")
                 time.sleep(self.flush_seconds)
+
+    def _batch_waiting(self, now: float) -> bool:
+        """A full batch is buffered and no retry back-off holds it (caller holds _cond)."""
+        return len(self._queue) >= self.BATCH_ROWS and now >= self._retry_at
 
     def _prepare_fresh(self) -> None:
         """Prepare the rows logged since the last call (caller holds _write_lock). Done every
