@@ -45,6 +45,10 @@ class Settings:
     load_fraction: float = _env("LOAD_FRACTION", 0.03, float)
     initial_load_fraction: float = _env("INITIAL_LOAD_FRACTION", 0.40, float)
     load_seed: int = _env("LOAD_SEED", 42, int)
+    # Far above any real product (DATA_FACTS: titles <= 250 chars, descriptions a few thousand):
+    # a longer field is a broken export, rejected rather than loaded.
+    max_title_chars: int = _env("MAX_TITLE_CHARS", 1000, int)
+    max_description_chars: int = _env("MAX_DESCRIPTION_CHARS", 100000, int)
     # --- training / registry -----------------------------------------------------------------
     model_name: str = _env("MODEL_NAME", "rakuten-product-classifier")
     experiment_name: str = _env("MLFLOW_EXPERIMENT_NAME", "rakuten-product-classification")

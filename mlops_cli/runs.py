@@ -191,17 +191,22 @@ def run_step(
         )
         conn.commit()
         handle = StepRun(conn, run_id, step)
+        # The step's own measure of its duration, recorded beside finished_at - started_at so
+        # the audit row can be checked against it.
+        started = time.perf_counter()
         try:
             inject_fault(step)
             body(handle)
             outputs = dict(handle.outputs)
             if handle.message:
                 outputs.setdefault("message", handle.message)
+            outputs["step_seconds"] = round(time.perf_counter() - started, 3)
             store.finish_run(conn, run_id, handle.status, outputs)
             conn.commit()
         except BaseException as exc:
             conn.rollback()
             message = _error_text(exc)
+            handle.outputs["step_seconds"] = round(time.perf_counter() - started, 3)
             store.finish_run(conn, run_id, "failed", handle.outputs, error=message)
             conn.commit()
             result = StepResult(step, "failed", run_id, message, dict(handle.outputs))

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -148,6 +149,23 @@ def small_catalogue(tmp_path_factory):
     from mlops_cli.synth import write_catalogue
 
     return write_catalogue(tmp_path_factory.mktemp("catalogue"), rows=3000, seed=7)
+
+
+def wait_for(predicate, what: str, timeout: float = 120.0, interval: float = 0.05):
+    """Poll until predicate() is truthy and return its value; fail naming `what` after `timeout`.
+
+    For "eventually" conditions (a background thread, another process, the server's own
+    bookkeeping): the timeout is a bound for a behaviour that never happens, far above what any
+    machine needs, never a speed requirement.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
 
 
 def query(url_or_conn, sql, params=None):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import query
+from conftest import query, wait_for
 from mlops_cli import store
 from mlops_cli.runs import Trigger
 from mlops_cli.steps.load import load
@@ -96,6 +96,38 @@ def test_every_rejection_reason_is_kept_with_the_raw_row(tmp_path, settings, con
     assert r2.outputs["rows_rejected"] >= 1
     assert query(conn, "SELECT reason FROM rejected_rows WHERE batch_id = %s ORDER BY id",
                  (r2.outputs["batch_id"],))[0][0] == f"duplicate productid 100006 (already loaded in batch {batch1})"
+
+
+def test_oversized_fields_are_rejected_with_their_length_not_loaded(tmp_path, settings, conn):
+    """The default caps reject a 5,000,000-character description; the rejected row keeps a cut
+    copy of it (not megabytes), the reason names the field, its length and the setting."""
+    rows = valid_rows(4)
+    rows[0]["description"] = "x" * 5_000_000
+    rows[1]["designation"] = "T" * 1001
+    rows[2]["designation"] = "T" * 1000  # at the limit: loaded
+    x, y = write_pair(tmp_path / "src", rows)
+    result = load(conn, settings.replace(initial_load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y))
+    assert (result.outputs["rows_loaded"], result.outputs["rows_rejected"]) == (2, 2)
+    assert sorted(r[0] for r in query(conn, "SELECT productid FROM products")) == [100002, 100003]
+    rejected = {i: (reason, raw) for i, raw, reason in query(conn, "SELECT source_index, raw, reason FROM rejected_rows")}
+    assert rejected["0"][0] == "description too long: 5,000,000 characters (limit 100,000, MAX_DESCRIPTION_CHARS)"
+    assert rejected["1"][0] == "designation too long: 1,001 characters (limit 1,000, MAX_TITLE_CHARS)"
+    kept = rejected["0"][1]["description"]
+    assert kept.startswith("x" * 1000) and kept.endswith("[5,000,000 characters, cut to 1,000 here]")
+    assert len(kept) < 1100 and rejected["0"][1]["designation"] == "Produit numéro 0"
+
+
+def test_field_caps_are_settings(tmp_path, cli, monkeypatch):
+    rows = valid_rows(3)
+    rows[0]["designation"] = "Un titre de trente et un signes"  # 31 characters
+    x, y = write_pair(tmp_path / "src", rows)
+    monkeypatch.setenv("MAX_TITLE_CHARS", "30")
+    monkeypatch.setenv("INITIAL_LOAD_FRACTION", "1")
+    r = cli("load", "--x-path", x, "--y-path", y)
+    assert r.exit_code == 0, r.output
+    assert "2 rows loaded, 1 rejected" in r.output
+    assert query(os.environ["DATABASE_URL"], "SELECT reason FROM rejected_rows") == \
+        [("designation too long: 31 characters (limit 30, MAX_TITLE_CHARS)",)]
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -197,9 +229,12 @@ def test_killed_run_is_marked_abandoned_next_time(small_catalogue, conn, setting
         time.sleep(0.1)
     else:
         pytest.fail("the step never started: " + p.communicate()[1])
+    backend, = query(conn, "SELECT backend_pid FROM pipeline_runs WHERE status = 'running'")[0]
     p.send_signal(signal.SIGKILL)
     p.wait(10)
-    time.sleep(0.3)  # let the server notice the closed connection
+    # the server notices the closed connection in its own time: wait for that, not a fixed delay
+    wait_for(lambda: not query(conn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)),
+             "the killed run's database session to end")
     r = load(conn, settings, Trigger(), x_path=str(x), y_path=str(y))
     assert r.status == "succeeded"
     rows = query(conn, "SELECT status, error FROM pipeline_runs ORDER BY id")

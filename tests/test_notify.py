@@ -301,11 +301,9 @@ def test_broken_channels_never_raise_and_are_recorded_failed(settings, conn, rec
         pagerduty_routing_key=ROUTING_KEY, pagerduty_url=receiver.url("/pd"),
         notify_retries=2, notify_timeout=0.3,
     )
-    started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="mlops_cli.notify"):
         deliveries = notify.send(conn, s, drift_message(), kinds=notify.KINDS, alert=True,
                                  pipeline_run_id=run_id)
-    elapsed = time.monotonic() - started
     conn.commit()
 
     by = {d.channel: d for d in deliveries}
@@ -316,7 +314,6 @@ def test_broken_channels_never_raise_and_are_recorded_failed(settings, conn, rec
     assert "HTTP 500" in by["slack"].error
     assert "timed out" in by["pagerduty"].error.lower()
     assert len(receiver.bodies("/slack")) == 3 and len(receiver.bodies("/pd")) == 3
-    assert elapsed < 10, elapsed  # 3 x 0.3 s timeouts + short backoffs per channel
     assert sum("failed after 3 attempt(s)" in r.getMessage() for r in caplog.records) == 3
 
     stored = query(settings.database_url,

@@ -3,8 +3,9 @@
 Order: a stable, seeded order over productid (sources.seeded_order). The first batch takes
 INITIAL_LOAD_FRACTION of the catalogue (what existed before the weekly loads), each later one
 LOAD_FRACTION. One scheduled batch per ISO week of --as-of: a second run in the same week loads
-nothing unless forced. Invalid rows go to rejected_rows with a reason, in the same transaction
-as the products, the batch and the step's audit row.
+nothing unless forced. Invalid rows (including titles or descriptions over MAX_TITLE_CHARS /
+MAX_DESCRIPTION_CHARS) go to rejected_rows with a reason, in the same transaction as the
+products, the batch and the step's audit row.
 """
 
 from __future__ import annotations
@@ -46,11 +47,16 @@ def resolve_sources(settings: Settings, x_path: str | None, y_path: str | None) 
     return Path(x), Path(y)
 
 
-def validate(rows: pd.DataFrame, already_loaded: dict[int, int], first_seen: pd.Series) -> pd.Series:
+# What a rejected row keeps of an oversized field: enough to recognise it, not megabytes of it.
+KEPT_CHARS = 1000
+
+
+def validate(rows: pd.DataFrame, already_loaded: dict[int, int], first_seen: pd.Series,
+             limits: dict[str, tuple[str, int]] | None = None) -> pd.Series:
     """A reason per row ('' when the row is valid); the first failing check wins.
 
     `first_seen` maps each row to the source index of the first occurrence (in load order) of
-    its productid, so a duplicate names the row it repeats.
+    its productid, so a duplicate names the row it repeats. `limits`: field -> (setting, max chars).
     """
     reasons = pd.Series("", index=rows.index, dtype=object)
 
@@ -64,6 +70,10 @@ def validate(rows: pd.DataFrame, already_loaded: dict[int, int], first_seen: pd.
     pid = rows["productid"].str.strip()
     flag(~pid.str.fullmatch(r"\d{1,18}"), "unparsable productid " + pid.map(repr))
     flag(rows["designation"].str.strip() == "", "empty designation (title)")
+    for column, (setting, limit) in (limits or {}).items():
+        length = rows[column].str.len()
+        flag(length > limit, f"{column} too long: " + length.map("{:,}".format)
+             + f" characters (limit {limit:,}, {setting})")
     code = rows["prdtypecode"].str.strip()
     code_ok = code.str.fullmatch(r"-?\d{1,9}")
     flag(~code_ok, "unparsable prdtypecode " + code.map(repr))
@@ -133,9 +143,15 @@ def load(
         log.info("validating %d rows (offset %d to %d of %d)", len(rows), start, end, n)
         numeric = rows["productid"].str.strip()
         candidates = [int(p) for p in numeric if p.isdigit() and len(p) <= 18]
-        reasons = validate(rows, store.existing_productids(conn, candidates), first_seen)
+        limits = {"designation": ("MAX_TITLE_CHARS", settings.max_title_chars),
+                  "description": ("MAX_DESCRIPTION_CHARS", settings.max_description_chars)}
+        reasons = validate(rows, store.existing_productids(conn, candidates), first_seen, limits)
         good = rows[reasons == ""]
-        bad = rows[reasons != ""]
+        bad = rows[reasons != ""].copy()
+        for column, (_setting, limit) in limits.items():
+            long = bad[column].str.len() > limit
+            bad.loc[long, column] = bad.loc[long, column].map(
+                lambda text: f"{text[:KEPT_CHARS]}... [{len(text):,} characters, cut to {KEPT_CHARS:,} here]")
         batch_id = store.insert_batch(
             conn, pipeline_run_id=step.run_id, slot=slot, as_of=as_of, forced=force,
             kind="initial" if first else "incremental", source_x=str(x), source_y=str(y),
