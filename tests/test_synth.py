@@ -15,7 +15,14 @@ from mlops_cli.categories import (
     PRDTYPECODES,
     category_name,
 )
-from mlops_cli.synth import DRIFT_KINDS, generate_products, write_catalogue
+from mlops_cli.synth import (
+    DRIFT_KINDS,
+    GENERIC_TITLES,
+    LABEL_NOISE,
+    NEAR_DUPLICATES,
+    generate_products,
+    write_catalogue,
+)
 
 ROWS = 20_000
 SEED = 11
@@ -333,6 +340,108 @@ def test_drift_classes(drifted):
     assert (shares == 0).sum() >= 10
     assert cl.designation.str.len().median() == pytest.approx(
         none.designation.str.len().median(), rel=0.15)
+
+
+# --- marketplace mess: label noise, near-duplicates, generic titles ------------------------
+
+# DATA_FACTS families, plus the neighbours synth documents (1180 between 1140 and 1281, ...).
+FAMILIES = ({10, 2403, 2705, 2280, 2522}, {40, 2462, 2905, 50, 60},
+            {1280, 1281, 1302, 1320, 1301, 1300, 1140, 1180, 1160, 2582, 2583},
+            {1560, 2060, 1920, 2582, 2583, 2585, 1302, 1940, 2220, 1320})
+
+
+def _neighbours(a: int, b: int) -> bool:
+    return any(a in f and b in f for f in FAMILIES)
+
+
+@pytest.fixture(scope="module")
+def prov() -> pd.DataFrame:
+    return generate_products(ROWS, seed=SEED, provenance=True)
+
+
+def test_provenance_columns_leave_the_catalogue_unchanged(df, prov):
+    pd.testing.assert_frame_equal(prov[list(df.columns)], df)
+    assert prov.duplicate_of.dtype == np.int64 and prov.generic_title.dtype == bool
+
+
+def test_label_noise_rate_goes_to_neighbours(prov):
+    own = prov[prov.duplicate_of < 0]
+    noisy = own[own.content_code != own.prdtypecode]
+    assert len(noisy) / len(own) == pytest.approx(LABEL_NOISE, abs=0.01)
+    assert all(_neighbours(a, b) for a, b in zip(noisy.content_code, noisy.prdtypecode))
+    # Noise comes from the neighbours, not uniformly: a used book is mistaken for a new one.
+    books = noisy[noisy.prdtypecode == 10].content_code
+    assert books.isin([2705, 2403, 2280]).all() and (books == 2705).mean() > 0.4
+    none = generate_products(3000, seed=SEED, label_noise=0.0, near_duplicates=0.0,
+                             provenance=True)
+    assert (none.content_code == none.prdtypecode).all()
+
+
+def test_near_duplicates_filed_under_neighbouring_codes(prov):
+    dup = prov[prov.duplicate_of >= 0]
+    assert len(dup) / len(prov) == pytest.approx(NEAR_DUPLICATES, abs=0.01)
+    src = prov.loc[dup.duplicate_of.to_numpy()]
+    assert (prov.loc[src.index, "duplicate_of"] == -1).all()  # copies of originals, no chains
+    assert (src.prdtypecode.to_numpy() != dup.prdtypecode.to_numpy()).all()
+    assert all(_neighbours(a, b) for a, b in zip(src.prdtypecode, dup.prdtypecode))
+    same_title = src.designation.to_numpy() == dup.designation.to_numpy()
+    assert 0.25 < same_title.mean() < 0.6  # the rest nearly the same (number, case, a suffix)
+    # Seen from the data alone: identical titles under two codes of one family.
+    codes = prov.groupby("designation").prdtypecode.nunique()
+    assert (codes > 1).sum() > 0.005 * ROWS
+    # Their descriptions are mostly the same text, sometimes dropped.
+    assert (src.description.to_numpy() == dup.description.to_numpy()).mean() > 0.5
+
+
+def test_generic_and_very_short_titles(prov):
+    gen = prov[prov.generic_title]
+    assert len(gen) / len(prov) == pytest.approx(GENERIC_TITLES, abs=0.01)
+    short = gen.designation.str.len() <= 20
+    assert 0.3 < short.mean() < 0.8
+    assert gen.designation.isin(["Lot", "Neuf", "Taille unique"]).sum() > 5
+    # No class word in a generic title: "piscine" never names a generic pool title.
+    pool = gen[gen.prdtypecode == 2583].designation.str.lower()
+    assert not pool.str.contains("piscine|pool|pompe").any()
+    assert (prov.designation.str.len() <= 5).mean() < 0.03
+
+
+def test_product_lines_recur_with_size():
+    """A long tail of line names: most seen once in a few thousand rows, recurring at scale."""
+    from collections import Counter
+
+    from mlops_cli.synth import _compiled
+
+    first_words = {name.split()[0] for name in _compiled().line_names}
+
+    def line_counts(rows: int) -> Counter:
+        titles = generate_products(rows, seed=2).designation.tolist()
+        return Counter(w for t in titles for w in t.split() if w in first_words)
+
+    small, large = line_counts(3000), line_counts(30000)
+    assert len(small) > 500
+    assert sum(c == 1 for c in small.values()) / len(small) > 0.5
+    assert sum(c >= 5 for c in large.values()) > 3 * sum(c >= 5 for c in small.values())
+
+
+def test_mess_is_deterministic_and_seeded():
+    kw = {"label_noise": 0.2, "near_duplicates": 0.1, "generic_titles": 0.1, "provenance": True}
+    a, b = generate_products(1500, seed=8, **kw), generate_products(1500, seed=8, **kw)
+    pd.testing.assert_frame_equal(a, b)
+    c = generate_products(1500, seed=9, **kw)
+    assert not a.duplicate_of.equals(c.duplicate_of)
+    assert (a.content_code != a.prdtypecode).mean() > 0.2
+    # The label mix stays the real one whatever the rates (noise moves content, not labels).
+    assert a.prdtypecode.equals(generate_products(1500, seed=8, provenance=True).prdtypecode)
+
+
+@pytest.mark.parametrize("name", ["label_noise", "near_duplicates", "generic_titles"])
+def test_invalid_rates(name, tmp_path):
+    for bad in (-0.1, 0.9, "0.1", True):
+        with pytest.raises(ValueError, match=name):
+            generate_products(10, **{name: bad})
+    with pytest.raises(ValueError, match=name):
+        write_catalogue(tmp_path / "z", 10, **{name: 0.7})
+    assert not (tmp_path / "z").exists()
 
 
 # --- invalid arguments --------------------------------------------------------------------
