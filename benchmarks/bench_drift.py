@@ -17,12 +17,25 @@ data for comparison.
 
 Prints a table, writes benchmarks/results/bench_drift.json.
 Usage: python benchmarks/bench_drift.py [--rows 1000000] [--catalogue 10000] [--no-evidently]
+
+--scale 1000000,30000000 instead measures the partitioned inference log (issue 18, docs/SCALING.md),
+side by side in one run, and writes benchmarks/results/bench_drift_scale.json:
+  a. for each size (rows over 30 days, written by COPY, a fresh database each, free disk checked
+     first from the bytes per row measured at the smallest size): table size, the `rollup` step
+     over the 30 closed days (once; the daily pipeline then rolls up one day a day), the daily
+     check (`drift` 7 + 30 days from the rollups, then `alert`), and at the smallest size the row
+     scan (rollups=False) on the same rows. Target: check(largest) <= 2 x check(smallest).
+  b. serving: `mlops serve` on the partitioned log against the same server on the table of
+     migration 008 (unpartitioned: "today's"), alternating runs; then on the partitioned log,
+     p99 with and without day partitions being dropped (retention) during the load.
+     Targets: throughput within 5%, p99 at most +20% while dropping.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -158,7 +171,14 @@ def main() -> int:
     ap.add_argument("--catalogue", type=int, default=10_000)
     ap.add_argument("--case-rows", type=int, default=20_000)
     ap.add_argument("--no-evidently", action="store_true")
+    ap.add_argument("--scale", help="comma-separated sizes (rows over 30 days): the partitioned-log benchmark")
+    ap.add_argument("--max-minutes", type=float, default=20.0, help="--scale: skip a size that would end past this")
+    ap.add_argument("--no-serve", action="store_true", help="--scale: skip the serving comparison")
+    ap.add_argument("--serve-requests", type=int, default=3000)
+    ap.add_argument("--serve-rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.scale:
+        return main_scale(args)
 
     from mlops_cli import dataset, db, registry, store
     from mlops_cli.runs import Trigger
@@ -309,6 +329,299 @@ def main() -> int:
 
 def _f(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+# --- issue 18: the partitioned log at volume -------------------------------------------------------------
+def _db_url(settings, name: str) -> str:
+    """The URL of database `name` on the benchmark's server."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from mlops_cli import db
+
+    return urlunsplit(urlsplit(db.database_url(settings))._replace(path="/" + name))
+
+
+def _fresh_database(settings, name: str) -> str:
+    """A new empty database `name` on the benchmark's server; its URL."""
+    import psycopg2
+
+    c = psycopg2.connect(_db_url(settings, "postgres"))
+    c.autocommit = True
+    with c.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    c.close()
+    return _db_url(settings, name)
+
+
+def _drop_database(settings, name: str) -> None:
+    import psycopg2
+
+    c = psycopg2.connect(_db_url(settings, "postgres"))
+    c.autocommit = True
+    with c.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    c.close()
+
+
+def scale_drift(settings, model, version, reference, sizes: list[int], max_minutes: float) -> dict:
+    """Part a of --scale (see the module docstring)."""
+    from mlops_cli import db, store
+    from mlops_cli.runs import Trigger
+    from mlops_cli.simulate import simulate_traffic
+    from mlops_cli.steps.alert import alert
+    from mlops_cli.steps.drift import drift
+    from mlops_cli.steps.retention import rollup
+
+    T = Trigger(actor="bench")
+    out: dict = {"sizes": [], "skipped": []}
+    bytes_per_row = None
+    started = time.perf_counter()
+    as_of = DAY0 + timedelta(days=30)
+    for size in sorted(sizes):
+        free = shutil.disk_usage(settings.home).free
+        if bytes_per_row is not None:
+            need = bytes_per_row * size * 1.3
+            if need > free:
+                msg = (f"{size} rows need ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free: this machine "
+                       f"cannot hold them; skipped")
+                print(msg, flush=True)
+                out["skipped"].append({"rows": size, "reason": msg})
+                continue
+            elapsed = (time.perf_counter() - started) / 60
+            if out["sizes"] and elapsed + out["sizes"][-1]["minutes"] * size / out["sizes"][-1]["rows"] > max_minutes:
+                msg = f"{size} rows would take past --max-minutes {max_minutes:g}; skipped"
+                print(msg, flush=True)
+                out["skipped"].append({"rows": size, "reason": msg})
+                continue
+        t_size = time.perf_counter()
+        name = f"scale_{size}"
+        s = settings.replace(database_url=_fresh_database(settings, name))
+        conn = db.open_db(s)
+        store.insert_model_reference(conn, model_name=s.model_name, model_version=version,
+                                     mlflow_run_id=reference["mlflow_run_id"], summary=reference["summary"])
+        conn.commit()
+        t = time.perf_counter()
+        per_day = -(-size // 30)
+        for day in range(30):  # one COPY stream per day, as a day of serving would write it
+            simulate_traffic(conn, s, model, version, start=DAY0 + timedelta(days=day), days=1, per_day=per_day,
+                             seed=1000 + day, feedback_rate=0.001)
+            conn.commit()
+        insert_s = time.perf_counter() - t
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("VACUUM ANALYZE inference_log")
+            cur.execute("VACUUM ANALYZE feedback")
+            cur.execute("SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
+                        "WHERE inhparent = 'inference_log'::regclass")
+            size_bytes = int(cur.fetchone()[0])
+        conn.autocommit = False
+        bytes_per_row = bytes_per_row or size_bytes / (per_day * 30)
+        row = {"rows": per_day * 30, "rows_per_day": per_day, "insert_seconds": round(insert_s, 1),
+               "insert_rows_per_second": round(per_day * 30 / insert_s), "table_mb": round(size_bytes / 2**20),
+               "mb_per_million": round(size_bytes / 2**20 / (per_day * 30) * 1e6)}
+        t = time.perf_counter()
+        r = rollup(conn, s, T, as_of=as_of, window_days=(7, 30))
+        row["rollup_30_days_seconds"] = round(time.perf_counter() - t, 2)
+        row["rollup_one_day_seconds"] = round(row["rollup_30_days_seconds"] / max(1, len(r.outputs["rolled_up"])), 2)
+        checks = []
+        for attempt in ("first", "second"):
+            t = time.perf_counter()
+            d = drift(conn, s, T, as_of=as_of, window_days=(7, 30))
+            t_drift = time.perf_counter() - t
+            alert(conn, s, T)
+            checks.append({"drift_seconds": round(t_drift, 3), "total_seconds": round(time.perf_counter() - t, 3),
+                           "breakdown": d.outputs.get("seconds"), "counts_from": d.outputs.get("counts_from"),
+                           "levels": [x["level"] for x in d.outputs["reports"]]})
+        row["check"] = checks
+        row["check_seconds"] = min(c["total_seconds"] for c in checks)
+        if size == min(sizes):
+            t = time.perf_counter()
+            scan = drift(conn, s, T, as_of=as_of, window_days=(7, 30), rollups=False)
+            row["row_scan_drift_seconds"] = round(time.perf_counter() - t, 2)
+            same = [(a["scores"], a["level"]) for a in d.outputs["reports"]] == \
+                [(b["scores"], b["level"]) for b in scan.outputs["reports"]]
+            row["row_scan_same_scores"] = same
+        row["minutes"] = round((time.perf_counter() - t_size) / 60, 1)
+        print(f"{row['rows']} rows: {row['table_mb']} MB, rollup 30 days {row['rollup_30_days_seconds']} s, "
+              f"daily check {row['check_seconds']} s" + (f", row scan {row.get('row_scan_drift_seconds')} s"
+                                                         if "row_scan_drift_seconds" in row else ""), flush=True)
+        out["sizes"].append(row)
+        conn.close()
+        _drop_database(settings, name)
+    if len(out["sizes"]) >= 2:
+        lo, hi = out["sizes"][0], out["sizes"][-1]
+        out["check_ratio"] = round(hi["check_seconds"] / lo["check_seconds"], 2)
+        out["meets_target"] = out["check_ratio"] <= 2.0
+    return out
+
+
+def scale_serve(settings, requests: int, rounds: int, concurrency: int) -> dict:
+    """Part b of --scale: `mlops serve` on the partitioned log and on migration 008's table."""
+    import threading
+
+    import psycopg2
+
+    from bench_serve import free_port, run_load, stop, wait_ready
+    from mlops_cli import db, registry, store
+
+    work = Path(tempfile.mkdtemp(prefix="mlops-bench-scale-serve-"))
+    old_sql = work / "sql008"
+    old_sql.mkdir()
+    for version, _name, path in db.migration_files():
+        if version <= 8:
+            shutil.copy(path, old_sql / path.name)
+    urls = {"partitioned (009)": _fresh_database(settings, "serve_partitioned"),
+            "unpartitioned (008)": _fresh_database(settings, "serve_unpartitioned")}
+    for label, url in urls.items():
+        c = psycopg2.connect(url)
+        db.migrate(c, old_sql if "008" in label else None)
+        c.close()
+    conn = db.open_db(settings)
+    products = store.read_products(conn, ("productid", "designation", "description")).sample(n=500, random_state=1)
+    conn.close()
+    bodies = [json.dumps({"designation": d, "description": x or None, "productid": int(p)}).encode()
+              for d, x, p in zip(products["designation"], products["description"], products["productid"])]
+    base_env = dict(os.environ, MLOPS_HOME=str(settings.home.resolve()), MODEL_NAME=settings.model_name,
+                    MLFLOW_TRACKING_URI=registry.tracking_uri(settings), INFERENCE_LOG_FLUSH_SECONDS="1",
+                    MLOPS_LOG_FORMAT="text")
+    servers = {}
+    logs = {}
+    try:
+        for label, url in urls.items():
+            port = free_port()
+            env = dict(base_env, DATABASE_URL=url)
+            if "008" in label:
+                env["MLOPS_SQL_DIR"] = str(old_sql)
+            logs[label] = open(work / f"{label.split()[0]}.log", "wb")
+            proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "serve", "--host", "127.0.0.1", "--port",
+                                     str(port), "--workers", "1", "--log-level", "warning"], env=env,
+                                    stdout=logs[label], stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            wait_ready(f"http://127.0.0.1:{port}/health", proc)
+            servers[label] = (proc, port)
+        results: dict = {label: [] for label in servers}
+        for _ in range(rounds):  # alternating, so that both see the same machine
+            for label, (_proc, port) in servers.items():
+                results[label].append(run_load(port, "/predict", bodies, concurrency, requests, 60.0))
+        out: dict = {"concurrency": concurrency, "requests": requests, "rounds": rounds, "runs": results}
+        for label, runs in results.items():
+            out[label] = {"rps": round(sorted(r["rps"] for r in runs)[len(runs) // 2], 1),
+                          "p99_ms": round(sorted(r["p99_ms"] for r in runs)[len(runs) // 2], 2),
+                          "errors": sum(r["errors"] for r in runs)}
+        out["throughput_ratio"] = round(out["partitioned (009)"]["rps"] / out["unpartitioned (008)"]["rps"], 3)
+
+        # drops under load: old days with rows, dropped by retention while the load runs
+        from mlops_cli.steps.retention import apply_retention
+
+        s = settings.replace(database_url=urls["partitioned (009)"])
+        c = db.open_db(s)
+        today = datetime.now(timezone.utc).date()
+        old_days = [today - timedelta(days=s.inference_log_retention_days + 1 + k) for k in range(4 * rounds)]
+        for day in old_days:
+            store.ensure_inference_partition(c, day)
+            with c.cursor() as cur:
+                cur.execute("""INSERT INTO inference_log (logged_at, request_id, designation, designation_len,
+                                   description_len, predicted_code, confidence)
+                               SELECT %s::timestamptz + g * interval '0.8 second', 'old-' || g, 'titre', 5, 0, 10, 0.5
+                               FROM generate_series(1, 100000) g""", (datetime.combine(day, datetime.min.time(),
+                                                                                        tzinfo=timezone.utc),))
+            c.commit()
+        _proc, port = servers["partitioned (009)"]
+        base, dropping, drops = [], [], []
+        old_days.sort()
+        R = s.inference_log_retention_days
+        for k in range(rounds):
+            base.append(run_load(port, "/predict", bodies, concurrency, requests, 60.0))
+            c2 = db.open_db(s)
+
+            def dropper(k=k, c2=c2):
+                # one day at a time while the load runs: move the horizon past the next old day
+                for i in range(4 * k, 4 * k + 4):
+                    time.sleep(0.4)
+                    nxt = old_days[i] + timedelta(days=1)
+                    drops.extend(apply_retention(c2, s, today=nxt + timedelta(days=R))["dropped"])
+
+            th = threading.Thread(target=dropper)
+            th.start()
+            dropping.append(run_load(port, "/predict", bodies, concurrency, requests, 60.0))
+            th.join()
+            c2.close()
+        c.close()
+        out["drop"] = {"base": base, "dropping": dropping, "days_dropped": len(drops),
+                       "base_p99_ms": round(sorted(r["p99_ms"] for r in base)[len(base) // 2], 2),
+                       "dropping_p99_ms": round(sorted(r["p99_ms"] for r in dropping)[len(dropping) // 2], 2)}
+        out["drop"]["p99_ratio"] = round(out["drop"]["dropping_p99_ms"] / out["drop"]["base_p99_ms"], 3)
+        out["meets_target"] = out["throughput_ratio"] >= 0.95 and out["drop"]["p99_ratio"] <= 1.2
+        return out
+    finally:
+        for proc, _port in servers.values():
+            stop(proc)
+        for f in logs.values():
+            f.close()
+        for name in ("serve_partitioned", "serve_unpartitioned"):
+            _drop_database(settings, name)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main_scale(args) -> int:
+    from mlops_cli import db, registry, store
+    from mlops_cli.runs import Trigger
+    from mlops_cli.steps.load import load
+    from mlops_cli.steps.train import train
+    from mlops_cli.synth import write_catalogue
+
+    T = Trigger(actor="bench")
+    sizes = [int(x) for x in args.scale.split(",")]
+    result: dict = {"issue": 18}
+    work = Path(tempfile.mkdtemp(prefix="mlops-bench-drift-scale-"))
+    with bench_home("drift-scale") as settings:
+        settings = settings.replace(initial_load_fraction=1.0)
+        conn = db.open_db(settings)
+        x, y = write_catalogue(work / "catalogue", rows=args.catalogue, seed=7)
+        load(conn, settings, T, x_path=str(x), y_path=str(y))
+        r = train(conn, settings, T, params={"word_max_features": 20000, "char_max_features": 20000})
+        version = r.outputs["model_version"]
+        registry.set_alias(settings, registry.CHAMPION, version)
+        model = registry.load_model(settings, version=version)
+        reference = store.get_model_reference(conn, settings.model_name, version)
+        conn.close()
+        print(f"model version {version}; free disk {shutil.disk_usage(settings.home).free / 2**30:.1f} GiB", flush=True)
+        if not args.no_serve:
+            result["serve"] = scale_serve(settings, args.serve_requests, args.serve_rounds, 16)
+            sv = result["serve"]
+            print(f"serving: partitioned {sv['partitioned (009)']} vs unpartitioned {sv['unpartitioned (008)']}; "
+                  f"drops: p99 {sv['drop']['base_p99_ms']} -> {sv['drop']['dropping_p99_ms']} ms", flush=True)
+        result["drift"] = scale_drift(settings, model, version, reference, sizes, args.max_minutes)
+    shutil.rmtree(work, ignore_errors=True)
+    if settings.embedded:
+        shutil.rmtree(settings.home, ignore_errors=True)
+
+    print()
+    print_table([(f"{r['rows']:,}", r["rows_per_day"], r["table_mb"], r["mb_per_million"], r["insert_seconds"],
+                  r["rollup_30_days_seconds"], r["rollup_one_day_seconds"], r["check_seconds"],
+                  r.get("row_scan_drift_seconds", "-"))
+                 for r in result["drift"]["sizes"]],
+                ("rows (30 days)", "rows/day", "MB", "MB/10^6", "COPY s", "rollup 30 d s", "rollup 1 d s",
+                 "daily check s", "row scan s"))
+    for sk in result["drift"]["skipped"]:
+        print(f"skipped: {sk['reason']}")
+    if "check_ratio" in result["drift"]:
+        print(f"daily check, largest / smallest: {result['drift']['check_ratio']} (target <= 2: "
+              f"{'met' if result['drift']['meets_target'] else 'MISSED'})")
+    if "serve" in result:
+        sv = result["serve"]
+        print()
+        print_table([(label, sv[label]["rps"], sv[label]["p99_ms"], sv[label]["errors"])
+                     for label in ("unpartitioned (008)", "partitioned (009)")],
+                    ("mlops serve, c=16", "req/s (median)", "p99 ms", "errors"))
+        print(f"throughput ratio {sv['throughput_ratio']} (target >= 0.95); p99 while dropping "
+              f"{sv['drop']['days_dropped']} day partitions: {sv['drop']['base_p99_ms']} -> "
+              f"{sv['drop']['dropping_p99_ms']} ms, ratio {sv['drop']['p99_ratio']} (target <= 1.2)")
+    path = write_results("bench_drift_scale", result)
+    print(f"wrote {path}")
+    ok = result["drift"].get("meets_target", True) and result.get("serve", {}).get("meets_target", True)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

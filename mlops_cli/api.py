@@ -11,6 +11,7 @@ thread pool so the event loop keeps answering.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -18,14 +19,17 @@ import time
 import secrets
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag, field_validator, model_validator
+from fastapi.routing import APIRoute
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictInt, Tag,
+                      field_validator, model_validator)
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .categories import PRDTYPECODES, category_name
@@ -61,8 +65,12 @@ Product classifier for the Rakuten France catalogue.
 * **/api/...** is the control API (retrain, rollback, alerts, runs, models), protected by a
   bearer token (`API_TOKEN`; disabled when unset).
 
-Errors: 422 for invalid input (the `detail` list says which field and why, `message` sums it
-up), 503 when no model is in production yet.
+Errors: every status an operation can answer is listed under it with its body; every rule the
+server checks is in the request schema. 422 for invalid input, a body that is not JSON included
+(the `detail` list says which field and why, `message` sums it up); 413 for a body larger than
+any valid request; 503 when no model is in production yet, or the database is unreachable. The
+control API adds 401 (no bearer token), 403 (wrong token), 404 (no such alert or model version)
+and 409 (a conflict with the current state: a retrain already running, nothing to roll back).
 """
 
 
@@ -74,28 +82,81 @@ def new_request_id() -> str:
 
 
 # --- request and response models ---------------------------------------------------------------
-class ProductIn(BaseModel):
-    """One product, as in the catalogue's X file."""
+# Every rule the server enforces on a request is stated in its JSON Schema (issue 13: the OpenAPI
+# document is the contract, exactly). Limits that come from the settings (MAX_TEXT_CHARS,
+# MAX_BATCH_SIZE) are written into the document by create_app (_state_settings_limits).
+# Ids are BIGINT columns; the bound is the largest integer every JSON client (and the float the
+# OpenAPI document writes a bound as) holds exactly, far above any catalogue or row id.
+ID_MAX = 2 ** 53 - 1
+# PostgreSQL text cannot hold NUL: free text that is stored or queried refuses it with a 422
+# instead of failing in the database.
+NO_NUL = r"^[^\x00]*$"
+# "Not blank" = holds a character outside Python's str.isspace() set. Spelled out rather than
+# `\S` so the server and every JSON Schema regex engine (ECMA-262, Rust, Python) agree exactly.
+_BLANK = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = f"[^{_BLANK}]"
+_NOT_BLANK = re.compile(NOT_BLANK)
+# Stored text that must say something: not blank, and no NUL.
+NOT_BLANK_TEXT = rf"^[^\x00]*[^\x00{_BLANK}][^\x00]*$"
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"designation": "Console PS4 Slim 500 Go + 2 manettes",
-         "description": "Console <b>Sony</b> en tr&egrave;s bon &eacute;tat, livr&eacute;e avec 2 manettes.",
-         "productid": 3804725264},
-        {"designation": "Harry Potter à l'école des sorciers - Tome 1", "description": None,
-         "productid": None},
-    ]})
+
+def encodable(value: str) -> str:
+    """Lone surrogates (a JSON `\\ud800` escape without its pair) as U+FFFD: pydantic refuses
+    such text (422), and the 422 that echoes it must still encode as UTF-8."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+
+# What POST /predict puts in a request_id: a client X-Request-ID (letters, digits, `._:-`, at most
+# 100, + `-<index>` in a batch) or 32 hex digits; feedback can only name such an id.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+
+
+def json_integer(value: Any) -> Any:
+    """A JSON Schema integer is any number with a zero fraction (`3` and `3.0` alike); neither a
+    string nor a boolean is one. StrictInt then refuses everything but the int this returns."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Integers in a JSON body, exactly as the document's `"type": "integer"` means them (bounds
+# before the validator: pydantic then writes them as minimum/maximum).
+JsonInt = Annotated[StrictInt, BeforeValidator(json_integer)]
+ProductId = Annotated[StrictInt, Field(ge=0, le=ID_MAX), BeforeValidator(json_integer)]
+InferenceId = Annotated[StrictInt, Field(ge=1, le=ID_MAX), BeforeValidator(json_integer)]
+
+
+class ProductIn(BaseModel):
+    """One product, as in the catalogue's X file. A body with `items` is a batch, not a product."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [
+            {"designation": "Console PS4 Slim 500 Go + 2 manettes",
+             "description": "Console <b>Sony</b> en tr&egrave;s bon &eacute;tat, livr&eacute;e avec 2 manettes.",
+             "productid": 3804725264},
+            {"designation": "Harry Potter à l'école des sorciers - Tome 1", "description": None,
+             "productid": None},
+        ],
+        # PredictBody routes a body with `items` to PredictBatch: the two schemas are disjoint.
+        "not": {"required": ["items"]},
+    })
 
     designation: str = Field(..., description="The product title (required, not blank). "
-                                              "Limited to MAX_TEXT_CHARS characters.")
+                                              "Limited to MAX_TEXT_CHARS characters.",
+                             json_schema_extra={"minLength": 1, "pattern": NOT_BLANK})
     description: str | None = Field(None, description="Free-text description (may contain HTML); "
-                                                      "null or empty when there is none.")
-    productid: StrictInt | None = Field(None, ge=0, description="The catalogue's product id, if any "
-                                                                "(logged with the prediction).")
+                                                      "null or empty when there is none. Limited to "
+                                                      "MAX_TEXT_CHARS characters.")
+    productid: ProductId | None = Field(None, description="The catalogue's product id, if any "
+                                                          "(logged with the prediction).")
 
     @field_validator("designation")
     @classmethod
     def _not_blank(cls, v: str) -> str:
-        if not v.strip():
+        if not _NOT_BLANK.search(v):
             raise ValueError("designation (the product title) must not be empty or whitespace")
         return v
 
@@ -108,7 +169,8 @@ class PredictBatch(BaseModel):
         {"designation": "Lot de 3 magazines anciens N° 69", "description": None, "productid": 2},
     ]}]})
 
-    items: list[ProductIn] = Field(..., min_length=1, description="The products to classify.")
+    items: list[ProductIn] = Field(..., min_length=1, description="The products to classify "
+                                                                  "(at most MAX_BATCH_SIZE).")
 
 
 def _body_kind(value: Any) -> str:
@@ -159,24 +221,40 @@ class BatchPrediction(BaseModel):
     count: int
 
 
+IDENTIFIERS = ("inference_id", "request_id", "productid")  # what a feedback can name
+
+
 class FeedbackIn(BaseModel):
     """The true class of a product, for a logged prediction (by inference_id or request_id) or a
-    product (productid)."""
+    product (productid): at least one of the three, not null."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"request_id": "6f1c2b9e8d7a4c3b9a1e2d3c4b5a6978", "prdtypecode": 50,
-         "submitted_by": "moderator@example.com", "note": "a controller, not a console"},
-        {"inference_id": 1234, "prdtypecode": 2583, "submitted_by": "alice"},
-        {"productid": 3804725264, "prdtypecode": 60},
-    ]})
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [
+            {"request_id": "6f1c2b9e8d7a4c3b9a1e2d3c4b5a6978", "prdtypecode": 50,
+             "submitted_by": "moderator@example.com", "note": "a controller, not a console"},
+            {"inference_id": 1234, "prdtypecode": 2583, "submitted_by": "alice"},
+            {"productid": 3804725264, "prdtypecode": 60},
+        ],
+    })
 
-    inference_id: StrictInt | None = Field(None, ge=1, description="inference_log id of the prediction.")
-    request_id: str | None = Field(None, min_length=1, max_length=200,
+    inference_id: InferenceId | None = Field(None, description="inference_log id of the prediction.")
+    request_id: str | None = Field(None, min_length=1, max_length=200, pattern=REQUEST_ID_PATTERN,
                                    description="request_id returned by POST /predict.")
-    productid: StrictInt | None = Field(None, ge=0)
-    prdtypecode: StrictInt = Field(..., description="The true class (one of the 27 codes).")
-    submitted_by: str | None = Field(None, max_length=200)
-    note: str | None = Field(None, max_length=5000)
+    productid: ProductId | None = None
+    prdtypecode: JsonInt = Field(..., description="The true class (one of the 27 codes).",
+                                 json_schema_extra={"enum": list(PRDTYPECODES)})
+    submitted_by: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    note: str | None = Field(None, max_length=5000, pattern=NO_NUL)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        # _names_something, as a schema: one of the three identifiers is given, with its own
+        # (non-null) schema repeated in the branch so generators honour its bounds there too.
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        props = schema["properties"]
+        schema["anyOf"] = [{"required": [name], "properties": {name: copy.deepcopy(next(
+            b for b in props[name]["anyOf"] if b.get("type") != "null"))}} for name in IDENTIFIERS]
+        return schema
 
     @field_validator("prdtypecode")
     @classmethod
@@ -187,7 +265,7 @@ class FeedbackIn(BaseModel):
 
     @model_validator(mode="after")
     def _names_something(self) -> "FeedbackIn":
-        if self.inference_id is None and not self.request_id and self.productid is None:
+        if all(getattr(self, name) is None for name in IDENTIFIERS):
             raise ValueError("give inference_id, request_id or productid: which prediction or product "
                              "the feedback is about")
         return self
@@ -240,7 +318,44 @@ class Health(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    detail: str
+    """An error the server names in one sentence."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": NO_MODEL}]})
+
+    detail: str = Field(..., description="What is wrong and, where possible, what to do.")
+
+
+class FieldError(BaseModel):
+    type: str = Field(..., description="pydantic's error type (`missing`, `string_too_long`, ...).")
+    loc: list[str | int] = Field(..., description="Where: `body`, `query` or `header`, then the field path.")
+    msg: str
+    input: Any = Field(None, description="The offending value, when it is short.")
+
+
+class ValidationErrorOut(BaseModel):
+    """Invalid input: every problem found, and a one-line summary."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "detail": [{"type": "value_error", "loc": ["body", "designation"],
+                    "msg": "Value error, designation (the product title) must not be empty or whitespace",
+                    "input": "  "}],
+        "message": "designation: Value error, designation (the product title) must not be empty or whitespace",
+    }]})
+
+    detail: list[FieldError]
+    message: str
+
+
+# Statuses documented with their body model (`responses=` of the routes). 413 can come from any
+# route (the body-size middleware runs first), 422 from any route that takes parameters or a body.
+TOO_LARGE = {"model": ErrorOut, "description": "The body is larger than the largest valid request "
+                                               "(MAX_BATCH_SIZE x MAX_TEXT_CHARS)."}
+INVALID = {"model": ValidationErrorOut, "description": "Invalid input: the `detail` list says which "
+                                                       "field and why; `message` sums it up."}
+
+
+def error_doc(description: str, **extra: Any) -> dict:
+    return {"model": ErrorOut, "description": description, **extra}
 
 
 # --- middleware: request metrics -----------------------------------------------------------------
@@ -273,8 +388,10 @@ class _MetricsMiddleware:
 
 
 class _BodyLimit:
-    """413 for a request whose Content-Length exceeds what the largest valid request can need
-    (MAX_BATCH_SIZE items of two MAX_TEXT_CHARS texts, 4 bytes a character at most, plus JSON)."""
+    """413 for a request whose Content-Length exceeds what the largest valid request can need:
+    MAX_BATCH_SIZE items of two MAX_TEXT_CHARS texts at 12 bytes a character at most (a character
+    outside the BMP, JSON-escaped as a surrogate pair `\\uXXXX\\uXXXX`: what clients that escape
+    non-ASCII send), plus JSON, plus 64 KiB for the other bodies (a feedback note: 5000 characters)."""
 
     def __init__(self, app, limit: int):
         self.app = app
@@ -307,9 +424,10 @@ def _validation_response(errors) -> JSONResponse:
             del loc[1]
         item = {"type": e.get("type"), "loc": loc, "msg": e.get("msg")}
         value = e.get("input")
-        if value is None or isinstance(value, (bool, int, float)) or \
-                (isinstance(value, str) and len(value) <= 200):
+        if value is None or isinstance(value, (bool, int, float)):
             item["input"] = value
+        elif isinstance(value, str) and len(value) <= 200:
+            item["input"] = encodable(value)
         out.append(item)
     message = "; ".join(f"{'.'.join(str(x) for x in i['loc'][1:]) or i['loc'][0] if i['loc'] else 'body'}: "
                         f"{i['msg']}" for i in out)
@@ -333,6 +451,52 @@ def _limit_errors(items: list[ProductIn], single: bool, settings: Settings) -> l
                                "msg": f"{name} is {len(value)} characters long; the limit is {limit} "
                                       "(MAX_TEXT_CHARS)"})
     return errors
+
+
+class ApiRoute(APIRoute):
+    """A route whose unparseable body is a 422 like any other invalid input.
+
+    FastAPI answers a JSON syntax error with 422 but a body it cannot decode at all (bytes that
+    are not UTF-8, nesting too deep) with a bare 400. This app raises no 400 of its own, so that
+    400 becomes the same validation error: one documented status for a body that does not parse.
+    """
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def parsed(request: Request):
+            try:
+                return await handler(request)
+            except StarletteHTTPException as exc:  # FastAPI raises Starlette's class for this one
+                cause = exc.__cause__
+                if exc.status_code != 400 or cause is None:
+                    raise
+                raise RequestValidationError([{
+                    "type": "json_invalid", "loc": ("body",),
+                    "msg": f"the body cannot be parsed as JSON: {type(cause).__name__}: {cause}"[:300],
+                }]) from exc
+
+        return parsed
+
+
+def _state_settings_limits(app: FastAPI, settings: Settings) -> None:
+    """Write this app's MAX_TEXT_CHARS and MAX_BATCH_SIZE into its OpenAPI document (`maxLength`,
+    `maxItems`): the models are shared by every app, the limits are each app's settings."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schemas = build()["components"]["schemas"]  # FastAPI caches it in app.openapi_schema
+            product = schemas["ProductIn"]["properties"]
+            for name in ("designation", "description"):
+                prop = product[name]
+                for branch in prop.get("anyOf", [prop]):
+                    if branch.get("type") == "string":
+                        branch["maxLength"] = settings.max_text_chars
+            schemas["PredictBatch"]["properties"]["items"]["maxItems"] = settings.max_batch_size
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 # --- the app -------------------------------------------------------------------------------------
@@ -377,12 +541,14 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
             await run_in_threadpool(shutdown)
 
     app = FastAPI(title="Rakuten product classifier API", description=DESCRIPTION, version=__version__,
-                  openapi_tags=TAGS, lifespan=lifespan)
+                  openapi_tags=TAGS, lifespan=lifespan, responses={413: TOO_LARGE})
+    app.router.route_class = ApiRoute
+    _state_settings_limits(app, settings)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.holder = holder
     app.state.inference_log = inference_log
-    app.add_middleware(_BodyLimit, limit=settings.max_batch_size * (8 * settings.max_text_chars + 512) + 65536)
+    app.add_middleware(_BodyLimit, limit=settings.max_batch_size * (12 * settings.max_text_chars + 512) + 65536)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
 
     @app.exception_handler(RequestValidationError)
@@ -399,10 +565,11 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
                     "`request_id` per product. The prediction is logged (inference_log). "
                     "A client `X-Request-ID` header (letters, digits, `._:-`, at most 100) "
                     "becomes the request_id (batch: `<id>-<index>`).",
-        responses={422: {"description": "Invalid input: empty title, text over MAX_TEXT_CHARS, "
-                                        "wrong types, batch over MAX_BATCH_SIZE, top_k out of 1..10."},
-                   503: {"model": ErrorOut, "description": "No model in production yet.",
-                         "content": {"application/json": {"example": {"detail": NO_MODEL}}}}},
+        responses={422: {**INVALID, "description": "Invalid input: blank title, text over MAX_TEXT_CHARS, "
+                                                   "wrong types, batch over MAX_BATCH_SIZE, top_k out of "
+                                                   "1..10, a body that is not JSON."},
+                   503: error_doc("No model in production yet.",
+                                  content={"application/json": {"example": {"detail": NO_MODEL}}})},
     )
     async def predict(
         request: Request,
@@ -469,9 +636,13 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
                     "taken from the logged prediction. A request_id not yet in the inference log "
                     "(another API worker may still hold it in memory) is stored and tied to its "
                     "prediction when that is written (`resolved: false` until then).",
-        responses={404: {"model": ErrorOut, "description": "No logged prediction has this inference_id."},
-                   422: {"description": "Unknown prdtypecode, or nothing names the prediction."},
-                   503: {"model": ErrorOut, "description": "The database is unreachable."}},
+        responses={404: error_doc("No logged prediction has this inference_id."),
+                   409: error_doc("inference_id and request_id are both given and name different "
+                                  "predictions."),
+                   422: {**INVALID, "description": "Invalid input: unknown prdtypecode, none of "
+                                                   "inference_id, request_id or productid given, wrong "
+                                                   "types, a body that is not JSON."},
+                   503: error_doc("The database is unreachable.")},
     )
     def feedback(body: FeedbackIn):
         if body.inference_id is not None or body.request_id:
@@ -485,7 +656,8 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
                         raise HTTPException(404, f"No prediction with inference_id {body.inference_id} "
                                                  "in the inference log")
                     if body.request_id and inference["request_id"] != body.request_id:
-                        raise HTTPException(422, f"inference_id {body.inference_id} is request "
+                        # each id is valid alone; together they contradict the log: a conflict
+                        raise HTTPException(409, f"inference_id {body.inference_id} is request "
                                                  f"{inference['request_id']!r}, not {body.request_id!r}")
                 elif body.request_id:
                     inference = store.find_inference(conn, request_id=body.request_id)

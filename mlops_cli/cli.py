@@ -410,9 +410,10 @@ def models_cmd(ctx, history, limit, as_json) -> None:
     for r in rows:
         r["mark"] = "*" if r["is_champion"] else ""
         r["aliases_text"] = ",".join(r["aliases"])
-    click.echo(table(rows, ["mark", "version", "aliases_text", "stage", "weighted_f1", "decision", "reason",
-                            "created_at"],
-                     ["", "version", "aliases", "stage", "weighted F1", "decision", "reason", "created"],
+    click.echo(table(rows, ["mark", "version", "aliases_text", "stage", "weighted_f1", "baseline_weighted_f1",
+                            "chosen", "decision", "reason", "created_at"],
+                     ["", "version", "aliases", "stage", "weighted F1", "baseline F1", "chosen", "decision",
+                      "reason", "created"],
                      width=70))
     click.echo(f"* champion (in production) of {s.model_name}")
 
@@ -465,11 +466,26 @@ def predict_cmd(ctx, input_path, out_path, version, as_json) -> None:
 
 @main.command("export-inference-log")
 @click.option("--since", type=DATE, help="Only predictions logged on or after this day (UTC), YYYY-MM-DD.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Output CSV.")
+@click.option("--day", type=DATE, help="Archive one UTC day (YYYY-MM-DD), e.g. before retention drops "
+                                       "it; a dropped day gives the rows kept for feedback.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "csv.gz", "parquet"]), default="csv",
+              show_default=True, help="Output format (csv.gz and parquet with --day only).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Output file.")
 @click.pass_context
 @domain_errors
-def export_inference_log_cmd(ctx, since, out_path) -> None:
-    """Write the API's logged predictions (inference_log) to a CSV file."""
+def export_inference_log_cmd(ctx, since, day, fmt, out_path) -> None:
+    """Write the API's logged predictions (inference_log) to a file: all or --since as CSV, or one
+    --day as csv, csv.gz or parquet (with its SHA-256)."""
+    if day is not None:
+        if since is not None:
+            raise click.UsageError("give --since or --day, not both")
+        from .steps.retention import archive_day
+
+        out = archive_day(open_conn(ctx), day.date(), out_path, fmt)
+        click.echo(f"wrote {out['rows']} rows of {day.date()} to {out['path']} ({fmt}, sha256 {out['sha256']})")
+        return
+    if fmt != "csv":
+        raise click.UsageError("--format csv.gz and parquet need --day")
     from .batch import export_inference_log
 
     n = export_inference_log(open_conn(ctx), since.date() if since else None, out_path)
@@ -730,23 +746,57 @@ def crontab_render(ctx, out) -> None:
         click.echo(text, nl=False)
 
 
-@main.command("ui")
+@main.group("ui", invoke_without_command=True)
 @click.option("--port", type=int, default=8501, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.pass_context
 @domain_errors
 def ui_cmd(ctx, port, host) -> None:
-    """Start the Streamlit control room (streamlit_app/Home.py)."""
+    """Start the Streamlit control room (streamlit_app/Home.py); every action in it needs a sign-in.
+
+    UI_AUTH=token (default): prints a sign-in URL with a token made at this start, as Jupyter does.
+    UI_AUTH=users: sign in with a name and password of UI_USERS_FILE (`mlops ui add-user NAME`).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     import subprocess
     from pathlib import Path
+
+    from .uiauth import prepare_launch
 
     app_dir = Path(os.environ.get("MLOPS_STREAMLIT_DIR") or Path(__file__).resolve().parent.parent / "streamlit_app")
     home = app_dir / "Home.py"
     if not home.is_file():
         raise click.ClickException(f"Streamlit app not found at {home}; set MLOPS_STREAMLIT_DIR")
+    extra_env, lines = prepare_launch(settings_of(ctx), host, port)
+    for line in lines:
+        click.echo(line)
+    sys.stdout.flush()  # before Streamlit's own output
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(port),
            "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    ctx.exit(subprocess.call(cmd))
+    ctx.exit(subprocess.call(cmd, env={**os.environ, **extra_env}))
+
+
+@ui_cmd.command("add-user")
+@click.argument("name")
+@click.option("--file", "path", type=click.Path(dir_okay=False),
+              help="Users file (default: UI_USERS_FILE, else $MLOPS_HOME/ui-users).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (scripts).")
+@click.pass_context
+@domain_errors
+def ui_add_user(ctx, name, path, password_stdin) -> None:
+    """Add a control room user (UI_AUTH=users), or change its password; stores an argon2 hash."""
+    from pathlib import Path
+
+    from .uiauth import add_user, users_file
+
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    target = Path(path) if path else users_file(settings_of(ctx))
+    changed = add_user(target, name, password)
+    click.echo(f"{'changed the password of' if changed else 'added'} {name.strip()} in {target}")
 
 
 @main.command("demo")

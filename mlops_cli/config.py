@@ -54,11 +54,15 @@ class Settings:
     experiment_name: str = _env("MLFLOW_EXPERIMENT_NAME", "rakuten-product-classification")
     holdout_fraction: float = _env("HOLDOUT_FRACTION", 0.2, float)
     max_per_class: int = _env("MAX_PER_CLASS", 4000, int)
+    validation_fraction: float = _env("VALIDATION_FRACTION", 0.2, float)
+    train_search_max_candidates: int = _env("TRAIN_SEARCH_MAX_CANDIDATES", 16, int)
+    train_search_seconds: float = _env("TRAIN_SEARCH_SECONDS", 600.0, float)
     # --- promotion ---------------------------------------------------------------------------
     auto_promotion_enabled: bool = _env("AUTO_PROMOTION_ENABLED", True, _bool)
     promotion_metric: str = _env("PROMOTION_METRIC", "weighted_f1")
     min_f1_threshold: float = _env("MIN_F1_THRESHOLD", 0.75, float)
     min_improvement: float = _env("MIN_IMPROVEMENT", 0.0, float)
+    promotion_require_beat_baseline: bool = _env("PROMOTION_REQUIRE_BEAT_BASELINE", True, _bool)
     # --- pipeline ----------------------------------------------------------------------------
     step_retries: int = _env("STEP_RETRIES", 3, int)
     step_retry_delay: float = _env("STEP_RETRY_DELAY", 2.0, float)
@@ -88,6 +92,12 @@ class Settings:
     drift_min_samples: int = _env("DRIFT_MIN_SAMPLES", 200, int)
     alert_cooldown_hours: float = _env("ALERT_COOLDOWN_HOURS", 24.0, float)
     dashboard_url: str = _env("DASHBOARD_URL", "http://localhost:8501")
+    # --- control room sign-in (mlops_cli/uiauth.py) -------------------------------------------
+    ui_auth: str = _env("UI_AUTH", "token")  # token | users
+    ui_token: str = _env("UI_TOKEN", "")  # default: a new random token at each `mlops ui` start
+    ui_admin_name: str = _env("UI_ADMIN_NAME", "")  # default: the OS user running the UI
+    ui_users_file: str = _env("UI_USERS_FILE", "")  # default: $MLOPS_HOME/ui-users
+    ui_public_read: bool = _env("UI_PUBLIC_READ", False, _bool)
     # --- serving / control API ---------------------------------------------------------------
     api_token: str = _env("API_TOKEN", "")
     api_host: str = _env("API_HOST", "127.0.0.1")
@@ -97,6 +107,12 @@ class Settings:
     max_text_chars: int = _env("MAX_TEXT_CHARS", 20000, int)
     inference_log_flush_seconds: float = _env("INFERENCE_LOG_FLUSH_SECONDS", 1.0, float)
     inference_log_buffer: int = _env("INFERENCE_LOG_BUFFER", 100000, int)
+    # inference_log partitions (one per UTC day), retention and archives (steps/retention.py)
+    inference_log_retention_days: int = _env("INFERENCE_LOG_RETENTION_DAYS", 90, int)
+    inference_log_partitions_ahead: int = _env("INFERENCE_LOG_PARTITIONS_AHEAD", 7, int)
+    inference_log_archive_dir: str = _env("INFERENCE_LOG_ARCHIVE_DIR", "")  # empty: no archive before a drop
+    inference_log_archive_format: str = _env("INFERENCE_LOG_ARCHIVE_FORMAT", "csv.gz")  # csv.gz | parquet
+    inference_log_lock_timeout_ms: int = _env("INFERENCE_LOG_LOCK_TIMEOUT_MS", 200, int)
     # --- schedules (rendered into the crontab) -----------------------------------------------
     weekly_schedule: str = _env("WEEKLY_SCHEDULE", "0 2 * * 1")
     daily_schedule: str = _env("DAILY_SCHEDULE", "0 1 * * *")
@@ -157,4 +173,12 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         raise MlopsError("LOAD_FRACTION and INITIAL_LOAD_FRACTION must be in (0, 1]")
     if not 0 < s.holdout_fraction < 1:
         raise MlopsError("HOLDOUT_FRACTION must be in (0, 1)")
+    if not 0 < s.validation_fraction < 1:
+        raise MlopsError("VALIDATION_FRACTION must be in (0, 1)")
+    if s.train_search_max_candidates < 1 or s.train_search_seconds < 0:
+        raise MlopsError("TRAIN_SEARCH_MAX_CANDIDATES must be >= 1 and TRAIN_SEARCH_SECONDS >= 0")
+    if s.inference_log_retention_days < 31:
+        raise MlopsError("INFERENCE_LOG_RETENTION_DAYS must be at least 31 (the 30-day drift window reads its rows)")
+    if s.inference_log_archive_format not in ("csv.gz", "parquet"):
+        raise MlopsError("INFERENCE_LOG_ARCHIVE_FORMAT must be csv.gz or parquet")
     return s

@@ -23,11 +23,13 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .api import ID_MAX, INVALID, NO_NUL, NOT_BLANK_TEXT, ApiRoute, error_doc, json_integer
 from .errors import AlreadyRunning, MlopsError, TransientError
+from .steps import alert as alert_steps
+from .steps.alert import STATUSES as ALERT_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,18 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="API token",
 
 
 # --- audit ---------------------------------------------------------------------------------------
+def _storable(value: Any) -> Any:
+    """`value` with NUL and lone surrogates replaced: PostgreSQL text and JSONB hold neither, and
+    the audit row of a request that sent them (refused with a 422) must still be written."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
 def _audit(request: Request, route: str, status: int, detail: str | None, started: float,
            result: Any = None) -> None:
     from . import db, store
@@ -60,9 +74,9 @@ def _audit(request: Request, route: str, status: int, detail: str | None, starte
     try:
         with db.connection(settings, application_name="mlops-api-audit") as conn:
             store.insert_api_audit(
-                conn, actor=actor, authenticated=bool(getattr(request.state, "authenticated", False)),
-                method=request.method, route=route, path=request.url.path, params=params,
-                status_code=status, detail=(detail or "")[:2000] or None,
+                conn, actor=_storable(actor), authenticated=bool(getattr(request.state, "authenticated", False)),
+                method=request.method, route=route, path=_storable(request.url.path), params=_storable(params),
+                status_code=status, detail=_storable((detail or "")[:2000]) or None,
                 pipeline_run_id=int(run_id) if isinstance(run_id, int) else None,
                 client=request.client.host if request.client else None,
                 duration_ms=(time.perf_counter() - started) * 1000.0,
@@ -72,7 +86,7 @@ def _audit(request: Request, route: str, status: int, detail: str | None, starte
                   request.url.path, status, actor, exc)
 
 
-class AuditedRoute(APIRoute):
+class AuditedRoute(ApiRoute):
     """A route that writes an api_audit row for every request, whatever its outcome."""
 
     def get_route_handler(self) -> Callable:
@@ -140,8 +154,10 @@ XActor = Annotated[str | None, Header(alias="X-Actor", description="Who acts (de
 
 router = APIRouter(
     prefix="/api", tags=["control"], route_class=AuditedRoute, dependencies=[Depends(require_token)],
-    responses={401: {"description": "No bearer token."}, 403: {"description": "Wrong token."},
-               503: {"description": DISABLED + " (or the database is unreachable)."}},
+    responses={401: error_doc("No bearer token.", headers={"WWW-Authenticate": {
+                   "description": "`Bearer`", "schema": {"type": "string"}}}),
+               403: error_doc("Wrong token."),
+               503: error_doc(DISABLED + " (or the database or the MLflow registry is unreachable).")},
 )
 
 
@@ -202,11 +218,19 @@ def _trigger(actor: str):
 
 
 # --- models -----------------------------------------------------------------------------------------
+# As in api.py, every rule the server checks is in the schema: free text refuses NUL (PostgreSQL
+# text cannot hold it), a version is a registry version number.
+VERSION_PATTERN = r"^[1-9][0-9]{0,14}$"  # as a number: 1 .. 10**15 - 1, exact as a float
+Actor = Annotated[str | None, Field(max_length=200, pattern=NO_NUL,
+                                    description="Who acts (default: X-Actor, else 'api').")]
+Text = Annotated[str | None, Field(max_length=2000, pattern=NO_NUL)]
+
+
 class RetrainIn(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"by": "alice", "reason": "new catalogue data"}]})
 
-    by: str | None = Field(None, max_length=200, description="Who asks (default: X-Actor, else 'api').")
-    reason: str | None = Field(None, max_length=2000)
+    by: Actor = None
+    reason: Text = None
 
 
 class RetrainOut(BaseModel):
@@ -222,14 +246,23 @@ class RollbackIn(BaseModel):
         {"reason": "incident INC-123", "to_version": "3"},
     ]})
 
-    reason: str = Field(..., min_length=1, max_length=2000, description="Why (required; audited).")
-    to_version: str | None = Field(None, max_length=50, description="Version to return to "
-                                                                    "(default: the previous champion).")
-    by: str | None = Field(None, max_length=200)
+    # The pattern is in the schema; _reason checks the same with messages a person can act on.
+    reason: str = Field(..., min_length=1, max_length=2000, description="Why (required, not blank; audited).",
+                        json_schema_extra={"pattern": NOT_BLANK_TEXT})
+    to_version: str | None = Field(
+        None, max_length=15, pattern=VERSION_PATTERN,
+        description="Version to return to (default: the previous champion); a number, or its digits.",
+        # _version turns a number into its digits: the schema says both are accepted
+        json_schema_extra={"anyOf": [{"type": "string", "pattern": VERSION_PATTERN},
+                                     {"type": "integer", "minimum": 1, "maximum": 10 ** 15 - 1},
+                                     {"type": "null"}]})
+    by: Actor = None
 
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str) -> str:
+        if "\x00" in v:
+            raise ValueError("reason must not contain NUL (\\x00) characters: they cannot be stored")
         if not v.strip():
             raise ValueError("reason must not be blank: say why the model is rolled back")
         return v.strip()
@@ -237,14 +270,15 @@ class RollbackIn(BaseModel):
     @field_validator("to_version", mode="before")
     @classmethod
     def _version(cls, v):
+        v = json_integer(v)
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
 class AcknowledgeIn(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"by": "alice", "note": "looking into it"}]})
 
-    by: str | None = Field(None, max_length=200, description="Who acknowledges (default: X-Actor, else 'api').")
-    note: str | None = Field(None, max_length=2000)
+    by: Actor = None
+    note: Text = None
 
 
 class StepOut(BaseModel):
@@ -259,14 +293,18 @@ class StepOut(BaseModel):
     outputs: dict
 
 
+Rows = list[dict[str, Any]]
+
+
 # --- routes -----------------------------------------------------------------------------------------
 @router.post("/trigger-retrain", status_code=202, response_model=RetrainOut,
              summary="Start a retrain pipeline in the background",
              description="Starts `mlops pipeline retrain` in a background process and answers at once "
                          "with its pipeline run id (follow it with GET /api/runs). 409 when a retrain "
                          "is already running.",
-             responses={409: {"description": "A retrain pipeline is already running."},
-                        501: {"description": "This build has no pipeline module."}})
+             responses={409: error_doc("A retrain pipeline is already running, or it could not start."),
+                        422: INVALID,
+                        501: error_doc("This build has no pipeline module.")})
 def trigger_retrain(request: Request, body: Annotated[RetrainIn | None, Body()] = None,
                     x_actor: XActor = None) -> dict:
     body = body or RetrainIn()
@@ -282,10 +320,13 @@ def trigger_retrain(request: Request, body: Annotated[RetrainIn | None, Body()] 
 @router.post("/rollback-model", response_model=StepOut, summary="Roll the champion back",
              description="Moves the `champion` alias back to the previous champion (or `to_version`), "
                          "as `mlops rollback` does, and records it. The API serves the restored "
-                         "version right after (it re-checks the alias at once). 409 when there is "
-                         "nothing to roll back to.",
-             responses={409: {"description": "Nothing to roll back to, or another rollback is running."},
-                        501: {"description": "This build has no rollback step."}})
+                         "version right after (it re-checks the alias at once). 404 when `to_version` "
+                         "does not exist, 409 when there is nothing to roll back to.",
+             responses={404: error_doc("`to_version` is not a version of the model."),
+                        409: error_doc("Nothing to roll back to, `to_version` is the champion or was "
+                                       "never in production, or another rollback is running."),
+                        422: INVALID,
+                        501: error_doc("This build has no rollback step.")})
 def rollback_model(request: Request, body: RollbackIn, x_actor: XActor = None) -> dict:
     actor = actor_of(request, body.by)
     module = _sibling("mlops_cli.steps.rollback", "rollback-model")
@@ -304,47 +345,50 @@ def rollback_model(request: Request, body: RollbackIn, x_actor: XActor = None) -
     return _result(result)
 
 
-@router.get("/alerts", summary="Drift alerts",
-            description="Alerts raised by drift monitoring, newest first (as `mlops alerts`).",
-            responses={501: {"description": "This build has no alerting module."}})
+@router.get("/alerts", summary="Drift alerts", response_model=Rows,
+            description="Alerts raised by drift monitoring, active first then newest (as `mlops alerts`).",
+            responses={422: INVALID})
 def alerts(request: Request,
-           status: Annotated[str | None, Query(max_length=50, description="Only alerts in this status.")] = None,
+           status: Annotated[Literal[ALERT_STATUSES] | None,
+                             Query(description="Only alerts in this status.")] = None,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
     actor_of(request)
-    module = _sibling("mlops_cli.steps.alert", "alerts")
     try:
         with _conn(request) as conn:
-            rows = module.list_alerts(conn, status=status, limit=limit)
+            rows = alert_steps.list_alerts(conn, status=status, limit=limit)
     except Exception as exc:
         raise _domain(exc) from exc
     return _result(rows)
 
 
 @router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge a drift alert",
+             response_model=dict[str, Any],
              description="Marks the alert acknowledged by `by` with an optional note (as "
-                         "`mlops alert ack`).",
-             responses={404: {"description": "No such alert."}, 409: {"description": "Not acknowledgeable."},
-                        501: {"description": "This build has no alerting module."}})
-def acknowledge_alert(request: Request, alert_id: Annotated[int, Path(ge=1)],
+                         "`mlops alert ack`). Answers the alert.",
+             responses={404: error_doc("No such alert."),
+                        409: error_doc("The alert is resolved: nothing to acknowledge."),
+                        422: INVALID})
+def acknowledge_alert(request: Request, alert_id: Annotated[int, Path(ge=1, le=ID_MAX)],
                       body: Annotated[AcknowledgeIn | None, Body()] = None, x_actor: XActor = None) -> Any:
     body = body or AcknowledgeIn()
     actor = actor_of(request, body.by)
-    module = _sibling("mlops_cli.steps.alert", "acknowledge")
     try:
         with _conn(request) as conn:
-            result = module.acknowledge(conn, request.app.state.settings, alert_id, by=actor, note=body.note)
+            result = alert_steps.acknowledge(conn, request.app.state.settings, alert_id, by=actor,
+                                             note=body.note)
     except Exception as exc:
         raise _domain(exc) from exc
     return _result(result) if result is not None else {"id": alert_id, "status": "acknowledged", "by": actor}
 
 
-@router.get("/runs", summary="Pipeline runs",
+@router.get("/runs", summary="Pipeline runs", response_model=Rows,
             description="Recent pipeline_runs rows: what ran, when, who started it, how it ended "
-                        "(as `mlops runs`).")
+                        "(as `mlops runs`).",
+            responses={422: INVALID})
 def runs(request: Request,
          limit: Annotated[int, Query(ge=1, le=1000)] = 20,
          pipeline: Annotated[Literal["weekly", "daily", "manual", "retrain"] | None, Query()] = None,
-         step: Annotated[str | None, Query(max_length=50)] = None,
+         step: Annotated[str | None, Query(max_length=50, pattern=NO_NUL)] = None,
          status: Annotated[Literal["running", "succeeded", "failed", "skipped"] | None, Query()] = None) -> Any:
     from . import store
 
@@ -357,9 +401,9 @@ def runs(request: Request,
     return _result(rows)
 
 
-@router.get("/models", summary="Registered model versions",
+@router.get("/models", summary="Registered model versions", response_model=Rows,
             description="Every version with its aliases, tags and scores (as `mlops models`).",
-            responses={501: {"description": "This build has no models module."}})
+            responses={501: error_doc("This build has no models module.")})
 def models(request: Request) -> Any:
     actor_of(request)
     module = _sibling("mlops_cli.models", "models")
@@ -371,10 +415,11 @@ def models(request: Request) -> Any:
     return _result(rows)
 
 
-@router.get("/audit", summary="Control API audit trail",
-            description="The latest control requests: who, when, route, parameters, status code.")
+@router.get("/audit", summary="Control API audit trail", response_model=Rows,
+            description="The latest control requests: who, when, route, parameters, status code.",
+            responses={422: INVALID})
 def audit(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-          route: Annotated[str | None, Query(max_length=200)] = None) -> Any:
+          route: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None) -> Any:
     from . import store
 
     actor_of(request)

@@ -38,6 +38,22 @@ def split(df: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame
     return df[~mask], df[mask]
 
 
+def validation_mask(productids, fraction: float, holdout_fraction: float) -> np.ndarray:
+    """True for the products of the validation part: `fraction` of the training products (those
+    not in the holdout), by the same hash's upper bits, so it is as stable as the holdout as the
+    catalogue grows and never overlaps it. Model selection and calibration use it."""
+    h = _splitmix64(np.asarray(productids, dtype=np.int64))
+    upper = (h >> np.uint64(32)) % np.uint64(10_000)  # independent of the low bits the holdout uses
+    return ~holdout_mask(productids, holdout_fraction) & (upper < np.uint64(round(fraction * 10_000)))
+
+
+def split_validation(train: pd.DataFrame, fraction: float, holdout_fraction: float
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(search part, validation part) of the training rows."""
+    mask = validation_mask(train["productid"].to_numpy(), fraction, holdout_fraction)
+    return train[~mask], train[mask]
+
+
 def balanced(df: pd.DataFrame, max_per_class: int | None, seed: int = 42) -> pd.DataFrame:
     """At most max_per_class rows of each class (a seeded sample); smaller classes kept whole."""
     if not max_per_class:

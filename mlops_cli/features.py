@@ -36,8 +36,10 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "char_ngram_max": 5,
     "char_max_features": 200_000,
     "description_chars": 1000,   # long descriptions add noise and time beyond this
-    "classifier": "sgd",         # sgd (modified Huber: fast, gives probabilities) | logreg
-    "alpha": 2e-5,
+    # (char_max_features=0: no title character block, words only)
+    "classifier": "sgd",         # sgd (modified Huber) | linearsvc | logreg
+    "alpha": 2e-5,               # sgd: L2 strength per row (larger: stronger regularisation)
+    "C": 1.0,                    # linearsvc / logreg: inverse strength (smaller: stronger)
     "max_iter": 12,              # SGD epochs: weighted F1 no better past ~12 (0.845 on 85k rows)
     "class_weight": "balanced",  # or "none"
     "max_per_class": None,       # None: settings.max_per_class
@@ -141,42 +143,105 @@ class CharWbNgrams:
         return out
 
 
-def build_pipeline(params: dict[str, Any]):
-    """The Pipeline: prepare -> [word TF-IDF on text | char TF-IDF on title] -> linear classifier."""
+# The plain baseline every training is measured against (the model anyone would try first):
+# word 1-2 gram TF-IDF (sublinear, no vocabulary cap, min_df 1) on the same prepared text, and
+# LinearSVC with its defaults. Fitted beside each challenger on the same rows and holdout.
+PLAIN_PARAMS: dict[str, Any] = {
+    "word_ngram_max": 2, "word_min_df": 1, "word_max_features": 0, "char_max_features": 0,
+    "classifier": "linearsvc", "C": 1.0, "class_weight": "none",
+}
+FEATURE_KEYS = ("word_ngram_max", "word_min_df", "word_max_features", "char_ngram_min", "char_ngram_max",
+                "char_max_features")
+PREPARE_KEYS = ("fold_accents", "description_chars")
+CLASSIFIERS = ("sgd", "linearsvc", "logreg")
+
+
+def _cap(value) -> int | None:
+    """A max_features setting: 0 (or None) means no cap."""
+    return int(value) if value else None
+
+
+def word_branch(p: dict[str, Any]):
+    """Word 1..n-gram TF-IDF on the prepared `text` column (title + description)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression, SGDClassifier
-    from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    p = {**DEFAULT_PARAMS, **params}
     word = TfidfVectorizer(
         ngram_range=(1, int(p["word_ngram_max"])), min_df=int(p["word_min_df"]),
-        max_features=int(p["word_max_features"]), sublinear_tf=True, dtype=np.float32,
+        max_features=_cap(p["word_max_features"]), sublinear_tf=True, dtype=np.float32,
         token_pattern=r"(?u)\b\w\w+\b|\b\d\b",
     )
+    return make_pipeline(FunctionTransformer(pick_text), word)
+
+
+def char_branch(p: dict[str, Any]):
+    """char_wb n-gram TF-IDF on the prepared `title` column (None when char_max_features is 0)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    if not p["char_max_features"]:
+        return None
     char = TfidfVectorizer(
         analyzer=CharWbNgrams(int(p["char_ngram_min"]), int(p["char_ngram_max"])),
-        min_df=2, max_features=int(p["char_max_features"]), sublinear_tf=True, dtype=np.float32,
+        min_df=2, max_features=_cap(p["char_max_features"]), sublinear_tf=True, dtype=np.float32,
     )
-    features = FeatureUnion([
-        ("words", make_pipeline(FunctionTransformer(pick_text), word)),
-        ("title_chars", make_pipeline(FunctionTransformer(pick_title), char)),
-    ], n_jobs=int(p["fit_jobs"]) if int(p["fit_jobs"]) > 1 else None)
-    class_weight = None if p["class_weight"] in (None, "none") else p["class_weight"]
-    if p["classifier"] == "sgd":
-        clf = SGDClassifier(loss="modified_huber", alpha=float(p["alpha"]), max_iter=int(p["max_iter"]),
-                            tol=1e-4, class_weight=class_weight, random_state=int(p["random_state"]),
-                            n_jobs=-1)
-    elif p["classifier"] == "logreg":
-        clf = LogisticRegression(C=float(p.get("C", 10.0)), max_iter=int(p["max_iter"]) * 10,
-                                 class_weight=class_weight)
-    else:
-        raise ValueError(f"unknown classifier {p['classifier']!r}: use sgd or logreg")
-    prep = FunctionTransformer(
+    return make_pipeline(FunctionTransformer(pick_title), char)
+
+
+def make_prepare(p: dict[str, Any]):
+    from sklearn.preprocessing import FunctionTransformer
+
+    return FunctionTransformer(
         prepare, kw_args={"fold_accents": bool(p["fold_accents"]),
                           "description_chars": int(p["description_chars"])},
     )
-    return Pipeline([("prepare", prep), ("features", features), ("classifier", clf)])
+
+
+def make_classifier(p: dict[str, Any]):
+    """The (unfitted) linear classifier of a parameter set."""
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.svm import LinearSVC
+
+    class_weight = None if p["class_weight"] in (None, "none") else p["class_weight"]
+    if p["classifier"] == "sgd":
+        return SGDClassifier(loss="modified_huber", alpha=float(p["alpha"]), max_iter=int(p["max_iter"]),
+                             tol=1e-4, class_weight=class_weight, random_state=int(p["random_state"]),
+                             n_jobs=-1)
+    if p["classifier"] == "linearsvc":
+        return LinearSVC(C=float(p["C"]), class_weight=class_weight, random_state=int(p["random_state"]))
+    if p["classifier"] == "logreg":
+        return LogisticRegression(C=float(p["C"]), max_iter=int(p["max_iter"]) * 10, class_weight=class_weight)
+    raise ValueError(f"unknown classifier {p['classifier']!r}: use {', '.join(CLASSIFIERS)}")
+
+
+def assemble(prep, branches: list[tuple[str, Any]], classifier, n_jobs: int | None = None):
+    """prepare -> FeatureUnion(branches) -> classifier, from fitted or unfitted parts."""
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    return Pipeline([("prepare", prep), ("features", FeatureUnion(branches, n_jobs=n_jobs)),
+                     ("classifier", classifier)])
+
+
+def build_pipeline(params: dict[str, Any]):
+    """The Pipeline: prepare -> [word TF-IDF on text | char TF-IDF on title] -> linear classifier.
+
+    With `temperature` (and `epsilon`) in params the classifier is wrapped in
+    calibration.TemperatureScaled (calibrated probabilities); a linearsvc has none without it.
+    """
+    p = {**DEFAULT_PARAMS, **params}
+    branches = [("words", word_branch(p))]
+    char = char_branch(p)
+    if char is not None:
+        branches.append(("title_chars", char))
+    clf = make_classifier(p)
+    if p.get("temperature") is not None:
+        from .calibration import TemperatureScaled
+
+        clf = TemperatureScaled(clf, float(p["temperature"]), float(p.get("epsilon") or 0.0))
+    jobs = int(p["fit_jobs"]) if int(p["fit_jobs"]) > 1 and len(branches) > 1 else None
+    return assemble(make_prepare(p), branches, clf, n_jobs=jobs)
 
 
 def compact_vocabularies(model) -> None:
@@ -195,9 +260,9 @@ def parse_param(text: str) -> tuple[str, Any]:
         raise ValueError(f"--param {text!r}: expected key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
-    if key not in DEFAULT_PARAMS and key != "C":
+    if key not in DEFAULT_PARAMS:
         raise ValueError(f"--param {key!r}: unknown parameter (known: {', '.join(sorted(DEFAULT_PARAMS))})")
-    default = DEFAULT_PARAMS.get(key, 1.0)
+    default = DEFAULT_PARAMS[key]
     try:
         if isinstance(default, bool):
             value: Any = raw.strip().lower() in ("1", "true", "yes", "on")
@@ -211,4 +276,7 @@ def parse_param(text: str) -> tuple[str, Any]:
             value = raw
     except ValueError:
         raise ValueError(f"--param {key}={raw!r}: expected a {type(default).__name__}") from None
+    choices = {"classifier": CLASSIFIERS, "class_weight": ("balanced", "none")}.get(key)
+    if choices and value not in choices:
+        raise ValueError(f"--param {key}={raw!r}: expected one of {', '.join(choices)}")
     return key, value

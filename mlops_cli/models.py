@@ -20,7 +20,8 @@ def _float(value) -> float | None:
 
 
 def list_models(conn, settings: Settings) -> list[dict]:
-    """Every registered version, newest first: aliases, stage, weighted F1, latest decision.
+    """Every registered version, newest first: aliases, stage, weighted F1, its plain baseline's
+    weighted F1 (training holdout), the configuration the search chose, latest decision.
 
     weighted_f1 comes from the version's latest evaluation (training, evaluation or champion
     re-check: the most recent holdout it was scored on), else from its training tag.
@@ -41,6 +42,10 @@ def list_models(conn, settings: Settings) -> list[dict]:
             "weighted_f1": float(ev["weighted_f1"]) if ev else _float(tags.get("weighted_f1")),
             "weighted_f1_source": (f"{ev['purpose']} on {ev['holdout_rows']} holdout rows" if ev
                                    else ("training" if tags.get("weighted_f1") else None)),
+            # the plain baseline mlops train fitted beside it (same rows, its training holdout)
+            "baseline_weighted_f1": _float(tags.get("baseline_weighted_f1")),
+            "training_weighted_f1": _float(tags.get("weighted_f1")),
+            "chosen": tags.get("chosen_candidate") or None,
             "decision": d["decision"] if d else (tags.get("decision") or None),
             "reason": d["justification"] if d else (tags.get("reason") or None),
             "decided_by": d["decided_by"] if d else (tags.get("decided_by") or None),

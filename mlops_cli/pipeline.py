@@ -1,5 +1,6 @@
-"""Pipelines: the weekly (load -> train -> evaluate -> promote), the daily (drift -> alert) and the
-on-demand retrain (train -> evaluate -> promote).
+"""Pipelines: the weekly (load -> train -> evaluate -> promote), the daily (partitions -> rollup ->
+drift -> alert -> retention: the inference log's maintenance around the drift check, see
+steps/retention.py) and the on-demand retrain (train -> evaluate -> promote).
 
 A pipeline run is a pipeline_runs row (step 'pipeline') holding the pipeline's advisory lock; its
 steps are child rows (parent_run_id). Each step is gated by pipeline_runs itself (train needs a
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 PIPELINES: dict[str, tuple[str, ...]] = {
     "weekly": ("load", "train", "evaluate", "promote"),
-    "daily": ("drift", "alert"),
+    "daily": ("partitions", "rollup", "drift", "alert", "retention"),
     "retrain": ("train", "evaluate", "promote"),
 }
 
@@ -105,6 +106,18 @@ def _step_callable(step: str, as_of: date | None, pipeline: str) -> Callable:
         from .steps.alert import alert
 
         return lambda conn, s, t: alert(conn, s, t)
+    if step == "partitions":
+        from .steps.retention import maintain_partitions
+
+        return lambda conn, s, t: maintain_partitions(conn, s, t)
+    if step == "rollup":
+        from .steps.retention import rollup
+
+        return lambda conn, s, t: rollup(conn, s, t, as_of=as_of)
+    if step == "retention":
+        from .steps.retention import retention
+
+        return lambda conn, s, t: retention(conn, s, t)
     raise ValueError(f"unknown step {step!r}")
 
 

@@ -19,7 +19,10 @@ What is in the summary (all JSON-serialisable; bin edges via stats.edges_to_json
   plus an "other" count for every other token
 - predictions on the holdout, made as serving makes them (served_predictions: the code is the
   model's `predict`, the confidence `predict_proba` of that code -- not the argmax of the
-  probabilities, which differs on ties of the clipped modified-Huber probabilities): predicted-class counts over the 27 codes and confidence bins
+  probabilities, which differs on ties of the clipped modified-Huber probabilities of older
+  models; models `mlops train` makes now are calibrated, calibration.TemperatureScaled, so this
+  confidence is the calibrated one serving returns): predicted-class counts over the 27 codes
+  and confidence bins
 - performance: weighted F1 of those served-style predictions (the baseline of performance
   drift), the evaluation's weighted/macro F1 and per-class F1 when given
 

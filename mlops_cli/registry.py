@@ -111,11 +111,13 @@ def log_training(
     figures: dict[str, Any],
     input_example,
     register: bool = True,
+    children: list[dict] | None = None,
 ) -> tuple[str, str | None]:
     """Log one training run (params, metrics, artifacts, model) and register a version.
 
-    Returns (run_id, version). The version is registered last: a run that fails before that
-    leaves no version behind, and is marked FAILED in MLflow.
+    `children`: the search's candidates, each {name, params, metrics, tags}, logged as nested
+    runs of this one (one batch call each). Returns (run_id, version). The version is registered
+    last: a run that fails before that leaves no version behind, and is marked FAILED in MLflow.
     """
     mlflow = _mlflow()
     exp_id = configure(settings)
@@ -126,6 +128,8 @@ def log_training(
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             mlflow.set_tags(tags)
+            for child in children or []:
+                _log_child(exp_id, run.info.run_id, child)
             for name, text in texts.items():
                 mlflow.log_text(text, name)
             for name, fig in figures.items():
@@ -145,6 +149,29 @@ def log_training(
             raise
     version = str(info.registered_model_version) if register else None
     return run.info.run_id, version
+
+
+def _log_child(exp_id: str, parent_id: str, child: dict) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    c = _mlflow().MlflowClient()
+    ts = int(time.time() * 1000)
+    run = c.create_run(exp_id, run_name=child["name"], tags={"mlflow.parentRunId": parent_id})
+    c.log_batch(run.info.run_id,
+                metrics=[Metric(k, float(v), ts, 0) for k, v in child.get("metrics", {}).items()],
+                params=[Param(k, str(v)[:500]) for k, v in child.get("params", {}).items()],
+                tags=[RunTag(k, str(v)) for k, v in child.get("tags", {}).items()])
+    c.set_terminated(run.info.run_id)
+
+
+def child_runs(settings: Settings, run_id: str) -> list[dict]:
+    """The nested runs of a run (the search's candidates), as run_info dicts."""
+    c = client(settings)
+    run = c.get_run(run_id)
+    found = c.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000)
+    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
+             "metrics": dict(r.data.metrics), "params": dict(r.data.params), "tags": dict(r.data.tags)}
+            for r in found]
 
 
 def _requirements() -> list[str]:

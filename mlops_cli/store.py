@@ -447,14 +447,20 @@ def insert_inference_rows(conn, rows: Sequence[dict]) -> int:
 def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> int:
     """Attach feedback given by request_id to its inference_log row once that row exists.
 
-    With `request_ids`, only those (the rows just written); without, every pending one.
+    With `request_ids`, only those (the rows just written); without, every pending one. The
+    serving writer calls it after every batch: when no feedback waits for these ids (nearly
+    always), inference_log (every partition) is not even planned.
     """
+    if request_ids is not None and not _scalar(
+            conn, """SELECT EXISTS (SELECT 1 FROM feedback WHERE inference_id IS NULL AND request_id IS NOT NULL
+                                    AND request_id = ANY(%s::text[]))""", (list(request_ids),)):
+        return 0
     return _exec(
         conn,
         """UPDATE feedback f
-           SET inference_id = i.id, predicted_code = i.predicted_code,
+           SET inference_id = i.id, inference_logged_at = i.logged_at, predicted_code = i.predicted_code,
                model_version = i.model_version, productid = coalesce(f.productid, i.productid)
-           FROM (SELECT DISTINCT ON (request_id) id, request_id, predicted_code, model_version, productid
+           FROM (SELECT DISTINCT ON (request_id) id, logged_at, request_id, predicted_code, model_version, productid
                  FROM inference_log
                  WHERE request_id IN (SELECT request_id FROM feedback
                                       WHERE inference_id IS NULL AND request_id IS NOT NULL
@@ -468,10 +474,13 @@ def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> 
 def find_inference(conn, *, inference_id: int | None = None, request_id: str | None = None) -> dict | None:
     """One inference_log row by id, or the newest with that request_id."""
     if inference_id is not None:
-        return _one(conn, "SELECT * FROM inference_log WHERE id = %s", (inference_id,))
+        return _one(conn, "SELECT * FROM inference_log WHERE id = %s", (inference_id,)) or \
+            _one(conn, f"SELECT {_LOG_COLUMNS} FROM inference_log_retained WHERE id = %s", (inference_id,))
     if request_id is not None:
         return _one(conn, "SELECT * FROM inference_log WHERE request_id = %s ORDER BY id DESC LIMIT 1",
-                    (request_id,))
+                    (request_id,)) or \
+            _one(conn, f"""SELECT {_LOG_COLUMNS} FROM inference_log_retained WHERE request_id = %s
+                           ORDER BY id DESC LIMIT 1""", (request_id,))
     return None
 
 
@@ -483,9 +492,14 @@ def insert_feedback(conn, *, true_code: int, inference_id: int | None = None,
     return _one(
         conn,
         """INSERT INTO feedback (inference_id, request_id, productid, true_code, predicted_code,
-                                 model_version, submitted_by, note)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
-        (inference_id, request_id, productid, true_code, predicted_code, model_version, submitted_by, note),
+                                 model_version, submitted_by, note, inference_logged_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s,
+                   (SELECT logged_at FROM inference_log WHERE id = %s
+                    UNION ALL SELECT logged_at FROM inference_log_retained WHERE id = %s LIMIT 1))
+           RETURNING id, inference_id, productid, true_code, predicted_code, model_version, submitted_by,
+                     note, created_at, request_id""",
+        (inference_id, request_id, productid, true_code, predicted_code, model_version, submitted_by, note,
+         inference_id, inference_id),
     )
 
 
@@ -679,13 +693,15 @@ def window_feedback_pairs(conn, start, end) -> list[tuple[int, int, int]]:
     """
     with conn.cursor() as cur:
         cur.execute(
+            # by (id, logged_at): each label reads its prediction in one partition (primary key)
             """SELECT true_code, predicted_code, count(*) FROM (
                    SELECT DISTINCT ON (f.inference_id) f.true_code, i.predicted_code
-                   FROM feedback f JOIN inference_log i ON i.id = f.inference_id
-                   WHERE i.logged_at > %s AND i.logged_at <= %s
+                   FROM feedback f JOIN inference_log i ON i.id = f.inference_id AND i.logged_at = f.inference_logged_at
+                   WHERE f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
+                     AND i.logged_at > %(s)s AND i.logged_at <= %(e)s
                    ORDER BY f.inference_id, f.id DESC) x
                GROUP BY 1, 2""",
-            (start, end),
+            {"s": start, "e": end},
         )
         return [(int(a), int(b), int(n)) for a, b, n in cur.fetchall()]
 
@@ -880,6 +896,12 @@ def copy_repeated_inferences(conn, templates: Sequence[dict], index: Sequence[in
     """Bulk-write inference_log rows that repeat a few templates (the traffic simulator's path for
     10^5-10^6 rows): row i is templates[index[i]] (keys SIMULATED_STATIC_COLUMNS) logged at
     logged_at[i] (ISO text) with request_ids[i]. Each template is encoded once; one COPY per chunk."""
+    if len(logged_at):  # bulk rows of past days get their day partitions, not the default one
+        from datetime import date as _date
+
+        first, last = _date.fromisoformat(min(logged_at)[:10]), _date.fromisoformat(max(logged_at)[:10])
+        for k in range((last - first).days + 1):
+            ensure_inference_partition(conn, first + _days(k))
     encoded = ["\t".join(_sim_field(t.get(c)) for c in SIMULATED_STATIC_COLUMNS) for t in templates]
     sql = (f"COPY inference_log (logged_at, request_id, {', '.join(SIMULATED_STATIC_COLUMNS)}) "
            "FROM STDIN WITH (FORMAT text)")
@@ -903,9 +925,9 @@ def insert_simulated_feedback(conn, request_ids: Sequence[str], true_codes: Sequ
         return 0
     return _exec(
         conn,
-        """INSERT INTO feedback (inference_id, productid, true_code, predicted_code, model_version,
-                                 submitted_by, created_at)
-           SELECT i.id, i.productid, t.true_code, i.predicted_code, i.model_version, %s,
+        """INSERT INTO feedback (inference_id, inference_logged_at, productid, true_code, predicted_code,
+                                 model_version, submitted_by, created_at)
+           SELECT i.id, i.logged_at, i.productid, t.true_code, i.predicted_code, i.model_version, %s,
                   i.logged_at + make_interval(secs => %s)
            FROM unnest(%s::text[], %s::int[]) AS t(request_id, true_code)
            JOIN inference_log i ON i.request_id = t.request_id""",
@@ -983,3 +1005,373 @@ def latest_evaluation(conn, model_name: str, model_version: str, holdout_hash: s
              AND (%s::text IS NULL OR holdout_hash = %s) ORDER BY id DESC LIMIT 1""",
         (model_name, str(model_version), holdout_hash, holdout_hash),
     )
+
+
+# === inference log partitions, retention and rollups (sql/009) ===================================
+# inference_log is partitioned by UTC day (inference_log_pYYYYMMDD, plus inference_log_default).
+# Statements that take a lock the serving writer could queue behind (ATTACH takes ACCESS
+# EXCLUSIVE on the default partition, DETACH on inference_log itself) run under `lock_timeout`:
+# the caller retries later rather than stall the writer (steps/retention.py).
+PARTITION_PREFIX = "inference_log_p"
+DEFAULT_PARTITION = "inference_log_default"
+_LOG_COLUMNS = "id, " + ", ".join(INFERENCE_COLUMNS)
+_RANGE_OPS = {(False, False): (">", "<"), (True, False): (">=", "<"), (False, True): (">", "<="),
+              (True, True): (">=", "<=")}
+
+
+def partition_name(day) -> str:
+    return f"{PARTITION_PREFIX}{day:%Y%m%d}"
+
+
+def set_lock_timeout(conn, ms: int) -> None:
+    """lock_timeout for the rest of the caller's transaction."""
+    _exec(conn, "SELECT set_config('lock_timeout', %s, true)", (f"{max(1, int(ms))}ms",))
+
+
+def ensure_inference_partition(conn, day) -> int:
+    """Create the partition of `day` if missing (moving that day's rows out of the default
+    partition): the rows moved, or -1 when it existed. Commit soon: until then the default
+    partition stays locked."""
+    return int(_scalar(conn, "SELECT inference_log_ensure_partition(%s::date)", (day,)))
+
+
+def inference_partitions(conn) -> list[dict]:
+    """Every partition of inference_log: {name, is_default, lower, upper} (bounds as timestamptz,
+    None for the default), oldest first, the default last."""
+    return _all(
+        conn,
+        """SELECT c.relname AS name, b.bound = 'DEFAULT' AS is_default,
+                  CASE WHEN b.bound <> 'DEFAULT'
+                       THEN substring(b.bound FROM 'FROM \\(''([^'']+)''\\)')::timestamptz END AS lower,
+                  CASE WHEN b.bound <> 'DEFAULT'
+                       THEN substring(b.bound FROM 'TO \\(''([^'']+)''\\)')::timestamptz END AS upper
+           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
+           WHERE i.inhparent = 'inference_log'::regclass
+           ORDER BY b.bound = 'DEFAULT', 3""",
+    )
+
+
+def detached_partition_tables(conn) -> list[str]:
+    """Tables named like a day partition that are not attached (a drop interrupted after its
+    detach committed): retention finishes dropping them."""
+    rows = _all(
+        conn,
+        """SELECT c.relname AS name FROM pg_class c
+           WHERE c.relkind = 'r' AND c.relname ~ '^inference_log_p[0-9]{8}$'
+             AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
+           ORDER BY 1""",
+    )
+    return [r["name"] for r in rows]
+
+
+def default_partition_days(conn) -> list[dict]:
+    """[{day, n}] of the rows waiting in the default partition (days that had no partition)."""
+    return _all(
+        conn,
+        f"""SELECT (logged_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM {DEFAULT_PARTITION}
+            GROUP BY 1 ORDER BY 1""",
+    )
+
+
+def _check_partition(name: str) -> str:
+    import re
+
+    if not re.fullmatch(r"inference_log_(p\d{8}|default)", name):
+        raise ValueError(f"not an inference_log partition: {name!r}")
+    return name
+
+
+_KEPT_ROWS_SQL = """
+    SELECT k.id, array_agg(DISTINCT k.reason ORDER BY k.reason) AS reasons FROM (
+        SELECT f.inference_id AS id, 'feedback' AS reason FROM feedback f
+        WHERE f.inference_id IS NOT NULL AND f.created_at >= %(lo)s
+        UNION ALL
+        SELECT p.id, 'feedback' FROM feedback f JOIN {table} p ON p.request_id = f.request_id
+        WHERE f.inference_id IS NULL AND f.request_id IS NOT NULL AND f.created_at >= %(lo)s
+        UNION ALL
+        SELECT h.inference_id, 'hold:' || h.reason FROM inference_log_holds h
+    ) k JOIN {table} p ON p.id = k.id {where}
+    GROUP BY k.id"""
+
+
+def copy_kept_rows(conn, table: str, lo, before=None) -> int:
+    """Copy the rows of partition `table` that must outlive it (feedback names them, or a hold)
+    into inference_log_retained; returns how many (re-copying a row updates its reasons).
+    `lo`: the partition's lower bound (feedback is never older than its prediction); `before`:
+    only rows logged before it."""
+    table = _check_partition(table)
+    kept = _KEPT_ROWS_SQL.format(table=table, where="" if before is None else "WHERE p.logged_at < %(before)s")
+    cols = ", ".join(f"p.{c}" for c in _LOG_COLUMNS.split(", "))
+    return _exec(
+        conn,
+        f"""INSERT INTO inference_log_retained ({_LOG_COLUMNS}, reasons)
+            SELECT {cols}, k.reasons FROM ({kept}) k JOIN {table} p ON p.id = k.id
+            ON CONFLICT (id) DO UPDATE SET reasons = EXCLUDED.reasons""",
+        {"lo": lo, "before": before},
+    )
+
+
+def detach_partition(conn, name: str) -> None:
+    """ALTER TABLE inference_log DETACH PARTITION (ACCESS EXCLUSIVE on inference_log for an
+    instant: set a lock_timeout first). Not CONCURRENTLY: PostgreSQL refuses it while a default
+    partition exists."""
+    _exec(conn, f"ALTER TABLE inference_log DETACH PARTITION {_check_partition(name)}")
+
+
+def drop_detached_table(conn, name: str) -> None:
+    _exec(conn, f"DROP TABLE IF EXISTS {_check_partition(name)}")
+
+
+def copy_table_csv(conn, name: str, out) -> int:
+    """COPY a (detached) day partition, by id, as CSV with a header into text file `out`."""
+    with conn.cursor() as cur:
+        cur.copy_expert(f"COPY (SELECT {_LOG_COLUMNS} FROM {_check_partition(name)} ORDER BY id) TO STDOUT "
+                        "WITH (FORMAT csv, HEADER true)", out)
+        return cur.rowcount
+
+
+def iter_table_rows(conn, name: str, batch: int = 50_000):
+    """The rows of a (detached) day partition by id, in lists of dicts (a server-side cursor)."""
+    with conn.cursor(name=f"export_{name}", cursor_factory=RealDictCursor) as cur:
+        cur.itersize = batch
+        cur.execute(f"SELECT {_LOG_COLUMNS} FROM {_check_partition(name)} ORDER BY id")
+        while True:
+            rows = cur.fetchmany(batch)
+            if not rows:
+                return
+            yield [dict(r) for r in rows]
+
+
+def iter_inference_day_rows(conn, lo, hi, batch: int = 50_000):
+    """The rows of lo <= logged_at < hi (inference_log, then inference_log_retained for a day
+    already dropped), by id, in lists of dicts."""
+    with conn.cursor(name="export_day", cursor_factory=RealDictCursor) as cur:
+        cur.itersize = batch
+        cur.execute(
+            f"""SELECT {_LOG_COLUMNS} FROM inference_log WHERE logged_at >= %(lo)s AND logged_at < %(hi)s
+                UNION ALL SELECT {_LOG_COLUMNS} FROM inference_log_retained r
+                WHERE r.logged_at >= %(lo)s AND r.logged_at < %(hi)s
+                  AND NOT EXISTS (SELECT 1 FROM inference_log i WHERE i.id = r.id AND i.logged_at = r.logged_at)
+                ORDER BY id""", {"lo": lo, "hi": hi})
+        while True:
+            rows = cur.fetchmany(batch)
+            if not rows:
+                return
+            yield [dict(r) for r in rows]
+
+
+def count_table_rows(conn, name: str) -> int:
+    return int(_scalar(conn, f"SELECT count(*) FROM {_check_partition(name)}"))
+
+
+def insert_partition_drop(conn, **cols) -> int:
+    """An inference_log_drops audit row (see sql/009); returns its id."""
+    names = ", ".join(cols)
+    marks = ", ".join(["%s"] * len(cols))
+    return _scalar(conn, f"INSERT INTO inference_log_drops ({names}) VALUES ({marks}) RETURNING id",
+                   list(cols.values()))
+
+
+def list_partition_drops(conn, limit: int = 100) -> list[dict]:
+    return _all(conn, "SELECT * FROM inference_log_drops ORDER BY id DESC LIMIT %s", (limit,))
+
+
+def purge_default_before(conn, horizon) -> tuple[int, int]:
+    """Rows older than `horizon` waiting in the default partition (a day past retention that
+    never had a partition): kept rows copied to inference_log_retained, the rest deleted (the
+    default partition is small: only rows of days without a partition). (kept, deleted)."""
+    kept = copy_kept_rows(conn, DEFAULT_PARTITION, "-infinity", before=horizon)
+    deleted = _exec(conn, f"DELETE FROM {DEFAULT_PARTITION} WHERE logged_at < %s", (horizon,))
+    return kept, deleted
+
+
+def add_inference_hold(conn, inference_id: int, reason: str, held_by: str | None = None) -> None:
+    """Keep inference_log row `inference_id` past retention (an alert, a report, a training run
+    needs it)."""
+    _exec(conn, """INSERT INTO inference_log_holds (inference_id, reason, held_by) VALUES (%s, %s, %s)
+                   ON CONFLICT DO NOTHING""", (inference_id, reason, held_by))
+
+
+def retained_inference(conn, inference_id: int) -> dict | None:
+    return _one(conn, "SELECT * FROM inference_log_retained WHERE id = %s", (inference_id,))
+
+
+def copy_inference_day_csv(conn, out, lo, hi) -> int:
+    """COPY the rows with lo <= logged_at < hi, from inference_log and (for a day already
+    dropped) inference_log_retained, as CSV with a header into text file `out`, by id."""
+    sql = (f"COPY (SELECT {_LOG_COLUMNS} FROM inference_log WHERE logged_at >= {{lo}} AND logged_at < {{hi}} "
+           f"UNION ALL SELECT {_LOG_COLUMNS} FROM inference_log_retained r WHERE r.logged_at >= {{lo}} "
+           "AND r.logged_at < {hi} AND NOT EXISTS (SELECT 1 FROM inference_log i WHERE i.id = r.id "
+           "AND i.logged_at = r.logged_at) ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true)")
+    with conn.cursor() as cur:
+        lo_sql = cur.mogrify("%s::timestamptz", (lo,)).decode()
+        hi_sql = cur.mogrify("%s::timestamptz", (hi,)).decode()
+        cur.copy_expert(sql.format(lo=lo_sql, hi=hi_sql), out)
+        return cur.rowcount
+
+
+# --- rollups: the drift check's counts of one UTC day, computed once -------------------------------
+def lock_day_for_rollup(conn, day) -> None:
+    """SHARE lock on the day's partition (the default partition when it has none) until commit:
+    writers of THAT day (late rows only, for a closed day) wait, and the rows counted are all
+    committed ones. Today's writers are not affected. Set a lock_timeout first."""
+    name = partition_name(day)
+    exists = _scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (name,))
+    _exec(conn, f"LOCK TABLE {_check_partition(name if exists else DEFAULT_PARTITION)} IN SHARE MODE")
+
+
+def upsert_rollup_bins(conn, bins_key: str, bins: dict) -> None:
+    _exec(conn, """INSERT INTO inference_rollup_bins (bins_key, bins) VALUES (%s, %s)
+                   ON CONFLICT (bins_key) DO NOTHING""", (bins_key, _jsonb(bins)))
+
+
+def _range_sql(lo_incl: bool, hi_incl: bool) -> str:
+    lo_op, hi_op = _RANGE_OPS[(bool(lo_incl), bool(hi_incl))]
+    return f"logged_at {lo_op} %(lo)s AND logged_at {hi_op} %(hi)s"
+
+
+_PIECE_SETS = ("predicted_code", "script", "lang", "title_length", "description_length", "n_tokens", "confidence")
+
+
+def inference_range_counts(conn, lo, hi, edges: dict[str, list[float]], *, lo_incl: bool = True,
+                           hi_incl: bool = False) -> list[tuple]:
+    """The drift counts of the rows in one range of logged_at (one day, or the part of a day in a
+    window), per model version: [(model_version, feature, key, n)] with feature one of
+    _PIECE_SETS (key: the class, category or bin number as text, None for a NULL value) or a total
+    (n, n_empty, oov_sum, oov_tokens, oov_rows; key None). Bins are numbered like
+    inference_window_aggregates (width_bucket on the reference's inner edges)."""
+    params = {"lo": lo, "hi": hi, "title": list(edges["title_length"]), "desc": list(edges["description_length"]),
+              "tok": list(edges["n_tokens"]), "conf": list(edges["confidence"])}
+    rows = _all(
+        conn,
+        f"""SELECT GROUPING(predicted_code, script, lang, b_title, b_desc, b_tok, b_conf) AS g, model_version,
+                   predicted_code, script, lang, b_title, b_desc, b_tok, b_conf, count(*) AS n,
+                   count(*) FILTER (WHERE description_len = 0) AS n_empty,
+                   coalesce(sum(n_oov), 0) AS oov_sum,
+                   coalesce(sum(n_tokens) FILTER (WHERE n_oov IS NOT NULL), 0) AS oov_tokens,
+                   count(n_oov) AS oov_rows
+            FROM (SELECT model_version, predicted_code, script, lang, description_len, n_oov, n_tokens,
+                         width_bucket(designation_len::float8, %(title)s::float8[]) AS b_title,
+                         width_bucket(description_len::float8, %(desc)s::float8[]) AS b_desc,
+                         width_bucket(n_tokens::float8, %(tok)s::float8[]) AS b_tok,
+                         width_bucket(confidence, %(conf)s::float8[]) AS b_conf
+                  FROM inference_log WHERE {_range_sql(lo_incl, hi_incl)}) w
+            GROUP BY GROUPING SETS ((model_version), (model_version, predicted_code), (model_version, script),
+                                    (model_version, lang), (model_version, b_title), (model_version, b_desc),
+                                    (model_version, b_tok), (model_version, b_conf))""",
+        params,
+    )
+    columns = ("predicted_code", "script", "lang", "b_title", "b_desc", "b_tok", "b_conf")
+    n_sets = len(_PIECE_SETS)
+    out = []
+    for r in rows:
+        g = int(r["g"])
+        mv = r["model_version"]
+        if g == (1 << n_sets) - 1:  # the (model_version) set: the totals
+            out.extend((mv, k, None, int(r[k])) for k in ("n", "n_empty", "oov_sum", "oov_tokens", "oov_rows"))
+            continue
+        i = next(i for i in range(n_sets) if not g & (1 << (n_sets - 1 - i)))
+        key = r[columns[i]]
+        out.append((mv, _PIECE_SETS[i], None if key is None else str(key), int(r["n"])))
+    return out
+
+
+def inference_range_titles(conn, lo, hi, limit: int, *, lo_incl: bool = True,
+                           hi_incl: bool = False) -> list[tuple]:
+    """(model_version, designation) of the newest `limit` rows of a range (ties by id): the token
+    sample of that day (or part of a day)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""SELECT model_version, designation FROM inference_log WHERE {_range_sql(lo_incl, hi_incl)}
+                ORDER BY logged_at DESC, id DESC LIMIT %(limit)s""",
+            {"lo": lo, "hi": hi, "limit": int(limit)},
+        )
+        return cur.fetchall()
+
+
+def window_day_sample_titles(conn, start, end, per_day: int) -> list[tuple]:
+    """(model_version, designation) of the newest `per_day` rows of each UTC day of the window
+    start < logged_at <= end (ties by id): the drift check's token sample, as one row scan (the
+    reference the rollups are checked against)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT model_version, designation FROM (
+                   SELECT model_version, designation,
+                          row_number() OVER (PARTITION BY (logged_at AT TIME ZONE 'UTC')::date
+                                             ORDER BY logged_at DESC, id DESC) AS rank
+                   FROM inference_log WHERE logged_at > %s AND logged_at <= %s) s
+               WHERE rank <= %s""",
+            (start, end, int(per_day)),
+        )
+        return cur.fetchall()
+
+
+def count_rows_at(conn, at) -> int:
+    """Rows logged at exactly `at` (a window's excluded start that is a day boundary)."""
+    return int(_scalar(conn, "SELECT count(*) FROM inference_log WHERE logged_at = %s", (at,)))
+
+
+def day_max_ids(conn, days: Sequence) -> dict:
+    """{day: the highest id of its rows (None: no row)}, from each day's partition by name (its
+    primary key's last entry: one index probe, whatever the day's volume) and from the default
+    partition (rows of a day without a partition)."""
+    days = list(days)
+    if not days:
+        return {}
+    attached = {p["name"] for p in inference_partitions(conn)}
+    parts = [(d, partition_name(d)) for d in days if partition_name(d) in attached]
+    out: dict = {d: None for d in days}
+    if parts:
+        sql = " UNION ALL ".join(f"SELECT %s::date, (SELECT max(id) FROM {_check_partition(name)})" for _d, name in parts)
+        with conn.cursor() as cur:
+            cur.execute(sql, [d for d, _n in parts])
+            out.update({d: m for d, m in cur.fetchall()})
+    with conn.cursor() as cur:
+        cur.execute(f"""SELECT (logged_at AT TIME ZONE 'UTC')::date, max(id) FROM {DEFAULT_PARTITION}
+                        WHERE (logged_at AT TIME ZONE 'UTC')::date = ANY(%s::date[]) GROUP BY 1""", (days,))
+        for d, m in cur.fetchall():
+            out[d] = m if out.get(d) is None else max(out[d], m)
+    return out
+
+
+def rollup_days_state(conn, bins_key: str, days: Sequence) -> dict:
+    """{day: {n_rows, max_id, late}} of the stored rollups of these days; `late` is true when a
+    row of the day with an id above max_id arrived since (the rollup is stale)."""
+    rows = _all(conn, """SELECT day, n_rows, max_id FROM inference_rollup_days
+                         WHERE bins_key = %s AND day = ANY(%s::date[])""", (bins_key, list(days)))
+    now = day_max_ids(conn, [r["day"] for r in rows])
+    for r in rows:
+        m = now.get(r["day"])
+        r["late"] = m is not None and (r["max_id"] is None or m > r["max_id"])
+    return {r["day"]: r for r in rows}
+
+
+def replace_rollup_day(conn, bins_key: str, day, *, n_rows: int, max_id: int | None, rows: Sequence[tuple],
+                       pipeline_run_id: int | None = None) -> None:
+    """Store (replacing) the rollup of one day: rows (model_version, feature, key, n)."""
+    from psycopg2.extras import execute_values
+
+    _exec(conn, "DELETE FROM inference_rollup_days WHERE bins_key = %s AND day = %s", (bins_key, day))
+    _exec(conn, """INSERT INTO inference_rollup_days (bins_key, day, n_rows, max_id, pipeline_run_id)
+                   VALUES (%s, %s, %s, %s, %s)""", (bins_key, day, int(n_rows), max_id, pipeline_run_id))
+    if rows:
+        with conn.cursor() as cur:
+            execute_values(cur, "INSERT INTO inference_rollups (bins_key, day, model_version, feature, key, n) VALUES %s",
+                           [(bins_key, day, mv, f, k, int(n)) for mv, f, k, n in rows], page_size=2000)
+
+
+def read_rollups(conn, bins_key: str, days: Sequence) -> dict:
+    """{day: [(model_version, feature, key, n)]} of the stored rollups of these days."""
+    out: dict = {d: [] for d in days}
+    with conn.cursor() as cur:
+        cur.execute("""SELECT day, model_version, feature, key, n FROM inference_rollups
+                       WHERE bins_key = %s AND day = ANY(%s::date[])""", (bins_key, list(days)))
+        for day, mv, f, k, n in cur.fetchall():
+            out.setdefault(day, []).append((mv, f, k, int(n)))
+    return out
+
+
+def delete_rollups(conn, days: Sequence) -> int:
+    """Forget the rollups (every bins) of these days: their rows changed (drained, dropped)."""
+    return _exec(conn, "DELETE FROM inference_rollup_days WHERE day = ANY(%s::date[])", (list(days),))

@@ -3,14 +3,15 @@
 The pages in streamlit_app/ only render: every read goes through a function here (built on
 store, models, steps.drift and steps.alert: no SQL in this module either), and every button
 calls one of the `do_*` actions below, which call the same library functions as the CLI with
-Trigger(triggered_by="ui", actor=<the name typed in the page>).
+Trigger(triggered_by="ui", actor=<the signed-in identity>): the pages only show an action form to
+a signed-in user (mlops_cli.uiauth) and pass its name; no action takes a typed-in name.
 
 Reads take an open connection (the UI keeps one, in autocommit). Actions open their own
 connection (runs.with_retries, as the CLI does, or db.connection), so that a step's advisory
 lock and transaction never share a session with another user of the UI.
 
 Action results are dicts: {"ok", "status", "message", "run_id", "run" (the pipeline_runs row,
-re-read after the action), "error", ...}; a refused action (missing name, note or reason, or
+re-read after the action), "error", ...}; a refused action (no identity, missing note or reason, or
 a domain error raised before any step started) raises MlopsError with a message to show.
 """
 
@@ -331,7 +332,12 @@ def ui_trigger(actor: str):
     """Trigger(triggered_by="ui", actor=NAME): what every UI action records on pipeline_runs."""
     from .runs import Trigger
 
-    return Trigger(triggered_by="ui", actor=_required(actor, "Your name"))
+    return Trigger(triggered_by="ui", actor=_identity(actor))
+
+
+def _identity(actor: str | None) -> str:
+    """The signed-in name an action is recorded with (never empty: the UI refuses to act without)."""
+    return _required(actor, "A signed-in identity")
 
 
 def _run_step(settings: Settings, call: Callable[[Any], Any]) -> dict:
@@ -414,10 +420,26 @@ def _record(settings: Settings, alert_id: int | None, action: str, actor: str, n
 
 def do_investigate(settings: Settings, alert_id: int | None, actor: str, note: str) -> dict:
     """"Investigate - do nothing": only the decision is recorded (alert_actions)."""
-    actor, note = _required(actor, "Your name"), _required(note, "A note")
+    actor, note = _identity(actor), _required(note, "A note")
     action_id = _record(settings, alert_id, "investigate", actor, note, {})
     return {"ok": True, "status": "recorded", "action_id": action_id,
             "message": "recorded: investigating, nothing else changes", "run": None, "run_id": None}
+
+
+def do_acknowledge(settings: Settings, alert_id: int | None, actor: str, note: str | None = None) -> dict:
+    """Acknowledge an active alert (steps.alert.acknowledge, which audits it in alert_actions):
+    no reminder until it escalates or resolves. The note is optional, as with `mlops alerts ack`."""
+    from .db import connection
+    from .steps.alert import acknowledge
+
+    actor = _identity(actor)
+    if alert_id is None:
+        raise MlopsError("Select an alert to acknowledge")
+    with connection(settings, application_name="mlops-ui") as conn:
+        row = acknowledge(conn, settings, int(alert_id), by=actor, note=(note or "").strip() or None)
+    return {"ok": True, "status": row["status"], "run": None, "run_id": None, "error": None,
+            "message": f"alert #{row['id']} ({row['cause']}, {row['level']}) acknowledged by {actor}: no reminder "
+                       "until it escalates or resolves"}
 
 
 def do_force_retrain(settings: Settings, alert_id: int | None, actor: str, note: str) -> dict:
@@ -428,7 +450,7 @@ def do_force_retrain(settings: Settings, alert_id: int | None, actor: str, note:
     """
     from .pipeline import launch
 
-    actor, note = _required(actor, "Your name"), _required(note, "A note")
+    actor, note = _identity(actor), _required(note, "A note")
     try:
         run_id = launch(settings, "retrain", actor=actor, triggered_by="ui")
     except AlreadyRunning as exc:
@@ -458,7 +480,7 @@ def do_adjust_thresholds(settings: Settings, alert_id: int | None, actor: str, n
     from .db import connection
     from .steps.drift import set_thresholds
 
-    actor, note = _required(actor, "Your name"), _required(note, "A note")
+    actor, note = _identity(actor), _required(note, "A note")
     if alert_id is not None:
         note = f"{note} (alert #{alert_id})"
     with connection(settings, application_name="mlops-ui") as conn:

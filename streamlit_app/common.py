@@ -1,5 +1,5 @@
-"""Shared helpers of the control room pages: settings, the database connection, who is acting,
-status badges, the empty state and the drift charts used on two pages.
+"""Shared helpers of the control room pages: settings, the database connection, the sign-in (who
+is acting), status badges, the empty state and the drift charts used on two pages.
 
 Pages render and call mlops_cli.views (reads, and the audited actions); nothing here holds a
 business rule or a query.
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from mlops_cli import views  # noqa: E402
+from mlops_cli import uiauth, views  # noqa: E402
 from mlops_cli.config import Settings, load_settings  # noqa: E402
 from mlops_cli.errors import MlopsError  # noqa: E402
 
@@ -33,13 +33,20 @@ STATUS_COLORS = {"succeeded": "green", "running": "blue", "failed": "red", "skip
 LEVEL_COLORS = {"CRITICAL": "red", "ALERT": "orange", "WARNING": "yellow", "NONE": "green"}
 THRESHOLD_COLORS = {"warning": "#e6b800", "alert": "#ff8c00", "critical": "#d62728"}
 CAUSE_COLORS = {"data": "#1f77b4", "prediction": "#9467bd", "performance": "#2ca02c"}
-ACTOR_KEY = "actor"
+IDENTITY_KEY = "signed_in"  # session_state: {"name", "method"} once signed in (uiauth.Identity)
 
 
 # --- page set-up --------------------------------------------------------------------------------------
 def page(title: str, icon: str = ":material/monitoring:") -> None:
-    """Page config, title and the shared sidebar (who you are, what you are connected to)."""
+    """Page config, the sign-in gate, the title and the shared sidebar (who you are, what you are
+    connected to). Nobody signed in: only the sign-in is shown, unless UI_PUBLIC_READ is on."""
     st.set_page_config(page_title=f"{title} · MLOps control room", page_icon=icon, layout="wide")
+    s = settings()
+    _sign_in_from_url(s)
+    if identity() is None and not s.ui_public_read:
+        st.title("Sign in to the MLOps control room")
+        sign_in_form(s)
+        st.stop()
     st.title(title)
     sidebar()
 
@@ -91,38 +98,89 @@ def call(fn, *args, what: str = "this", **kwargs) -> Any:
         raise
 
 
-# --- who acts ---------------------------------------------------------------------------------------
-def actor() -> str:
-    return st.session_state.get(ACTOR_KEY, "")
+# --- who acts: the signed-in identity (rules in mlops_cli.uiauth) -------------------------------------
+def identity() -> str | None:
+    """The signed-in name, None when nobody is signed in in this browser session."""
+    signed = st.session_state.get(IDENTITY_KEY)
+    return signed["name"] if signed else None
 
 
-def _copy_actor(widget_key: str) -> None:
-    st.session_state[ACTOR_KEY] = (st.session_state.get(widget_key) or "").strip()
+def _sign_in_from_url(s: Settings) -> None:
+    """The sign-in URL printed by `mlops ui` (?token=...): checked, then removed from the address bar."""
+    token = st.query_params.get(uiauth.TOKEN_PARAM)
+    if token is None:
+        return
+    del st.query_params[uiauth.TOKEN_PARAM]  # not left in the history or on a shared screen
+    _sign_in(lambda: uiauth.sign_in_with_token(s, token), rerun=False)
+
+
+def _sign_in(check, rerun: bool = True) -> None:
+    try:
+        st.session_state[IDENTITY_KEY] = check().as_dict()
+    except MlopsError as exc:
+        st.session_state.pop(IDENTITY_KEY, None)
+        st.error(str(exc), icon=":material/lock:")
+        return
+    if rerun:
+        st.rerun()
+
+
+def _sign_out() -> None:
+    st.session_state.pop(IDENTITY_KEY, None)
+    for key in [k for k in st.session_state if "_result_" in str(k)]:  # the last actions' outcomes
+        del st.session_state[key]
+
+
+def sign_in_form(s: Settings) -> None:
+    """The sign-in of the configured mode: name and password (users), or the token (token)."""
+    try:
+        how = uiauth.mode(s)
+    except MlopsError as exc:
+        st.error(f"Configuration error: {exc}")
+        st.stop()
+    with st.form("signin", clear_on_submit=True):
+        if how == "users":
+            name = st.text_input("Name", key="signin_name", autocomplete="username")
+            password = st.text_input("Password", type="password", key="signin_password",
+                                     autocomplete="current-password")
+        else:
+            st.caption("Open the sign-in URL that `mlops ui` printed when it started (…/?token=…), or paste "
+                       "its token here.")
+            token = st.text_input("Token", type="password", key="signin_token")
+        go = st.form_submit_button("Sign in", key="signin_submit", type="primary")
+    if go:
+        if how == "users":
+            _sign_in(lambda: uiauth.sign_in_with_password(s, name, password))
+        else:
+            _sign_in(lambda: uiauth.sign_in_with_token(s, token))
 
 
 def sidebar() -> None:
     s = settings()
     with st.sidebar:
-        st.text_input("Your name", value=actor(), key="_sidebar_actor", on_change=_copy_actor,
-                      args=("_sidebar_actor",), placeholder="e.g. alice",
-                      help="Recorded with every action you take (audit trail). Each action asks for it too.")
+        who = identity()
+        if who:
+            st.markdown(f"Signed in as **{who}**")
+            st.caption("Recorded as the actor of every action you take (audit trail).")
+            st.button("Sign out", key="signout", on_click=_sign_out, icon=":material/logout:")
+        else:
+            st.markdown("Not signed in: read only")
+            with st.expander("Sign in to act", expanded=False, icon=":material/login:"):
+                sign_in_form(s)
         st.caption(f"Model **{s.model_name}**")
         from mlops_cli.db import redact
 
         st.caption("Database: " + (redact(s.database_url) if s.database_url else f"embedded ({s.home}/pg)"))
 
 
-def name_input(key: str) -> str:
-    """A 'Your name' field inside an action form, prefilled with the last name used (sidebar or
-    another form) while it is empty."""
-    if not (st.session_state.get(key) or "").strip() and actor():
-        st.session_state[key] = actor()
-    return st.text_input("Your name", key=key, placeholder="who takes this action")
-
-
-def remember_actor(name: str) -> None:
-    if name and name.strip():
-        st.session_state[ACTOR_KEY] = name.strip()
+def acting_as() -> str | None:
+    """The signed-in name an action form acts with; nobody signed in: None, and a notice is shown
+    where the form would be (read-only pages, UI_PUBLIC_READ)."""
+    who = identity()
+    if who is None:
+        st.info("Sign in to act (sidebar): every action is recorded with the signed-in name.",
+                icon=":material/lock:")
+    return who
 
 
 # --- rendering ---------------------------------------------------------------------------------------
@@ -200,8 +258,12 @@ def run_action(key: str, fn, *args, spinner: str = "Working…", **kwargs) -> No
     """Run an action under a spinner, keep its result in session_state[key] and rerun the page (so
     that every table shows what the action changed); the result is shown from session_state.
 
-    Refused actions (MlopsError: missing name / note, nothing to do...) show an error, no result.
+    Refused actions (MlopsError: missing note, nothing to do...) show an error, no result; so
+    does an action submitted without a sign-in (the forms are only shown to a signed-in user).
     """
+    if identity() is None:
+        st.error("Sign in to act.", icon=":material/lock:")
+        return
     try:
         with st.spinner(spinner):
             result = fn(*args, **kwargs)

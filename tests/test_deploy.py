@@ -72,6 +72,8 @@ def _check_command(argv) -> str | None:
     cmd, path = main, ["mlops"]
     while isinstance(cmd, click.Group):
         if not args or args[0].startswith("-"):
+            if cmd.invoke_without_command:  # a group that also runs by itself (`mlops ui --port ...`)
+                break
             return f"{' '.join(path)} is a group: a subcommand is missing"
         name = args.pop(0)
         if name not in cmd.commands:
@@ -94,6 +96,8 @@ def test_command_exists_helper():
     assert command_exists(["mlops", "db", "init"])
     assert command_exists(["mlops", "--log-format", "json", "runs", "--limit", "5"])
     assert not command_exists(["mlops", "db"])  # a group, not a command
+    assert command_exists(["mlops", "ui", "--port", "8501"])  # a group that runs by itself too
+    assert command_exists(["mlops", "ui", "add-user", "alice"])
     assert not command_exists(["mlops", "no-such-command"])
     assert not command_exists(["mlops", "db", "no-such-command"])
     assert not command_exists(["mlops", "runs", "--no-such-option"])
@@ -550,7 +554,11 @@ def test_api_and_ui_commands_and_ports(services):
     assert argv[argv.index("--host") + 1] == "0.0.0.0" and argv[argv.index("--port") + 1] == "8000"
     assert any(str(p).endswith(":8000") for p in api["ports"])
     assert "/health" in " ".join(_as_argv(api["healthcheck"]["test"]))
-    assert _as_argv(ui["command"]) == ["mlops", "ui", "--port", "8501"]
+    argv = _as_argv(ui["command"])
+    assert argv[:2] == ["mlops", "ui"]
+    assert argv[argv.index("--host") + 1] == "0.0.0.0" and argv[argv.index("--port") + 1] == "8501"
+    # every action needs a sign-in: users (hashed passwords in the mlops-home volume) unless .env says otherwise
+    assert _environment(ui)["UI_AUTH"] == "users"
     assert any(str(p).endswith(":8501") for p in ui["ports"])
     for name, build in (("api", api["build"]), ("streamlit", ui["build"])):
         assert build.get("dockerfile", "Dockerfile") == "Dockerfile" and build.get("context", ".") in (".", "./"), name
@@ -773,6 +781,92 @@ def test_k8s_readme():
     text = _read(REPO / "deploy/k8s/README.md")
     assert "kubectl apply" in text and "mlops-env" in text
     assert "Forbid" in text and "advisory lock" in text
+
+
+K8S_SERVICES = {"api": REPO / "deploy/k8s/api.yaml", "streamlit": REPO / "deploy/k8s/streamlit.yaml",
+                "mlflow": REPO / "deploy/k8s/mlflow.yaml"}
+K8S_VERSION = "1.30.0"  # the oldest Kubernetes the manifests target (CronJob timeZone needs >= 1.27)
+
+
+def _k8s_documents():
+    for path in sorted((REPO / "deploy/k8s").glob("*.yaml")):
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            if doc:
+                yield pytest.param(doc, id=f"{path.name}-{i}-{doc.get('kind')}")
+
+
+@pytest.mark.parametrize("doc", list(_k8s_documents()))
+def test_k8s_manifests_validate_against_the_kubernetes_schemas(doc):
+    """Every object in deploy/k8s against the Kubernetes OpenAPI schemas (kubernetes-validate
+    ships them: offline), strict: an unknown or misspelt field fails."""
+    import kubernetes_validate
+
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_k8s_schema_validation_catches_a_bad_manifest():
+    import kubernetes_validate
+
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+           "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}},
+                    "template": {"metadata": {"labels": {"a": "b"}},
+                                 "spec": {"containers": [{"name": "c", "image": "i", "readinesProbe": {}}]}}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def _k8s_objects(path) -> dict:
+    return {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+
+
+def test_k8s_api_deployment_service_hpa_and_pdb():
+    objs = _k8s_objects(K8S_SERVICES["api"])
+    assert set(objs) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    dep = objs["Deployment"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert command_exists(c["command"]) and c["command"][:2] == ["mlops", "serve"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+    port = {p["name"]: p["containerPort"] for p in c["ports"]}[c["readinessProbe"]["httpGet"]["port"]]
+    assert port == 8000 and "--port" in c["command"] and c["command"][c["command"].index("--port") + 1] == "8000"
+    assert "httpGet" not in c["livenessProbe"]  # an outage of the database must not restart every pod
+    assert {"secretRef": {"name": "mlops-env"}} in c["envFrom"]
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    svc = objs["Service"]
+    assert svc["spec"]["selector"].items() <= labels.items() and svc["spec"]["ports"][0]["port"] == 8000
+    hpa = objs["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]}
+    assert 1 < hpa["minReplicas"] <= dep["spec"]["replicas"] <= hpa["maxReplicas"]
+    pdb = objs["PodDisruptionBudget"]["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items() and pdb["minAvailable"] < hpa["minReplicas"]
+
+
+def test_k8s_streamlit_and_mlflow():
+    ui = _k8s_objects(K8S_SERVICES["streamlit"])
+    (c,) = ui["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert command_exists(c["command"]) and c["command"][:2] == ["mlops", "ui"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["UI_AUTH"] == "users" and env["UI_USERS_FILE"].startswith("/etc/mlops-ui/")
+    assert c["readinessProbe"]["httpGet"]["path"] == "/_stcore/health"
+    assert ui["Service"]["spec"]["ports"][0]["port"] == 8501
+    ml = _k8s_objects(K8S_SERVICES["mlflow"])
+    (m,) = ml["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert "mlflow server" in m["command"][-1] and "--serve-artifacts" in m["command"][-1]
+    assert m["readinessProbe"]["httpGet"]["path"] == "/health" and ml["Service"]["spec"]["ports"][0]["port"] == 5000
+    claim = ml["Deployment"]["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert claim == ml["PersistentVolumeClaim"]["metadata"]["name"]
+    assert ml["Deployment"]["spec"]["strategy"]["type"] == "Recreate"
+    for objs in (ui, ml):
+        for text in (yaml.safe_dump(o) for o in objs.values()):
+            assert not re.search(r"(PASSWORD|TOKEN)\s*[:=]\s*\S", text), text  # secrets come from Secrets
+
+
+def test_k8s_readme_covers_the_services():
+    text = _read(REPO / "deploy/k8s/README.md")
+    for name in ("api.yaml", "streamlit.yaml", "mlflow.yaml", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                 "mlops-ui-users", "mlops-mlflow"):
+        assert name in text, name
 
 
 # --- Airflow ----------------------------------------------------------------------------------------------

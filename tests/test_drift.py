@@ -30,7 +30,8 @@ from mlops_cli.errors import MlopsError
 from mlops_cli.runs import StepFailed, Trigger
 from mlops_cli.simulate import simulate_traffic
 from mlops_cli.steps.alert import acknowledge, alert, clear, list_alerts, record_action
-from mlops_cli.steps.drift import drift, effective_thresholds, set_thresholds, window_aggregates
+from mlops_cli.steps.drift import (TOKEN_DAY_SAMPLE, drift, effective_thresholds, set_thresholds,
+                                   window_aggregates)
 from test_notify import ROUTING_KEY, receiver, smtp_server  # noqa: F401  (fixtures)
 
 # The scenarios below were calibrated on this model (how much its F1 moves under each drift):
@@ -186,7 +187,60 @@ def test_same_distribution_large_window_is_none(env):
         assert rep["n_feedback"] > 1000
         # p-values are reported, but at 10^5 rows they are not what decides
         assert "chi2_pvalue" in rep["details"]["data"]["features"]["title_length"]
-    assert reports[30]["details"]["n_titles"] == 20_000  # bounded token sample
+    # bounded token sample: the newest TOKEN_DAY_SAMPLE titles of each day
+    assert reports[30]["details"]["n_titles"] == 30 * TOKEN_DAY_SAMPLE
+    assert reports[7]["details"]["n_titles"] == 7 * TOKEN_DAY_SAMPLE
+
+
+# --- rollups: the same counts as the row scan ------------------------------------------------------------
+def _comparable(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in ("id", "created_at", "pipeline_run_id")}
+
+
+def _same_reports(env, as_of, windows):
+    """drift with rollups and with the row scan on the same rows: identical reports."""
+    fast = drift(env.conn, env.settings, T, as_of=as_of, window_days=windows)
+    scan = drift(env.conn, env.settings, T, as_of=as_of, window_days=windows, rollups=False)
+    assert fast.status == scan.status == "succeeded", (fast.message, scan.message)
+    for a, b in zip(fast.outputs["reports"], scan.outputs["reports"]):
+        ra, rb = store.get_drift_report(env.conn, a["id"]), store.get_drift_report(env.conn, b["id"])
+        assert ra["status"] == "ok" and _comparable(ra) == _comparable(rb), a["window_days"]
+    return fast
+
+
+@pytest.mark.parametrize("kind", ["none", "vocabulary", "length", "classes"])
+def test_rollups_give_the_row_scan_scores_and_verdicts(env, kind):
+    """Generated traffic of each drift kind; windows that start and end inside a day (partial days
+    scanned, closed days from rollups), then at midnight with rows on the boundary instants, then
+    after late rows reach a rolled-up day: the reports equal the row scan's every time."""
+    from mlops_cli.steps.retention import rollup
+
+    start = DAY0 + timedelta(days=200, hours=7)
+    traffic(env, start, days=9, per_day=150, drift_kind=kind, seed=40, feedback_rate=0.3)
+    as_of = start + timedelta(days=8, hours=5)
+    r = rollup(env.conn, env.settings, T, as_of=as_of, window_days=(6, 7))
+    assert r.status == "succeeded" and len(r.outputs["rolled_up"]) == 6, r.outputs
+    fast = _same_reports(env, as_of, (6, 7))
+    assert fast.outputs["counts_from"][7] == {"rollup_days": 6, "scanned_pieces": 2}
+    assert rollup(env.conn, env.settings, T, as_of=as_of, window_days=(6, 7)).outputs["rolled_up"] == []
+
+    midnight = datetime.combine((as_of - timedelta(days=1)).date(), datetime.min.time(), tzinfo=timezone.utc)
+    edge = store.find_inference(env.conn, inference_id=query(env.conn, "SELECT min(id) FROM inference_log")[0][0])
+    for at in (midnight, midnight - timedelta(days=6)):  # on the window's end, and on its excluded start
+        store.insert_inference_rows(env.conn, [dict(edge, logged_at=at, request_id=f"edge-{at:%d}")])
+    env.conn.commit()
+    _same_reports(env, midnight, (6,))
+
+    late_day = (as_of - timedelta(days=3)).date()
+    traffic(env, datetime.combine(late_day, datetime.min.time(), tzinfo=timezone.utc), days=1, per_day=60,
+            drift_kind="vocabulary", seed=41)
+    # stale now: the late rows' day, and the day the row at `midnight` belongs to: scanned instead
+    fast = _same_reports(env, as_of, (6, 7))
+    assert fast.outputs["counts_from"][7] == {"rollup_days": 4, "scanned_pieces": 4}
+    again = rollup(env.conn, env.settings, T, as_of=as_of, window_days=(6, 7))
+    assert [d["day"] for d in again.outputs["rolled_up"]] == [late_day.isoformat(), midnight.date().isoformat()]
+    assert all(d["recomputed"] for d in again.outputs["rolled_up"])
+    assert _same_reports(env, as_of, (6, 7)).outputs["counts_from"][7]["rollup_days"] == 6
 
 
 # --- each drift kind --------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from mlops_cli import registry, store
 from mlops_cli.errors import MlopsError, NotReady
 from mlops_cli.models import decision_history, list_models
 from mlops_cli.runs import StepFailed, Trigger
+from mlops_cli.selection import PLAIN
 from mlops_cli.steps.evaluate import evaluate
 from mlops_cli.steps.load import load
 from mlops_cli.steps.promote import approve, decide, promote, restoring_aliases
@@ -33,6 +34,13 @@ GOOD_CLI = ("--param", "word_max_features=2000", "--param", "char_max_features=2
 BOTH_PASS = 0.05
 ONLY_GOOD = 0.5
 T = Trigger(actor="pytest")
+
+
+@pytest.fixture(autouse=True)
+def champion_rule_only(monkeypatch):
+    """These tests are about the champion rule with deliberately small models (GOOD, WEAK) that
+    need not beat the plain baseline: its requirement is off here, on in the tests about it."""
+    monkeypatch.setenv("PROMOTION_REQUIRE_BEAT_BASELINE", "false")
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -107,6 +115,62 @@ def test_min_improvement_is_required_on_top_of_the_champion():
     assert rule.endswith("macro_f1 0.8000 > champion v2 0.7900 + MIN_IMPROVEMENT 0.02 (no)")
     assert decide("macro_f1", 0.82, "2", 0.79, threshold=0.5, min_improvement=0.02, auto_promotion=True)[0] == \
         "promoted"
+
+
+def test_a_challenger_that_does_not_beat_its_plain_baseline_is_refused_with_both_numbers():
+    kw = dict(threshold=0.5, min_improvement=0.0, auto_promotion=True)
+    decision, rule, text = decide("weighted_f1", 0.70, None, None, baseline=(0.70, 0.73), **kw)
+    assert decision == "archived"
+    assert text.startswith("refused: weighted_f1 0.7000 does not beat its plain baseline 0.7300 (-0.0300; "
+                           "TF-IDF + LinearSVC fitted on the same rows, scored on the same holdout): the pipeline, "
+                           "not the data, is wrong; ")
+    assert text.endswith(": archived (no champion)")
+    assert rule.endswith("weighted_f1 0.7000 > plain baseline 0.7300 on the training holdout (no)")
+    # equal is not better; with auto-promotion off it still needs approval, as "would be archived"
+    assert decide("weighted_f1", 0.73, None, None, baseline=(0.73, 0.73), **kw)[0] == "archived"
+    off = decide("weighted_f1", 0.70, None, None, baseline=(0.70, 0.73), **{**kw, "auto_promotion": False})
+    assert off[0] == "needs_approval" and "would be archived" in off[2]
+    # beaten: promoted, and the justification shows the baseline too
+    decision, _rule, text = decide("weighted_f1", 0.80, None, None, baseline=(0.80, 0.73), **kw)
+    assert decision == "promoted" and text.startswith(
+        "beats its plain baseline: weighted_f1 0.8000 vs plain baseline 0.7300 (+0.0700 on its training holdout); ")
+    # PROMOTION_REQUIRE_BEAT_BASELINE=false: shown, not required
+    decision, rule, text = decide("weighted_f1", 0.70, None, None, baseline=(0.70, 0.73), require_baseline=False, **kw)
+    assert decision == "promoted" and "not required (PROMOTION_REQUIRE_BEAT_BASELINE=false)" in text
+    assert rule.endswith("(not required: PROMOTION_REQUIRE_BEAT_BASELINE=false, no)")
+
+
+def test_a_broken_feature_setting_loses_to_the_baseline_and_is_refused(small_catalogue, cli, conn, settings,
+                                                                       monkeypatch):
+    """Five words and five title n-grams: the search keeps them (pinned), cannot help, and the
+    plain baseline trained beside it on the same rows wins; promotion refuses it for that."""
+    monkeypatch.setenv("PROMOTION_REQUIRE_BEAT_BASELINE", "true")
+    monkeypatch.setenv("MIN_F1_THRESHOLD", str(BOTH_PASS))  # the champion rule alone would promote it
+    monkeypatch.setenv("TRAIN_SEARCH_MAX_CANDIDATES", "4")
+    load_all(conn, settings, small_catalogue)
+    r = cli("train", "--json", "--param", "word_max_features=5", "--param", "char_max_features=5")
+    assert r.exit_code == 0, r.output
+    o = json.loads(r.stdout.strip().splitlines()[-1])["outputs"]
+    assert PLAIN not in [c["name"] for c in o["search"]]  # a pin contradicts the plain model
+    assert o["chosen"]["word_max_features"] == 5 and o["chosen"]["char_max_features"] == 5
+    assert o["weighted_f1"] < o["baseline_weighted_f1"]
+    assert cli("evaluate").exit_code == 0
+    r = cli("promote", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)["outputs"]
+    assert d["decision"] == "archived" and d["baseline_score"] == pytest.approx(o["baseline_weighted_f1"], abs=1e-5)
+    assert d["candidate_score"] > BOTH_PASS and d["champion_version"] is None
+    assert d["justification"].startswith(
+        f"refused: weighted_f1 {o['weighted_f1']:.4f} does not beat its plain baseline "
+        f"{o['baseline_weighted_f1']:.4f} ({o['weighted_f1'] - o['baseline_weighted_f1']:+.4f}; ")
+    assert "the pipeline, not the data, is wrong" in row_justification(conn)
+    assert alias_map(settings)["champion"] is None
+    # mlops models shows the baseline beside the score
+    [model] = json.loads(cli("models", "--json").stdout)
+    assert model["baseline_weighted_f1"] == pytest.approx(o["baseline_weighted_f1"], abs=1e-5)
+    assert model["chosen"] == o["chosen_name"]
+    r = cli("models")
+    assert "baseline F1" in r.stdout and f"{o['baseline_weighted_f1']:.4f}" in r.stdout
 
 
 # --- promotion --------------------------------------------------------------------------------------
@@ -209,9 +273,9 @@ def test_better_model_promoted_old_archived_then_worse_archived(small_catalogue,
     assert (o["decision"], o["model_version"], o["champion_version"]) == ("promoted", v2, v1)
     assert o["candidate_score"] > o["champion_score"]
     assert r.message == f"version {v2}: {o['justification']}"
-    assert o["justification"] == (f"weighted_f1 {o['candidate_score']:.4f} > threshold 0.05 and > champion v1 "
-                                  f"{o['champion_score']:.4f} (+{o['candidate_score'] - o['champion_score']:.4f})"
-                                  ": promoted")
+    assert o["justification"].endswith(f"; weighted_f1 {o['candidate_score']:.4f} > threshold 0.05 and > champion "
+                                       f"v1 {o['champion_score']:.4f} "
+                                       f"(+{o['candidate_score'] - o['champion_score']:.4f}): promoted")
     assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}
     assert tags(s, v1)["stage"] == "Archived" and tags(s, v1)["replaced_by"] == v2
     assert tags(s, v2)["stage"] == "Production" and tags(s, v2)["decision"] == "promoted"
@@ -252,7 +316,8 @@ def test_under_threshold_archived_even_without_champion_and_decided_once(small_c
     r = promote(conn, s, T)
     o = r.outputs
     assert o["decision"] == "archived" and o["champion_version"] is None
-    assert o["justification"] == f"weighted_f1 {o['candidate_score']:.4f} <= threshold 0.5: archived (no champion)"
+    assert o["justification"].endswith(f"; weighted_f1 {o['candidate_score']:.4f} <= threshold 0.5: archived "
+                                       "(no champion)")
     assert alias_map(s) == {"champion": None, "challenger": None, "previous-champion": None}
     assert tags(s, v1)["stage"] == "Archived"
 

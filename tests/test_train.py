@@ -11,6 +11,7 @@ from conftest import query
 from mlops_cli import dataset, registry
 from mlops_cli.features import clean_text, parse_param, prepare
 from mlops_cli.runs import StepFailed, Trigger
+from mlops_cli.sources import read_source
 from mlops_cli.steps.load import load
 from mlops_cli.steps.train import train
 
@@ -83,14 +84,88 @@ def test_holdout_is_stable_as_the_catalogue_grows():
     assert 0.19 < large.mean() < 0.21
 
 
+def test_validation_part_never_overlaps_the_holdout_and_is_stable_as_the_catalogue_grows():
+    import pandas as pd
+
+    from mlops_cli.selection import split_parts
+
+    ids = np.arange(1, 100_001, dtype=np.int64) * 7919
+    holdout = dataset.holdout_mask(ids, 0.2)
+    val = dataset.validation_mask(ids, 0.25, 0.2)
+    assert not (val & holdout).any()
+    assert 0.24 < val.sum() / (~holdout).sum() < 0.26
+    assert (dataset.validation_mask(ids[:30_000], 0.25, 0.2) == val[:30_000]).all()  # added rows move none
+    # the parts: search and validation split the training rows, the fit rows are theirs (never the holdout)
+    rows = pd.DataFrame({"productid": ids[:5000], "prdtypecode": np.resize([10, 40, 50, 2583], 5000),
+                         "designation": "t", "description": ""})
+    train_rows, hold = dataset.split(rows, 0.2)
+    parts = split_parts(train_rows, validation_fraction=0.25, holdout_fraction=0.2, max_per_class=None, seed=1)
+    assert set(parts.search.productid).isdisjoint(parts.validation.productid)
+    assert set(parts.search.productid) | set(parts.validation.productid) == set(train_rows.productid)
+    assert set(parts.fit_rows.productid).isdisjoint(hold.productid)
+    capped = split_parts(train_rows, validation_fraction=0.25, holdout_fraction=0.2, max_per_class=300, seed=1)
+    assert capped.fit_rows["prdtypecode"].value_counts().max() <= 300
+
+
+def test_search_space_pins_and_budget():
+    from mlops_cli.features import DEFAULT_PARAMS
+    from mlops_cli.selection import PLAIN, candidates
+
+    base = {**DEFAULT_PARAMS, "max_per_class": 4000}
+    full = candidates(base, {}, 100)
+    assert full[0].name == PLAIN and len({c.name for c in full}) == len(full) > 8
+    assert {c.params["classifier"] for c in full} == {"sgd", "linearsvc"}
+    assert len(candidates(base, {}, 3)) == 3
+    # a pinned setting is in every candidate and not searched; alpha pins SGD; plain only if compatible
+    pinned = candidates({**base, "alpha": 3e-4}, {"alpha": 3e-4}, 100)
+    assert {(c.params["classifier"], c.params["alpha"]) for c in pinned} == {("sgd", 3e-4)}
+    assert PLAIN not in [c.name for c in pinned]
+    weights = candidates({**base, "class_weight": "none"}, {"class_weight": "none"}, 100)
+    assert {c.params["class_weight"] for c in weights} == {"none"} and weights[0].name == PLAIN
+    assert PLAIN not in [c.name for c in candidates({**base, "word_max_features": 5}, {"word_max_features": 5}, 100)]
+
+
 def test_train_registers_one_version_with_tags_metrics_and_artifacts(small_catalogue, cli, conn, settings):
     x, y = small_catalogue
     assert cli("load", "--x-path", x, "--y-path", y, "--as-of", "2026-03-02").exit_code == 0
-    r = cli("train", "--json", *FAST)
+    r = cli("train", "--json", *FAST, "--param", "class_weight=none")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["status"] == "succeeded"
     version, run_id = out["outputs"]["model_version"], out["outputs"]["mlflow_run_id"]
+    # the search: pinned settings in every candidate (not searched), the rest varied, one chosen
+    o = out["outputs"]
+    search = o["search"]
+    assert len(search) > 3 and [c["status"] for c in search].count("chosen") == 1
+    assert {c["params"]["class_weight"] for c in search} == {"none"}
+    assert len({tuple(sorted(c["params"].items())) for c in search}) == len(search)
+    for c in search:
+        assert 0 < c["validation_weighted_f1"] <= 1 and c["seconds"] >= 0 and c["rows"] > 0
+    chosen = next(c for c in search if c["status"] == "chosen")
+    assert chosen["name"] == o["chosen_name"]
+    assert chosen["validation_score"] == max(c["validation_score"] for c in search)
+    assert o["chosen"]["word_max_features"] == 20000 and o["chosen"]["class_weight"] == "none"
+    assert 0 < o["baseline_weighted_f1"] < 1 and 0 <= o["ece"] < 1 and 0 <= o["brier"] < 2
+    assert o["temperature"] > 0 and o["validation_rows"] > 0
+    # MLflow: the chosen settings are the parent's params and tag; each candidate a nested run
+    info = registry.run_info(settings, run_id)
+    assert info["tags"]["chosen_candidate"] == o["chosen_name"]
+    assert info["params"]["classifier"] == o["chosen"]["classifier"] and info["params"]["class_weight"] == "none"
+    for metric in ("baseline_weighted_f1", "ece", "brier", "temperature", "search_seconds"):
+        assert metric in info["metrics"], metric
+    children = registry.child_runs(settings, run_id)
+    assert sorted(c["name"] for c in children) == sorted(c["name"] for c in search)
+    for child in children:
+        assert child["params"]["class_weight"] == "none" and "seconds" in child["metrics"]
+        assert "validation_weighted_f1" in child["metrics"] and child["status"] == "FINISHED"
+    # the registered model: calibrated probabilities, predictions the classifier's own, fast path exact
+    from mlops_cli.serving import LoadedModel
+
+    model = registry.load_model(settings, version=version)
+    products = read_source(x, y).head(50)[["designation", "description"]]
+    proba = model.predict_proba(products)
+    assert np.allclose(proba.sum(axis=1), 1) and (model.classes_[proba.argmax(axis=1)] == model.predict(products)).all()
+    assert LoadedModel.prepare(version, model).fast is not None
     versions = registry.list_versions(settings)
     assert [v["version"] for v in versions] == [version]
     v = versions[0]

@@ -1,7 +1,12 @@
 """The Streamlit control room, page by page, with streamlit.testing.v1.AppTest against the real
 database and MLflow registry (nothing mocked): every page renders on an empty database (empty-state
 message) and on a seeded one, and every action writes its audit row through the same library
-function as the CLI.
+function as the CLI, with the signed-in identity as its actor. Without a sign-in, no button on any
+page changes a row (`test_without_a_sign_in_no_button_changes_anything`).
+
+Signing in: pages are opened with the sign-in URL's token (UI_AUTH=token, the default: acting as
+ADMIN); tests that need several people use a users file (UI_AUTH=users, `users` fixture) and sign in
+through the form (`sign_in`).
 
 Seeding trains twice, so it is done once per session (`ui_seed`): a database is filled through the
 library (two loads, train/evaluate/promote v1, train/evaluate/approve v2, a weekly pipeline, served
@@ -14,6 +19,7 @@ TEMPLATE) and the seeded model name. Tests that move registry aliases restore th
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -37,11 +43,68 @@ PAGES = ["Home.py", "pages/1_Pipeline_Runs.py", "pages/2_Models.py", "pages/3_Op
 QUICK = {"word_max_features": 20000, "char_max_features": 20000}
 EMPTY = "The database is empty"
 TIMEOUT = 120
+TOKEN = secrets.token_urlsafe(24)  # this session's UI_TOKEN (as `mlops ui` passes it)
+ADMIN = "ui-admin-pytest"  # UI_ADMIN_NAME: who the token signs in
+USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
+AUDITED = ("alert_actions", "model_decisions", "pipeline_runs", "app_settings", "alerts")
+SIGN_IN = "Sign in to the MLOps control room"
+
+
+# --- signing in ---------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def ui_token(fresh_state, monkeypatch):
+    """Token mode (the default) with a known token, as `mlops ui` starts the app."""
+    monkeypatch.setenv("UI_TOKEN", TOKEN)
+    monkeypatch.setenv("UI_ADMIN_NAME", ADMIN)
+
+
+@pytest.fixture(scope="session")
+def users_file(tmp_path_factory) -> Path:
+    """A users file with USERS, each with the password `password_of(name)` (once per session)."""
+    from mlops_cli import uiauth
+
+    path = tmp_path_factory.mktemp("ui-users") / "ui-users"
+    for name in USERS:
+        uiauth.add_user(path, name, password_of(name))
+    return path
+
+
+@pytest.fixture
+def users(users_file, monkeypatch):
+    """Password mode: people sign in with the form (`sign_in`)."""
+    monkeypatch.setenv("UI_AUTH", "users")
+    monkeypatch.setenv("UI_USERS_FILE", str(users_file))
+    return users_file
+
+
+def password_of(name: str) -> str:
+    return f"{name}-pw-{TOKEN[:8]}"
+
+
+def signed_in_as(at: AppTest) -> str | None:
+    signed = at.session_state["signed_in"] if "signed_in" in at.session_state else None
+    return signed["name"] if signed else None
+
+
+def sign_in(at: AppTest, name: str, password: str | None = None) -> AppTest:
+    """Sign out if someone is signed in, then sign in as `name` with the form (UI_AUTH=users)."""
+    if signed_in_as(at):
+        at.button(key="signout").click().run(timeout=TIMEOUT)
+        assert signed_in_as(at) is None
+    at.text_input(key="signin_name").set_value(name)
+    at.text_input(key="signin_password").set_value(password_of(name) if password is None else password)
+    at.button(key="signin_submit").click().run(timeout=TIMEOUT)
+    no_exception(at)
+    return at
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-def run_page(page: str) -> AppTest:
-    return AppTest.from_file(str(APP / page), default_timeout=60).run(timeout=TIMEOUT)
+def run_page(page: str, token: bool = True) -> AppTest:
+    """Open a page; signed in with the token of the sign-in URL unless token=False."""
+    at = AppTest.from_file(str(APP / page), default_timeout=60)
+    if token:
+        at.query_params["token"] = TOKEN
+    return at.run(timeout=TIMEOUT)
 
 
 def texts(at: AppTest) -> str:
@@ -223,12 +286,13 @@ def test_page_renders_on_an_empty_database(page):
 
 
 def test_pages_are_reachable_from_home_in_the_multipage_app(seeded):
-    at = AppTest.from_file(str(APP / "Home.py"), default_timeout=60).run(timeout=TIMEOUT)
+    at = run_page("Home.py")
     no_exception(at)
     for page in PAGES[1:]:
         at.switch_page(page).run(timeout=TIMEOUT)
         no_exception(at)
         assert at.title[0].value in ("Pipeline runs", "Models", "Operations", "Drift", "Alerts dashboard")
+        assert signed_in_as(at) == ADMIN  # the sign-in lasts across pages of the session
 
 
 # --- with data --------------------------------------------------------------------------------------------
@@ -357,20 +421,19 @@ def test_operations_page_is_empty_but_usable(settings):
 
 
 # --- actions -------------------------------------------------------------------------------------------------
-def test_operations_actions_are_audited_as_ui_runs(settings, conn, small_catalogue, monkeypatch):
+def test_operations_actions_are_audited_as_ui_runs(settings, conn, small_catalogue, monkeypatch, users):
     """Load, train now, evaluate and approve from the page: the same steps as the CLI, recorded with
-    triggered_by='ui' and the name typed in the form."""
+    triggered_by='ui' and the signed-in name."""
     x, y = (str(p) for p in small_catalogue)
     monkeypatch.setenv("MLOPS_X_PATH", x)
     monkeypatch.setenv("MLOPS_Y_PATH", y)
-    at = run_page("pages/3_Operations.py")
+    at = run_page("pages/3_Operations.py", token=False)
+    assert at.title[0].value == SIGN_IN and not any(b.key == "ops_load_submit" for b in at.button)
+    assert runs_by(conn, "load") == []  # nobody signed in: no load form at all
+
+    sign_in(at, "alice")
     assert at.text_input(key="ops_load_x").value == x  # defaults from the settings
-
-    submit(at, "ops_load_submit", ops_load_name="   ")
-    assert "Your name is required" in texts(at)
-    assert runs_by(conn, "load") == []
-
-    submit(at, "ops_load_submit", ops_load_name="alice")
+    submit(at, "ops_load_submit")
     no_exception(at)
     [(run_id, status, by, actor, pipeline, params, outputs, _)] = runs_by(conn, "load")
     assert (status, by, actor, pipeline) == ("succeeded", "ui", "alice", "manual")
@@ -381,22 +444,23 @@ def test_operations_actions_are_audited_as_ui_runs(settings, conn, small_catalog
     submit(at, "ops_train_submit", ops_train_params="word_max_features=20000\nchar_max_features=20000")
     no_exception(at)
     [(run_id, status, by, actor, _, params, outputs, _)] = runs_by(conn, "train")
-    assert (status, by, actor) == ("succeeded", "ui", "alice")  # the name is remembered from the last form
+    assert (status, by, actor) == ("succeeded", "ui", "alice")  # still signed in as alice
     assert params == {"force": True, "overrides": QUICK}
     version = outputs["model_version"]
     mlflow_tags = registry.run_info(settings, outputs["mlflow_run_id"])["tags"]
     assert mlflow_tags["trigger"] == "ui" and mlflow_tags["actor"] == "alice"
 
-    submit(at, "ops_evaluate_submit", ops_evaluate_name="bob")
+    sign_in(at, "bob")
+    submit(at, "ops_evaluate_submit")
     no_exception(at)
     [(_, status, by, actor, _, _, outputs, _)] = runs_by(conn, "evaluate")
     assert (status, by, actor, outputs["model_version"]) == ("succeeded", "ui", "bob", version)
 
-    submit(at, "ops_approve_submit", ops_approve_name="carol", ops_approve_version=version, ops_approve_reason="")
+    sign_in(at, "carol")
+    submit(at, "ops_approve_submit", ops_approve_version=version, ops_approve_reason="")
     assert "A reason is required" in texts(at)
     assert runs_by(conn, "approve") == []
-    submit(at, "ops_approve_submit", ops_approve_name="carol", ops_approve_version=version,
-           ops_approve_reason="good enough for the pilot")
+    submit(at, "ops_approve_submit", ops_approve_version=version, ops_approve_reason="good enough for the pilot")
     no_exception(at)
     [(run_id, status, by, actor, _, params, _, _)] = runs_by(conn, "approve")
     assert (status, by, actor) == ("succeeded", "ui", "carol")
@@ -406,43 +470,42 @@ def test_operations_actions_are_audited_as_ui_runs(settings, conn, small_catalog
     assert registry.version_by_alias(settings, registry.CHAMPION)["version"] == version
 
 
-def test_operations_refused_and_skipped_actions(settings, conn):
+def test_operations_refused_and_skipped_actions(settings, conn, users):
     """An action refused before its step starts (no source catalogue configured) shows the error and
     writes nothing; a step that ends without doing anything shows its skipped row."""
-    at = run_page("pages/3_Operations.py")
-    submit(at, "ops_load_submit", ops_load_name="alice")
+    at = sign_in(run_page("pages/3_Operations.py", token=False), "alice")
+    submit(at, "ops_load_submit")
     assert "No source catalogue" in texts(at)
     assert runs_by(conn, "load") == []
-    submit(at, "ops_evaluate_submit", ops_evaluate_name="alice")
+    submit(at, "ops_evaluate_submit")
     no_exception(at)
     [(run_id, status, by, actor, *_)] = runs_by(conn, "evaluate")
     assert (status, by, actor) == ("skipped", "ui", "alice")
     assert f"pipeline run **#{run_id}** :gray-badge[skipped]" in texts(at)
 
 
-def test_alert_investigate_and_thresholds_are_audited_and_used_by_the_next_drift_run(seeded, db_conn):
-    at = run_page("pages/5_Alerts_Dashboard.py")
+def test_alert_investigate_and_thresholds_are_audited_and_used_by_the_next_drift_run(seeded, db_conn, users):
+    at = sign_in(run_page("pages/5_Alerts_Dashboard.py", token=False), "dave")
     alert_id = at.selectbox(key="alerts_selected").value
 
-    submit(at, "alert_investigate_submit", alert_investigate_name="dave", alert_investigate_note=" ")
+    submit(at, "alert_investigate_submit", alert_investigate_note=" ")
     assert "A note is required" in texts(at)
     assert query(db_conn, "SELECT count(*) FROM alert_actions")[0][0] == 0
 
-    submit(at, "alert_investigate_submit", alert_investigate_name="dave",
-           alert_investigate_note="looking at the new supplier feed")
+    submit(at, "alert_investigate_submit", alert_investigate_note="looking at the new supplier feed")
     no_exception(at)
     assert query(db_conn, "SELECT alert_id, action, actor, note FROM alert_actions") == [
         (alert_id, "investigate", "dave", "looking at the new supplier feed")]
     assert query(db_conn, "SELECT status FROM alerts WHERE id = %s", (alert_id,))[0][0] == "open"  # nothing else
 
     # out of order: refused by drift.set_thresholds, nothing stored
-    submit(at, "alert_thresholds_submit", alert_thresholds_name="dave", alert_thresholds_warning=0.5,
-           alert_thresholds_alert=0.2, alert_thresholds_critical=0.9, alert_thresholds_note="too noisy")
+    submit(at, "alert_thresholds_submit", alert_thresholds_warning=0.5, alert_thresholds_alert=0.2,
+           alert_thresholds_critical=0.9, alert_thresholds_note="too noisy")
     assert "0 < warning < alert < critical" in texts(at)
     assert query(db_conn, "SELECT count(*) FROM app_settings")[0][0] == 0
 
-    submit(at, "alert_thresholds_submit", alert_thresholds_name="dave", alert_thresholds_warning=0.15,
-           alert_thresholds_alert=0.6, alert_thresholds_critical=0.9, alert_thresholds_note="too noisy")
+    submit(at, "alert_thresholds_submit", alert_thresholds_warning=0.15, alert_thresholds_alert=0.6,
+           alert_thresholds_critical=0.9, alert_thresholds_note="too noisy")
     no_exception(at)
     [(a_id, action, actor, note, params)] = query(
         db_conn, "SELECT alert_id, action, actor, note, params FROM alert_actions WHERE action = 'adjust_thresholds'")
@@ -466,17 +529,16 @@ def test_alert_investigate_and_thresholds_are_audited_and_used_by_the_next_drift
                                          "critical": "app_settings"} for (d,) in reports)
 
 
-def test_alert_rollback_calls_the_rollback_step_and_is_audited(seeded, db_conn, restore_registry):
-    at = run_page("pages/5_Alerts_Dashboard.py")
+def test_alert_rollback_calls_the_rollback_step_and_is_audited(seeded, db_conn, restore_registry, users):
+    at = sign_in(run_page("pages/5_Alerts_Dashboard.py", token=False), "erin")
     alert_id = at.selectbox(key="alerts_selected").value
     assert at.selectbox(key="alert_rollback_to").options == ["the previous champion", f"v{seeded.previous}"]
 
-    submit(at, "alert_rollback_submit", alert_rollback_name="erin", alert_rollback_note="")
+    submit(at, "alert_rollback_submit", alert_rollback_note="")
     assert "A note is required" in texts(at)
     assert runs_by(db_conn, "rollback") == []
 
-    submit(at, "alert_rollback_submit", alert_rollback_name="erin",
-           alert_rollback_note="F1 dropped on the drifted traffic")
+    submit(at, "alert_rollback_submit", alert_rollback_note="F1 dropped on the drifted traffic")
     no_exception(at)
     [(run_id, status, by, actor, pipeline, params, outputs, _)] = runs_by(db_conn, "rollback")
     assert (status, by, actor, pipeline) == ("succeeded", "ui", "erin", "manual")
@@ -495,7 +557,7 @@ def test_alert_rollback_calls_the_rollback_step_and_is_audited(seeded, db_conn, 
     assert f"Champion now: v{seeded.previous}." in texts(at)
 
     # nothing left to roll back to: the step fails, its failed row is shown and the attempt audited
-    submit(at, "alert_rollback_submit", alert_rollback_name="erin", alert_rollback_note="again")
+    submit(at, "alert_rollback_submit", alert_rollback_note="again")
     no_exception(at)
     failed = runs_by(db_conn, "rollback")[-1]
     assert failed[1:4] == ("failed", "ui", "erin") and "Nothing to roll back to" in failed[7]
@@ -504,16 +566,18 @@ def test_alert_rollback_calls_the_rollback_step_and_is_audited(seeded, db_conn, 
     assert last[0] == "rollback" and last[1]["outcome"] == "failed" and last[1]["pipeline_run_id"] == failed[0]
 
 
-def test_alert_force_retrain_launches_the_retrain_pipeline_and_is_audited(seeded, db_conn, monkeypatch):
+def test_alert_force_retrain_launches_the_retrain_pipeline_and_is_audited(seeded, db_conn, monkeypatch, users):
     # The background retrain is the real `mlops pipeline retrain`; its training step is made to fail
     # at once (the project's fault injection) so that no version is added to the shared registry.
     monkeypatch.setenv("MLOPS_FAULT", "train:fail")
-    at = run_page("pages/5_Alerts_Dashboard.py")
+    monkeypatch.setenv("UI_PUBLIC_READ", "true")
+    at = run_page("pages/5_Alerts_Dashboard.py", token=False)
     alert_id = at.selectbox(key="alerts_selected").value
 
-    submit(at, "alert_retrain_submit", alert_retrain_name="", alert_retrain_note="new catalogue")
-    assert "Your name is required" in texts(at)
-    submit(at, "alert_retrain_submit", alert_retrain_name="frank", alert_retrain_note="new catalogue")
+    assert not any(b.key == "alert_retrain_submit" for b in at.button)  # read only: no retrain form
+    assert "Sign in to act" in texts(at)
+    sign_in(at, "frank")
+    submit(at, "alert_retrain_submit", alert_retrain_note="new catalogue")
     no_exception(at)
     [(run_id, _, by, actor, pipeline, *_)] = query(
         db_conn, "SELECT id, status, triggered_by, actor, pipeline FROM pipeline_runs "
@@ -534,3 +598,142 @@ def test_alert_force_retrain_launches_the_retrain_pipeline_and_is_audited(seeded
     assert status == "failed"
     [(_, tstatus, tby, tactor, _, _, _, error)] = runs_by(db_conn, "train")[-1:]
     assert (tstatus, tby, tactor) == ("failed", "ui", "frank") and "injected failure" in error
+
+
+# --- sign-in -------------------------------------------------------------------------------------------------
+def audited_rows(conn) -> dict[str, list]:
+    return {t: query(conn, f"SELECT * FROM {t} ORDER BY 1") for t in AUDITED}
+
+
+def click_every_button(at: AppTest) -> int:
+    """Click each button of the page in turn (the list is read again after every rerun)."""
+    clicked = 0
+    while clicked < len(at.button):
+        at.button[clicked].click().run(timeout=TIMEOUT)
+        no_exception(at)
+        clicked += 1
+    return clicked
+
+
+@pytest.mark.parametrize("mode,public", [("token", False), ("users", True)])
+def test_without_a_sign_in_no_button_changes_anything(seeded, db_conn, users_file, monkeypatch, mode, public):
+    """Nobody signed in, every button of every page clicked: no audited table changes. Without
+    UI_PUBLIC_READ a page shows the sign-in only; with it, the pages render and every action form
+    is replaced by a notice."""
+    monkeypatch.setenv("UI_AUTH", mode)
+    monkeypatch.setenv("UI_USERS_FILE", str(users_file))
+    monkeypatch.setenv("UI_PUBLIC_READ", str(public).lower())
+    before = audited_rows(db_conn)
+    assert before["alert_actions"] == [] and before["pipeline_runs"] and before["model_decisions"]
+    for page in PAGES:
+        at = run_page(page, token=False)
+        no_exception(at)
+        titles = [t.value for t in at.title]
+        assert (titles != [SIGN_IN]) is public, (page, titles)
+        assert not any(b.key and b.key.endswith("_submit") and b.key != "signin_submit" for b in at.button), page
+        if public and page in ("pages/3_Operations.py", "pages/5_Alerts_Dashboard.py"):
+            assert "Sign in to act" in texts(at), page
+        assert click_every_button(at) >= 1, page  # at least the sign-in's
+        assert signed_in_as(at) is None, page
+    assert audited_rows(db_conn) == before
+
+
+def test_a_wrong_token_or_password_is_refused(users_file, monkeypatch):
+    at = AppTest.from_file(str(APP / "pages/4_Drift.py"), default_timeout=60)
+    at.query_params["token"] = TOKEN[:-1] + ("A" if TOKEN[-1] != "A" else "B")
+    at.run(timeout=TIMEOUT)
+    assert "This sign-in token is not valid" in texts(at) and signed_in_as(at) is None
+    assert "token" not in at.query_params  # taken out of the address bar, right or wrong
+    assert [t.value for t in at.title] == [SIGN_IN]
+    at.text_input(key="signin_token").set_value("not-the-token")
+    at.button(key="signin_submit").click().run(timeout=TIMEOUT)
+    assert "This sign-in token is not valid" in texts(at) and signed_in_as(at) is None
+    at.text_input(key="signin_token").set_value(TOKEN)  # the token pasted into the form
+    at.button(key="signin_submit").click().run(timeout=TIMEOUT)
+    no_exception(at)
+    assert signed_in_as(at) == ADMIN and at.title[0].value == "Drift"
+    assert f"Signed in as **{ADMIN}**" in [m.value for m in at.sidebar.markdown]
+
+    monkeypatch.setenv("UI_AUTH", "users")
+    monkeypatch.setenv("UI_USERS_FILE", str(users_file))
+    at = run_page("pages/4_Drift.py")  # a token means nothing in users mode
+    assert "Sign-in links are off" in texts(at) and signed_in_as(at) is None
+    sign_in(at, "alice", password_of("bob"))
+    assert "Wrong name or password." in texts(at) and signed_in_as(at) is None
+    sign_in(at, "mallory", password_of("alice"))
+    assert "Wrong name or password." in texts(at) and signed_in_as(at) is None
+    sign_in(at, "alice")
+    assert signed_in_as(at) == "alice" and at.title[0].value == "Drift"
+    at.button(key="signout").click().run(timeout=TIMEOUT)
+    assert signed_in_as(at) is None and [t.value for t in at.title] == [SIGN_IN]
+
+
+def test_token_sign_in_acknowledges_an_alert_as_the_admin(seeded, db_conn):
+    """The sign-in URL's identity (UI_ADMIN_NAME) is the actor of the action's audit row."""
+    at = run_page("pages/5_Alerts_Dashboard.py")
+    assert signed_in_as(at) == ADMIN and "token" not in at.query_params
+    alert_id = at.selectbox(key="alerts_selected").value
+    submit(at, "alert_ack_submit", alert_ack_note="on it: new supplier feed")
+    no_exception(at)
+    [(a_id, action, actor, note, params)] = query(db_conn, "SELECT alert_id, action, actor, note, params "
+                                                           "FROM alert_actions")
+    assert (a_id, action, actor, note) == (alert_id, "acknowledge", ADMIN, "on it: new supplier feed")
+    assert params["previous_status"] == "open"
+    status, details = query(db_conn, "SELECT status, details FROM alerts WHERE id = %s", (alert_id,))[0]
+    assert status == "acknowledged" and details["acknowledged_by"] == ADMIN
+    assert f"acknowledged by {ADMIN}" in texts(at)
+
+
+def test_actions_refuse_an_empty_identity(settings):
+    from mlops_cli import views
+    from mlops_cli.errors import MlopsError
+
+    for call in (lambda: views.do_investigate(settings, None, " ", "note"),
+                 lambda: views.do_acknowledge(settings, 1, "", None),
+                 lambda: views.do_load(settings, None)):
+        with pytest.raises(MlopsError, match="A signed-in identity is required"):
+            call()
+
+
+def test_add_user_writes_argon2_hashes_and_the_launch_prints_a_sign_in_url(cli, tmp_path, monkeypatch):
+    from mlops_cli import uiauth
+
+    path = tmp_path / "users"
+    r = cli("ui", "add-user", "alice", "--file", path, "--password-stdin", input="correct horse\n")
+    assert r.exit_code == 0 and f"added alice in {path}" in r.output
+    r = cli("ui", "add-user", "bob", "--file", path, input="battery staple\nbattery staple\n")  # prompted twice
+    assert r.exit_code == 0, r.output
+    r = cli("ui", "add-user", "alice", "--file", path, "--password-stdin", input="new password\n")
+    assert "changed the password of alice" in r.output
+    assert (path.stat().st_mode & 0o777) == 0o600
+    users = uiauth.read_users(path)
+    assert sorted(users) == ["alice", "bob"] and all(h.startswith("$argon2id$") for h in users.values())
+    assert "new password" not in path.read_text() and "battery" not in path.read_text()
+    for bad, message in ((("a:b",), "Invalid user name"), (("carol", ), "at least 8 characters")):
+        r = cli("ui", "add-user", *bad, "--file", path, "--password-stdin", input="short\n")
+        assert r.exit_code == 1 and message in r.output, r.output
+    path.write_text(path.read_text() + "broken line\n")
+    r = cli("ui", "add-user", "carol", "--file", path, "--password-stdin", input="long enough\n")
+    assert r.exit_code == 1 and f"{path}:5: expected `name:$argon2id$...`" in r.output, r.output
+
+    monkeypatch.setenv("UI_AUTH", "users")
+    monkeypatch.setenv("UI_USERS_FILE", str(tmp_path / "users2"))
+    s = config.load_settings()
+    assert uiauth.prepare_launch(s, "0.0.0.0", 8501) == (
+        {}, [f"Control room sign-in: {tmp_path / 'users2'} has no user yet: create one with "
+             "`mlops ui add-user NAME`."])
+    uiauth.add_user(tmp_path / "users2", "dave", "long enough")
+    assert uiauth.sign_in_with_password(s, "dave", "long enough").name == "dave"
+    with pytest.raises(uiauth.SignInRefused, match="Wrong name or password"):
+        uiauth.sign_in_with_password(s, "dave", "long enougH")
+
+    monkeypatch.setenv("UI_AUTH", "token")
+    monkeypatch.delenv("UI_TOKEN")
+    s = config.load_settings()
+    env1, lines = uiauth.prepare_launch(s, "0.0.0.0", 8502)
+    env2, _ = uiauth.prepare_launch(s, "0.0.0.0", 8502)
+    assert env1["UI_TOKEN"] != env2["UI_TOKEN"] and len(env1["UI_TOKEN"]) >= 40  # a new one per start
+    assert f"http://localhost:8502/?token={env1['UI_TOKEN']}" in "\n".join(lines)
+    monkeypatch.setenv("UI_AUTH", "oidc")
+    with pytest.raises(Exception, match="Invalid value for UI_AUTH"):
+        uiauth.prepare_launch(config.load_settings(), "127.0.0.1", 8501)

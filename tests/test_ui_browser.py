@@ -1,15 +1,29 @@
-"""The alerts dashboard in a real browser: `streamlit run` on a loopback port with the test's
-environment (a copy of the seeded database: an open drift alert), headless Chromium takes a
-screenshot, and the PNG must show a rendered page (not a blank or a spinner-only screen). The
-screenshot is kept in test-artifacts/alerts_dashboard.png.
+"""The control room in a real browser (headless Chromium, /usr/bin/chromium), served by the real
+`mlops ui` on a loopback port with the test's environment (a copy of the seeded database: an open
+drift alert).
 
-Chromium is a system package: `apt-get install -y chromium` (Debian). Without it this test FAILS
-(it is part of the suite, not optional).
+- Token sign-in (the default): `mlops ui` prints a sign-in URL with a token made at its start; a
+  wrong token is refused, the right one signs in and is taken out of the address bar; the alerts
+  dashboard opened with it renders (a screenshot, kept in test-artifacts/alerts_dashboard.png, must
+  show a rendered page, not a blank or a spinner-only screen).
+- Password sign-in with UI_PUBLIC_READ: nobody signed in, every button of every page is clicked and
+  no audited table changes; a wrong password is refused; signed in, an action writes its audit row
+  with the signed-in name.
+
+The browser is driven over the Chrome DevTools Protocol (`Chromium` below: mouse clicks and typed
+text, as a person would), with the `websockets` client the project already has.
+
+Chromium is a system package: `apt-get install -y chromium` (Debian). Without it these tests FAIL
+(they are part of the suite, not optional).
 """
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,16 +31,25 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from test_ui import APP, seeded, ui_seed  # noqa: F401  (fixtures, reused: one seeded state per session)
+from conftest import REPO, query
+from test_ui import audited_rows, password_of, seeded, ui_seed, users_file  # noqa: F401  (fixtures, reused)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACT = REPO / "test-artifacts" / "alerts_dashboard.png"
 PAGE_URL_PATH = "Alerts_Dashboard"  # streamlit's URL for pages/5_Alerts_Dashboard.py
+PAGE_PATHS = ["", "Pipeline_Runs", "Models", "Operations", "Drift", "Alerts_Dashboard"]  # every page
+SIGN_IN_URL = re.compile(r"http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]+)")
+
+
+def need_chromium() -> None:
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is not installed at /usr/bin/chromium: install it with "
+                    "`apt-get update && apt-get install -y chromium` (Debian package) to run the UI browser check")
 
 
 def free_port() -> int:
@@ -51,18 +74,6 @@ def wait_healthy(proc: subprocess.Popen, port: int, log: Path, timeout: float = 
     pytest.fail(f"streamlit did not answer on {url} within {timeout:.0f}s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def screenshot(url: str, out: Path, profile: Path, budget_ms: int = 15000) -> tuple[subprocess.CompletedProcess, str]:
-    """Headless Chromium: a screenshot of `url` and, from the same page load, its DOM (stdout)."""
-    result = subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--window-size=1400,1000", f"--virtual-time-budget={budget_ms}",
-         f"--screenshot={out}", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
-    )
-    return result, result.stdout
-
-
 def image_stats(path: Path) -> dict:
     """Size, distinct colours and the share of non-background pixels of a PNG."""
     from PIL import Image, ImageStat
@@ -77,52 +88,23 @@ def image_stats(path: Path) -> dict:
                 "stddev": sum(ImageStat.Stat(rgb).stddev) / 3}
 
 
-@pytest.mark.slow
-def test_alerts_dashboard_renders_in_headless_chromium(seeded, tmp_path):  # noqa: F811
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is not installed at /usr/bin/chromium: install it with "
-                    "`apt-get update && apt-get install -y chromium` (Debian package) to run the UI browser check")
+@contextmanager
+def control_room(tmp_path: Path, **env_vars):
+    """`mlops ui` on a free loopback port with the test's environment plus `env_vars`; yields
+    (port, log file). Stopped (its process group) at the end; its log must hold no traceback."""
     port = free_port()
-    log = tmp_path / "streamlit.log"
+    log = tmp_path / f"mlops-ui-{port}.log"
     env = dict(os.environ)  # the test's environment: its database (seeded), registry and model name
-    env.update({"STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "STREAMLIT_SERVER_HEADLESS": "true"})
+    env.update({"STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",
+                "PYTHONUNBUFFERED": "1", **env_vars})
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(APP / "Home.py"), "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(tmp_path),
-            start_new_session=True,
-        )
+        proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "ui", "--port", str(port), "--host",
+                                 "127.0.0.1"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=str(tmp_path), start_new_session=True)
     try:
         wait_healthy(proc, port, log)
-        url = f"http://127.0.0.1:{port}/{PAGE_URL_PATH}"
-        png = tmp_path / "alerts_dashboard.png"
-        # Chromium's virtual time runs faster than the script on a cold server (imports, MLflow
-        # client, first connection): the first visits warm it up. A screenshot is kept once the
-        # DOM of the same page load says the script run finished and the page's last section is there.
-        done = False
-        for attempt in range(8):
-            if attempt:
-                time.sleep(2)  # let the previous visit's script run end: the server is then idle
-            if png.exists():
-                png.unlink()
-            result, dom = screenshot(url, png, tmp_path / f"chromium-profile-{attempt}")
-            assert png.exists(), f"chromium wrote no screenshot (exit {result.returncode}):\n{result.stderr[-3000:]}"
-            if 'data-test-script-state="notRunning"' in dom and "Decision history" in dom:
-                done = True
-                break
-        ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(png, ARTIFACT)
-        assert done, f"the page never finished rendering in Chromium (last screenshot: {ARTIFACT})"
-        assert "Traceback" not in dom and "stException" not in dom, "the page shows an exception"
-        assert "Alerts dashboard" in dom and f"Alert #{seeded.alert_ids[0]}" in dom, "the seeded alert is not shown"
-        stats = image_stats(png)
-        assert png.stat().st_size > 30_000, stats
-        assert stats["size"] == (1400, 1000), stats
-        assert stats["colors"] > 50 and stats["busy"] > 0.05 and stats["stddev"] > 10, (
-            f"the screenshot looks blank: {stats} (see {ARTIFACT})")
-        assert proc.poll() is None, "streamlit died while the page was open"
+        yield port, log
+        assert proc.poll() is None, "the control room died while the page was open"
         server_log = log.read_text(errors="replace")
         assert "Traceback" not in server_log, server_log[-3000:]
     finally:
@@ -135,3 +117,244 @@ def test_alerts_dashboard_renders_in_headless_chromium(seeded, tmp_path):  # noq
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools Protocol: navigate, read the page with
+    JavaScript, click with the mouse, type text."""
+
+    # The app's buttons and tabs, on the page and in the sidebar (not the toolbars Streamlit adds
+    # to every chart and table: fullscreen, download, search).
+    APP_BUTTONS = ('[data-testid="stMain"] button:not([data-testid="stBaseButton-elementToolbar"]), '
+                   '[data-testid="stMain"] [role="tab"], [data-testid="stSidebarUserContent"] button')
+
+    def __init__(self, profile: Path, size=(1400, 1000)):
+        from websockets.sync.client import connect
+
+        profile.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}", "--remote-debugging-port=0",
+             "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            port_file = profile / "DevToolsActivePort"  # Chromium writes the port it chose here
+            deadline = time.monotonic() + 60
+            while not (port_file.is_file() and port_file.read_text().strip()):
+                assert self.proc.poll() is None and time.monotonic() < deadline, "chromium did not start"
+                time.sleep(0.1)
+            port = int(port_file.read_text().split()[0])
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+                page = next(t for t in json.load(resp) if t["type"] == "page")
+            self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+            self.ids = itertools.count(1)
+            self.call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1,
+                      mobile=False)
+        except BaseException:
+            self.close()
+            raise
+
+    def call(self, method: str, timeout: float = 60, **params) -> dict:
+        msg_id = next(self.ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if msg.get("id") == msg_id:  # events (no id) are not needed
+                assert "error" not in msg, f"{method}: {msg['error']}"
+                return msg.get("result", {})
+
+    def js(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, f"{expression}: {result['exceptionDetails']}"
+        return result["result"].get("value")
+
+    def settle(self, timeout: float = 120, polls: int = 5) -> None:
+        """Wait until the app has rendered its page (a title) and its script run is over and stays
+        over (a click's rerun has started and ended): so on `polls` polls in a row, 0.1 s apart."""
+        deadline, quiet = time.monotonic() + timeout, 0
+        ready = ('document.querySelector("[data-testid=stMain] h1") !== null && '
+                 'document.querySelector("[data-test-script-state]")?.dataset.testScriptState === "notRunning"')
+        while quiet < polls:
+            assert time.monotonic() < deadline, f"the page never settled:\n{self.text()[-2000:]}"
+            quiet = quiet + 1 if self.js(ready) else 0
+            time.sleep(0.1)
+
+    def goto(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+        time.sleep(0.3)
+        self.settle()
+
+    def screenshot(self, out: Path) -> None:
+        out.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def text(self) -> str:
+        return self.js("document.body ? document.body.innerText : ''") or ""
+
+    def url(self) -> str:
+        return self.js("location.href")
+
+    def click(self, selector: str, index: int = 0, text: str | None = None) -> None:
+        """Click the index-th element matching `selector` (and holding `text`): with the mouse when
+        a person could hit it, else with a DOM click (a collapsed expander's button, another tab)."""
+        where = self.js(f"""(() => {{
+            const els = Array.from(document.querySelectorAll({json.dumps(selector)}))
+                .filter(e => {json.dumps(text)} === null || e.innerText.includes({json.dumps(text)}));
+            const el = els[{index}];
+            if (!el) return null;
+            el.scrollIntoView({{block: "center"}});
+            const r = el.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;
+            const hit = document.elementFromPoint(x, y);
+            if (r.width > 0 && r.height > 0 && hit && el.contains(hit)) return [x, y];
+            el.click();
+            return "dom";
+        }})()""")
+        assert where is not None, f"nothing to click: {selector} #{index} {text or ''}"
+        if where != "dom":
+            for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+                self.call("Input.dispatchMouseEvent", type=kind, x=where[0], y=where[1], button="left",
+                          clickCount=0 if kind == "mouseMoved" else 1)
+        time.sleep(0.2)
+        self.settle(polls=3)
+
+    def type(self, selector: str, value: str) -> None:
+        """Type `value` into the first visible element matching `selector` (the active tab's)."""
+        found = self.js(f"""(() => {{
+            const el = Array.from(document.querySelectorAll({json.dumps(selector)})).find(e => e.checkVisibility());
+            if (!el) return false;
+            el.focus();
+            return true;
+        }})()""")
+        assert found, f"nothing visible to type into: {selector}"
+        self.call("Input.insertText", text=value)
+
+    def click_every_button(self, limit: int = 100) -> int:
+        """Click each button of the app (page and sidebar) in turn, reading the list again after
+        every click (a click may rerun the page)."""
+        clicked = 0
+        count = f"document.querySelectorAll({json.dumps(self.APP_BUTTONS)}).length"
+        while clicked < limit and clicked < self.js(count):
+            self.click(self.APP_BUTTONS, clicked)
+            clicked += 1
+        return clicked
+
+    def close(self) -> None:
+        ws = getattr(self, "ws", None)
+        if ws is not None:
+            ws.close()
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+@contextmanager
+def chromium(tmp_path: Path):
+    browser = Chromium(tmp_path / "chromium-cdp")
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.mark.slow
+def test_token_sign_in_url_and_the_alerts_dashboard_in_headless_chromium(seeded, tmp_path):  # noqa: F811
+    need_chromium()
+    from mlops_cli import config, uiauth
+
+    with control_room(tmp_path) as (port, log):
+        printed = log.read_text(errors="replace")
+        m = SIGN_IN_URL.search(printed)
+        assert m and int(m.group(1)) == port, f"`mlops ui` printed no sign-in URL:\n{printed[-2000:]}"
+        token = m.group(2)
+        admin = uiauth.admin_name(config.load_settings())  # the OS user running `mlops ui`
+        assert len(token) >= 40 and f"acting as {admin}" in printed, printed[-2000:]
+
+        with chromium(tmp_path) as browser:
+            wrong = token[:-1] + ("A" if token[-1] != "A" else "B")
+            browser.goto(f"http://127.0.0.1:{port}/{PAGE_URL_PATH}?token={wrong}")
+            body = browser.text()
+            assert "This sign-in token is not valid" in body and "Decision history" not in body, body[-2000:]
+            assert "token=" not in browser.url()
+            browser.goto(m.group(0))
+            body = browser.text()
+            assert f"Signed in as {admin}" in body and "Overview" in body, body[-2000:]
+            assert "token=" not in browser.url(), "the token stays in the address bar"
+
+            # the alerts dashboard, opened with the sign-in URL's token: rendered, charts included
+            browser.goto(f"http://127.0.0.1:{port}/{PAGE_URL_PATH}?token={token}")
+            deadline = time.monotonic() + 60
+            while not browser.js('document.querySelectorAll("[data-testid=stVegaLiteChart] canvas, '
+                                 '[data-testid=stVegaLiteChart] svg").length') and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(0.5)  # the charts' first paint
+            png = tmp_path / "alerts_dashboard.png"
+            browser.screenshot(png)
+            dom = browser.js("document.documentElement.outerHTML")
+        ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, ARTIFACT)
+        assert "Decision history" in dom, f"the page never finished rendering in Chromium (screenshot: {ARTIFACT})"
+        assert "Traceback" not in dom and "stException" not in dom, "the page shows an exception"
+        assert "Alerts dashboard" in dom and any(f"Alert #{i}" in dom for i in seeded.alert_ids), \
+            "the seeded alert is not shown"
+        stats = image_stats(png)
+        assert png.stat().st_size > 30_000, stats
+        assert stats["size"] == (1400, 1000), stats
+        assert stats["colors"] > 50 and stats["busy"] > 0.05 and stats["stddev"] > 10, (
+            f"the screenshot looks blank: {stats} (see {ARTIFACT})")
+
+
+@pytest.mark.slow
+def test_in_chromium_no_click_acts_without_a_sign_in_and_a_signed_in_action_is_audited(  # noqa: F811
+        seeded, users_file, tmp_path):
+    need_chromium()
+    from mlops_cli import config, db
+
+    conn = db.open_db(config.load_settings())
+    try:
+        before = audited_rows(conn)
+        assert before["alert_actions"] == [] and before["pipeline_runs"]
+        with control_room(tmp_path, UI_AUTH="users", UI_USERS_FILE=str(users_file), UI_PUBLIC_READ="true") as (
+                port, _log), chromium(tmp_path) as browser:
+            total = 0
+            for path in PAGE_PATHS:
+                browser.goto(f"http://127.0.0.1:{port}/{path}")
+                body = browser.text()
+                assert "Not signed in: read only" in body and "Traceback" not in body, (path, body[-2000:])
+                if path in ("Operations", "Alerts_Dashboard"):
+                    assert "Sign in to act" in body, path
+                clicks = browser.click_every_button()
+                assert clicks >= 1, path  # at least the sign-in's
+                total += clicks
+                assert "Signed in as" not in browser.text(), path
+            browser.settle()
+            assert audited_rows(conn) == before, f"{total} clicks changed audited rows"
+
+            # on the alerts dashboard, freshly opened: a wrong password, then the right one
+            browser.goto(f"http://127.0.0.1:{port}/{PAGE_URL_PATH}")
+            assert "Wrong name or password." not in browser.text()
+            alert_id = int(re.search(r"On alert #(\d+)\.", browser.text()).group(1))
+            form = '[data-testid="stSidebarUserContent"]'
+            if not browser.js(f"document.querySelector('{form} details').open"):  # the 'Sign in to act' expander
+                browser.click(f"{form} details summary")
+            for password, expected in ((password_of("bob"), "Wrong name or password."),
+                                       (password_of("alice"), "Signed in as alice")):
+                browser.type(f'{form} input[aria-label="Name"]', "alice")
+                browser.type(f'{form} input[aria-label="Password"]', password)
+                browser.click(f"{form} button", text="Sign in")
+                assert expected in browser.text(), browser.text()[-2000:]
+                if "Wrong" in expected:
+                    assert audited_rows(conn) == before
+            browser.click('[data-testid="stMain"] [role="tab"]', text="Investigate")
+            browser.type('[data-testid="stMain"] textarea[aria-label="Note (required)"]', "checking the feed")
+            browser.click('[data-testid="stMain"] button', text="Investigate — do nothing")
+            assert "recorded: investigating" in browser.text(), browser.text()[-2000:]
+        assert query(conn, "SELECT alert_id, action, actor, note FROM alert_actions") == [
+            (alert_id, "investigate", "alice", "checking the feed")]
+    finally:
+        conn.close()

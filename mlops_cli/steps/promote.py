@@ -7,9 +7,14 @@ and challenger are scored on the SAME current holdout (the champion is re-scored
 
     promote  iff AUTO_PROMOTION_ENABLED and score > MIN_F1_THRESHOLD
                  and (no champion or score > champion score + MIN_IMPROVEMENT)
+                 and (not PROMOTION_REQUIRE_BEAT_BASELINE or training score > its plain baseline)
 
-on PROMOTION_METRIC (weighted_f1 by default). With auto-promotion off the decision is
-'needs_approval' (recorded, nothing moves; `mlops approve` promotes); otherwise 'archived'.
+on PROMOTION_METRIC (weighted_f1 by default). The plain baseline (TF-IDF + LinearSVC) is the one
+`mlops train` fitted beside the challenger on the same rows and scored on the same holdout (the
+version's tags `baseline_<metric>` and `<metric>`): a challenger that does not beat it is
+refused, because then the pipeline, not the data, is wrong. With auto-promotion off the
+decision is 'needs_approval' (recorded, nothing moves; `mlops approve` promotes); otherwise
+'archived'.
 
 Every decision is one audited step: a model_decisions row, the registry aliases and version tags,
 a description and run tags in MLflow, and a notification (log, email, Slack) whose notifications
@@ -103,17 +108,31 @@ def _num(value: float) -> str:
 
 
 # --- the rule -----------------------------------------------------------------------------------
+def baseline_of(info: dict, metric: str) -> tuple[float, float] | None:
+    """(the version's training score, its plain baseline's) on `metric`, both on the holdout of
+    its training, from the version tags `mlops train` sets; None for a version without them."""
+    tags = info.get("tags") or {}
+    try:
+        return float(tags[metric]), float(tags[f"baseline_{metric}"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def decide(metric: str, candidate_score: float, champion_version: str | None, champion_score: float | None,
-           *, threshold: float, min_improvement: float, auto_promotion: bool) -> tuple[str, str, str]:
+           *, threshold: float, min_improvement: float, auto_promotion: bool,
+           baseline: tuple[float, float] | None = None, require_baseline: bool = True) -> tuple[str, str, str]:
     """(decision, rule as evaluated, justification) for a candidate. Pure: no I/O.
 
     PROMOTE iff auto_promotion and candidate > threshold and (no champion or candidate > champion +
-    min_improvement); auto-promotion off -> 'needs_approval'; else 'archived'.
+    min_improvement) and (no baseline known, or not required, or the candidate's training score >
+    its plain baseline's: baseline = (training score, baseline score)); auto-promotion off ->
+    'needs_approval'; else 'archived'.
     """
     c = candidate_score
     above = c > threshold
     has_champion = champion_version is not None and champion_score is not None
     beats = (not has_champion) or c > champion_score + min_improvement
+    beats_baseline = baseline is None or baseline[0] > baseline[1]
     yes = {True: "yes", False: "no"}
     rule = (f"AUTO_PROMOTION_ENABLED ({yes[auto_promotion]}) and {metric} {c:.4f} > MIN_F1_THRESHOLD "
             f"{_num(threshold)} ({yes[above]}) and ")
@@ -122,6 +141,11 @@ def decide(metric: str, candidate_score: float, champion_version: str | None, ch
                  f"{_num(min_improvement)} ({yes[beats]})")
     else:
         rule += "no champion to beat (yes)"
+    if baseline is not None:
+        rule += (f" and {metric} {baseline[0]:.4f} > plain baseline {baseline[1]:.4f} on the training holdout "
+                 + (f"({yes[beats_baseline]})" if require_baseline
+                    else f"(not required: PROMOTION_REQUIRE_BEAT_BASELINE=false, {yes[beats_baseline]})"))
+    refused = require_baseline and not beats_baseline
 
     plus = f" + {_num(min_improvement)}" if min_improvement else ""
     if not above:
@@ -134,7 +158,20 @@ def decide(metric: str, candidate_score: float, champion_version: str | None, ch
     else:
         text = (f"{metric} {c:.4f} > threshold {_num(threshold)} but not > champion v{champion_version} "
                 f"{champion_score:.4f}{plus} ({c - champion_score:+.4f})")
-    would = above and beats
+    if baseline is not None:
+        # first: a pipeline that cannot beat the plain baseline is the headline, whatever follows
+        trained, plain = baseline
+        versus = f"{metric} {trained:.4f} vs plain baseline {plain:.4f} ({trained - plain:+.4f} on its training holdout)"
+        if refused:
+            text = (f"refused: {metric} {trained:.4f} does not beat its plain baseline {plain:.4f} "
+                    f"({trained - plain:+.4f}; TF-IDF + LinearSVC fitted on the same rows, scored on the same "
+                    f"holdout): the pipeline, not the data, is wrong; {text}")
+        elif beats_baseline:
+            text = f"beats its plain baseline: {versus}; {text}"
+        else:
+            text = (f"does not beat its plain baseline, not required (PROMOTION_REQUIRE_BEAT_BASELINE=false): "
+                    f"{versus}; {text}")
+    would = above and beats and not refused
     if not auto_promotion:
         verdict = "promoted" if would else "archived"
         return ("needs_approval", rule,
@@ -216,6 +253,8 @@ def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger
         triggered_by=trigger.triggered_by, previous_champion=previous,
     )
     run_tags = {f"candidate_{metric}": f"{scores['candidate_score']:.4f}",
+                f"baseline_{metric}": "n/a" if scores.get("baseline_score") is None
+                else f"{scores['baseline_score']:.4f}",
                 "champion_version": champion_version or "none",
                 f"champion_{metric}": "n/a" if scores["champion_score"] is None else f"{scores['champion_score']:.4f}",
                 "decision_reason": justification[:4900]}
@@ -234,11 +273,14 @@ def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger
     if scores["champion_score"] is not None:
         score_lines["champion"] = scores["champion_score"]
         score_lines["improvement"] = scores["candidate_score"] - scores["champion_score"]
+    if scores.get("baseline_score") is not None:
+        score_lines["plain baseline (training holdout)"] = scores["baseline_score"]
     message = Message(
         "promotion", subject, "warning" if decision == "needs_approval" else "info",
         {"decision": decision, "model_name": name, "metric": metric, "candidate_version": version,
          "candidate_score": scores["candidate_score"], "champion_version": champion_version,
-         "champion_score": scores["champion_score"], "threshold": settings.min_f1_threshold,
+         "champion_score": scores["champion_score"], "baseline_score": scores.get("baseline_score"),
+         "threshold": settings.min_f1_threshold,
          "min_improvement": settings.min_improvement, "justification": justification, "scores": score_lines,
          "rule": rule, "decided_by": actor, "holdout_rows": scores["holdout_rows"], "run_id": step.run_id,
          "aliases": {k: v for k, v in after.items() if v}, "links": model_links(settings, version)},
@@ -248,7 +290,8 @@ def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger
         "decision": decision, "decision_id": decision_id, "model_name": name, "model_version": version,
         "mlflow_run_id": info.get("run_id"), "metric": metric, **scores,
         "threshold": settings.min_f1_threshold, "min_improvement": settings.min_improvement,
-        "auto_promotion_enabled": settings.auto_promotion_enabled, "rule": rule,
+        "auto_promotion_enabled": settings.auto_promotion_enabled,
+        "require_beat_baseline": settings.promotion_require_beat_baseline, "rule": rule,
         "justification": justification, "decided_by": actor, "previous_champion": previous,
         "aliases": after,
         "notifications": [{"channel": d.channel, "status": d.status, "error": d.error} for d in deliveries],
@@ -288,10 +331,14 @@ def promote(conn, settings: Settings, trigger: Trigger, *, run_id: str | None = 
             step.skip(f"version {target} is already the champion; nothing to decide")
             return
         scores = score_against_champion(conn, settings, target, champion, metric, step.run_id)
+        baseline = baseline_of(info, metric)
+        scores["baseline_score"] = None if baseline is None else baseline[1]
+        scores["candidate_training_score"] = None if baseline is None else baseline[0]
         decision, rule, justification = decide(
             metric, scores["candidate_score"], scores["champion_version"], scores["champion_score"],
             threshold=settings.min_f1_threshold, min_improvement=settings.min_improvement,
-            auto_promotion=settings.auto_promotion_enabled)
+            auto_promotion=settings.auto_promotion_enabled, baseline=baseline,
+            require_baseline=settings.promotion_require_beat_baseline)
         _record_and_notify(conn, settings, step, trigger, decision=decision, version=target, info=info,
                            metric=metric, scores=scores, rule=rule, justification=justification,
                            champion_version=scores["champion_version"])

@@ -1,8 +1,11 @@
 """Train a new model on everything loaded so far, log it to MLflow and register a challenger.
 
 Gate: a succeeded load that no train run has consumed yet (else skipped; --force trains anyway).
-The training set is balanced (a cap per class, plus class weights); the holdout keeps the
-catalogue's natural class mix, which is what production sees and what weighted F1 measures.
+The model is chosen by a bounded search on a validation part of the training rows, calibrated
+there, refitted on all training rows, and scored on the holdout beside the plain baseline
+(TF-IDF + LinearSVC on the same rows): see selection.py. The training set is balanced (a cap per
+class, plus class weights where the search keeps them); the holdout keeps the catalogue's
+natural class mix, which is what production sees and what weighted F1 measures.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ import logging
 import resource
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
-from .. import __version__, dataset, registry, store
+from .. import __version__, dataset, registry, selection, store
+from ..calibration import calibration_metrics
 from ..config import Settings
-from ..features import DEFAULT_PARAMS, build_pipeline, compact_vocabularies
+from ..features import DEFAULT_PARAMS
 from ..reference import build_reference, served_from_features  # drift monitoring's reference
 from ..runs import StepResult, StepRun, Trigger, run_step
 from .evaluate import score
+from .promote import promotion_metric
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +41,18 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
-def fit_and_featurize(model, fit_rows, holdout):
-    """Fit the pipeline on fit_rows; returns it with the holdout's features (one computation,
-    for the score and the drift reference).
-
-    The holdout's features are computed in a thread while the classifier fits: SGD runs in
-    native code without the GIL and the text features mostly in Python, so the two overlap on
-    two cores instead of following each other.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    X, y = fit_rows[["designation", "description"]], fit_rows["prdtypecode"].to_numpy()
-    features, classifier = model[:-1], model.steps[-1][1]  # the slice shares the fitted steps
-    with warnings.catch_warnings():
-        # SGD stops at max_iter by design (a time budget); its ConvergenceWarning is noise here.
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("ignore", message=".*Maximum number of iteration.*")
-        fitted = features.fit_transform(X, y)
-        compact_vocabularies(model)
-        # Parallel feature extraction pays off for a fit, not for a single request: serve serially.
-        model.set_params(features__n_jobs=None)
-        with ThreadPoolExecutor(1, thread_name_prefix="holdout-features") as pool:
-            pending = pool.submit(features.transform, holdout[["designation", "description"]])
-            classifier.fit(fitted, y)
-            holdout_features = pending.result()
-    return model, holdout_features
+def _candidate_runs(built: selection.Built, metric: str) -> list[dict]:
+    """One nested MLflow run per candidate: its settings, validation score and seconds."""
+    runs = []
+    for c in built.result.candidates:
+        row = c.row()
+        metrics = {"seconds": row["seconds"]}
+        if row["validation_score"] is not None:
+            metrics.update({f"validation_{metric}": row["validation_score"],
+                            "validation_weighted_f1": row["validation_weighted_f1"], "rows": row["rows"]})
+        runs.append({"name": c.name, "params": {**c.shown, "searched_rows": row["rows"]}, "metrics": metrics,
+                     "tags": {"status": c.status, "chosen": str(c is built.chosen).lower()}})
+    return runs
 
 
 def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
@@ -80,32 +71,51 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         hp = {**DEFAULT_PARAMS, **overrides}
         if hp["max_per_class"] is None:
             hp["max_per_class"] = settings.max_per_class
+        metric = promotion_metric(settings)
 
         log.info("reading the catalogue")
         products = store.read_products(conn, ("productid", "designation", "description", "prdtypecode",
                                               "batch_id"))
         train_rows, holdout = dataset.split(products, settings.holdout_fraction)
         dataset.check_trainable(train_rows, holdout)
-        fit_rows = dataset.balanced(train_rows, hp["max_per_class"], seed=int(hp["random_state"]))
-        log.info("training on %d rows (%d before balancing), holdout %d rows",
-                 len(fit_rows), len(train_rows), len(holdout))
 
         t0 = time.perf_counter()
-        model = build_pipeline(hp)
-        model, holdout_features = fit_and_featurize(model, fit_rows, holdout)
+        built = selection.build(
+            train_rows, holdout, base=hp, pinned=overrides, validation_fraction=settings.validation_fraction,
+            holdout_fraction=settings.holdout_fraction, max_candidates=settings.train_search_max_candidates,
+            max_seconds=settings.train_search_seconds, metric=metric)
         train_seconds = time.perf_counter() - t0
-        log.info("trained in %.1fs (holdout features included); scoring the holdout", train_seconds)
-        codes, confidence = served_from_features(model.steps[-1][1], holdout_features)
+        model, chosen, fit_rows = built.model, built.chosen, built.fit_rows
+        log.info("trained in %.1fs (features, search, final fit and baseline); scoring the holdout", train_seconds)
+        clf = model.steps[-1][1]
+        codes, confidence = served_from_features(clf, built.holdout_features)
         s = score(model, holdout, y_pred=codes)
         s["confidence"] = confidence  # reused by the drift reference
+        calibration = calibration_metrics(clf.predict_proba(built.holdout_features), holdout["prdtypecode"],
+                                          clf.classes_)
+        if hasattr(clf.classifier, "predict_proba"):  # what the classifier's own probabilities would give
+            calibration["ece_uncalibrated"] = calibration_metrics(
+                clf.classifier.predict_proba(built.holdout_features), holdout["prdtypecode"], clf.classes_)["ece"]
+        baseline = built.baseline
+        search_rows = [c.row() for c in built.result.candidates]
 
         metrics = {
             "weighted_f1": s["weighted_f1"], "macro_f1": s["macro_f1"], "accuracy": s["accuracy"],
+            "baseline_weighted_f1": baseline["weighted_f1"], "baseline_macro_f1": baseline["macro_f1"],
+            "baseline_accuracy": baseline["accuracy"], "baseline_seconds": baseline["seconds"],
+            "ece": calibration["ece"], "brier": calibration["brier"], "temperature": built.temperature,
+            "calibration_epsilon": built.epsilon, f"validation_{metric}": chosen.rungs[-1]["score"],
+            "validation_weighted_f1": chosen.rungs[-1]["weighted_f1"],
+            "search_candidates": len(search_rows), "search_seconds": built.seconds["search"],
+            "features_seconds": built.seconds["features"], "final_fit_seconds": built.seconds["final_fit"],
             "train_rows": len(fit_rows), "train_rows_before_balancing": len(train_rows),
-            "test_rows": len(holdout), "train_seconds": train_seconds,
+            "validation_rows": len(built.parts.validation), "test_rows": len(holdout),
+            "train_seconds": train_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             **{f"f1_class_{c}": f for c, f in s["per_class_f1"].items()},
         }
+        if "ece_uncalibrated" in calibration:
+            metrics["ece_uncalibrated"] = calibration["ece_uncalibrated"]
         batch_ids = sorted(int(b) for b in products["batch_id"].unique())
         data_hash = dataset.dataset_hash(train_rows)
         tags = {
@@ -113,10 +123,13 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             "pipeline": trigger.pipeline, "pipeline_run_id": str(step.run_id),
             "load_run_id": str(upstream["id"]) if upstream else "", "batch_ids": ",".join(map(str, batch_ids)),
             "dataset_hash": data_hash, "holdout_hash": dataset.dataset_hash(holdout),
+            "validation_hash": dataset.dataset_hash(built.parts.validation),
             "code_version": code_version(), "run_name": f"train-{step.run_id}",
+            "chosen_candidate": chosen.name, "pinned_params": ",".join(sorted(overrides)),
         }
         distribution = {"train_natural": dataset.label_distribution(train_rows),
                         "train_balanced": dataset.label_distribution(fit_rows),
+                        "validation": dataset.label_distribution(built.parts.validation),
                         "holdout": dataset.label_distribution(holdout)}
         import numpy as np
 
@@ -127,26 +140,41 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         t1 = time.perf_counter()
         try:
             run_id, version = registry.log_training(
-                settings, model=model, params={**hp, "holdout_fraction": settings.holdout_fraction},
+                settings, model=model,
+                params={**chosen.params, "holdout_fraction": settings.holdout_fraction,
+                        "validation_fraction": settings.validation_fraction, "temperature": built.temperature,
+                        "calibration_epsilon": built.epsilon,
+                        "search_max_candidates": settings.train_search_max_candidates,
+                        "search_seconds_budget": settings.train_search_seconds},
                 metrics=metrics, tags=tags,
                 texts={"classification_report.txt": s["report"],
-                       "label_distribution.json": json.dumps(distribution, indent=2)},
+                       "label_distribution.json": json.dumps(distribution, indent=2),
+                       "search.json": json.dumps(search_rows, indent=2)},
                 figures={"confusion_matrix.png": fig},
                 input_example=holdout[["designation", "description"]].head(3).reset_index(drop=True),
+                children=_candidate_runs(built, metric),
             )
         finally:
             registry.close_figure(fig)
         log.info("version %s registered in %.1fs", version, time.perf_counter() - t1)
         try:
             registry.set_alias(settings, registry.CHALLENGER, version)
-            registry.set_version_tags(settings, version, {"stage": "None", "decision": "pending",
-                                                          "pipeline_run_id": step.run_id,
-                                                          "weighted_f1": f"{s['weighted_f1']:.4f}"})
+            registry.set_version_tags(settings, version, {
+                "stage": "None", "decision": "pending", "pipeline_run_id": step.run_id,
+                "chosen_candidate": chosen.name,
+                # what promotion compares with the plain baseline: both on the training holdout
+                **{k: f"{s[k]:.6f}" for k in ("weighted_f1", "macro_f1", "accuracy")},
+                **{f"baseline_{k}": f"{baseline[k]:.6f}" for k in ("weighted_f1", "macro_f1", "accuracy")},
+            })
             store.insert_evaluation(
                 conn, pipeline_run_id=step.run_id, model_name=settings.model_name, model_version=version,
                 mlflow_run_id=run_id, purpose="training", holdout_rows=len(holdout),
                 holdout_hash=tags["holdout_hash"], weighted_f1=s["weighted_f1"], macro_f1=s["macro_f1"],
-                accuracy=s["accuracy"], metrics={"per_class_f1": s["per_class_f1"]},
+                accuracy=s["accuracy"],
+                metrics={"per_class_f1": s["per_class_f1"], "chosen": chosen.name,
+                         "baseline": {k: baseline[k] for k in ("weighted_f1", "macro_f1", "accuracy")},
+                         "calibration": {**calibration, "temperature": built.temperature,
+                                         "epsilon": built.epsilon}},
             )
 
             t1 = time.perf_counter()
@@ -161,10 +189,19 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         step.outputs.update({
             "mlflow_run_id": run_id, "model_version": version, "model_name": settings.model_name,
             "weighted_f1": s["weighted_f1"], "macro_f1": s["macro_f1"], "accuracy": s["accuracy"],
-            "train_rows": len(fit_rows), "test_rows": len(holdout), "train_seconds": round(train_seconds, 2),
+            "baseline_weighted_f1": baseline["weighted_f1"], "baseline_macro_f1": baseline["macro_f1"],
+            "baseline_accuracy": baseline["accuracy"],
+            "ece": calibration["ece"], "brier": calibration["brier"], "temperature": built.temperature,
+            "calibration_epsilon": built.epsilon, "train_rows": len(fit_rows), "validation_rows": len(built.parts.validation), "test_rows": len(holdout),
+            "train_seconds": round(train_seconds, 2), "search_seconds": round(built.seconds["search"], 2),
+            "baseline_seconds": round(baseline["seconds"], 2),
             "batch_ids": batch_ids, "dataset_hash": data_hash,
+            "chosen_name": chosen.name, "chosen": chosen.params, "search": search_rows,
         })
+        versus = s["weighted_f1"] - baseline["weighted_f1"]
         step.message = (f"version {version} (MLflow run {run_id}): weighted F1 {s['weighted_f1']:.4f} "
-                        f"on {len(holdout)} holdout rows, trained on {len(fit_rows)} rows in {train_seconds:.1f}s")
+                        f"on {len(holdout)} holdout rows (plain baseline {baseline['weighted_f1']:.4f}, "
+                        f"{versus:+.4f}), {chosen.name} chosen of {len(search_rows)} candidates, trained on "
+                        f"{len(fit_rows)} rows in {train_seconds:.1f}s")
 
     return run_step(conn, trigger, STEP, body, params={"force": force, "overrides": overrides})

@@ -37,7 +37,8 @@ table = []
 for v in versions:
     table.append({"version": int(v["version"]), "champion": "★" if v["is_champion"] else "",
                   "aliases": ", ".join(v["aliases"]), "stage": v["stage"], "weighted_f1": v["weighted_f1"],
-                  "scored on": v.get("weighted_f1_source"), "decision": v.get("decision"),
+                  "scored on": v.get("weighted_f1_source"), "baseline F1": v.get("baseline_weighted_f1"),
+                  "decision": v.get("decision"),
                   "decided_by": v.get("decided_by"), "decided_at": v.get("decided_at"),
                   "justification": v.get("reason"), "rolled_back": v.get("rolled_back"),
                   "created_at": v.get("created_at"), "mlflow_run_id": v.get("mlflow_run_id")})

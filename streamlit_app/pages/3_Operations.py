@@ -1,8 +1,9 @@
 """Manual controls: load the next batch, train now, evaluate, promote a chosen version.
 
-Each action asks for a name, calls the same library function as the CLI with
-Trigger(triggered_by="ui", actor=<name>) (so it lands in pipeline_runs like any other step), runs
-synchronously, then shows the pipeline_runs row it wrote.
+Each action needs a sign-in and calls the same library function as the CLI with
+Trigger(triggered_by="ui", actor=<the signed-in name>) (so it lands in pipeline_runs like any other
+step), runs synchronously, then shows the pipeline_runs row it wrote. Nobody signed in (read-only
+pages, UI_PUBLIC_READ): the forms are replaced by a notice.
 """
 
 import sys
@@ -21,7 +22,7 @@ s = common.settings()
 c = common.conn()
 common.empty_state(c)  # the controls stay: loading a first batch is how an empty database starts
 
-st.caption("Every action is recorded in pipeline_runs with triggered_by=ui and your name, exactly as the "
+st.caption("Every action is recorded in pipeline_runs with triggered_by=ui and your signed-in name, exactly as the "
            "same command run from the CLI (`mlops load`, `mlops train --force`, `mlops evaluate`, "
            "`mlops approve`).")
 
@@ -31,31 +32,29 @@ left, right = st.columns(2)
 # --- load -------------------------------------------------------------------------------------------
 with left:
     st.subheader("Load the next batch")
-    with st.form("ops_load"):
-        name = common.name_input("ops_load_name")
-        x_path = st.text_input("X file (products)", value=s.x_path, key="ops_load_x",
-                               help="Default: MLOPS_X_PATH")
-        y_path = st.text_input("Y file (labels)", value=s.y_path, key="ops_load_y", help="Default: MLOPS_Y_PATH")
-        force = st.checkbox("Force (load another batch even if this week already has one)", key="ops_load_force")
-        go = st.form_submit_button("Load the next batch", key="ops_load_submit", type="primary")
-    if go:
-        common.remember_actor(name)
-        common.run_action("ops_result_load", views.do_load, s, name, x_path=x_path, y_path=y_path, force=force,
-                          spinner="Loading the next batch…")
+    if who := common.acting_as():
+        with st.form("ops_load"):
+            x_path = st.text_input("X file (products)", value=s.x_path, key="ops_load_x",
+                                   help="Default: MLOPS_X_PATH")
+            y_path = st.text_input("Y file (labels)", value=s.y_path, key="ops_load_y", help="Default: MLOPS_Y_PATH")
+            force = st.checkbox("Force (load another batch even if this week already has one)", key="ops_load_force")
+            go = st.form_submit_button("Load the next batch", key="ops_load_submit", type="primary")
+        if go:
+            common.run_action("ops_result_load", views.do_load, s, who, x_path=x_path, y_path=y_path, force=force,
+                              spinner="Loading the next batch…")
     common.show_result(st.session_state.get("ops_result_load"))
 
 # --- train --------------------------------------------------------------------------------------------
 with right:
     st.subheader("Train now")
-    with st.form("ops_train"):
-        name = common.name_input("ops_train_name")
-        params = st.text_area("Hyperparameter overrides (optional, KEY=VALUE per line, as `--param`)",
-                              key="ops_train_params", placeholder="word_max_features=100000\nalpha=2e-5")
-        go = st.form_submit_button("Train now", key="ops_train_submit", type="primary")
-    if go:
-        common.remember_actor(name)
-        common.run_action("ops_result_train", lambda: views.do_train(s, name, params=views.parse_params(params)),
-                          spinner="Training on the whole catalogue (this takes a while)…")
+    if who := common.acting_as():
+        with st.form("ops_train"):
+            params = st.text_area("Hyperparameter overrides (optional, KEY=VALUE per line, as `--param`)",
+                                  key="ops_train_params", placeholder="word_max_features=100000\nalpha=2e-5")
+            go = st.form_submit_button("Train now", key="ops_train_submit", type="primary")
+        if go:
+            common.run_action("ops_result_train", lambda: views.do_train(s, who, params=views.parse_params(params)),
+                              spinner="Training on the whole catalogue (this takes a while)…")
     common.show_result(st.session_state.get("ops_result_train"))
 
 left, right = st.columns(2)
@@ -64,15 +63,14 @@ left, right = st.columns(2)
 NEWEST = "newest challenger not yet evaluated"
 with left:
     st.subheader("Evaluate")
-    with st.form("ops_evaluate"):
-        name = common.name_input("ops_evaluate_name")
-        choice = st.selectbox("Version", [NEWEST] + [v["version"] for v in versions], key="ops_evaluate_version",
-                              format_func=lambda v: v if v == NEWEST else f"v{v}")
-        go = st.form_submit_button("Evaluate", key="ops_evaluate_submit", type="primary")
-    if go:
-        common.remember_actor(name)
-        common.run_action("ops_result_evaluate", views.do_evaluate, s, name,
-                          version=None if choice == NEWEST else choice, spinner="Scoring on the current holdout…")
+    if who := common.acting_as():
+        with st.form("ops_evaluate"):
+            choice = st.selectbox("Version", [NEWEST] + [v["version"] for v in versions], key="ops_evaluate_version",
+                                  format_func=lambda v: v if v == NEWEST else f"v{v}")
+            go = st.form_submit_button("Evaluate", key="ops_evaluate_submit", type="primary")
+        if go:
+            common.run_action("ops_result_evaluate", views.do_evaluate, s, who,
+                              version=None if choice == NEWEST else choice, spinner="Scoring on the current holdout…")
     common.show_result(st.session_state.get("ops_result_evaluate"))
 
 # --- promote (approve) ------------------------------------------------------------------------------------
@@ -83,19 +81,18 @@ with right:
         st.caption("No version to promote: every registered version is the champion, or none is registered yet.")
     else:
         by_version = {v["version"]: v for v in versions}
-        with st.form("ops_approve"):
-            name = common.name_input("ops_approve_name")
-            version = st.selectbox(
-                "Version", candidates, key="ops_approve_version",
-                format_func=lambda v: f"v{v} · weighted F1 {common.fmt_score(by_version[v]['weighted_f1'])} · "
-                                      f"{by_version[v].get('decision') or 'pending'}")
-            reason = st.text_area("Reason (required: recorded and sent with the notification)",
-                                  key="ops_approve_reason")
-            go = st.form_submit_button("Approve and promote", key="ops_approve_submit", type="primary")
-        if go:
-            common.remember_actor(name)
-            common.run_action("ops_result_approve", views.do_approve, s, name, version, reason,
-                              spinner=f"Promoting v{version}…")
+        if who := common.acting_as():
+            with st.form("ops_approve"):
+                version = st.selectbox(
+                    "Version", candidates, key="ops_approve_version",
+                    format_func=lambda v: f"v{v} · weighted F1 {common.fmt_score(by_version[v]['weighted_f1'])} · "
+                                          f"{by_version[v].get('decision') or 'pending'}")
+                reason = st.text_area("Reason (required: recorded and sent with the notification)",
+                                      key="ops_approve_reason")
+                go = st.form_submit_button("Approve and promote", key="ops_approve_submit", type="primary")
+            if go:
+                common.run_action("ops_result_approve", views.do_approve, s, who, version, reason,
+                                  spinner=f"Promoting v{version}…")
     common.show_result(st.session_state.get("ops_result_approve"))
 
 # --- recent ---------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Alerts dashboard: recent drift alerts, the drift behind each, and the human decisions.
 
-Actions (each asks for a name and a note, and is audited in alert_actions): force a retrain now
-(the retrain pipeline, in the background), investigate (record only), adjust the drift thresholds
-(used by the next drift and alert runs), roll back to the previous model.
+Actions (each needs a sign-in and a note, and is audited in alert_actions with the signed-in name):
+force a retrain now (the retrain pipeline, in the background), investigate (record only),
+acknowledge the alert (no reminders until it escalates), adjust the drift thresholds (used by the
+next drift and alert runs), roll back to the previous model. Nobody signed in (UI_PUBLIC_READ):
+the forms are replaced by a notice.
 """
 
 import sys
@@ -96,53 +98,64 @@ if alert is not None:
 st.subheader("Decide")
 target_id = alert["id"] if alert is not None else None
 st.caption(("On alert #%d. " % target_id if target_id else "Not tied to an alert. ")
-           + "Each action asks for your name and a note, and is recorded in the decision history below.")
+           + "Each action is recorded with your signed-in name and a note in the decision history below.")
 versions = common.call(views.models, c, s, what="the model registry")
-tab_retrain, tab_investigate, tab_thresholds, tab_rollback = st.tabs(
-    ["Force a retrain now", "Investigate — do nothing", "Adjust alert thresholds", "Roll back to the previous model"])
+tab_retrain, tab_investigate, tab_ack, tab_thresholds, tab_rollback = st.tabs(
+    ["Force a retrain now", "Investigate — do nothing", "Acknowledge", "Adjust alert thresholds",
+     "Roll back to the previous model"])
 
 with tab_retrain:
     st.caption("Starts the retrain pipeline (train → evaluate → promote) in the background; the usual promotion "
                "rule decides whether the new version replaces the champion.")
-    with st.form("alert_retrain"):
-        name = common.name_input("alert_retrain_name")
-        note = st.text_area("Note (required)", key="alert_retrain_note")
-        go = st.form_submit_button("Force a retrain now", key="alert_retrain_submit", type="primary")
-    if go:
-        common.remember_actor(name)
-        common.run_action("alert_result_retrain", views.do_force_retrain, s, target_id, name, note,
-                          spinner="Starting the retrain pipeline…")
+    if who := common.acting_as():
+        with st.form("alert_retrain"):
+            note = st.text_area("Note (required)", key="alert_retrain_note")
+            go = st.form_submit_button("Force a retrain now", key="alert_retrain_submit", type="primary")
+        if go:
+            common.run_action("alert_result_retrain", views.do_force_retrain, s, target_id, who, note,
+                              spinner="Starting the retrain pipeline…")
     common.show_result(st.session_state.get("alert_result_retrain"))
 
 with tab_investigate:
     st.caption("Records that you are looking into it; nothing else changes (reminders continue).")
-    with st.form("alert_investigate"):
-        name = common.name_input("alert_investigate_name")
-        note = st.text_area("Note (required)", key="alert_investigate_note")
-        go = st.form_submit_button("Investigate — do nothing", key="alert_investigate_submit")
-    if go:
-        common.remember_actor(name)
-        common.run_action("alert_result_investigate", views.do_investigate, s, target_id, name, note)
+    if who := common.acting_as():
+        with st.form("alert_investigate"):
+            note = st.text_area("Note (required)", key="alert_investigate_note")
+            go = st.form_submit_button("Investigate — do nothing", key="alert_investigate_submit")
+        if go:
+            common.run_action("alert_result_investigate", views.do_investigate, s, target_id, who, note)
     common.show_result(st.session_state.get("alert_result_investigate"))
+
+with tab_ack:
+    st.caption("Marks the alert acknowledged: a person is on it, so no reminder is sent until it escalates or "
+               "resolves. The note is optional.")
+    if alert is None or alert["status"] == "resolved":
+        st.caption("Select an open alert above to acknowledge it.")
+    elif who := common.acting_as():
+        with st.form("alert_ack"):
+            note = st.text_area("Note (optional)", key="alert_ack_note")
+            go = st.form_submit_button("Acknowledge", key="alert_ack_submit")
+        if go:
+            common.run_action("alert_result_ack", views.do_acknowledge, s, target_id, who, note)
+    common.show_result(st.session_state.get("alert_result_ack"))
 
 with tab_thresholds:
     st.caption("Stored in app_settings and used by the next drift and alert runs (0 < warning < alert < critical). "
                f"Now: warning {th['warning']:g} / alert {th['alert']:g} / critical {th['critical']:g}.")
-    with st.form("alert_thresholds"):
-        name = common.name_input("alert_thresholds_name")
-        a, b, d = st.columns(3)
-        w = a.number_input("warning", min_value=0.0, value=float(th["warning"]), step=0.01, format="%.3f",
-                           key="alert_thresholds_warning")
-        al = b.number_input("alert", min_value=0.0, value=float(th["alert"]), step=0.01, format="%.3f",
-                            key="alert_thresholds_alert")
-        cr = d.number_input("critical", min_value=0.0, value=float(th["critical"]), step=0.01, format="%.3f",
-                            key="alert_thresholds_critical")
-        note = st.text_area("Note (required)", key="alert_thresholds_note")
-        go = st.form_submit_button("Adjust alert thresholds", key="alert_thresholds_submit")
-    if go:
-        common.remember_actor(name)
-        common.run_action("alert_result_thresholds", views.do_adjust_thresholds, s, target_id, name, note,
-                          warning=w, alert=al, critical=cr)
+    if who := common.acting_as():
+        with st.form("alert_thresholds"):
+            a, b, d = st.columns(3)
+            w = a.number_input("warning", min_value=0.0, value=float(th["warning"]), step=0.01, format="%.3f",
+                               key="alert_thresholds_warning")
+            al = b.number_input("alert", min_value=0.0, value=float(th["alert"]), step=0.01, format="%.3f",
+                                key="alert_thresholds_alert")
+            cr = d.number_input("critical", min_value=0.0, value=float(th["critical"]), step=0.01, format="%.3f",
+                                key="alert_thresholds_critical")
+            note = st.text_area("Note (required)", key="alert_thresholds_note")
+            go = st.form_submit_button("Adjust alert thresholds", key="alert_thresholds_submit")
+        if go:
+            common.run_action("alert_result_thresholds", views.do_adjust_thresholds, s, target_id, who, note,
+                              warning=w, alert=al, critical=cr)
     common.show_result(st.session_state.get("alert_result_thresholds"))
 
 with tab_rollback:
@@ -151,16 +164,15 @@ with tab_rollback:
     PREVIOUS = "the previous champion"
     st.caption("Puts a former champion back in production (the note is the rollback's reason, sent with the "
                "notification). " + (f"Champion now: v{champ['version']}." if champ else "No champion now."))
-    with st.form("alert_rollback"):
-        name = common.name_input("alert_rollback_name")
-        to = st.selectbox("Return to", [PREVIOUS] + targets, key="alert_rollback_to",
-                          format_func=lambda v: v if v == PREVIOUS else f"v{v}")
-        note = st.text_area("Note (required)", key="alert_rollback_note")
-        go = st.form_submit_button("Roll back to the previous model", key="alert_rollback_submit")
-    if go:
-        common.remember_actor(name)
-        common.run_action("alert_result_rollback", views.do_rollback, s, target_id, name, note,
-                          to_version=None if to == PREVIOUS else to, spinner="Rolling back…")
+    if who := common.acting_as():
+        with st.form("alert_rollback"):
+            to = st.selectbox("Return to", [PREVIOUS] + targets, key="alert_rollback_to",
+                              format_func=lambda v: v if v == PREVIOUS else f"v{v}")
+            note = st.text_area("Note (required)", key="alert_rollback_note")
+            go = st.form_submit_button("Roll back to the previous model", key="alert_rollback_submit")
+        if go:
+            common.run_action("alert_result_rollback", views.do_rollback, s, target_id, who, note,
+                              to_version=None if to == PREVIOUS else to, spinner="Rolling back…")
     common.show_result(st.session_state.get("alert_result_rollback"))
 
 # --- decision history --------------------------------------------------------------------------------------------

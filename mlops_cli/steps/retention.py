@@ -1,0 +1,355 @@
+"""inference_log at production volume: daily partitions, rollups and retention (docs/SCALING.md).
+
+Three steps of the daily pipeline (before and after `drift -> alert`), each audited in
+pipeline_runs and safe to run twice or concurrently (the step's advisory lock; every operation
+is idempotent):
+
+partitions  creates the day partitions of inference_log from today to
+            INFERENCE_LOG_PARTITIONS_AHEAD days ahead (the API does the same when it starts), and
+            drains the default partition: rows written for a day that had no partition get that
+            day's partition (the day's rollups are then forgotten: they no longer count its rows).
+rollup      counts each closed UTC day of the drift windows once into inference_rollups, on the
+            bins of the serving model's reference (steps/drift.py compute_day_rollup), and counts
+            again a day whose rollup saw a late row (a row of that day with a higher id).
+retention   drops whole the partitions of the days older than INFERENCE_LOG_RETENTION_DAYS: no
+            row-by-row DELETE. For each day: DETACH (an instant of ACCESS EXCLUSIVE on
+            inference_log, under lock_timeout, retried), then, on the detached table only,
+            archive it (INFERENCE_LOG_ARCHIVE_DIR, csv.gz or parquet, checksummed), copy the rows
+            that must outlive it (feedback names them, or inference_log_holds) into
+            inference_log_retained, and in one transaction: audit row (inference_log_drops),
+            rollups forgotten, DROP TABLE. Interrupted after the detach, the next run finishes.
+
+Locks: no statement here waits longer than INFERENCE_LOG_LOCK_TIMEOUT_MS for a lock the serving
+writer could queue behind (PostgreSQL queues later requests behind a waiting ACCESS EXCLUSIVE
+one); it backs off and retries. DETACH ... CONCURRENTLY would avoid the ACCESS EXCLUSIVE lock,
+but PostgreSQL refuses it on a table with a default partition, and the default partition is
+what makes a write for a day without a partition never fail.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import time
+from datetime import date, datetime, time as dtime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+from .. import store
+from ..config import Settings
+from ..errors import MlopsError, TransientError
+from ..runs import StepResult, StepRun, Trigger, run_step
+
+log = logging.getLogger(__name__)
+
+STEP_PARTITIONS = "partitions"
+STEP_ROLLUP = "rollup"
+STEP_RETENTION = "retention"
+LOCK_ATTEMPTS = 40          # a lock refused this many times in a row fails the step (it is retried)
+BACKOFF_MAX = 2.0           # seconds between attempts, at most
+FORMATS = ("csv", "csv.gz", "parquet")
+
+
+def _midnight(d: date) -> datetime:
+    return datetime.combine(d, dtime.min, tzinfo=timezone.utc)
+
+
+def _today(as_of=None) -> date:
+    if as_of is None:
+        return datetime.now(timezone.utc).date()
+    if isinstance(as_of, datetime):
+        return as_of.astimezone(timezone.utc).date()
+    return as_of
+
+
+def _lock_refused(exc: BaseException) -> bool:
+    from psycopg2 import errors
+
+    return isinstance(exc, (errors.LockNotAvailable, errors.DeadlockDetected))
+
+
+def under_lock_timeout(conn, settings: Settings, what: str, fn: Callable, attempts: int = LOCK_ATTEMPTS):
+    """fn(conn) in its own transaction under lock_timeout, committed; refused locks are retried
+    with a growing pause (the writer's COPY holds its locks for milliseconds), TransientError
+    after `attempts`."""
+    pause = 0.05
+    for attempt in range(1, attempts + 1):
+        try:
+            store.set_lock_timeout(conn, settings.inference_log_lock_timeout_ms)
+            result = fn(conn)
+            conn.commit()
+            return result
+        except Exception as exc:
+            conn.rollback()
+            if not _lock_refused(exc):
+                raise
+            log.info("%s: lock not granted within %d ms (attempt %d), retrying", what,
+                     settings.inference_log_lock_timeout_ms, attempt)
+            time.sleep(pause)
+            pause = min(BACKOFF_MAX, pause * 2)
+    raise TransientError(f"{what}: lock not granted in {attempts} attempts of "
+                         f"{settings.inference_log_lock_timeout_ms} ms (INFERENCE_LOG_LOCK_TIMEOUT_MS)")
+
+
+# --- partitions ---------------------------------------------------------------------------------------
+def ensure_partitions(conn, settings: Settings, *, today: date | None = None) -> dict:
+    """Partitions from `today` to INFERENCE_LOG_PARTITIONS_AHEAD days ahead, and the default
+    partition drained (rows of days within retention moved into their day's partition; older
+    ones are retention's). Commits each partition on its own. Returns what was done."""
+    today = _today(today)
+    horizon = today - timedelta(days=settings.inference_log_retention_days)
+    created, drained = [], {}
+    ahead = [today + timedelta(days=k) for k in range(max(0, settings.inference_log_partitions_ahead) + 1)]
+    waiting = {r["day"]: int(r["n"]) for r in store.default_partition_days(conn)}
+    conn.rollback()
+    for day in sorted(set(ahead) | {d for d in waiting if d >= horizon}):
+        def one(c, day=day):
+            moved = store.ensure_inference_partition(c, day)
+            if moved > 0:
+                store.delete_rollups(c, [day])  # they did not count the rows just moved in
+            return moved
+
+        moved = under_lock_timeout(conn, settings, f"partition of {day}", one)
+        if moved >= 0:
+            created.append(day.isoformat())
+        if moved > 0:
+            drained[day.isoformat()] = moved
+    return {"created": created, "drained": drained,
+            "ahead_until": ahead[-1].isoformat(), "partitions": len(store.inference_partitions(conn))}
+
+
+def ensure_partitions_ahead(settings: Settings, connect: Callable | None = None) -> dict | None:
+    """ensure_partitions on a connection of its own (the API at start). Never raises: a failure
+    is logged (the default partition takes the rows meanwhile)."""
+    from .. import db
+
+    conn = None
+    try:
+        conn = (connect or (lambda: db.connect(settings, application_name="mlops-partitions")))()
+        out = ensure_partitions(conn, settings)
+        if out["created"]:
+            log.info("inference_log partitions created: %s", ", ".join(out["created"]))
+        return out
+    except Exception as exc:  # serving goes on: rows for a missing day land in the default partition
+        log.warning("inference_log partitions not created ahead: %s", str(exc).strip())
+        return None
+    finally:
+        if conn is not None:
+            try:
+                conn.rollback()
+                conn.close()
+            except Exception:
+                pass
+
+
+def maintain_partitions(conn, settings: Settings, trigger: Trigger, *, as_of=None) -> StepResult:
+    """The `partitions` step (see the module docstring)."""
+    today = _today(None)
+
+    def body(step: StepRun) -> None:
+        out = ensure_partitions(conn, settings, today=today)
+        step.outputs.update(out)
+        step.message = (f"{len(out['created'])} partition(s) created, "
+                        f"{sum(out['drained'].values())} row(s) drained from the default partition; "
+                        f"{out['partitions']} partitions, ahead until {out['ahead_until']}")
+
+    return run_step(conn, trigger, STEP_PARTITIONS, body, params={"today": today.isoformat()})
+
+
+# --- rollups ------------------------------------------------------------------------------------------
+def rollup_days(conn, settings: Settings, summary: dict, days, *, run_id: int | None = None) -> dict:
+    """Roll up each of `days` (closed UTC days) whose rollup on `summary`'s bins is missing or
+    stale; one transaction per day, under a SHARE lock of that day's partition (late writers of
+    that day wait; a refused lock leaves the day to be scanned by the drift check)."""
+    from . import drift as drift_step
+
+    key, bins = drift_step.rollup_bins(summary)
+    store.upsert_rollup_bins(conn, key, bins)
+    conn.commit()
+    state = store.rollup_days_state(conn, key, list(days))
+    conn.rollback()
+    done, fresh, busy = [], [], []
+    for day in days:
+        st = state.get(day)
+        if st is not None and not st["late"]:
+            fresh.append(day.isoformat())
+            continue
+
+        def one(c, day=day):
+            store.lock_day_for_rollup(c, day)
+            r = drift_step.compute_day_rollup(c, summary, day)
+            store.replace_rollup_day(c, key, day, n_rows=r["n_rows"], max_id=r["max_id"], rows=r["rows"],
+                                     pipeline_run_id=run_id)
+            return r["n_rows"]
+
+        try:
+            n = under_lock_timeout(conn, settings, f"rollup of {day}", one, attempts=3)
+            done.append({"day": day.isoformat(), "rows": n, "recomputed": st is not None})
+        except TransientError:
+            busy.append(day.isoformat())
+    return {"bins_key": key, "rolled_up": done, "fresh": len(fresh), "busy": busy}
+
+
+def rollup(conn, settings: Settings, trigger: Trigger, *, as_of=None, window_days=None) -> StepResult:
+    """The `rollup` step: the closed days of the drift windows ending at `as_of`, on the bins of
+    the reference the drift check will use."""
+    from . import drift as drift_step
+
+    when = drift_step._utc(as_of)
+    longest = max(window_days or drift_step.DEFAULT_WINDOWS)
+    start = when - timedelta(days=longest)
+    first = start.date() if start == _midnight(start.date()) else start.date() + timedelta(days=1)
+    days = [first + timedelta(days=k) for k in range((when.date() - first).days + 1)]
+    days = [d for d in days if _midnight(d + timedelta(days=1)) <= when]  # whole days of the windows
+
+    def body(step: StepRun) -> None:
+        version, how = drift_step._serving_version(conn, settings, when, longest)
+        ref = drift_step.reference_for(conn, settings, version, build_if_missing=False) if version else None
+        conn.commit()
+        if ref is None:
+            step.skip("no serving model with a stored reference: nothing to roll up")
+            return
+        out = rollup_days(conn, settings, ref["summary"], days, run_id=step.run_id)
+        step.outputs.update(out, model_version=version, version_chosen_by=how)
+        step.message = (f"{len(out['rolled_up'])} day(s) rolled up, {out['fresh']} fresh already"
+                        + (f", {len(out['busy'])} busy (scanned by drift)" if out["busy"] else ""))
+
+    return run_step(conn, trigger, STEP_ROLLUP, body,
+                    params={"as_of": when.isoformat(), "days": [d.isoformat() for d in days]})
+
+
+# --- archives -----------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _parquet_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("id", pa.int64()), ("logged_at", pa.timestamp("us", tz="UTC")), ("request_id", pa.string()),
+        ("source", pa.string()), ("model_version", pa.string()), ("productid", pa.int64()),
+        ("designation", pa.string()), ("description", pa.string()), ("designation_len", pa.int32()),
+        ("description_len", pa.int32()), ("n_tokens", pa.int32()), ("n_oov", pa.int32()),
+        ("script", pa.string()), ("lang", pa.string()), ("predicted_code", pa.int32()),
+        ("confidence", pa.float64()), ("top_k", pa.string()), ("latency_ms", pa.float64()),
+    ])
+
+
+def archive_day(conn, day: date, out_path, fmt: str = "csv.gz", *, table: str | None = None) -> dict:
+    """Write the rows of UTC day `day` (or of the detached partition `table`) to `out_path` as
+    csv, csv.gz or parquet, atomically (a temporary file renamed); returns {path, format, rows,
+    sha256}. A day already dropped still exports the rows inference_log_retained kept."""
+    if fmt not in FORMATS:
+        raise MlopsError(f"Unknown archive format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
+    lo, hi = _midnight(day), _midnight(day + timedelta(days=1))
+    try:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            schema = _parquet_schema()
+            rows = 0
+            batches = store.iter_table_rows(conn, table) if table else store.iter_inference_day_rows(conn, lo, hi)
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for batch in batches:
+                    for r in batch:
+                        if r["top_k"] is not None:
+                            r["top_k"] = json.dumps(r["top_k"], ensure_ascii=False)
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    rows += len(batch)
+        else:
+            opener = (lambda p: gzip.open(p, "wt", encoding="utf-8", newline="", compresslevel=6)) \
+                if fmt == "csv.gz" else (lambda p: open(p, "w", encoding="utf-8", newline=""))
+            with opener(tmp) as f:
+                rows = store.copy_table_csv(conn, table, f) if table else store.copy_inference_day_csv(conn, f, lo, hi)
+        conn.rollback()
+        os.replace(tmp, out_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {"path": str(out_path), "format": fmt, "rows": int(rows), "sha256": _sha256(out_path)}
+
+
+def archive_path(settings: Settings, day: date) -> Path:
+    ext = {"csv.gz": "csv.gz", "parquet": "parquet"}[settings.inference_log_archive_format]
+    return Path(settings.inference_log_archive_dir) / f"inference_log_{day.isoformat()}.{ext}"
+
+
+# --- retention ----------------------------------------------------------------------------------------
+def _day_of(name: str) -> date:
+    return datetime.strptime(name[len(store.PARTITION_PREFIX):], "%Y%m%d").date()
+
+
+def _drop_detached(conn, settings: Settings, name: str, actor: str | None, run_id: int | None) -> dict:
+    """Archive (if configured), keep the rows that must outlive it, audit and drop a detached
+    day partition. Locks only that table: the serving writer never sees it."""
+    day = _day_of(name)
+    archive = None
+    if settings.inference_log_archive_dir:
+        archive = archive_day(conn, day, archive_path(settings, day), settings.inference_log_archive_format,
+                              table=name)
+    rows = store.count_table_rows(conn, name)
+    if archive is not None and archive["rows"] != rows:
+        raise MlopsError(f"archive of {day} has {archive['rows']} rows, the partition {rows}: not dropped")
+    kept = store.copy_kept_rows(conn, name, _midnight(day))
+    store.delete_rollups(conn, [day])
+    drop_id = store.insert_partition_drop(
+        conn, day=day, partition_name=name, rows_dropped=rows, rows_kept=kept,
+        archive_path=archive and archive["path"], archive_format=archive and archive["format"],
+        archive_rows=archive and archive["rows"], archive_sha256=archive and archive["sha256"],
+        retention_days=settings.inference_log_retention_days, actor=actor, pipeline_run_id=run_id)
+    store.drop_detached_table(conn, name)
+    conn.commit()
+    log.info("inference_log day %s dropped: %d rows, %d kept%s", day, rows, kept,
+             f", archived to {archive['path']}" if archive else "")
+    return {"day": day.isoformat(), "rows": rows, "kept": kept, "archive": archive, "drop_id": drop_id}
+
+
+def apply_retention(conn, settings: Settings, *, today: date | None = None, actor: str | None = None,
+                    run_id: int | None = None) -> dict:
+    """Drop the day partitions wholly older than INFERENCE_LOG_RETENTION_DAYS (see the module
+    docstring); purge the default partition's rows of those days."""
+    today = _today(today)
+    horizon = _midnight(today - timedelta(days=settings.inference_log_retention_days))
+    dropped = []
+    for name in store.detached_partition_tables(conn):  # a run interrupted after its detach
+        if _day_of(name) < horizon.date():
+            dropped.append(_drop_detached(conn, settings, name, actor, run_id))
+    conn.rollback()
+    old = [p for p in store.inference_partitions(conn) if not p["is_default"] and p["upper"] <= horizon]
+    conn.rollback()
+    for p in old:
+        under_lock_timeout(conn, settings, f"detach of {p['name']}",
+                           lambda c, name=p["name"]: store.detach_partition(c, name))
+        dropped.append(_drop_detached(conn, settings, p["name"], actor, run_id))
+    kept, purged = under_lock_timeout(conn, settings, "purge of the default partition",
+                                      lambda c: store.purge_default_before(c, horizon))
+    return {"horizon": horizon.isoformat(), "retention_days": settings.inference_log_retention_days,
+            "dropped": dropped, "default_purged": purged, "default_kept": kept}
+
+
+def retention(conn, settings: Settings, trigger: Trigger, *, as_of=None) -> StepResult:
+    """The `retention` step (see the module docstring). Days are counted from today, not from a
+    back-dated --as-of: re-running an old day's pipeline never drops more."""
+    today = _today(None)
+
+    def body(step: StepRun) -> None:
+        out = apply_retention(conn, settings, today=today, actor=trigger.actor, run_id=step.run_id)
+        step.outputs.update(out)
+        n = sum(d["rows"] for d in out["dropped"])
+        step.message = (f"{len(out['dropped'])} day(s) older than {out['horizon'][:10]} dropped ({n} rows, "
+                        f"{sum(d['kept'] for d in out['dropped'])} kept)")
+
+    return run_step(conn, trigger, STEP_RETENTION, body,
+                    params={"today": today.isoformat(), "retention_days": settings.inference_log_retention_days})
