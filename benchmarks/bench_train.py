@@ -81,7 +81,7 @@ def one(rows: int | None, x: str | None, y: str | None) -> dict:
         t = time.perf_counter()
         result = train(conn, settings, Trigger(actor="bench"))
         train_s = time.perf_counter() - t
-        peak_main = _rss_mb(resource.RUSAGE_SELF)  # the feature workers (FIT_JOBS) are not counted
+        peak_main = _rss_mb(resource.RUSAGE_SELF)  # features are fitted in this process: all of it
         products = store.read_products(conn, ("productid", "designation", "description", "prdtypecode"))
         conn.close()
         train_rows, holdout = dataset.split(products, settings.holdout_fraction)

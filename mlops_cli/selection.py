@@ -5,31 +5,41 @@ logs and registers it).
    a validation part (VALIDATION_FRACTION of them; dataset.validation_mask: disjoint from the
    holdout, stable as the catalogue grows). Each part is balanced with its share of the
    per-class cap; together they are the fit rows.
-2. Features, once. prepare() cleans the texts once; three TF-IDF blocks are fitted on the search
-   part -- words and title characters (the pipeline's, with any pinned feature setting) and the
-   plain baseline's words -- and applied to the validation rows and the holdout, in parallel
-   processes (FIT_JOBS). Features are the costly part: every candidate reuses these matrices.
-3. Search. Candidates differ in classifier settings (regularisation strength first, then class
-   weighting, feature blocks, family: SGD modified Huber, LinearSVC, logistic regression) and
-   include the plain baseline itself, so the choice is never worse on validation than plain.
-   (Logistic regression scores like LinearSVC here at ten times the time: it is not searched by
-   default; --param classifier=logreg pins it.)
+2. Small or large. While the validation part would have fewer than CV_BELOW_VALIDATION_ROWS rows
+   (its weighted F1 would be too noisy to choose by: ~0.015 standard error at 700 rows), the
+   choice is made by k-fold cross-validation over all fit rows (CV_FOLDS folds by another
+   productid hash, so never the holdout); otherwise by successive halving on the search part,
+   scored on the validation part.
+3. Features, once, in this process. prepare() cleans the texts once; the TF-IDF blocks some
+   candidate reads, and the plain baseline's words, are fitted (small: on all fit rows; large: on
+   the search part) and applied to the other rows. The plain and the pipeline's word blocks share
+   one counting pass (_fit_shared_words). Every candidate reuses these matrices.
+4. Search. Candidates differ in classifier settings (regularisation strength first, then feature
+   blocks, class weighting, family: SGD modified Huber, LinearSVC; logistic regression scores like
+   LinearSVC at ten times the time: --param classifier=logreg pins it) and include the plain
+   baseline itself, so the choice is never worse than plain where it is scored. Small data:
+   SMALL_GRID, with character n-grams over title + description (costly on large data, worth most
+   where each word is seen a few times). Large data: GRID.
    `--param k=v` pins a setting in every candidate: it is not searched (a setting only one
    family uses, alpha for SGD, C for LinearSVC and logistic regression, also pins the family).
-   Successive halving: on large data all candidates are first fitted on a third (or a ninth) of
-   the search rows, the best third go on to three times as many rows, the best two finish on all
-   of them. The regularisation of a candidate fitted on n of N rows is scaled by sqrt(N/n)
-   (alpha up, C down... in effect per row): its optimum moves that way with the row count (~4k
-   real rows: alpha 2e-4..8e-4; 85k: 2e-5 suffices), so small rungs rank candidates the way
-   the full size would. Budget: TRAIN_SEARCH_MAX_CANDIDATES and TRAIN_SEARCH_SECONDS (no new
-   fit starts past it). The pick: the best PROMOTION_METRIC on the validation part.
-4. Calibration. The chosen candidate's fit on the search part gives decision values on the
-   validation part; a temperature T and a noise floor epsilon are fitted there
-   (calibration.fit_calibration).
-5. Final fit. The chosen classifier is refitted on all fit rows (search + validation parts, the
-   vocabularies those of the search part), wrapped with T, assembled into the servable pipeline.
-   The plain baseline (word 1-2 gram TF-IDF + LinearSVC defaults, features.PLAIN_PARAMS) is fitted
-   on the same rows the same way and scored on the same holdout.
+   Successive halving: all candidates are first fitted on a ninth (or a third) of the search
+   rows, the best third (rounded down) go on to three times as many rows, and so on until one
+   would be left:
+   it is chosen (its fit there gives calibration its decision values on the validation part;
+   the final fit is on all fit rows anyway). The regularisation of a candidate fitted
+   on n of N rows is scaled by sqrt(N/n) (alpha up, C down... in effect per row): its optimum
+   moves that way with the row count (~4k real rows: alpha 2e-4..8e-4; 85k: 2e-5 suffices), so
+   small rungs (and k-fold fits on (k-1)/k of the rows) rank candidates the way the full size
+   would. Budget: TRAIN_SEARCH_MAX_CANDIDATES and TRAIN_SEARCH_SECONDS (no new fit starts past
+   it). The pick: the best PROMOTION_METRIC out of fold (small) or on the validation part (large).
+5. Calibration. A temperature T and a noise floor epsilon (calibration.fit_calibration) fitted on
+   the chosen candidate's out-of-sample decision values: out of fold (small), or on the
+   validation part from its last rung's fit (large).
+6. Final fit. The chosen classifier is refitted on all fit rows (large: search + validation
+   parts, the vocabularies those of the search part), wrapped with T, assembled into the
+   servable pipeline. The plain baseline (word 1-2 gram TF-IDF + LinearSVC defaults,
+   features.PLAIN_PARAMS) is fitted on the same rows (in a thread, beside the search) and scored
+   on the same holdout.
 """
 
 from __future__ import annotations
@@ -46,13 +56,13 @@ import pandas as pd
 
 from . import dataset
 from .errors import MlopsError
-from .features import DEFAULT_PARAMS, PLAIN_PARAMS, assemble, char_branch, make_classifier, make_prepare, \
-    prepare, word_branch
+from .features import PLAIN_PARAMS, assemble, char_branch, make_classifier, make_prepare, pick_text, prepare, \
+    text_char_branch, word_branch
 
 log = logging.getLogger(__name__)
 
 PLAIN = "plain"
-BLOCK_NAMES = ("words", "title_chars", PLAIN)
+BLOCK_NAMES = ("words", "title_chars", "text_chars", PLAIN)
 # Settings only some classifier families use: pinning one pins the family too.
 FAMILY_KEYS = {"alpha": ("sgd",), "C": ("linearsvc", "logreg")}
 # Settings a candidate may vary (what its row in the search table shows).
@@ -60,7 +70,14 @@ SHOWN = ("classifier", "alpha", "C", "class_weight", "features")
 
 MIN_RUNG_ROWS = 3000   # successive halving only when the first rung still has this many rows
 ETA = 3                # rows x3 and candidates /3 from one rung to the next
-FINALISTS = 2          # candidates fitted on all search rows
+FINALISTS = 1          # the halving stops where this many are left (the chosen one)
+# k-fold cross-validation instead of the single validation part while that part would be smaller
+# than this: the weighted F1 of n rows has a standard error of ~sqrt(0.2/n) (0.015 at 700 rows,
+# 0.007 at 4,000), so a pick on a small part is mostly noise; out-of-fold scores use every fit
+# row. There fits are sub-second, and the k fits per candidate are affordable.
+CV_BELOW_VALIDATION_ROWS = 4000
+CV_FOLDS = 3
+TEXT_CHAR_FEATURES = 300_000  # the text character block's vocabulary cap when a candidate uses it
 
 
 def _sgd(alpha: float, class_weight: str = "balanced") -> dict:
@@ -71,14 +88,28 @@ def _svc(c: float, class_weight: str = "none") -> dict:
     return {"classifier": "linearsvc", "C": c, "class_weight": class_weight}
 
 
-# In priority order (the budget keeps the first ones): regularisation strength first, on a log
-# scale around what small real data wants, then class weighting, feature blocks, families.
+def _text_chars(params: dict) -> dict:
+    return {**params, "text_char_max_features": TEXT_CHAR_FEATURES}
+
+
+# Small data (cross-validated): fewer, stronger candidates. Character n-grams over title +
+# description (misspellings, inflections, multilingual compounds: what word n-grams miss when
+# each word is seen a few times), regularisation on a log scale around what small real data
+# wants (~4k real rows: alpha 2e-4..8e-4; generated rows want more), title characters, SVC.
+SMALL_GRID: tuple[tuple[dict, tuple[str, ...]], ...] = (
+    *((_text_chars(_sgd(a)), ("words", "title_chars", "text_chars")) for a in (6e-4, 2e-3, 6e-3, 2e-2)),
+    *((_sgd(a), ("words", "title_chars")) for a in (6e-4, 2e-3)),
+    (_text_chars(_svc(0.1)), ("words", "title_chars", "text_chars")),
+)
+
+# Large data (successive halving). In priority order (the budget keeps the first ones):
+# regularisation strength first, on a log scale, then the other family. (Class weighting moved
+# weighted F1 little once regularisation was right, on real data too: not searched here.)
+# No text character block: on large data it costs more than the whole search (a pass over
+# every description) and words are seen often enough.
 GRID: tuple[tuple[dict, tuple[str, ...]], ...] = (
-    *((_sgd(a), ("words", "title_chars")) for a in (6e-4, 2e-4, 2e-3, 6e-5, 6e-3, 2e-5)),
-    *((_svc(c), ("words", "title_chars")) for c in (0.3, 0.1, 1.0)),
-    (_svc(0.3, "balanced"), ("words", "title_chars")),
-    (_sgd(6e-4, "none"), ("words", "title_chars")),
-    ({**_sgd(6e-4), "char_max_features": 0}, ("words",)),
+    *((_sgd(a), ("words", "title_chars")) for a in (6e-4, 2e-4, 6e-5, 2e-3, 2e-5)),
+    (_svc(0.1), ("words", "title_chars")),
 )
 
 
@@ -110,8 +141,9 @@ def _name(params: dict, blocks: tuple[str, ...]) -> str:
         return PLAIN
     strength = f"alpha={params['alpha']:g}" if params["classifier"] == "sgd" else f"C={params['C']:g}"
     cw = "" if params["class_weight"] in (None, "none") else f" {params['class_weight']}"
-    words_only = " words-only" if blocks == ("words",) else ""
-    return f"{params['classifier']} {strength}{cw}{words_only}"
+    shape = {("words",): " words-only", ("words", "text_chars"): " text-chars",
+             ("words", "title_chars", "text_chars"): " title+text-chars"}.get(blocks, "")
+    return f"{params['classifier']} {strength}{cw}{shape}"
 
 
 def plain_params(base: dict) -> dict:
@@ -119,11 +151,18 @@ def plain_params(base: dict) -> dict:
     return {**base, **PLAIN_PARAMS}
 
 
-def candidates(base: dict[str, Any], pinned: dict[str, Any], limit: int) -> list[Candidate]:
+def blocks_of(params: dict) -> tuple[str, ...]:
+    """The feature blocks a (non-plain) parameter set reads."""
+    return ("words", *(("title_chars",) if params["char_max_features"] else ()),
+            *(("text_chars",) if params.get("text_char_max_features") else ()))
+
+
+def candidates(base: dict[str, Any], pinned: dict[str, Any], limit: int, small: bool = False) -> list[Candidate]:
     """The search space with `pinned` applied to every candidate, deduplicated, at most `limit`.
 
     base: DEFAULT_PARAMS with the pins (and max_per_class resolved). The plain baseline comes
-    first, unless a pin contradicts it (then it is not the plain model any more).
+    first, unless a pin contradicts it (then it is not the plain model any more). small: the
+    cross-validated grid (SMALL_GRID), else the successive-halving one (GRID).
     """
     out: list[Candidate] = []
     seen: set = set()
@@ -141,14 +180,12 @@ def candidates(base: dict[str, Any], pinned: dict[str, Any], limit: int) -> list
     if all(plain.get(k) == v for k, v in pinned.items() if k in PLAIN_PARAMS) and \
             not any(k in pinned and "linearsvc" not in fams for k, fams in FAMILY_KEYS.items()):
         add(plain, (PLAIN,))
-    for overrides, blocks in GRID:
+    for overrides, _blocks in (SMALL_GRID if small else GRID):
         params = {**base, **overrides, **pinned}
-        if not params["char_max_features"]:
-            blocks = ("words",)
-        add(params, blocks)
+        add(params, blocks_of(params))
     if not out:  # every grid point contradicted the pins: the pinned configuration alone
         params = {**base, **pinned}
-        add(params, ("words", "title_chars") if params["char_max_features"] else ("words",))
+        add(params, blocks_of(params))
     return out
 
 
@@ -190,35 +227,95 @@ def _fit_block(branch, search_docs: pd.DataFrame, others: list[pd.DataFrame]):
         return branch, fitted, [branch.transform(o) for o in others]
 
 
-def featurize(base: dict, parts: Parts, holdout: pd.DataFrame, jobs: int):
-    """(prepare step, {block: fitted branch}, {block: [search X, validation X, holdout X]})."""
-    from joblib import Parallel, delayed
+# TfidfVectorizer settings that only weight the counts (everything else decides the counts)
+_WEIGHTING = ("min_df", "max_df", "max_features", "norm", "use_idf", "smooth_idf", "sublinear_tf", "vocabulary")
 
+
+def _counts_compatible(a, b) -> bool:
+    """Two word TF-IDF vectorizers count the same n-grams (b's vocabulary a subset of a's)."""
+    pa, pb = a.get_params(), b.get_params()
+    return all(pa[k] == pb[k] for k in pa if k not in _WEIGHTING) and a.max_df == b.max_df == 1.0 and \
+        a.vocabulary is None and b.vocabulary is None and isinstance(b.min_df, int) and \
+        isinstance(a.min_df, int) and a.min_df <= b.min_df and not a.max_features
+
+
+def _fit_shared_words(plain_branch, words_branch, docs: list[pd.DataFrame]):
+    """The plain baseline's and the pipeline's word blocks from ONE counting pass: they count the
+    same word n-grams and differ only in which they keep (min_df, max_features, chosen as
+    scikit-learn does: document frequency, then the largest total counts, ties in term order)
+    and in weighting. Each
+    fitted vectorizer transforms new text exactly like these matrices (same vocabulary, same idf:
+    same documents). Tokenising the texts is most of the features' time on large data."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+
+    pvec, wvec = plain_branch.steps[-1][1], words_branch.steps[-1][1]
+    counter = CountVectorizer(**{k: v for k, v in pvec.get_params().items() if k in CountVectorizer().get_params()})
+    texts = [pick_text(d) for d in docs]
+    counts = [counter.fit_transform(texts[0])] + [counter.transform(t) for t in texts[1:]]
+    n = len(counter.vocabulary_)
+    df = np.bincount(counts[0].indices, minlength=n)
+    keep = np.flatnonzero(df >= wvec.min_df)
+    if wvec.max_features and len(keep) > wvec.max_features:
+        total = np.asarray(counts[0].sum(axis=0)).ravel()
+        keep = np.sort(keep[np.argsort(-total[keep], kind="stable")[: wvec.max_features]])
+    terms = np.empty(n, dtype=object)
+    for term, j in counter.vocabulary_.items():
+        terms[j] = term
+    out = []
+    for branch, vec, cols in ((plain_branch, pvec, None), (words_branch, wvec, keep)):
+        sub = counts if cols is None else [c[:, cols] for c in counts]
+        weigh = TfidfTransformer(norm=vec.norm, use_idf=vec.use_idf, smooth_idf=vec.smooth_idf,
+                                 sublinear_tf=vec.sublinear_tf).fit(sub[0])
+        vec.vocabulary_ = dict(counter.vocabulary_) if cols is None else \
+            {t: i for i, t in enumerate(terms[cols].tolist())}
+        vec.fixed_vocabulary_ = False
+        vec.idf_ = weigh.idf_
+        branch.steps[0][1].fit(docs[0])
+        mats = [weigh.transform(c, copy=c is counts[k]) for k, c in enumerate(sub)]
+        out.append((branch, mats[0], mats[1:]))
+    return out
+
+
+def featurize(cands: list[Candidate], base: dict, fit_rows: pd.DataFrame, others: list[pd.DataFrame]):
+    """(prepare step, {block: fitted branch}, {block: [fit_rows X, *others X]}) for the blocks some
+    candidate reads, and the plain baseline's (always: it is fitted beside the choice).
+
+    In this process, one block after the other: with worker processes (measured at 85k rows) the
+    texts going out and the matrices coming back cost more than the parallelism saved."""
     prep = make_prepare(base)
     kw = prep.kw_args
-    docs = [prepare(df[["designation", "description"]], **kw) for df in (parts.search, parts.validation, holdout)]
-    branches = {"words": word_branch(base), "title_chars": char_branch(base),
-                PLAIN: word_branch(plain_params(base))}
-    branches = {k: b for k, b in branches.items() if b is not None}
-    names = list(branches)
-    if jobs > 1:
-        done = Parallel(n_jobs=min(jobs, len(names)))(
-            delayed(_fit_block)(branches[n], docs[0], docs[1:]) for n in names)
-    else:
-        done = [_fit_block(branches[n], docs[0], docs[1:]) for n in names]
+    docs = [prepare(df[["designation", "description"]], **kw) for df in (fit_rows, *others)]
+    makers = {"words": word_branch, "title_chars": char_branch, "text_chars": text_char_branch}
+    branches: dict[str, Any] = {PLAIN: word_branch(plain_params(base))}
+    for c in cands:
+        for b in c.blocks:
+            if b not in branches:
+                branches[b] = makers[b](c.params)
     fitted, matrices = {}, {}
-    for name, (branch, xs, others) in zip(names, done):
+    names = [n for n in (PLAIN, "words", "title_chars", "text_chars") if branches.get(n) is not None]
+    if "words" in names and _counts_compatible(branches[PLAIN].steps[-1][1], branches["words"].steps[-1][1]):
+        done = dict(zip((PLAIN, "words"), _fit_shared_words(branches[PLAIN], branches["words"], docs)))
+    else:
+        done = {}
+    for name in names:
+        branch, xs, rest = done[name] if name in done else _fit_block(branches[name], docs[0], docs[1:])
         fitted[name] = branch
-        matrices[name] = [xs, *others]
-    prep.fit(parts.search[["designation", "description"]].head(1))  # marks it fitted (input columns)
+        matrices[name] = [xs, *rest]
+    prep.fit(fit_rows[["designation", "description"]].head(1))  # marks it fitted (input columns)
     return prep, fitted, matrices
 
 
 def columns(matrices: dict, blocks: tuple[str, ...], i: int):
+    """Row set i of `blocks` side by side; a combination of blocks is stacked once and kept in
+    `matrices` (every candidate with the same blocks reuses it: stacking is not free)."""
     import scipy.sparse as sp
 
-    parts = [matrices[b][i] for b in blocks]
-    return parts[0] if len(parts) == 1 else sp.hstack(parts, format="csr")
+    if len(blocks) == 1:
+        return matrices[blocks[0]][i]
+    cached = matrices.setdefault(tuple(blocks), {})
+    if i not in cached:
+        cached[i] = sp.hstack([matrices[b][i] for b in blocks], format="csr")
+    return cached[i]
 
 
 # --- scoring -------------------------------------------------------------------------------------
@@ -258,65 +355,126 @@ def rung_sizes(n: int) -> list[int]:
 @dataclass
 class SearchResult:
     chosen: Candidate
-    classifier: Any            # the chosen one fitted on every search row
-    validation_decision: np.ndarray
+    classifier: Any            # unused (None): the chosen one is refitted on all fit rows
+    validation_decision: np.ndarray  # the chosen one's out-of-sample decision values...
     candidates: list[Candidate]
     seconds: float
+    classes: np.ndarray | None = None       # ...their columns' classes
+    validation_labels: np.ndarray | None = None  # ...and the labels of their rows
+    folds: int = 0             # k of k-fold cross-validation (0: the validation part)
+
+
+def fold_of(productids, k: int) -> np.ndarray:
+    """Each product's fold (0..k-1), by a hash of productid independent of the holdout's and the
+    validation part's: stable as the catalogue grows."""
+    h = dataset._splitmix64(np.asarray(productids, dtype=np.int64) ^ np.int64(0x2545F4914F6CDD1D))
+    return ((h >> np.uint64(40)) % np.uint64(k)).astype(np.intp)
+
+
+def _decision_in(clf, X, classes: np.ndarray) -> np.ndarray:
+    """clf's decision values on X as columns of `classes` (a class its fold never saw: below
+    every other value of its row, so it is never the argmax)."""
+    d = np.asarray(clf.decision_function(X), dtype=np.float64)
+    if d.ndim == 1:
+        d = np.column_stack([-d, d])
+    own = np.asarray(clf.classes_)
+    if len(own) == len(classes) and (own == classes).all():
+        return d
+    out = np.empty((d.shape[0], len(classes)))
+    out[:] = (d.min(axis=1) - 1.0)[:, None]
+    out[:, np.searchsorted(classes, own)] = d
+    return out
+
+
+def cv_search(cands: list[Candidate], matrices: dict, y: np.ndarray, folds: np.ndarray, *, metric: str,
+              max_seconds: float, clock: Callable[[], float] = time.perf_counter) -> SearchResult:
+    """k-fold cross-validation of every candidate on the fit rows (features column 0 of
+    `matrices`): its score is `metric` on the pooled out-of-fold predictions; the best wins
+    (ties: earlier). Regularisation scaled by sqrt(k / (k - 1)) (each fit sees (k-1)/k of the
+    rows, see _scaled). The chosen one's out-of-fold decision values are what calibration fits."""
+    t0 = clock()
+    k = int(folds.max()) + 1
+    classes = np.unique(y)
+    factor = math.sqrt(k / (k - 1))
+    oof: dict[int, np.ndarray] = {}
+    for c in cands:
+        if clock() - t0 > max_seconds and oof:
+            c.status = "skipped: TRAIN_SEARCH_SECONDS spent"
+            continue
+        X = columns(matrices, c.blocks, 0)
+        t = clock()
+        d = np.empty((len(y), len(classes)))
+        for f in range(k):
+            test = folds == f
+            clf = _fit(_scaled(c.params, factor), X[~test], y[~test])
+            d[test] = _decision_in(clf, X[test], classes)
+        s = metric_scores(y, classes[d.argmax(axis=1)])
+        c.rungs.append({"rows": len(y), "score": s[metric], "weighted_f1": s["weighted_f1"],
+                        "seconds": clock() - t, "folds": k})
+        c.status = "not chosen"
+        oof[id(c)] = d
+        log.info("cross-validation: %-32s %6d rows  %d folds  %s %.4f  (%.1fs)", c.name, len(y), k, metric,
+                 s[metric], c.rungs[-1]["seconds"])
+    chosen = sorted([c for c in cands if c.rungs], key=lambda c: -c.rungs[-1]["score"])[0]
+    chosen.status = "chosen"
+    return SearchResult(chosen, None, oof[id(chosen)], cands, clock() - t0, classes=classes, validation_labels=y,
+                        folds=k)
 
 
 def search(cands: list[Candidate], matrices: dict, y_search: np.ndarray, y_val: np.ndarray, *,
            metric: str, max_seconds: float, seed: int,
            clock: Callable[[], float] = time.perf_counter) -> SearchResult:
-    """Successive halving over `cands`; the best on `metric` on validation wins (ties: earlier)."""
+    """Successive halving over `cands`; the best on `metric` on validation wins (ties: earlier).
+
+    The halving stops at the rung where one candidate would be left: that one is chosen, and its
+    fit there gives calibration its decision values on the validation part (its regularisation
+    scaled for that rung's rows; a fit on all search rows only to calibrate cost ~20% of an 85k
+    training and changed no choice)."""
     t0 = clock()
     n = len(y_search)
     sizes = rung_sizes(n)
     order = np.random.default_rng(seed).permutation(n)
     alive = list(cands)
-    fitted_full: dict[int, Any] = {}
+    decisions: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # validation decision values, classes
+    last: list[Candidate] = []
     for r, size in enumerate(sizes):
         rows = np.sort(order[:size]) if size < n else None
         factor = math.sqrt(n / size)
+        subsets: dict[tuple[str, ...], Any] = {}  # this rung's rows of each block combination
         for c in alive:
             if clock() - t0 > max_seconds and any(x.rungs for x in cands):
                 if not c.rungs:
                     c.status = "skipped: TRAIN_SEARCH_SECONDS spent"
                 continue
-            Xs = columns(matrices, c.blocks, 0)
             t = clock()
-            clf = _fit(_scaled(c.params, factor), Xs if rows is None else Xs[rows],
-                       y_search if rows is None else y_search[rows])
-            pred = clf.predict(columns(matrices, c.blocks, 1))
-            s = metric_scores(y_val, pred)
+            if c.blocks not in subsets:
+                Xs = columns(matrices, c.blocks, 0)
+                subsets[c.blocks] = Xs if rows is None else Xs[rows]
+            clf = _fit(_scaled(c.params, factor), subsets[c.blocks], y_search if rows is None else y_search[rows])
+            classes = np.asarray(clf.classes_)
+            d = _decision_in(clf, columns(matrices, c.blocks, 1), classes)
+            s = metric_scores(y_val, classes[d.argmax(axis=1)])
+            decisions[id(c)] = (d, classes)
             c.rungs.append({"rows": size, "score": s[metric], "weighted_f1": s["weighted_f1"],
                             "seconds": clock() - t})
-            if rows is None:
-                fitted_full[id(c)] = clf
             log.info("search: %-32s %6d rows  validation %s %.4f  (%.1fs)", c.name, size, metric, s[metric],
                      c.rungs[-1]["seconds"])
         scored = [c for c in alive if c.rungs and c.rungs[-1]["rows"] == size]
         if not scored:
             break
-        keep = FINALISTS if r == len(sizes) - 2 else max(FINALISTS, math.ceil(len(scored) / ETA))
-        ranked = sorted(scored, key=lambda c: -c.rungs[-1]["score"])  # stable: ties keep priority
-        if r < len(sizes) - 1:
-            for c in ranked[keep:]:
-                c.status = f"eliminated at {size} rows"
-        alive = ranked[:keep]
-        if clock() - t0 > max_seconds:
+        last = sorted(scored, key=lambda c: -c.rungs[-1]["score"])  # stable: ties keep priority
+        keep = max(FINALISTS, len(scored) // ETA)
+        if r == len(sizes) - 1 or keep <= 1 or clock() - t0 > max_seconds:
             break
-    best_rows = max(c.rungs[-1]["rows"] for c in cands if c.rungs)
-    finalists = [c for c in cands if c.rungs and c.rungs[-1]["rows"] == best_rows]
-    chosen = sorted(finalists, key=lambda c: -c.rungs[-1]["score"])[0]
-    for c in finalists:
-        if c is not chosen:
-            c.status = "not chosen" if best_rows == n else f"not chosen at {best_rows} rows (budget)"
-    clf = fitted_full.get(id(chosen))
-    if clf is None:  # the budget stopped the search early: calibration needs a fit on all search rows
-        clf = _fit(chosen.params, columns(matrices, chosen.blocks, 0), y_search)
+        for c in last[keep:]:
+            c.status = f"eliminated at {size} rows"
+        alive = last[:keep]
+    chosen = last[0]
+    for c in last[1:]:
+        c.status = f"not chosen at {chosen.rungs[-1]['rows']} rows"
     chosen.status = "chosen"
-    return SearchResult(chosen, clf, np.asarray(clf.decision_function(columns(matrices, chosen.blocks, 1))),
-                        cands, clock() - t0)
+    d, classes = decisions[id(chosen)]
+    return SearchResult(chosen, None, d, cands, clock() - t0, classes=classes, validation_labels=y_val)
 
 
 # --- the whole build -------------------------------------------------------------------------------
@@ -336,6 +494,11 @@ class Built:
     def fit_rows(self) -> pd.DataFrame:
         return self.parts.fit_rows
 
+    @property
+    def validation_rows(self) -> int:
+        """Rows the choice was scored on: every fit row (out of fold) or the validation part."""
+        return len(self.result.validation_labels) if self.result.folds else len(self.parts.validation)
+
 
 def build(train_rows: pd.DataFrame, holdout: pd.DataFrame, *, base: dict[str, Any], pinned: dict[str, Any],
           validation_fraction: float, holdout_fraction: float, max_candidates: int, max_seconds: float,
@@ -349,29 +512,62 @@ def build(train_rows: pd.DataFrame, holdout: pd.DataFrame, *, base: dict[str, An
     seed = int(base["random_state"])
     parts = split_parts(train_rows, validation_fraction=validation_fraction, holdout_fraction=holdout_fraction,
                         max_per_class=base["max_per_class"], seed=seed)
-    log.info("search part %d rows, validation part %d rows (%d of them added to the final fit), holdout %d",
-             len(parts.search), len(parts.validation), len(parts.validation_fit), len(holdout))
+    small = len(parts.validation) < CV_BELOW_VALIDATION_ROWS
+    cands = candidates(base, pinned, max_candidates, small=small)
+    y_hold = holdout["prdtypecode"].to_numpy()
     t = clock()
-    prep, fitted, matrices = featurize(base, parts, holdout, int(base["fit_jobs"]))
+    if small:
+        # k-fold over all fit rows: features fitted once on them (what the final fit uses too)
+        fit_rows = parts.fit_rows.reset_index(drop=True)
+        log.info("%d fit rows (%d-fold cross-validation: the validation part would have %d rows), holdout %d",
+                 len(fit_rows), CV_FOLDS, len(parts.validation), len(holdout))
+        prep, fitted, matrices = featurize(cands, base, fit_rows, [holdout])
+        hold_i = 1
+    else:
+        log.info("search part %d rows, validation part %d rows (%d of them added to the final fit), holdout %d",
+                 len(parts.search), len(parts.validation), len(parts.validation_fit), len(holdout))
+        prep, fitted, matrices = featurize(cands, base, parts.search, [parts.validation, holdout])
+        hold_i = 2
     seconds = {"features": clock() - t}
-    y_search = parts.search["prdtypecode"].to_numpy()
-    y_val = parts.validation["prdtypecode"].to_numpy()
+    log.info("searching %d candidates (%s)", len(cands), ", ".join(c.name for c in cands))
 
-    cands = candidates(base, pinned, max_candidates)
-    log.info("searching %d candidates (%s) on %d rows", len(cands), ", ".join(c.name for c in cands), len(y_search))
-    result = search(cands, matrices, y_search, y_val, metric=metric, max_seconds=max_seconds, seed=seed,
-                    clock=clock)
+    if small:
+        y_fit = fit_rows["prdtypecode"].to_numpy()
+
+        def stacked(blocks: tuple[str, ...]):
+            return columns(matrices, blocks, 0)
+    else:
+        y_search = parts.search["prdtypecode"].to_numpy()
+        y_val = parts.validation["prdtypecode"].to_numpy()
+        vf = parts.validation_fit
+        y_fit = np.concatenate([y_search, y_val[vf]])
+
+        def stacked(blocks: tuple[str, ...]):
+            return sp.vstack([columns(matrices, blocks, 0), columns(matrices, blocks, 1)[vf]], format="csr")
+
+    # The plain baseline does not depend on the search: fitted in a thread beside it (liblinear
+    # and SGD release the GIL, so on two cores the baseline costs little wall time).
+    from concurrent.futures import ThreadPoolExecutor
+
+    plain = plain_params(base)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="baseline")
+    t_base = clock()
+    # (not _fit: warnings.catch_warnings is process-wide, not for two threads at once)
+    baseline_future = pool.submit(lambda: (make_classifier(plain).fit(stacked((PLAIN,)), y_fit), clock() - t_base))
+    if small:
+        result = cv_search(cands, matrices, y_fit, fold_of(fit_rows["productid"].to_numpy(), CV_FOLDS),
+                           metric=metric, max_seconds=max_seconds, clock=clock)
+        cal = (result.validation_decision, y_fit, result.classes)
+    else:
+        result = search(cands, matrices, y_search, y_val, metric=metric, max_seconds=max_seconds, seed=seed,
+                        clock=clock)
+        cal = (result.validation_decision, y_val, result.classes)
     seconds["search"] = result.seconds
     chosen = result.chosen
-    temperature, epsilon = fit_calibration(result.validation_decision, y_val, result.classifier.classes_)
-    log.info("chosen: %s (validation %s %.4f); calibration T %.4g, epsilon %.4g", chosen.name, metric,
-             chosen.rungs[-1]["score"], temperature, epsilon)
-
-    vf = parts.validation_fit
-    y_fit = np.concatenate([y_search, y_val[vf]])
-
-    def stacked(blocks: tuple[str, ...]):
-        return sp.vstack([columns(matrices, blocks, 0), columns(matrices, blocks, 1)[vf]], format="csr")
+    temperature, epsilon = fit_calibration(*cal)
+    log.info("chosen: %s (%s %s %.4f); calibration T %.4g, epsilon %.4g", chosen.name,
+             f"{result.folds}-fold" if result.folds else "validation", metric, chosen.rungs[-1]["score"],
+             temperature, epsilon)
 
     t = clock()
     final = _fit(chosen.params, stacked(chosen.blocks), y_fit)
@@ -381,14 +577,11 @@ def build(train_rows: pd.DataFrame, holdout: pd.DataFrame, *, base: dict[str, An
     compact_vocabularies(model)
 
     t = clock()
-    plain = plain_params(base)
-    if chosen.blocks == (PLAIN,) and chosen.params == plain:
-        baseline_clf = final  # the search chose the plain baseline itself
-    else:
-        baseline_clf = _fit(plain, stacked((PLAIN,)), y_fit)
-    y_hold = holdout["prdtypecode"].to_numpy()
-    baseline = metric_scores(y_hold, baseline_clf.predict(columns(matrices, (PLAIN,), 2)))
-    seconds["baseline"] = baseline["seconds"] = clock() - t
+    baseline_clf, baseline_seconds = baseline_future.result()  # the search chose plain: the same model
+    pool.shutdown()
+    baseline = metric_scores(y_hold, baseline_clf.predict(columns(matrices, (PLAIN,), hold_i)))
+    seconds["baseline_wait"] = clock() - t
+    seconds["baseline"] = baseline["seconds"] = baseline_seconds
     log.info("plain baseline: holdout weighted F1 %.4f", baseline["weighted_f1"])
-    holdout_features = columns(matrices, chosen.blocks, 2)
+    holdout_features = columns(matrices, chosen.blocks, hold_i)
     return Built(model, chosen, result, temperature, epsilon, parts, holdout_features, baseline, seconds)

@@ -693,13 +693,22 @@ def window_feedback_pairs(conn, start, end) -> list[tuple[int, int, int]]:
     """
     with conn.cursor() as cur:
         cur.execute(
-            # by (id, logged_at): each label reads its prediction in one partition (primary key)
+            # Feedback carries its prediction's logged_at and predicted code (copied when it is
+            # tied to it): the window's labels are read from feedback alone, at a cost that follows
+            # the number of labels, not of predictions; the log is read (one partition, by its
+            # primary key) only for a label whose predicted code was not copied.
             """SELECT true_code, predicted_code, count(*) FROM (
-                   SELECT DISTINCT ON (f.inference_id) f.true_code, i.predicted_code
-                   FROM feedback f JOIN inference_log i ON i.id = f.inference_id AND i.logged_at = f.inference_logged_at
-                   WHERE f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
-                     AND i.logged_at > %(s)s AND i.logged_at <= %(e)s
+                   SELECT DISTINCT ON (f.inference_id) f.true_code,
+                          -- a scalar subquery (never turned into a join over the window's rows),
+                          -- evaluated only when the code was not copied
+                          coalesce(f.predicted_code,
+                                   (SELECT i.predicted_code FROM inference_log i
+                                    WHERE i.id = f.inference_id AND i.logged_at = f.inference_logged_at)) AS predicted_code
+                   FROM feedback f
+                   WHERE f.inference_id IS NOT NULL
+                     AND f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
                    ORDER BY f.inference_id, f.id DESC) x
+               WHERE predicted_code IS NOT NULL
                GROUP BY 1, 2""",
             {"s": start, "e": end},
         )

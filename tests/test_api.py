@@ -152,7 +152,10 @@ def test_predictions_match_the_champion(client, trained):
                                     {"classifier": "logreg", "C": 10.0, "max_iter": 30, "temperature": 0.6},
                                     # the plain baseline's shape: one word block, no title characters
                                     {"word_min_df": 1, "word_max_features": 0, "char_max_features": 0,
-                                     "classifier": "linearsvc", "temperature": 0.3}])
+                                     "classifier": "linearsvc", "temperature": 0.3},
+                                    # small data's shape: words, title and text characters
+                                    {"text_char_max_features": 5000, "classifier": "sgd", "alpha": 6e-3,
+                                     "temperature": 0.08, "epsilon": 0.05}])
 def test_fast_path_is_the_pipelines_arithmetic(small_catalogue, params):
     """The fast path's decision values are scikit-learn's bit for bit, for a batch and for one
     product alone (ranked in plain Python), with word trigrams, accent folding and softmax."""

@@ -117,17 +117,22 @@ def test_min_improvement_is_required_on_top_of_the_champion():
         "promoted"
 
 
-def test_a_challenger_that_does_not_beat_its_plain_baseline_is_refused_with_both_numbers():
+def test_a_challenger_below_its_plain_baseline_is_refused_with_both_numbers():
     kw = dict(threshold=0.5, min_improvement=0.0, auto_promotion=True)
     decision, rule, text = decide("weighted_f1", 0.70, None, None, baseline=(0.70, 0.73), **kw)
     assert decision == "archived"
-    assert text.startswith("refused: weighted_f1 0.7000 does not beat its plain baseline 0.7300 (-0.0300; "
+    assert text.startswith("refused: weighted_f1 0.7000 is below its plain baseline 0.7300 (-0.0300; "
                            "TF-IDF + LinearSVC fitted on the same rows, scored on the same holdout): the pipeline, "
                            "not the data, is wrong; ")
     assert text.endswith(": archived (no champion)")
-    assert rule.endswith("weighted_f1 0.7000 > plain baseline 0.7300 on the training holdout (no)")
-    # equal is not better; with auto-promotion off it still needs approval, as "would be archived"
-    assert decide("weighted_f1", 0.73, None, None, baseline=(0.73, 0.73), **kw)[0] == "archived"
+    assert rule.endswith("weighted_f1 0.7000 >= plain baseline 0.7300 on the training holdout (no)")
+    # a tie passes (when the search chose the plain configuration, the challenger is its baseline)
+    decision, rule, text = decide("weighted_f1", 0.73, None, None, baseline=(0.73, 0.73), **kw)
+    assert decision == "promoted" and rule.endswith("0.7300 on the training holdout (yes)")
+    assert text.startswith("level with its plain baseline (not below it, so allowed): weighted_f1 0.7300 vs plain "
+                           "baseline 0.7300 (+0.0000 on its training holdout); ")
+    # just below: refused; with auto-promotion off it still needs approval, as "would be archived"
+    assert decide("weighted_f1", 0.7299, None, None, baseline=(0.7299, 0.73), **kw)[0] == "archived"
     off = decide("weighted_f1", 0.70, None, None, baseline=(0.70, 0.73), **{**kw, "auto_promotion": False})
     assert off[0] == "needs_approval" and "would be archived" in off[2]
     # beaten: promoted, and the justification shows the baseline too
@@ -142,13 +147,14 @@ def test_a_challenger_that_does_not_beat_its_plain_baseline_is_refused_with_both
 
 def test_a_broken_feature_setting_loses_to_the_baseline_and_is_refused(small_catalogue, cli, conn, settings,
                                                                        monkeypatch):
-    """Five words and five title n-grams: the search keeps them (pinned), cannot help, and the
-    plain baseline trained beside it on the same rows wins; promotion refuses it for that."""
+    """Five words, five title and five text n-grams: the search keeps them (pinned), cannot help,
+    and the plain baseline trained beside it on the same rows wins; promotion refuses it for that."""
     monkeypatch.setenv("PROMOTION_REQUIRE_BEAT_BASELINE", "true")
     monkeypatch.setenv("MIN_F1_THRESHOLD", str(BOTH_PASS))  # the champion rule alone would promote it
     monkeypatch.setenv("TRAIN_SEARCH_MAX_CANDIDATES", "4")
     load_all(conn, settings, small_catalogue)
-    r = cli("train", "--json", "--param", "word_max_features=5", "--param", "char_max_features=5")
+    r = cli("train", "--json", "--param", "word_max_features=5", "--param", "char_max_features=5",
+            "--param", "text_char_max_features=5")
     assert r.exit_code == 0, r.output
     o = json.loads(r.stdout.strip().splitlines()[-1])["outputs"]
     assert PLAIN not in [c["name"] for c in o["search"]]  # a pin contradicts the plain model
@@ -161,7 +167,7 @@ def test_a_broken_feature_setting_loses_to_the_baseline_and_is_refused(small_cat
     assert d["decision"] == "archived" and d["baseline_score"] == pytest.approx(o["baseline_weighted_f1"], abs=1e-5)
     assert d["candidate_score"] > BOTH_PASS and d["champion_version"] is None
     assert d["justification"].startswith(
-        f"refused: weighted_f1 {o['weighted_f1']:.4f} does not beat its plain baseline "
+        f"refused: weighted_f1 {o['weighted_f1']:.4f} is below its plain baseline "
         f"{o['baseline_weighted_f1']:.4f} ({o['weighted_f1'] - o['baseline_weighted_f1']:+.4f}; ")
     assert "the pipeline, not the data, is wrong" in row_justification(conn)
     assert alias_map(settings)["champion"] is None

@@ -107,13 +107,67 @@ def test_validation_part_never_overlaps_the_holdout_and_is_stable_as_the_catalog
     assert capped.fit_rows["prdtypecode"].value_counts().max() <= 300
 
 
+def test_folds_are_stable_balanced_and_cross_validation_scores_out_of_fold():
+    """k-fold by productid hash: each product keeps its fold as the catalogue grows; every fit row is
+    scored once, by a model that never saw it; a class missing from a fold's fit is never predicted."""
+    from mlops_cli.selection import Candidate, _decision_in, cv_search, fold_of
+
+    ids = np.arange(1, 60_001, dtype=np.int64) * 7919
+    folds = fold_of(ids, 3)
+    assert (fold_of(ids[:10_000], 3) == folds[:10_000]).all()
+    assert all(0.32 < (folds == f).mean() < 0.34 for f in range(3))
+    # independent of the holdout: the same share of each fold is held out
+    holdout = dataset.holdout_mask(ids, 0.2)
+    assert all(0.19 < holdout[folds == f].mean() < 0.21 for f in range(3))
+
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    y = np.resize([10, 40, 50], 600)
+    X = sp.csr_matrix(np.eye(3)[np.searchsorted([10, 40, 50], y)] + rng.normal(0, 0.3, (600, 3)))
+    params = {"classifier": "linearsvc", "C": 1.0, "class_weight": "none", "random_state": 0}
+    good, noise = Candidate("good", params, ("a",)), Candidate("noise", params, ("b",))
+    matrices = {"a": [X], "b": [sp.csr_matrix(rng.normal(0, 1, (600, 3)))]}
+    result = cv_search([noise, good], matrices, y, fold_of(ids[:600], 3), metric="weighted_f1", max_seconds=60)
+    assert result.chosen is good and result.folds == 3 and noise.status == "not chosen"
+    assert result.validation_decision.shape == (600, 3) and (result.classes == [10, 40, 50]).all()
+    assert good.rungs[-1]["rows"] == 600 and good.rungs[-1]["score"] > 0.9 > 0.5 > noise.rungs[-1]["score"]
+
+    from sklearn.svm import LinearSVC
+
+    two = LinearSVC().fit(X[y != 40], y[y != 40])  # 40 unseen: its column is below every other
+    d = _decision_in(two, X[:5], np.array([10, 40, 50]))
+    assert d.shape == (5, 3) and (d[:, 1] < d[:, [0, 2]].min(axis=1)).all()
+
+
+def test_the_shared_word_count_gives_each_blocks_own_tfidf(small_catalogue):
+    """The plain and the pipeline's word blocks from one counting pass are what each vectorizer
+    fitted on its own gives (vocabulary, matrix), and each fitted vectorizer transforms new text
+    exactly like the matrices the search used."""
+    from mlops_cli.features import DEFAULT_PARAMS, prepare, word_branch
+    from mlops_cli.selection import _counts_compatible, _fit_shared_words, plain_params
+
+    rows = read_source(*small_catalogue).reset_index(drop=True)
+    docs = [prepare(rows.iloc[:1500]), prepare(rows.iloc[1500:2000])]
+    pb, wb = word_branch(plain_params(DEFAULT_PARAMS)), word_branch(DEFAULT_PARAMS)
+    assert _counts_compatible(pb.steps[-1][1], wb.steps[-1][1])
+    assert not _counts_compatible(pb.steps[-1][1], word_branch({**DEFAULT_PARAMS, "word_ngram_max": 3}).steps[-1][1])
+    for (branch, X, (other,)), params in zip(_fit_shared_words(pb, wb, docs),
+                                             (plain_params(DEFAULT_PARAMS), DEFAULT_PARAMS)):
+        alone = word_branch(params)
+        expected = alone.fit_transform(docs[0])
+        assert branch.steps[-1][1].vocabulary_ == alone.steps[-1][1].vocabulary_
+        assert X.shape == expected.shape and (X != expected).nnz == 0
+        assert (branch.transform(docs[1]) != other).nnz == 0 and (alone.transform(docs[1]) != other).nnz == 0
+
+
 def test_search_space_pins_and_budget():
     from mlops_cli.features import DEFAULT_PARAMS
     from mlops_cli.selection import PLAIN, candidates
 
     base = {**DEFAULT_PARAMS, "max_per_class": 4000}
     full = candidates(base, {}, 100)
-    assert full[0].name == PLAIN and len({c.name for c in full}) == len(full) > 8
+    assert full[0].name == PLAIN and len({c.name for c in full}) == len(full) >= 6
     assert {c.params["classifier"] for c in full} == {"sgd", "linearsvc"}
     assert len(candidates(base, {}, 3)) == 3
     # a pinned setting is in every candidate and not searched; alpha pins SGD; plain only if compatible
@@ -123,6 +177,13 @@ def test_search_space_pins_and_budget():
     weights = candidates({**base, "class_weight": "none"}, {"class_weight": "none"}, 100)
     assert {c.params["class_weight"] for c in weights} == {"none"} and weights[0].name == PLAIN
     assert PLAIN not in [c.name for c in candidates({**base, "word_max_features": 5}, {"word_max_features": 5}, 100)]
+    # small data: character n-grams over title + description are candidates, pinned off they are not
+    small = candidates(base, {}, 100, small=True)
+    assert small[0].name == PLAIN and any("text_chars" in c.blocks for c in small)
+    assert all(c.params["text_char_max_features"] for c in small if "text_chars" in c.blocks)
+    assert not any("text_chars" in c.blocks for c in full)
+    off = candidates({**base, "text_char_max_features": 0}, {"text_char_max_features": 0}, 100, small=True)
+    assert not any("text_chars" in c.blocks for c in off) and len({c.name for c in off}) == len(off)
 
 
 def test_train_registers_one_version_with_tags_metrics_and_artifacts(small_catalogue, cli, conn, settings):

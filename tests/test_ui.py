@@ -408,7 +408,7 @@ def test_alerts_page_shows_alerts_and_the_drift_behind_them(seeded, db_conn):
     level, cause, report_id = query(db_conn, "SELECT level, cause, report_id FROM alerts WHERE id = %s", (alert_id,))[0]
     assert f"Alert #{alert_id}" in " ".join(h.value for h in at.subheader)
     assert f"**Drift report #{report_id}**" in body
-    assert f":{'red' if level == 'CRITICAL' else 'orange'}-badge[{level}]" in body
+    assert f":{ {'CRITICAL': 'red', 'ALERT': 'orange', 'WARNING': 'yellow'}[level]}-badge[{level}]" in body
     assert len(charts(at)) >= 2  # the alert's score history with thresholds, the report's features
     assert "No decision recorded yet." in body
 

@@ -7,12 +7,14 @@ and challenger are scored on the SAME current holdout (the champion is re-scored
 
     promote  iff AUTO_PROMOTION_ENABLED and score > MIN_F1_THRESHOLD
                  and (no champion or score > champion score + MIN_IMPROVEMENT)
-                 and (not PROMOTION_REQUIRE_BEAT_BASELINE or training score > its plain baseline)
+                 and (not PROMOTION_REQUIRE_BEAT_BASELINE or training score >= its plain baseline)
 
 on PROMOTION_METRIC (weighted_f1 by default). The plain baseline (TF-IDF + LinearSVC) is the one
 `mlops train` fitted beside the challenger on the same rows and scored on the same holdout (the
-version's tags `baseline_<metric>` and `<metric>`): a challenger that does not beat it is
-refused, because then the pipeline, not the data, is wrong. With auto-promotion off the
+version's tags `baseline_<metric>` and `<metric>`): a challenger whose score is below it is
+refused, because then the pipeline, not the data, is wrong. A tie passes: the search includes the
+plain configuration itself, and when it picks it the challenger *is* its baseline (same model,
+same score); refusing ties would then never promote anything. With auto-promotion off the
 decision is 'needs_approval' (recorded, nothing moves; `mlops approve` promotes); otherwise
 'archived'.
 
@@ -124,15 +126,16 @@ def decide(metric: str, candidate_score: float, champion_version: str | None, ch
     """(decision, rule as evaluated, justification) for a candidate. Pure: no I/O.
 
     PROMOTE iff auto_promotion and candidate > threshold and (no champion or candidate > champion +
-    min_improvement) and (no baseline known, or not required, or the candidate's training score >
-    its plain baseline's: baseline = (training score, baseline score)); auto-promotion off ->
+    min_improvement) and (no baseline known, or not required, or the candidate's training score >=
+    its plain baseline's: baseline = (training score, baseline score); a tie passes, see the module
+    docstring); auto-promotion off ->
     'needs_approval'; else 'archived'.
     """
     c = candidate_score
     above = c > threshold
     has_champion = champion_version is not None and champion_score is not None
     beats = (not has_champion) or c > champion_score + min_improvement
-    beats_baseline = baseline is None or baseline[0] > baseline[1]
+    beats_baseline = baseline is None or baseline[0] >= baseline[1]  # not below it
     yes = {True: "yes", False: "no"}
     rule = (f"AUTO_PROMOTION_ENABLED ({yes[auto_promotion]}) and {metric} {c:.4f} > MIN_F1_THRESHOLD "
             f"{_num(threshold)} ({yes[above]}) and ")
@@ -142,7 +145,7 @@ def decide(metric: str, candidate_score: float, champion_version: str | None, ch
     else:
         rule += "no champion to beat (yes)"
     if baseline is not None:
-        rule += (f" and {metric} {baseline[0]:.4f} > plain baseline {baseline[1]:.4f} on the training holdout "
+        rule += (f" and {metric} {baseline[0]:.4f} >= plain baseline {baseline[1]:.4f} on the training holdout "
                  + (f"({yes[beats_baseline]})" if require_baseline
                     else f"(not required: PROMOTION_REQUIRE_BEAT_BASELINE=false, {yes[beats_baseline]})"))
     refused = require_baseline and not beats_baseline
@@ -163,13 +166,15 @@ def decide(metric: str, candidate_score: float, champion_version: str | None, ch
         trained, plain = baseline
         versus = f"{metric} {trained:.4f} vs plain baseline {plain:.4f} ({trained - plain:+.4f} on its training holdout)"
         if refused:
-            text = (f"refused: {metric} {trained:.4f} does not beat its plain baseline {plain:.4f} "
+            text = (f"refused: {metric} {trained:.4f} is below its plain baseline {plain:.4f} "
                     f"({trained - plain:+.4f}; TF-IDF + LinearSVC fitted on the same rows, scored on the same "
                     f"holdout): the pipeline, not the data, is wrong; {text}")
-        elif beats_baseline:
+        elif beats_baseline and trained > plain:
             text = f"beats its plain baseline: {versus}; {text}"
+        elif beats_baseline:
+            text = f"level with its plain baseline (not below it, so allowed): {versus}; {text}"
         else:
-            text = (f"does not beat its plain baseline, not required (PROMOTION_REQUIRE_BEAT_BASELINE=false): "
+            text = (f"below its plain baseline, not required (PROMOTION_REQUIRE_BEAT_BASELINE=false): "
                     f"{versus}; {text}")
     would = above and beats and not refused
     if not auto_promotion:

@@ -1,8 +1,9 @@
 """Train a new model on everything loaded so far, log it to MLflow and register a challenger.
 
 Gate: a succeeded load that no train run has consumed yet (else skipped; --force trains anyway).
-The model is chosen by a bounded search on a validation part of the training rows, calibrated
-there, refitted on all training rows, and scored on the holdout beside the plain baseline
+The model is chosen by a bounded search (k-fold cross-validation on small data, successive halving
+on a validation part of the training rows on large data), calibrated on out-of-sample decision
+values, refitted on all training rows, and scored on the holdout beside the plain baseline
 (TF-IDF + LinearSVC on the same rows): see selection.py. The training set is balanced (a cap per
 class, plus class weights where the search keeps them); the holdout keeps the catalogue's
 natural class mix, which is what production sees and what weighted F1 measures.
@@ -109,7 +110,7 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             "search_candidates": len(search_rows), "search_seconds": built.seconds["search"],
             "features_seconds": built.seconds["features"], "final_fit_seconds": built.seconds["final_fit"],
             "train_rows": len(fit_rows), "train_rows_before_balancing": len(train_rows),
-            "validation_rows": len(built.parts.validation), "test_rows": len(holdout),
+            "validation_rows": built.validation_rows, "cv_folds": built.result.folds, "test_rows": len(holdout),
             "train_seconds": train_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             **{f"f1_class_{c}": f for c, f in s["per_class_f1"].items()},
@@ -192,7 +193,8 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             "baseline_weighted_f1": baseline["weighted_f1"], "baseline_macro_f1": baseline["macro_f1"],
             "baseline_accuracy": baseline["accuracy"],
             "ece": calibration["ece"], "brier": calibration["brier"], "temperature": built.temperature,
-            "calibration_epsilon": built.epsilon, "train_rows": len(fit_rows), "validation_rows": len(built.parts.validation), "test_rows": len(holdout),
+            "calibration_epsilon": built.epsilon, "train_rows": len(fit_rows), "validation_rows": built.validation_rows,
+            "cv_folds": built.result.folds, "test_rows": len(holdout),
             "train_seconds": round(train_seconds, 2), "search_seconds": round(built.seconds["search"], 2),
             "baseline_seconds": round(baseline["seconds"], 2),
             "batch_ids": batch_ids, "dataset_hash": data_hash,
