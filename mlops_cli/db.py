@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,9 @@ MLFLOW_DATABASE = "mlflow"
 MIGRATION_LOCK = 0x6D6C6F70_0000_0001 & 0x7FFFFFFFFFFFFFFF
 
 _servers: dict[Path, object] = {}
+# pgserver's file lock serialises processes, not threads: two threads of one process (the API's
+# inference-log writer and its partition maintenance at start) would both run initdb.
+_servers_lock = threading.Lock()
 
 
 def sql_dir():
@@ -40,6 +44,11 @@ def sql_dir():
 # --- the embedded server --------------------------------------------------------------------------
 def embedded_server(settings: Settings):
     """Start (or reuse) the embedded PostgreSQL for settings.home; returns the pgserver handle."""
+    with _servers_lock:
+        return _embedded_server(settings)
+
+
+def _embedded_server(settings: Settings):
     pg_dir = settings.pg_dir.resolve()
     if pg_dir in _servers:
         return _servers[pg_dir]

@@ -602,7 +602,8 @@ _WINDOW_SETS = ("predicted_code", "script", "lang", "model_version", "title_leng
                 "description_length", "n_tokens", "confidence")
 
 
-def inference_window_aggregates(conn, end, windows: Sequence[int], edges: dict[str, list[float]]) -> dict:
+def inference_window_aggregates(conn, end, windows: Sequence[int], edges: dict[str, list[float]], *,
+                                prediction_version: str | None = None) -> dict:
     """Counts of the inference_log rows of each window (end - days, end], in one scan of the longest.
 
     `edges`: the inner bin edges (ascending, without the infinite ends) of title_length,
@@ -618,10 +619,14 @@ def inference_window_aggregates(conn, end, windows: Sequence[int], edges: dict[s
     windows = sorted({int(d) for d in windows})
     params: dict = {"end": end, "start": end - _days(windows[-1]),
                     "title": list(edges["title_length"]), "desc": list(edges["description_length"]),
-                    "tok": list(edges["n_tokens"]), "conf": list(edges["confidence"])}
+                    "tok": list(edges["n_tokens"]), "conf": list(edges["confidence"]),
+                    "pv": prediction_version}
     for d in windows:
         params[f"s{d}"] = end - _days(d)
-    counts = ", ".join(f"count(*) FILTER (WHERE logged_at > %(s{d})s) AS n_{d}" for d in windows)
+    # p_<d>: the rows of prediction_version only (all rows when None), for predicted_code / confidence
+    counts = ", ".join(f"count(*) FILTER (WHERE logged_at > %(s{d})s) AS n_{d}, "
+                       f"count(*) FILTER (WHERE logged_at > %(s{d})s AND (%(pv)s::text IS NULL "
+                       f"OR model_version = %(pv)s::text)) AS p_{d}" for d in windows)
     rows = _all(
         conn,
         f"""SELECT GROUPING(predicted_code, script, lang, model_version, b_title, b_desc, b_tok, b_conf) AS g,
@@ -643,8 +648,10 @@ def inference_window_aggregates(conn, end, windows: Sequence[int], edges: dict[s
     for r in rows:
         g = int(r["g"])
         i = next(i for i in range(n_sets) if not g & (1 << (n_sets - 1 - i)))
-        by_feature.append({"feature": _WINDOW_SETS[i], "key": r[columns[i]],
-                           "counts": {d: int(r[f"n_{d}"]) for d in windows}})
+        feature = _WINDOW_SETS[i]
+        col = "p" if feature in ("predicted_code", "confidence") else "n"
+        by_feature.append({"feature": feature, "key": r[columns[i]],
+                           "counts": {d: int(r[f"{col}_{d}"]) for d in windows}})
     totals_sql = ", ".join(
         f"""count(*) FILTER (WHERE logged_at > %(s{d})s) AS n_{d},
             count(*) FILTER (WHERE logged_at > %(s{d})s AND description_len = 0) AS n_empty_{d},

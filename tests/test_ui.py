@@ -356,7 +356,7 @@ def test_pipeline_runs_page_filters_and_shows_a_run_in_detail(seeded, db_conn):
     at.selectbox(key="runs_detail").set_value(daily[0][0]).run(timeout=TIMEOUT)
     no_exception(at)
     children = at.dataframe[1].value
-    assert list(children["step"]) == ["drift", "alert"]
+    assert list(children["step"]) == ["partitions", "rollup", "drift", "alert", "retention"]
 
 
 def test_models_page_shows_versions_decisions_and_f1_chart(seeded):

@@ -462,12 +462,22 @@ def _token_rows(titles: Iterable[tuple], cats: list[str]) -> list[tuple]:
 _TOTALS = ("n", "n_empty", "oov_sum", "oov_tokens", "oov_rows")
 
 
-def _agg_from_rows(edges: dict, cats: list[str], rows: Iterable[tuple]) -> dict:
-    """The counts of a window (the dict score_window reads) from summed rollup/scan rows."""
+# What a model predicted: compared with the reference of the version that made the predictions
+# only. Right after a promotion the window still holds the previous champion's answers, whose
+# classes and confidences are another model's (another family, another calibration): counting
+# them against the new reference raises a drift that is only the change of model.
+PREDICTION_FEATURES = ("predicted_code", "confidence")
+
+
+def _agg_from_rows(edges: dict, cats: list[str], rows: Iterable[tuple], version: str | None = None) -> dict:
+    """The counts of a window (the dict score_window reads) from summed rollup/scan rows.
+    `version`: count the prediction features of that model version's rows only."""
     agg = _empty_agg(edges)
     agg["tokens"], agg["n_titles"] = [0] * (len(cats) + 1), 0
     index = {t: i for i, t in enumerate(cats)}
     for mv, feature, key, n in rows:
+        if version is not None and feature in PREDICTION_FEATURES and str(mv) != version:
+            continue
         if feature in _TOTALS:
             agg[feature] += n
             if feature == "n":
@@ -523,7 +533,7 @@ def compute_day_rollup(conn, summary: dict, day: date) -> dict:
 
 
 def windows_aggregates(conn, summary: dict, as_of: datetime, windows: Iterable[int], *,
-                       rollups: bool = True) -> dict[int, dict]:
+                       rollups: bool = True, version: str | None = None) -> dict[int, dict]:
     """{days: counts of the window (as_of - days, as_of]} for every window: predicted classes,
     script, language, model versions, the numeric features and confidence on the reference's
     bins, the totals (rows, empty descriptions, OOV sums) and the title-token sample.
@@ -531,13 +541,15 @@ def windows_aggregates(conn, summary: dict, as_of: datetime, windows: Iterable[i
     rollups=True: closed days from their rollups when fresh, the rest scanned (see the module
     docstring); agg["sources"] says which. rollups=False: one scan of the rows
     (store.inference_window_aggregates) and of the token sample (store.window_day_sample_titles):
-    the reference the rollups must equal."""
+    the reference the rollups must equal. version: the predicted classes and confidences of
+    that model version only (PREDICTION_FEATURES); the input features count every row."""
+    version = None if version is None else str(version)
     windows = sorted({int(d) for d in windows})
     key, bins = rollup_bins(summary)
     edges, cats = bins["edges"], bins["tokens"]
     out = {}
     if not rollups:
-        data = store.inference_window_aggregates(conn, as_of, windows, edges)
+        data = store.inference_window_aggregates(conn, as_of, windows, edges, prediction_version=version)
         for days in windows:
             rows = [(None, k, None, v) for k, v in data["totals"][days].items()]
             agg = _agg_from_rows(edges, cats, rows)
@@ -582,7 +594,7 @@ def windows_aggregates(conn, summary: dict, as_of: datetime, windows: Iterable[i
                 scanned[piece] = scan_piece(conn, edges, cats, *piece)
             rows.extend(scanned[piece])
             scans += 1
-        agg = _agg_from_rows(edges, cats, rows)
+        agg = _agg_from_rows(edges, cats, rows, version)
         agg["sources"] = {"rollup_days": used, "scanned_pieces": scans}
         out[days] = agg
     return out
@@ -665,7 +677,7 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
     summary = ref_row["summary"]
     start = as_of - timedelta(days=days)
     if agg is None:
-        agg = windows_aggregates(conn, summary, as_of, [days])[days]
+        agg = windows_aggregates(conn, summary, as_of, [days], version=ref_row["model_version"])[days]
     th = (thresholds["warning"], thresholds["alert"], thresholds["critical"])
     details: dict = {
         "model_name": settings.model_name,
@@ -755,7 +767,8 @@ def drift(conn, settings: Settings, trigger: Trigger, *, as_of=None,
         thresholds = effective_thresholds(conn, settings)
         labels = _Labels(conn, settings, ref_row)
         t1 = clock()
-        aggs = windows_aggregates(conn, ref_row["summary"], when, windows, rollups=rollups)
+        aggs = windows_aggregates(conn, ref_row["summary"], when, windows, rollups=rollups,
+                                  version=ref_row["model_version"])
         t2 = clock()
         reports = []
         for days in windows:

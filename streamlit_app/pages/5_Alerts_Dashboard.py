@@ -91,7 +91,12 @@ if alert is not None:
             perf = (report.get("details") or {}).get("performance") or {}
             drops = perf.get("top_class_drops") or []
             if drops:
-                st.markdown("**Classes whose F1 dropped most**")
+                st.markdown("**Classes whose F1 dropped most** (F1 at training vs in the window)")
+                ref_f1, cur_f1 = perf.get("reference_per_class_f1") or {}, perf.get("per_class_f1") or {}
+                bars = [{"label": k, "which": which, "share": f1.get(k), "order": i} for i, (k, _) in enumerate(drops)
+                        for which, f1 in (("reference", ref_f1), ("current", cur_f1)) if f1.get(k) is not None]
+                if bars:
+                    st.altair_chart(common.distribution_chart(bars), width="stretch")
                 st.dataframe(common.frame([{"class": k, "F1 drop": v} for k, v in drops]), hide_index=True)
 
 # --- actions ---------------------------------------------------------------------------------------------------
