@@ -181,6 +181,16 @@ class Chromium:
             quiet = quiet + 1 if self.js(ready) else 0
             time.sleep(0.1)
 
+    def wait_text(self, expected: str, timeout: float = 120) -> str:
+        """The page's text once it holds `expected`: a click's rerun reaches the server after a
+        delay that depends on the machine, so the outcome is awaited, not assumed after a pause."""
+        deadline = time.monotonic() + timeout
+        while expected not in (body := self.text()):
+            assert time.monotonic() < deadline, f"{expected!r} never appeared:\n{body[-2000:]}"
+            time.sleep(0.2)
+        self.settle(polls=3)
+        return self.text()
+
     def goto(self, url: str) -> None:
         self.call("Page.navigate", url=url)
         time.sleep(0.3)
@@ -347,13 +357,13 @@ def test_in_chromium_no_click_acts_without_a_sign_in_and_a_signed_in_action_is_a
                 browser.type(f'{form} input[aria-label="Name"]', "alice")
                 browser.type(f'{form} input[aria-label="Password"]', password)
                 browser.click(f"{form} button", text="Sign in")
-                assert expected in browser.text(), browser.text()[-2000:]
+                browser.wait_text(expected)
                 if "Wrong" in expected:
                     assert audited_rows(conn) == before
             browser.click('[data-testid="stMain"] [role="tab"]', text="Investigate")
             browser.type('[data-testid="stMain"] textarea[aria-label="Note (required)"]', "checking the feed")
             browser.click('[data-testid="stMain"] button', text="Investigate — do nothing")
-            assert "recorded: investigating" in browser.text(), browser.text()[-2000:]
+            browser.wait_text("recorded: investigating")
         assert query(conn, "SELECT alert_id, action, actor, note FROM alert_actions") == [
             (alert_id, "investigate", "alice", "checking the feed")]
     finally:
