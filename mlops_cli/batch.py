@@ -20,7 +20,7 @@ from pathlib import Path
 from . import registry
 from .categories import category_name
 from .config import Settings
-from .errors import MlopsError, SourceError
+from .errors import Conflict, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def resolve_model(settings: Settings, version: str | int | None):
     if version is None:
         champion = registry.version_by_alias(settings, registry.CHAMPION)
         if champion is None:
-            raise MlopsError("No model in production yet: promote a model (mlops promote) first, "
+            raise Conflict("No model in production yet: promote a model (mlops promote) first, "
                              "or pass --version")
         version = champion["version"]
     info = registry.get_version(settings, version)

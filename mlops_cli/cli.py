@@ -1,7 +1,11 @@
-"""The `mlops` command line. Commands only: parse, call one library function, render.
+"""The `mlops` command line. Commands only: parse, call one operations function (mlops_cli.ops)
+or pipeline step, render.
 
-Domain errors (MlopsError) become click.ClickException with the same message (exit 1). A step
-that fails exits 1 after its failure is recorded in pipeline_runs; a skipped step exits 0.
+Domain errors (mlops_cli.errors) print `Error: <message>` and exit with the code of their kind
+(EXIT_CODES, by the error's `code`): 75 for a service that cannot be reached (worth retrying,
+EX_TEMPFAIL), 1 for every other refusal (not found, conflict, invalid input). A step that fails
+exits the same way, by the kind of its cause, after its failure is recorded in pipeline_runs; a
+skipped step exits 0.
 Heavy libraries (mlflow, sklearn, pandas) are imported inside commands so `mlops --help` is fast.
 """
 
@@ -17,11 +21,15 @@ import click
 
 from . import __version__
 from .config import load_settings
-from .errors import MlopsError
+from .vocab import RECORDABLE_ACTIONS, AlertStatus, Pipeline, RunStatus, values
+from .errors import Conflict, Invalid, MlopsError, NotFound, Unavailable
 
 log = logging.getLogger("mlops_cli")
 
 DATE = click.DateTime(formats=["%Y-%m-%d"])
+# Exit code per error kind (errors.MlopsError.code). 1 stays the code of a refusal, as scripts
+# and the tests expect; 75 (EX_TEMPFAIL) tells cron and supervisors that a retry may succeed.
+EXIT_CODES = {MlopsError.code: 1, NotFound.code: 1, Conflict.code: 1, Invalid.code: 1, Unavailable.code: 75}
 
 
 # --- plumbing ---------------------------------------------------------------------------------
@@ -60,13 +68,22 @@ def open_conn(ctx: click.Context):
 
 
 def trigger_of(by: str | None = None, **kw):
-    from .runs import Trigger
+    from .ops.common import trigger
 
-    return Trigger.from_env(by, **kw)
+    return trigger("cli", by, **kw)
+
+
+class DomainError(click.ClickException):
+    """A domain error as click shows it (`Error: <message>`), with the exit code of its kind."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.exit_code = EXIT_CODES.get(code, 1)
 
 
 def domain_errors(fn):
-    """Turn library errors into ClickException (exit 1) with a message a user can act on."""
+    """Turn library errors into a DomainError with a message a user can act on; the exit code
+    comes from the error's code (a failed step: its cause's), never from its text."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -76,9 +93,10 @@ def domain_errors(fn):
             return fn(*args, **kwargs)
         except StepFailed as exc:
             r = exc.result
-            raise click.ClickException(f"{r.step} failed (run #{r.run_id}): {r.message}") from None
+            raise DomainError(f"{r.step} failed (run #{r.run_id}): {r.message}",
+                              getattr(exc.cause, "code", MlopsError.code)) from None
         except MlopsError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise DomainError(str(exc), exc.code) from None
 
     return wrapper
 
@@ -147,17 +165,15 @@ def db_init(ctx) -> None:
 @domain_errors
 def db_status(ctx) -> None:
     """Where the database is, which migrations are applied, and row counts."""
-    from . import db as dbm, store
+    from . import db as dbm
+    from .ops import runs as ops_runs
     from .render import table
 
     s = settings_of(ctx)
     conn = open_conn(ctx)
     click.echo(f"database: {dbm.redact(dbm.database_url(s))}" + (" (embedded)" if s.embedded else ""))
-    with conn.cursor() as cur:
-        cur.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
-        rows = [dict(zip(("version", "name", "applied_at"), r)) for r in cur.fetchall()]
-    click.echo(table(rows, ["version", "name", "applied_at"]))
-    counts = store.catalogue_counts(conn)
+    click.echo(table(dbm.applied_migrations(conn), ["version", "name", "applied_at"]))
+    counts = ops_runs.catalogue_counts(conn)
     click.echo(f"products: {counts['products']}  batches: {counts['batches']}  rejected rows: {counts['rejected']}")
 
 
@@ -204,11 +220,11 @@ def generate_data(rows: int, out_dir: str, seed: int, drift: str) -> None:
 @domain_errors
 def load_cmd(ctx, x_path, y_path, as_of, force, by, as_json) -> None:
     """Load the next LOAD_FRACTION of the source catalogue into PostgreSQL as one batch."""
-    from .steps.load import load
+    from .ops import runs as ops_runs
 
     s = settings_of(ctx)
-    result = load(open_conn(ctx), s, trigger_of(by), x_path=x_path, y_path=y_path,
-                  as_of=as_of.date() if as_of else None, force=force)
+    result = ops_runs.load(s, trigger_of(by), x_path=x_path, y_path=y_path, as_of=as_of.date() if as_of else None,
+                           force=force, conn=open_conn(ctx))
     emit(result, as_json)
 
 
@@ -236,12 +252,10 @@ def _params(values: tuple[str, ...]) -> dict:
 @domain_errors
 def train_cmd(ctx, force, params, by, as_json) -> None:
     """Train on everything loaded so far, log to MLflow, register a challenger version."""
-    from .runs import with_retries
-    from .steps.train import train
+    from .ops import models as ops_models
 
     s = settings_of(ctx)
-    overrides = _params(params)
-    result = with_retries(s, lambda conn: train(conn, s, trigger_of(by), force=force, params=overrides))
+    result = ops_models.train(s, trigger_of(by), force=force, params=_params(params))
     if as_json or result.status != "succeeded":
         emit(result, as_json)
     else:
@@ -258,12 +272,9 @@ def train_cmd(ctx, force, params, by, as_json) -> None:
 @domain_errors
 def evaluate_cmd(ctx, run_id, version, by, as_json) -> None:
     """Score a version on the current holdout (default: the newest challenger not yet evaluated)."""
-    from .runs import with_retries
-    from .steps.evaluate import evaluate
+    from .ops import models as ops_models
 
-    s = settings_of(ctx)
-    emit(with_retries(s, lambda conn: evaluate(conn, s, trigger_of(by), run_id=run_id, version=version)),
-         as_json)
+    emit(ops_models.evaluate(settings_of(ctx), trigger_of(by), run_id=run_id, version=version), as_json)
 
 
 # --- promotion, approval, rollback, models ------------------------------------------------------
@@ -319,12 +330,9 @@ def promote_cmd(ctx, run_id, version, by, as_json) -> None:
     + MIN_IMPROVEMENT), both scored on the same current holdout. With auto-promotion off the
     decision is 'needs_approval' (see `mlops approve`).
     """
-    from .runs import with_retries
-    from .steps.promote import promote
+    from .ops import models as ops_models
 
-    s = settings_of(ctx)
-    _emit_decision(with_retries(s, lambda conn: promote(conn, s, trigger_of(by), run_id=run_id,
-                                                        version=version)), as_json)
+    _emit_decision(ops_models.promote(settings_of(ctx), trigger_of(by), run_id=run_id, version=version), as_json)
 
 
 @main.command("approve")
@@ -336,28 +344,27 @@ def promote_cmd(ctx, run_id, version, by, as_json) -> None:
 @domain_errors
 def approve_cmd(ctx, version, reason, by, as_json) -> None:
     """Promote VERSION by hand (e.g. one that needs approval): it becomes the champion."""
-    from .runs import with_retries
-    from .steps.promote import approve
+    from .ops import models as ops_models
 
-    s = settings_of(ctx)
-    _emit_decision(with_retries(s, lambda conn: approve(conn, s, trigger_of(by), version, reason)), as_json)
+    _emit_decision(ops_models.approve(settings_of(ctx), trigger_of(by), version, reason), as_json)
 
 
 @main.command("rollback")
 @click.option("--to-version", help="A former champion to return to (default: the previous champion).")
 @click.option("--reason", required=True, help="Why (recorded in the audit trail and sent to the team).")
 @click.option("--by", help="Who runs it (recorded in the audit trail).")
+@click.option("--alert-id", type=int, help="The drift alert this rollback answers: the rollback and its "
+                                           "outcome are recorded in the alert's audit trail.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @domain_errors
-def rollback_cmd(ctx, to_version, reason, by, as_json) -> None:
+def rollback_cmd(ctx, to_version, reason, by, alert_id, as_json) -> None:
     """Put the previous champion (or --to-version, a former champion) back in production."""
-    from .runs import with_retries
-    from .steps.rollback import rollback
+    from .ops import models as ops_models
 
-    s = settings_of(ctx)
-    result = with_retries(s, lambda conn: rollback(conn, s, trigger_of(by), to_version=to_version,
-                                                   reason=reason))
+    decision = ops_models.Decision(alert_id, reason) if alert_id is not None else None
+    result = ops_models.rollback(settings_of(ctx), trigger_of(by), to_version=to_version, reason=reason,
+                                 decision=decision)
     if as_json or os.environ.get("MLOPS_LOG_FORMAT") == "json" or result.status != "succeeded":
         emit(result, as_json)
         return
@@ -383,13 +390,13 @@ def rollback_cmd(ctx, to_version, reason, by, as_json) -> None:
 @domain_errors
 def models_cmd(ctx, history, limit, as_json) -> None:
     """Registered versions, newest first (the champion marked *), or the decision history."""
-    from .models import decision_history, list_models
+    from .ops import models as ops_models
     from .render import table, to_json
     from .runs import with_retries
 
     s = settings_of(ctx)
     if history:
-        rows = with_retries(s, lambda conn: decision_history(conn, s, limit))
+        rows = with_retries(s, lambda conn: ops_models.decisions(conn, s, limit))
         if as_json:
             click.echo(to_json(rows))
         elif not rows:
@@ -400,7 +407,7 @@ def models_cmd(ctx, history, limit, as_json) -> None:
                              ["id", "when", "version", "decision", "score", "champion", "champ score", "by",
                               "justification"], width=80))
         return
-    rows = with_retries(s, lambda conn: list_models(conn, s))
+    rows = with_retries(s, lambda conn: ops_models.list_models(conn, s))
     if as_json:
         click.echo(to_json(rows))
         return
@@ -549,15 +556,15 @@ def alerts_group() -> None:
 
 
 @alerts_group.command("list")
-@click.option("--status", type=click.Choice(["open", "acknowledged", "resolved"]))
+@click.option("--status", type=click.Choice(values(AlertStatus)))
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @domain_errors
 def alerts_list(ctx, status, limit, as_json) -> None:
     """Alerts, active ones first."""
+    from .ops.alerts import list_alerts
     from .render import table, to_json
-    from .steps.alert import list_alerts
 
     rows = list_alerts(open_conn(ctx), status=status, limit=limit)
     if as_json:
@@ -580,7 +587,7 @@ def alerts_list(ctx, status, limit, as_json) -> None:
 @domain_errors
 def alerts_ack(ctx, alert_id, by, note) -> None:
     """Acknowledge an alert: no more reminders until it escalates or resolves."""
-    from .steps.alert import acknowledge
+    from .ops.alerts import acknowledge
 
     row = acknowledge(open_conn(ctx), settings_of(ctx), alert_id, by=by, note=note)
     click.echo(f"alert #{row['id']} ({row['cause']}, {row['level']}) acknowledged by {by}")
@@ -593,7 +600,7 @@ def alerts_ack(ctx, alert_id, by, note) -> None:
 @domain_errors
 def alerts_clear(ctx, by, note) -> None:
     """Resolve every open or acknowledged alert (PagerDuty incidents are resolved too)."""
-    from .steps.alert import clear
+    from .ops.alerts import clear
 
     n = clear(open_conn(ctx), settings_of(ctx), by=by, note=note)
     click.echo(f"{n} alert(s) cleared by {by}")
@@ -607,7 +614,7 @@ def alerts_clear(ctx, by, note) -> None:
 @domain_errors
 def alerts_resolve(ctx, alert_id, by, note) -> None:
     """Resolve one alert by hand (the channels it was sent to are told; PagerDuty resolved)."""
-    from .steps.alert import resolve
+    from .ops.alerts import resolve
 
     row = resolve(open_conn(ctx), settings_of(ctx), alert_id, by=by, note=note)
     click.echo(f"alert #{row['id']} ({row['cause']}, {row['level']}) resolved by {by}")
@@ -616,7 +623,7 @@ def alerts_resolve(ctx, alert_id, by, note) -> None:
 @alerts_group.command("record")
 @click.argument("alert_id", type=int)
 @click.option("--action", required=True,
-              type=click.Choice(["investigate", "force_retrain", "rollback", "adjust_thresholds"]),
+              type=click.Choice(RECORDABLE_ACTIONS),
               help="What was decided (carry it out with its own command).")
 @click.option("--by", required=True, help="Who decided.")
 @click.option("--note", help="Details.")
@@ -624,7 +631,7 @@ def alerts_resolve(ctx, alert_id, by, note) -> None:
 @domain_errors
 def alerts_record(ctx, alert_id, action, by, note) -> None:
     """Record in the alert's audit trail a decision taken about it (e.g. after a rollback)."""
-    from .steps.alert import record_action
+    from .ops.alerts import record_action
 
     action_id = record_action(open_conn(ctx), alert_id, action, by, note)
     click.echo(f"recorded {action} on alert #{alert_id} by {by} (action #{action_id})")
@@ -642,8 +649,8 @@ def alerts_record(ctx, alert_id, action, by, note) -> None:
 @domain_errors
 def thresholds_cmd(ctx, warning, alert_, critical, reset, by, note, as_json) -> None:
     """Show the drift thresholds in force, or change them (audited; overrides the environment)."""
+    from .ops import thresholds as ops_thresholds
     from .render import to_json
-    from .steps.drift import effective_thresholds, reset_thresholds, set_thresholds
 
     conn, s = open_conn(ctx), settings_of(ctx)
     changing = any(v is not None for v in (warning, alert_, critical))
@@ -653,13 +660,10 @@ def thresholds_cmd(ctx, warning, alert_, critical, reset, by, note, as_json) -> 
         if not by:
             raise click.UsageError("--by NAME is required to change the thresholds")
         if reset:
-            reset_thresholds(conn, by, note)
+            ops_thresholds.reset(conn, by, note)
         else:
-            current = effective_thresholds(conn, s)
-            set_thresholds(conn, current["warning"] if warning is None else warning,
-                           current["alert"] if alert_ is None else alert_,
-                           current["critical"] if critical is None else critical, by, note)
-    th = effective_thresholds(conn, s)
+            ops_thresholds.update(conn, s, by, warning=warning, alert=alert_, critical=critical, note=note)
+    th = ops_thresholds.current(conn, s)
     if as_json:
         click.echo(to_json(th))
         return
@@ -850,18 +854,18 @@ def demo_cmd(ctx, weeks, rows, per_day, drift_kind, drift_weeks, home) -> None:
 # --- audit --------------------------------------------------------------------------------------
 @main.command("runs")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--pipeline", type=click.Choice(["weekly", "daily", "manual", "retrain"]))
+@click.option("--pipeline", type=click.Choice(values(Pipeline)))
 @click.option("--step", help="Only this step (load, train, evaluate, promote, ...).")
-@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "skipped"]))
+@click.option("--status", type=click.Choice(values(RunStatus)))
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @domain_errors
 def runs_cmd(ctx, limit, pipeline, step, status, as_json) -> None:
     """Recent pipeline_runs: what ran, when, who started it, and how it ended."""
-    from . import store
+    from .ops.runs import list_runs
     from .render import table, to_json
 
-    rows = store.list_runs(open_conn(ctx), limit=limit, pipeline=pipeline, step=step, status=status)
+    rows = list_runs(open_conn(ctx), limit=limit, pipeline=pipeline, step=step, status=status)
     if as_json:
         click.echo(to_json(rows))
         return

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .errors import MlopsError
+from .errors import Invalid
 
 
 def _bool(value: str) -> bool:
@@ -167,18 +167,18 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
             try:
                 values[f.name] = f.metadata["parser"](env[name])
             except ValueError as exc:
-                raise MlopsError(f"Invalid value for {name}: {env[name]!r} ({exc})") from None
+                raise Invalid(f"Invalid value for {name}: {env[name]!r} ({exc})") from None
     s = Settings(**values)
     if not 0 < s.load_fraction <= 1 or not 0 < s.initial_load_fraction <= 1:
-        raise MlopsError("LOAD_FRACTION and INITIAL_LOAD_FRACTION must be in (0, 1]")
+        raise Invalid("LOAD_FRACTION and INITIAL_LOAD_FRACTION must be in (0, 1]")
     if not 0 < s.holdout_fraction < 1:
-        raise MlopsError("HOLDOUT_FRACTION must be in (0, 1)")
+        raise Invalid("HOLDOUT_FRACTION must be in (0, 1)")
     if not 0 < s.validation_fraction < 1:
-        raise MlopsError("VALIDATION_FRACTION must be in (0, 1)")
+        raise Invalid("VALIDATION_FRACTION must be in (0, 1)")
     if s.train_search_max_candidates < 1 or s.train_search_seconds < 0:
-        raise MlopsError("TRAIN_SEARCH_MAX_CANDIDATES must be >= 1 and TRAIN_SEARCH_SECONDS >= 0")
+        raise Invalid("TRAIN_SEARCH_MAX_CANDIDATES must be >= 1 and TRAIN_SEARCH_SECONDS >= 0")
     if s.inference_log_retention_days < 31:
-        raise MlopsError("INFERENCE_LOG_RETENTION_DAYS must be at least 31 (the 30-day drift window reads its rows)")
+        raise Invalid("INFERENCE_LOG_RETENTION_DAYS must be at least 31 (the 30-day drift window reads its rows)")
     if s.inference_log_archive_format not in ("csv.gz", "parquet"):
-        raise MlopsError("INFERENCE_LOG_ARCHIVE_FORMAT must be csv.gz or parquet")
+        raise Invalid("INFERENCE_LOG_ARCHIVE_FORMAT must be csv.gz or parquet")
     return s

@@ -12,7 +12,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from .errors import MlopsError
+from .errors import Conflict
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -75,15 +75,15 @@ def dataset_hash(df: pd.DataFrame) -> str:
 def check_trainable(train: pd.DataFrame, holdout: pd.DataFrame) -> None:
     """Refuse datasets no classifier can learn from, with a message that says why."""
     if len(train) == 0:
-        raise MlopsError("No products to train on: the catalogue is empty. Run `mlops load` first.")
+        raise Conflict("No products to train on: the catalogue is empty. Run `mlops load` first.")
     classes = train["prdtypecode"].unique()
     if len(classes) < 2:
-        raise MlopsError(
+        raise Conflict(
             f"Only one class ({classes[0]}) in the {len(train)} training rows: a classifier needs at "
             "least two. Load more of the catalogue first."
         )
     if len(holdout) == 0:
-        raise MlopsError(
+        raise Conflict(
             f"The holdout is empty ({len(train)} training rows): load more products before training."
         )
 

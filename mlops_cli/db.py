@@ -20,7 +20,7 @@ from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import Settings
-from .errors import MlopsError, TransientError
+from .errors import Conflict, Invalid, TransientError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _embedded_server(settings: Settings):
     except Exception as exc:  # pgserver raises plain subprocess/OS errors
         log_file = pg_dir / "log"
         tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
-        raise MlopsError(f"Could not start the embedded PostgreSQL in {pg_dir}: {exc}\n{tail}") from exc
+        raise Unavailable(f"Could not start the embedded PostgreSQL in {pg_dir}: {exc}\n{tail}") from exc
     _servers[pg_dir] = server
     return server
 
@@ -101,7 +101,7 @@ def ensure_database(admin_url: str, name: str) -> None:
     from psycopg2 import errors
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise MlopsError(f"Invalid database name {name!r}")
+        raise Invalid(f"Invalid database name {name!r}")
     conn = psycopg2.connect(admin_url)
     try:
         conn.autocommit = True
@@ -181,10 +181,10 @@ def migration_files(directory=None) -> list[tuple[int, str, Path]]:
             continue
         version = int(m.group(1))
         if version in found:
-            raise MlopsError(f"Two migrations numbered {version}: {found[version][2].name} and {path.name}")
+            raise Invalid(f"Two migrations numbered {version}: {found[version][2].name} and {path.name}")
         found[version] = (version, m.group(2), path)
     if not found:
-        raise MlopsError(f"No migrations found in {directory} (no NNN_name.sql file): the installation "
+        raise Invalid(f"No migrations found in {directory} (no NNN_name.sql file): the installation "
                          "is incomplete, or MLOPS_SQL_DIR points at the wrong folder")
     return [found[v] for v in sorted(found)]
 
@@ -220,7 +220,7 @@ def migrate(conn, directory: Path | None = None) -> list[str]:
                     conn.commit()
                 except Exception as exc:
                     conn.rollback()
-                    raise MlopsError(f"Migration {path.name} failed: {exc}".strip()) from exc
+                    raise Conflict(f"Migration {path.name} failed: {exc}".strip()) from exc
                 applied_now.append(f"{version:03d}_{name}")
         finally:
             cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
@@ -237,6 +237,13 @@ def schema_is_current(conn) -> bool:
         cur.execute("SELECT version FROM schema_migrations")
         applied = {row[0] for row in cur.fetchall()}
     return {v for v, _n, _p in migration_files()} <= applied
+
+
+def applied_migrations(conn) -> list[dict]:
+    """The migrations recorded as applied: [{version, name, applied_at}], in order."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
+        return [dict(zip(("version", "name", "applied_at"), r)) for r in cur.fetchall()]
 
 
 def open_db(settings: Settings, **kw):

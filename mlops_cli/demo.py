@@ -25,10 +25,11 @@ from typing import Callable
 from . import db, registry, store
 from .config import Settings
 from .runs import Trigger
+from .vocab import Level, values
 
 log = logging.getLogger(__name__)
 
-LEVELS = ("NONE", "WARNING", "ALERT", "CRITICAL")
+LEVELS = values(Level)  # lowest first
 
 
 @dataclass
@@ -147,8 +148,10 @@ def _daily_level(result) -> str:
 
 def _rollback(settings: Settings, level: str) -> str:
     """On-call's answer to the alert, as the alerts page does it: roll back, audited on the alert."""
-    from .steps.alert import list_alerts
-    from .views import do_rollback
+    from .ops.alerts import list_alerts
+    from .ops.common import trigger
+    from .ops.models import Decision, rollback
+    from .runs import StepFailed
 
     conn = db.open_db(settings)
     try:
@@ -157,8 +160,11 @@ def _rollback(settings: Settings, level: str) -> str:
         conn.close()
     alert_id = alerts[0]["id"] if alerts else None
     reason = f"drift {level} (alert #{alert_id}): back to the previous champion while we investigate"
-    out = do_rollback(settings, alert_id, "oncall (demo)", reason)
-    return f"rolled back: {out['message']}" if out["ok"] else f"rollback not possible: {out['error']}"
+    try:
+        result = rollback(settings, trigger("ui", "oncall (demo)"), reason=reason, decision=Decision(alert_id, reason))
+    except StepFailed as exc:
+        return f"rollback not possible: {exc.result.message}"
+    return f"rolled back: {result.message}"
 
 
 class Traffic:

@@ -1,21 +1,54 @@
-"""Domain errors. The CLI turns them into click.ClickException with the same message."""
+"""Domain errors. Each carries a code; every front end maps codes to its own outcome once
+(the CLI to an exit code, the API to an HTTP status, the control room to a message), never by
+reading the message text. The message says what went wrong and, where possible, how to fix it."""
 
 
 class MlopsError(Exception):
-    """A problem the user can act on; the message says what and, where possible, how."""
+    """A problem the user can act on. Raise one of the typed subclasses below."""
+
+    code = "ERROR"
 
 
-class SourceError(MlopsError):
+class NotFound(MlopsError):
+    """The thing named (a run, a version, an alert, a report, a product) does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class Conflict(MlopsError):
+    """The request is valid but the current state refuses it (a gate closed, a lock held, a
+    version already champion, an alert already closed)."""
+
+    code = "CONFLICT"
+
+
+class Invalid(MlopsError):
+    """The input itself is wrong (a value out of range, a malformed file, an unknown setting)."""
+
+    code = "INVALID"
+
+
+class Unavailable(MlopsError):
+    """A service the action needs (database, MLflow, a notification channel) cannot be reached:
+    worth retrying."""
+
+    code = "UNAVAILABLE"
+
+
+class SourceError(Invalid):
     """The source files cannot be used as a whole (missing columns, encoding, X/Y mismatch)."""
 
 
-class NotReady(MlopsError):
+class NotReady(Conflict):
     """A gate is closed: the upstream step has not succeeded yet."""
 
 
-class AlreadyRunning(MlopsError):
+class AlreadyRunning(Conflict):
     """Another process holds the pipeline's advisory lock."""
 
 
-class TransientError(MlopsError):
+class TransientError(Unavailable):
     """A failure worth retrying (database or MLflow server unreachable)."""
+
+
+CODES = ("ERROR", NotFound.code, Conflict.code, Invalid.code, Unavailable.code)

@@ -1,8 +1,8 @@
 """Text preparation and the scikit-learn model for Rakuten product texts.
 
-Designed for the real, messy data (see DATA_FACTS): HTML tags and entities in descriptions, some
-mojibake, ~35% empty descriptions, French/English/German/Japanese text, titles carrying brands,
-volume numbers and model codes. Word n-grams on title + description carry the topic; character
+Designed for the real, messy data (DATA_FACTS in docs/DATA.md): HTML tags and entities in
+descriptions, some mojibake, ~35% empty descriptions, French/English/German/Japanese text, titles
+carrying brands, volume numbers and model codes. Word n-grams on title + description carry the topic; character
 n-grams on the title catch brands, codes and misspellings.
 
 The functions used inside the Pipeline are module-level so the fitted model pickles, and the

@@ -49,6 +49,7 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from .config import Settings
+from .jsonvalues import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -196,26 +197,6 @@ def render(message: Message, kind: str = "txt", settings: Settings | None = None
 
 
 # --- secrets and JSON -------------------------------------------------------------------------------
-def jsonable(value: Any) -> Any:
-    """A JSON- and JSONB-safe copy: NaN/inf -> None, numpy scalars -> Python, others -> str."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        try:
-            return jsonable(value.item())
-        except (TypeError, ValueError):
-            pass
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
 def _secret_values(settings: Settings) -> list[str]:
     values = [settings.smtp_password, settings.pagerduty_routing_key, settings.api_token]
     for hook in (settings.slack_webhook, settings.alert_slack_webhook):

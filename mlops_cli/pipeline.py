@@ -13,6 +13,7 @@ retried with backoff; each step has a timeout.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ from typing import Callable, Iterator
 
 from . import db, store
 from .config import Settings
-from .errors import AlreadyRunning, MlopsError
+from .errors import AlreadyRunning, Conflict, Invalid, MlopsError
 from .runs import StepFailed, StepResult, Trigger, advisory_lock, recover_abandoned, with_retries
 
 log = logging.getLogger(__name__)
@@ -79,46 +80,32 @@ def time_limit(seconds: float, step: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+# step -> (its module in mlops_cli.steps, its function, the pipeline arguments it is given).
+# The module is imported when the step runs: a daily run does not import the training stack.
+# partitions and retention take no as_of from the pipeline: they act on today.
+STEPS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "load": ("load", "load", ("as_of",)),
+    "train": ("train", "train", ("force",)),
+    "evaluate": ("evaluate", "evaluate", ()),
+    "promote": ("promote", "promote", ()),
+    "partitions": ("retention", "maintain_partitions", ()),
+    "rollup": ("retention", "rollup", ("as_of",)),
+    "drift": ("drift", "drift", ("as_of",)),
+    "alert": ("alert", "alert", ()),
+    "retention": ("retention", "retention", ()),
+}
+
+
 def _step_callable(step: str, as_of: date | None, pipeline: str) -> Callable:
     """The library function of a step, bound to its pipeline arguments."""
-    if step == "load":
-        from .steps.load import load
-
-        return lambda conn, s, t: load(conn, s, t, as_of=as_of)
-    if step == "train":
-        from .steps.train import train
-
-        # A retrain is a human's "train now": it trains even without a new load.
-        return lambda conn, s, t: train(conn, s, t, force=pipeline == "retrain")
-    if step == "evaluate":
-        from .steps.evaluate import evaluate
-
-        return lambda conn, s, t: evaluate(conn, s, t)
-    if step == "promote":
-        from .steps.promote import promote
-
-        return lambda conn, s, t: promote(conn, s, t)
-    if step == "drift":
-        from .steps.drift import drift
-
-        return lambda conn, s, t: drift(conn, s, t, as_of=as_of)
-    if step == "alert":
-        from .steps.alert import alert
-
-        return lambda conn, s, t: alert(conn, s, t)
-    if step == "partitions":
-        from .steps.retention import maintain_partitions
-
-        return lambda conn, s, t: maintain_partitions(conn, s, t)
-    if step == "rollup":
-        from .steps.retention import rollup
-
-        return lambda conn, s, t: rollup(conn, s, t, as_of=as_of)
-    if step == "retention":
-        from .steps.retention import retention
-
-        return lambda conn, s, t: retention(conn, s, t)
-    raise ValueError(f"unknown step {step!r}")
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}")
+    module, function, takes = STEPS[step]
+    fn = getattr(importlib.import_module(f"{__package__}.steps.{module}"), function)
+    # A retrain is a human's "train now": it trains even without a new load.
+    given = {"as_of": as_of, "force": pipeline == "retrain"}
+    kwargs = {name: given[name] for name in takes}
+    return lambda conn, s, t: fn(conn, s, t, **kwargs)
 
 
 def slot_for(name: str, as_of: date) -> str | None:
@@ -134,7 +121,7 @@ def run_pipeline(settings: Settings, name: str, trigger: Trigger, *, as_of: date
                  on_step: Callable[[StepResult], None] | None = None) -> PipelineResult:
     """Run pipeline `name` under its advisory lock; see the module docstring."""
     if name not in PIPELINES:
-        raise MlopsError(f"Unknown pipeline {name!r}: choose one of {', '.join(PIPELINES)}")
+        raise Invalid(f"Unknown pipeline {name!r}: choose one of {', '.join(PIPELINES)}")
     as_of = as_of or datetime.now(timezone.utc).date()
     slot = slot_for(name, as_of)
     pipeline_kind = name if name in ("weekly", "daily", "retrain") else "manual"
@@ -241,7 +228,7 @@ def launch(settings: Settings, pipeline: str, *, actor: str, triggered_by: str =
     instead of queueing a second training. Never trains in the caller's process.
     """
     if pipeline not in PIPELINES:
-        raise MlopsError(f"Unknown pipeline {pipeline!r}")
+        raise Invalid(f"Unknown pipeline {pipeline!r}")
     conn = db.open_db(settings)
     try:
         with advisory_lock(conn, f"pipeline:{pipeline}"):
@@ -267,9 +254,9 @@ def launch(settings: Settings, pipeline: str, *, actor: str, triggered_by: str =
                 return row["id"]
             if child.poll() is not None:
                 tail = log_path.read_text(errors="replace")[-1500:]
-                raise MlopsError(f"mlops pipeline {pipeline} exited with {child.returncode} before starting: {tail}")
+                raise Conflict(f"mlops pipeline {pipeline} exited with {child.returncode} before starting: {tail}")
             time.sleep(0.1)
-        raise MlopsError(f"mlops pipeline {pipeline} did not start within {timeout:.0f}s (log: {log_path})")
+        raise Conflict(f"mlops pipeline {pipeline} did not start within {timeout:.0f}s (log: {log_path})")
     except AlreadyRunning as exc:
         raise AlreadyRunning(f"a {pipeline} pipeline is already running: {exc}") from None
     finally:

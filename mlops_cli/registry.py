@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 from .config import Settings
-from .errors import MlopsError, TransientError
+from .errors import MlopsError, NotFound, TransientError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,47 @@ def _redact(uri: str) -> str:
 def client(settings: Settings):
     configure(settings)
     return _mlflow().MlflowClient()
+
+
+def _missing(exc: Exception, *, bad_name_too: bool = False) -> bool:
+    """Did MLflow answer that what was asked for does not exist? Read from MLflow's error code,
+    never from the message; the REST store sets it from the server's answer, or from the HTTP
+    status when the body is not MLflow's (404 -> RESOURCE_DOES_NOT_EXIST). bad_name_too:
+    INVALID_PARAMETER_VALUE counts as missing, which is how MLflow answers an alias that is not
+    set or a version that is not a number."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import (INVALID_PARAMETER_VALUE, NOT_FOUND, RESOURCE_DOES_NOT_EXIST,
+                                              ErrorCode)
+
+    if not isinstance(exc, MlflowException):
+        return False
+    codes = [RESOURCE_DOES_NOT_EXIST, NOT_FOUND] + ([INVALID_PARAMETER_VALUE] if bad_name_too else [])
+    return exc.error_code in {ErrorCode.Name(c) for c in codes}
+
+
+def unreachable(exc: BaseException) -> bool:
+    """MLflow could not answer: its server or its database failed or is out of reach (HTTP 5xx
+    or 429 by MLflow's error code, or a connection error before any answer). Worth retrying
+    (runs.is_transient asks here)."""
+    exceptions = sys.modules.get("mlflow.exceptions")  # an MLflow error implies MLflow is loaded
+    if exceptions is not None and isinstance(exc, exceptions.MlflowException):
+        status = exc.get_http_status_code()
+        return status >= 500 or status == 429
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+@contextmanager
+def _lookup(not_found: str) -> Iterator[None]:
+    """Around an MLflow read of one named thing: NotFound(not_found) when it does not exist,
+    TransientError when MLflow cannot answer; any other error as it is."""
+    try:
+        yield
+    except Exception as exc:
+        if _missing(exc, bad_name_too=True):
+            raise NotFound(not_found) from None
+        if unreachable(exc):
+            raise TransientError(f"MLflow unreachable: {exc}") from exc
+        raise
 
 
 # --- training runs --------------------------------------------------------------------------------
@@ -197,17 +240,10 @@ def set_run_tags(settings: Settings, run_id: str, tags: dict[str, str]) -> None:
         c.set_tag(run_id, k, str(v))
 
 
-def log_run_text(settings: Settings, run_id: str, text: str, artifact_file: str) -> None:
-    c = client(settings)
-    c.log_text(run_id, text, artifact_file)
-
-
 def run_info(settings: Settings, run_id: str) -> dict:
     c = client(settings)
-    try:
+    with _lookup(f"No MLflow run {run_id!r}"):
         run = c.get_run(run_id)
-    except Exception as exc:
-        raise MlopsError(f"No MLflow run {run_id!r}: {exc}") from None
     return {"run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics),
             "params": dict(run.data.params), "tags": dict(run.data.tags)}
 
@@ -228,10 +264,8 @@ def _version_dict(mv, aliases: Iterable[str] | None = None) -> dict:
 
 def get_version(settings: Settings, version: str | int) -> dict:
     c = client(settings)
-    try:
+    with _lookup(f"Model {settings.model_name} has no version {version}"):
         mv = c.get_model_version(settings.model_name, str(version))
-    except Exception:
-        raise MlopsError(f"Model {settings.model_name} has no version {version}") from None
     return _version_dict(mv)
 
 
@@ -240,8 +274,7 @@ def version_by_alias(settings: Settings, alias: str) -> dict | None:
     try:
         mv = c.get_model_version_by_alias(settings.model_name, alias)
     except Exception as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower() or \
-                "does not exist" in str(exc).lower() or "INVALID_PARAMETER_VALUE" in str(exc):
+        if _missing(exc, bad_name_too=True):  # no such model, or the alias is not set
             return None
         raise TransientError(f"MLflow registry unreachable: {exc}") from exc
     return _version_dict(mv)
@@ -255,8 +288,10 @@ def list_versions(settings: Settings) -> list[dict]:
         # search results carry no aliases: read them from the registered model itself
         aliases = c.get_registered_model(settings.model_name).aliases if versions else {}
     except Exception as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+        if _missing(exc):
             return []
+        if unreachable(exc):
+            raise TransientError(f"MLflow registry unreachable: {exc}") from exc
         raise
     by_version: dict[str, list[str]] = {}
     for alias, version in (aliases or {}).items():
@@ -274,7 +309,7 @@ def delete_alias(settings: Settings, alias: str) -> None:
     try:
         c.delete_registered_model_alias(settings.model_name, alias)
     except Exception as exc:
-        if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
+        if not _missing(exc):
             raise
 
 
@@ -307,32 +342,4 @@ def load_model(settings: Settings, version: str | int | None = None, alias: str 
     try:
         return mlflow.sklearn.load_model(uri)
     except Exception as exc:
-        raise MlopsError(f"Cannot load model {uri}: {exc}") from exc
-
-
-def model_uri(settings: Settings, version: str | int) -> str:
-    return f"models:/{settings.model_name}/{version}"
-
-
-def figure_confusion(cm, labels) -> Any:
-    """A confusion-matrix figure (matplotlib, Agg backend; no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 9), dpi=80)
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("Confusion matrix (holdout, row-normalised)")
-    fig.tight_layout()
-    return fig
-
-
-def close_figure(fig) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+        raise Unavailable(f"Cannot load model {uri}: {exc}") from exc

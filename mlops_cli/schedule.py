@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from .errors import MlopsError
+from .errors import Invalid
 
 # supercronic parses schedules with gorhill/cronexpr: 5 fields, 6 = 5 + year, 7 = seconds + 5 + year.
 _MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -40,7 +40,7 @@ def default_template() -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise MlopsError(
+        raise Invalid(
             f"Cannot read the crontab template {path}: {exc.strerror or exc}. "
             "Set MLOPS_CRONTAB_TEMPLATE to its path."
         ) from None
@@ -62,18 +62,18 @@ def validate_schedule(variable: str, value: str) -> str:
     text = (value or "").strip()
     hint = "expected 5 fields (minute hour day-of-month month day-of-week), or 6-7 with year/seconds"
     if not text:
-        raise MlopsError(f"{variable} is empty: {hint}, e.g. '0 2 * * 1'")
+        raise Invalid(f"{variable} is empty: {hint}, e.g. '0 2 * * 1'")
     if "\n" in text or "\r" in text:
-        raise MlopsError(f"{variable} must be a single line, got {value!r}")
+        raise Invalid(f"{variable} must be a single line, got {value!r}")
     fields = text.split()
     if fields[0].startswith("@"):
         if len(fields) != 1 or fields[0] not in _MACROS:
-            raise MlopsError(f"Invalid {variable} {value!r}: unknown macro (use one of {', '.join(sorted(_MACROS))})")
+            raise Invalid(f"Invalid {variable} {value!r}: unknown macro (use one of {', '.join(sorted(_MACROS))})")
         return text
     if len(fields) not in (5, 6, 7):
-        raise MlopsError(f"Invalid {variable} {value!r}: {hint}; got {len(fields)} field(s)")
+        raise Invalid(f"Invalid {variable} {value!r}: {hint}; got {len(fields)} field(s)")
     if not all(_FIELD.match(f) for f in fields):
-        raise MlopsError(f"Invalid {variable} {value!r}: unexpected characters")
+        raise Invalid(f"Invalid {variable} {value!r}: unexpected characters")
     if len(fields) == 5:
         five, extra = fields, []
     elif len(fields) == 6:
@@ -81,7 +81,7 @@ def validate_schedule(variable: str, value: str) -> str:
     else:
         five, extra = fields[1:6], [fields[0], fields[6]]  # seconds + ... + year
     if not all(_NUMERIC_FIELD.match(f) for f in extra) or not _valid_five(" ".join(five)):
-        raise MlopsError(f"Invalid {variable} {value!r}: not a valid cron schedule ({hint})")
+        raise Invalid(f"Invalid {variable} {value!r}: not a valid cron schedule ({hint})")
     return " ".join(fields)
 
 
@@ -89,7 +89,7 @@ def validate_timezone(value: str) -> str:
     """An IANA zone name; MlopsError naming CRON_TZ otherwise."""
     tz = (value or "").strip()
     if not _TZ.match(tz):
-        raise MlopsError(f"Invalid CRON_TZ {value!r}: expected an IANA time zone such as Europe/Paris")
+        raise Invalid(f"Invalid CRON_TZ {value!r}: expected an IANA time zone such as Europe/Paris")
     try:
         import zoneinfo
 
@@ -97,7 +97,7 @@ def validate_timezone(value: str) -> str:
     except Exception:  # pragma: no cover
         known = set()
     if known and tz not in known and tz != "UTC":  # no tz database at all: trust the syntax
-        raise MlopsError(f"Unknown CRON_TZ {value!r}: expected an IANA time zone such as Europe/Paris")
+        raise Invalid(f"Unknown CRON_TZ {value!r}: expected an IANA time zone such as Europe/Paris")
     return tz
 
 
@@ -116,10 +116,10 @@ def render_crontab(settings, template_text: str | None = None) -> str:
     try:
         rendered = Template(text).substitute(values)
     except KeyError as exc:
-        raise MlopsError(
+        raise Invalid(
             f"The crontab template uses ${{{exc.args[0]}}}, which is not one of "
             f"{', '.join('${' + k + '}' for k in values)} (write $$ for a literal $)"
         ) from None
     except ValueError as exc:
-        raise MlopsError(f"The crontab template has a malformed placeholder: {exc} (write $$ for a literal $)") from None
+        raise Invalid(f"The crontab template has a malformed placeholder: {exc} (write $$ for a literal $)") from None
     return rendered if rendered.endswith("\n") else rendered + "\n"

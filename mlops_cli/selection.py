@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from . import dataset
-from .errors import MlopsError
+from .errors import Conflict
 from .features import PLAIN_PARAMS, assemble, char_branch, make_classifier, make_prepare, pick_text, prepare, \
     text_char_branch, word_branch
 
@@ -206,7 +206,7 @@ def split_parts(train_rows: pd.DataFrame, *, validation_fraction: float, holdout
                 max_per_class: int | None, seed: int) -> Parts:
     search, validation = dataset.split_validation(train_rows, validation_fraction, holdout_fraction)
     if len(validation) == 0 or search["prdtypecode"].nunique() < 2:
-        raise MlopsError(
+        raise Conflict(
             f"Too few training rows ({len(train_rows)}) for a validation part of {validation_fraction:.0%}: "
             "load more products before training.")
     cap_search = cap_val = None

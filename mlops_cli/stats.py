@@ -6,12 +6,12 @@ no I/O, no logging, no global state. Only numpy and scipy are used.
 Design rule: drift *scores* are effect sizes, p-values are supporting evidence
 ------------------------------------------------------------------------------
 The score that drives alerting is an effect size -- the Population Stability
-Index (:func:`psi`, :func:`rate_shift`) or the Jensen-Shannon distance
-(:func:`js_distance`) -- read on one scale where
+Index (:func:`psi`, :func:`rate_shift`) -- read on one scale where
 
     > 0.1  WARNING      > 0.2  ALERT      > 0.3  CRITICAL    (:func:`drift_level`)
 
-Hypothesis tests (:func:`ks_test`, :func:`chi_square`) answer a different
+Hypothesis tests (:func:`chi_square`; the drift scores add a binned KS,
+drift_scoring.py) answer a different
 question ("could these two samples come from exactly the same distribution?")
 and their p-values depend as much on sample size as on the size of the change:
 
@@ -56,13 +56,10 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 from scipy import stats as _sps
-from scipy.spatial.distance import jensenshannon as _jensenshannon
 
 __all__ = [
-    "KSResult",
     "PSIResult",
     "ChiResult",
-    "ks_test",
     "fixed_bins",
     "edges_to_json",
     "edges_from_json",
@@ -72,8 +69,6 @@ __all__ = [
     "psi_noise",
     "top_contributors",
     "chi_square",
-    "js_distance",
-    "wasserstein",
     "rate_shift",
     "drift_level",
     "DRIFT_LEVELS",
@@ -103,25 +98,6 @@ def _count_total(x: float) -> int | float:
     """Total of a count vector: an ``int`` when integral, else a ``float``."""
     xf = float(x)
     return int(xf) if xf.is_integer() else xf
-
-
-@dataclass(frozen=True)
-class KSResult:
-    """Two-sample Kolmogorov-Smirnov test result (see :func:`ks_test`)."""
-
-    statistic: float
-    pvalue: float
-    n_ref: int
-    n_cur: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable plain-Python dict of the fields."""
-        return {
-            "statistic": float(self.statistic),
-            "pvalue": float(self.pvalue),
-            "n_ref": int(self.n_ref),
-            "n_cur": int(self.n_cur),
-        }
 
 
 @dataclass(frozen=True)
@@ -225,33 +201,6 @@ def _count_pair(ref_counts: Any, cur_counts: Any) -> tuple[np.ndarray, np.ndarra
 # --------------------------------------------------------------------------
 # Hypothesis tests (supporting evidence only)
 # --------------------------------------------------------------------------
-def ks_test(reference: Any, current: Any) -> KSResult:
-    """Two-sample Kolmogorov-Smirnov test of a numeric feature.
-
-    Measures the largest vertical gap between the two empirical CDFs
-    (``statistic`` in [0, 1]) and the p-value for "same continuous
-    distribution" (``scipy.stats.ks_2samp``, two-sided, automatic exact /
-    asymptotic method). NaNs are dropped; an input that is empty after
-    dropping NaNs raises ``ValueError``.
-
-    When it misleads: the p-value is driven by sample size. With 10^5 rows
-    per side a 0.02-sd mean shift (irrelevant in practice) gives p < 0.05,
-    while a 30-row window can hide a large shift. It also assumes continuous
-    data: on heavily tied / discrete features (counts, lengths with many
-    zeros) the p-value is conservative. Use the statistic or :func:`psi` /
-    :func:`wasserstein` as the effect size; treat the p-value as support.
-    """
-    ref = _sample(reference, "reference")
-    cur = _sample(current, "current")
-    res = _sps.ks_2samp(ref, cur)
-    return KSResult(
-        statistic=float(res.statistic),
-        pvalue=float(res.pvalue),
-        n_ref=int(ref.size),
-        n_cur=int(cur.size),
-    )
-
-
 def chi_square(ref_counts: Any, cur_counts: Any) -> ChiResult:
     """Chi-square test of homogeneity between two categorical count vectors.
 
@@ -306,8 +255,8 @@ def fixed_bins(reference: Any, n_bins: int = 10) -> np.ndarray:
     than asked for -- a constant reference gives just two bins ``[-inf, c)``
     and ``[c, +inf)``. Mass moving *within* a bin is invisible, and mass
     moving far beyond the reference range registers no more than mass moving
-    just past it (both land in the outer bin); use :func:`wasserstein` for
-    magnitude.
+    just past it (both land in the outer bin): a binned score does not measure
+    how far mass moved.
     """
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
@@ -596,63 +545,6 @@ def top_contributors(
         )
     order = np.argsort(-contrib, kind="stable")[: max(int(n), 0)]
     return [(labels[i], float(contrib[i])) for i in order if contrib[i] > 0]
-
-
-def js_distance(ref_counts: Any, cur_counts: Any, base: float = 2) -> float:
-    """Jensen-Shannon distance between two count vectors (in [0, 1] for base 2).
-
-    ``sqrt(JS divergence)`` of the normalised counts
-    (``scipy.spatial.distance.jensenshannon``): 0 for identical
-    distributions, 1 (base 2) for disjoint supports. Symmetric, bounded and
-    defined with empty bins (no smoothing needed), which makes it a robust
-    companion to :func:`psi`. For small shifts JS distance ≈
-    ``sqrt(PSI / (8 ln 2))``, so it reads on a similar 0.1 / 0.2 / 0.3 scale
-    (PSI 0.1 / 0.2 / 0.3 ≈ JS 0.13 / 0.19 / 0.23).
-
-    When it misleads: it has no small-sample correction -- sampling noise
-    alone gives about ``sqrt((K-1)(1/n_ref + 1/n_cur) / (8 ln 2))`` (≈ 0.2
-    for 27 classes and 100-row windows), so on small windows prefer the
-    corrected :func:`psi`. Being bounded, it saturates for large shifts.
-    """
-    ref, cur = _count_pair(ref_counts, cur_counts)
-    if not (float(base) > 0 and float(base) != 1):
-        raise ValueError(f"base must be positive and != 1, got {base!r}")
-    d = float(_jensenshannon(ref / ref.sum(), cur / cur.sum(), base=base))
-    if math.isnan(d):  # sqrt of a round-off negative on (near-)identical inputs
-        d = 0.0
-    upper = math.sqrt(math.log(2) / math.log(float(base))) if float(base) > 1 else math.inf
-    return min(max(d, 0.0), upper)
-
-
-def wasserstein(reference: Any, current: Any, normalise: bool = True) -> float:
-    """Earth mover's (Wasserstein-1) distance between two numeric samples.
-
-    ``scipy.stats.wasserstein_distance`` on the finite values (NaN / inf
-    dropped; empty raises ``ValueError``). It measures *how far* mass moved,
-    in the feature's units -- for a pure location shift it equals the shift.
-    With ``normalise=True`` it is divided by the reference standard deviation
-    (or the IQR if the std is 0) so it is scale-free: a shift of ``d``
-    reference sds gives ``d``. If that scale is 0 (constant reference) the
-    result is 0 when the distance is 0, and ``inf`` otherwise (a constant
-    feature that moved at all has shifted by infinitely many of its own sds).
-
-    When it misleads: normalised by the sd it is *not* on the PSI scale
-    (PSI ≈ d**2 for a d-sd shift, so W = 0.1 is only PSI ≈ 0.01); a few
-    extreme outliers inflate both the distance and the sd; on heavy-tailed
-    features the sd is unstable and the IQR would be the better scale.
-    """
-    ref = _sample(reference, "reference", finite_only=True)
-    cur = _sample(current, "current", finite_only=True)
-    dist = float(_sps.wasserstein_distance(ref, cur))
-    if not normalise:
-        return dist
-    scale = float(np.std(ref))
-    if scale == 0.0:
-        q75, q25 = np.quantile(ref, [0.75, 0.25])
-        scale = float(q75 - q25)
-    if scale == 0.0:
-        return 0.0 if dist == 0.0 else math.inf
-    return dist / scale
 
 
 def rate_shift(

@@ -12,6 +12,8 @@ from typing import Any, Iterable, Sequence
 
 from psycopg2.extras import Json, RealDictCursor
 
+from .jsonvalues import jsonable
+
 
 def _all(conn, sql: str, params: Sequence | dict | None = None) -> list[dict]:
     with conn.cursor(cursor_factory=RealDictCursor) as cur:
@@ -503,10 +505,6 @@ def insert_feedback(conn, *, true_code: int, inference_id: int | None = None,
     )
 
 
-def list_feedback(conn, limit: int = 100) -> list[dict]:
-    return _all(conn, "SELECT * FROM feedback ORDER BY id DESC LIMIT %s", (limit,))
-
-
 EXPORT_INFERENCE_COLUMNS = ("id",) + INFERENCE_COLUMNS
 
 
@@ -558,9 +556,7 @@ def list_api_audit(conn, limit: int = 100, route: str | None = None) -> list[dic
 # model_references, drift_reports, alerts, alert_actions, app_settings (sql/005_drift.sql), the
 # window aggregates read by the drift check, and the simulator's bulk inserts.
 def _jsonb(value: Any) -> Json:
-    """JSONB parameter: NaN/inf -> null, numpy scalars and datetimes made plain (notify.jsonable)."""
-    from .notify import jsonable
-
+    """JSONB parameter: NaN/inf -> null, numpy scalars and datetimes made plain (jsonvalues.jsonable)."""
     return Json(jsonable(value))
 
 
@@ -584,16 +580,6 @@ def get_model_reference(conn, model_name: str, model_version: str) -> dict | Non
         """SELECT id, model_name, model_version, mlflow_run_id, summary, created_at
            FROM model_references WHERE model_name = %s AND model_version = %s""",
         (model_name, str(model_version)),
-    )
-
-
-def list_model_references(conn, model_name: str) -> list[dict]:
-    """Versions with a stored reference (without the summaries), newest first."""
-    return _all(
-        conn,
-        """SELECT id, model_name, model_version, mlflow_run_id, created_at FROM model_references
-           WHERE model_name = %s ORDER BY id DESC""",
-        (model_name,),
     )
 
 

@@ -2,7 +2,7 @@
 
 The real challenge data (``X_train_update.csv`` / ``Y_train_CVw08PX.csv``) may not be
 redistributed, so tests, demos and drift drills run on a synthetic catalogue that mimics
-its published statistics (see ``/work/shared/DATA_FACTS.md``):
+its published statistics (DATA_FACTS: docs/DATA.md, "Real data facts"):
 
 * **Files**: ``write_catalogue`` writes both CSV files in exactly the real layout: an
   unnamed index column (0..rows-1), then ``designation,description,productid,imageid``

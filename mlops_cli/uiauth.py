@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Settings
-from .errors import MlopsError
+from .errors import Invalid, MlopsError
 
 MODES = ("token", "users")
 TOKEN_PARAM = "token"  # the query parameter of the sign-in URL
@@ -36,7 +36,7 @@ MIN_PASSWORD = 8
 FALLBACK_ADMIN = "ui-admin"
 
 
-class SignInRefused(MlopsError):
+class SignInRefused(Invalid):
     """Wrong token, unknown name or wrong password: one message for the last two, so that the
     sign-in form does not tell which names exist."""
 
@@ -54,7 +54,7 @@ class Identity:
 def mode(settings: Settings) -> str:
     value = (settings.ui_auth or "token").strip().lower()
     if value not in MODES:
-        raise MlopsError(f"Invalid value for UI_AUTH: {settings.ui_auth!r} (expected one of: {', '.join(MODES)})")
+        raise Invalid(f"Invalid value for UI_AUTH: {settings.ui_auth!r} (expected one of: {', '.join(MODES)})")
     return value
 
 
@@ -140,7 +140,7 @@ def _dummy_hash() -> str:
 def check_name(name: str) -> str:
     name = (name or "").strip()
     if not NAME.match(name):
-        raise MlopsError(f"Invalid user name {name!r}: 1 to 64 letters, digits or . _ @ + - (no spaces, no ':')")
+        raise Invalid(f"Invalid user name {name!r}: 1 to 64 letters, digits or . _ @ + - (no spaces, no ':')")
     return name
 
 
@@ -156,7 +156,7 @@ def read_users(path: Path) -> dict[str, str]:
             continue
         name, sep, hashed = text.partition(":")
         if not sep or not NAME.match(name) or not hashed.startswith("$argon2"):
-            raise MlopsError(f"{path}:{lineno}: expected `name:$argon2id$...` (write entries with "
+            raise Invalid(f"{path}:{lineno}: expected `name:$argon2id$...` (write entries with "
                              "`mlops ui add-user NAME`)")
         users[name] = hashed
     return users
@@ -164,7 +164,7 @@ def read_users(path: Path) -> dict[str, str]:
 
 def hash_password(password: str) -> str:
     if len(password or "") < MIN_PASSWORD:
-        raise MlopsError(f"The password must have at least {MIN_PASSWORD} characters")
+        raise Invalid(f"The password must have at least {MIN_PASSWORD} characters")
     return _hasher().hash(password)
 
 

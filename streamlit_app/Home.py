@@ -9,7 +9,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # `common`, when run f
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
-from mlops_cli import views  # noqa: E402
+from mlops_cli.ops import alerts as ops_alerts, models as ops_models, runs as ops_runs  # noqa: E402
+from mlops_cli.vocab import ALERT_LEVELS  # noqa: E402
 
 common.page("Overview", ":material/dashboard:")
 s = common.settings()
@@ -23,7 +24,7 @@ st.caption(f"Product classifier **{s.model_name}** for the Rakuten France catalo
 
 # --- champion ---------------------------------------------------------------------------------------
 st.subheader("Champion in production")
-champ = common.call(views.champion, c, s, what="the model registry")
+champ = common.call(ops_models.champion, c, s, what="the model registry")
 if champ is None:
     st.info("No version is in production yet: train, evaluate and promote one (Operations page, or "
             "`mlops pipeline weekly`).", icon=":material/model_training:")
@@ -32,7 +33,7 @@ else:
     a.metric("version", f"v{champ['version']}")
     b.metric("weighted F1", common.fmt_score(champ["weighted_f1"]), help=champ.get("weighted_f1_source"))
     d.metric("in production since", common.fmt_time(champ["since"], tz=False),
-             help=f"{common.fmt_time(champ['since'])} ({views.age(champ['since'])})" if champ["since"] else None)
+             help=f"{common.fmt_time(champ['since'])} ({common.age(champ['since'])})" if champ["since"] else None)
     how = {"promoted": "promoted by the rule", "manual_promotion": "approved by hand",
            "rolled_back": "restored by a rollback"}.get(champ["how"], champ["how"] or "")
     st.caption(f"{how}{' by ' + champ['decided_by'] if champ.get('decided_by') else ''}"
@@ -46,26 +47,26 @@ for col, kind, label in zip(cols, ("weekly", "daily", "retrain"),
                              "Retrain (on demand)")):
     with col:
         st.markdown(f"**{label}**")
-        run = views.last_pipeline_run(c, kind)
+        run = ops_runs.last_pipeline_run(c, kind)
         if run is None:
             st.caption("never run")
             continue
         st.markdown(f"run **#{run['id']}** {common.badge(run['status'])} · {common.fmt_time(run['started_at'])} "
-                    f"({views.age(run['started_at'])}) · {run['triggered_by']}"
+                    f"({common.age(run['started_at'])}) · {run['triggered_by']}"
                     f"{':' + run['actor'] if run.get('actor') else ''}")
         if run["steps"]:
             st.markdown(" → ".join(f"{r['step']} {common.badge(r['status'])}" for r in run["steps"]))
-        msg = views.run_message(run)
+        msg = ops_runs.run_message(run)
         if msg:
             st.caption(msg[:300])
 
 # --- alerts ------------------------------------------------------------------------------------------
 st.subheader("Open alerts")
-counts = views.open_alerts_by_level(c)
+counts = ops_alerts.open_alerts_by_level(c)
 cols = st.columns(4)
-for col, level in zip(cols, views.LEVELS):
+for col, level in zip(cols, ALERT_LEVELS):
     col.metric(level, counts.get(level, 0))
-active = views.open_alerts(c)
+active = ops_alerts.open_alerts(c)
 with cols[3]:
     if active:
         worst = active[0]
@@ -76,12 +77,12 @@ with cols[3]:
 
 # --- catalogue ---------------------------------------------------------------------------------------
 st.subheader("Catalogue")
-counts = views.catalogue_counts(c)
+counts = ops_runs.catalogue_counts(c)
 a, b, d = st.columns(3)
 a.metric("products", f"{counts['products']:,}")
 b.metric("batches", f"{counts['batches']:,}")
 d.metric("rejected rows", f"{counts['rejected']:,}")
-growth = views.catalogue_growth(c)
+growth = ops_runs.catalogue_growth(c)
 if growth:
     import altair as alt
 

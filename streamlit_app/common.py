@@ -1,8 +1,9 @@
 """Shared helpers of the control room pages: settings, the database connection, the sign-in (who
 is acting), status badges, the empty state and the drift charts used on two pages.
 
-Pages render and call mlops_cli.views (reads, and the audited actions); nothing here holds a
-business rule or a query.
+Pages render and call the operations layer (mlops_cli.ops: reads, and the audited actions);
+nothing here holds a business rule or a query. A domain error becomes a message in one place
+(`show_error`, by the error's code).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from mlops_cli import uiauth, views  # noqa: E402
+from mlops_cli import uiauth  # noqa: E402
 from mlops_cli.config import Settings, load_settings  # noqa: E402
-from mlops_cli.errors import MlopsError  # noqa: E402
+from mlops_cli.errors import Conflict, Invalid, MlopsError, NotFound, Unavailable  # noqa: E402
+from mlops_cli.ops import common as ops_common, drift as ops_drift, runs as ops_runs  # noqa: E402
+from mlops_cli.vocab import Cause, values  # noqa: E402
 
 EMPTY_MESSAGE = (
     "The database is empty: no catalogue batch is loaded and no pipeline has run yet. "
@@ -34,6 +37,22 @@ LEVEL_COLORS = {"CRITICAL": "red", "ALERT": "orange", "WARNING": "yellow", "NONE
 THRESHOLD_COLORS = {"warning": "#e6b800", "alert": "#ff8c00", "critical": "#d62728"}
 CAUSE_COLORS = {"data": "#1f77b4", "prediction": "#9467bd", "performance": "#2ca02c"}
 IDENTITY_KEY = "signed_in"  # session_state: {"name", "method"} once signed in (uiauth.Identity)
+# How each kind of domain error is shown (errors.MlopsError.code): the message is the error's own.
+ERROR_ICONS = {NotFound.code: ":material/search_off:", Conflict.code: ":material/block:",
+               Invalid.code: ":material/edit_off:", Unavailable.code: ":material/cloud_off:",
+               MlopsError.code: ":material/error:"}
+RETRY_HINT = " (a service is unreachable: try again in a moment)"
+
+
+def error_text(exc: MlopsError, prefix: str = "") -> str:
+    """The message a person reads for a domain error: its own text, plus a hint to retry when a
+    service could not be reached."""
+    return prefix + str(exc) + (RETRY_HINT if exc.code == Unavailable.code else "")
+
+
+def show_error(exc: MlopsError, prefix: str = "", icon: str | None = None) -> None:
+    """The one place a domain error becomes something on the page."""
+    st.error(error_text(exc, prefix), icon=icon or ERROR_ICONS.get(exc.code, ERROR_ICONS[MlopsError.code]))
 
 
 # --- page set-up --------------------------------------------------------------------------------------
@@ -56,11 +75,11 @@ def settings() -> Settings:
     try:
         return load_settings()
     except MlopsError as exc:
-        st.error(f"Configuration error: {exc}")
+        show_error(exc, "Configuration error: ")
         st.stop()
 
 
-@st.cache_resource(show_spinner=False, validate=views.ping, max_entries=16)
+@st.cache_resource(show_spinner=False, validate=ops_common.ping, max_entries=16)
 def _read_connection(key: str, _settings: Settings):
     """One read connection per database (autocommit: no transaction is left open between
     reruns). `validate` re-checks it on each use: a dropped connection is replaced."""
@@ -87,10 +106,10 @@ def call(fn, *args, what: str = "this", **kwargs) -> Any:
     try:
         return fn(*args, **kwargs)
     except MlopsError as exc:
-        st.error(str(exc))
+        show_error(exc)
         st.stop()
     except Exception as exc:
-        if views.is_connection_error(exc):
+        if ops_common.is_connection_error(exc):
             _read_connection.clear()
             st.error(f"Lost the database connection while reading {what}: {str(exc).strip()}. "
                      "Reload the page to reconnect.")
@@ -119,7 +138,7 @@ def _sign_in(check, rerun: bool = True) -> None:
         st.session_state[IDENTITY_KEY] = check().as_dict()
     except MlopsError as exc:
         st.session_state.pop(IDENTITY_KEY, None)
-        st.error(str(exc), icon=":material/lock:")
+        show_error(exc, icon=":material/lock:")
         return
     if rerun:
         st.rerun()
@@ -136,7 +155,7 @@ def sign_in_form(s: Settings) -> None:
     try:
         how = uiauth.mode(s)
     except MlopsError as exc:
-        st.error(f"Configuration error: {exc}")
+        show_error(exc, "Configuration error: ")
         st.stop()
     with st.form("signin", clear_on_submit=True):
         if how == "users":
@@ -173,6 +192,12 @@ def sidebar() -> None:
         st.caption("Database: " + (redact(s.database_url) if s.database_url else f"embedded ({s.home}/pg)"))
 
 
+def ui_trigger(who: str | None):
+    """Trigger(triggered_by="ui", actor=<the signed-in name>): what every action records; refused
+    ("A signed-in identity is required") without a name."""
+    return ops_common.trigger("ui", who)
+
+
 def acting_as() -> str | None:
     """The signed-in name an action form acts with; nobody signed in: None, and a notice is shown
     where the form would be (read-only pages, UI_PUBLIC_READ)."""
@@ -194,7 +219,7 @@ def badge(status: str | None) -> str:
 
 def empty_state(c) -> bool:
     """Show the empty-state message when the database is empty; True when it is."""
-    if views.is_empty(c):
+    if ops_runs.is_empty(c):
         st.info(EMPTY_MESSAGE, icon=":material/inbox:")
         return True
     return False
@@ -209,6 +234,25 @@ def fmt_time(ts, tz: bool = True) -> str:
         return ts.strftime("%Y-%m-%d %H:%M UTC" if tz and ts.tzinfo else "%Y-%m-%d %H:%M")
     except AttributeError:
         return str(ts)
+
+
+def age(ts, now=None) -> str:
+    """'3 d ago', '5 h ago', '12 min ago' (for cards)."""
+    if ts is None:
+        return ""
+    from datetime import datetime
+
+    now = now or datetime.now(timezone.utc)
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    s = max(0.0, (now - ts).total_seconds())
+    if s < 90:
+        return f"{int(s)} s ago"
+    if s < 5400:
+        return f"{int(s // 60)} min ago"
+    if s < 172800:
+        return f"{int(s // 3600)} h ago"
+    return f"{int(s // 86400)} d ago"
 
 
 def fmt_score(x, digits: int = 4) -> str:
@@ -254,25 +298,54 @@ def show_result(result: dict | None) -> None:
         st.caption(f"audited in alert_actions #{result['action_id']}")
 
 
-def run_action(key: str, fn, *args, spinner: str = "Working…", **kwargs) -> None:
-    """Run an action under a spinner, keep its result in session_state[key] and rerun the page (so
-    that every table shows what the action changed); the result is shown from session_state.
+def _shown(result: Any) -> dict:
+    """An action's outcome as show_result reads it: {ok, status, message, error, run (the
+    pipeline_runs row it wrote, re-read), action_id, ...}."""
+    from mlops_cli.runs import StepResult
 
-    Refused actions (MlopsError: missing note, nothing to do...) show an error, no result; so
+    if isinstance(result, StepResult):
+        out = {"ok": result.status != "failed", **result.as_dict(), "error": None}
+    elif hasattr(result, "as_dict"):
+        out = result.as_dict()
+    else:
+        out = dict(result)
+    run_id = out.get("run_id") or out.get("pipeline_run_id")
+    out["run"] = ops_runs.get_run(conn(), run_id) if run_id else None
+    return out
+
+
+def run_action(key: str, fn, *args, spinner: str = "Working…", connect: bool = False, **kwargs) -> None:
+    """Run an action under a spinner, keep its outcome in session_state[key] and rerun the page (so
+    that every table shows what the action changed); the outcome is shown from session_state.
+
+    connect: the action gets its own connection as first argument (committed when it returns),
+    never the page's read connection. A step that fails is an outcome (its failed run is shown);
+    refused actions (a domain error: missing note, nothing to do...) show an error, no outcome; so
     does an action submitted without a sign-in (the forms are only shown to a signed-in user).
     """
+    from mlops_cli.runs import StepFailed
+
     if identity() is None:
         st.error("Sign in to act.", icon=":material/lock:")
         return
     try:
         with st.spinner(spinner):
-            result = fn(*args, **kwargs)
+            if connect:
+                from mlops_cli.db import connection
+
+                with connection(settings(), application_name="mlops-ui") as action_conn:
+                    result = fn(action_conn, *args, **kwargs)
+            else:
+                result = fn(*args, **kwargs)
+        shown = _shown(result)
+    except StepFailed as exc:  # recorded by the step: show its failed run
+        shown = {**_shown(exc.result), "ok": False, "error": exc.result.message}
     except MlopsError as exc:
-        st.error(str(exc), icon=":material/block:")
+        show_error(exc)
         st.session_state.pop(key, None)
         return
-    st.session_state[key] = result
-    st.rerun()  # re-read everything the action changed; the result is shown from session_state
+    st.session_state[key] = shown
+    st.rerun()  # re-read everything the action changed; the outcome is shown from session_state
 
 
 # --- drift charts (Drift and Alerts pages) -----------------------------------------------------------
@@ -337,7 +410,7 @@ def contribution_chart(rows: list[dict], label: str, height: int | None = None):
 
 def show_distributions(report: dict, *, groups: tuple[str, ...] = ("data", "prediction"), columns: int = 2) -> None:
     """Every feature of a report: bars for binned / categorical ones, metrics for rates."""
-    feats = [f for f in views.feature_distributions(report) if f["group"] in groups]
+    feats = [f for f in ops_drift.feature_distributions(report) if f["group"] in groups]
     if not feats:
         st.info("This report has no per-feature detail (insufficient data in the window).")
         return
@@ -355,7 +428,7 @@ def show_distributions(report: dict, *, groups: tuple[str, ...] = ("data", "pred
 
 
 def show_top_movers(report: dict) -> None:
-    tokens, classes = views.top_tokens(report), views.top_classes(report)
+    tokens, classes = ops_drift.top_tokens(report), ops_drift.top_classes(report)
     a, b = st.columns(2)
     with a:
         st.markdown("**Top drifting title tokens**")
@@ -378,7 +451,7 @@ def show_report_scores(report: dict, th: dict | None = None) -> None:
     levels = details.get("levels") or {}
     th = th or details.get("thresholds") or {}
     cols = st.columns(4)
-    for col, cause in zip(cols, views.CAUSES):
+    for col, cause in zip(cols, values(Cause)):
         score = report.get(f"{cause}_drift_score")
         col.metric(f"{cause} drift", fmt_score(score), help=(details.get("scales") or {}).get(cause))
         col.markdown(badge(levels.get(cause, "NONE")))

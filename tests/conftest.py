@@ -25,9 +25,11 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 
+import faults
 from mlops_cli import config, db
 
 REPO = Path(__file__).resolve().parent.parent
+faults.install_for_session()  # fault injection (MLOPS_FAULT) for this process and its children
 _counter = itertools.count()
 
 

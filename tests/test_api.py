@@ -617,7 +617,9 @@ def test_openapi_and_docs(client):
 def test_openapi_states_the_settings_limits_and_every_error_body(api_env):
     """The rules are in the document (tests/test_api_contract.py fuzzes the rest): this app's
     MAX_TEXT_CHARS and MAX_BATCH_SIZE, and a body model for every documented error status."""
-    from mlops_cli.steps.alert import STATUSES
+    from mlops_cli.vocab import AlertStatus, values
+
+    STATUSES = values(AlertStatus)
 
     api_env.setenv("MAX_TEXT_CHARS", "77")
     api_env.setenv("MAX_BATCH_SIZE", "5")
@@ -662,6 +664,8 @@ CONTROL_ROUTES = [
     ("post", "/api/alerts/1/acknowledge", {"by": "alice"}),
     ("get", "/api/runs", None),
     ("get", "/api/models", None),
+    ("get", "/api/thresholds", None),
+    ("post", "/api/thresholds", {"warning": 0.15}),
     ("get", "/api/audit", None),
 ]
 
@@ -785,6 +789,89 @@ def test_rollback_with_nothing_to_roll_back_is_409(api_env):
         assert r.status_code == 409, r.text
 
 
+def test_rollback_from_an_alert_is_recorded_on_it(client, trained, conn):
+    """The audit rule of ops.models: a rollback asked for about an alert writes its alert_actions
+    row with the outcome, from the API as from the control room; an unknown alert is a 404 before
+    anything is rolled back (NotFound, its exact message)."""
+    alert_id = store.insert_alert(conn, level="CRITICAL", cause="data_drift", report_id=None,
+                                  message="Drift CRITICAL", details={}, notified=False)
+    conn.commit()
+    r = client.post("/api/rollback-model", json={"reason": "drift", "alert_id": 424242}, headers=auth())
+    assert r.status_code == 404 and r.json() == {"detail": "No alert 424242"}, r.text
+    assert store.list_runs(conn, step="rollback") == []
+    r = client.post("/api/trigger-retrain", json={"by": "bob", "alert_id": 424242}, headers=auth())
+    assert r.status_code == 404 and r.json() == {"detail": "No alert 424242"}, r.text
+    assert store.list_runs(conn, pipeline="retrain") == []
+    conn.rollback()
+    registry.set_alias(trained.settings, registry.CHAMPION, trained.v2)
+    registry.set_alias(trained.settings, registry.PREVIOUS, trained.v1)
+    try:
+        r = client.post("/api/rollback-model", json={"reason": "F1 dropped on the drifted feed", "by": "alice",
+                                                     "alert_id": alert_id}, headers=auth())
+        assert r.status_code == 200, r.text
+        run_id = r.json()["run_id"]
+        [(a_id, action, actor, note, params)] = query(conn, "SELECT alert_id, action, actor, note, params "
+                                                            "FROM alert_actions")
+        assert (a_id, action, actor, note) == (alert_id, "rollback", "alice", "F1 dropped on the drifted feed")
+        assert params["outcome"] == "succeeded" and params["pipeline_run_id"] == run_id
+        assert (params["from_version"], params["to_version"]) == (trained.v2, trained.v1)
+        # nothing left to roll back to: refused (409), and the attempt is on the alert too
+        r = client.post("/api/rollback-model", json={"reason": "again", "alert_id": alert_id}, headers=auth())
+        assert r.status_code == 409, r.text
+        last = query(conn, "SELECT action, params FROM alert_actions ORDER BY id DESC LIMIT 1")[0]
+        assert last[0] == "rollback" and last[1]["outcome"] == "failed" and "roll back" in last[1]["error"]
+    finally:
+        registry.delete_alias(trained.settings, registry.PREVIOUS)
+        registry.set_alias(trained.settings, registry.CHAMPION, trained.v1)
+        registry.set_version_tags(trained.settings, trained.v2, {"stage": "None", "rolled_back": "false"})
+
+
+def test_thresholds_partial_update(client, conn):
+    """POST /api/thresholds changes only the values given (ops.thresholds.update, as the CLI and the
+    control room); out of order or nothing given is a 409 with the library's message."""
+    before = client.get("/api/thresholds", headers=auth()).json()
+    assert before["source"] == {"warning": "settings", "alert": "settings", "critical": "settings"}
+    warning = round(before["alert"] / 2, 4)
+    r = client.post("/api/thresholds", json={"warning": warning, "note": "fewer warnings"},
+                    headers=auth(**{"X-Actor": "carol"}))
+    assert r.status_code == 200, r.text
+    after = r.json()
+    assert (after["warning"], after["alert"], after["critical"]) == (warning, before["alert"], before["critical"])
+    assert after["source"]["warning"] == "app_settings" and after["updated_by"] == "carol"
+    [(a_id, action, actor, note, params)] = query(conn, "SELECT alert_id, action, actor, note, params "
+                                                        "FROM alert_actions")
+    assert (a_id, action, actor, note) == (None, "adjust_thresholds", "carol", "fewer warnings")
+    assert params["new"] == {"warning": warning, "alert": before["alert"], "critical": before["critical"]}
+    r = client.post("/api/thresholds", json={"critical": warning / 2}, headers=auth())
+    assert r.status_code == 409 and "0 < warning < alert < critical" in r.json()["detail"], r.text
+    r = client.post("/api/thresholds", json={}, headers=auth())
+    assert r.status_code == 409, r.text
+    assert r.json() == {"detail": "Give at least one threshold to change (warning, alert or critical)"}
+    assert client.post("/api/thresholds", json={"warning": "0.1"}, headers=auth()).status_code == 422
+    assert client.post("/api/thresholds", json={"warning": 0}, headers=auth()).status_code == 422
+
+
+def test_error_codes_map_to_one_status_each():
+    """api/errors.py: a domain error answers the status of its code, whatever its text; a failed
+    step answers by its cause's code."""
+    from mlops_cli.api.errors import ERROR_CODE_TO_HTTP_STATUS, http_error
+    from mlops_cli.errors import (AlreadyRunning, Conflict, Invalid, MlopsError, NotFound, NotReady,
+                                  SourceError, TransientError, Unavailable)
+    from mlops_cli.runs import StepFailed, StepResult
+
+    expected = {NotFound: 404, Conflict: 409, NotReady: 409, AlreadyRunning: 409, Invalid: 409,
+                SourceError: 409, Unavailable: 503, TransientError: 503, MlopsError: 409}
+    for cls, status in expected.items():
+        error = http_error(cls("not found: no such thing"))  # the text says nothing of the status
+        assert (error.status_code, error.detail) == (status, "not found: no such thing"), cls
+        assert ERROR_CODE_TO_HTTP_STATUS[cls.code] == status
+    failed = StepResult("rollback", "failed", 7, "Nothing to roll back to")
+    assert http_error(StepFailed(failed, NotFound("No alert 3"))).status_code == 404
+    assert http_error(StepFailed(failed, TransientError("db down"))).detail == \
+        "rollback failed (run #7): Nothing to roll back to"
+    assert http_error(StepFailed(failed, RuntimeError("bug"))).status_code == 500
+
+
 def test_alerts_routes(client):
     r = client.get("/api/alerts", headers=auth())
     assert r.status_code == 200, r.text
@@ -794,6 +881,7 @@ def test_alerts_routes(client):
     assert all(s in r.json()["message"] for s in ("open", "acknowledged", "resolved")), r.json()["message"]
     r = client.post("/api/alerts/424242/acknowledge", json={"by": "alice"}, headers=auth())
     assert r.status_code == 404, r.text
+    assert r.json() == {"detail": "No alert 424242"}  # NotFound, mapped by its code
 
 
 def test_models_route(client, trained):

@@ -41,6 +41,43 @@ def test_bad_setting_via_the_cli_is_a_clean_error(cli, monkeypatch):
     assert r.exit_code == 1 and r.output.startswith("Error: Invalid value for LOAD_FRACTION: 'abc'")
 
 
+@pytest.mark.parametrize("error, code", [("NotFound", 1), ("Conflict", 1), ("Invalid", 1), ("SourceError", 1),
+                                         ("AlreadyRunning", 1), ("Unavailable", 75), ("TransientError", 75)])
+def test_domain_errors_exit_with_the_code_of_their_kind(error, code):
+    """cli.domain_errors maps an error's code to an exit code (cli.EXIT_CODES), never its text; the
+    message is the error's, exactly. A failed step exits by its cause's code."""
+    from click.testing import CliRunner
+
+    from mlops_cli import errors
+    from mlops_cli.cli import EXIT_CODES, domain_errors
+    from mlops_cli.runs import StepFailed, StepResult
+
+    cls = getattr(errors, error)
+
+    @click.command()
+    @click.option("--step", is_flag=True)
+    @domain_errors
+    def command(step):
+        if step:
+            raise StepFailed(StepResult("load", "failed", 3, "could not read"), cls("cause"))
+        raise cls("No alert 42: could not connect")  # the text names neither kind nor code
+
+    r = CliRunner().invoke(command, [])
+    assert (r.exit_code, r.output) == (code, "Error: No alert 42: could not connect\n")
+    assert EXIT_CODES[cls.code] == code
+    r = CliRunner().invoke(command, ["--step"])
+    assert (r.exit_code, r.output) == (code, "Error: load failed (run #3): could not read\n")
+
+
+def test_an_unknown_alert_is_a_clear_cli_error(cli, conn):
+    r = cli("alerts", "ack", 999999, "--by", "alice")
+    assert (r.exit_code, r.output) == (1, "Error: No alert 999999\n")
+    # a rollback answering an alert checks the alert first: nothing runs for an unknown one
+    r = cli("rollback", "--reason", "drift", "--alert-id", 999999)
+    assert (r.exit_code, r.output) == (1, "Error: No alert 999999\n")
+    assert query(conn, "SELECT count(*) FROM pipeline_runs") == [(0,)]
+
+
 def test_every_setting_is_documented():
     example = (REPO / ".env.example").read_text()
     configuration = (REPO / "docs" / "CONFIGURATION.md").read_text()

@@ -29,9 +29,11 @@ from mlops_cli import config, db, registry, stats, store
 from mlops_cli.errors import MlopsError
 from mlops_cli.runs import StepFailed, Trigger
 from mlops_cli.simulate import simulate_traffic
-from mlops_cli.steps.alert import acknowledge, alert, clear, list_alerts, record_action
-from mlops_cli.steps.drift import (TOKEN_DAY_SAMPLE, drift, effective_thresholds, set_thresholds,
-                                   window_aggregates)
+from mlops_cli.ops.alerts import acknowledge, clear, list_alerts, record_action
+from mlops_cli.steps.alert import alert
+from mlops_cli.drift_windows import TOKEN_DAY_SAMPLE, window_aggregates
+from mlops_cli.steps.drift import drift
+from mlops_cli.thresholds import effective_thresholds, set_thresholds
 from test_notify import ROUTING_KEY, receiver, smtp_server  # noqa: F401  (fixtures)
 
 # The scenarios below were calibrated on this model (how much its F1 moves under each drift):

@@ -11,7 +11,6 @@ import pytest
 from mlops_cli import stats
 from mlops_cli.stats import (
     ChiResult,
-    KSResult,
     PSIResult,
     category_counts,
     chi_square,
@@ -20,12 +19,9 @@ from mlops_cli.stats import (
     edges_to_json,
     fixed_bins,
     histogram,
-    js_distance,
-    ks_test,
     psi,
     rate_shift,
     top_contributors,
-    wasserstein,
 )
 
 # Approximate class frequencies of the Rakuten France training set (27 product
@@ -207,50 +203,24 @@ def test_real_shift_is_critical(n_cur):
         labels = list(range(K_CLASSES))
         top3 = {label for label, _ in top_contributors(res, labels, n=3)}
         assert top3 & {10, 11, 12}
-    # The JS distance sees it too.
-    assert js_distance(ref, w) > 0.3
 
 
 # --------------------------------------------------------------------------
 # p-values are not effect sizes
 # --------------------------------------------------------------------------
-def test_ks_flags_trivial_shift_on_large_samples_but_effect_size_is_tiny():
+def test_p_value_flags_trivial_shift_on_large_samples_but_effect_size_is_tiny():
     rng = np.random.default_rng(0)
     reference = rng.normal(0.0, 1.0, 100_000)
     current = rng.normal(0.02, 1.0, 100_000)  # a 0.02-sd shift: operationally nothing
 
-    ks = ks_test(reference, current)
-    assert isinstance(ks, KSResult)
-    assert ks.n_ref == ks.n_cur == 100_000
-    assert ks.pvalue < 0.05            # "statistically significant"...
-    assert ks.statistic < 0.02         # ...for a sub-1% CDF gap
-
-    w = wasserstein(reference, current)
-    assert w < 0.05                    # ~0.02 reference sds
     edges = fixed_bins(reference, 10)
-    p = psi(histogram(reference, edges), histogram(current, edges))
+    h_ref, h_cur = histogram(reference, edges), histogram(current, edges)
+    chi = chi_square(h_ref, h_cur)
+    assert chi.pvalue < 0.05           # "statistically significant"...
+    assert chi.cramers_v < 0.02        # ...for a negligible association
+    p = psi(h_ref, h_cur)
     assert p.value < 0.01              # far below the 0.1 WARNING threshold
     assert drift_level(p.value) == "NONE"
-    assert drift_level(w) == "NONE"
-
-
-def test_ks_misses_real_shift_on_tiny_samples_while_identical_is_insignificant():
-    rng = np.random.default_rng(3)
-    same = ks_test(rng.normal(size=5000), rng.normal(size=5000))
-    assert same.pvalue > 0.05
-    # A 0.5-sd shift with 8 rows is usually not significant.
-    pvals = [ks_test(rng.normal(size=8), rng.normal(0.5, 1, size=8)).pvalue for _ in range(50)]
-    assert np.mean(np.array(pvals) < 0.05) < 0.5
-
-
-def test_ks_drops_nans_and_rejects_empty():
-    res = ks_test([1.0, 2.0, np.nan, 3.0], [1.5, np.nan, 2.5])
-    assert (res.n_ref, res.n_cur) == (3, 2)
-    assert json.loads(json.dumps(res.as_dict())) == res.as_dict()
-    with pytest.raises(ValueError, match="reference is empty"):
-        ks_test([], [1.0])
-    with pytest.raises(ValueError, match="current is empty"):
-        ks_test([1.0, 2.0], [np.nan, np.nan])
 
 
 # --------------------------------------------------------------------------
@@ -345,7 +315,7 @@ def test_category_counts():
 
 
 # --------------------------------------------------------------------------
-# Chi-square, JS, Wasserstein
+# Chi-square
 # --------------------------------------------------------------------------
 def test_chi_square_identical_and_different():
     same = chi_square([100, 200, 300, 0], [100, 200, 300, 0])
@@ -367,32 +337,6 @@ def test_chi_square_identical_and_different():
 
     degenerate = chi_square([5, 0], [7, 0])
     assert (degenerate.pvalue, degenerate.dof, degenerate.cramers_v) == (1.0, 0, 0.0)
-
-
-def test_js_distance_bounds():
-    assert js_distance([1, 2, 3], [1, 2, 3]) == pytest.approx(0.0, abs=1e-12)
-    assert js_distance([10, 20, 30], [1, 2, 3]) == pytest.approx(0.0, abs=1e-7)
-    assert js_distance([5, 5, 0, 0], [0, 0, 3, 7]) == pytest.approx(1.0)
-    mid = js_distance([50, 50], [80, 20])
-    assert 0 < mid < 1
-    assert js_distance([80, 20], [50, 50]) == pytest.approx(mid)
-    with pytest.raises(ValueError, match="same number of bins"):
-        js_distance([1, 2], [1, 2, 3])
-
-
-def test_wasserstein_normalisation():
-    rng = np.random.default_rng(1)
-    x = rng.normal(0, 1, 20_000)
-    # Scale-free: a 0.5-sd shift reads ~0.5 whatever the units.
-    assert wasserstein(x, x + 0.5) == pytest.approx(0.5, rel=0.01)
-    assert wasserstein(1000 * x, 1000 * x + 500) == pytest.approx(0.5, rel=0.01)
-    assert wasserstein(1000 * x, 1000 * x + 500, normalise=False) == pytest.approx(500, rel=1e-6)
-    assert wasserstein([1, 2, np.nan], [1, 2]) == 0.0
-    # Constant reference: 0 if nothing moved, inf if it moved at all.
-    assert wasserstein([3.0, 3.0], [3.0, 3.0]) == 0.0
-    assert wasserstein([3.0, 3.0], [3.0, 4.0]) == math.inf
-    with pytest.raises(ValueError, match="current is empty"):
-        wasserstein([1.0], [])
 
 
 # --------------------------------------------------------------------------
@@ -467,9 +411,6 @@ def test_drift_level_custom_thresholds():
         (lambda: psi([1, -2], [1, 2]), "negative"),
         (lambda: psi([1, np.nan], [1, 2]), "NaN"),
         (lambda: chi_square([0, 0], [0, 0]), "empty"),
-        (lambda: js_distance([1, 2], [0, 0]), "cur_counts is empty"),
-        (lambda: wasserstein([], [1.0]), "reference is empty"),
-        (lambda: ks_test([np.nan], [1.0]), "reference is empty"),
     ],
 )
 def test_empty_and_invalid_inputs_raise_clear_errors(call, match):

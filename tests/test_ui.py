@@ -498,7 +498,7 @@ def test_alert_investigate_and_thresholds_are_audited_and_used_by_the_next_drift
         (alert_id, "investigate", "dave", "looking at the new supplier feed")]
     assert query(db_conn, "SELECT status FROM alerts WHERE id = %s", (alert_id,))[0][0] == "open"  # nothing else
 
-    # out of order: refused by drift.set_thresholds, nothing stored
+    # out of order: refused by thresholds.set_thresholds, nothing stored
     submit(at, "alert_thresholds_submit", alert_thresholds_warning=0.5, alert_thresholds_alert=0.2,
            alert_thresholds_critical=0.9, alert_thresholds_note="too noisy")
     assert "0 < warning < alert < critical" in texts(at)
@@ -527,6 +527,29 @@ def test_alert_investigate_and_thresholds_are_audited_and_used_by_the_next_drift
     assert reports and all(d["thresholds"] == {"warning": 0.15, "alert": 0.6, "critical": 0.9} for (d,) in reports)
     assert all(d["threshold_source"] == {"warning": "app_settings", "alert": "app_settings",
                                          "critical": "app_settings"} for (d,) in reports)
+
+
+def test_alert_thresholds_partial_update_keeps_the_values_left_empty(seeded, db_conn, users):
+    """ops.thresholds.update, as `mlops thresholds --warning X`: only the value given changes, the
+    others keep the one in force; the change is audited with the alert it was decided on."""
+    from mlops_cli.thresholds import effective_thresholds
+
+    before = effective_thresholds(db_conn, config.load_settings())
+    db_conn.rollback()
+    at = sign_in(run_page("pages/5_Alerts_Dashboard.py", token=False), "dave")
+    alert_id = at.selectbox(key="alerts_selected").value
+    assert at.number_input(key="alert_thresholds_alert").value is None  # empty: keep
+    warning = round(before["alert"] / 2, 3)
+    submit(at, "alert_thresholds_submit", alert_thresholds_warning=warning, alert_thresholds_note="fewer warnings")
+    no_exception(at)
+    assert dict(query(db_conn, "SELECT key, value FROM app_settings")) == {
+        "drift_warning_threshold": warning, "drift_alert_threshold": before["alert"],
+        "drift_critical_threshold": before["critical"]}
+    [(a_id, actor, note, params)] = query(db_conn, "SELECT alert_id, actor, note, params FROM alert_actions "
+                                                   "WHERE action = 'adjust_thresholds'")
+    assert (a_id, actor, note) == (None, "dave", f"fewer warnings (alert #{alert_id})")
+    assert params["new"] == {"warning": warning, "alert": before["alert"], "critical": before["critical"]}
+    assert f"warning {warning:g} / alert {before['alert']:g} / critical {before['critical']:g}" in texts(at)
 
 
 def test_alert_rollback_calls_the_rollback_step_and_is_audited(seeded, db_conn, restore_registry, users):
@@ -685,12 +708,16 @@ def test_token_sign_in_acknowledges_an_alert_as_the_admin(seeded, db_conn):
 
 
 def test_actions_refuse_an_empty_identity(settings):
-    from mlops_cli import views
     from mlops_cli.errors import MlopsError
+    from mlops_cli.ops import alerts as ops_alerts, models as ops_models, runs as ops_runs
+    from mlops_cli.ops.common import trigger
 
-    for call in (lambda: views.do_investigate(settings, None, " ", "note"),
-                 lambda: views.do_acknowledge(settings, 1, "", None),
-                 lambda: views.do_load(settings, None)):
+    # what the pages call with the signed-in name (trigger("ui", name)), and the retrain button
+    for call in (lambda: ops_alerts.investigate(None, None, trigger("ui", " "), "note"),
+                 lambda: ops_alerts.acknowledge(None, settings, 1, by=trigger("ui", ""), note=None),
+                 lambda: ops_runs.load(settings, trigger("ui", None)),
+                 lambda: ops_models.retrain(settings, " ", triggered_by="ui",
+                                            decision=ops_models.Decision(None, "note"))):
         with pytest.raises(MlopsError, match="A signed-in identity is required"):
             call()
 

@@ -4,7 +4,7 @@
 run has consumed yet (store.latest_unconsumed("drift", "alert")); `--report-id` one report.
 For each cause -- data_drift, prediction_drift, performance_drift -- the worst score over the
 run's windows (status 'ok', score not NULL) gives the level, with the thresholds in force
-(drift.effective_thresholds: app_settings overrides, else the settings):
+(thresholds.effective_thresholds: app_settings overrides, else the settings):
 
     score > warning   WARNING   recorded, notified on the log channel only
     score > alert     ALERT     + email and Slack
@@ -30,8 +30,8 @@ ALERT_ENABLED=false: reports are still written and alerts are still RECORDED (th
 shows them, with details.notified_level unset), but nothing is sent. When alerting is enabled
 again, the next run notifies the alerts still active (their level is above "never notified").
 
-Human decisions (acknowledge, clear, resolve, thresholds, and the UI's force_retrain /
-investigate / rollback buttons) are audited in `alert_actions`. These functions commit.
+Human decisions on alerts (acknowledge, resolve, clear, and the decisions recorded with them)
+are use cases of the operations layer: mlops_cli.ops.alerts.
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ from datetime import datetime, timedelta, timezone
 
 from .. import notify, store
 from ..config import Settings
-from ..errors import MlopsError
+from ..errors import NotFound
 from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..stats import DRIFT_LEVELS, drift_level
-from .drift import CAUSES, effective_thresholds
+from ..thresholds import effective_thresholds
+from ..vocab import Cause, values
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,6 @@ KINDS_BY_LEVEL = {
     "CRITICAL": ("log", "email", "slack", "pagerduty"),
 }
 SEVERITY = {"WARNING": "warning", "ALERT": "error", "CRITICAL": "critical"}
-ACTIONS = ("acknowledge", "clear", "resolve", "force_retrain", "investigate", "adjust_thresholds", "rollback")
-STATUSES = ("open", "acknowledged", "resolved")
 
 
 def _rank(level: str | None) -> int:
@@ -174,7 +173,7 @@ def _deliver(conn, settings: Settings, message: Message, level: str | None,
     return sent, notified
 
 
-def _send(conn, settings: Settings, message: Message, level: str | None, run_id: int | None) -> list[str]:
+def send_at_level(conn, settings: Settings, message: Message, level: str | None, run_id: int | None) -> list[str]:
     """Send on the channels of `level`; the names of the channels that delivered."""
     return _deliver(conn, settings, message, level, run_id)[0]
 
@@ -183,7 +182,7 @@ def _max_level(a: str | None, b: str | None) -> str | None:
     return a if _rank(a) >= _rank(b) else b
 
 
-def _resolve_message(settings: Settings, alert: dict, reason: str, scores: dict | None,
+def resolved_message(settings: Settings, alert: dict, reason: str, scores: dict | None,
                      score: float | None) -> Message:
     short = next(k for k, v in CAUSE_NAMES.items() if v == alert["cause"]) \
         if alert["cause"] in CAUSE_NAMES.values() else alert["cause"]
@@ -234,8 +233,8 @@ def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], th
                            report_id=report["id"], details=details)
         scores = {"data": report["data_drift_score"], "prediction": report["prediction_drift_score"],
                   "performance": report["performance_drift_score"]}
-        sent = _send(conn, settings, _resolve_message(settings, active, reason, scores, score),
-                     details.get("notified_level"), run_id)
+        sent = send_at_level(conn, settings, resolved_message(settings, active, reason, scores, score),
+                             details.get("notified_level"), run_id)
         return {"cause": cause, "action": "resolved", "alert_id": active["id"], "level": "NONE",
                 "previous_level": active["level"], "score": score, "notified": sent}
 
@@ -302,7 +301,7 @@ def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None =
         if report_id is not None:
             report = store.get_drift_report(conn, int(report_id))
             if report is None:
-                raise MlopsError(f"No drift report {report_id}")
+                raise NotFound(f"No drift report {report_id}")
             reports = [report]
         else:
             upstream = store.latest_unconsumed(conn, "drift", STEP)
@@ -317,7 +316,7 @@ def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None =
         thresholds = effective_thresholds(conn, settings)
         now = datetime.now(timezone.utc)
         outcomes = [evaluate_cause(conn, settings, short, reports, thresholds, step.run_id, now)
-                    for short in CAUSES]
+                    for short in values(Cause)]
         step.outputs.update({
             "report_ids": [r["id"] for r in reports],
             "alert_enabled": settings.alert_enabled,
@@ -335,107 +334,3 @@ def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None =
         step.message = f"reports {', '.join(str(r['id']) for r in reports)}: " + "; ".join(parts) + off
 
     return run_step(conn, trigger, STEP, body, params={"report_id": report_id})
-
-
-# --- reads and human actions (UI, API, CLI) --------------------------------------------------------------
-def list_alerts(conn, status: str | None = None, limit: int = 100) -> list[dict]:
-    """Alerts, active first then newest; status: open | acknowledged | resolved | None (all)."""
-    if status is not None and status not in STATUSES:
-        raise MlopsError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-    return store.list_alerts(conn, status=status, limit=limit)
-
-
-def _existing(conn, alert_id: int) -> dict:
-    row = store.get_alert(conn, int(alert_id))
-    if row is None:
-        raise MlopsError(f"No alert {alert_id}")
-    return row
-
-
-def get_alert(conn, alert_id: int) -> dict:
-    """One alert with its audit trail (`actions`, newest first)."""
-    row = _existing(conn, alert_id)
-    row["actions"] = store.list_alert_actions(conn, alert_id=int(alert_id))
-    return row
-
-
-def _actor(by: str | None) -> str:
-    if by is None or not str(by).strip():
-        raise MlopsError("Say who takes the action (--by NAME)")
-    return str(by).strip()
-
-
-def record_action(conn, alert_id: int | None, action: str, by: str, note: str | None = None,
-                  params: dict | None = None, *, commit: bool = True) -> int:
-    """Audit a human decision on an alert (alert_id None: on no single alert); returns its id.
-
-    action: acknowledge | clear | resolve | force_retrain | investigate | adjust_thresholds |
-    rollback. Only records: the caller carries the action out. Commits unless commit=False.
-    """
-    if action not in ACTIONS:
-        raise MlopsError(f"Unknown action {action!r}: use one of {', '.join(ACTIONS)}")
-    actor = _actor(by)
-    if alert_id is not None and store.get_alert(conn, int(alert_id)) is None:
-        raise MlopsError(f"No alert {alert_id}")
-    action_id = store.insert_alert_action(conn, alert_id=None if alert_id is None else int(alert_id),
-                                          action=action, actor=actor, note=note, params=params or {})
-    if commit:
-        conn.commit()
-    return action_id
-
-
-def acknowledge(conn, settings: Settings, alert_id: int, *, by: str, note: str | None = None) -> dict:
-    """Mark an active alert acknowledged (no reminders until it escalates or resolves); audited.
-
-    Unknown id: MlopsError "No alert <id>"; a resolved alert cannot be acknowledged. Commits.
-    """
-    actor = _actor(by)
-    row = _existing(conn, alert_id)
-    if row["status"] == "resolved":
-        raise MlopsError(f"Alert {alert_id} is already resolved: nothing to acknowledge")
-    details = dict(row["details"] or {})
-    details["acknowledged_by"] = actor
-    details["acknowledged_at"] = datetime.now(timezone.utc).isoformat()
-    store.update_alert(conn, row["id"], status="acknowledged", details=details)
-    store.insert_alert_action(conn, alert_id=row["id"], action="acknowledge", actor=actor, note=note,
-                              params={"previous_status": row["status"], "level": row["level"]})
-    conn.commit()
-    return store.get_alert(conn, row["id"])
-
-
-def _close(conn, settings: Settings, row: dict, action: str, actor: str, note: str | None) -> list[str]:
-    details = dict(row["details"] or {})
-    details["resolved_by"] = actor
-    store.update_alert(conn, row["id"], status="resolved", resolved_at="now", details=details)
-    store.insert_alert_action(conn, alert_id=row["id"], action=action, actor=actor, note=note,
-                              params={"previous_status": row["status"], "level": row["level"]})
-    verb = "Cleared" if action == "clear" else "Resolved by hand"
-    reason = f"{verb} by {actor}" + (f": {note}" if note else "") + "."
-    msg = _resolve_message(settings, row, reason, None, None)
-    return _send(conn, settings, msg, details.get("notified_level"), None)
-
-
-def resolve(conn, settings: Settings, alert_id: int, *, by: str, note: str | None = None) -> dict:
-    """Resolve one active alert by hand (audited 'resolve'); the channels it was notified on are
-    told (PagerDuty incident resolved). Commits."""
-    actor = _actor(by)
-    row = _existing(conn, alert_id)
-    if row["status"] == "resolved":
-        raise MlopsError(f"Alert {alert_id} is already resolved")
-    _close(conn, settings, row, "resolve", actor, note)
-    conn.commit()
-    return store.get_alert(conn, row["id"])
-
-
-def clear(conn, settings: Settings, *, by: str, note: str | None = None) -> int:
-    """Resolve every open or acknowledged alert (one 'clear' audit row each, or one with no alert
-    when there was nothing to clear); returns how many were resolved. Commits."""
-    actor = _actor(by)
-    rows = store.active_alerts(conn)
-    for row in rows:
-        _close(conn, settings, row, "clear", actor, note)
-    if not rows:
-        store.insert_alert_action(conn, alert_id=None, action="clear", actor=actor, note=note,
-                                  params={"cleared": 0})
-    conn.commit()
-    return len(rows)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import dataset, registry, store
 from ..config import Settings
-from ..errors import MlopsError
+from ..errors import Conflict, Invalid, NotFound
 from ..runs import StepResult, StepRun, Trigger, run_step
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def current_holdout(conn, settings: Settings) -> tuple[pd.DataFrame, str]:
     products = store.read_products(conn, ("productid", "designation", "description", "prdtypecode"))
     _, holdout = dataset.split(products, settings.holdout_fraction)
     if len(holdout) == 0:
-        raise MlopsError("The holdout is empty: load products before evaluating.")
+        raise Conflict("The holdout is empty: load products before evaluating.")
     return holdout, dataset.dataset_hash(holdout)
 
 
@@ -75,14 +75,14 @@ def version_for_run(settings: Settings, run_id: str) -> str:
     for v in registry.list_versions(settings):
         if v["run_id"] == run_id:
             return v["version"]
-    raise MlopsError(f"No registered version of {settings.model_name} comes from MLflow run {run_id}")
+    raise NotFound(f"No registered version of {settings.model_name} comes from MLflow run {run_id}")
 
 
 def evaluate(conn, settings: Settings, trigger: Trigger, *, run_id: str | None = None,
              version: str | None = None) -> StepResult:
     """Evaluate a version (default: the newest challenger not yet evaluated)."""
     if run_id and version:
-        raise MlopsError("Give --run-id or --version, not both")
+        raise Invalid("Give --run-id or --version, not both")
 
     def body(step: StepRun) -> None:
         target = str(version) if version else (version_for_run(settings, run_id) if run_id else None)

@@ -21,7 +21,7 @@ import pandas as pd
 from .. import store
 from ..categories import PRDTYPECODES
 from ..config import Settings
-from ..errors import MlopsError
+from ..errors import Invalid, SourceError
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..sources import read_source, seeded_order
 
@@ -39,7 +39,7 @@ def resolve_sources(settings: Settings, x_path: str | None, y_path: str | None) 
     x = x_path or settings.x_path
     y = y_path or settings.y_path
     if not x or not y:
-        raise MlopsError(
+        raise Invalid(
             "No source catalogue: pass --x-path and --y-path (the Rakuten X_train_update.csv and "
             "Y_train_CVw08PX.csv) or set MLOPS_X_PATH and MLOPS_Y_PATH; "
             "`mlops generate-data` writes a synthetic pair"
@@ -121,7 +121,7 @@ def load(
         source = read_source(x, y)
         n = len(source)
         if n == 0:
-            raise MlopsError(f"Source {x} has no rows")
+            raise SourceError(f"Source {x} has no rows")
         # Offsets are per source file; the initial fraction applies to an empty catalogue.
         previous = store.last_batch(conn, str(x))
         start = previous["end_offset"] if previous else 0

@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from .. import notify, registry, store
 from ..config import Settings
-from ..errors import MlopsError, NotReady
+from ..errors import Conflict, Invalid, NotReady
 from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, lock_key, run_step
 from .evaluate import current_holdout, evaluate_version, version_for_run
@@ -53,7 +53,7 @@ NOTIFY_KINDS = ("log", "email", "slack")
 def promotion_metric(settings: Settings) -> str:
     metric = (settings.promotion_metric or "weighted_f1").strip()
     if metric not in METRICS:
-        raise MlopsError(f"PROMOTION_METRIC must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise Invalid(f"PROMOTION_METRIC must be one of {', '.join(METRICS)}, got {metric!r}")
     return metric
 
 
@@ -309,7 +309,7 @@ def promote(conn, settings: Settings, trigger: Trigger, *, run_id: str | None = 
             version: str | int | None = None) -> StepResult:
     """Decide on a challenger (default: the newest evaluated one not decided on yet)."""
     if run_id and version:
-        raise MlopsError("Give --run-id or --version, not both")
+        raise Invalid("Give --run-id or --version, not both")
     metric = promotion_metric(settings)
 
     def body(step: StepRun) -> None:
@@ -356,7 +356,7 @@ def approve(conn, settings: Settings, trigger: Trigger, version: str | int, reas
     """A person promotes an evaluated version (typically one that 'needs_approval')."""
     reason = (reason or "").strip()
     if not reason:
-        raise MlopsError("A reason is required to approve a version: pass --reason \"...\"")
+        raise Invalid("A reason is required to approve a version: pass --reason \"...\"")
     target = str(version)
     metric = promotion_metric(settings)
 
@@ -365,7 +365,7 @@ def approve(conn, settings: Settings, trigger: Trigger, version: str | int, reas
         info = registry.get_version(settings, target)
         champion = registry.version_by_alias(settings, registry.CHAMPION)
         if champion and champion["version"] == target:
-            raise MlopsError(f"Version {target} is already the champion; nothing to approve")
+            raise Conflict(f"Version {target} is already the champion; nothing to approve")
         if store.latest_succeeded_evaluation(conn, settings.model_name, target) is None:
             raise NotReady(f"Version {target} has no succeeded evaluation: run "
                            f"`mlops evaluate --version {target}` before approving it")

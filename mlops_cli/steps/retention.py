@@ -9,7 +9,7 @@ partitions  creates the day partitions of inference_log from today to
             drains the default partition: rows written for a day that had no partition get that
             day's partition (the day's rollups are then forgotten: they no longer count its rows).
 rollup      counts each closed UTC day of the drift windows once into inference_rollups, on the
-            bins of the serving model's reference (steps/drift.py compute_day_rollup), and counts
+            bins of the serving model's reference (drift_windows.compute_day_rollup), and counts
             again a day whose rollup saw a late row (a row of that day with a higher id).
 retention   drops whole the partitions of the days older than INFERENCE_LOG_RETENTION_DAYS: no
             row-by-row DELETE. For each day: DETACH (an instant of ACCESS EXCLUSIVE on
@@ -40,7 +40,7 @@ from typing import Callable
 
 from .. import store
 from ..config import Settings
-from ..errors import MlopsError, TransientError
+from ..errors import Conflict, Invalid, TransientError
 from ..runs import StepResult, StepRun, Trigger, run_step
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,9 @@ def rollup_days(conn, settings: Settings, summary: dict, days, *, run_id: int | 
     """Roll up each of `days` (closed UTC days) whose rollup on `summary`'s bins is missing or
     stale; one transaction per day, under a SHARE lock of that day's partition (late writers of
     that day wait; a refused lock leaves the day to be scanned by the drift check)."""
-    from . import drift as drift_step
+    from ..drift_windows import compute_day_rollup, rollup_bins
 
-    key, bins = drift_step.rollup_bins(summary)
+    key, bins = rollup_bins(summary)
     store.upsert_rollup_bins(conn, key, bins)
     conn.commit()
     state = store.rollup_days_state(conn, key, list(days))
@@ -180,7 +180,7 @@ def rollup_days(conn, settings: Settings, summary: dict, days, *, run_id: int | 
 
         def one(c, day=day):
             store.lock_day_for_rollup(c, day)
-            r = drift_step.compute_day_rollup(c, summary, day)
+            r = compute_day_rollup(c, summary, day)
             store.replace_rollup_day(c, key, day, n_rows=r["n_rows"], max_id=r["max_id"], rows=r["rows"],
                                      pipeline_run_id=run_id)
             return r["n_rows"]
@@ -198,7 +198,7 @@ def rollup(conn, settings: Settings, trigger: Trigger, *, as_of=None, window_day
     the reference the drift check will use."""
     from . import drift as drift_step
 
-    when = drift_step._utc(as_of)
+    when = drift_step.as_of_utc(as_of)
     longest = max(window_days or drift_step.DEFAULT_WINDOWS)
     start = when - timedelta(days=longest)
     first = start.date() if start == _midnight(start.date()) else start.date() + timedelta(days=1)
@@ -206,7 +206,7 @@ def rollup(conn, settings: Settings, trigger: Trigger, *, as_of=None, window_day
     days = [d for d in days if _midnight(d + timedelta(days=1)) <= when]  # whole days of the windows
 
     def body(step: StepRun) -> None:
-        version, how = drift_step._serving_version(conn, settings, when, longest)
+        version, how = drift_step.serving_version(conn, settings, when, longest)
         ref = drift_step.reference_for(conn, settings, version, build_if_missing=False) if version else None
         conn.commit()
         if ref is None:
@@ -248,7 +248,7 @@ def archive_day(conn, day: date, out_path, fmt: str = "csv.gz", *, table: str | 
     csv, csv.gz or parquet, atomically (a temporary file renamed); returns {path, format, rows,
     sha256}. A day already dropped still exports the rows inference_log_retained kept."""
     if fmt not in FORMATS:
-        raise MlopsError(f"Unknown archive format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise Invalid(f"Unknown archive format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
@@ -301,7 +301,7 @@ def _drop_detached(conn, settings: Settings, name: str, actor: str | None, run_i
                               table=name)
     rows = store.count_table_rows(conn, name)
     if archive is not None and archive["rows"] != rows:
-        raise MlopsError(f"archive of {day} has {archive['rows']} rows, the partition {rows}: not dropped")
+        raise Conflict(f"archive of {day} has {archive['rows']} rows, the partition {rows}: not dropped")
     kept = store.copy_kept_rows(conn, name, _midnight(day))
     store.delete_rollups(conn, [day])
     drop_id = store.insert_partition_drop(

@@ -15,7 +15,7 @@ import logging
 
 from .. import notify, registry, store
 from ..config import Settings
-from ..errors import MlopsError
+from ..errors import Conflict, Invalid
 from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, run_step
 from .promote import (NOTIFY_KINDS, actor_of, aliases, lock_champion, model_links, now_iso, promotion_metric,
@@ -60,7 +60,7 @@ def rollback(conn, settings: Settings, trigger: Trigger, *, to_version: str | in
     """Put a former champion back in production (default: the previous-champion alias)."""
     reason = (reason or "").strip()
     if not reason:
-        raise MlopsError("A reason is required to roll back: pass --reason \"...\" (it is recorded and "
+        raise Invalid("A reason is required to roll back: pass --reason \"...\" (it is recorded and "
                          "sent with the notification)")
     metric = promotion_metric(settings)
     name = settings.model_name
@@ -69,24 +69,24 @@ def rollback(conn, settings: Settings, trigger: Trigger, *, to_version: str | in
         lock_champion(conn)
         champion = registry.version_by_alias(settings, registry.CHAMPION)
         if champion is None:
-            raise MlopsError("No champion to roll back: no version is in production")
+            raise Conflict("No champion to roll back: no version is in production")
         current = champion["version"]
         if to_version is not None:
             target = str(to_version)
             target_info = registry.get_version(settings, target)  # "Model <name> has no version N"
             if target == current:
-                raise MlopsError(f"Version {target} is already the champion; nothing to roll back")
+                raise Conflict(f"Version {target} is already the champion; nothing to roll back")
             if not _was_in_production(conn, settings, target, target_info):
-                raise MlopsError(f"Version {target} was never in production; rollback only returns to a "
+                raise Conflict(f"Version {target} was never in production; rollback only returns to a "
                                  "former champion")
         else:
             previous = registry.version_by_alias(settings, registry.PREVIOUS)
             if previous is None or previous["version"] == current:
                 others = [v for v in store.versions_ever_champion(conn, name) if v != current]
                 if not others:
-                    raise MlopsError(f"Nothing to roll back to: version {current} is the only version that "
+                    raise Conflict(f"Nothing to roll back to: version {current} is the only version that "
                                      "has been in production")
-                raise MlopsError(f"Nothing to roll back to: no version was in production before version "
+                raise Conflict(f"Nothing to roll back to: no version was in production before version "
                                  f"{current} (former champions: {', '.join(others)}; pass --to-version to "
                                  "return to one of them)")
             target, target_info = previous["version"], previous

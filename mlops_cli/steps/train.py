@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .. import __version__, dataset, registry, selection, store
+from .. import __version__, dataset, figures, registry, selection, store
 from ..calibration import calibration_metrics
 from ..config import Settings
 from ..features import DEFAULT_PARAMS
@@ -136,7 +136,7 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
 
         cm = s["confusion"].astype(float)
         cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        fig = registry.figure_confusion(cm, s["labels"])
+        fig = figures.figure_confusion(cm, s["labels"])
         log.info("logging to MLflow and registering a version of %s", settings.model_name)
         t1 = time.perf_counter()
         try:
@@ -156,7 +156,7 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
                 children=_candidate_runs(built, metric),
             )
         finally:
-            registry.close_figure(fig)
+            figures.close_figure(fig)
         log.info("version %s registered in %.1fs", version, time.perf_counter() - t1)
         try:
             registry.set_alias(settings, registry.CHALLENGER, version)

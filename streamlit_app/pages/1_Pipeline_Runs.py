@@ -9,7 +9,8 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when r
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
-from mlops_cli import views  # noqa: E402
+from mlops_cli.ops import runs as ops_runs  # noqa: E402
+from mlops_cli.vocab import Pipeline, RunStatus, Step, values  # noqa: E402
 
 common.page("Pipeline runs", ":material/account_tree:")
 c = common.conn()
@@ -19,12 +20,12 @@ if common.empty_state(c):
 
 ALL = "(all)"
 f1, f2, f3, f4 = st.columns(4)
-pipeline = f1.selectbox("Pipeline", (ALL,) + views.PIPELINE_KINDS, key="runs_pipeline")
-step = f2.selectbox("Step", (ALL,) + views.STEPS, key="runs_step")
-status = f3.selectbox("Status", (ALL,) + views.STATUSES, key="runs_status")
+pipeline = f1.selectbox("Pipeline", (ALL,) + values(Pipeline), key="runs_pipeline")
+step = f2.selectbox("Step", (ALL,) + values(Step), key="runs_step")
+status = f3.selectbox("Status", (ALL,) + values(RunStatus), key="runs_status")
 limit = f4.number_input("Limit", min_value=1, max_value=5000, value=100, step=50, key="runs_limit")
 
-rows = views.list_runs(c, pipeline=None if pipeline == ALL else pipeline, step=None if step == ALL else step,
+rows = ops_runs.list_runs(c, pipeline=None if pipeline == ALL else pipeline, step=None if step == ALL else step,
                        status=None if status == ALL else status, limit=int(limit))
 if not rows:
     st.info("No pipeline run matches these filters.")
@@ -32,7 +33,7 @@ if not rows:
 
 for r in rows:
     r["who"] = f"{r['triggered_by']}:{r['actor'] or ''}"
-    r["result"] = views.run_message(r)[:200]
+    r["result"] = ops_runs.run_message(r)[:200]
     r["duration_s"] = None if r.get("duration_s") is None else round(float(r["duration_s"]), 1)
 
 tab_table, tab_timeline = st.tabs(["Table", "Timeline"])
@@ -51,7 +52,7 @@ with tab_timeline:
     df = common.frame(rows, ["id", "pipeline", "step", "status", "who", "started_at", "finished_at", "result"])
     df["finished_at"] = df["finished_at"].fillna(pd.Timestamp.now(tz="UTC"))
     df["label"] = df["step"] + " (" + df["pipeline"] + ")"
-    colors = alt.Scale(domain=list(views.STATUSES), range=["#1f77b4", "#2ca02c", "#d62728", "#9aa5b1"])
+    colors = alt.Scale(domain=list(values(RunStatus)), range=["#1f77b4", "#2ca02c", "#d62728", "#9aa5b1"])
     base = alt.Chart(df).encode(
         x=alt.X("started_at:T", title="time"), y=alt.Y("label:N", title=None),
         color=alt.Color("status:N", scale=colors),
@@ -66,7 +67,7 @@ st.subheader("Run detail")
 ids = [r["id"] for r in rows]
 labels = {r["id"]: f"#{r['id']} {r['step']} ({r['pipeline']}) {r['status']}" for r in rows}
 run_id = st.selectbox("Run", ids, format_func=lambda i: labels.get(i, f"#{i}"), key="runs_detail")
-detail = views.run_detail(c, run_id)
+detail = ops_runs.run_detail(c, run_id)
 if detail is None:
     st.warning(f"Run #{run_id} no longer exists.")
     st.stop()
@@ -93,13 +94,13 @@ if detail["parent"]:
     st.markdown(f"Part of pipeline run **#{p['id']}** ({p['pipeline']}) {common.badge(p['status'])}")
 st.markdown("**Children** (the steps of this pipeline run)")
 if detail["children"]:
-    st.dataframe(common.frame([{**r, "result": views.run_message(r)[:200]} for r in detail["children"]],
+    st.dataframe(common.frame([{**r, "result": ops_runs.run_message(r)[:200]} for r in detail["children"]],
                               cols + ["result"]), hide_index=True, width="stretch")
 else:
     st.caption("none")
 st.markdown("**Upstream** (the runs it consumed, nearest first)")
 if detail["upstream"]:
-    st.dataframe(common.frame([{**r, "result": views.run_message(r)[:200]} for r in detail["upstream"]],
+    st.dataframe(common.frame([{**r, "result": ops_runs.run_message(r)[:200]} for r in detail["upstream"]],
                               cols + ["result"]), hide_index=True, width="stretch")
 else:
     st.caption("none")

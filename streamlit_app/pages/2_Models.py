@@ -9,7 +9,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when r
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
-from mlops_cli import views  # noqa: E402
+from mlops_cli.ops import models as ops_models  # noqa: E402
 
 common.page("Models", ":material/model_training:")
 s = common.settings()
@@ -18,13 +18,13 @@ c = common.conn()
 if common.empty_state(c):
     st.stop()
 
-versions = common.call(views.models, c, s, what="the model registry")
+versions = common.call(ops_models.list_models, c, s, what="the model registry")
 if not versions:
     st.info(f"No registered version of **{s.model_name}** yet: train one (Operations page, or `mlops train`).",
             icon=":material/inbox:")
     st.stop()
 
-champ = views.champion(c, s, versions)
+champ = ops_models.champion(c, s, versions)
 st.markdown(f"Model **{s.model_name}** · {len(versions)} versions · champion "
             + (f"**v{champ['version']}** (weighted F1 {common.fmt_score(champ['weighted_f1'])})" if champ else "none")
             + f" · promotion rule: {s.promotion_metric} > {s.min_f1_threshold:g}"
@@ -74,7 +74,7 @@ else:
 
 # --- promotion history --------------------------------------------------------------------------------
 st.subheader("Promotion history")
-history = views.promotion_history(c, s)
+history = ops_models.promotion_history(c, s)
 if history:
     st.dataframe(common.frame(list(reversed(history)), ["at", "decision", "champion", "replaced", "score", "by",
                                                          "justification"]),
@@ -86,7 +86,7 @@ else:
 
 # --- all decisions ------------------------------------------------------------------------------------
 st.subheader("Decisions and justifications")
-rows = views.decisions(c, s)
+rows = ops_models.decisions(c, s)
 if rows:
     st.dataframe(common.frame(rows, ["id", "created_at", "model_version", "decision", "metric", "candidate_score",
                                      "champion_version", "champion_score", "threshold", "decided_by",

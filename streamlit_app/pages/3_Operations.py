@@ -1,6 +1,6 @@
 """Manual controls: load the next batch, train now, evaluate, promote a chosen version.
 
-Each action needs a sign-in and calls the same library function as the CLI with
+Each action needs a sign-in and calls the same operations function (mlops_cli.ops) as the CLI with
 Trigger(triggered_by="ui", actor=<the signed-in name>) (so it lands in pipeline_runs like any other
 step), runs synchronously, then shows the pipeline_runs row it wrote. Nobody signed in (read-only
 pages, UI_PUBLIC_READ): the forms are replaced by a notice.
@@ -15,7 +15,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when r
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
-from mlops_cli import views  # noqa: E402
+from mlops_cli.ops import models as ops_models, runs as ops_runs  # noqa: E402
 
 common.page("Operations", ":material/play_circle:")
 s = common.settings()
@@ -26,7 +26,7 @@ st.caption("Every action is recorded in pipeline_runs with triggered_by=ui and y
            "same command run from the CLI (`mlops load`, `mlops train --force`, `mlops evaluate`, "
            "`mlops approve`).")
 
-versions = common.call(views.models, c, s, what="the model registry")
+versions = common.call(ops_models.list_models, c, s, what="the model registry")
 left, right = st.columns(2)
 
 # --- load -------------------------------------------------------------------------------------------
@@ -40,7 +40,8 @@ with left:
             force = st.checkbox("Force (load another batch even if this week already has one)", key="ops_load_force")
             go = st.form_submit_button("Load the next batch", key="ops_load_submit", type="primary")
         if go:
-            common.run_action("ops_result_load", views.do_load, s, who, x_path=x_path, y_path=y_path, force=force,
+            common.run_action("ops_result_load", lambda: ops_runs.load(s, common.ui_trigger(who), x_path=x_path,
+                                                                       y_path=y_path, force=force),
                               spinner="Loading the next batch…")
     common.show_result(st.session_state.get("ops_result_load"))
 
@@ -53,7 +54,9 @@ with right:
                                   key="ops_train_params", placeholder="word_max_features=100000\nalpha=2e-5")
             go = st.form_submit_button("Train now", key="ops_train_submit", type="primary")
         if go:
-            common.run_action("ops_result_train", lambda: views.do_train(s, who, params=views.parse_params(params)),
+            # force: a person asked for it, new data or not
+            common.run_action("ops_result_train", lambda: ops_models.train(s, common.ui_trigger(who), force=True,
+                                                                           params=ops_models.parse_params(params)),
                               spinner="Training on the whole catalogue (this takes a while)…")
     common.show_result(st.session_state.get("ops_result_train"))
 
@@ -69,14 +72,15 @@ with left:
                                   format_func=lambda v: v if v == NEWEST else f"v{v}")
             go = st.form_submit_button("Evaluate", key="ops_evaluate_submit", type="primary")
         if go:
-            common.run_action("ops_result_evaluate", views.do_evaluate, s, who,
-                              version=None if choice == NEWEST else choice, spinner="Scoring on the current holdout…")
+            common.run_action("ops_result_evaluate", lambda: ops_models.evaluate(
+                s, common.ui_trigger(who), version=None if choice == NEWEST else choice),
+                spinner="Scoring on the current holdout…")
     common.show_result(st.session_state.get("ops_result_evaluate"))
 
 # --- promote (approve) ------------------------------------------------------------------------------------
 with right:
     st.subheader("Promote a chosen version")
-    candidates = views.approvable_versions(versions)
+    candidates = ops_models.approvable_versions(versions)
     if not candidates:
         st.caption("No version to promote: every registered version is the champion, or none is registered yet.")
     else:
@@ -91,15 +95,16 @@ with right:
                                       key="ops_approve_reason")
                 go = st.form_submit_button("Approve and promote", key="ops_approve_submit", type="primary")
             if go:
-                common.run_action("ops_result_approve", views.do_approve, s, who, version, reason,
+                common.run_action("ops_result_approve",
+                                  lambda: ops_models.approve(s, common.ui_trigger(who), version, reason),
                                   spinner=f"Promoting v{version}…")
     common.show_result(st.session_state.get("ops_result_approve"))
 
 # --- recent ---------------------------------------------------------------------------------------------
 st.subheader("Recent runs")
-recent = views.list_runs(c, limit=15)
+recent = ops_runs.list_runs(c, limit=15)
 if recent:
-    st.dataframe(common.frame([{**r, "result": views.run_message(r)[:200]} for r in recent],
+    st.dataframe(common.frame([{**r, "result": ops_runs.run_message(r)[:200]} for r in recent],
                               ["id", "pipeline", "step", "status", "triggered_by", "actor", "started_at", "result"]),
                  hide_index=True, width="stretch")
 else:

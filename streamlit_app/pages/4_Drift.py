@@ -9,7 +9,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when r
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
-from mlops_cli import views  # noqa: E402
+from mlops_cli.ops import drift as ops_drift, thresholds as ops_thresholds  # noqa: E402
 
 common.page("Drift", ":material/query_stats:")
 s = common.settings()
@@ -18,7 +18,7 @@ c = common.conn()
 if common.empty_state(c):
     st.stop()
 
-th = views.thresholds(c, s)
+th = ops_thresholds.current(c, s)
 src = th.get("source") or {}
 a, b, d, e = st.columns(4)
 a.metric("warning threshold", f"{th['warning']:g}")
@@ -31,7 +31,7 @@ with e:
     else:
         st.caption("from the environment (DRIFT_WARNING/ALERT/CRITICAL_THRESHOLD)")
 
-reports = views.drift_reports(c, limit=100)
+reports = ops_drift.reports(c, limit=100)
 if not reports:
     st.info("No drift report yet: the daily pipeline (`mlops pipeline daily`, or `mlops drift`) writes one per "
             "window once a model is in production and predictions are logged.", icon=":material/inbox:")
@@ -44,7 +44,7 @@ windows = sorted({r["window_days"] for r in reports})
 window = f1.selectbox("Window", ["all"] + windows, key="drift_window",
                       format_func=lambda w: "all windows" if w == "all" else f"{w} days")
 days = f2.slider("History (days)", min_value=7, max_value=365, value=90, key="drift_days")
-history = views.drift_history(c, days=days, window_days=None if window == "all" else int(window))
+history = ops_drift.history(c, days=days, window_days=None if window == "all" else int(window))
 if history:
     st.altair_chart(common.drift_score_chart(history, th), width="stretch")
     st.caption("Scores on the PSI scale: above the dashed lines a report is WARNING / ALERT / CRITICAL "
@@ -57,7 +57,7 @@ st.subheader("Report detail")
 labels = {r["id"]: f"#{r['id']} · {common.fmt_time(r['as_of'])} · {r['window_days']} d · {r['level']}"
                    f"{'' if r['status'] == 'ok' else ' (insufficient data)'}" for r in reports}
 report_id = st.selectbox("Report", list(labels), format_func=labels.get, key="drift_report")
-report = common.call(views.drift_report, c, report_id, what="the report")
+report = common.call(ops_drift.report, c, report_id, what="the report")
 common.show_report_scores(report)
 details = report.get("details") or {}
 if report["status"] != "ok":

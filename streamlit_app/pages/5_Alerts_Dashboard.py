@@ -16,25 +16,27 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when r
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
-from mlops_cli import views  # noqa: E402
+from mlops_cli.ops import alerts as ops_alerts, models as ops_models  # noqa: E402
+from mlops_cli.ops import thresholds as ops_thresholds  # noqa: E402
+from mlops_cli.vocab import ALERT_LEVELS  # noqa: E402
 
 common.page("Alerts dashboard", ":material/warning:")
 s = common.settings()
 c = common.conn()
 empty = common.empty_state(c)
-th = views.thresholds(c, s)
+th = ops_thresholds.current(c, s)
 
 # --- recent alerts -------------------------------------------------------------------------------------------
 st.subheader("Recent alerts")
-counts = views.open_alerts_by_level(c)
+counts = ops_alerts.open_alerts_by_level(c)
 cols = st.columns(3)
-for col, level in zip(cols, views.LEVELS):
+for col, level in zip(cols, ALERT_LEVELS):
     col.metric(f"open {level}", counts.get(level, 0))
 
 FILTERS = {"active (open or acknowledged)": None, "all": None, "open": "open", "acknowledged": "acknowledged",
            "resolved": "resolved"}
 which = st.selectbox("Show", list(FILTERS), key="alerts_filter")
-rows = views.alerts(c, status=FILTERS[which], limit=200)
+rows = ops_alerts.list_alerts(c, status=FILTERS[which], limit=200)
 if which.startswith("active"):
     rows = [r for r in rows if r["status"] != "resolved"]
 
@@ -50,7 +52,7 @@ else:
                  hide_index=True, width="stretch")
     labels = {r["id"]: f"#{r['id']} · {r['level']} · {r['cause']} · {r['status']}" for r in rows}
     alert_id = st.selectbox("Alert", list(labels), format_func=labels.get, key="alerts_selected")
-    alert = common.call(views.alert_detail, c, alert_id, what="the alert")
+    alert = common.call(ops_alerts.alert_detail, c, alert_id, what="the alert")
 
 # --- the drift behind the alert ----------------------------------------------------------------------------
 if alert is not None:
@@ -104,7 +106,7 @@ st.subheader("Decide")
 target_id = alert["id"] if alert is not None else None
 st.caption(("On alert #%d. " % target_id if target_id else "Not tied to an alert. ")
            + "Each action is recorded with your signed-in name and a note in the decision history below.")
-versions = common.call(views.models, c, s, what="the model registry")
+versions = common.call(ops_models.list_models, c, s, what="the model registry")
 tab_retrain, tab_investigate, tab_ack, tab_thresholds, tab_rollback = st.tabs(
     ["Force a retrain now", "Investigate — do nothing", "Acknowledge", "Adjust alert thresholds",
      "Roll back to the previous model"])
@@ -117,7 +119,8 @@ with tab_retrain:
             note = st.text_area("Note (required)", key="alert_retrain_note")
             go = st.form_submit_button("Force a retrain now", key="alert_retrain_submit", type="primary")
         if go:
-            common.run_action("alert_result_retrain", views.do_force_retrain, s, target_id, who, note,
+            common.run_action("alert_result_retrain", lambda: ops_models.retrain(
+                s, who, triggered_by="ui", decision=ops_models.Decision(target_id, note)),
                               spinner="Starting the retrain pipeline…")
     common.show_result(st.session_state.get("alert_result_retrain"))
 
@@ -128,7 +131,8 @@ with tab_investigate:
             note = st.text_area("Note (required)", key="alert_investigate_note")
             go = st.form_submit_button("Investigate — do nothing", key="alert_investigate_submit")
         if go:
-            common.run_action("alert_result_investigate", views.do_investigate, s, target_id, who, note)
+            common.run_action("alert_result_investigate", lambda conn: ops_alerts.investigate(
+                conn, target_id, common.ui_trigger(who), note), connect=True)
     common.show_result(st.session_state.get("alert_result_investigate"))
 
 with tab_ack:
@@ -141,31 +145,40 @@ with tab_ack:
             note = st.text_area("Note (optional)", key="alert_ack_note")
             go = st.form_submit_button("Acknowledge", key="alert_ack_submit")
         if go:
-            common.run_action("alert_result_ack", views.do_acknowledge, s, target_id, who, note)
+            def acknowledged(row: dict) -> dict:
+                return {"ok": True, "status": row["status"],
+                        "message": f"alert #{row['id']} ({row['cause']}, {row['level']}) acknowledged by {who}: "
+                                   "no reminder until it escalates or resolves"}
+
+            common.run_action("alert_result_ack", lambda conn: acknowledged(ops_alerts.acknowledge(
+                conn, s, target_id, by=common.ui_trigger(who), note=note)), connect=True)
     common.show_result(st.session_state.get("alert_result_ack"))
 
 with tab_thresholds:
-    st.caption("Stored in app_settings and used by the next drift and alert runs (0 < warning < alert < critical). "
+    st.caption("Stored in app_settings and used by the next drift and alert runs (0 < warning < alert < critical); "
+               "a value left empty keeps the one in force. "
                f"Now: warning {th['warning']:g} / alert {th['alert']:g} / critical {th['critical']:g}.")
     if who := common.acting_as():
         with st.form("alert_thresholds"):
             a, b, d = st.columns(3)
-            w = a.number_input("warning", min_value=0.0, value=float(th["warning"]), step=0.01, format="%.3f",
-                               key="alert_thresholds_warning")
-            al = b.number_input("alert", min_value=0.0, value=float(th["alert"]), step=0.01, format="%.3f",
-                                key="alert_thresholds_alert")
-            cr = d.number_input("critical", min_value=0.0, value=float(th["critical"]), step=0.01, format="%.3f",
-                                key="alert_thresholds_critical")
+            # empty = keep the value in force (a partial update, as `mlops thresholds --warning X`)
+            w = a.number_input("warning", min_value=0.0, value=None, step=0.01, format="%.3f",
+                               placeholder=f"{th['warning']:g} (keep)", key="alert_thresholds_warning")
+            al = b.number_input("alert", min_value=0.0, value=None, step=0.01, format="%.3f",
+                                placeholder=f"{th['alert']:g} (keep)", key="alert_thresholds_alert")
+            cr = d.number_input("critical", min_value=0.0, value=None, step=0.01, format="%.3f",
+                                placeholder=f"{th['critical']:g} (keep)", key="alert_thresholds_critical")
             note = st.text_area("Note (required)", key="alert_thresholds_note")
             go = st.form_submit_button("Adjust alert thresholds", key="alert_thresholds_submit")
         if go:
-            common.run_action("alert_result_thresholds", views.do_adjust_thresholds, s, target_id, who, note,
-                              warning=w, alert=al, critical=cr)
+            common.run_action("alert_result_thresholds", lambda conn: ops_thresholds.update(
+                conn, s, common.ui_trigger(who), warning=w, alert=al, critical=cr, note=note, alert_id=target_id,
+                note_required=True), connect=True)
     common.show_result(st.session_state.get("alert_result_thresholds"))
 
 with tab_rollback:
-    champ = views.champion(c, s, versions)
-    targets = views.rollback_targets(c, s, versions)
+    champ = ops_models.champion(c, s, versions)
+    targets = ops_models.rollback_targets(c, s, versions)
     PREVIOUS = "the previous champion"
     st.caption("Puts a former champion back in production (the note is the rollback's reason, sent with the "
                "notification). " + (f"Champion now: v{champ['version']}." if champ else "No champion now."))
@@ -176,14 +189,15 @@ with tab_rollback:
             note = st.text_area("Note (required)", key="alert_rollback_note")
             go = st.form_submit_button("Roll back to the previous model", key="alert_rollback_submit")
         if go:
-            common.run_action("alert_result_rollback", views.do_rollback, s, target_id, who, note,
-                              to_version=None if to == PREVIOUS else to, spinner="Rolling back…")
+            common.run_action("alert_result_rollback", lambda: ops_models.rollback(
+                s, common.ui_trigger(who), reason=note, to_version=None if to == PREVIOUS else to,
+                decision=ops_models.Decision(target_id, note)), spinner="Rolling back…")
     common.show_result(st.session_state.get("alert_result_rollback"))
 
 # --- decision history --------------------------------------------------------------------------------------------
 st.subheader("Decision history")
 only = alert is not None and st.toggle(f"Only alert #{alert['id']}", key="alerts_history_only")
-actions = views.alert_actions(c, alert_id=alert["id"] if only else None, limit=200)
+actions = ops_alerts.alert_actions(c, alert_id=alert["id"] if only else None, limit=200)
 if actions:
     st.dataframe(common.frame(actions, ["id", "created_at", "alert_id", "action", "actor", "note", "params"]),
                  hide_index=True, width="stretch")

@@ -1,11 +1,12 @@
-"""The control API: pipeline and model actions over HTTP, mounted at /api by api.create_app.
+"""The control API: pipeline and model actions over HTTP, mounted at /api by create_app.
 
 Every route needs `Authorization: Bearer <API_TOKEN>` (401 without a bearer token, 403 with a
 wrong one, compared in constant time). With no API_TOKEN configured the control API is
 disabled: every route answers 503, it is never open. Who acts: the body's `by` when given, else
 the `X-Actor` header, else "api"; pipeline_runs rows record it with triggered_by='api'.
 
-Routes call the same library functions as the CLI; the business rules live there. Every
+Routes call the same operations functions (mlops_cli.ops) as the CLI and the control room; the
+business and audit rules live there, errors become statuses in api/errors.py. Every
 control request, refused ones included, is recorded in `api_audit` (who, when, route,
 parameters, status code).
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import re
 import time
 from typing import Annotated, Any, Callable, Literal
 
@@ -24,12 +24,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .api import ID_MAX, INVALID, NO_NUL, NOT_BLANK_TEXT, ApiRoute, error_doc, json_integer
-from .errors import AlreadyRunning, MlopsError, TransientError
-from .steps import alert as alert_steps
-from .steps.alert import STATUSES as ALERT_STATUSES
+from ..errors import MlopsError
+from ..runs import StepFailed
+from ..vocab import AlertStatus, Pipeline, RunStatus, values
+from .errors import http_error
+from .routing import ApiRoute
+from .schemas import (ID_MAX, INVALID, NO_NUL, AcknowledgeIn, RetrainIn, RetrainOut, RollbackIn, Rows, StepOut,
+                      ThresholdsIn, error_doc, storable)
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +41,9 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="API token",
 
 
 # --- audit ---------------------------------------------------------------------------------------
-def _storable(value: Any) -> Any:
-    """`value` with NUL and lone surrogates replaced: PostgreSQL text and JSONB hold neither, and
-    the audit row of a request that sent them (refused with a 422) must still be written."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_storable(v) for v in value]
-    return value
-
-
 def _audit(request: Request, route: str, status: int, detail: str | None, started: float,
            result: Any = None) -> None:
-    from . import db, store
+    from .. import db, store
 
     settings = request.app.state.settings
     params: dict[str, Any] = {}
@@ -74,9 +64,9 @@ def _audit(request: Request, route: str, status: int, detail: str | None, starte
     try:
         with db.connection(settings, application_name="mlops-api-audit") as conn:
             store.insert_api_audit(
-                conn, actor=_storable(actor), authenticated=bool(getattr(request.state, "authenticated", False)),
-                method=request.method, route=route, path=_storable(request.url.path), params=_storable(params),
-                status_code=status, detail=_storable((detail or "")[:2000]) or None,
+                conn, actor=storable(actor), authenticated=bool(getattr(request.state, "authenticated", False)),
+                method=request.method, route=route, path=storable(request.url.path), params=storable(params),
+                status_code=status, detail=storable((detail or "")[:2000]) or None,
                 pipeline_run_id=int(run_id) if isinstance(run_id, int) else None,
                 client=request.client.host if request.client else None,
                 duration_ms=(time.perf_counter() - started) * 1000.0,
@@ -96,7 +86,10 @@ class AuditedRoute(ApiRoute):
         async def audited(request: Request):
             started = time.perf_counter()
             try:
-                response = await handler(request)
+                try:
+                    response = await handler(request)
+                except (MlopsError, StepFailed) as exc:  # answered by its code (api/errors.py)
+                    raise http_error(exc) from exc
             except HTTPException as exc:
                 await run_in_threadpool(_audit, request, route, exc.status_code, str(exc.detail), started)
                 raise
@@ -163,7 +156,7 @@ router = APIRouter(
 
 # --- helpers ----------------------------------------------------------------------------------------
 def _conn(request: Request):
-    from . import db
+    from .. import db
 
     return db.connection(request.app.state.settings, application_name="mlops-api-control")
 
@@ -180,29 +173,9 @@ def _sibling(module: str, feature: str):
         raise
 
 
-_NOT_FOUND = re.compile(r"\bno [a-z ]{0,30}#?\d+\b|\bnot found\b|\bdoes not exist\b|\bno such\b")
-
-
-def _domain(exc: Exception) -> HTTPException:
-    """Library errors as HTTP errors: unknown id 404, busy/conflict 409, unreachable 503, a step
-    that failed for another reason 500. Anything else propagates (500)."""
-    from .runs import StepFailed
-
-    if isinstance(exc, StepFailed):
-        cause, r = exc.cause, exc.result
-        if isinstance(cause, TransientError):
-            return HTTPException(503, f"{r.step} failed (run #{r.run_id}): {r.message}")
-        if isinstance(cause, MlopsError):
-            return _domain(cause) if not isinstance(cause, StepFailed) else HTTPException(409, r.message)
-        return HTTPException(500, f"{r.step} failed (run #{r.run_id}): {r.message}")
-    if isinstance(exc, AlreadyRunning):
-        return HTTPException(409, str(exc))
-    if isinstance(exc, TransientError):
-        return HTTPException(503, str(exc))
-    if isinstance(exc, MlopsError):
-        text = str(exc)
-        return HTTPException(404 if _NOT_FOUND.search(text.lower()) else 409, text)
-    raise exc
+def _decision(ops_models, alert_id: int | None, note: str | None):
+    """A retrain or rollback asked for about an alert: recorded on it (ops.models)."""
+    return None if alert_id is None else ops_models.Decision(alert_id, note, note_required=False)
 
 
 def _result(value: Any) -> Any:
@@ -212,88 +185,9 @@ def _result(value: Any) -> Any:
 
 
 def _trigger(actor: str):
-    from .runs import Trigger
+    from ..ops.common import trigger
 
-    return Trigger(triggered_by="api", actor=actor, pipeline="manual")
-
-
-# --- models -----------------------------------------------------------------------------------------
-# As in api.py, every rule the server checks is in the schema: free text refuses NUL (PostgreSQL
-# text cannot hold it), a version is a registry version number.
-VERSION_PATTERN = r"^[1-9][0-9]{0,14}$"  # as a number: 1 .. 10**15 - 1, exact as a float
-Actor = Annotated[str | None, Field(max_length=200, pattern=NO_NUL,
-                                    description="Who acts (default: X-Actor, else 'api').")]
-Text = Annotated[str | None, Field(max_length=2000, pattern=NO_NUL)]
-
-
-class RetrainIn(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"by": "alice", "reason": "new catalogue data"}]})
-
-    by: Actor = None
-    reason: Text = None
-
-
-class RetrainOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"pipeline_run_id": 42, "status": "started"}]})
-
-    pipeline_run_id: int
-    status: Literal["started"]
-
-
-class RollbackIn(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"reason": "F1 dropped on the new catalogue", "by": "alice"},
-        {"reason": "incident INC-123", "to_version": "3"},
-    ]})
-
-    # The pattern is in the schema; _reason checks the same with messages a person can act on.
-    reason: str = Field(..., min_length=1, max_length=2000, description="Why (required, not blank; audited).",
-                        json_schema_extra={"pattern": NOT_BLANK_TEXT})
-    to_version: str | None = Field(
-        None, max_length=15, pattern=VERSION_PATTERN,
-        description="Version to return to (default: the previous champion); a number, or its digits.",
-        # _version turns a number into its digits: the schema says both are accepted
-        json_schema_extra={"anyOf": [{"type": "string", "pattern": VERSION_PATTERN},
-                                     {"type": "integer", "minimum": 1, "maximum": 10 ** 15 - 1},
-                                     {"type": "null"}]})
-    by: Actor = None
-
-    @field_validator("reason")
-    @classmethod
-    def _reason(cls, v: str) -> str:
-        if "\x00" in v:
-            raise ValueError("reason must not contain NUL (\\x00) characters: they cannot be stored")
-        if not v.strip():
-            raise ValueError("reason must not be blank: say why the model is rolled back")
-        return v.strip()
-
-    @field_validator("to_version", mode="before")
-    @classmethod
-    def _version(cls, v):
-        v = json_integer(v)
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-
-class AcknowledgeIn(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"by": "alice", "note": "looking into it"}]})
-
-    by: Actor = None
-    note: Text = None
-
-
-class StepOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "step": "rollback", "status": "succeeded", "run_id": 57,
-        "message": "champion 4 -> 3", "outputs": {"from_version": "4", "to_version": "3"}}]})
-
-    step: str
-    status: str
-    run_id: int | None
-    message: str
-    outputs: dict
-
-
-Rows = list[dict[str, Any]]
+    return trigger("api", actor, pipeline=Pipeline.MANUAL.value)
 
 
 # --- routes -----------------------------------------------------------------------------------------
@@ -301,43 +195,46 @@ Rows = list[dict[str, Any]]
              summary="Start a retrain pipeline in the background",
              description="Starts `mlops pipeline retrain` in a background process and answers at once "
                          "with its pipeline run id (follow it with GET /api/runs). 409 when a retrain "
-                         "is already running.",
-             responses={409: error_doc("A retrain pipeline is already running, or it could not start."),
+                         "is already running. With `alert_id`, the decision and its outcome are "
+                         "recorded on that alert (alert_actions), whatever the outcome.",
+             responses={404: error_doc("No such alert (`alert_id`)."),
+                        409: error_doc("A retrain pipeline is already running, or it could not start."),
                         422: INVALID,
                         501: error_doc("This build has no pipeline module.")})
 def trigger_retrain(request: Request, body: Annotated[RetrainIn | None, Body()] = None,
                     x_actor: XActor = None) -> dict:
     body = body or RetrainIn()
     actor = actor_of(request, body.by)
-    pipeline = _sibling("mlops_cli.pipeline", "trigger-retrain")
-    try:
-        run_id = pipeline.launch(request.app.state.settings, "retrain", actor=actor, triggered_by="api")
-    except MlopsError as exc:
-        raise _domain(exc) from exc
-    return {"pipeline_run_id": int(run_id), "status": "started"}
+    _sibling("mlops_cli.pipeline", "trigger-retrain")  # 501 in a build without it
+    from ..ops import models as ops_models
+
+    launched = ops_models.retrain(request.app.state.settings, actor, triggered_by="api",
+                                  decision=_decision(ops_models, body.alert_id, body.reason))
+    return {"pipeline_run_id": launched.pipeline_run_id, "status": launched.status}
 
 
 @router.post("/rollback-model", response_model=StepOut, summary="Roll the champion back",
              description="Moves the `champion` alias back to the previous champion (or `to_version`), "
                          "as `mlops rollback` does, and records it. The API serves the restored "
                          "version right after (it re-checks the alias at once). 404 when `to_version` "
-                         "does not exist, 409 when there is nothing to roll back to.",
-             responses={404: error_doc("`to_version` is not a version of the model."),
+                         "does not exist, 409 when there is nothing to roll back to. With `alert_id`, "
+                         "the rollback and its outcome are recorded on that alert (alert_actions).",
+             responses={404: error_doc("`to_version` is not a version of the model, or no such alert "
+                                       "(`alert_id`)."),
                         409: error_doc("Nothing to roll back to, `to_version` is the champion or was "
                                        "never in production, or another rollback is running."),
                         422: INVALID,
                         501: error_doc("This build has no rollback step.")})
 def rollback_model(request: Request, body: RollbackIn, x_actor: XActor = None) -> dict:
     actor = actor_of(request, body.by)
-    module = _sibling("mlops_cli.steps.rollback", "rollback-model")
-    settings = request.app.state.settings
-    try:
-        with _conn(request) as conn:
-            result = module.rollback(conn, settings, _trigger(actor), to_version=body.to_version,
-                                     reason=body.reason)
-    except Exception as exc:
-        raise _domain(exc) from exc
-    if getattr(result, "status", None) == "skipped":
+    _sibling("mlops_cli.steps.rollback", "rollback-model")
+    from ..ops import models as ops_models
+
+    with _conn(request) as conn:
+        result = ops_models.rollback(request.app.state.settings, _trigger(actor), reason=body.reason,
+                                     to_version=body.to_version, conn=conn,
+                                     decision=_decision(ops_models, body.alert_id, body.reason))
+    if getattr(result, "status", None) == RunStatus.SKIPPED:
         raise HTTPException(409, result.message or "rollback skipped")
     holder = getattr(request.app.state, "holder", None)
     if holder is not None:
@@ -349,15 +246,14 @@ def rollback_model(request: Request, body: RollbackIn, x_actor: XActor = None) -
             description="Alerts raised by drift monitoring, active first then newest (as `mlops alerts`).",
             responses={422: INVALID})
 def alerts(request: Request,
-           status: Annotated[Literal[ALERT_STATUSES] | None,
+           status: Annotated[Literal[values(AlertStatus)] | None,
                              Query(description="Only alerts in this status.")] = None,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
+    from ..ops.alerts import list_alerts
+
     actor_of(request)
-    try:
-        with _conn(request) as conn:
-            rows = alert_steps.list_alerts(conn, status=status, limit=limit)
-    except Exception as exc:
-        raise _domain(exc) from exc
+    with _conn(request) as conn:
+        rows = list_alerts(conn, status=status, limit=limit)
     return _result(rows)
 
 
@@ -370,15 +266,13 @@ def alerts(request: Request,
                         422: INVALID})
 def acknowledge_alert(request: Request, alert_id: Annotated[int, Path(ge=1, le=ID_MAX)],
                       body: Annotated[AcknowledgeIn | None, Body()] = None, x_actor: XActor = None) -> Any:
+    from ..ops.alerts import acknowledge
+
     body = body or AcknowledgeIn()
     actor = actor_of(request, body.by)
-    try:
-        with _conn(request) as conn:
-            result = alert_steps.acknowledge(conn, request.app.state.settings, alert_id, by=actor,
-                                             note=body.note)
-    except Exception as exc:
-        raise _domain(exc) from exc
-    return _result(result) if result is not None else {"id": alert_id, "status": "acknowledged", "by": actor}
+    with _conn(request) as conn:
+        result = acknowledge(conn, request.app.state.settings, alert_id, by=actor, note=body.note)
+    return _result(result)
 
 
 @router.get("/runs", summary="Pipeline runs", response_model=Rows,
@@ -387,17 +281,14 @@ def acknowledge_alert(request: Request, alert_id: Annotated[int, Path(ge=1, le=I
             responses={422: INVALID})
 def runs(request: Request,
          limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-         pipeline: Annotated[Literal["weekly", "daily", "manual", "retrain"] | None, Query()] = None,
+         pipeline: Annotated[Literal[values(Pipeline)] | None, Query()] = None,
          step: Annotated[str | None, Query(max_length=50, pattern=NO_NUL)] = None,
-         status: Annotated[Literal["running", "succeeded", "failed", "skipped"] | None, Query()] = None) -> Any:
-    from . import store
+         status: Annotated[Literal[values(RunStatus)] | None, Query()] = None) -> Any:
+    from ..ops.runs import list_runs
 
     actor_of(request)
-    try:
-        with _conn(request) as conn:
-            rows = store.list_runs(conn, limit=limit, pipeline=pipeline, step=step, status=status)
-    except Exception as exc:
-        raise _domain(exc) from exc
+    with _conn(request) as conn:
+        rows = list_runs(conn, limit=limit, pipeline=pipeline, step=step, status=status)
     return _result(rows)
 
 
@@ -406,13 +297,44 @@ def runs(request: Request,
             responses={501: error_doc("This build has no models module.")})
 def models(request: Request) -> Any:
     actor_of(request)
-    module = _sibling("mlops_cli.models", "models")
-    try:
-        with _conn(request) as conn:
-            rows = module.list_models(conn, request.app.state.settings)
-    except Exception as exc:
-        raise _domain(exc) from exc
+    _sibling("mlops_cli.models", "models")
+    from ..ops.models import list_models
+
+    with _conn(request) as conn:
+        rows = list_models(conn, request.app.state.settings)
     return _result(rows)
+
+
+@router.get("/thresholds", summary="Drift thresholds in force", response_model=dict[str, Any],
+            description="The warning, alert and critical thresholds the next drift and alert runs use, "
+                        "where each comes from (`source`: app_settings, set by a person, or settings, "
+                        "the environment) and who changed them last (as `mlops thresholds`).")
+def thresholds(request: Request) -> Any:
+    from ..ops import thresholds as ops_thresholds
+
+    actor_of(request)
+    with _conn(request) as conn:
+        return _result(ops_thresholds.current(conn, request.app.state.settings))
+
+
+@router.post("/thresholds", summary="Change some drift thresholds", response_model=dict[str, Any],
+             description="Sets the thresholds given; the others keep the value in force (as `mlops "
+                         "thresholds --warning X`). Audited in alert_actions (`adjust_thresholds`, with "
+                         "`alert_id` in its note when given); used by the next drift and alert runs. "
+                         "Answers the thresholds now in force.",
+             responses={404: error_doc("No such alert (`alert_id`)."),
+                        409: error_doc("No threshold given, or the three would not satisfy "
+                                       "0 < warning < alert < critical."),
+                        422: INVALID})
+def update_thresholds(request: Request, body: ThresholdsIn, x_actor: XActor = None) -> Any:
+    from ..ops import thresholds as ops_thresholds
+
+    actor = actor_of(request, body.by)
+    settings = request.app.state.settings
+    with _conn(request) as conn:
+        ops_thresholds.update(conn, settings, actor, warning=body.warning, alert=body.alert,
+                              critical=body.critical, note=body.note, alert_id=body.alert_id)
+        return _result(ops_thresholds.current(conn, settings))
 
 
 @router.get("/audit", summary="Control API audit trail", response_model=Rows,
@@ -420,12 +342,9 @@ def models(request: Request) -> Any:
             responses={422: INVALID})
 def audit(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
           route: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None) -> Any:
-    from . import store
+    from ..ops.runs import api_audit
 
     actor_of(request)
-    try:
-        with _conn(request) as conn:
-            rows = store.list_api_audit(conn, limit=limit, route=route)
-    except Exception as exc:
-        raise _domain(exc) from exc
+    with _conn(request) as conn:
+        rows = api_audit(conn, limit=limit, route=route)
     return _result(rows)

@@ -1,0 +1,36 @@
+"""POST /feedback: a moderator's correction of a prediction (the linking rules: ops.feedback)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..ops import feedback as ops_feedback
+from .routing import ApiRoute
+from .schemas import INVALID, FeedbackIn, FeedbackOut, error_doc
+
+router = APIRouter(route_class=ApiRoute)
+
+
+@router.post(
+    "/feedback", tags=["feedback"], status_code=201, response_model=FeedbackOut,
+    summary="Record the true class of a product",
+    description="Name the prediction by `inference_id` or by the `request_id` POST /predict "
+                "returned (or only a `productid`). The predicted class and model version are "
+                "taken from the logged prediction. A request_id not yet in the inference log "
+                "(another API worker may still hold it in memory) is stored and tied to its "
+                "prediction when that is written (`resolved: false` until then).",
+    responses={404: error_doc("No logged prediction has this inference_id."),
+               409: error_doc("inference_id and request_id are both given and name different "
+                              "predictions."),
+               422: {**INVALID, "description": "Invalid input: unknown prdtypecode, none of "
+                                               "inference_id, request_id or productid given, wrong "
+                                               "types, a body that is not JSON."},
+               503: error_doc("The database is unreachable.")},
+)
+def feedback(request: Request, body: FeedbackIn):
+    if body.inference_id is not None or body.request_id:
+        request.app.state.inference_log.flush(timeout=5.0)  # this worker's buffered predictions reach the table
+    return ops_feedback.record(request.app.state.settings, prdtypecode=body.prdtypecode,
+                               inference_id=body.inference_id, request_id=body.request_id,
+                               productid=body.productid, submitted_by=body.submitted_by,
+                               note=body.note).as_dict()

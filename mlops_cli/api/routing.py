@@ -1,0 +1,119 @@
+"""What every request goes through: metrics and the body-size limit (pure ASGI middleware), and
+the route class that turns an unparseable body into the same 422 as any invalid input."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+# --- middleware: request metrics -----------------------------------------------------------------
+class MetricsMiddleware:
+    """Pure ASGI (no per-request task): counts and times every request by route template."""
+
+    def __init__(self, app, metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        scope["mlops.start"] = start
+        status = [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe_request(scope.get("method", ""), getattr(route, "path", "unmatched"),
+                                         status[0], time.perf_counter() - start)
+
+
+class BodyLimit:
+    """413 for a request whose Content-Length exceeds what the largest valid request can need:
+    MAX_BATCH_SIZE items of two MAX_TEXT_CHARS texts at 12 bytes a character at most (a character
+    outside the BMP, JSON-escaped as a surrogate pair `\\uXXXX\\uXXXX`: what clients that escape
+    non-ASCII send), plus JSON, plus 64 KiB for the other bodies (a feedback note: 5000 characters)."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length":
+                    try:
+                        too_big = int(value) > self.limit
+                    except ValueError:
+                        too_big = False
+                    if too_big:
+                        response = JSONResponse(
+                            {"detail": f"request body over {self.limit} bytes (MAX_BATCH_SIZE x "
+                                       "MAX_TEXT_CHARS allow no more)"}, status_code=413)
+                        await response(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+
+class ApiRoute(APIRoute):
+    """A route whose unparseable body is a 422 like any other invalid input.
+
+    FastAPI answers a JSON syntax error with 422 but a body it cannot decode at all (bytes that
+    are not UTF-8, nesting too deep) with a bare 400. This app raises no 400 of its own, so that
+    400 becomes the same validation error: one documented status for a body that does not parse.
+
+    A path with several operations (GET and POST /api/thresholds) is several routes; Starlette's
+    405 names only the methods of the first one in `Allow`. `path_methods` (set by
+    allow_every_method) makes it name every method of the path.
+    """
+
+    path_methods: frozenset[str] | None = None
+
+    async def handle(self, scope, receive, send) -> None:
+        if self.methods and scope["method"] not in self.methods and self.path_methods:
+            raise StarletteHTTPException(status_code=405, headers={"Allow": ", ".join(sorted(self.path_methods))})
+        await super().handle(scope, receive, send)
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def parsed(request: Request):
+            try:
+                return await handler(request)
+            except StarletteHTTPException as exc:  # FastAPI raises Starlette's class for this one
+                cause = exc.__cause__
+                if exc.status_code != 400 or cause is None:
+                    raise
+                raise RequestValidationError([{
+                    "type": "json_invalid", "loc": ("body",),
+                    "msg": f"the body cannot be parsed as JSON: {type(cause).__name__}: {cause}"[:300],
+                }]) from exc
+
+        return parsed
+
+
+def allow_every_method(routes) -> None:
+    """Give each ApiRoute the methods of every route on its path (its 405's `Allow`)."""
+    by_path: dict[str, set[str]] = {}
+    for route in routes:
+        if isinstance(route, ApiRoute):
+            by_path.setdefault(route.path_format, set()).update(route.methods or ())
+    for route in routes:
+        if isinstance(route, ApiRoute):
+            route.path_methods = frozenset(by_path[route.path_format])
+

@@ -1,0 +1,85 @@
+"""A moderator's correction: the true class of a logged prediction or of a product.
+
+Linking rules: an inference_id must name a logged prediction (NotFound otherwise); given with a
+request_id, both must name the same prediction (Conflict); a request_id alone is kept as given
+and tied to its prediction when that reaches the log (another API worker may still hold it in
+memory): `resolved` says whether it is tied. The predicted class, model version and productid
+come from the logged prediction when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from .. import store
+from ..categories import category_name
+from ..config import Settings
+from ..errors import Conflict, NotFound, Unavailable
+
+
+@dataclass
+class Feedback:
+    id: int
+    inference_id: int | None
+    request_id: str | None
+    productid: int | None
+    prdtypecode: int
+    category: str
+    predicted_code: int | None
+    model_version: str | None
+    submitted_by: str | None
+    note: str | None
+    resolved: bool
+    created_at: datetime
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _tied(conn, inference_id: int | None, request_id: str | None) -> dict | None:
+    """The logged prediction the feedback names, by the linking rules above."""
+    if inference_id is not None:
+        inference = store.find_inference(conn, inference_id=inference_id)
+        if inference is None:
+            raise NotFound(f"No prediction with inference_id {inference_id} in the inference log")
+        if request_id and inference["request_id"] != request_id:
+            # each id is valid alone; together they contradict the log: a conflict
+            raise Conflict(f"inference_id {inference_id} is request {inference['request_id']!r}, "
+                           f"not {request_id!r}")
+        return inference
+    if request_id:
+        return store.find_inference(conn, request_id=request_id)
+    return None
+
+
+def record(settings: Settings, *, prdtypecode: int, inference_id: int | None = None,
+           request_id: str | None = None, productid: int | None = None, submitted_by: str | None = None,
+           note: str | None = None) -> Feedback:
+    """Store the feedback (one transaction); Unavailable when the database cannot be reached."""
+    from ..db import connection
+    from ..runs import is_transient
+
+    try:
+        with connection(settings, application_name="mlops-api") as conn:
+            inference = _tied(conn, inference_id, request_id)
+            row = store.insert_feedback(
+                conn, true_code=prdtypecode,
+                inference_id=inference["id"] if inference else None,
+                request_id=request_id or (inference["request_id"] if inference else None),
+                productid=productid if productid is not None else (inference["productid"] if inference else None),
+                predicted_code=inference["predicted_code"] if inference else None,
+                model_version=inference["model_version"] if inference else None,
+                submitted_by=submitted_by, note=note,
+            )
+    except (NotFound, Conflict):
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise Unavailable(f"database unavailable: {exc}") from exc
+        raise
+    return Feedback(id=row["id"], inference_id=row["inference_id"], request_id=row["request_id"],
+                    productid=row["productid"], prdtypecode=row["true_code"],
+                    category=category_name(row["true_code"]), predicted_code=row["predicted_code"],
+                    model_version=row["model_version"], submitted_by=row["submitted_by"], note=row["note"],
+                    resolved=row["inference_id"] is not None, created_at=row["created_at"])

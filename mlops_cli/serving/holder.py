@@ -1,0 +1,168 @@
+"""The model being served: the version behind the `champion` alias, hot-swapped.
+
+ModelHolder loads the version behind the alias, then polls the registry every
+MODEL_POLL_SECONDS. When the alias moves (promotion, rollback) the new version is loaded and
+warmed up completely first (LoadedModel.prepare), then one reference is swapped: a request reads
+that reference once, so requests in flight finish on the model they started with and none fails.
+A failed reload keeps the old model (logged, counted). No champion: not ready (the API answers 503).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .. import registry, textstats
+from ..config import Settings
+from .metrics import ServingMetrics
+from .predictor import PROBES, FastPredictor, Predictions, check_fast_path, generic_predict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A version ready to serve: the model, how to predict with it, and its vocabulary."""
+
+    version: str
+    model: Any
+    run_id: str | None
+    vocabulary: set[str] | None
+    fast: FastPredictor | None
+    loaded_at: float = field(default_factory=time.time)
+
+    def predict(self, items: Sequence[tuple[str, str | None]], top_k: int = 3) -> Predictions:
+        if self.fast is not None:
+            return self.fast.predict(items, top_k)
+        return generic_predict(self.model, items, top_k)
+
+    @classmethod
+    def prepare(cls, version: str, model, run_id: str | None = None, *, fast: bool = True) -> "LoadedModel":
+        """Build predictor and vocabulary, check the fast path, warm up: all before serving."""
+        predictor = FastPredictor.build(model) if fast else None
+        if predictor is not None and not check_fast_path(model, predictor):
+            predictor = None
+        loaded = cls(str(version), model, run_id, textstats.model_vocabulary(model), predictor)
+        loaded.predict(list(PROBES[:2]), 3)  # warm-up, and a last check that it predicts at all
+        return loaded
+
+
+class ModelHolder:
+    """The model behind the champion alias, reloaded in the background when the alias moves."""
+
+    def __init__(self, settings: Settings, *, metrics: ServingMetrics | None = None,
+                 loader: Callable[[Settings, str], Any] | None = None,
+                 resolver: Callable[[Settings, str], dict | None] | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self._load = loader or (lambda s, v: registry.load_model(s, version=v))
+        self._resolve = resolver or registry.version_by_alias
+        self._current: LoadedModel | None = None
+        self._refresh_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.last_check: float | None = None
+        self.reloads = 0
+        self.failures = 0
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The model to use for one request: read it once, use it for the whole request."""
+        return self._current
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    def refresh(self) -> bool:
+        """Check the alias once; load and swap when it moved. True when the served model changed.
+
+        Never raises for registry or load problems: they are logged, counted and kept in
+        `last_error`, and the current model (if any) keeps serving.
+        """
+        with self._refresh_lock:
+            self.last_check = time.time()
+            try:
+                target = self._resolve(self.settings, registry.CHAMPION)
+            except Exception as exc:
+                self.last_error = f"cannot read the champion alias: {exc}"
+                log.warning("%s; still serving %s", self.last_error,
+                            self._current.version if self._current else "nothing")
+                if self.metrics:
+                    self.metrics.poll_errors.inc()
+                return False
+            current = self._current
+            if target is None:
+                self.last_error = None
+                if current is not None:
+                    log.warning("the champion alias of %s is gone: no longer serving version %s",
+                                self.settings.model_name, current.version)
+                    self._current = None
+                    if self.metrics:
+                        self.metrics.set_model(self.settings.model_name, None)
+                    return True
+                return False
+            version = str(target["version"])
+            if current is not None and current.version == version:
+                return False
+            t0 = time.perf_counter()
+            try:
+                model = self._load(self.settings, version)
+                loaded = LoadedModel.prepare(version, model, target.get("run_id"))
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = f"cannot load version {version}: {exc}"
+                log.error("model reload failed: %s; still serving %s", self.last_error,
+                          current.version if current else "nothing")
+                if self.metrics:
+                    self.metrics.reloads.labels("failure").inc()
+                return False
+            self._current = loaded  # the swap: one reference assignment
+            self.reloads += 1
+            self.last_error = None
+            if self.metrics:
+                self.metrics.reloads.labels("success").inc()
+                self.metrics.set_model(self.settings.model_name, loaded)
+            log.info("serving %s version %s (was %s; loaded in %.1fs, %s path)", self.settings.model_name,
+                     version, current.version if current else "none", time.perf_counter() - t0,
+                     "fast" if loaded.fast else "scikit-learn")
+            return True
+
+    def start(self, background: bool = True) -> None:
+        """Load the champion now (not ready if there is none), then poll in a daemon thread."""
+        self.refresh()
+        if self.metrics and self._current is None:
+            self.metrics.set_model(self.settings.model_name, None)
+        if background and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="mlops-model-poll", daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        """Check the alias now instead of at the next poll (after a rollback through the API)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        interval = max(0.05, float(self.settings.model_poll_seconds))
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.refresh()
+            except Exception:  # pragma: no cover - refresh catches its own errors
+                log.exception("model poll failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
