@@ -54,7 +54,7 @@ def main() -> int:
         conn = db.open_db(settings)  # step durations from the audit trail itself
         with conn.cursor() as cur:
             cur.execute("""SELECT step, extract(epoch FROM finished_at - started_at) FROM pipeline_runs
-                           WHERE parent_run_id = %s ORDER BY id""", (result.run_id,))
+                           WHERE parent_run_id = %s ORDER BY id""", (result.pipeline_run_id,))
             durations = {step: float(sec) for step, sec in cur.fetchall()}
         conn.close()
     rows = []

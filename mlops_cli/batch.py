@@ -71,7 +71,7 @@ def resolve_model(settings: Settings, version: str | int | None):
         version = champion["version"]
     info = registry.get_version(settings, version)
     model = registry.load_model(settings, version=info["version"])
-    return info["version"], LoadedModel.prepare(info["version"], model, info.get("run_id"))
+    return info["version"], LoadedModel.prepare(info["version"], model, info.get("mlflow_run_id"))
 
 
 def predict_file(settings: Settings, input_path, out_path, version: str | int | None = None) -> dict:

@@ -93,12 +93,33 @@ def domain_errors(fn):
             return fn(*args, **kwargs)
         except StepFailed as exc:
             r = exc.result
-            raise DomainError(f"{r.step} failed (run #{r.run_id}): {r.message}",
+            raise DomainError(f"{r.step} failed (run #{r.pipeline_run_id}): {r.message}",
                               getattr(exc.cause, "code", MlopsError.code)) from None
         except MlopsError as exc:
             raise DomainError(str(exc), exc.code) from None
 
     return wrapper
+
+
+def mlflow_run_id_option(help_text: str):
+    """--mlflow-run-id, with --run-id as its deprecated spelling (hidden; kept for one release,
+    with a warning on stderr): `run_id` also names pipeline_runs ids, so the option says which."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, mlflow_run_id=None, deprecated_run_id=None, **kwargs):
+            if deprecated_run_id is not None:
+                click.echo("Warning: --run-id is deprecated: use --mlflow-run-id", err=True)
+                if mlflow_run_id is not None and mlflow_run_id != deprecated_run_id:
+                    raise click.UsageError("Give --mlflow-run-id or its deprecated spelling --run-id, not both")
+                mlflow_run_id = deprecated_run_id
+            return fn(*args, mlflow_run_id=mlflow_run_id, **kwargs)
+
+        wrapper = click.option("--run-id", "deprecated_run_id", hidden=True, metavar="ID",
+                               help="Deprecated spelling of --mlflow-run-id.")(wrapper)
+        return click.option("--mlflow-run-id", metavar="ID", help=help_text)(wrapper)
+
+    return decorate
 
 
 def emit(result, as_json: bool) -> None:
@@ -107,7 +128,7 @@ def emit(result, as_json: bool) -> None:
         click.echo(json.dumps(result.as_dict(), default=str))
     else:
         status = {"succeeded": "ok", "skipped": "skipped", "failed": "FAILED"}[result.status]
-        click.echo(f"[{status}] {result.step} (run #{result.run_id}): {result.message}")
+        click.echo(f"[{status}] {result.step} (run #{result.pipeline_run_id}): {result.message}")
 
 
 # --- the group ----------------------------------------------------------------------------------
@@ -247,7 +268,8 @@ def _params(values: tuple[str, ...]) -> dict:
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a model hyperparameter (repeatable), e.g. --param alpha=5e-5.")
 @click.option("--by", help="Who runs it (recorded in the audit trail).")
-@click.option("--json", "as_json", is_flag=True, help="Print run id, model version and metrics as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON (pipeline_run_id; outputs: mlflow_run_id, model_version, metrics).")
 @click.pass_context
 @domain_errors
 def train_cmd(ctx, force, params, by, as_json) -> None:
@@ -260,21 +282,22 @@ def train_cmd(ctx, force, params, by, as_json) -> None:
         emit(result, as_json)
     else:
         click.echo(result.outputs["mlflow_run_id"])
-        click.echo(f"[ok] train (run #{result.run_id}): {result.message}", err=True)
+        click.echo(f"[ok] train (run #{result.pipeline_run_id}): {result.message}", err=True)
 
 
 @main.command("evaluate")
-@click.option("--run-id", help="The MLflow run id of the version to evaluate.")
+@mlflow_run_id_option("The MLflow run id of the version to evaluate (the run that trained it).")
 @click.option("--version", help="The registered model version to evaluate.")
 @click.option("--by", help="Who runs it (recorded in the audit trail).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @domain_errors
-def evaluate_cmd(ctx, run_id, version, by, as_json) -> None:
+def evaluate_cmd(ctx, mlflow_run_id, version, by, as_json) -> None:
     """Score a version on the current holdout (default: the newest challenger not yet evaluated)."""
     from .ops import models as ops_models
 
-    emit(ops_models.evaluate(settings_of(ctx), trigger_of(by), run_id=run_id, version=version), as_json)
+    emit(ops_models.evaluate(settings_of(ctx), trigger_of(by), mlflow_run_id=mlflow_run_id, version=version),
+         as_json)
 
 
 # --- promotion, approval, rollback, models ------------------------------------------------------
@@ -301,7 +324,7 @@ def _emit_decision(result, as_json: bool) -> None:
     champion = (f"v{o['champion_version']}  {metric} {_score(o['champion_score'])}  (re-scored on the same rows)"
                 if o.get("champion_version") else "none")
     lines = [
-        f"[ok] {result.step} (run #{result.run_id}): version {o['model_version']} {o['decision']}",
+        f"[ok] {result.step} (run #{result.pipeline_run_id}): version {o['model_version']} {o['decision']}",
         f"  decision       {o['decision']}  (by {o['decided_by']})",
         f"  candidate      v{o['model_version']}  {metric} {_score(o['candidate_score'])}  "
         f"({'re-scored' if o.get('candidate_rescored') else 'its evaluation'} on {o['holdout_rows']} holdout rows)",
@@ -317,13 +340,13 @@ def _emit_decision(result, as_json: bool) -> None:
 
 
 @main.command("promote")
-@click.option("--run-id", help="The MLflow run id of the version to decide on.")
+@mlflow_run_id_option("The MLflow run id of the version to decide on (the run that trained it).")
 @click.option("--version", help="The registered model version to decide on.")
 @click.option("--by", help="Who runs it (recorded in the audit trail).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @click.pass_context
 @domain_errors
-def promote_cmd(ctx, run_id, version, by, as_json) -> None:
+def promote_cmd(ctx, mlflow_run_id, version, by, as_json) -> None:
     """Promote the newest evaluated challenger if it beats the champion, else archive it.
 
     Rule: AUTO_PROMOTION_ENABLED and score > MIN_F1_THRESHOLD and (no champion or score > champion
@@ -332,7 +355,8 @@ def promote_cmd(ctx, run_id, version, by, as_json) -> None:
     """
     from .ops import models as ops_models
 
-    _emit_decision(ops_models.promote(settings_of(ctx), trigger_of(by), run_id=run_id, version=version), as_json)
+    _emit_decision(ops_models.promote(settings_of(ctx), trigger_of(by), mlflow_run_id=mlflow_run_id,
+                                      version=version), as_json)
 
 
 @main.command("approve")
@@ -370,7 +394,7 @@ def rollback_cmd(ctx, to_version, reason, by, alert_id, as_json) -> None:
         return
     o = result.outputs
     click.echo("\n".join([
-        f"[ok] rollback (run #{result.run_id}): champion v{o['from_version']} -> v{o['to_version']}",
+        f"[ok] rollback (run #{result.pipeline_run_id}): champion v{o['from_version']} -> v{o['to_version']}",
         f"  from           v{o['from_version']}  {o['metric']} {_score(o['from_score'])}  "
         "(now Archived, rolled_back=true)",
         f"  to             v{o['to_version']}  {o['metric']} {_score(o['to_score'])}  (now Production)",
@@ -673,6 +697,35 @@ def thresholds_cmd(ctx, warning, alert_, critical, reset, by, note, as_json) -> 
         click.echo(f"last changed by {th['updated_by']} at {th['updated_at']:%Y-%m-%d %H:%M:%S %Z}")
 
 
+@main.command("label-queue")
+@click.option("--limit", type=int, default=50, show_default=True, help="How many items (at most 500).")
+@click.option("--days", type=int, default=7, show_default=True,
+              help="The window of served predictions, in days before now (at most 30).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@domain_errors
+def label_queue_cmd(ctx, limit, days, as_json) -> None:
+    """The served predictions most worth a human label, best first, with why (label one with
+    POST /feedback or the control room's Labelling page)."""
+    from .ops.labelling import labelling_queue
+    from .render import table, to_json
+
+    items = [it.as_dict() for it in labelling_queue(open_conn(ctx), settings_of(ctx), limit=limit, days=days)]
+    if as_json:
+        click.echo(to_json(items))
+        return
+    if not items:
+        click.echo(f"nothing to label: no unlabelled served prediction in the last {days} days")
+        return
+    for it in items:
+        it["predicted"] = f"{it['predicted_code']} {it['predicted_category']}".strip()
+        it["why"] = "; ".join(it["reasons"])
+    click.echo(table(items, ["rank", "score", "inference_id", "productid", "designation", "predicted", "confidence",
+                             "why"],
+                     ["rank", "score", "inference id", "product", "title", "predicted", "confidence", "why"],
+                     width=60))
+
+
 # --- pipelines, schedule, demo, UI --------------------------------------------------------------
 @main.group("pipeline")
 def pipeline_group() -> None:
@@ -689,7 +742,7 @@ def _run_pipeline(ctx, name: str, as_of, by: str | None, as_json: bool) -> None:
     if json_lines:
         click.echo(json.dumps({k: v for k, v in result.as_dict().items() if k != "steps"}, default=str))
     else:
-        click.echo(f"{name} pipeline (run #{result.run_id}) {result.status}: {result.message}")
+        click.echo(f"{name} pipeline (run #{result.pipeline_run_id}) {result.status}: {result.message}")
     if result.status == "failed":
         ctx.exit(1)
 
@@ -817,7 +870,8 @@ def ui_add_user(ctx, name, path, password_stdin) -> None:
 @click.pass_context
 @domain_errors
 def demo_cmd(ctx, weeks, rows, per_day, drift_kind, drift_weeks, home) -> None:
-    """Simulate weeks of the job: loads, trainings, promotions, daily drift checks, an alert, a rollback."""
+    """Simulate weeks of the job: loads, trainings, promotions, daily drift checks, an alert, a rollback,
+    then the recovery: labels of drifted traffic, a retrain on them, its promotion."""
     import time
     from pathlib import Path
 
@@ -826,9 +880,10 @@ def demo_cmd(ctx, weeks, rows, per_day, drift_kind, drift_weeks, home) -> None:
 
     t0 = time.monotonic()
     home_path = Path(home).resolve()
-    history = demo.run_demo(settings_of(ctx), home=home_path, weeks=weeks, rows=rows, per_day=per_day,
-                            drift_kind=drift_kind, drift_weeks=drift_weeks,
-                            progress=lambda m: click.echo(m, err=True))
+    run = demo.run_demo(settings_of(ctx), home=home_path, weeks=weeks, rows=rows, per_day=per_day,
+                        drift_kind=drift_kind, drift_weeks=drift_weeks,
+                        progress=lambda m: click.echo(m, err=True))
+    history = run.weeks
     settings = demo.demo_settings(settings_of(ctx), home_path)
     click.echo("")
     click.echo(table(demo.summary_rows(history),
@@ -837,6 +892,17 @@ def demo_cmd(ctx, weeks, rows, per_day, drift_kind, drift_weeks, home) -> None:
                      ["week", "monday", "catalogue rows", "challenger", "weighted F1", "decision",
                       "champion after", "drift level", "notes"], width=90))
     click.echo("")
+    rec = run.recovery
+    if rec is not None:
+        click.echo(f"recovery: {rec.labels:,} moderator labels of drifted traffic, retrain v{rec.retrained or '-'} "
+                   f"(gate {rec.gate or '-'}): {rec.decision or 'no decision'}; champion v{rec.champion}")
+        click.echo("performance drift: " + "; ".join(rec.performance))
+        click.echo(f"\nweighted F1 on {rec.eval_rows:,} labelled drifted products no model trained on:")
+        click.echo(table(demo.recovery_rows(rec), ["model", "role", "f1"], ["model", "role", "weighted F1"]))
+        if rec.before is not None and rec.after is not None:
+            click.echo(f"live weighted F1 on the drifted traffic: before {rec.before:.4f} (v{rec.rolled_back_to}, "
+                       f"rolled back to) -> after {rec.after:.4f} (v{rec.champion}, retrained)")
+        click.echo("")
     counts = demo.totals(settings)
     click.echo("recorded: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for line in demo.notification_lines(settings):
@@ -875,10 +941,11 @@ def runs_cmd(ctx, limit, pipeline, step, status, as_json) -> None:
     for r in rows:
         r["who"] = f"{r['triggered_by']}:{r['actor'] or ''}"
         r["result"] = r["error"] or r["outputs"].get("message", "")
+        r["gate"] = r["outputs"].get("gate") or ""  # which gate opened a training: load | feedback | drift | forced
     click.echo(table(rows, ["id", "pipeline", "step", "status", "who", "started_at", "duration_s",
-                            "upstream_run_id", "result"],
+                            "upstream_run_id", "gate", "result"],
                      ["id", "pipeline", "step", "status", "triggered by", "started", "secs", "upstream",
-                      "result"], width=70))
+                      "gate", "result"], width=70))
 
 
 def run() -> None:  # pragma: no cover - console entry point alias

@@ -57,6 +57,8 @@ class Settings:
     validation_fraction: float = _env("VALIDATION_FRACTION", 0.2, float)
     train_search_max_candidates: int = _env("TRAIN_SEARCH_MAX_CANDIDATES", 16, int)
     train_search_seconds: float = _env("TRAIN_SEARCH_SECONDS", 600.0, float)
+    # train also runs (without a new load) once this many products got a label no training used
+    feedback_retrain_min: int = _env("FEEDBACK_RETRAIN_MIN", 200, int)
     # --- promotion ---------------------------------------------------------------------------
     auto_promotion_enabled: bool = _env("AUTO_PROMOTION_ENABLED", True, _bool)
     promotion_metric: str = _env("PROMOTION_METRIC", "weighted_f1")
@@ -91,6 +93,8 @@ class Settings:
     drift_critical_threshold: float = _env("DRIFT_CRITICAL_THRESHOLD", 0.3, float)
     drift_min_samples: int = _env("DRIFT_MIN_SAMPLES", 200, int)
     alert_cooldown_hours: float = _env("ALERT_COOLDOWN_HOURS", 24.0, float)
+    # the daily pipeline retrains when a drift alert is active and FEEDBACK_RETRAIN_MIN new labels exist
+    auto_retrain_on_drift: bool = _env("AUTO_RETRAIN_ON_DRIFT", False, _bool)
     dashboard_url: str = _env("DASHBOARD_URL", "http://localhost:8501")
     # --- control room sign-in (mlops_cli/uiauth.py) -------------------------------------------
     ui_auth: str = _env("UI_AUTH", "token")  # token | users
@@ -177,6 +181,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         raise Invalid("VALIDATION_FRACTION must be in (0, 1)")
     if s.train_search_max_candidates < 1 or s.train_search_seconds < 0:
         raise Invalid("TRAIN_SEARCH_MAX_CANDIDATES must be >= 1 and TRAIN_SEARCH_SECONDS >= 0")
+    if s.feedback_retrain_min < 1:
+        raise Invalid("FEEDBACK_RETRAIN_MIN must be at least 1")
     if s.inference_log_retention_days < 31:
         raise Invalid("INFERENCE_LOG_RETENTION_DAYS must be at least 31 (the 30-day drift window reads its rows)")
     if s.inference_log_archive_format not in ("csv.gz", "parquet"):

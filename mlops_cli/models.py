@@ -53,7 +53,7 @@ def list_models(conn, settings: Settings) -> list[dict]:
             "rolled_back": tags.get("rolled_back") == "true",
             "created_at": datetime.fromtimestamp(created / 1000, tz=timezone.utc) if created else None,
             "is_champion": registry.CHAMPION in v["aliases"],
-            "mlflow_run_id": v["run_id"],
+            "mlflow_run_id": v["mlflow_run_id"],
         })
     return out
 

@@ -18,11 +18,13 @@ Bodies come from the Jinja2 templates in mlops_cli/templates/: `<event>.txt.j2` 
 else the generic `email.txt.j2`. Context keys the event templates know (any other key is listed
 under "Details" too, so nothing is lost):
 
-- every event: justification, scores (dict), links (dict label -> url), run_id, model_name
+- every event: justification, scores (dict), links (dict label -> url), pipeline_run_id (the
+  pipeline_runs row of the step that sends it), model_name
 - promotion: decision, candidate_version, champion_version, metric, candidate_score,
   champion_score, threshold, min_improvement
 - rollback: from_version, to_version, reason, actor
-- pipeline_failed: pipeline, step, run_id, error, attempts, slot
+- pipeline_failed: pipeline, step, pipeline_run_id (the pipeline's row), step_run_id (the failed
+  step's row), error, attempts, slot
 - drift_alert / drift_resolved: level, scores {data, prediction, performance}, thresholds,
   top_features (names, {feature, score} dicts or (name, score) pairs), samples, window,
   cause, dedup_key (PagerDuty incident key, e.g. "drift-data"; required to resolve)

@@ -40,11 +40,20 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 }
 
 
+def steps_for(name: str, settings: Settings) -> tuple[str, ...]:
+    """The steps a run of pipeline `name` starts with. AUTO_RETRAIN_ON_DRIFT adds the daily
+    pipeline's decision step (steps/auto_retrain.py); when it decides to retrain, the retrain
+    pipeline's steps follow in the same run (its outputs.then)."""
+    if name == "daily" and settings.auto_retrain_on_drift:
+        return PIPELINES[name] + ("auto_retrain",)
+    return PIPELINES[name]
+
+
 @dataclass
 class PipelineResult:
     pipeline: str
     status: str  # succeeded | failed | skipped
-    run_id: int | None
+    pipeline_run_id: int | None  # the pipeline's own pipeline_runs row
     message: str = ""
     steps: list[StepResult] = field(default_factory=list)
 
@@ -53,7 +62,7 @@ class PipelineResult:
         return self.status != "failed"
 
     def as_dict(self) -> dict:
-        return {"pipeline": self.pipeline, "status": self.status, "run_id": self.run_id,
+        return {"pipeline": self.pipeline, "status": self.status, "pipeline_run_id": self.pipeline_run_id,
                 "message": self.message, "steps": [s.as_dict() for s in self.steps]}
 
 
@@ -93,18 +102,19 @@ STEPS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "drift": ("drift", "drift", ("as_of",)),
     "alert": ("alert", "alert", ()),
     "retention": ("retention", "retention", ()),
+    "auto_retrain": ("auto_retrain", "auto_retrain", ()),
 }
 
 
-def _step_callable(step: str, as_of: date | None, pipeline: str) -> Callable:
-    """The library function of a step, bound to its pipeline arguments."""
+def _step_callable(step: str, as_of: date | None, pipeline: str, **extra) -> Callable:
+    """The library function of a step, bound to its pipeline arguments (and `extra` ones)."""
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}")
     module, function, takes = STEPS[step]
     fn = getattr(importlib.import_module(f"{__package__}.steps.{module}"), function)
     # A retrain is a human's "train now": it trains even without a new load.
     given = {"as_of": as_of, "force": pipeline == "retrain"}
-    kwargs = {name: given[name] for name in takes}
+    kwargs = {**{name: given[name] for name in takes}, **extra}
     return lambda conn, s, t: fn(conn, s, t, **kwargs)
 
 
@@ -129,7 +139,7 @@ def run_pipeline(settings: Settings, name: str, trigger: Trigger, *, as_of: date
     session = db.open_db(settings, application_name=f"mlops-pipeline-{name}")
     try:
         recover_abandoned(session)
-        params = {"as_of": as_of.isoformat(), "steps": list(PIPELINES[name])}
+        params = {"as_of": as_of.isoformat(), "steps": list(steps_for(name, settings))}
         try:
             lock = advisory_lock(session, f"pipeline:{name}")
             lock.__enter__()
@@ -163,12 +173,14 @@ def _run_locked(session, settings, name, base: Trigger, as_of, params, on_step) 
         triggered_by=base.triggered_by, actor=base.actor, params=params, slot=base.slot,
         pid=os.getpid(), hostname=_host())
     session.commit()
-    log.info("%s pipeline run #%d started (%s)", name, run_id, ", ".join(PIPELINES[name]))
+    steps = list(steps_for(name, settings))
+    log.info("%s pipeline run #%d started (%s)", name, run_id, ", ".join(steps))
     result = PipelineResult(name, "succeeded", run_id)
     child = base.child(parent_run_id=run_id)
     failed: StepResult | None = None
-    for step in PIPELINES[name]:
-        fn = _step_callable(step, as_of, name)
+    extra: dict[str, dict] = {}  # step -> arguments a previous step's decision gives it
+    for step in steps:  # grows when the auto retrain decision says retrain
+        fn = _step_callable(step, as_of, name, **extra.get(step, {}))
         log.info("step %s", step)
 
         def attempt(conn, fn=fn, step=step):
@@ -187,17 +199,20 @@ def _run_locked(session, settings, name, base: Trigger, as_of, params, on_step) 
         if step_result.status == "failed":
             failed = step_result
             break
+        if step == "auto_retrain" and step_result.status == "succeeded" and step_result.outputs.get("then"):
+            steps.extend(step_result.outputs["then"])
+            extra["train"] = {"drift_decision_run_id": step_result.pipeline_run_id}
     if failed:
         result.status = "failed"
-        not_run = PIPELINES[name][len(result.steps):]
-        result.message = (f"step {failed.step} failed (run #{failed.run_id}): {failed.message}"
+        not_run = steps[len(result.steps):]
+        result.message = (f"step {failed.step} failed (run #{failed.pipeline_run_id}): {failed.message}"
                           + (f"; not run: {', '.join(not_run)}" if not_run else ""))
     else:
         done = [s.step for s in result.steps if s.status == "succeeded"]
         result.message = f"done: {', '.join(done) or 'nothing to do'}; " + "; ".join(
             f"{s.step}: {s.message}" for s in result.steps if s.message)
-    outputs = {"message": result.message, "steps": {s.step: {"status": s.status, "run_id": s.run_id}
-                                                    for s in result.steps}}
+    outputs = {"message": result.message,
+               "steps": {s.step: {"status": s.status, "pipeline_run_id": s.pipeline_run_id} for s in result.steps}}
     store.finish_run(session, run_id, result.status, outputs,
                      error=result.message if failed else None)
     if failed:
@@ -212,11 +227,11 @@ def _notify_failure(session, settings, result: PipelineResult, failed: StepResul
     msg = notify.Message(
         event="pipeline_failed", severity="error",
         subject=f"[mlops] {result.pipeline} pipeline failed at step {failed.step}",
-        context={"pipeline": result.pipeline, "pipeline_run_id": result.run_id, "step": failed.step,
-                 "step_run_id": failed.run_id, "error": failed.message,
+        context={"pipeline": result.pipeline, "pipeline_run_id": result.pipeline_run_id, "step": failed.step,
+                 "step_run_id": failed.pipeline_run_id, "error": failed.message,
                  "commands": ["mlops runs --limit 20", f"mlops pipeline {result.pipeline}"]},
     )
-    notify.send(session, settings, msg, kinds=("log", "email", "slack"), pipeline_run_id=result.run_id)
+    notify.send(session, settings, msg, kinds=("log", "email", "slack"), pipeline_run_id=result.pipeline_run_id)
 
 
 # --- background launch (API, UI) -----------------------------------------------------------------

@@ -212,7 +212,7 @@ def child_runs(settings: Settings, run_id: str) -> list[dict]:
     c = client(settings)
     run = c.get_run(run_id)
     found = c.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'", max_results=1000)
-    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
+    return [{"mlflow_run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "metrics": dict(r.data.metrics), "params": dict(r.data.params), "tags": dict(r.data.tags)}
             for r in found]
 
@@ -244,7 +244,7 @@ def run_info(settings: Settings, run_id: str) -> dict:
     c = client(settings)
     with _lookup(f"No MLflow run {run_id!r}"):
         run = c.get_run(run_id)
-    return {"run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics),
+    return {"mlflow_run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics),
             "params": dict(run.data.params), "tags": dict(run.data.tags)}
 
 
@@ -252,7 +252,7 @@ def run_info(settings: Settings, run_id: str) -> dict:
 def _version_dict(mv, aliases: Iterable[str] | None = None) -> dict:
     return {
         "version": str(mv.version),
-        "run_id": mv.run_id,
+        "mlflow_run_id": mv.run_id,
         "source": mv.source,
         "aliases": sorted(aliases if aliases is not None else (getattr(mv, "aliases", None) or [])),
         "tags": dict(mv.tags or {}),

@@ -22,9 +22,10 @@ from typing import Callable, Iterator
 
 from . import store
 from .errors import AlreadyRunning, TransientError
+from .vocab import Pipeline, TriggeredBy, values
 
-TRIGGERS = ("cron", "cli", "api", "ui")
-PIPELINES = ("weekly", "daily", "manual", "retrain")
+TRIGGERS = values(TriggeredBy)
+PIPELINES = values(Pipeline)
 
 # A test hook that production never sets: called with the step's name right before its body, so
 # that the crash and failure tests can make a step fail, hang or raise a TransientError
@@ -75,7 +76,7 @@ class Trigger:
 class StepResult:
     step: str
     status: str  # succeeded | failed | skipped
-    run_id: int | None
+    pipeline_run_id: int | None  # this step's pipeline_runs row (None: never recorded)
     message: str = ""
     outputs: dict = field(default_factory=dict)
 
@@ -84,16 +85,16 @@ class StepResult:
         return self.status in ("succeeded", "skipped")
 
     def as_dict(self) -> dict:
-        return {"step": self.step, "status": self.status, "run_id": self.run_id,
+        return {"step": self.step, "status": self.status, "pipeline_run_id": self.pipeline_run_id,
                 "message": self.message, "outputs": self.outputs}
 
 
 class StepRun:
     """Handle given to a step body: record outputs, consume an upstream run, or skip."""
 
-    def __init__(self, conn, run_id: int, step: str):
+    def __init__(self, conn, pipeline_run_id: int, step: str):
         self.conn = conn
-        self.run_id = run_id
+        self.pipeline_run_id = pipeline_run_id
         self.step = step
         self.outputs: dict = {}
         self.status = "succeeded"
@@ -102,11 +103,7 @@ class StepRun:
     def consume(self, upstream_run_id: int | None) -> None:
         """Record which upstream run this step uses (the gate: it is then 'consumed')."""
         if upstream_run_id is not None:
-            with self.conn.cursor() as cur:
-                cur.execute(
-                    "UPDATE pipeline_runs SET upstream_run_id = %s WHERE id = %s",
-                    (upstream_run_id, self.run_id),
-                )
+            store.set_upstream_run(self.conn, self.pipeline_run_id, upstream_run_id)
 
     def skip(self, message: str) -> None:
         self.status = "skipped"

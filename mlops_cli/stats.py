@@ -57,6 +57,8 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 from scipy import stats as _sps
 
+from .vocab import Level, values
+
 __all__ = [
     "PSIResult",
     "ChiResult",
@@ -75,7 +77,7 @@ __all__ = [
 ]
 
 #: Ordered drift levels returned by :func:`drift_level`.
-DRIFT_LEVELS: tuple[str, ...] = ("NONE", "WARNING", "ALERT", "CRITICAL")
+DRIFT_LEVELS: tuple[str, ...] = values(Level)
 
 
 # --------------------------------------------------------------------------

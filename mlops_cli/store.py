@@ -90,6 +90,10 @@ def finish_run(conn, run_id: int, status: str, outputs: dict | None = None, erro
         raise RuntimeError(f"pipeline run {run_id} is not running (already finished or abandoned)")
 
 
+def set_upstream_run(conn, run_id: int, upstream_run_id: int) -> None:
+    _exec(conn, "UPDATE pipeline_runs SET upstream_run_id = %s WHERE id = %s", (upstream_run_id, run_id))
+
+
 def get_run(conn, run_id: int) -> dict | None:
     return _one(conn, f"SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE id = %s", (run_id,))
 
@@ -201,12 +205,14 @@ def insert_batch(conn, **cols) -> int:
 
 
 def existing_productids(conn, productids: Iterable[int]) -> dict[int, int]:
-    """productid -> batch_id for those already in the catalogue."""
+    """productid -> batch_id for those already in the catalogue (a load batch's rows: a row added
+    from feedback is replaced by the catalogue's, see replace_feedback_products)."""
     ids = list(productids)
     if not ids:
         return {}
     rows = _all(
-        conn, "SELECT productid, batch_id FROM products WHERE productid = ANY(%s::bigint[])", (ids,)
+        conn, "SELECT productid, batch_id FROM products WHERE productid = ANY(%s::bigint[]) AND source = 'catalogue'",
+        (ids,)
     )
     return {r["productid"]: r["batch_id"] for r in rows}
 
@@ -259,7 +265,8 @@ def insert_rejected(conn, batch_id: int, rejected: Iterable[tuple[str, dict, str
 def catalogue_counts(conn) -> dict:
     return _one(
         conn,
-        """SELECT (SELECT count(*) FROM products) AS products,
+        """SELECT (SELECT count(*) FROM products WHERE source = 'catalogue') AS products,
+                  (SELECT count(*) FROM products WHERE source = 'feedback') AS feedback_rows,
                   (SELECT count(*) FROM load_batches) AS batches,
                   (SELECT count(*) FROM rejected_rows) AS rejected""",
     )
@@ -505,6 +512,58 @@ def insert_feedback(conn, *, true_code: int, inference_id: int | None = None,
     )
 
 
+# --- the labelling queue (ops/labelling.py ranks what these return) ---------------------------------
+def labelling_candidates(conn, start, end, pool: int) -> list[dict]:
+    """Unlabelled served predictions of the window start < logged_at <= end worth a label: one per
+    product (per productid, or per title + description when there is none: the least confident
+    prediction of it), the `pool` least confident ones plus the `pool` with the largest share of
+    out-of-vocabulary tokens (n_oov / n_tokens). A prediction is labelled when a feedback row names
+    it (inference_id or request_id), names its product, or names a prediction of the same text.
+
+    The logged_at bounds prune the partitions; each subset is a top-N over the window (no full
+    ordering is returned), and the long text columns are read for the <= 2 x pool rows kept only.
+    """
+    return _all(
+        conn,
+        """WITH labelled_texts AS (
+               SELECT md5(j.designation || E'\n' || j.description) AS k
+               FROM feedback f JOIN inference_log j ON j.id = f.inference_id AND j.logged_at = f.inference_logged_at
+               WHERE f.productid IS NULL AND f.inference_logged_at > %(start)s AND f.inference_logged_at <= %(end)s
+                 AND j.logged_at > %(start)s AND j.logged_at <= %(end)s
+           ), cand AS (
+               SELECT DISTINCT ON (k) id, logged_at, confidence, oov FROM (
+                   SELECT i.id, i.logged_at, i.confidence,
+                          CASE WHEN i.n_tokens > 0 AND i.n_oov IS NOT NULL
+                               THEN i.n_oov::float8 / i.n_tokens END AS oov,
+                          CASE WHEN i.productid IS NOT NULL THEN 'p' || i.productid::text
+                               ELSE md5(i.designation || E'\n' || i.description) END AS k
+                   FROM inference_log i
+                   WHERE i.logged_at > %(start)s AND i.logged_at <= %(end)s
+                     AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.inference_id = i.id)
+                     AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = i.request_id)
+                     AND (i.productid IS NULL
+                          OR NOT EXISTS (SELECT 1 FROM feedback f WHERE f.productid = i.productid))) x
+               WHERE k NOT IN (SELECT k FROM labelled_texts)
+               ORDER BY k, confidence, logged_at DESC, id
+           )
+           SELECT i.id AS inference_id, i.logged_at, i.request_id, i.source, i.model_version, i.productid,
+                  i.designation, i.description, i.n_tokens, i.n_oov, i.predicted_code, i.confidence
+           FROM ((SELECT id, logged_at FROM cand ORDER BY confidence, id LIMIT %(pool)s)
+                 UNION
+                 (SELECT id, logged_at FROM cand WHERE oov > 0 ORDER BY oov DESC, id LIMIT %(pool)s)) p
+           JOIN inference_log i ON i.id = p.id AND i.logged_at = p.logged_at
+             AND i.logged_at > %(start)s AND i.logged_at <= %(end)s
+           ORDER BY i.confidence, i.id""",
+        {"start": start, "end": end, "pool": int(pool)},
+    )
+
+
+def latest_ok_drift_report(conn) -> dict | None:
+    """The newest drift report with scores (status ok), details included."""
+    return _one(conn, f"SELECT {DRIFT_REPORT_COLUMNS} FROM drift_reports WHERE status = 'ok' "
+                      "ORDER BY as_of DESC, id DESC LIMIT 1")
+
+
 EXPORT_INFERENCE_COLUMNS = ("id",) + INFERENCE_COLUMNS
 
 
@@ -678,11 +737,12 @@ def window_model_versions(conn, start, end) -> list[dict]:
     )
 
 
-def window_feedback_pairs(conn, start, end) -> list[tuple[int, int, int]]:
+def window_feedback_pairs(conn, start, end, version: str | None = None) -> list[tuple[int, int, int]]:
     """(true_code, predicted_code, count) over the window's predictions that got feedback.
 
     Feedback is matched to its prediction by inference_id (the latest feedback row of each
-    prediction counts); the prediction's logged_at places it in the window.
+    prediction counts); the prediction's logged_at places it in the window. version: only the
+    predictions of that model version (the feedback row carries it, copied from the prediction).
     """
     with conn.cursor() as cur:
         cur.execute(
@@ -700,10 +760,11 @@ def window_feedback_pairs(conn, start, end) -> list[tuple[int, int, int]]:
                    FROM feedback f
                    WHERE f.inference_id IS NOT NULL
                      AND f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
+                     AND (%(v)s::text IS NULL OR f.model_version = %(v)s::text)
                    ORDER BY f.inference_id, f.id DESC) x
                WHERE predicted_code IS NOT NULL
                GROUP BY 1, 2""",
-            {"s": start, "e": end},
+            {"s": start, "e": end, "v": version},
         )
         return [(int(a), int(b), int(n)) for a, b, n in cur.fetchall()]
 
@@ -713,7 +774,8 @@ def products_loaded_between(conn, start, end, limit: int) -> list[dict]:
     return _all(
         conn,
         """SELECT productid, designation, description, prdtypecode, loaded_at FROM products
-           WHERE loaded_at > %s AND loaded_at <= %s ORDER BY loaded_at DESC, productid LIMIT %s""",
+           WHERE loaded_at > %s AND loaded_at <= %s AND source = 'catalogue'
+           ORDER BY loaded_at DESC, productid LIMIT %s""",
         (start, end, int(limit)),
     )
 
@@ -986,9 +1048,11 @@ def read_products(conn, columns: Sequence[str] = ("productid", "designation", "d
     buf.seek(0)
     dtypes = {"designation": str, "description": str}
     df = pd.read_csv(buf, dtype=dtypes, keep_default_na=False)
-    for c in ("productid", "prdtypecode", "batch_id"):
+    for c in ("productid", "prdtypecode"):
         if c in df.columns:
             df[c] = df[c].astype("int64")
+    if "batch_id" in df.columns:  # NULL for the rows added from feedback (source 'feedback')
+        df["batch_id"] = pd.to_numeric(df["batch_id"], errors="coerce").astype("Int64")
     return df
 
 
@@ -1377,3 +1441,148 @@ def read_rollups(conn, bins_key: str, days: Sequence) -> dict:
 def delete_rollups(conn, days: Sequence) -> int:
     """Forget the rollups (every bins) of these days: their rows changed (drained, dropped)."""
     return _exec(conn, "DELETE FROM inference_rollup_days WHERE day = ANY(%s::date[])", (list(days),))
+
+
+# === feedback as training data (migration 010) ==================================================
+# A label is usable when it names a product (feedback.productid, copied from its prediction) with
+# a known code, and the product is in `products` or has logged text to train on. The latest label
+# of a product (created_at, then id) wins. Products are counted once however many labels they got.
+_LOGGED_TEXT = """
+    SELECT c.designation, c.description FROM (
+        SELECT i.designation, i.description, 0 AS pref, i.logged_at, i.id FROM inference_log i
+        WHERE i.id = {l}.inference_id AND i.logged_at = {l}.inference_logged_at
+        UNION ALL
+        SELECT r.designation, r.description, 0, r.logged_at, r.id FROM inference_log_retained r
+        WHERE r.id = {l}.inference_id
+        UNION ALL
+        SELECT i.designation, i.description, 1, i.logged_at, i.id FROM inference_log i
+        WHERE i.productid = {l}.productid
+        UNION ALL
+        SELECT r.designation, r.description, 1, r.logged_at, r.id FROM inference_log_retained r
+        WHERE r.productid = {l}.productid
+    ) c WHERE btrim(c.designation) <> ''
+    ORDER BY c.pref, c.logged_at DESC, c.id DESC LIMIT 1"""
+
+
+def product_was_served(conn, productid: int) -> bool:
+    """True when the product is in the catalogue or the inference log (kept rows included)."""
+    return bool(_scalar(
+        conn, """SELECT EXISTS (SELECT 1 FROM products WHERE productid = %(p)s)
+                     OR EXISTS (SELECT 1 FROM inference_log WHERE productid = %(p)s)
+                     OR EXISTS (SELECT 1 FROM inference_log_retained WHERE productid = %(p)s)""",
+        {"p": int(productid)}))
+
+
+def feedback_label_counts(conn, codes: Sequence[int]) -> dict:
+    """What the next training would take from feedback: new_labels (products with a label no
+    training used yet), new_feedback (those labels, as rows), feedback_rows (products it would add
+    with their logged text), overrides (products whose code the latest label would change),
+    max_feedback_id (the newest usable label)."""
+    return _one(
+        conn,
+        f"""WITH labels AS (
+                SELECT f.id, f.productid, f.true_code, f.created_at, f.inference_id, f.inference_logged_at,
+                       NOT EXISTS (SELECT 1 FROM feedback_used u WHERE u.feedback_id = f.id) AS is_new
+                FROM feedback f WHERE f.productid IS NOT NULL AND f.true_code = ANY(%(codes)s::int[])),
+            latest AS (
+                SELECT DISTINCT ON (productid) * FROM labels ORDER BY productid, created_at DESC, id DESC),
+            state AS (
+                SELECT l.productid, l.true_code, p.prdtypecode, p.productid IS NOT NULL AS in_products,
+                       p.productid IS NULL AND EXISTS ({_LOGGED_TEXT.format(l="l")}) AS addable
+                FROM latest l LEFT JOIN products p USING (productid)),
+            usable AS (SELECT * FROM state WHERE in_products OR addable)
+            SELECT (SELECT count(DISTINCT n.productid) FROM labels n JOIN usable s USING (productid)
+                    WHERE n.is_new) AS new_labels,
+                   (SELECT count(*) FROM labels n JOIN usable s USING (productid) WHERE n.is_new) AS new_feedback,
+                   (SELECT count(*) FROM usable WHERE addable) AS feedback_rows,
+                   (SELECT count(*) FROM usable WHERE in_products AND prdtypecode <> true_code) AS overrides,
+                   (SELECT max(n.id) FROM labels n JOIN usable s USING (productid)) AS max_feedback_id""",
+        {"codes": [int(c) for c in codes]},
+    )
+
+
+def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int]) -> dict:
+    """Make the labels training rows, in the caller's transaction (the train step's): every
+    labelled product in `products` takes its latest label (each change audited in
+    label_overrides), a product seen only in traffic is added with its logged text (source
+    'feedback', no batch), and the labels used are recorded in feedback_used. State-based, so
+    running it twice changes nothing the second time. All labels are read in one statement (one
+    snapshot): a label committed meanwhile is neither applied nor marked used."""
+    params = {"codes": [int(c) for c in codes], "run": pipeline_run_id}
+    _exec(conn, "DROP TABLE IF EXISTS fb_labels, fb_latest, fb_applied")
+    _exec(conn, """CREATE TEMP TABLE fb_labels ON COMMIT DROP AS
+                   SELECT f.id, f.productid, f.true_code, f.submitted_by, f.created_at, f.inference_id,
+                          f.inference_logged_at,
+                          NOT EXISTS (SELECT 1 FROM feedback_used u WHERE u.feedback_id = f.id) AS is_new
+                   FROM feedback f WHERE f.productid IS NOT NULL AND f.true_code = ANY(%(codes)s::int[])""",
+          params)
+    _exec(conn, """CREATE TEMP TABLE fb_latest ON COMMIT DROP AS
+                   SELECT DISTINCT ON (productid) * FROM fb_labels ORDER BY productid, created_at DESC, id DESC""")
+    _exec(conn, "CREATE TEMP TABLE fb_applied (productid BIGINT PRIMARY KEY) ON COMMIT DROP")
+    _exec(conn, "INSERT INTO fb_applied SELECT p.productid FROM products p JOIN fb_latest l USING (productid)")
+    overrides = _exec(
+        conn,
+        """WITH target AS (
+               SELECT p.productid, p.prdtypecode AS old_code, l.true_code, l.id AS feedback_id, l.submitted_by,
+                      l.created_at
+               FROM products p JOIN fb_latest l USING (productid)
+               WHERE p.prdtypecode <> l.true_code OR p.label_feedback_id IS DISTINCT FROM l.id
+               FOR UPDATE OF p),
+           changed AS (
+               UPDATE products p SET prdtypecode = t.true_code, label_feedback_id = t.feedback_id
+               FROM target t WHERE p.productid = t.productid)
+           INSERT INTO label_overrides (productid, old_code, new_code, feedback_id, actor, labelled_at,
+                                        pipeline_run_id)
+           SELECT productid, old_code, true_code, feedback_id, submitted_by, created_at, %(run)s
+           FROM target WHERE old_code <> true_code""",
+        params,
+    )
+    added = _exec(
+        conn,
+        f"""WITH added AS (
+                INSERT INTO products (productid, designation, description, prdtypecode, batch_id, loaded_at,
+                                      source, label_feedback_id)
+                SELECT l.productid, t.designation, t.description, l.true_code, NULL, now(), 'feedback', l.id
+                FROM fb_latest l CROSS JOIN LATERAL ({_LOGGED_TEXT.format(l="l")}) t
+                WHERE NOT EXISTS (SELECT 1 FROM fb_applied a WHERE a.productid = l.productid)
+                ON CONFLICT (productid) DO NOTHING
+                RETURNING productid)
+            INSERT INTO fb_applied SELECT productid FROM added""",
+    )
+    used = _one(
+        conn,
+        """WITH used AS (
+               INSERT INTO feedback_used (feedback_id, productid, pipeline_run_id)
+               SELECT l.id, l.productid, %(run)s FROM fb_labels l JOIN fb_applied a USING (productid)
+               WHERE l.is_new
+               ON CONFLICT (feedback_id) DO NOTHING
+               RETURNING feedback_id, productid)
+           SELECT count(*) AS labels, count(DISTINCT productid) AS products,
+                  (SELECT max(l.id) FROM fb_labels l JOIN fb_applied a USING (productid)) AS max_feedback_id
+           FROM used""",
+        params,
+    )
+    return {"feedback_rows_added": added, "label_overrides": overrides, "labels_used": used["labels"],
+            "labelled_products_used": used["products"], "feedback_max_id": used["max_feedback_id"]}
+
+
+def label_overrides(conn, *, productid: int | None = None, pipeline_run_id: int | None = None,
+                    limit: int = 100) -> list[dict]:
+    """The audit of code changes by human labels, newest first."""
+    return _all(
+        conn,
+        """SELECT id, productid, old_code, new_code, feedback_id, actor, labelled_at, pipeline_run_id, at
+           FROM label_overrides
+           WHERE (%(p)s::bigint IS NULL OR productid = %(p)s) AND (%(r)s::bigint IS NULL OR pipeline_run_id = %(r)s)
+           ORDER BY id DESC LIMIT %(limit)s""",
+        {"p": productid, "r": pipeline_run_id, "limit": int(limit)},
+    )
+
+
+def replace_feedback_products(conn, productids: Sequence[int]) -> int:
+    """Delete the feedback rows of products a catalogue batch now brings (the catalogue row takes
+    their place: its text and batch; the human label is applied again by the next training)."""
+    ids = [int(p) for p in productids]
+    if not ids:
+        return 0
+    return _exec(conn, "DELETE FROM products WHERE source = 'feedback' AND productid = ANY(%s::bigint[])", (ids,))

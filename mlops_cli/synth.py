@@ -60,10 +60,13 @@ its published statistics (DATA_FACTS: docs/DATA.md, "Real data facts"):
 Drift kinds (``DRIFT_KINDS``), for exercising a drift monitor:
 
 * ``"none"``: the reference distribution above.
-* ``"vocabulary"``: a different vocabulary: ~25-30% of content tokens come from
-  out-of-vocabulary words (invented product words and new brands that never occur in
-  ``"none"`` data), and the language mix moves to ~30% French, 40% English, 12% German,
-  12% Japanese, 6% Spanish/Italian.
+* ``"vocabulary"``: a different vocabulary: ~25-30% of tokens come from out-of-vocabulary
+  words (invented product words and new brands that never occur in ``"none"`` data), in
+  place of content words (function and filler words keep their share), and the language mix
+  moves to ~30% French, 40% English, 12% German, 12% Japanese, 6% Spanish/Italian. As with
+  real new products, the new words and brands belong to classes (each class has its own
+  share of them): a model that never saw them loses accuracy, one trained on labelled
+  drifted products learns them back (``benchmarks/bench_feedback.py``).
 * ``"length"``: texts get **longer**: titles and non-empty descriptions are ~2.5x longer
   (titles capped at 600 characters instead of 250) and only ~5% of descriptions are empty.
 * ``"classes"``: class priors strongly shifted: four normally small classes (60, 1301,
@@ -860,11 +863,18 @@ class _Compiled:
                     _SRC_GENERIC: generic,
                     _SRC_GROUP: tuple(_split(group[lang])) if lang in group else generic,
                     _SRC_CLASS: tuple(_split(cls_words)),
-                    _SRC_OOV: oov[lang],
+                    # new products bring their own words: each class its share of them
+                    _SRC_OOV: oov[lang][ci::len(PRDTYPECODES)],
                 }
                 for src, pool in pools.items():
                     self.pool_start[src, ci, li], self.pool_size[src, ci, li] = add(pool)
         self.words = np.array(words, dtype=object)
+        # New brands belong to a class too: one of the shared new names and two of the class's
+        # new words, capitalised.
+        n = len(PRDTYPECODES)
+        self.drift_brands = tuple(
+            (_DRIFT_BRANDS[ci % len(_DRIFT_BRANDS)],
+             *(w.capitalize() for w in oov["fr"][ci::n][:2])) for ci in range(n))
         # Spelling variants of every word: plain, "word.", "word,", then the same three
         # capitalised, then '"word"'. Japanese words take 。 and 、 and no capitals.
         variants: list[list[str]] = [[] for _ in range(7)]
@@ -1240,7 +1250,12 @@ def generate_products(rows: int, seed: int = 0, drift: str = "none",
         m[weak, _SRC_GENERIC] += base[_SRC_CLASS] * (1 - _WEAK_FACTOR) * 0.6
         m[weak, _SRC_GROUP] += base[_SRC_CLASS] * (1 - _WEAK_FACTOR) * 0.4
         if vocab_drift:
-            m *= (1 - oov_share) / m.sum(axis=1, keepdims=True)
+            # New products are described by new words: they take the place of content words
+            # (generic, group, class), not of the language's function and filler words.
+            m /= m.sum(axis=1, keepdims=True)
+            content = m[:, [_SRC_GENERIC, _SRC_GROUP, _SRC_CLASS]]
+            c = content.sum(axis=1, keepdims=True)
+            m[:, [_SRC_GENERIC, _SRC_GROUP, _SRC_CLASS]] = content * (c - oov_share) / c
             m[:, _SRC_OOV] = oov_share
         return m
 
@@ -1321,7 +1336,8 @@ def generate_products(rows: int, seed: int = 0, drift: str = "none",
         brand = ""
         if has_brand[i]:
             if drift_brand[i]:
-                brand = _DRIFT_BRANDS[int(f[0] * len(_DRIFT_BRANDS))]
+                bl = comp.drift_brands[v]
+                brand = bl[int(f[0] * len(bl))]
             elif f[1] < 0.15:
                 brand = _SHARED_BRANDS[int(f[0] * len(_SHARED_BRANDS))]
             else:

@@ -46,6 +46,19 @@ class Step(StrEnum):
     ROLLBACK = "rollback"
     DRIFT = "drift"
     ALERT = "alert"
+    PARTITIONS = "partitions"
+    ROLLUP = "rollup"
+    RETENTION = "retention"
+    AUTO_RETRAIN = "auto_retrain"  # the daily pipeline's decision to retrain on drift
+
+
+class TriggeredBy(StrEnum):
+    """pipeline_runs.triggered_by: which front end started a run."""
+
+    CRON = "cron"
+    CLI = "cli"
+    API = "api"
+    UI = "ui"
 
 
 class Level(StrEnum):
@@ -87,6 +100,7 @@ class AlertAction(StrEnum):
     INVESTIGATE = "investigate"
     ADJUST_THRESHOLDS = "adjust_thresholds"
     ROLLBACK = "rollback"
+    AUTO_RETRAIN = "auto_retrain"  # the daily pipeline's decision (not a human's): retrain or wait
 
 
 # Decisions taken elsewhere (with their own command) that `mlops alerts record` can note on an alert.

@@ -309,7 +309,7 @@ def _shown(result: Any) -> dict:
         out = result.as_dict()
     else:
         out = dict(result)
-    run_id = out.get("run_id") or out.get("pipeline_run_id")
+    run_id = out.get("pipeline_run_id")  # StepResult and Launched alike
     out["run"] = ops_runs.get_run(conn(), run_id) if run_id else None
     return out
 

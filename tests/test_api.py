@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -501,8 +502,12 @@ def test_feedback_by_request_id_and_inference_id(client, trained, conn):
     rows = query(conn, "SELECT inference_id, true_code, predicted_code, submitted_by FROM feedback ORDER BY id")
     assert rows == [(inference_id, true_code, answer["prdtypecode"], "moderator"),
                     (inference_id, 10, answer["prdtypecode"], None)]
-    r = client.post("/feedback", json={"productid": 42, "prdtypecode": 2583})
+    # a product named alone: one the API served is kept (not tied to one prediction); one never
+    # served and not in the catalogue has no text to learn from: refused (issue 16)
+    r = client.post("/feedback", json={"productid": answer["productid"], "prdtypecode": 2583})
     assert r.status_code == 201 and r.json()["resolved"] is False
+    r = client.post("/feedback", json={"productid": 42, "prdtypecode": 2583})
+    assert r.status_code == 404 and "Product 42 was never served and is not in the catalogue" in r.json()["detail"]
 
 
 def test_feedback_errors(client):
@@ -526,9 +531,10 @@ def test_feedback_rules_are_the_schemas(client, trained):
     assert r.status_code == 422 and "request_id" in r.json()["message"]
     r = client.post("/feedback", json={"productid": 1, "prdtypecode": 10, "note": "nul \x00 here"})
     assert r.status_code == 422 and "note" in r.json()["message"]
-    r = client.post("/feedback", json={"productid": 42.0, "prdtypecode": 2583.0})
-    assert r.status_code == 201 and (r.json()["productid"], r.json()["prdtypecode"]) == (42, 2583)
     answer = client.post("/predict", json=products(trained, 1)[0]).json()
+    assert client.app.state.inference_log.flush(60)  # the product is served (a label for it is kept)
+    r = client.post("/feedback", json={"productid": float(answer["productid"]), "prdtypecode": 2583.0})
+    assert r.status_code == 201 and (r.json()["productid"], r.json()["prdtypecode"]) == (answer["productid"], 2583)
     fb = client.post("/feedback", json={"request_id": answer["request_id"], "prdtypecode": 10}).json()
     r = client.post("/feedback", json={"inference_id": fb["inference_id"], "request_id": "other-1",
                                        "prdtypecode": 10})
@@ -583,7 +589,11 @@ def test_metrics_exposes_the_documented_names(client, trained):
         assert name in text, name
     assert 'mlops_api_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
     assert 'mlops_api_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
-    assert f'mlops_model_version_info{{model_name="{trained.model_name}",' in text
+    # the version served, with the MLflow run that trained it (the exposition sorts the labels)
+    mlflow_run_id = registry.get_version(trained.settings, trained.v1)["mlflow_run_id"]
+    served = {tuple(sorted(re.findall(r'(\w+)="([^"]*)"', line))) for line in text.splitlines()
+              if line.startswith("mlops_model_version_info{") and line.endswith(" 1.0")}
+    assert served == {(("mlflow_run_id", mlflow_run_id), ("model_name", trained.model_name), ("version", trained.v1))}
     assert "mlops_model_ready 1.0" in text
 
 
@@ -667,6 +677,7 @@ CONTROL_ROUTES = [
     ("get", "/api/thresholds", None),
     ("post", "/api/thresholds", {"warning": 0.15}),
     ("get", "/api/audit", None),
+    ("get", "/api/labelling-queue", None),
 ]
 
 
@@ -775,6 +786,9 @@ def test_rollback_model(client, trained, conn):
                  == trained.v1, "the API to serve the restored version")
         run = store.list_runs(conn, step="rollback")[0]
         assert run["triggered_by"] == "api" and run["actor"] == "alice" and run["status"] == "succeeded"
+        assert r.json()["pipeline_run_id"] == run["id"]  # and the audit row links the request to it
+        assert query(conn, "SELECT route, status_code FROM api_audit WHERE pipeline_run_id = %s",
+                     (run["id"],)) == [("/api/rollback-model", 200)]
         r = client.post("/api/rollback-model", json={"reason": "again"}, headers=auth())
         assert r.status_code == 409 and "roll back" in r.json()["detail"].lower()
     finally:
@@ -809,7 +823,8 @@ def test_rollback_from_an_alert_is_recorded_on_it(client, trained, conn):
         r = client.post("/api/rollback-model", json={"reason": "F1 dropped on the drifted feed", "by": "alice",
                                                      "alert_id": alert_id}, headers=auth())
         assert r.status_code == 200, r.text
-        run_id = r.json()["run_id"]
+        run_id = r.json()["pipeline_run_id"]
+        assert "run_id" not in r.json()  # renamed: a pipeline_runs id says so
         [(a_id, action, actor, note, params)] = query(conn, "SELECT alert_id, action, actor, note, params "
                                                             "FROM alert_actions")
         assert (a_id, action, actor, note) == (alert_id, "rollback", "alice", "F1 dropped on the drifted feed")
@@ -890,6 +905,32 @@ def test_models_route(client, trained):
     versions = {str(m["version"]): m for m in r.json()}
     assert {trained.v1, trained.v2} <= set(versions)
     assert "champion" in versions[trained.v1]["aliases"]
+
+
+def test_labelling_queue_route(client, trained):
+    """GET /api/labelling-queue (ops.labelling): the served predictions, one per product, best
+    first; a labelled product leaves the queue; the bounds are the schema's (422)."""
+    items = products(trained, 12)
+    client.post("/predict", json={"items": items[:3]})
+    for item in items + items[:4]:  # four products served twice
+        client.post("/predict", json=item)
+    assert client.app.state.inference_log.flush(60)
+    r = client.get("/api/labelling-queue", params={"limit": 100, "days": 1}, headers=auth())
+    assert r.status_code == 200, r.text
+    queue = r.json()
+    assert sorted(q["productid"] for q in queue) == sorted(i["productid"] for i in items)
+    assert [q["rank"] for q in queue] == list(range(1, len(queue) + 1))
+    assert [q["score"] for q in queue] == sorted((q["score"] for q in queue), reverse=True)
+    assert all(q["reasons"] and q["model_version"] == trained.v1 for q in queue)
+    assert all(q["score"] >= q["uncertainty"] for q in queue)
+    top = queue[0]
+    r = client.post("/feedback", json={"inference_id": top["inference_id"], "prdtypecode": top["predicted_code"],
+                                       "submitted_by": "moderator"})
+    assert r.status_code == 201, r.text
+    again = client.get("/api/labelling-queue", params={"limit": 3}, headers=auth()).json()
+    assert [q["productid"] for q in again] == [q["productid"] for q in queue[1:4]]
+    for bad in ({"limit": 0}, {"limit": 501}, {"days": 31}):
+        assert client.get("/api/labelling-queue", params=bad, headers=auth()).status_code == 422
 
 
 # --- batch scoring, export, CLI ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -71,6 +72,36 @@ def test_shortened_demo_runs_to_the_end_and_prints_the_summary(demo_run):
     assert all(not re.search(r"\b(ALERT|CRITICAL)\b", w) for w in weeks[:3])  # and nothing before it
     assert "notified: drift_alert" in out
     assert "mlops ui" in out and "mlops serve" in out
+
+
+@pytest.mark.slow
+def test_demo_recovers_from_the_drift_by_retraining_on_labels(demo_run):
+    """After the rollback, moderators' labels of drifted traffic train a version that is promoted,
+    and it beats the model rolled back to on labelled drifted traffic neither trained on."""
+    run, env, _home = demo_run
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    week4 = next(line for line in out.splitlines() if re.match(r"^4\s+\d{4}-", line))
+    rolled_to = re.search(r"rolled back from version \d+ to version (\d+)", week4 + out)
+    assert rolled_to, week4
+    rec = re.search(r"recovery: ([\d,]+) moderator labels of drifted traffic, retrain v(\d+) \(gate (\w+)\): "
+                    r"(\w+); champion v(\d+)", out)
+    assert rec, out[-3000:]
+    labels, retrained, gate, decision, champion = rec.groups()
+    assert int(labels.replace(",", "")) > 0 and gate == "feedback"
+    assert decision == "promoted" and champion == retrained
+    assert int(retrained) > int(rolled_to.group(1))
+    f1 = re.search(r"before (\d\.\d+) \(v(\d+), rolled back to\) -> after (\d\.\d+) \(v(\d+), retrained\)", out)
+    assert f1, out[-3000:]
+    before, before_v, after, after_v = f1.groups()
+    assert before_v == rolled_to.group(1) and after_v == retrained
+    assert float(after) > float(before)
+    # the audit trail agrees: the retrain's train step used the labels as training rows
+    runs = subprocess.run([sys.executable, "-m", "mlops_cli.cli", "runs", "--pipeline", "retrain", "--step", "train",
+                           "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert runs.returncode == 0, runs.stderr[-1000:]
+    trained = [r["outputs"] for r in json.loads(runs.stdout) if str(r["outputs"].get("model_version")) == retrained]
+    assert trained and trained[0]["gate"] == "feedback" and trained[0]["feedback_rows"] > 0, runs.stdout[-2000:]
 
 
 @pytest.mark.slow

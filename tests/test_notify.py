@@ -393,6 +393,11 @@ def test_render_picks_event_template_else_generic(settings):
         ("drift_resolved", {"previous_level": "alert", "scores": {"data": 0.04}}, "(was ALERT)"),
     ]:
         assert expected in notify.render(Message(event, "S", "info", ctx), "txt", settings)
+    # the pipeline's and the failed step's pipeline_runs ids, as pipeline.py sends them: shown, not as leftovers
+    failed = notify.render(Message("pipeline_failed", "S", "error", {
+        "pipeline": "weekly", "step": "train", "pipeline_run_id": 41, "step_run_id": 44, "error": "boom"}), "txt")
+    assert "Run:        pipeline_runs id 41  (see `mlops runs`)" in failed
+    assert "Step run:   pipeline_runs id 44" in failed and "Details:" not in failed
 
     with pytest.raises(ValueError):
         Message("promotion", "x", "fatal")

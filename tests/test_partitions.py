@@ -222,13 +222,13 @@ def test_retention_drops_whole_days_keeps_what_is_needed_archives_and_audits(con
     assert sum(d["rows_dropped"] for d in drops) == 100 and sum(d["rows_kept"] for d in drops) == 3
     for d in drops:
         path = tmp_path / "archive" / f"inference_log_{d['day'].isoformat()}.csv.gz"
-        assert d["archive_path"] == str(path) and d["pipeline_run_id"] == r.run_id and d["actor"] == "pytest"
+        assert d["archive_path"] == str(path) and d["pipeline_run_id"] == r.pipeline_run_id and d["actor"] == "pytest"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == d["archive_sha256"]
         with gzip.open(path, "rt", newline="") as f:
             got = list(csv.DictReader(f))
         assert len(got) == d["rows_dropped"] == d["archive_rows"] == 20
         assert all(g["logged_at"][:10] == d["day"].isoformat() for g in got)
-    run = store.get_run(conn, r.run_id)
+    run = store.get_run(conn, r.pipeline_run_id)
     assert run["step"] == "retention" and len(run["outputs"]["dropped"]) == 5
     conn.rollback()
 

@@ -43,7 +43,12 @@ def test_weekly_pipeline_ends_with_a_champion_and_a_rerun_resumes(source, cli, c
     assert query(conn, "SELECT count(*) FROM pipeline_runs WHERE step IN ('evaluate', 'promote')")[0][0] == 0
     # the failure was notified (log channel always on)
     log_lines = settings.notification_log_path.read_text().splitlines()
-    assert json.loads(log_lines[-1])["event"] == "pipeline_failed"
+    failure = json.loads(log_lines[-1])
+    assert failure["event"] == "pipeline_failed"
+    # ...naming the pipeline's run and the failed step's run, both pipeline_runs ids
+    [(train_run,)] = query(conn, "SELECT id FROM pipeline_runs WHERE parent_run_id = 1 AND step = 'train'")
+    assert (failure["context"]["pipeline_run_id"], failure["context"]["step_run_id"]) == (1, train_run)
+    assert "Run:        pipeline_runs id 1  (see `mlops runs`)" in failure["text"]
 
     # The rerun for the same week resumes: load is not redone, train runs, then evaluate and promote.
     monkeypatch.delenv("MLOPS_FAULT")
@@ -53,12 +58,16 @@ def test_weekly_pipeline_ends_with_a_champion_and_a_rerun_resumes(source, cli, c
     assert [(line["step"], line["status"]) for line in lines[:-1]] == [
         ("load", "skipped"), ("train", "succeeded"), ("evaluate", "succeeded"), ("promote", "succeeded")]
     assert lines[-1]["status"] == "succeeded"
+    # the pipeline row's outputs name each step's row as the step lines do
+    assert query(conn, "SELECT outputs->'steps' FROM pipeline_runs WHERE id = %s", (lines[-1]["pipeline_run_id"],)) \
+        == [({line["step"]: {"status": line["status"], "pipeline_run_id": line["pipeline_run_id"]}
+              for line in lines[:-1]},)]
     assert query(conn, "SELECT count(*) FROM load_batches")[0][0] == 1
     champion = registry.version_by_alias(settings, "champion")
     assert champion is not None and champion["version"] == "1"
     # lineage: each step consumed the one before it
     rows = query(conn, """SELECT c.step, u.step FROM pipeline_runs c JOIN pipeline_runs u ON u.id = c.upstream_run_id
-                          WHERE c.parent_run_id = %s ORDER BY c.id""", (lines[-1]["run_id"],))
+                          WHERE c.parent_run_id = %s ORDER BY c.id""", (lines[-1]["pipeline_run_id"],))
     assert rows == [("train", "load"), ("evaluate", "train"), ("promote", "evaluate")]
 
     # Same week once more: nothing to do, every step skipped by its gate.

@@ -218,7 +218,7 @@ def test_first_model_promoted_with_email_slack_audit_and_models_table(
     assert v1["tags"]["decided_by"] == "carol" and v1["tags"]["decided_at"]
     assert v1["tags"]["reason"] == v1["description"] == row_justification(conn)
     assert v1["description"].endswith("and no champion yet: promoted")
-    run_tags = registry.run_info(settings, v1["run_id"])["tags"]
+    run_tags = registry.run_info(settings, v1["mlflow_run_id"])["tags"]
     assert run_tags["decision"] == "promoted" and run_tags["champion_version"] == "none"
     assert float(run_tags["candidate_weighted_f1"]) > ONLY_GOOD
 
@@ -226,7 +226,7 @@ def test_first_model_promoted_with_email_slack_audit_and_models_table(
     [row] = store.list_decisions(conn, settings.model_name)
     assert row["decision"] == "promoted" and row["model_version"] == "1" and row["decided_by"] == "carol"
     assert row["threshold"] == ONLY_GOOD and row["champion_version"] is None and row["metric"] == "weighted_f1"
-    assert row["triggered_by"] == "cli" and row["mlflow_run_id"] == v1["run_id"]
+    assert row["triggered_by"] == "cli" and row["mlflow_run_id"] == v1["mlflow_run_id"]
     promote_run = store.get_run(conn, row["pipeline_run_id"])
     assert promote_run["status"] == "succeeded" and promote_run["actor"] == "carol"
     assert store.get_run(conn, promote_run["upstream_run_id"])["step"] == "evaluate"
@@ -287,7 +287,7 @@ def test_better_model_promoted_old_archived_then_worse_archived(small_catalogue,
     assert tags(s, v2)["stage"] == "Production" and tags(s, v2)["decision"] == "promoted"
     # both scored on identical holdout rows: the champion was re-checked in this very step
     recheck = query(conn, """SELECT model_version, holdout_hash, weighted_f1 FROM model_evaluations
-                             WHERE purpose = 'champion-recheck' AND pipeline_run_id = %s""", (r.run_id,))
+                             WHERE purpose = 'champion-recheck' AND pipeline_run_id = %s""", (r.pipeline_run_id,))
     assert [(v, round(f, 6)) for v, _h, f in recheck] == [(v1, round(o["champion_score"], 6))]
     assert recheck[0][1] == o["holdout_hash"] == store.latest_evaluation(conn, s.model_name, v2)["holdout_hash"]
     row = store.latest_decision_for_version(conn, s.model_name, v2)
@@ -295,8 +295,8 @@ def test_better_model_promoted_old_archived_then_worse_archived(small_catalogue,
 
     # a worse challenger, decided on explicitly by its MLflow run id: archived, champion untouched
     v3 = challenger(conn, s, WEAK)
-    run_id = registry.get_version(s, v3)["run_id"]
-    r = promote(conn, s, T, run_id=run_id)
+    mlflow_run_id = registry.get_version(s, v3)["mlflow_run_id"]
+    r = promote(conn, s, T, mlflow_run_id=mlflow_run_id)
     o = r.outputs
     assert o["decision"] == "archived" and o["model_version"] == v3
     assert o["justification"].endswith(f"(champion v{v2} kept)") and " but not > champion v2 " in o["justification"]
@@ -339,8 +339,19 @@ def test_under_threshold_archived_even_without_champion_and_decided_once(small_c
     with pytest.raises(StepFailed) as info:
         rollback(conn, s, T, reason="bad answers")
     assert info.value.result.message == "No champion to roll back: no version is in production"
-    with pytest.raises(MlopsError, match="Give --run-id or --version, not both"):
-        promote(conn, s, T, run_id="abc", version="1")
+    with pytest.raises(MlopsError, match="Give --mlflow-run-id or --version, not both"):
+        promote(conn, s, T, mlflow_run_id="abc", version="1")
+
+
+def test_promote_takes_mlflow_run_id_and_its_deprecated_spelling(cli, conn):
+    for option, warned in (("--mlflow-run-id", False), ("--run-id", True)):
+        r = cli("promote", option, "abc", "--version", "1")
+        assert r.exit_code == 1 and cli_error(r) == "Error: Give --mlflow-run-id or --version, not both"
+        assert ("Warning: --run-id is deprecated: use --mlflow-run-id" in r.stderr) is warned, r.stderr
+    r = cli("promote", "--run-id", "nope")  # reaches the registry: the same lookup as --mlflow-run-id
+    assert r.exit_code == 1 and "comes from MLflow run nope" in cli_error(r), r.output
+    assert query(conn, "SELECT params FROM pipeline_runs WHERE step = 'promote'") == \
+        [({"mlflow_run_id": "nope", "version": None},)]
 
 
 @pytest.mark.slow
@@ -367,7 +378,7 @@ def test_auto_promotion_disabled_needs_approval_then_approve(small_catalogue, cl
     assert alias_map(s) == {"champion": None, "challenger": v1, "previous-champion": None}
     assert tags(s, v1)["stage"] == "None" and tags(s, v1)["decision"] == "needs_approval"
     rescored = query(conn, "SELECT holdout_hash FROM model_evaluations WHERE pipeline_run_id = %s "
-                           "AND purpose = 'evaluation'", (r.run_id,))
+                           "AND purpose = 'evaluation'", (r.pipeline_run_id,))
     assert rescored == [(o["holdout_hash"],)]
     assert query(conn, "SELECT subject FROM notifications")[0][0] == f"Model {s.model_name} v{v1} needs approval"
 
@@ -419,7 +430,7 @@ def test_rollback_restores_previous_champion_then_nothing_left(small_catalogue, 
     t2 = tags(s, v2)
     assert t2["stage"] == "Archived" and t2["rolled_back"] == "true" and t2["rollback_reason"] == "v2 misroutes books"
     assert tags(s, v1)["stage"] == "Production"
-    assert registry.run_info(s, registry.get_version(s, v2)["run_id"])["tags"]["rolled_back"] == "true"
+    assert registry.run_info(s, registry.get_version(s, v2)["mlflow_run_id"])["tags"]["rolled_back"] == "true"
     row = store.latest_decision_for_version(conn, s.model_name, v2)
     assert (row["decision"], row["justification"], row["decided_by"], row["restored_version"],
             row["previous_champion"]) == ("rolled_back", "v2 misroutes books", "bob", v1, None)
@@ -430,6 +441,9 @@ def test_rollback_restores_previous_champion_then_nothing_left(small_catalogue, 
                                                        "sent")]
     assert "Rolled back from version 2 to version 1" in note[0][2]["text"]
     assert "Reason:     v2 misroutes books" in note[0][2]["text"]
+    context = note[0][2]["context"]  # the step's pipeline_runs id, by its unambiguous name
+    assert context["pipeline_run_id"] == run["id"] and "run_id" not in context
+    assert f"pipeline_run_id: {run['id']}" in note[0][2]["text"]
 
     # nothing left before v1: a clean error, exit code 1, a failed audit row, nothing moved
     r = cli("rollback", "--reason", "again")
@@ -503,10 +517,11 @@ def test_dead_smtp_and_slack_500_are_recorded_and_promote_still_succeeds(small_c
     assert r.status == "succeeded" and r.outputs["decision"] == "promoted"
     assert alias_map(s)["champion"] == v1
     rows = query(conn, "SELECT channel, status, error, pipeline_run_id FROM notifications ORDER BY id")
-    assert [(c, st, rid) for c, st, _e, rid in rows] == [("log", "sent", r.run_id), ("email", "failed", r.run_id),
-                                                         ("slack", "failed", r.run_id)]
+    run_id = r.pipeline_run_id
+    assert [(c, st, rid) for c, st, _e, rid in rows] == [("log", "sent", run_id), ("email", "failed", run_id),
+                                                         ("slack", "failed", run_id)]
     assert "HTTP 500" in rows[2][2] and rows[1][2]
     assert [n["status"] for n in r.outputs["notifications"]] == ["sent", "failed", "failed"]
     assert len(receiver.bodies("/hook")) == 1  # NOTIFY_RETRIES=0 in the tests
-    assert store.get_run(conn, r.run_id)["status"] == "succeeded"
+    assert store.get_run(conn, r.pipeline_run_id)["status"] == "succeeded"
     assert decisions(conn) == [(v1, "promoted")]

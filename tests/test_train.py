@@ -239,7 +239,7 @@ def test_train_registers_one_version_with_tags_metrics_and_artifacts(small_catal
     for tag in ("auto_trained", "trigger", "pipeline_run_id", "batch_ids", "dataset_hash", "code_version"):
         assert info["tags"][tag], tag
     assert info["tags"]["auto_trained"] == "true" and info["tags"]["trigger"] == "cli"
-    assert info["tags"]["pipeline_run_id"] == str(out["run_id"])
+    assert info["tags"]["pipeline_run_id"] == str(out["pipeline_run_id"])
     c = registry.client(settings)
     artifacts = {a.path for a in c.list_artifacts(run_id)}
     assert {"classification_report.txt", "confusion_matrix.png", "label_distribution.json"} <= artifacts
@@ -247,12 +247,13 @@ def test_train_registers_one_version_with_tags_metrics_and_artifacts(small_catal
     # the row's span covers the body, and exceeds it by no more than the two round trips around it
     recorded, measured = query(conn, "SELECT extract(epoch FROM finished_at - started_at)::float, "
                                      "(outputs->>'step_seconds')::float FROM pipeline_runs WHERE id = %s",
-                               (out["run_id"],))[0]
+                               (out["pipeline_run_id"],))[0]
     assert measured > 0 and recorded > 0
     assert measured - 0.002 <= recorded <= measured + 0.5, (recorded, measured)
     # lineage in pipeline_runs: train consumed the load
     load_run, = query(conn, "SELECT id FROM pipeline_runs WHERE step = 'load'")[0]
-    assert query(conn, "SELECT upstream_run_id FROM pipeline_runs WHERE id = %s", (out["run_id"],))[0][0] == load_run
+    assert query(conn, "SELECT upstream_run_id FROM pipeline_runs WHERE id = %s",
+                 (out["pipeline_run_id"],))[0][0] == load_run
 
     # no new load: skipped, exit 0, says why
     r = cli("train", *FAST)
@@ -274,6 +275,18 @@ def test_train_registers_one_version_with_tags_metrics_and_artifacts(small_catal
     r3 = cli("evaluate")
     assert "[skipped] evaluate" in r3.output and "every trained version has been evaluated" in r3.output
     assert query(conn, "SELECT count(*) FROM model_evaluations WHERE purpose = 'evaluation'")[0][0] == 2
+    # a version by the MLflow run that trained it: --mlflow-run-id, or --run-id (deprecated, warns)
+    mlflow_run_id = e1["outputs"]["mlflow_run_id"]
+    for option, warned in (("--mlflow-run-id", False), ("--run-id", True)):
+        r = cli("evaluate", option, mlflow_run_id, "--json")
+        assert r.exit_code == 0, r.output
+        assert ("Warning: --run-id is deprecated: use --mlflow-run-id" in r.stderr) is warned, r.stderr
+        e = json.loads(r.stdout)
+        assert (e["outputs"]["model_version"], e["outputs"]["weighted_f1"]) == \
+            (e1["outputs"]["model_version"], e1["outputs"]["weighted_f1"])
+        assert query(conn, "SELECT params FROM pipeline_runs WHERE id = %s", (e["pipeline_run_id"],))[0][0] == \
+            {"mlflow_run_id": mlflow_run_id, "version": None}
+    assert query(conn, "SELECT count(*) FROM model_evaluations WHERE purpose = 'evaluation'")[0][0] == 4
 
 
 def test_bad_datasets_fail_clearly_and_register_nothing(tmp_path, settings, conn, cli):
@@ -295,8 +308,17 @@ def test_bad_datasets_fail_clearly_and_register_nothing(tmp_path, settings, conn
 
 
 def test_evaluate_conflicting_options(cli):
+    r = cli("evaluate", "--mlflow-run-id", "abc", "--version", "1")
+    assert r.exit_code == 1 and "Give --mlflow-run-id or --version, not both" in r.output
+    assert "deprecated" not in r.stderr
+    # the deprecated spelling means the same, and says it is deprecated
     r = cli("evaluate", "--run-id", "abc", "--version", "1")
-    assert r.exit_code == 1 and "Give --run-id or --version, not both" in r.output
+    assert r.exit_code == 1 and "Give --mlflow-run-id or --version, not both" in r.output
+    assert "Warning: --run-id is deprecated: use --mlflow-run-id" in r.stderr
+    r = cli("evaluate", "--run-id", "abc", "--mlflow-run-id", "def")
+    assert r.exit_code == 2 and "Give --mlflow-run-id or its deprecated spelling --run-id, not both" in r.output
+    help_text = cli("evaluate", "--help").output
+    assert "--mlflow-run-id" in help_text and "--run-id" not in help_text.replace("--mlflow-run-id", "")
 
 
 def test_transient_failure_is_retried_then_succeeds(small_catalogue, conn, settings, monkeypatch, tmp_path, cli):

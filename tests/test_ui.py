@@ -39,14 +39,14 @@ from mlops_cli.runs import Trigger
 
 APP = REPO / "streamlit_app"
 PAGES = ["Home.py", "pages/1_Pipeline_Runs.py", "pages/2_Models.py", "pages/3_Operations.py", "pages/4_Drift.py",
-         "pages/5_Alerts_Dashboard.py"]
+         "pages/5_Alerts_Dashboard.py", "pages/6_Labelling.py"]
 QUICK = {"word_max_features": 20000, "char_max_features": 20000}
 EMPTY = "The database is empty"
 TIMEOUT = 120
 TOKEN = secrets.token_urlsafe(24)  # this session's UI_TOKEN (as `mlops ui` passes it)
 ADMIN = "ui-admin-pytest"  # UI_ADMIN_NAME: who the token signs in
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
-AUDITED = ("alert_actions", "model_decisions", "pipeline_runs", "app_settings", "alerts")
+AUDITED = ("alert_actions", "model_decisions", "pipeline_runs", "app_settings", "alerts", "feedback")
 SIGN_IN = "Sign in to the MLOps control room"
 
 
@@ -291,7 +291,7 @@ def test_pages_are_reachable_from_home_in_the_multipage_app(seeded):
     for page in PAGES[1:]:
         at.switch_page(page).run(timeout=TIMEOUT)
         no_exception(at)
-        assert at.title[0].value in ("Pipeline runs", "Models", "Operations", "Drift", "Alerts dashboard")
+        assert at.title[0].value in ("Pipeline runs", "Models", "Operations", "Drift", "Alerts dashboard", "Labelling")
         assert signed_in_as(at) == ADMIN  # the sign-in lasts across pages of the session
 
 
@@ -523,7 +523,7 @@ def test_alert_investigate_and_thresholds_are_audited_and_used_by_the_next_drift
 
     s = config.load_settings()
     result = drift(db_conn, s, Trigger(actor="pytest"))
-    reports = query(db_conn, "SELECT details FROM drift_reports WHERE pipeline_run_id = %s", (result.run_id,))
+    reports = query(db_conn, "SELECT details FROM drift_reports WHERE pipeline_run_id = %s", (result.pipeline_run_id,))
     assert reports and all(d["thresholds"] == {"warning": 0.15, "alert": 0.6, "critical": 0.9} for (d,) in reports)
     assert all(d["threshold_source"] == {"warning": "app_settings", "alert": "app_settings",
                                          "critical": "app_settings"} for (d,) in reports)
@@ -623,6 +623,47 @@ def test_alert_force_retrain_launches_the_retrain_pipeline_and_is_audited(seeded
     assert (tstatus, tby, tactor) == ("failed", "ui", "frank") and "injected failure" in error
 
 
+def test_labelling_page_ranks_the_queue_and_records_a_signed_in_label(seeded, db_conn, users, monkeypatch):
+    """The queue in the order of ops.labelling with its reasons; read only without a sign-in; a
+    signed-in label is a feedback row with the signed-in name, and the counter moves."""
+    from mlops_cli.ops.feedback import labels_for_next_retrain
+    from mlops_cli.ops.labelling import labelling_queue
+
+    s = config.load_settings()
+    expected = labelling_queue(db_conn, s, limit=50, days=7)
+    before = labels_for_next_retrain(db_conn, s)["new_labels"]
+    n_feedback = query(db_conn, "SELECT count(*) FROM feedback")[0][0]
+    db_conn.rollback()
+    assert len(expected) >= 2, "the seeded drifted traffic has unlabelled predictions"
+
+    monkeypatch.setenv("UI_PUBLIC_READ", "true")
+    at = run_page("pages/6_Labelling.py", token=False)
+    no_exception(at)
+    table = at.dataframe[0].value
+    assert list(table["rank"]) == list(range(1, len(expected) + 1))
+    assert list(table["title"]) == [q.designation for q in expected]
+    assert list(table["score"]) == sorted(table["score"], reverse=True)
+    assert all(table["reasons"].str.contains("confidence"))
+    assert f"{before} labels so far" in texts(at)
+    assert not any(b.key == "labelling_submit" for b in at.button) and "Sign in to act" in texts(at)
+
+    sign_in(at, "alice")
+    top = expected[0]
+    assert at.selectbox(key="labelling_item").value == top.inference_id
+    submit(at, "labelling_submit")  # no code chosen: refused, nothing written
+    assert "Choose the true product type." in texts(at)
+    assert query(db_conn, "SELECT count(*) FROM feedback")[0][0] == n_feedback
+    true_code = next(code for code in (2583, 10) if code != top.predicted_code)
+    submit(at, "labelling_submit", labelling_code=true_code, labelling_note="seen on the shelf")
+    no_exception(at)
+    assert query(db_conn, "SELECT inference_id, productid, true_code, predicted_code, submitted_by, note "
+                          "FROM feedback ORDER BY id DESC LIMIT 1") == [
+        (top.inference_id, top.productid, true_code, top.predicted_code, "alice", "seen on the shelf")]
+    assert f"{before + 1} labels so far" in texts(at)
+    assert top.designation not in list(at.dataframe[0].value["title"])  # labelled: out of the queue
+    assert "recorded" in texts(at) and "by alice" in texts(at)
+
+
 # --- sign-in -------------------------------------------------------------------------------------------------
 def audited_rows(conn) -> dict[str, list]:
     return {t: query(conn, f"SELECT * FROM {t} ORDER BY 1") for t in AUDITED}
@@ -654,7 +695,7 @@ def test_without_a_sign_in_no_button_changes_anything(seeded, db_conn, users_fil
         titles = [t.value for t in at.title]
         assert (titles != [SIGN_IN]) is public, (page, titles)
         assert not any(b.key and b.key.endswith("_submit") and b.key != "signin_submit" for b in at.button), page
-        if public and page in ("pages/3_Operations.py", "pages/5_Alerts_Dashboard.py"):
+        if public and page in ("pages/3_Operations.py", "pages/5_Alerts_Dashboard.py", "pages/6_Labelling.py"):
             assert "Sign in to act" in texts(at), page
         assert click_every_button(at) >= 1, page  # at least the sign-in's
         assert signed_in_as(at) is None, page

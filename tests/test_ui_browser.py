@@ -42,7 +42,7 @@ from test_ui import audited_rows, password_of, seeded, ui_seed, users_file  # no
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACT = REPO / "test-artifacts" / "alerts_dashboard.png"
 PAGE_URL_PATH = "Alerts_Dashboard"  # streamlit's URL for pages/5_Alerts_Dashboard.py
-PAGE_PATHS = ["", "Pipeline_Runs", "Models", "Operations", "Drift", "Alerts_Dashboard"]  # every page
+PAGE_PATHS = ["", "Pipeline_Runs", "Models", "Operations", "Drift", "Alerts_Dashboard", "Labelling"]  # every page
 SIGN_IN_URL = re.compile(r"http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]+)")
 
 
@@ -336,7 +336,7 @@ def test_in_chromium_no_click_acts_without_a_sign_in_and_a_signed_in_action_is_a
                 browser.goto(f"http://127.0.0.1:{port}/{path}")
                 body = browser.text()
                 assert "Not signed in: read only" in body and "Traceback" not in body, (path, body[-2000:])
-                if path in ("Operations", "Alerts_Dashboard"):
+                if path in ("Operations", "Alerts_Dashboard", "Labelling"):
                     assert "Sign in to act" in body, path
                 clicks = browser.click_every_button()
                 assert clicks >= 1, path  # at least the sign-in's
@@ -364,7 +364,21 @@ def test_in_chromium_no_click_acts_without_a_sign_in_and_a_signed_in_action_is_a
             browser.type('[data-testid="stMain"] textarea[aria-label="Note (required)"]', "checking the feed")
             browser.click('[data-testid="stMain"] button', text="Investigate — do nothing")
             browser.wait_text("recorded: investigating")
+
+            # the labelling page (through the app's navigation: the same session, still alice)
+            browser.click('[data-testid="stSidebarNav"] a', text="Labelling")
+            body = browser.wait_text("Give the true product type")
+            assert "Signed in as alice" in body and "labels so far" in body, body[-2000:]
+            code_box = '[data-testid="stMain"] input[aria-label="True product type"]'
+            browser.click(code_box)  # opens the list of the 27 codes
+            browser.type(code_box, "2583")  # filters it
+            browser.click('[role="option"]', text="2583")
+            browser.type('[data-testid="stMain"] input[aria-label="Note (optional)"]', "from the browser")
+            browser.click('[data-testid="stMain"] button', text="Record the label")
+            browser.wait_text("recorded: 2583")
         assert query(conn, "SELECT alert_id, action, actor, note FROM alert_actions") == [
             (alert_id, "investigate", "alice", "checking the feed")]
+        assert query(conn, "SELECT true_code, submitted_by, note FROM feedback ORDER BY id DESC LIMIT 1") == [
+            (2583, "alice", "from the browser")]
     finally:
         conn.close()

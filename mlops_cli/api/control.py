@@ -26,12 +26,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import MlopsError
+from ..ops import labelling
 from ..runs import StepFailed
 from ..vocab import AlertStatus, Pipeline, RunStatus, values
 from .errors import http_error
 from .routing import ApiRoute
-from .schemas import (ID_MAX, INVALID, NO_NUL, AcknowledgeIn, RetrainIn, RetrainOut, RollbackIn, Rows, StepOut,
-                      ThresholdsIn, error_doc, storable)
+from .schemas import (ID_MAX, INVALID, NO_NUL, AcknowledgeIn, LabellingItemOut, RetrainIn, RetrainOut, RollbackIn,
+                      Rows, StepOut, ThresholdsIn, error_doc, storable)
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,7 @@ def _audit(request: Request, route: str, status: int, detail: str | None, starte
             params["body"] = json.loads(raw)
         except ValueError:
             params["body"] = raw[:2000].decode("utf-8", "replace")
-    run_id = None
-    if isinstance(result, dict):
-        run_id = result.get("pipeline_run_id") or result.get("run_id")
+    run_id = result.get("pipeline_run_id") if isinstance(result, dict) else None
     actor = getattr(request.state, "actor", None) or _header_actor(request)
     try:
         with db.connection(settings, application_name="mlops-api-audit") as conn:
@@ -348,3 +347,26 @@ def audit(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     with _conn(request) as conn:
         rows = api_audit(conn, limit=limit, route=route)
     return _result(rows)
+
+
+@router.get("/labelling-queue", summary="Predictions most worth a human label",
+            response_model=list[LabellingItemOut],
+            description="The unlabelled served predictions of the last `days` days, one per product, "
+                        "best first: ranked by the chance that the served answer is wrong, from low "
+                        "confidence, the predicted class's F1 on the model's holdout and the share of "
+                        "words the model cannot read or that drifted (as `mlops label-queue`; the rule: "
+                        "docs/API.md). Each item says why it is offered (`reasons`). Label one with "
+                        "POST /feedback and its `inference_id`.",
+            responses={422: INVALID})
+def labelling_queue(request: Request,
+                    limit: Annotated[int, Query(ge=1, le=labelling.MAX_LIMIT,
+                                                description=f"How many items (1-{labelling.MAX_LIMIT}).")
+                                     ] = labelling.DEFAULT_LIMIT,
+                    days: Annotated[int, Query(ge=1, le=labelling.MAX_DAYS,
+                                               description="The window of served predictions, in days before "
+                                                           f"now (1-{labelling.MAX_DAYS}).")
+                                    ] = labelling.DEFAULT_DAYS) -> Any:
+    actor_of(request)
+    with _conn(request) as conn:
+        items = labelling.labelling_queue(conn, request.app.state.settings, limit=limit, days=days)
+    return _result(items)

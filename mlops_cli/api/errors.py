@@ -33,10 +33,10 @@ def http_error(exc: MlopsError | StepFailed) -> HTTPException:
     if isinstance(exc, StepFailed):
         cause, r = exc.cause, exc.result
         if isinstance(cause, Unavailable):
-            return HTTPException(503, f"{r.step} failed (run #{r.run_id}): {r.message}")
+            return HTTPException(503, f"{r.step} failed (run #{r.pipeline_run_id}): {r.message}")
         if isinstance(cause, MlopsError):
             return http_error(cause)
-        return HTTPException(500, f"{r.step} failed (run #{r.run_id}): {r.message}")
+        return HTTPException(500, f"{r.step} failed (run #{r.pipeline_run_id}): {r.message}")
     return HTTPException(ERROR_CODE_TO_HTTP_STATUS.get(exc.code, 409), str(exc))
 
 

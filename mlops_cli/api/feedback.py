@@ -19,17 +19,18 @@ router = APIRouter(route_class=ApiRoute)
                 "taken from the logged prediction. A request_id not yet in the inference log "
                 "(another API worker may still hold it in memory) is stored and tied to its "
                 "prediction when that is written (`resolved: false` until then).",
-    responses={404: error_doc("No logged prediction has this inference_id."),
+    responses={404: error_doc("No logged prediction has this inference_id, or the productid given alone "
+                              "names a product never served and not in the catalogue."),
                409: error_doc("inference_id and request_id are both given and name different "
-                              "predictions."),
+                              "predictions, or the productid is not the named prediction's."),
                422: {**INVALID, "description": "Invalid input: unknown prdtypecode, none of "
                                                "inference_id, request_id or productid given, wrong "
                                                "types, a body that is not JSON."},
                503: error_doc("The database is unreachable.")},
 )
 def feedback(request: Request, body: FeedbackIn):
-    if body.inference_id is not None or body.request_id:
-        request.app.state.inference_log.flush(timeout=5.0)  # this worker's buffered predictions reach the table
+    # this worker's buffered predictions reach the table (a productid alone must be a served one)
+    request.app.state.inference_log.flush(timeout=5.0)
     return ops_feedback.record(request.app.state.settings, prdtypecode=body.prdtypecode,
                                inference_id=body.inference_id, request_id=body.request_id,
                                productid=body.productid, submitted_by=body.submitted_by,

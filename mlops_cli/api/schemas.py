@@ -372,17 +372,52 @@ class AcknowledgeIn(BaseModel):
 
 class StepOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "step": "rollback", "status": "succeeded", "run_id": 57,
+        "step": "rollback", "status": "succeeded", "pipeline_run_id": 57,
         "message": "champion 4 -> 3", "outputs": {"from_version": "4", "to_version": "3"}}]})
 
     step: str
     status: str
-    run_id: int | None
+    pipeline_run_id: int | None = Field(..., description="The step's pipeline_runs row (GET /api/runs).")
     message: str
     outputs: dict
 
 
 Rows = list[dict[str, Any]]
+
+
+class LabellingItemOut(BaseModel):
+    """One prediction of the labelling queue (ops/labelling.py: how the score is made)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "rank": 1, "score": 0.71, "inference_id": 1234, "request_id": "6f1c2b9e8d7a4c3b9a1e2d3c4b5a6978",
+        "logged_at": "2026-11-26T10:00:00Z", "productid": 3804725264, "designation": "Manette zorglub pro",
+        "description": "", "model_version": "3", "predicted_code": 50, "predicted_category": "Gaming accessories",
+        "confidence": 0.41, "uncertainty": 0.59, "confusion": 0.22, "drift": 0.12, "drifted_tokens": ["zorglub"],
+        "reasons": ["confidence 0.41: the model gives its answer a 59% chance of being wrong",
+                    "class 50 Gaming accessories is one the model confuses: F1 0.78 on its holdout",
+                    "drifted tokens of the latest drift report: zorglub"],
+    }]})
+
+    rank: int = Field(..., description="1 = the most worth a label.")
+    score: float = Field(..., description="1 - (1 - uncertainty)(1 - confusion)(1 - drift): the chance "
+                                          "that the served answer is wrong, by any of the three signals.")
+    inference_id: int = Field(..., description="Give it to POST /feedback with the true prdtypecode.")
+    request_id: str
+    logged_at: datetime
+    productid: int | None
+    designation: str
+    description: str
+    model_version: str | None
+    predicted_code: int
+    predicted_category: str
+    confidence: float
+    uncertainty: float = Field(..., description="1 - confidence.")
+    confusion: float | None = Field(..., description="1 - F1 of the predicted class on the serving model's "
+                                                     "holdout (null: no reference).")
+    drift: float | None = Field(..., description="Excess share of out-of-vocabulary words over the holdout's "
+                                                 "rate, plus the share of drifted tokens (null: not measured).")
+    drifted_tokens: list[str]
+    reasons: list[str] = Field(..., description="Why it is offered, the largest signal first.")
 
 
 # A threshold: a positive number (an integer is one too); no string, no boolean, no NaN.

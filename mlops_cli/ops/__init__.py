@@ -10,6 +10,7 @@ what gets audited lives here, so each front end gets it:
 - ops.thresholds the drift thresholds in force, and their (partial) update or reset
 - ops.drift      drift reports and score history
 - ops.feedback   a moderator's correction tied to its logged prediction
+- ops.labelling  the labelling queue: the served predictions most worth a label, with why
 
 Functions take the actor (who acts: required for every action) and the settings or an open
 connection, as the library below does, and raise the typed errors of mlops_cli.errors

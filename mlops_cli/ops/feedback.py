@@ -5,6 +5,12 @@ request_id, both must name the same prediction (Conflict); a request_id alone is
 and tied to its prediction when that reaches the log (another API worker may still hold it in
 memory): `resolved` says whether it is tied. The predicted class, model version and productid
 come from the logged prediction when there is one.
+
+Training rules (the one place they live; the API and the control room call `record`): the code
+must be one of the 27 (Invalid); a label named by productid alone must be about a product the
+catalogue holds or the API served (NotFound otherwise: there is no text to learn from); a
+productid that contradicts the named prediction's is a Conflict. How labels become training rows
+and open the feedback gate: store.apply_feedback_labels, steps/train.py, docs/PIPELINE.md.
 """
 
 from __future__ import annotations
@@ -13,9 +19,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from .. import store
-from ..categories import category_name
+from ..categories import PRDTYPECODES, category_name
 from ..config import Settings
-from ..errors import Conflict, NotFound, Unavailable
+from ..errors import Conflict, Invalid, NotFound, Unavailable
 
 
 @dataclass
@@ -35,6 +41,27 @@ class Feedback:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_code(prdtypecode: int) -> None:
+    if prdtypecode not in PRDTYPECODES:
+        raise Invalid(f"unknown prdtypecode {prdtypecode}: expected one of {', '.join(map(str, PRDTYPECODES))}")
+
+
+def labels_for_next_retrain(conn, settings: Settings) -> dict:
+    """What the next training would take from feedback, and whether the feedback gate is open.
+
+    new_labels: products with a label no training used yet (what the gate counts, each product
+    once); threshold: FEEDBACK_RETRAIN_MIN; feedback_rows: traffic-only products it would add as
+    training rows; overrides: catalogue (or earlier feedback) rows whose code it would change;
+    new_feedback: the new labels as rows (duplicates included); gate_open; max_feedback_id.
+    """
+    counts = store.feedback_label_counts(conn, PRDTYPECODES)
+    new = int(counts["new_labels"] or 0)
+    return {"new_labels": new, "threshold": settings.feedback_retrain_min,
+            "feedback_rows": int(counts["feedback_rows"] or 0), "overrides": int(counts["overrides"] or 0),
+            "new_feedback": int(counts["new_feedback"] or 0), "gate_open": new >= settings.feedback_retrain_min,
+            "max_feedback_id": counts["max_feedback_id"]}
 
 
 def _tied(conn, inference_id: int | None, request_id: str | None) -> dict | None:
@@ -60,9 +87,20 @@ def record(settings: Settings, *, prdtypecode: int, inference_id: int | None = N
     from ..db import connection
     from ..runs import is_transient
 
+    check_code(prdtypecode)
     try:
         with connection(settings, application_name="mlops-api") as conn:
             inference = _tied(conn, inference_id, request_id)
+            if inference is not None and productid is not None and inference["productid"] is not None \
+                    and int(inference["productid"]) != int(productid):
+                raise Conflict(f"productid {productid} contradicts the prediction named, which is about "
+                               f"product {inference['productid']}")
+            if inference is None and not request_id and productid is None:
+                raise Invalid("give inference_id, request_id or productid: which prediction or product the "
+                              "feedback is about")
+            if inference is None and not request_id and not store.product_was_served(conn, productid):
+                raise NotFound(f"Product {productid} was never served and is not in the catalogue: nothing to "
+                               "label (name a logged prediction by inference_id or request_id)")
             row = store.insert_feedback(
                 conn, true_code=prdtypecode,
                 inference_id=inference["id"] if inference else None,
@@ -72,7 +110,7 @@ def record(settings: Settings, *, prdtypecode: int, inference_id: int | None = N
                 model_version=inference["model_version"] if inference else None,
                 submitted_by=submitted_by, note=note,
             )
-    except (NotFound, Conflict):
+    except (NotFound, Conflict, Invalid):
         raise
     except Exception as exc:
         if is_transient(exc):

@@ -124,21 +124,22 @@ def train(settings: Settings, trigger, *, force: bool = False, params: dict | No
     return with_retries(settings, lambda conn: step(conn, settings, trigger, force=force, params=params or {}))
 
 
-def evaluate(settings: Settings, trigger, *, run_id: str | None = None, version: str | None = None):
+def evaluate(settings: Settings, trigger, *, mlflow_run_id: str | None = None, version: str | None = None):
     """Score a version on the current holdout (default: the newest challenger not yet evaluated)."""
     from ..runs import with_retries
     from ..steps.evaluate import evaluate as step
 
-    return with_retries(settings, lambda conn: step(conn, settings, trigger, run_id=run_id,
+    return with_retries(settings, lambda conn: step(conn, settings, trigger, mlflow_run_id=mlflow_run_id,
                                                     version=str(version) if version else None))
 
 
-def promote(settings: Settings, trigger, *, run_id: str | None = None, version: str | None = None):
+def promote(settings: Settings, trigger, *, mlflow_run_id: str | None = None, version: str | None = None):
     """Promote the newest evaluated challenger if it beats the champion (steps.promote.promote)."""
     from ..runs import with_retries
     from ..steps.promote import promote as step
 
-    return with_retries(settings, lambda conn: step(conn, settings, trigger, run_id=run_id, version=version))
+    return with_retries(settings, lambda conn: step(conn, settings, trigger, mlflow_run_id=mlflow_run_id,
+                                                    version=version))
 
 
 def approve(settings: Settings, trigger, version: str, reason: str | None):
@@ -190,17 +191,17 @@ def rollback(settings: Settings, trigger, *, reason: str | None, to_version: str
         if decision is not None:
             r = exc.result
             _record(settings, decision, AlertAction.ROLLBACK, trigger.actor,
-                    _rollback_params(r.status, r.run_id, to_version, r.outputs, r.message))
+                    _rollback_params(r.status, r.pipeline_run_id, to_version, r.outputs, r.message))
         raise
     if decision is not None:
         _record(settings, decision, AlertAction.ROLLBACK, trigger.actor,
-                _rollback_params(result.status, result.run_id, to_version, result.outputs, None))
+                _rollback_params(result.status, result.pipeline_run_id, to_version, result.outputs, None))
     return result
 
 
-def _rollback_params(status: str, run_id: int | None, to_version: str | None, outputs: dict,
+def _rollback_params(status: str, pipeline_run_id: int | None, to_version: str | None, outputs: dict,
                      error: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"outcome": status, "pipeline_run_id": run_id, "to_version": to_version}
+    params: dict[str, Any] = {"outcome": status, "pipeline_run_id": pipeline_run_id, "to_version": to_version}
     params.update({k: outputs.get(k) for k in ("from_version", "to_version") if (outputs or {}).get(k)})
     if error:
         params["error"] = error

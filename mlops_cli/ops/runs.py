@@ -68,7 +68,7 @@ def is_empty(conn) -> bool:
 
 
 def catalogue_counts(conn) -> dict:
-    return store.catalogue_counts(conn) or {"products": 0, "batches": 0, "rejected": 0}
+    return store.catalogue_counts(conn) or {"products": 0, "feedback_rows": 0, "batches": 0, "rejected": 0}
 
 
 def catalogue_growth(conn) -> list[dict]:

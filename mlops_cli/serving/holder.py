@@ -29,7 +29,7 @@ class LoadedModel:
 
     version: str
     model: Any
-    run_id: str | None
+    mlflow_run_id: str | None
     vocabulary: set[str] | None
     fast: FastPredictor | None
     loaded_at: float = field(default_factory=time.time)
@@ -40,12 +40,12 @@ class LoadedModel:
         return generic_predict(self.model, items, top_k)
 
     @classmethod
-    def prepare(cls, version: str, model, run_id: str | None = None, *, fast: bool = True) -> "LoadedModel":
+    def prepare(cls, version: str, model, mlflow_run_id: str | None = None, *, fast: bool = True) -> "LoadedModel":
         """Build predictor and vocabulary, check the fast path, warm up: all before serving."""
         predictor = FastPredictor.build(model) if fast else None
         if predictor is not None and not check_fast_path(model, predictor):
             predictor = None
-        loaded = cls(str(version), model, run_id, textstats.model_vocabulary(model), predictor)
+        loaded = cls(str(version), model, mlflow_run_id, textstats.model_vocabulary(model), predictor)
         loaded.predict(list(PROBES[:2]), 3)  # warm-up, and a last check that it predicts at all
         return loaded
 
@@ -113,7 +113,7 @@ class ModelHolder:
             t0 = time.perf_counter()
             try:
                 model = self._load(self.settings, version)
-                loaded = LoadedModel.prepare(version, model, target.get("run_id"))
+                loaded = LoadedModel.prepare(version, model, target.get("mlflow_run_id"))
             except Exception as exc:
                 self.failures += 1
                 self.last_error = f"cannot load version {version}: {exc}"

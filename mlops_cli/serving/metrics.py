@@ -19,7 +19,7 @@ class ServedModel(Protocol):
     """What the metrics read of the model being served (holder.LoadedModel is one)."""
 
     version: str
-    run_id: str | None
+    mlflow_run_id: str | None
     loaded_at: float
 
 
@@ -55,7 +55,7 @@ class ServingMetrics:
                                     buckets=self.CONFIDENCE_BUCKETS, registry=r)
         self.model_info = Gauge("mlops_model_version_info",
                                 "1 for the model version being served (labels say which).",
-                                ["model_name", "version", "run_id"], registry=r, multiprocess_mode="livemax")
+                                ["model_name", "version", "mlflow_run_id"], registry=r, multiprocess_mode="livemax")
         self.model_ready = Gauge("mlops_model_ready", "1 when a champion model is loaded.", registry=r,
                                  multiprocess_mode="livemin")
         self.model_loaded_at = Gauge("mlops_model_loaded_timestamp_seconds",
@@ -123,7 +123,7 @@ class ServingMetrics:
         if loaded is None:
             self.model_ready.set(0)
             return
-        self._info_labels = (model_name, loaded.version, loaded.run_id or "")
+        self._info_labels = (model_name, loaded.version, loaded.mlflow_run_id or "")
         self.model_info.labels(*self._info_labels).set(1)
         self.model_ready.set(1)
         self.model_loaded_at.set(loaded.loaded_at)

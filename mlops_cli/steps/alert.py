@@ -46,11 +46,11 @@ from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..stats import DRIFT_LEVELS, drift_level
 from ..thresholds import effective_thresholds
-from ..vocab import Cause, values
+from ..vocab import Cause, Step, values
 
 log = logging.getLogger(__name__)
 
-STEP = "alert"
+STEP = Step.ALERT.value
 CAUSE_NAMES = {"data": "data_drift", "prediction": "prediction_drift", "performance": "performance_drift"}
 CAUSE_LABELS = {"data": "data drift", "prediction": "prediction drift", "performance": "performance drift"}
 KINDS_BY_LEVEL = {
@@ -315,7 +315,7 @@ def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None =
                 return
         thresholds = effective_thresholds(conn, settings)
         now = datetime.now(timezone.utc)
-        outcomes = [evaluate_cause(conn, settings, short, reports, thresholds, step.run_id, now)
+        outcomes = [evaluate_cause(conn, settings, short, reports, thresholds, step.pipeline_run_id, now)
                     for short in values(Cause)]
         step.outputs.update({
             "report_ids": [r["id"] for r in reports],

@@ -32,15 +32,16 @@ from ..drift_scoring import SCALES, performance_score, score_window, weighted_f1
 from ..drift_windows import windows_aggregates
 from ..errors import Conflict, Invalid
 from ..runs import StepResult, StepRun, Trigger, run_step
+from ..vocab import Cause, Step, values
 from ..thresholds import effective_thresholds
 
 log = logging.getLogger(__name__)
 
-STEP = "drift"
+STEP = Step.DRIFT.value
 DEFAULT_WINDOWS = (7, 30)
 CATALOGUE_SAMPLE = 5_000     # labelled catalogue rows scored when feedback is too scarce
 CATALOGUE_FETCH = 25_000     # catalogue rows read to find them (most are training rows)
-CAUSES = ("data", "prediction", "performance")
+CAUSES = values(Cause)
 LEVELS = stats.DRIFT_LEVELS
 
 
@@ -68,7 +69,7 @@ def reference_for(conn, settings: Settings, version: str, *, build_if_missing: b
     summary = build_reference(model, train_rows, holdout)
     summary["built_late"] = True
     store.insert_model_reference(conn, model_name=settings.model_name, model_version=str(version),
-                                 mlflow_run_id=info.get("run_id"), summary=summary)
+                                 mlflow_run_id=info.get("mlflow_run_id"), summary=summary)
     return store.get_model_reference(conn, settings.model_name, str(version))
 
 
@@ -98,7 +99,9 @@ class _Labels:
     def get(self, start: datetime, end: datetime) -> tuple[dict | None, int]:
         """(performance result or None, number of feedback labels in the window)."""
         min_n = max(1, int(self.settings.drift_min_samples))
-        pairs = store.window_feedback_pairs(self.conn, start, end)
+        # the serving version's predictions only: after a promotion, the labels of the model it
+        # replaced say nothing about it (as the prediction counts, see windows_aggregates)
+        pairs = store.window_feedback_pairs(self.conn, start, end, version=self.ref_row["model_version"])
         n_feedback = int(sum(p[2] for p in pairs))
         if n_feedback >= min_n:
             out = weighted_f1_from_pairs(pairs)
@@ -160,7 +163,8 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
               "data_drift_score": None, "prediction_drift_score": None, "performance_drift_score": None,
               "drift_detected": False, "level": "NONE", "details": details}
     if agg["n"] < max(1, settings.drift_min_samples):
-        n_feedback = int(sum(p[2] for p in store.window_feedback_pairs(conn, start, as_of)))
+        n_feedback = int(sum(p[2] for p in store.window_feedback_pairs(conn, start, as_of,
+                                                                       version=ref_row["model_version"])))
         details.update(status="insufficient_data", scores={c: None for c in CAUSES},
                        levels={c: "NONE" for c in CAUSES},
                        reason=f"{agg['n']} predictions in the {days}-day window, fewer than "
@@ -240,7 +244,7 @@ def drift(conn, settings: Settings, trigger: Trigger, *, as_of=None,
         for days in windows:
             report = analyse_window(conn, settings, ref_row, when, days, thresholds, labels, agg=aggs[days])
             report["details"]["version_chosen_by"] = how
-            report["id"] = store.insert_drift_report(conn, pipeline_run_id=step.run_id, **report)
+            report["id"] = store.insert_drift_report(conn, pipeline_run_id=step.pipeline_run_id, **report)
             reports.append(report)
         worst = max((r["level"] for r in reports), key=LEVELS.index)
         step.outputs.update({

@@ -14,10 +14,11 @@ from .. import dataset, registry, store
 from ..config import Settings
 from ..errors import Conflict, Invalid, NotFound
 from ..runs import StepResult, StepRun, Trigger, run_step
+from ..vocab import Step
 
 log = logging.getLogger(__name__)
 
-STEP = "evaluate"
+STEP = Step.EVALUATE.value
 
 
 def score(model, holdout: pd.DataFrame, y_pred=None) -> dict:
@@ -60,32 +61,33 @@ def evaluate_version(conn, settings: Settings, version: str, *, purpose: str, pi
     metrics = {"weighted_f1": s["weighted_f1"], "macro_f1": s["macro_f1"], "accuracy": s["accuracy"]}
     store.insert_evaluation(
         conn, pipeline_run_id=pipeline_run_id, model_name=settings.model_name, model_version=str(version),
-        mlflow_run_id=info["run_id"], purpose=purpose, holdout_rows=len(rows), holdout_hash=holdout_hash,
+        mlflow_run_id=info["mlflow_run_id"], purpose=purpose, holdout_rows=len(rows), holdout_hash=holdout_hash,
         metrics={"per_class_f1": s["per_class_f1"]}, **metrics,
     )
-    if info["run_id"]:
-        registry.log_metrics(settings, info["run_id"],
+    if info["mlflow_run_id"]:
+        registry.log_metrics(settings, info["mlflow_run_id"],
                              {f"holdout_{k}": v for k, v in metrics.items()} | {"holdout_rows": len(rows)},
                              step=len(rows))
-    return {"model_version": str(version), "mlflow_run_id": info["run_id"], "holdout_rows": len(rows),
+    return {"model_version": str(version), "mlflow_run_id": info["mlflow_run_id"], "holdout_rows": len(rows),
             "holdout_hash": holdout_hash, **metrics}
 
 
-def version_for_run(settings: Settings, run_id: str) -> str:
+def version_for_run(settings: Settings, mlflow_run_id: str) -> str:
     for v in registry.list_versions(settings):
-        if v["run_id"] == run_id:
+        if v["mlflow_run_id"] == mlflow_run_id:
             return v["version"]
-    raise NotFound(f"No registered version of {settings.model_name} comes from MLflow run {run_id}")
+    raise NotFound(f"No registered version of {settings.model_name} comes from MLflow run {mlflow_run_id}")
 
 
-def evaluate(conn, settings: Settings, trigger: Trigger, *, run_id: str | None = None,
+def evaluate(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | None = None,
              version: str | None = None) -> StepResult:
-    """Evaluate a version (default: the newest challenger not yet evaluated)."""
-    if run_id and version:
-        raise Invalid("Give --run-id or --version, not both")
+    """Evaluate a version (default: the newest challenger not yet evaluated), or the version given
+    by its number or by the MLflow run that trained it."""
+    if mlflow_run_id and version:
+        raise Invalid("Give --mlflow-run-id or --version, not both")
 
     def body(step: StepRun) -> None:
-        target = str(version) if version else (version_for_run(settings, run_id) if run_id else None)
+        target = str(version) if version else (version_for_run(settings, mlflow_run_id) if mlflow_run_id else None)
         if target is None:
             upstream = store.latest_unconsumed(conn, "train", STEP)
             if upstream is None or not upstream["outputs"].get("model_version"):
@@ -93,9 +95,9 @@ def evaluate(conn, settings: Settings, trigger: Trigger, *, run_id: str | None =
                 return
             step.consume(upstream["id"])
             target = str(upstream["outputs"]["model_version"])
-        result = evaluate_version(conn, settings, target, purpose="evaluation", pipeline_run_id=step.run_id)
+        result = evaluate_version(conn, settings, target, purpose="evaluation", pipeline_run_id=step.pipeline_run_id)
         step.outputs.update(result)
         step.message = (f"version {target}: weighted F1 {result['weighted_f1']:.4f} on "
                         f"{result['holdout_rows']} holdout rows")
 
-    return run_step(conn, trigger, STEP, body, params={"run_id": run_id, "version": version})
+    return run_step(conn, trigger, STEP, body, params={"mlflow_run_id": mlflow_run_id, "version": version})

@@ -5,7 +5,8 @@ INITIAL_LOAD_FRACTION of the catalogue (what existed before the weekly loads), e
 LOAD_FRACTION. One scheduled batch per ISO week of --as-of: a second run in the same week loads
 nothing unless forced. Invalid rows (including titles or descriptions over MAX_TITLE_CHARS /
 MAX_DESCRIPTION_CHARS) go to rejected_rows with a reason, in the same transaction as the
-products, the batch and the step's audit row.
+products, the batch and the step's audit row. A product already added from feedback (source
+'feedback') is not a duplicate: the catalogue row replaces it and counts in this batch.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from ..config import Settings
 from ..errors import Invalid, SourceError
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..sources import read_source, seeded_order
+from ..vocab import Step
 
 log = logging.getLogger(__name__)
 
-STEP = "load"
+STEP = Step.LOAD.value
 
 
 def iso_week_slot(day: date) -> str:
@@ -153,12 +155,16 @@ def load(
             bad.loc[long, column] = bad.loc[long, column].map(
                 lambda text: f"{text[:KEPT_CHARS]}... [{len(text):,} characters, cut to {KEPT_CHARS:,} here]")
         batch_id = store.insert_batch(
-            conn, pipeline_run_id=step.run_id, slot=slot, as_of=as_of, forced=force,
+            conn, pipeline_run_id=step.pipeline_run_id, slot=slot, as_of=as_of, forced=force,
             kind="initial" if first else "incremental", source_x=str(x), source_y=str(y),
             source_rows=n, start_offset=start, end_offset=end, rows_loaded=len(good),
             rows_rejected=len(bad),
         )
         loaded_at = datetime.combine(as_of, datetime.now(timezone.utc).time(), tzinfo=timezone.utc)
+        # A product first added from feedback (seen in traffic, labelled) becomes a catalogue row:
+        # the batch's text and batch win; its latest human label is applied again by the next
+        # training (audited as an override when it differs from the catalogue's code).
+        replaced = store.replace_feedback_products(conn, good["productid"].str.strip().astype(np.int64).tolist())
         log.info("copying %d rows into products (batch #%d)", len(good), batch_id)
         store.copy_products(
             conn,
@@ -174,7 +180,7 @@ def load(
         )
         step.outputs.update({
             "batch_id": batch_id, "slot": slot, "rows_loaded": len(good), "rows_rejected": len(bad),
-            "start_offset": start, "end_offset": end, "source_rows": n,
+            "start_offset": start, "end_offset": end, "source_rows": n, "feedback_rows_replaced": replaced,
             "catalogue_rows": store.catalogue_counts(conn)["products"],
         })
         step.message = (f"batch #{batch_id} for {slot}: {len(good)} rows loaded, {len(bad)} rejected "

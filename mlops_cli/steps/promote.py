@@ -38,12 +38,13 @@ from ..config import Settings
 from ..errors import Conflict, Invalid, NotReady
 from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, lock_key, run_step
+from ..vocab import Step
 from .evaluate import current_holdout, evaluate_version, version_for_run
 
 log = logging.getLogger(__name__)
 
-STEP = "promote"
-APPROVE_STEP = "approve"
+STEP = Step.PROMOTE.value
+APPROVE_STEP = Step.APPROVE.value
 METRICS = ("weighted_f1", "macro_f1", "accuracy")
 CHAMPION_LOCK = "registry:champion"
 NOTIFY_KINDS = ("log", "email", "slack")
@@ -238,9 +239,9 @@ def _apply(settings: Settings, decision: str, version: str, info: dict, champion
             stage = "None"
         registry.set_version_tags(settings, version, {"stage": stage, **common})
         registry.set_description(settings, version, justification)
-        if info.get("run_id"):
-            registry.set_run_tags(settings, info["run_id"], {"decision": decision, "decided_at": decided_at,
-                                                             **tags_extra})
+        if info.get("mlflow_run_id"):
+            registry.set_run_tags(settings, info["mlflow_run_id"], {"decision": decision, "decided_at": decided_at,
+                                                                    **tags_extra})
 
 
 def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger, *, decision: str,
@@ -250,8 +251,8 @@ def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger
     promoted = decision in ("promoted", "manual_promotion")
     previous = champion_version if promoted and champion_version and champion_version != version else None
     decision_id = store.insert_decision(
-        conn, pipeline_run_id=step.run_id, model_name=settings.model_name, model_version=version,
-        mlflow_run_id=info.get("run_id"), decision=decision, metric=metric,
+        conn, pipeline_run_id=step.pipeline_run_id, model_name=settings.model_name, model_version=version,
+        mlflow_run_id=info.get("mlflow_run_id"), decision=decision, metric=metric,
         candidate_score=scores["candidate_score"], champion_version=champion_version,
         champion_score=scores["champion_score"], threshold=settings.min_f1_threshold,
         min_improvement=settings.min_improvement, rule=rule, justification=justification, decided_by=actor,
@@ -287,13 +288,14 @@ def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger
          "champion_score": scores["champion_score"], "baseline_score": scores.get("baseline_score"),
          "threshold": settings.min_f1_threshold,
          "min_improvement": settings.min_improvement, "justification": justification, "scores": score_lines,
-         "rule": rule, "decided_by": actor, "holdout_rows": scores["holdout_rows"], "run_id": step.run_id,
+         "rule": rule, "decided_by": actor, "holdout_rows": scores["holdout_rows"],
+         "pipeline_run_id": step.pipeline_run_id,
          "aliases": {k: v for k, v in after.items() if v}, "links": model_links(settings, version)},
     )
-    deliveries = notify.send(conn, settings, message, kinds=NOTIFY_KINDS, pipeline_run_id=step.run_id)
+    deliveries = notify.send(conn, settings, message, kinds=NOTIFY_KINDS, pipeline_run_id=step.pipeline_run_id)
     step.outputs.update({
         "decision": decision, "decision_id": decision_id, "model_name": name, "model_version": version,
-        "mlflow_run_id": info.get("run_id"), "metric": metric, **scores,
+        "mlflow_run_id": info.get("mlflow_run_id"), "metric": metric, **scores,
         "threshold": settings.min_f1_threshold, "min_improvement": settings.min_improvement,
         "auto_promotion_enabled": settings.auto_promotion_enabled,
         "require_beat_baseline": settings.promotion_require_beat_baseline, "rule": rule,
@@ -305,17 +307,18 @@ def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger
 
 
 # --- the steps ----------------------------------------------------------------------------------
-def promote(conn, settings: Settings, trigger: Trigger, *, run_id: str | None = None,
+def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | None = None,
             version: str | int | None = None) -> StepResult:
-    """Decide on a challenger (default: the newest evaluated one not decided on yet)."""
-    if run_id and version:
-        raise Invalid("Give --run-id or --version, not both")
+    """Decide on a challenger (default: the newest evaluated one not decided on yet), or on the
+    version given by its number or by the MLflow run that trained it."""
+    if mlflow_run_id and version:
+        raise Invalid("Give --mlflow-run-id or --version, not both")
     metric = promotion_metric(settings)
 
     def body(step: StepRun) -> None:
         lock_champion(conn)
-        if version is not None or run_id:
-            target = str(version) if version is not None else version_for_run(settings, run_id)
+        if version is not None or mlflow_run_id:
+            target = str(version) if version is not None else version_for_run(settings, mlflow_run_id)
             info = registry.get_version(settings, target)
             evaluate_run = store.latest_evaluate_run_for_version(conn, settings.model_name, target)
             if evaluate_run is None:
@@ -335,7 +338,7 @@ def promote(conn, settings: Settings, trigger: Trigger, *, run_id: str | None = 
         if champion and champion["version"] == target:
             step.skip(f"version {target} is already the champion; nothing to decide")
             return
-        scores = score_against_champion(conn, settings, target, champion, metric, step.run_id)
+        scores = score_against_champion(conn, settings, target, champion, metric, step.pipeline_run_id)
         baseline = baseline_of(info, metric)
         scores["baseline_score"] = None if baseline is None else baseline[1]
         scores["candidate_training_score"] = None if baseline is None else baseline[0]
@@ -349,7 +352,7 @@ def promote(conn, settings: Settings, trigger: Trigger, *, run_id: str | None = 
                            champion_version=scores["champion_version"])
 
     return run_step(conn, trigger, STEP, body,
-                    params={"run_id": run_id, "version": None if version is None else str(version)})
+                    params={"mlflow_run_id": mlflow_run_id, "version": None if version is None else str(version)})
 
 
 def approve(conn, settings: Settings, trigger: Trigger, version: str | int, reason: str) -> StepResult:
@@ -370,7 +373,7 @@ def approve(conn, settings: Settings, trigger: Trigger, version: str | int, reas
             raise NotReady(f"Version {target} has no succeeded evaluation: run "
                            f"`mlops evaluate --version {target}` before approving it")
         step.consume(store.latest_evaluate_run_for_version(conn, settings.model_name, target))
-        scores = score_against_champion(conn, settings, target, champion, metric, step.run_id)
+        scores = score_against_champion(conn, settings, target, champion, metric, step.pipeline_run_id)
         actor = actor_of(trigger)
         c, threshold = scores["candidate_score"], settings.min_f1_threshold
         versus = (f"champion v{scores['champion_version']} {scores['champion_score']:.4f} "

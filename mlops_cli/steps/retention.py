@@ -42,12 +42,13 @@ from .. import store
 from ..config import Settings
 from ..errors import Conflict, Invalid, TransientError
 from ..runs import StepResult, StepRun, Trigger, run_step
+from ..vocab import Step
 
 log = logging.getLogger(__name__)
 
-STEP_PARTITIONS = "partitions"
-STEP_ROLLUP = "rollup"
-STEP_RETENTION = "retention"
+STEP_PARTITIONS = Step.PARTITIONS.value
+STEP_ROLLUP = Step.ROLLUP.value
+STEP_RETENTION = Step.RETENTION.value
 LOCK_ATTEMPTS = 40          # a lock refused this many times in a row fails the step (it is retried)
 BACKOFF_MAX = 2.0           # seconds between attempts, at most
 FORMATS = ("csv", "csv.gz", "parquet")
@@ -212,7 +213,7 @@ def rollup(conn, settings: Settings, trigger: Trigger, *, as_of=None, window_day
         if ref is None:
             step.skip("no serving model with a stored reference: nothing to roll up")
             return
-        out = rollup_days(conn, settings, ref["summary"], days, run_id=step.run_id)
+        out = rollup_days(conn, settings, ref["summary"], days, run_id=step.pipeline_run_id)
         step.outputs.update(out, model_version=version, version_chosen_by=how)
         step.message = (f"{len(out['rolled_up'])} day(s) rolled up, {out['fresh']} fresh already"
                         + (f", {len(out['busy'])} busy (scanned by drift)" if out["busy"] else ""))
@@ -345,7 +346,7 @@ def retention(conn, settings: Settings, trigger: Trigger, *, as_of=None) -> Step
     today = _today(None)
 
     def body(step: StepRun) -> None:
-        out = apply_retention(conn, settings, today=today, actor=trigger.actor, run_id=step.run_id)
+        out = apply_retention(conn, settings, today=today, actor=trigger.actor, run_id=step.pipeline_run_id)
         step.outputs.update(out)
         n = sum(d["rows"] for d in out["dropped"])
         step.message = (f"{len(out['dropped'])} day(s) older than {out['horizon'][:10]} dropped ({n} rows, "

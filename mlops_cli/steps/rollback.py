@@ -18,12 +18,13 @@ from ..config import Settings
 from ..errors import Conflict, Invalid
 from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, run_step
+from ..vocab import Step
 from .promote import (NOTIFY_KINDS, actor_of, aliases, lock_champion, model_links, now_iso, promotion_metric,
                       restoring_aliases)
 
 log = logging.getLogger(__name__)
 
-STEP = "rollback"
+STEP = Step.ROLLBACK.value
 
 
 def _was_in_production(conn, settings: Settings, version: str, info: dict) -> bool:
@@ -100,8 +101,8 @@ def rollback(conn, settings: Settings, trigger: Trigger, *, to_version: str | in
         rule = (f"manual rollback by {actor}: champion v{current} -> v{target} (chosen by {how}; a rollback only "
                 "returns to a former champion)")
         decision_id = store.insert_decision(
-            conn, pipeline_run_id=step.run_id, model_name=name, model_version=current,
-            mlflow_run_id=champion.get("run_id"), decision="rolled_back", metric=metric,
+            conn, pipeline_run_id=step.pipeline_run_id, model_name=name, model_version=current,
+            mlflow_run_id=champion.get("mlflow_run_id"), decision="rolled_back", metric=metric,
             candidate_score=from_score, champion_version=current, champion_score=from_score,
             threshold=None, min_improvement=None, rule=rule, justification=reason, decided_by=actor,
             triggered_by=trigger.triggered_by, previous_champion=new_previous, restored_version=target,
@@ -120,9 +121,9 @@ def rollback(conn, settings: Settings, trigger: Trigger, *, to_version: str | in
             if (target_info.get("tags") or {}).get("rolled_back") == "true":
                 restored_tags["rolled_back"] = "false"
             registry.set_version_tags(settings, target, restored_tags)
-            if champion.get("run_id"):
-                registry.set_run_tags(settings, champion["run_id"], {"rolled_back": "true",
-                                                                     "rolled_back_at": rolled_at})
+            if champion.get("mlflow_run_id"):
+                registry.set_run_tags(settings, champion["mlflow_run_id"], {"rolled_back": "true",
+                                                                            "rolled_back_at": rolled_at})
         after = aliases(settings)
 
         scores = {}
@@ -134,9 +135,9 @@ def rollback(conn, settings: Settings, trigger: Trigger, *, to_version: str | in
             "rollback", f"Model {name} rolled back from v{current} to v{target}", "warning",
             {"model_name": name, "from_version": current, "to_version": target, "reason": reason,
              "actor": actor, "scores": scores, "metric": metric, "previous_champion": new_previous,
-             "run_id": step.run_id, "links": model_links(settings, target)},
+             "pipeline_run_id": step.pipeline_run_id, "links": model_links(settings, target)},
         )
-        deliveries = notify.send(conn, settings, message, kinds=NOTIFY_KINDS, pipeline_run_id=step.run_id)
+        deliveries = notify.send(conn, settings, message, kinds=NOTIFY_KINDS, pipeline_run_id=step.pipeline_run_id)
         step.outputs.update({
             "decision": "rolled_back", "decision_id": decision_id, "model_name": name,
             "from_version": current, "to_version": target, "previous_champion": new_previous,

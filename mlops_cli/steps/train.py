@@ -1,6 +1,12 @@
 """Train a new model on everything loaded so far, log it to MLflow and register a challenger.
 
-Gate: a succeeded load that no train run has consumed yet (else skipped; --force trains anyway).
+Gates (outputs.gate says which opened): 'load', a succeeded load that no train run has consumed
+yet; 'feedback', at least FEEDBACK_RETRAIN_MIN products got a label no training used yet ('drift'
+when the daily pipeline's auto retrain asked, see steps/auto_retrain.py); 'forced', --force or the
+retrain pipeline with neither. Else skipped. Before reading the catalogue, the labels become
+training rows in the step's transaction (store.apply_feedback_labels): the latest human label of
+a product wins (overrides audited in label_overrides), a product seen only in traffic is added
+with its logged text (source 'feedback'); the holdout hash applies to those rows too.
 The model is chosen by a bounded search (k-fold cross-validation on small data, successive halving
 on a validation part of the training rows on large data), calibrated on out-of-sample decision
 values, refitted on all training rows, and scored on the holdout beside the plain baseline
@@ -20,16 +26,18 @@ from pathlib import Path
 
 from .. import __version__, dataset, figures, registry, selection, store
 from ..calibration import calibration_metrics
+from ..categories import PRDTYPECODES
 from ..config import Settings
 from ..features import DEFAULT_PARAMS
 from ..reference import build_reference, served_from_features  # drift monitoring's reference
 from ..runs import StepResult, StepRun, Trigger, run_step
+from ..vocab import Step
 from .evaluate import score
 from .promote import promotion_metric
 
 log = logging.getLogger(__name__)
 
-STEP = "train"
+STEP = Step.TRAIN.value
 
 
 def code_version() -> str:
@@ -56,19 +64,41 @@ def _candidate_runs(built: selection.Built, metric: str) -> list[dict]:
     return runs
 
 
+def open_gate(conn, settings: Settings, *, force: bool = False, on_drift: bool = False) -> tuple[str | None, dict]:
+    """(the gate that opens, or None; the pending load and label counts). Read under the step's
+    lock: two trainings never count the same labels (the labels used are marked in the training's
+    transaction, see store.apply_feedback_labels)."""
+    upstream = store.latest_unconsumed(conn, "load", STEP)
+    labels = store.feedback_label_counts(conn, PRDTYPECODES)
+    info = {"upstream": upstream, "new_labels": int(labels["new_labels"] or 0),
+            "threshold": settings.feedback_retrain_min}
+    if upstream is not None:
+        return "load", info
+    if info["new_labels"] >= settings.feedback_retrain_min:
+        return ("drift" if on_drift else "feedback"), info
+    return ("forced" if force else None), info
+
+
 def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
-          params: dict | None = None) -> StepResult:
+          params: dict | None = None, drift_decision_run_id: int | None = None) -> StepResult:
     overrides = dict(params or {})
 
     def body(step: StepRun) -> None:
-        upstream = store.latest_unconsumed(conn, "load", STEP)
-        if upstream is None and not force:
+        gate, pending = open_gate(conn, settings, force=force, on_drift=drift_decision_run_id is not None)
+        upstream = pending["upstream"]
+        step.outputs.update({"new_labels": pending["new_labels"], "feedback_retrain_min": pending["threshold"]})
+        if gate is None:
             last = store.latest_run(conn, STEP, "succeeded")
             since = f" (the last training, run #{last['id']}, used load run #{last['upstream_run_id']})" \
                 if last and last["upstream_run_id"] else ""
-            step.skip(f"no new load since the last training{since}; nothing to train on (use --force)")
+            step.skip(f"no new load since the last training{since} and {pending['new_labels']} new labels "
+                      f"(FEEDBACK_RETRAIN_MIN {pending['threshold']}); nothing to train on (use --force)")
             return
+        step.outputs["gate"] = gate
         step.consume(upstream["id"] if upstream else None)
+        fed = store.apply_feedback_labels(conn, step.pipeline_run_id, PRDTYPECODES)
+        log.info("gate %s; feedback: %d rows added, %d label overrides, %d new labels used", gate,
+                 fed["feedback_rows_added"], fed["label_overrides"], fed["labels_used"])
         hp = {**DEFAULT_PARAMS, **overrides}
         if hp["max_per_class"] is None:
             hp["max_per_class"] = settings.max_per_class
@@ -76,9 +106,14 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
 
         log.info("reading the catalogue")
         products = store.read_products(conn, ("productid", "designation", "description", "prdtypecode",
-                                              "batch_id"))
+                                              "batch_id", "source"))
         train_rows, holdout = dataset.split(products, settings.holdout_fraction)
         dataset.check_trainable(train_rows, holdout)
+        feedback = {"feedback_rows": int((products["source"] == "feedback").sum()),
+                    "feedback_rows_train": int((train_rows["source"] == "feedback").sum()),
+                    "feedback_rows_holdout": int((holdout["source"] == "feedback").sum()),
+                    "feedback_rows_added": fed["feedback_rows_added"], "label_overrides": fed["label_overrides"],
+                    "labels_used": fed["labels_used"], "labelled_products_used": fed["labelled_products_used"]}
 
         t0 = time.perf_counter()
         built = selection.build(
@@ -117,17 +152,21 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         }
         if "ece_uncalibrated" in calibration:
             metrics["ece_uncalibrated"] = calibration["ece_uncalibrated"]
-        batch_ids = sorted(int(b) for b in products["batch_id"].unique())
+        batch_ids = sorted(int(b) for b in products["batch_id"].dropna().unique())  # feedback rows have none
         data_hash = dataset.dataset_hash(train_rows)
         tags = {
             "auto_trained": "true", "trigger": trigger.triggered_by, "actor": trigger.actor or "",
-            "pipeline": trigger.pipeline, "pipeline_run_id": str(step.run_id),
+            "pipeline": trigger.pipeline, "pipeline_run_id": str(step.pipeline_run_id),
             "load_run_id": str(upstream["id"]) if upstream else "", "batch_ids": ",".join(map(str, batch_ids)),
             "dataset_hash": data_hash, "holdout_hash": dataset.dataset_hash(holdout),
             "validation_hash": dataset.dataset_hash(built.parts.validation),
-            "code_version": code_version(), "run_name": f"train-{step.run_id}",
+            "code_version": code_version(), "run_name": f"train-{step.pipeline_run_id}",
             "chosen_candidate": chosen.name, "pinned_params": ",".join(sorted(overrides)),
+            "gate": gate, "feedback_max_id": str(fed["feedback_max_id"] or ""),
+            **{k: str(v) for k, v in feedback.items()},
         }
+        metrics.update({k: feedback[k] for k in ("feedback_rows", "feedback_rows_train", "feedback_rows_holdout",
+                                                 "label_overrides")})
         distribution = {"train_natural": dataset.label_distribution(train_rows),
                         "train_balanced": dataset.label_distribution(fit_rows),
                         "validation": dataset.label_distribution(built.parts.validation),
@@ -140,7 +179,7 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         log.info("logging to MLflow and registering a version of %s", settings.model_name)
         t1 = time.perf_counter()
         try:
-            run_id, version = registry.log_training(
+            mlflow_run_id, version = registry.log_training(
                 settings, model=model,
                 params={**chosen.params, "holdout_fraction": settings.holdout_fraction,
                         "validation_fraction": settings.validation_fraction, "temperature": built.temperature,
@@ -161,15 +200,15 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         try:
             registry.set_alias(settings, registry.CHALLENGER, version)
             registry.set_version_tags(settings, version, {
-                "stage": "None", "decision": "pending", "pipeline_run_id": step.run_id,
+                "stage": "None", "decision": "pending", "pipeline_run_id": step.pipeline_run_id,
                 "chosen_candidate": chosen.name,
                 # what promotion compares with the plain baseline: both on the training holdout
                 **{k: f"{s[k]:.6f}" for k in ("weighted_f1", "macro_f1", "accuracy")},
                 **{f"baseline_{k}": f"{baseline[k]:.6f}" for k in ("weighted_f1", "macro_f1", "accuracy")},
             })
             store.insert_evaluation(
-                conn, pipeline_run_id=step.run_id, model_name=settings.model_name, model_version=version,
-                mlflow_run_id=run_id, purpose="training", holdout_rows=len(holdout),
+                conn, pipeline_run_id=step.pipeline_run_id, model_name=settings.model_name, model_version=version,
+                mlflow_run_id=mlflow_run_id, purpose="training", holdout_rows=len(holdout),
                 holdout_hash=tags["holdout_hash"], weighted_f1=s["weighted_f1"], macro_f1=s["macro_f1"],
                 accuracy=s["accuracy"],
                 metrics={"per_class_f1": s["per_class_f1"], "chosen": chosen.name,
@@ -180,7 +219,7 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
 
             t1 = time.perf_counter()
             store.insert_model_reference(conn, model_name=settings.model_name, model_version=version,
-                                         mlflow_run_id=run_id,
+                                         mlflow_run_id=mlflow_run_id,
                                          summary=build_reference(model, train_rows, holdout, evaluation=s))
             log.info("drift reference built in %.1fs", time.perf_counter() - t1)
         except BaseException:
@@ -188,7 +227,7 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             registry.delete_version(settings, version)
             raise
         step.outputs.update({
-            "mlflow_run_id": run_id, "model_version": version, "model_name": settings.model_name,
+            "mlflow_run_id": mlflow_run_id, "model_version": version, "model_name": settings.model_name,
             "weighted_f1": s["weighted_f1"], "macro_f1": s["macro_f1"], "accuracy": s["accuracy"],
             "baseline_weighted_f1": baseline["weighted_f1"], "baseline_macro_f1": baseline["macro_f1"],
             "baseline_accuracy": baseline["accuracy"],
@@ -197,13 +236,18 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             "cv_folds": built.result.folds, "test_rows": len(holdout),
             "train_seconds": round(train_seconds, 2), "search_seconds": round(built.seconds["search"], 2),
             "baseline_seconds": round(baseline["seconds"], 2),
-            "batch_ids": batch_ids, "dataset_hash": data_hash,
+            "batch_ids": batch_ids, "dataset_hash": data_hash, **feedback,
+            "feedback_max_id": fed["feedback_max_id"], "drift_decision_run_id": drift_decision_run_id,
             "chosen_name": chosen.name, "chosen": chosen.params, "search": search_rows,
         })
         versus = s["weighted_f1"] - baseline["weighted_f1"]
-        step.message = (f"version {version} (MLflow run {run_id}): weighted F1 {s['weighted_f1']:.4f} "
+        step.message = (f"version {version} (MLflow run {mlflow_run_id}): weighted F1 {s['weighted_f1']:.4f} "
                         f"on {len(holdout)} holdout rows (plain baseline {baseline['weighted_f1']:.4f}, "
                         f"{versus:+.4f}), {chosen.name} chosen of {len(search_rows)} candidates, trained on "
-                        f"{len(fit_rows)} rows in {train_seconds:.1f}s")
+                        f"{len(fit_rows)} rows in {train_seconds:.1f}s; gate {gate}, {feedback['feedback_rows']} "
+                        f"rows from feedback, {fed['label_overrides']} label overrides")
 
-    return run_step(conn, trigger, STEP, body, params={"force": force, "overrides": overrides})
+    run_params = {"force": force, "overrides": overrides}
+    if drift_decision_run_id is not None:
+        run_params["drift_decision_run_id"] = drift_decision_run_id
+    return run_step(conn, trigger, STEP, body, params=run_params)

@@ -1,0 +1,100 @@
+"""Labelling queue: the served predictions most worth a human label, first, and a form to give
+the true product type of one.
+
+The queue and its order come from mlops_cli.ops.labelling (the chance that the served answer is
+wrong, from low confidence, the predicted class's holdout F1 and the words the model cannot read
+or that drifted; each item says why it is offered). A label is recorded by ops.feedback.record
+(as POST /feedback) with the signed-in name as `submitted_by`; the counter is
+ops.feedback.labels_for_next_retrain (what the feedback gate of the next training counts).
+Nobody signed in (UI_PUBLIC_READ): the queue is shown, the form replaced by a notice.
+"""
+
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when run from elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st  # noqa: E402
+
+import common  # noqa: E402
+from mlops_cli.categories import PRDTYPECODES, category_name  # noqa: E402
+from mlops_cli.ops import feedback as ops_feedback, labelling as ops_labelling  # noqa: E402
+
+common.page("Labelling", ":material/label:")
+s = common.settings()
+c = common.conn()
+empty = common.empty_state(c)
+
+# --- what the next retrain would use ----------------------------------------------------------------------
+counts = common.call(ops_feedback.labels_for_next_retrain, c, s, what="the labels")
+a, b, d = st.columns(3)
+a.metric("new labels", f"{counts['new_labels']:,}")
+b.metric("retrain threshold (FEEDBACK_RETRAIN_MIN)", f"{counts['threshold']:,}")
+d.metric("rows they add / override", f"{counts.get('feedback_rows', 0):,} / {counts.get('overrides', 0):,}")
+gate = "reached: the next retrain uses them" if counts["new_labels"] >= counts["threshold"] else "not reached yet"
+st.caption(f"{counts['new_labels']} labels so far; the next retrain uses them when {counts['new_labels']} >= "
+           f"{counts['threshold']} ({gate}).")
+
+# --- the queue --------------------------------------------------------------------------------------------
+st.subheader("Most worth a label")
+left, right = st.columns(2)
+days = left.number_input("Served in the last (days)", min_value=1, max_value=ops_labelling.MAX_DAYS,
+                         value=ops_labelling.DEFAULT_DAYS, step=1, key="labelling_days")
+limit = right.number_input("Items", min_value=1, max_value=ops_labelling.MAX_LIMIT,
+                           value=ops_labelling.DEFAULT_LIMIT, step=10, key="labelling_limit")
+queue = common.call(ops_labelling.labelling_queue, c, s, limit=int(limit), days=int(days), what="the labelling queue")
+st.caption("Ranked by the chance that the served answer is wrong: 1 - (1 - uncertainty)(1 - confusion)(1 - drift), "
+           "where uncertainty = 1 - confidence, confusion = 1 - the predicted class's F1 on the model's holdout, "
+           "drift = the share of words the model cannot read (above its holdout rate) or that drifted. "
+           "One entry per product; labelled products are not offered.")
+
+if not queue:
+    if not empty:
+        st.info("Nothing to label: no unlabelled served prediction in the window.", icon=":material/task_alt:")
+    common.show_result(st.session_state.get("labelling_result"))
+    st.stop()
+
+rows = [{"rank": q.rank, "score": q.score, "title": q.designation,
+         "predicted": f"{q.predicted_code} {q.predicted_category}".strip(), "confidence": q.confidence,
+         "reasons": " · ".join(q.reasons), "productid": q.productid, "model": q.model_version,
+         "served at": q.logged_at} for q in queue]
+st.dataframe(common.frame(rows), hide_index=True, width="stretch",
+             column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                            "confidence": st.column_config.NumberColumn(format="%.2f")})
+
+by_id = {q.inference_id: q for q in queue}
+item_id = st.selectbox("Item to label", list(by_id), key="labelling_item",
+                       format_func=lambda i: f"#{by_id[i].rank} · {by_id[i].designation[:70]} · predicted "
+                                             f"{by_id[i].predicted_code}")
+item = by_id[item_id]
+st.markdown(f"**{item.designation}**")
+if item.description:
+    st.caption(item.description[:500])
+st.markdown(f"predicted **{item.predicted_code} {item.predicted_category}** · confidence {item.confidence:.2f} · "
+            f"model v{item.model_version or '—'} · product {item.productid or '—'}")
+for reason in item.reasons:
+    st.markdown(f"- {reason}")
+
+# --- label it -----------------------------------------------------------------------------------------------
+st.subheader("Give the true product type")
+if who := common.acting_as():
+    # no code chosen in advance (not even the predicted one): a label is a person's own answer
+    with st.form("labelling", clear_on_submit=True):
+        code = st.selectbox("True product type", list(PRDTYPECODES), key="labelling_code", index=None,
+                            placeholder="choose the true product type",
+                            format_func=lambda k: f"{k} · {category_name(k)}")
+        note = st.text_input("Note (optional)", key="labelling_note")
+        go = st.form_submit_button("Record the label", key="labelling_submit", type="primary")
+    if go and code is None:
+        st.error("Choose the true product type.", icon=":material/edit_off:")
+    elif go:
+        def _record(code=code, note=note, item=item):
+            fb = ops_feedback.record(s, prdtypecode=int(code), inference_id=item.inference_id,
+                                     submitted_by=common.ui_trigger(who).actor, note=(note or "").strip() or None)
+            return {"ok": True, "status": "recorded",
+                    "message": f"{fb.prdtypecode} {fb.category} for “{item.designation[:60]}” by "
+                               f"{fb.submitted_by} (feedback #{fb.id})"}
+
+        common.run_action("labelling_result", _record, spinner="Recording the label…")
+common.show_result(st.session_state.get("labelling_result"))

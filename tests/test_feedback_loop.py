@@ -1,0 +1,286 @@
+"""Moderators' labels become training data, and the gates that retrain on them (issue 16), on
+the real database and MLflow store: overrides audited, one row per product (the latest label
+wins), the holdout hash on feedback rows, a later catalogue load, the load and feedback gates,
+the auto retrain on drift, the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date
+
+import pytest
+
+from conftest import query
+from mlops_cli import dataset, store
+from mlops_cli.categories import PRDTYPECODES
+from mlops_cli.errors import Conflict, Invalid, NotFound
+from mlops_cli.ops.feedback import labels_for_next_retrain, record
+from mlops_cli.runs import Trigger
+from mlops_cli.sources import read_source, seeded_order
+from mlops_cli.steps.load import load
+from mlops_cli.steps.train import train
+
+FAST_PARAMS = {"word_max_features": 5000, "char_max_features": 5000}
+TRAFFIC = [9_100_000_000 + k for k in range(20)]  # products seen only in traffic
+
+
+def _load(conn, settings, catalogue, as_of=date(2026, 3, 2), fraction=0.3, force=False):
+    x, y = catalogue
+    return load(conn, settings.replace(initial_load_fraction=fraction), Trigger(), x_path=str(x), y_path=str(y),
+                as_of=as_of, force=force)
+
+
+def _write(conn, sql, params=None):
+    """Run a statement that returns rows, and commit (query() rolls back)."""
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    conn.commit()
+    return rows
+
+
+def _serve(conn, productid, designation, description="", predicted=10) -> int:
+    """A logged prediction (what POST /predict writes), committed."""
+    iid = _write(conn, """INSERT INTO inference_log (request_id, productid, designation, description, designation_len,
+                                                    description_len, predicted_code, confidence)
+                         VALUES (%s, %s, %s, %s, %s, %s, %s, 0.4) RETURNING id""",
+                (f"req-{productid}-{designation[:10]}", productid, designation, description, len(designation),
+                 len(description), predicted))[0][0]
+    return iid
+
+
+def _run(conn) -> int:
+    """A pipeline_runs row to apply the labels under (the train step gives its own)."""
+    run_id = store.insert_run(conn, pipeline="manual", step="train", status="running", triggered_by="cli",
+                              actor="pytest")
+    conn.commit()
+    return run_id
+
+
+def _other(code: int, *not_these: int) -> int:
+    return next(c for c in PRDTYPECODES if c != code and c not in not_these)
+
+
+def test_labels_that_cannot_train_are_refused_with_clear_errors(small_catalogue, settings, conn):
+    _load(conn, settings, small_catalogue, fraction=0.05)
+    p1 = int(query(conn, "SELECT productid FROM products ORDER BY productid LIMIT 1")[0][0])
+    with pytest.raises(Invalid) as e:
+        record(settings, prdtypecode=11, productid=p1)
+    assert str(e.value) == f"unknown prdtypecode 11: expected one of {', '.join(map(str, PRDTYPECODES))}"
+    with pytest.raises(NotFound) as e:
+        record(settings, prdtypecode=10, productid=987654321)
+    assert str(e.value) == ("Product 987654321 was never served and is not in the catalogue: nothing to label "
+                            "(name a logged prediction by inference_id or request_id)")
+    iid = _serve(conn, 5551, "Lampe de chevet")
+    with pytest.raises(Conflict) as e:
+        record(settings, prdtypecode=10, inference_id=iid, productid=5552)
+    assert str(e.value) == "productid 5552 contradicts the prediction named, which is about product 5551"
+    assert query(conn, "SELECT count(*) FROM feedback") == [(0,)]
+    # accepted: a catalogue product never served, a served product by productid alone, a request
+    # id another API worker may still hold (tied later), a prediction by inference_id
+    record(settings, prdtypecode=10, productid=p1)
+    record(settings, prdtypecode=10, productid=5551)
+    assert record(settings, prdtypecode=10, request_id="later-9").resolved is False
+    assert record(settings, prdtypecode=40, inference_id=iid, productid=5551).productid == 5551
+    assert query(conn, "SELECT count(*) FROM feedback") == [(4,)]
+
+
+def test_labels_become_rows_latest_wins_overrides_audited_holdout_by_hash(small_catalogue, settings, conn):
+    _load(conn, settings, small_catalogue)
+    p1, c1 = (int(v) for v in query(conn, "SELECT productid, prdtypecode FROM products ORDER BY productid LIMIT 1")[0])
+    c3 = _other(c1)
+    alice = record(settings, prdtypecode=_other(c1, c3), productid=p1, submitted_by="alice")
+    bob = record(settings, prdtypecode=c3, productid=p1, submitted_by="bob")  # later: wins over alice's
+    labels = {}
+    for k, pid in enumerate(TRAFFIC):
+        iid = _serve(conn, pid, f"gadget zorblax modèle {k}", f"nouveauté {k}")
+        labels[pid] = PRDTYPECODES[k % len(PRDTYPECODES)]
+        record(settings, prdtypecode=labels[pid], inference_id=iid, submitted_by="carol")
+    record(settings, prdtypecode=labels[TRAFFIC[0]], productid=TRAFFIC[0], submitted_by="dave")  # a duplicate
+    # a contradicting label that arrives last but was given before carol's (imported late): carol's wins
+    late = _write(conn, """INSERT INTO feedback (productid, true_code, submitted_by, created_at)
+                          VALUES (%s, %s, 'late', now() - interval '1 day') RETURNING id""",
+                 (TRAFFIC[1], _other(labels[TRAFFIC[1]])))[0][0]
+    max_id = late
+    pending = labels_for_next_retrain(conn, settings)
+    assert pending == {"new_labels": 21, "threshold": 200, "feedback_rows": 20, "overrides": 1, "new_feedback": 24,
+                       "gate_open": False, "max_feedback_id": max_id}
+
+    run = _run(conn)
+    applied = store.apply_feedback_labels(conn, run, PRDTYPECODES)
+    conn.commit()
+    assert applied == {"feedback_rows_added": 20, "label_overrides": 1, "labels_used": 24,
+                       "labelled_products_used": 21, "feedback_max_id": max_id}
+    # the override: who, when, old and new code, the label and the training that applied it
+    assert query(conn, """SELECT productid, old_code, new_code, feedback_id, actor, labelled_at, pipeline_run_id
+                          FROM label_overrides""") == [(p1, c1, c3, bob.id, "bob", bob.created_at, run)]
+    assert query(conn, "SELECT prdtypecode, label_feedback_id, source FROM products WHERE productid = %s",
+                 (p1,)) == [(c3, bob.id, "catalogue")]
+    assert alice.id < bob.id
+    # one row per product, its logged text, no batch; the latest given label
+    rows = query(conn, """SELECT productid, designation, description, prdtypecode, batch_id FROM products
+                          WHERE source = 'feedback' ORDER BY productid""")
+    assert rows == [(pid, f"gadget zorblax modèle {k}", f"nouveauté {k}", labels[pid], None)
+                    for k, pid in enumerate(TRAFFIC)]
+    # idempotent: a second run (cron twice) changes nothing and counts nothing new
+    again = store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES)
+    conn.commit()
+    assert again == {"feedback_rows_added": 0, "label_overrides": 0, "labels_used": 0, "labelled_products_used": 0,
+                     "feedback_max_id": max_id}
+    assert query(conn, "SELECT count(*) FROM label_overrides") == [(1,)]
+    after = labels_for_next_retrain(conn, settings)
+    assert (after["new_labels"], after["feedback_rows"], after["overrides"]) == (0, 0, 0)
+    # the holdout hash decides for feedback rows too
+    products = store.read_products(conn, ("productid", "prdtypecode", "source", "batch_id"))
+    _, holdout = dataset.split(products, settings.holdout_fraction)
+    fed = products[products["source"] == "feedback"]["productid"]
+    expected = set(fed[dataset.holdout_mask(fed.to_numpy(), settings.holdout_fraction)])
+    assert set(holdout[holdout["source"] == "feedback"]["productid"]) == expected and 0 < len(expected) < len(TRAFFIC)
+    # never a weekly load: the catalogue counts and the batches do not include them
+    counts = store.catalogue_counts(conn)
+    loaded = query(conn, "SELECT sum(rows_loaded) FROM load_batches")[0][0]
+    assert (counts["products"], counts["feedback_rows"], counts["batches"]) == (loaded, 20, 1)
+    assert [r["catalogue_rows"] for r in store.catalogue_growth(conn)] == [loaded]
+
+
+def test_a_later_catalogue_load_replaces_a_feedback_row_and_the_label_still_wins(small_catalogue, settings, conn):
+    x, y = small_catalogue
+    first = _load(conn, settings, small_catalogue)
+    # a product of the next batch's slice, valid, seen in traffic (and labelled) before it is loaded
+    source = read_source(x, y)
+    ordered = source.iloc[seeded_order(source["productid"].str.strip(), settings.load_seed)]
+    start = first.outputs["end_offset"]
+    nxt = ordered.iloc[start:start + math.ceil(settings.load_fraction * len(source))]
+    pids = source["productid"].str.strip()
+    ok = nxt[nxt["productid"].str.strip().map(pids.value_counts()).eq(1) & nxt["designation"].str.strip().ne("")
+             & nxt["prdtypecode"].str.strip().isin([str(c) for c in PRDTYPECODES])]
+    row = ok.iloc[0]
+    pid, code = int(row["productid"].strip()), int(row["prdtypecode"].strip())
+    label = _other(code)
+    iid = _serve(conn, pid, "titre vu en production")
+    fb = record(settings, prdtypecode=label, inference_id=iid, submitted_by="erin")
+    store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES)
+    conn.commit()
+    assert query(conn, "SELECT source, designation FROM products WHERE productid = %s", (pid,)) == [
+        ("feedback", "titre vu en production")]
+
+    second = _load(conn, settings, small_catalogue, as_of=date(2026, 3, 9))
+    assert second.status == "succeeded" and second.outputs["feedback_rows_replaced"] == 1
+    batch = second.outputs["batch_id"]
+    # the catalogue row wins for the text and the batch (a load like any other)...
+    assert query(conn, "SELECT source, designation, prdtypecode, batch_id, label_feedback_id FROM products "
+                       "WHERE productid = %s", (pid,)) == [("catalogue", row["designation"], code, batch, None)]
+    counts = store.catalogue_counts(conn)
+    assert counts["products"] == query(conn, "SELECT sum(rows_loaded) FROM load_batches")[0][0]
+    assert counts["feedback_rows"] == 0
+    # ...and the human label wins for the code at the next training: an audited override, the
+    # label is not new (it does not open the feedback gate again)
+    assert labels_for_next_retrain(conn, settings)["new_labels"] == 0
+    run = _run(conn)
+    assert store.apply_feedback_labels(conn, run, PRDTYPECODES)["label_overrides"] == 1
+    conn.commit()
+    assert query(conn, "SELECT productid, old_code, new_code, feedback_id, actor FROM label_overrides "
+                       "WHERE pipeline_run_id = %s", (run,)) == [(pid, code, label, fb.id, "erin")]
+
+
+def _label_traffic(conn, settings, n, first=0, by="moderator") -> list[int]:
+    """n traffic-only products served and labelled; their productids."""
+    pids = TRAFFIC[first:first + n]
+    for k, pid in enumerate(pids, start=first):
+        iid = _serve(conn, pid, f"trottinette électrique zorblax {k}")
+        record(settings, prdtypecode=PRDTYPECODES[k % len(PRDTYPECODES)], inference_id=iid, submitted_by=by)
+    return pids
+
+
+@pytest.mark.slow
+def test_train_gates_load_then_feedback_at_exactly_the_threshold_and_labels_count_once(
+        small_catalogue, settings, conn, cli, monkeypatch):
+    from mlops_cli import registry
+    from mlops_cli.steps.train import open_gate
+
+    monkeypatch.setenv("FEEDBACK_RETRAIN_MIN", "5")  # for the CLI
+    s = settings.replace(feedback_retrain_min=5)
+    _load(conn, s, small_catalogue)
+    first = train(conn, s, Trigger(), params=FAST_PARAMS)
+    assert first.status == "succeeded" and first.outputs["gate"] == "load"
+    assert (first.outputs["feedback_rows"], first.outputs["label_overrides"]) == (0, 0)
+    # four products labelled, one of them twice: one fewer than FEEDBACK_RETRAIN_MIN, closed
+    _label_traffic(conn, s, 4)
+    record(s, prdtypecode=PRDTYPECODES[0], productid=TRAFFIC[0], submitted_by="second opinion")
+    closed = train(conn, s, Trigger(), params=FAST_PARAMS)
+    assert closed.status == "skipped" and "and 4 new labels (FEEDBACK_RETRAIN_MIN 5)" in closed.message
+    assert closed.outputs["new_labels"] == 4
+    # the fifth: a catalogue product relabelled; exactly FEEDBACK_RETRAIN_MIN opens the gate
+    p1, c1 = (int(v) for v in query(conn, "SELECT productid, prdtypecode FROM products WHERE source = 'catalogue' "
+                                          "ORDER BY productid LIMIT 1")[0])
+    record(s, prdtypecode=_other(c1), productid=p1, submitted_by="frank")
+    assert open_gate(conn, s)[0] == "feedback"
+    r = cli("train", "--json", "--param", "word_max_features=5000", "--param", "char_max_features=5000")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    o = out["outputs"]
+    assert out["status"] == "succeeded" and o["gate"] == "feedback"
+    assert (o["feedback_rows"], o["feedback_rows_added"], o["label_overrides"]) == (4, 4, 1)
+    assert o["feedback_rows_train"] + o["feedback_rows_holdout"] == 4 and (o["labels_used"], o["new_labels"]) == (6, 5)
+    assert o["feedback_max_id"] == query(conn, "SELECT max(id) FROM feedback")[0][0]
+    assert o["dataset_hash"] != first.outputs["dataset_hash"]
+    tags = registry.run_info(s, o["mlflow_run_id"])["tags"]
+    assert (tags["gate"], tags["feedback_rows"], tags["label_overrides"]) == ("feedback", "4", "1")
+    assert query(conn, "SELECT pipeline_run_id, actor FROM label_overrides") == [(out["pipeline_run_id"], "frank")]
+    # the labels that training used do not count again
+    again = train(conn, s, Trigger(), params=FAST_PARAMS)
+    assert again.status == "skipped" and again.outputs["new_labels"] == 0
+    assert open_gate(conn, s, force=True)[0] == "forced"
+    # `mlops runs` shows which gate opened
+    lines = cli("runs", "--step", "train").output.splitlines()
+    at = lines[0].index("  gate ") + 2
+    gates = [line[at:].split()[0] if line[at:at + 1].strip() else "" for line in lines[2:]]
+    assert gates == ["", "feedback", "", "load"]  # newest first: skipped, feedback, skipped, load
+
+
+@pytest.mark.slow
+def test_auto_retrain_on_drift_is_off_by_default_waits_for_labels_and_every_decision_is_audited(
+        small_catalogue, settings, conn):
+    from mlops_cli.pipeline import PIPELINES, run_pipeline
+
+    s = settings.replace(feedback_retrain_min=3, min_f1_threshold=0.3)
+    _load(conn, s, small_catalogue)
+    assert train(conn, s, Trigger(), params=FAST_PARAMS).outputs["gate"] == "load"  # no load left pending
+    alert_id = _write(conn, """INSERT INTO alerts (level, cause, message) VALUES ('ALERT', 'performance_drift',
+                                'weighted F1 on labelled traffic fell') RETURNING id""")[0][0]
+    _label_traffic(conn, s, 2)
+
+    def children(result):
+        return query(conn, "SELECT step, status FROM pipeline_runs WHERE parent_run_id = %s ORDER BY id",
+                     (result.pipeline_run_id,))
+
+    def decisions():
+        return query(conn, "SELECT alert_id, actor, note, params FROM alert_actions WHERE action = 'auto_retrain' "
+                           "ORDER BY id")
+
+    off = run_pipeline(s, "daily", Trigger(actor="cron@host"))
+    assert [step for step, _ in children(off)] == list(PIPELINES["daily"]) and decisions() == []
+    on = s.replace(auto_retrain_on_drift=True)
+    wait = run_pipeline(on, "daily", Trigger(actor="cron@host"))
+    assert wait.ok and children(wait)[-1] == ("auto_retrain", "skipped")
+    [(aid, actor, note, params)] = decisions()
+    assert (aid, actor, params["decision"], params["new_labels"], params["threshold"]) == (
+        alert_id, "cron@host", "wait", 2, 3)
+    assert "only 2 products newly labelled (FEEDBACK_RETRAIN_MIN 3): not retraining" in note
+    assert query(conn, "SELECT count(*) FROM pipeline_runs WHERE step = 'train'") == [(1,)]  # the first only
+
+    _label_traffic(conn, s, 1, first=2)
+    go = run_pipeline(on, "daily", Trigger(actor="cron@host"))
+    assert go.ok, go.message
+    steps = children(go)
+    assert steps[-4:] == [("auto_retrain", "succeeded"), ("train", "succeeded"), ("evaluate", "succeeded"),
+                          ("promote", "succeeded")]
+    decision = decisions()[-1]
+    assert decision[3]["decision"] == "retrain" and decision[3]["new_labels"] == 3
+    run = store.get_run(conn, decision[3]["pipeline_run_id"])
+    assert run["step"] == "auto_retrain" and run["outputs"]["decision"] == "retrain"
+    trained = query(conn, "SELECT outputs, params FROM pipeline_runs WHERE step = 'train' AND parent_run_id = %s",
+                    (go.pipeline_run_id,))[0]
+    assert trained[0]["gate"] == "drift" and trained[0]["feedback_rows"] == 3
+    assert trained[1]["drift_decision_run_id"] == run["id"]
