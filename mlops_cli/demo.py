@@ -214,9 +214,10 @@ def recover(settings: Settings, traffic: "Traffic", monday: date, *, per_day: in
     progress(f"  retrained v{rec.retrained or '-'} (gate {rec.gate or '-'}, {rec.feedback_rows} feedback rows): "
              f"{rec.decision or retrain.message}; champion v{rec.champion}")
 
-    # The following days: drifted traffic on the champion, moderators keep labelling (enough a day
-    # for the performance check), until the performance-drift alert resolves.
-    per_day_labels = min(per_day, max(1, -(-settings.drift_min_samples // 2)))
+    # The following days: drifted traffic on the champion, moderators keep labelling (DRIFT_MIN_SAMPLES
+    # a day: the performance check then scores the champion's own labelled predictions, not the
+    # catalogue fallback), until no performance-drift alert is open (RECOVERY_DAYS at most).
+    per_day_labels = min(per_day, max(1, settings.drift_min_samples))
     for d in range(RECOVERY_DAYS):
         day = monday + timedelta(days=d)
         served_today = traffic.day(rec.champion, day, per_day, drift=drift, seed=9000 + d, keep=False)
@@ -224,7 +225,7 @@ def recover(settings: Settings, traffic: "Traffic", monday: date, *, per_day: in
         daily = run_pipeline(settings, "daily", scheduler, as_of=day + timedelta(days=1))
         state = _performance_state(settings, daily)
         rec.performance.append(f"{(day + timedelta(days=1)).isoformat()}: {state}")
-        if state.startswith("resolved"):
+        if state.startswith(("resolved", "no alert")):  # the champion's live F1 holds
             break
     progress("  performance drift: " + "; ".join(rec.performance))
 

@@ -133,12 +133,18 @@ def _sign_in_from_url(s: Settings) -> None:
     _sign_in(lambda: uiauth.sign_in_with_token(s, token), rerun=False)
 
 
-def _sign_in(check, rerun: bool = True) -> None:
+def _sign_in(check, rerun: bool = True, notice=None) -> None:
+    """notice: where a refusal shows (the sidebar above the sign-in expander: the expander may be
+    re-drawn closed by the rerun, and a message inside it would then be hidden)."""
     try:
         st.session_state[IDENTITY_KEY] = check().as_dict()
     except MlopsError as exc:
         st.session_state.pop(IDENTITY_KEY, None)
-        show_error(exc, icon=":material/lock:")
+        if notice is None:
+            show_error(exc, icon=":material/lock:")
+        else:
+            with notice:
+                show_error(exc, icon=":material/lock:")
         return
     if rerun:
         st.rerun()
@@ -150,7 +156,7 @@ def _sign_out() -> None:
         del st.session_state[key]
 
 
-def sign_in_form(s: Settings) -> None:
+def sign_in_form(s: Settings, notice=None) -> None:
     """The sign-in of the configured mode: name and password (users), or the token (token)."""
     try:
         how = uiauth.mode(s)
@@ -169,9 +175,9 @@ def sign_in_form(s: Settings) -> None:
         go = st.form_submit_button("Sign in", key="signin_submit", type="primary")
     if go:
         if how == "users":
-            _sign_in(lambda: uiauth.sign_in_with_password(s, name, password))
+            _sign_in(lambda: uiauth.sign_in_with_password(s, name, password), notice=notice)
         else:
-            _sign_in(lambda: uiauth.sign_in_with_token(s, token))
+            _sign_in(lambda: uiauth.sign_in_with_token(s, token), notice=notice)
 
 
 def sidebar() -> None:
@@ -184,8 +190,9 @@ def sidebar() -> None:
             st.button("Sign out", key="signout", on_click=_sign_out, icon=":material/logout:")
         else:
             st.markdown("Not signed in: read only")
+            notice = st.container()
             with st.expander("Sign in to act", expanded=False, icon=":material/login:"):
-                sign_in_form(s)
+                sign_in_form(s, notice)
         st.caption(f"Model **{s.model_name}**")
         from mlops_cli.db import redact
 

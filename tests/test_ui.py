@@ -174,7 +174,10 @@ def _seed_once(pg_server, artifact_root, catalogue) -> Seed:
     env = {"DATABASE_URL": _with_db(admin_url, name), "MLFLOW_TRACKING_URI": mlflow_url,
            "MLFLOW_ARTIFACT_ROOT": str(artifact_root), "MLOPS_HOME": home, "MODEL_NAME": f"ui-seed-{tag}",
            "MLFLOW_EXPERIMENT_NAME": f"ui-seed-{tag}", "NOTIFY_RETRIES": "0", "STEP_RETRY_DELAY": "0.05",
-           "MIN_F1_THRESHOLD": "0.05", "MLOPS_X_PATH": str(catalogue[0]), "MLOPS_Y_PATH": str(catalogue[1])}
+           "MIN_F1_THRESHOLD": "0.05", "MLOPS_X_PATH": str(catalogue[0]), "MLOPS_Y_PATH": str(catalogue[1]),
+           # the seed's weekly run is the all-skipped week: its 700 simulated labels must not open
+           # the feedback gate (tests/test_feedback_loop.py tests that gate)
+           "FEEDBACK_RETRAIN_MIN": "1000000"}
     s = config.load_settings(environ=env, dotenv=Path(os.devnull))
     t = Trigger(triggered_by="cli", actor="seed")
     x, y = (str(p) for p in catalogue)

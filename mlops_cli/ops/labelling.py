@@ -91,7 +91,7 @@ def risen_tokens(report: dict | None) -> set[str]:
     labels, ref, cur = feature.get("labels") or [], feature.get("reference") or [], feature.get("current") or []
     share = {lbl: (r, c) for lbl, r, c in zip(labels, ref, cur)}
     out = set()
-    for token, _contribution in feature.get("top") or ((report or {}).get("details") or {}).get("top_tokens") or []:
+    for token, _contribution in feature.get("top") or []:
         r, c = share.get(token, (None, None))
         if token != OTHER and r is not None and c > r:
             out.add(token)
