@@ -128,6 +128,7 @@ def run_demo(base: Settings, *, home: Path, weeks: int = 8, rows: int = 20_000, 
     progress(f"generating a {rows:,}-row catalogue in the Rakuten format ({settings.home / 'data'})")
     write_catalogue(settings.home / "data", rows=rows, seed=42)
     scheduler = Trigger(triggered_by="cron", actor="demo-scheduler")
+    db.open_db(settings).close()  # migrated before the serving logger starts: it creates day partitions
     traffic = Traffic(settings)
     history: list[Week] = []
     rolled_back, rolled_back_to = False, "-"
