@@ -23,6 +23,7 @@ if str(REPO) not in sys.path:  # a checkout without `pip install -e .`
 from mlops_cli import uiauth  # noqa: E402
 from mlops_cli.config import Settings, load_settings  # noqa: E402
 from mlops_cli.errors import Conflict, Invalid, MlopsError, NotFound, Unavailable  # noqa: E402
+from mlops_cli.jsonvalues import jsonable  # noqa: E402
 from mlops_cli.ops import common as ops_common, drift as ops_drift, runs as ops_runs  # noqa: E402
 from mlops_cli.vocab import Cause, values  # noqa: E402
 
@@ -264,11 +265,6 @@ def age(ts, now=None) -> str:
 
 def fmt_score(x, digits: int = 4) -> str:
     return "—" if x is None else f"{float(x):.{digits}f}"
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON for st.json (datetimes as ISO strings)."""
-    return json.loads(json.dumps(value, default=str))
 
 
 def frame(rows: list[dict], columns: list[str] | None = None):
