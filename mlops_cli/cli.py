@@ -22,14 +22,15 @@ import click
 from . import __version__
 from .config import load_settings
 from .vocab import RECORDABLE_ACTIONS, AlertStatus, Pipeline, RunStatus, values
-from .errors import Conflict, Invalid, MlopsError, NotFound, Unavailable
+from .errors import Conflict, Invalid, MlopsError, NotFound, TimedOut, Unavailable
 
 log = logging.getLogger("mlops_cli")
 
 DATE = click.DateTime(formats=["%Y-%m-%d"])
 # Exit code per error kind (errors.MlopsError.code). 1 stays the code of a refusal, as scripts
 # and the tests expect; 75 (EX_TEMPFAIL) tells cron and supervisors that a retry may succeed.
-EXIT_CODES = {MlopsError.code: 1, NotFound.code: 1, Conflict.code: 1, Invalid.code: 1, Unavailable.code: 75}
+EXIT_CODES = {MlopsError.code: 1, NotFound.code: 1, Conflict.code: 1, Invalid.code: 1, Unavailable.code: 75,
+              TimedOut.code: 1}
 
 
 # --- plumbing ---------------------------------------------------------------------------------

@@ -51,4 +51,11 @@ class TransientError(Unavailable):
     """A failure worth retrying (database or MLflow server unreachable)."""
 
 
-CODES = ("ERROR", NotFound.code, Conflict.code, Invalid.code, Unavailable.code)
+class TimedOut(MlopsError):
+    """A step ran past its time limit (STEP_TIMEOUT) and was stopped: its failure is recorded and
+    the next scheduled run starts it again (not retried within the run: it would time out again)."""
+
+    code = "TIMEOUT"
+
+
+CODES = ("ERROR", NotFound.code, Conflict.code, Invalid.code, Unavailable.code, TimedOut.code)

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 from . import db, store
 from .config import Settings
-from .errors import AlreadyRunning, Conflict, Invalid, MlopsError
+from .errors import AlreadyRunning, Conflict, Invalid, TimedOut
 from .runs import StepFailed, StepResult, Trigger, advisory_lock, recover_abandoned, with_retries
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,8 @@ class PipelineResult:
                 "message": self.message, "steps": [s.as_dict() for s in self.steps]}
 
 
-class StepTimeout(MlopsError):
-    pass
+class StepTimeout(TimedOut):
+    """Raised in the step by time_limit's alarm."""
 
 
 @contextmanager

@@ -227,8 +227,15 @@ def _error_text(exc: BaseException) -> str:
 
 
 
+# SQLSTATE classes worth retrying: 08 connection, 40 transaction rollback (serialization,
+# deadlock), 53 insufficient resources, 57 operator intervention (a shutdown, a cancel).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: the database or the MLflow server was unreachable for a moment."""
+    """Errors worth retrying: the database or the MLflow server was unreachable for a moment.
+    The one rule for the steps (with_retries) and the serving writer (serving/inference_log.py
+    adds only what is particular to a writer that starts before the schema)."""
     cause = exc.cause if isinstance(exc, StepFailed) else exc
     if isinstance(cause, TransientError):
         return True
@@ -236,6 +243,8 @@ def is_transient(exc: BaseException) -> bool:
         import psycopg2
 
         if isinstance(cause, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            return True
+        if isinstance(cause, psycopg2.Error) and (cause.pgcode or "")[:2] in TRANSIENT_SQLSTATE_CLASSES:
             return True
     except ImportError:  # pragma: no cover
         pass

@@ -22,7 +22,7 @@ if str(REPO) not in sys.path:  # a checkout without `pip install -e .`
 
 from mlops_cli import uiauth  # noqa: E402
 from mlops_cli.config import Settings, load_settings  # noqa: E402
-from mlops_cli.errors import Conflict, Invalid, MlopsError, NotFound, Unavailable  # noqa: E402
+from mlops_cli.errors import Conflict, Invalid, MlopsError, NotFound, TimedOut, Unavailable  # noqa: E402
 from mlops_cli.jsonvalues import jsonable  # noqa: E402
 from mlops_cli.ops import common as ops_common, drift as ops_drift, runs as ops_runs  # noqa: E402
 from mlops_cli.vocab import Cause, values  # noqa: E402
@@ -41,6 +41,7 @@ IDENTITY_KEY = "signed_in"  # session_state: {"name", "method"} once signed in (
 # How each kind of domain error is shown (errors.MlopsError.code): the message is the error's own.
 ERROR_ICONS = {NotFound.code: ":material/search_off:", Conflict.code: ":material/block:",
                Invalid.code: ":material/edit_off:", Unavailable.code: ":material/cloud_off:",
+               TimedOut.code: ":material/timer_off:",
                MlopsError.code: ":material/error:"}
 RETRY_HINT = " (a service is unreachable: try again in a moment)"
 

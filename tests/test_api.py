@@ -871,11 +871,11 @@ def test_error_codes_map_to_one_status_each():
     step answers by its cause's code."""
     from mlops_cli.api.errors import ERROR_CODE_TO_HTTP_STATUS, http_error
     from mlops_cli.errors import (AlreadyRunning, Conflict, Invalid, MlopsError, NotFound, NotReady,
-                                  SourceError, TransientError, Unavailable)
+                                  SourceError, TimedOut, TransientError, Unavailable)
     from mlops_cli.runs import StepFailed, StepResult
 
     expected = {NotFound: 404, Conflict: 409, NotReady: 409, AlreadyRunning: 409, Invalid: 409,
-                SourceError: 409, Unavailable: 503, TransientError: 503, MlopsError: 409}
+                SourceError: 409, Unavailable: 503, TransientError: 503, TimedOut: 504, MlopsError: 409}
     for cls, status in expected.items():
         error = http_error(cls("not found: no such thing"))  # the text says nothing of the status
         assert (error.status_code, error.detail) == (status, "not found: no such thing"), cls

@@ -42,7 +42,8 @@ def test_bad_setting_via_the_cli_is_a_clean_error(cli, monkeypatch):
 
 
 @pytest.mark.parametrize("error, code", [("NotFound", 1), ("Conflict", 1), ("Invalid", 1), ("SourceError", 1),
-                                         ("AlreadyRunning", 1), ("Unavailable", 75), ("TransientError", 75)])
+                                         ("AlreadyRunning", 1), ("Unavailable", 75), ("TransientError", 75),
+                                         ("TimedOut", 1)])
 def test_domain_errors_exit_with_the_code_of_their_kind(error, code):
     """cli.domain_errors maps an error's code to an exit code (cli.EXIT_CODES), never its text; the
     message is the error's, exactly. A failed step exits by its cause's code."""

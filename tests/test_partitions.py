@@ -19,7 +19,7 @@ import psycopg2
 import pytest
 
 from conftest import _admin, _with_db, query
-from mlops_cli import db, store
+from mlops_cli import db, partitions, store
 from mlops_cli.errors import TransientError
 from mlops_cli.runs import Trigger
 from mlops_cli.steps import retention
@@ -145,19 +145,19 @@ def test_migration_converts_a_populated_table_without_losing_a_row(old_schema_db
 # --- partitions ahead, the default partition ----------------------------------------------------------
 def test_partitions_ahead_and_a_day_without_partition_never_fails(conn, settings):
     today = datetime.now(UTC).date()
-    out = retention.ensure_partitions(conn, settings, today=today)
+    out = partitions.ensure_partitions(conn, settings, today=today)
     parts = _partitions(conn)
     for k in range(settings.inference_log_partitions_ahead + 1):
         assert store.partition_name(today + timedelta(days=k)) in parts
     assert len(out["created"]) == settings.inference_log_partitions_ahead + 1
-    assert retention.ensure_partitions(conn, settings, today=today)["created"] == []  # idempotent
+    assert partitions.ensure_partitions(conn, settings, today=today)["created"] == []  # idempotent
 
     far = today + timedelta(days=40)
     rows = [_row(datetime.combine(far, datetime.min.time(), tzinfo=UTC) + timedelta(hours=h), h) for h in range(5)]
     store.insert_inference_rows(conn, rows)  # no partition for that day: the default one takes them
     conn.commit()
     assert query(conn, f"SELECT count(*) FROM {store.DEFAULT_PARTITION}")[0][0] == 5
-    out = retention.ensure_partitions(conn, settings, today=today)
+    out = partitions.ensure_partitions(conn, settings, today=today)
     assert out["drained"] == {far.isoformat(): 5}
     assert query(conn, f"SELECT count(*) FROM {store.DEFAULT_PARTITION}")[0][0] == 0
     assert query(conn, f"SELECT count(*) FROM {store.partition_name(far)}")[0][0] == 5
@@ -253,7 +253,7 @@ def test_a_busy_table_is_never_waited_on_long(conn, settings, old_days, monkeypa
     """A long reader holds inference_log: the detach gives up after lock_timeout and retries (it
     never sits in the lock queue, where the serving writer would wait behind it); a writer goes on
     meanwhile; once the reader is done, the drop succeeds."""
-    monkeypatch.setattr(retention, "LOCK_ATTEMPTS", 3)
+    monkeypatch.setattr(partitions, "LOCK_ATTEMPTS", 3)
     s = settings.replace(inference_log_lock_timeout_ms=50)
     reader = db.connect(s)
     with reader.cursor() as cur:

@@ -15,7 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..errors import Conflict, Invalid, MlopsError, NotFound, Unavailable
+from ..errors import Conflict, Invalid, MlopsError, NotFound, TimedOut, Unavailable
 from ..runs import StepFailed
 from .schemas import storable
 
@@ -24,6 +24,7 @@ ERROR_CODE_TO_HTTP_STATUS = {
     Conflict.code: 409,
     Invalid.code: 409,
     Unavailable.code: 503,
+    TimedOut.code: 504,
     MlopsError.code: 409,
 }
 

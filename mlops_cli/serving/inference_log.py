@@ -35,18 +35,19 @@ log = logging.getLogger(__name__)
 
 
 def _transient(exc: BaseException) -> bool:
-    """A database outage (retry the same rows) rather than rows the database refuses."""
+    """A database outage (retry the same rows) rather than rows the database refuses: the
+    pipeline's rule (runs.is_transient), plus what only a writer that starts with the API meets:
+    the table not created yet (42P01: migrations still running), a socket error, and an error
+    with no SQLSTATE (the connection broke before the server answered)."""
     import psycopg2
 
-    from ..errors import TransientError
+    from ..runs import is_transient
 
-    if isinstance(exc, (TransientError, psycopg2.OperationalError, psycopg2.InterfaceError, OSError)):
+    if is_transient(exc) or isinstance(exc, OSError):
         return True
     if isinstance(exc, psycopg2.Error):
         code = getattr(exc, "pgcode", None) or ""
-        # 08 connection, 53 resources, 57 operator intervention (shutdown), 40 rollbacks, 42P01
-        # undefined table (migrations not applied yet): all worth retrying.
-        return code[:2] in ("08", "53", "57", "40") or code == "42P01" or not code
+        return code == "42P01" or not code
     return False
 
 
@@ -150,7 +151,7 @@ class InferenceLogger:
         # The day partitions of the coming days are made before the first write, off the request
         # path, on a short connection of their own (not the writer's); a failure is only logged
         # (a day without a partition goes to the default one).
-        from ..steps.retention import ensure_partitions_ahead
+        from ..partitions import ensure_partitions_ahead
 
         ensure_partitions_ahead(self.settings)
         self._run()

@@ -33,14 +33,13 @@ import hashlib
 import json
 import logging
 import os
-import time
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
 
 from .. import store
 from ..config import Settings
 from ..errors import Conflict, Invalid, TransientError
+from ..partitions import ensure_partitions, under_lock_timeout, utc_today
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..vocab import Step
 
@@ -49,8 +48,6 @@ log = logging.getLogger(__name__)
 STEP_PARTITIONS = Step.PARTITIONS.value
 STEP_ROLLUP = Step.ROLLUP.value
 STEP_RETENTION = Step.RETENTION.value
-LOCK_ATTEMPTS = 40          # a lock refused this many times in a row fails the step (it is retried)
-BACKOFF_MAX = 2.0           # seconds between attempts, at most
 FORMATS = ("csv", "csv.gz", "parquet")
 
 
@@ -58,97 +55,9 @@ def _midnight(d: date) -> datetime:
     return datetime.combine(d, dtime.min, tzinfo=timezone.utc)
 
 
-def _today(as_of=None) -> date:
-    if as_of is None:
-        return datetime.now(timezone.utc).date()
-    if isinstance(as_of, datetime):
-        return as_of.astimezone(timezone.utc).date()
-    return as_of
-
-
-def _lock_refused(exc: BaseException) -> bool:
-    from psycopg2 import errors
-
-    return isinstance(exc, (errors.LockNotAvailable, errors.DeadlockDetected))
-
-
-def under_lock_timeout(conn, settings: Settings, what: str, fn: Callable, attempts: int = LOCK_ATTEMPTS):
-    """fn(conn) in its own transaction under lock_timeout, committed; refused locks are retried
-    with a growing pause (the writer's COPY holds its locks for milliseconds), TransientError
-    after `attempts`."""
-    pause = 0.05
-    for attempt in range(1, attempts + 1):
-        try:
-            store.set_lock_timeout(conn, settings.inference_log_lock_timeout_ms)
-            result = fn(conn)
-            conn.commit()
-            return result
-        except Exception as exc:
-            conn.rollback()
-            if not _lock_refused(exc):
-                raise
-            log.info("%s: lock not granted within %d ms (attempt %d), retrying", what,
-                     settings.inference_log_lock_timeout_ms, attempt)
-            time.sleep(pause)
-            pause = min(BACKOFF_MAX, pause * 2)
-    raise TransientError(f"{what}: lock not granted in {attempts} attempts of "
-                         f"{settings.inference_log_lock_timeout_ms} ms (INFERENCE_LOG_LOCK_TIMEOUT_MS)")
-
-
-# --- partitions ---------------------------------------------------------------------------------------
-def ensure_partitions(conn, settings: Settings, *, today: date | None = None) -> dict:
-    """Partitions from `today` to INFERENCE_LOG_PARTITIONS_AHEAD days ahead, and the default
-    partition drained (rows of days within retention moved into their day's partition; older
-    ones are retention's). Commits each partition on its own. Returns what was done."""
-    today = _today(today)
-    horizon = today - timedelta(days=settings.inference_log_retention_days)
-    created, drained = [], {}
-    ahead = [today + timedelta(days=k) for k in range(max(0, settings.inference_log_partitions_ahead) + 1)]
-    waiting = {r["day"]: int(r["n"]) for r in store.default_partition_days(conn)}
-    conn.rollback()
-    for day in sorted(set(ahead) | {d for d in waiting if d >= horizon}):
-        def one(c, day=day):
-            moved = store.ensure_inference_partition(c, day)
-            if moved > 0:
-                store.delete_rollups(c, [day])  # they did not count the rows just moved in
-            return moved
-
-        moved = under_lock_timeout(conn, settings, f"partition of {day}", one)
-        if moved >= 0:
-            created.append(day.isoformat())
-        if moved > 0:
-            drained[day.isoformat()] = moved
-    return {"created": created, "drained": drained,
-            "ahead_until": ahead[-1].isoformat(), "partitions": len(store.inference_partitions(conn))}
-
-
-def ensure_partitions_ahead(settings: Settings, connect: Callable | None = None) -> dict | None:
-    """ensure_partitions on a connection of its own (the API at start). Never raises: a failure
-    is logged (the default partition takes the rows meanwhile)."""
-    from .. import db
-
-    conn = None
-    try:
-        conn = (connect or (lambda: db.connect(settings, application_name="mlops-partitions")))()
-        out = ensure_partitions(conn, settings)
-        if out["created"]:
-            log.info("inference_log partitions created: %s", ", ".join(out["created"]))
-        return out
-    except Exception as exc:  # serving goes on: rows for a missing day land in the default partition
-        log.warning("inference_log partitions not created ahead: %s", str(exc).strip())
-        return None
-    finally:
-        if conn is not None:
-            try:
-                conn.rollback()
-                conn.close()
-            except Exception:
-                pass
-
-
 def maintain_partitions(conn, settings: Settings, trigger: Trigger, *, as_of=None) -> StepResult:
     """The `partitions` step (see the module docstring)."""
-    today = _today(None)
+    today = utc_today(None)
 
     def body(step: StepRun) -> None:
         out = ensure_partitions(conn, settings, today=today)
@@ -321,7 +230,7 @@ def apply_retention(conn, settings: Settings, *, today: date | None = None, acto
                     run_id: int | None = None) -> dict:
     """Drop the day partitions wholly older than INFERENCE_LOG_RETENTION_DAYS (see the module
     docstring); purge the default partition's rows of those days."""
-    today = _today(today)
+    today = utc_today(today)
     horizon = _midnight(today - timedelta(days=settings.inference_log_retention_days))
     dropped = []
     for name in store.detached_partition_tables(conn):  # a run interrupted after its detach
@@ -343,7 +252,7 @@ def apply_retention(conn, settings: Settings, *, today: date | None = None, acto
 def retention(conn, settings: Settings, trigger: Trigger, *, as_of=None) -> StepResult:
     """The `retention` step (see the module docstring). Days are counted from today, not from a
     back-dated --as-of: re-running an old day's pipeline never drops more."""
-    today = _today(None)
+    today = utc_today(None)
 
     def body(step: StepRun) -> None:
         out = apply_retention(conn, settings, today=today, actor=trigger.actor, run_id=step.pipeline_run_id)
