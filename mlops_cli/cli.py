@@ -614,8 +614,7 @@ def alerts_ack(ctx, alert_id, by, note) -> None:
     """Acknowledge an alert: no more reminders until it escalates or resolves."""
     from .ops.alerts import acknowledge
 
-    row = acknowledge(open_conn(ctx), settings_of(ctx), alert_id, by=by, note=note)
-    click.echo(f"alert #{row['id']} ({row['cause']}, {row['level']}) acknowledged by {by}")
+    click.echo(acknowledge(open_conn(ctx), settings_of(ctx), alert_id, by=by, note=note).message)
 
 
 @alerts_group.command("clear")
@@ -627,8 +626,7 @@ def alerts_clear(ctx, by, note) -> None:
     """Resolve every open or acknowledged alert (PagerDuty incidents are resolved too)."""
     from .ops.alerts import clear
 
-    n = clear(open_conn(ctx), settings_of(ctx), by=by, note=note)
-    click.echo(f"{n} alert(s) cleared by {by}")
+    click.echo(clear(open_conn(ctx), settings_of(ctx), by=by, note=note).message)
 
 
 @alerts_group.command("resolve")
@@ -641,8 +639,7 @@ def alerts_resolve(ctx, alert_id, by, note) -> None:
     """Resolve one alert by hand (the channels it was sent to are told; PagerDuty resolved)."""
     from .ops.alerts import resolve
 
-    row = resolve(open_conn(ctx), settings_of(ctx), alert_id, by=by, note=note)
-    click.echo(f"alert #{row['id']} ({row['cause']}, {row['level']}) resolved by {by}")
+    click.echo(resolve(open_conn(ctx), settings_of(ctx), alert_id, by=by, note=note).message)
 
 
 @alerts_group.command("record")

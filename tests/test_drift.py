@@ -470,8 +470,11 @@ def test_cooldown_reminders_and_acknowledged_alerts(env, receiver):
     assert out["data_drift"]["action"] == "reminded" and out["data_drift"]["notified"] == ["log", "slack"]
     assert "still active" in receiver.bodies("/slack")[-1]["text"]
 
-    row = acknowledge(env.conn, s, alert_id, by="alice", note="looking at the new supplier feed")
+    acked = acknowledge(env.conn, s, alert_id, by="alice", note="looking at the new supplier feed")
+    row = acked.alert
     assert row["status"] == "acknowledged" and row["details"]["acknowledged_by"] == "alice"
+    assert acked.message == (f"alert #{alert_id} ({row['cause']}, {row['level']}) acknowledged by alice: "
+                             "no reminder until it escalates or resolves")
     out = cycle(env, s, as_of)  # acknowledged: no reminder
     assert out["data_drift"]["action"] == "updated" and out["data_drift"]["notified"] == []
     assert len(receiver.bodies("/slack")) == 2
@@ -509,7 +512,8 @@ def test_ack_clear_and_actions_are_audited(env, receiver, cli):
     listed = json.loads(cli("alerts", "list", "--json").output)
     assert [(a["id"], a["status"]) for a in listed] == [(alert_id, "acknowledged")]
 
-    assert clear(env.conn, s, by="bob", note="supplier fixed") == 1
+    cleared = clear(env.conn, s, by="bob", note="supplier fixed")
+    assert ([a["id"] for a in cleared.alerts], cleared.message) == ([alert_id], "1 alert(s) cleared by bob")
     assert list_alerts(env.conn, status="resolved")[0]["id"] == alert_id
     assert "Drift resolved" in receiver.bodies("/slack")[-1]["text"]  # the channels it was sent to
     r = cli("alerts", "clear", "--by", "bob")

@@ -271,7 +271,7 @@ def acknowledge_alert(request: Request, alert_id: Annotated[int, Path(ge=1, le=I
     actor = actor_of(request, body.by)
     with _conn(request) as conn:
         result = acknowledge(conn, request.app.state.settings, alert_id, by=actor, note=body.note)
-    return _result(result)
+    return _result(result.alert)
 
 
 @router.get("/runs", summary="Pipeline runs", response_model=Rows,

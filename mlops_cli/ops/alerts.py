@@ -6,6 +6,7 @@ decisions taken about them. Every action names who takes it and is audited in `a
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .. import store
@@ -16,6 +17,32 @@ from .common import Recorded, actor_of, found, one_of, required
 
 STATUSES = values(AlertStatus)
 ACTIONS = values(AlertAction)
+
+
+@dataclass
+class AlertsChanged:
+    """What acknowledge, resolve and clear did: the alerts as they are now, and the sentence every
+    front end shows."""
+
+    action: str
+    actor: str
+    alerts: list[dict] = field(default_factory=list)
+    message: str = ""
+
+    ok = True
+
+    @property
+    def alert(self) -> dict:
+        """The one alert acknowledge and resolve act on."""
+        return self.alerts[0]
+
+    @property
+    def status(self) -> str:
+        return {"acknowledge": "acknowledged", "resolve": "resolved", "clear": "cleared"}[self.action]
+
+    def as_dict(self) -> dict:
+        return {"ok": True, "status": self.status, "message": self.message, "action": self.action,
+                "actor": self.actor, "alert_ids": [a["id"] for a in self.alerts]}
 
 
 # --- reads --------------------------------------------------------------------------------------------
@@ -102,11 +129,12 @@ def investigate(conn, alert_id: int | None, by: str, note: str | None) -> Record
                     message="recorded: investigating, nothing else changes")
 
 
-def acknowledge(conn, settings: Settings, alert_id: int | None, *, by: str, note: str | None = None) -> dict:
+def acknowledge(conn, settings: Settings, alert_id: int | None, *, by: str,
+                note: str | None = None) -> AlertsChanged:
     """Mark an active alert acknowledged (no reminders until it escalates or resolves); audited.
 
     Unknown id: NotFound "No alert <id>"; a resolved alert cannot be acknowledged (Conflict).
-    Commits. Returns the alert.
+    Commits.
     """
     actor = actor_of(by)
     if alert_id is None:
@@ -122,7 +150,10 @@ def acknowledge(conn, settings: Settings, alert_id: int | None, *, by: str, note
                               note=(note or "").strip() or None,
                               params={"previous_status": row["status"], "level": row["level"]})
     conn.commit()
-    return store.get_alert(conn, row["id"])
+    now = store.get_alert(conn, row["id"])
+    return AlertsChanged(AlertAction.ACKNOWLEDGE.value, actor, [now],
+                         f"alert #{now['id']} ({now['cause']}, {now['level']}) acknowledged by {actor}: "
+                         "no reminder until it escalates or resolves")
 
 
 def _close(conn, settings: Settings, row: dict, action: AlertAction, actor: str, note: str | None) -> list[str]:
@@ -139,7 +170,7 @@ def _close(conn, settings: Settings, row: dict, action: AlertAction, actor: str,
     return send_at_level(conn, settings, msg, details.get("notified_level"), None)
 
 
-def resolve(conn, settings: Settings, alert_id: int, *, by: str, note: str | None = None) -> dict:
+def resolve(conn, settings: Settings, alert_id: int, *, by: str, note: str | None = None) -> AlertsChanged:
     """Resolve one active alert by hand (audited 'resolve'); the channels it was notified on are
     told (PagerDuty incident resolved). Commits."""
     actor = actor_of(by)
@@ -148,12 +179,14 @@ def resolve(conn, settings: Settings, alert_id: int, *, by: str, note: str | Non
         raise Conflict(f"Alert {alert_id} is already resolved")
     _close(conn, settings, row, AlertAction.RESOLVE, actor, note)
     conn.commit()
-    return store.get_alert(conn, row["id"])
+    now = store.get_alert(conn, row["id"])
+    return AlertsChanged(AlertAction.RESOLVE.value, actor, [now],
+                         f"alert #{now['id']} ({now['cause']}, {now['level']}) resolved by {actor}")
 
 
-def clear(conn, settings: Settings, *, by: str, note: str | None = None) -> int:
+def clear(conn, settings: Settings, *, by: str, note: str | None = None) -> AlertsChanged:
     """Resolve every open or acknowledged alert (one 'clear' audit row each, or one with no alert
-    when there was nothing to clear); returns how many were resolved. Commits."""
+    when there was nothing to clear). Commits."""
     actor = actor_of(by)
     rows = store.active_alerts(conn)
     for row in rows:
@@ -162,4 +195,5 @@ def clear(conn, settings: Settings, *, by: str, note: str | None = None) -> int:
         store.insert_alert_action(conn, alert_id=None, action=AlertAction.CLEAR.value, actor=actor, note=note,
                                   params={"cleared": 0})
     conn.commit()
-    return len(rows)
+    return AlertsChanged(AlertAction.CLEAR.value, actor, [store.get_alert(conn, r["id"]) for r in rows],
+                         f"{len(rows)} alert(s) cleared by {actor}")

@@ -145,13 +145,8 @@ with tab_ack:
             note = st.text_area("Note (optional)", key="alert_ack_note")
             go = st.form_submit_button("Acknowledge", key="alert_ack_submit")
         if go:
-            def acknowledged(row: dict) -> dict:
-                return {"ok": True, "status": row["status"],
-                        "message": f"alert #{row['id']} ({row['cause']}, {row['level']}) acknowledged by {who}: "
-                                   "no reminder until it escalates or resolves"}
-
-            common.run_action("alert_result_ack", lambda conn: acknowledged(ops_alerts.acknowledge(
-                conn, s, target_id, by=common.ui_trigger(who), note=note)), connect=True)
+            common.run_action("alert_result_ack", lambda conn: ops_alerts.acknowledge(
+                conn, s, target_id, by=common.ui_trigger(who), note=note), connect=True)
     common.show_result(st.session_state.get("alert_result_ack"))
 
 with tab_thresholds:
