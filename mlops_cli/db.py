@@ -67,7 +67,12 @@ def _embedded_server(settings: Settings):
     except Exception as exc:  # pgserver raises plain subprocess/OS errors
         log_file = pg_dir / "log"
         tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
-        raise Unavailable(f"Could not start the embedded PostgreSQL in {pg_dir}: {exc}\n{tail}") from exc
+        detail = str(exc).strip() or repr(exc)  # some of pgserver's errors have no text of their own
+        output = getattr(exc, "stderr", None) or getattr(exc, "output", None) or ""
+        if isinstance(output, bytes):
+            output = output.decode(errors="replace")
+        raise Unavailable(f"Could not start the embedded PostgreSQL in {pg_dir}: {detail}\n"
+                          f"{str(output)[-2000:]}{tail}".rstrip()) from exc
     _servers[pg_dir] = server
     return server
 

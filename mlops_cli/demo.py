@@ -98,11 +98,19 @@ def _worse(a: str, b: str) -> str:
     return a if LEVELS.index(a) >= LEVELS.index(b) else b
 
 
+# The demo's model search: the plain baseline and the three linear candidates the full search
+# picks from on catalogues of the demo's size (bench_train); eight candidates in each weekly
+# training would take much of the demo's 3 minutes. Production keeps TRAIN_SEARCH_MAX_CANDIDATES.
+DEMO_SEARCH_CANDIDATES = 4
+
+
 def demo_settings(base: Settings, home: Path) -> Settings:
-    """The demo's own home, on the embedded default, whatever DATABASE_URL says."""
+    """The demo's own home, on the embedded default, whatever DATABASE_URL says; a smaller model
+    search (DEMO_SEARCH_CANDIDATES) unless TRAIN_SEARCH_MAX_CANDIDATES asks for fewer."""
     return base.replace(home=home, database_url="", mlflow_tracking_uri="", artifact_root="",
                         notification_log="", x_path=str(home / "data" / "X_train_update.csv"),
-                        y_path=str(home / "data" / "Y_train_CVw08PX.csv"))
+                        y_path=str(home / "data" / "Y_train_CVw08PX.csv"),
+                        train_search_max_candidates=min(base.train_search_max_candidates, DEMO_SEARCH_CANDIDATES))
 
 
 def reset(settings: Settings) -> None:
@@ -112,7 +120,7 @@ def reset(settings: Settings) -> None:
     shutil.rmtree(settings.home, ignore_errors=True)
 
 
-def run_demo(base: Settings, *, home: Path, weeks: int = 8, rows: int = 20_000, per_day: int = 250,
+def run_demo(base: Settings, *, home: Path, weeks: int, rows: int, per_day: int = 250,
              drift_kind: str = "vocabulary", drift_weeks: int = 2, start: date | None = None,
              labels: int = LABELS, progress: Callable[[str], None] = log.info) -> DemoRun:
     from .pipeline import run_pipeline

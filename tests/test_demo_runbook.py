@@ -48,7 +48,7 @@ def demo_run(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MLFLOW_TRACKING_URI", "MODEL_NAME",
                                                             "MLFLOW_ARTIFACT_ROOT", "MLOPS_HOME")}
     # A 6,000-row catalogue starts with 2,400 products: its first model scores ~0.71, so the
-    # shortened demo promotes above 0.6 (the full demo keeps the 0.75 default on 20,000 rows).
+    # shortened demo promotes above 0.6 (the full demo keeps the 0.75 default on 12,000 rows).
     env["MIN_F1_THRESHOLD"] = "0.6"
     run = subprocess.run(
         [sys.executable, "-m", "mlops_cli.cli", "demo", "--weeks", "4", "--rows", "6000", "--per-day", "220",
