@@ -48,3 +48,27 @@ def print_table(rows: list[tuple], headers: tuple) -> None:
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
+def venv_python(venv: Path, pins: tuple, module: str) -> tuple[Path | None, str | None]:
+    """The python of a benchmark's own virtualenv with `pins` installed (created on first use) in
+    which `module` imports (a peer tool compared side by side: Evidently, NannyML), or (None, why not)."""
+    import subprocess
+    import sys
+
+    py = venv / "bin" / "python"
+    check = [str(py), "-c", f"import {module}; print({module}.__version__)"]
+    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return py, None
+    try:
+        if not py.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+        r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", *pins],
+                           capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            return None, f"pip install {' '.join(pins)} failed: {(r.stderr or r.stdout)[-1500:]}"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"could not create {venv}: {exc}"
+    if subprocess.run(check, capture_output=True).returncode != 0:
+        return None, f"{module} installed but does not import"
+    return py, None

@@ -45,7 +45,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_home, print_table, write_results  # noqa: E402
+from _common import bench_home, print_table, venv_python, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 EVIDENTLY_VENV = HERE / ".venv-evidently"
@@ -97,22 +97,7 @@ print(json.dumps(out))
 # --- Evidently in its own virtualenv ---------------------------------------------------------------
 def evidently_python() -> tuple[Path | None, str | None]:
     """The venv's python with evidently installed (created on first use), or (None, why not)."""
-    py = EVIDENTLY_VENV / "bin" / "python"
-    check = [str(py), "-c", "import evidently; print(evidently.__version__)"]
-    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return py, None
-    try:
-        if not py.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(EVIDENTLY_VENV)], check=True, capture_output=True)
-        r = subprocess.run([str(py), "-m", "pip", "install", "--quiet", *EVIDENTLY_PINS],
-                           capture_output=True, text=True, timeout=1800)
-        if r.returncode != 0:
-            return None, f"pip install {' '.join(EVIDENTLY_PINS)} failed: {(r.stderr or r.stdout)[-1500:]}"
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"could not create {EVIDENTLY_VENV}: {exc}"
-    if subprocess.run(check, capture_output=True).returncode != 0:
-        return None, "evidently installed but does not import"
-    return py, None
+    return venv_python(EVIDENTLY_VENV, EVIDENTLY_PINS, "evidently")
 
 
 def run_evidently(py: Path, ref_csv: Path, cur_csv: Path) -> dict:

@@ -11,12 +11,21 @@ process and MLflow's server is run as `python -m mlflow models serve`.
 Targets: p99 < 20 ms at concurrency 16 for `mlops serve`; its throughput >= 2x mlflow serve.
 Prints a table, writes benchmarks/results/bench_serve.json.
 
+--shadow adds the shadow challenger's cost (docs/shadow.md): a second version is trained and
+made the challenger, and two `mlops serve` run side by side, one without the shadow and one with
+it (SHADOW_ENABLED=true: every request also scored by the challenger in the shadow worker
+process, its rows written to shadow_predictions). At the highest concurrency they are loaded in
+turn, --rounds times each, alternating (a shared machine's load changes over a run: alternating
+spreads it over both); the medians are compared. Targets: throughput with the shadow >= 90% of
+without, p99 at most +15%.
+
 --floor adds a third server: the same API and workers with each single-product prediction
 replaced by one made at startup (the cleaned text of each request still goes to the inference
 log, which does its usual work). The gap between the two is what the model costs on this
 machine; the floor is what the rest of the stack (HTTP, validation, metrics, inference
 logging, the database, the load generator on the same CPUs) costs.
 Usage: python benchmarks/bench_serve.py [--rows 5000] [--requests 2000] [--workers 1] [--floor]
+       [--shadow [--rounds 3]]
 """
 
 from __future__ import annotations
@@ -46,19 +55,27 @@ from mlops_cli.steps.load import load
 from mlops_cli.steps.train import train
 from mlops_cli.synth import write_catalogue
 
-rows, out = int(sys.argv[1]), sys.argv[2]
+rows, out, with_challenger = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
 s = config.load_settings()
 x, y = write_catalogue(out, rows=rows, seed=3)
 conn = db.open_db(s)
 try:
     load(conn, s, Trigger(actor="bench"), x_path=str(x), y_path=str(y))
     result = train(conn, s, Trigger(actor="bench"), force=True)
+    # the challenger: trained the same way (its search too), so it costs what a real one does
+    second = train(conn, s, Trigger(actor="bench"), force=True) if with_challenger else None
 finally:
     conn.close()
 version = result.outputs["model_version"]
 registry.set_alias(s, registry.CHAMPION, version)
-print(json.dumps({"version": version, "tracking_uri": registry.tracking_uri(s), "x_path": str(x),
-                  "weighted_f1": result.outputs["weighted_f1"]}))
+challenger = None
+if second is not None:
+    challenger = second.outputs["model_version"]
+    registry.set_alias(s, registry.CHALLENGER, challenger)
+else:
+    registry.delete_alias(s, registry.CHALLENGER)  # train set it to the champion's version
+print(json.dumps({"version": version, "challenger": challenger, "tracking_uri": registry.tracking_uri(s),
+                  "x_path": str(x), "weighted_f1": result.outputs["weighted_f1"]}))
 """
 
 
@@ -121,6 +138,12 @@ def group_cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:  # field 5 of stat: process group id
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (with --workers 1 the API itself, not its shadow worker)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -249,6 +272,128 @@ def post(url: str, payload: dict) -> dict:
         return json.loads(r.read())
 
 
+def config_default(field: str):
+    from mlops_cli.config import Settings
+
+    return getattr(Settings(), field)
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as m:
+        return m.read().decode()
+
+
+def drain_shadow(port: int, timeout: float = 120.0) -> tuple[int, float]:
+    """(shadow items pending when called, seconds until none is): polled on /health."""
+    started = time.monotonic()
+    first = None
+    while time.monotonic() - started < timeout:
+        shadow = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())["shadow"]
+        first = shadow["pending"] if first is None else first
+        if shadow["pending"] <= 0:
+            break
+        time.sleep(0.05)
+    return first, round(time.monotonic() - started, 2)
+
+
+def shadow_comparison(args, data: Path, server_env: dict, bodies: list[bytes], concurrency: int,
+                      challenger: str, results: dict, extra: dict) -> None:
+    """`mlops serve` without and with the shadow, both up, loaded in alternating rounds at
+    `concurrency`; the medians and their ratios go to `extra["shadow"]` (see the docstring)."""
+    import statistics
+
+    names = {"without shadow": "false", "with shadow": "true"}
+    ports = {name: free_port() for name in names}
+    procs, logs = {}, {}
+    try:
+        for name, enabled in names.items():
+            logs[name] = open(data / f"shadow-{enabled}.log", "wb")
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "mlops_cli.cli", "serve", "--host", "127.0.0.1", "--port", str(ports[name]),
+                 "--workers", str(args.workers), "--log-level", "warning"],
+                env=dict(server_env, SHADOW_ENABLED=enabled,
+                         **({"SHADOW_NICE": str(args.shadow_nice)} if args.shadow_nice is not None else {})),
+                stdout=logs[name], stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+        for name in names:
+            wait_ready(f"http://127.0.0.1:{ports[name]}/health", procs[name])
+        # the shadow worker has loaded the challenger once /health names it
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{ports['with shadow']}/health").read())
+            if (health.get("shadow") or {}).get("challenger_version") == challenger:
+                break
+            time.sleep(0.25)
+        else:
+            raise RuntimeError(f"the shadow worker never loaded challenger v{challenger}: {health.get('shadow')}")
+        rounds: dict[str, list[dict]] = {name: [] for name in names}
+        for i in range(args.rounds):
+            order = list(names) if i % 2 == 0 else list(reversed(names))
+            for name in order:
+                cpu0, api0 = group_cpu_seconds(procs[name].pid), process_cpu_seconds(procs[name].pid)
+                r = run_load(ports[name], "/predict", bodies, concurrency, args.requests, args.time_limit)
+                warm = min(200, args.requests)
+                r["server_cpu_ms_per_request"] = round(  # the shadow worker is in the server's process group
+                    (group_cpu_seconds(procs[name].pid) - cpu0) * 1000 / max(1, r["requests"] + warm), 3)
+                if args.workers == 1:  # the API process alone: what the shadow costs the request path itself
+                    r["api_process_cpu_ms_per_request"] = round(
+                        (process_cpu_seconds(procs[name].pid) - api0) * 1000 / max(1, r["requests"] + warm), 3)
+                r["load_average_1m"] = round(os.getloadavg()[0], 2)
+                if name == "with shadow":
+                    # the shadow's backlog is scored before the next round: its CPU must not land on
+                    # the other server's round (a niced worker catches up after the load)
+                    r["shadow_pending_at_end"], r["shadow_drain_s"] = drain_shadow(ports[name])
+                    r["server_cpu_with_drain_ms_per_request"] = round(
+                        (group_cpu_seconds(procs[name].pid) - cpu0) * 1000 / max(1, r["requests"] + warm), 3)
+                rounds[name].append(r)
+                drained = (f"  shadow backlog {r['shadow_pending_at_end']} items, drained in {r['shadow_drain_s']:.1f}s, "
+                           f"CPU with it {r['server_cpu_with_drain_ms_per_request']:.2f} ms/request"
+                           if name == "with shadow" else "")
+                print(f"  {name} round {i + 1}: {r['rps']:>8.1f} req/s  p50 {r['p50_ms']:.2f} ms  p99 "
+                      f"{r['p99_ms']:.2f} ms  errors {r['errors']}  server CPU {r['server_cpu_ms_per_request']:.2f} "
+                      f"ms/request (API process {r.get('api_process_cpu_ms_per_request', float('nan')):.2f})  "
+                      f"load {r['load_average_1m']}{drained}", flush=True)
+        time.sleep(2.5)  # the shadow worker and the inference log drain
+        text = scrape(ports["with shadow"])
+    finally:
+        for name, proc in procs.items():
+            stop(proc)
+            logs[name].close()
+    summary = {}
+    for name, runs in rounds.items():
+        med = {k: round(statistics.median(r[k] for r in runs), 3)
+               for k in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_ms_per_request",
+                         "client_cpu_ms_per_request", "load_average_1m")}
+        med.update(requests=sum(r["requests"] for r in runs), errors=sum(r["errors"] for r in runs),
+                   seconds=round(sum(r["seconds"] for r in runs), 3))
+        if args.workers == 1:
+            med["api_process_cpu_ms_per_request"] = statistics.median(r["api_process_cpu_ms_per_request"] for r in runs)
+        if name == "with shadow":
+            med["shadow_drain_s"] = statistics.median(r["shadow_drain_s"] for r in runs)
+            med["server_cpu_with_drain_ms_per_request"] = statistics.median(
+                r["server_cpu_with_drain_ms_per_request"] for r in runs)
+        results[f"mlops serve {name} c={concurrency} (median of {len(runs)})"] = med
+        summary[name] = {"median": med, "rounds": runs}
+    a, b = summary["without shadow"]["median"], summary["with shadow"]["median"]
+    dropped = sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                  if ln.startswith("mlops_shadow_dropped_items_total{"))
+    extra["shadow"] = {
+        "concurrency": concurrency, "rounds": args.rounds, "challenger": challenger,
+        "shadow_nice": args.shadow_nice if args.shadow_nice is not None else config_default("shadow_nice"),
+        "rps_without": a["rps"], "rps_with": b["rps"], "throughput_ratio": round(b["rps"] / a["rps"], 3),
+        "p99_without_ms": a["p99_ms"], "p99_with_ms": b["p99_ms"], "p99_ratio": round(b["p99_ms"] / a["p99_ms"], 3),
+        "scored": metric(text, "mlops_shadow_scored_items_total"),
+        "written": metric(text, "mlops_shadow_written_rows_total"),
+        "errors": metric(text, "mlops_shadow_errors_total"), "dropped": dropped,
+        "drain_s_median": b["shadow_drain_s"],
+        "cpu_ms_per_request_without": a["server_cpu_ms_per_request"],
+        "api_process_cpu_ms_per_request_without": a.get("api_process_cpu_ms_per_request"),
+        "api_process_cpu_ms_per_request_with": b.get("api_process_cpu_ms_per_request"),
+        "cpu_ms_per_request_with_drain": b["server_cpu_with_drain_ms_per_request"],
+        "per_round": {name: s["rounds"] for name, s in summary.items()},
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=5000, help="catalogue rows to train on")
@@ -259,6 +404,11 @@ def main() -> int:
     ap.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve` (quick runs)")
     ap.add_argument("--floor", action="store_true",
                     help="also serve a canned prediction: what the stack costs without the model")
+    ap.add_argument("--shadow", action="store_true",
+                    help="also compare `mlops serve` with and without the shadow challenger (same run)")
+    ap.add_argument("--rounds", type=int, default=3, help="--shadow: alternating rounds of each")
+    ap.add_argument("--shadow-nice", type=int, default=None,
+                    help="--shadow: SHADOW_NICE of the shadow worker (default: the setting's default)")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -270,8 +420,8 @@ def main() -> int:
         data = Path(tempfile.mkdtemp(prefix="mlops-bench-data-"))
         print(f"training a model on {args.rows} generated rows ...", flush=True)
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", SETUP, str(args.rows), str(data)], env=env, check=True,
-                             capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", SETUP, str(args.rows), str(data), "1" if args.shadow else "0"],
+                             env=env, check=True, capture_output=True, text=True)
         info = json.loads(out.stdout.strip().splitlines()[-1])
         train_s = time.perf_counter() - t
         version = info["version"]
@@ -367,6 +517,9 @@ def main() -> int:
             finally:
                 stop(proc)
                 logs[name].close()
+        if args.shadow:
+            shadow_comparison(args, data, server_env, bodies["mlops serve"], max(levels), info["challenger"],
+                              results, extra)
         shutil.rmtree(data, ignore_errors=True)  # kept above when a server failed, for its log
 
     rows = [(k, v["requests"], v["errors"], f"{v['rps']:.1f}", f"{v['p50_ms']:.2f}", f"{v['p90_ms']:.2f}",
@@ -388,6 +541,10 @@ def main() -> int:
         if a and b:
             extra[f"speedup c={c}"] = round(a["rps"] / b["rps"], 2) if b["rps"] else None
             targets[f"throughput >= 2x mlflow serve at concurrency {c}"] = bool(b["rps"]) and a["rps"] >= 2 * b["rps"]
+    if "shadow" in extra:
+        sh = extra["shadow"]
+        targets[f"shadow costs <= 10% throughput at concurrency {sh['concurrency']}"] = sh["throughput_ratio"] >= 0.90
+        targets[f"shadow adds <= 15% to p99 at concurrency {sh['concurrency']}"] = sh["p99_ratio"] <= 1.15
     targets["no failed request"] = all(v["errors"] == 0 for v in results.values())
     print()
     for k, ok in targets.items():
@@ -396,6 +553,16 @@ def main() -> int:
         print(f"queueing floor at concurrency {top}: {top} x {ours['server_cpu_ms_per_request']:.2f} ms CPU "
               f"per request / {args.workers} worker(s) = {extra['queueing_floor_ms']} ms mean latency; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes included)")
+    if "shadow" in extra:
+        sh = extra["shadow"]
+        print(f"shadow at concurrency {sh['concurrency']} (median of {sh['rounds']} alternating rounds each): "
+              f"{sh['rps_without']:.1f} -> {sh['rps_with']:.1f} req/s (ratio {sh['throughput_ratio']:.3f}), p99 "
+              f"{sh['p99_without_ms']:.2f} -> {sh['p99_with_ms']:.2f} ms (ratio {sh['p99_ratio']:.3f}); challenger "
+              f"v{sh['challenger']}: {sh['scored']} scored, {sh['written']} rows written, {sh['dropped']} dropped, "
+              f"{sh['errors']} errors; server CPU per request {sh['cpu_ms_per_request_without']:.2f} -> "
+              f"{sh['cpu_ms_per_request_with_drain']:.2f} ms (the worker's included, backlog drained: median "
+              f"{sh['drain_s_median']:.1f}s after a round; SHADOW_NICE {sh['shadow_nice']}); the API process alone "
+              f"{sh['api_process_cpu_ms_per_request_without']} -> {sh['api_process_cpu_ms_per_request_with']} ms")
     print("inference log: {} rows written, {} buffered, {} dropped; same predictions as mlflow: {}".format(
         extra.get("inference_log_written_rows"), extra.get("inference_log_buffer_rows"),
         extra.get("inference_log_dropped_rows"), extra.get("same_predictions_as_mlflow")))

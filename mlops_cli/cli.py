@@ -663,19 +663,21 @@ def alerts_record(ctx, alert_id, action, by, note) -> None:
 @click.option("--warning", type=float, help="Drift score above which a WARNING is raised.")
 @click.option("--alert", "alert_", type=float, help="Score above which an ALERT (email, Slack) is raised.")
 @click.option("--critical", type=float, help="Score above which a CRITICAL (PagerDuty) is raised.")
+@click.option("--estimate-margin", type=float,
+              help="Drop of the estimated weighted F1 below the reference's that is a WARNING (ESTIMATE_MARGIN).")
 @click.option("--reset", is_flag=True, help="Drop the overrides: the settings (environment) apply again.")
 @click.option("--by", help="Who changes them (required to change or reset).")
 @click.option("--note", help="Why.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @domain_errors
-def thresholds_cmd(ctx, warning, alert_, critical, reset, by, note, as_json) -> None:
+def thresholds_cmd(ctx, warning, alert_, critical, estimate_margin, reset, by, note, as_json) -> None:
     """Show the drift thresholds in force, or change them (audited; overrides the environment)."""
     from .ops import thresholds as ops_thresholds
     from .render import to_json
 
     conn, s = open_conn(ctx), settings_of(ctx)
-    changing = any(v is not None for v in (warning, alert_, critical))
+    changing = any(v is not None for v in (warning, alert_, critical, estimate_margin))
     if changing or reset:
         if changing and reset:
             raise click.UsageError("Give new thresholds or --reset, not both")
@@ -684,13 +686,15 @@ def thresholds_cmd(ctx, warning, alert_, critical, reset, by, note, as_json) -> 
         if reset:
             ops_thresholds.reset(conn, by, note)
         else:
-            ops_thresholds.update(conn, s, by, warning=warning, alert=alert_, critical=critical, note=note)
+            ops_thresholds.update(conn, s, by, warning=warning, alert=alert_, critical=critical, note=note,
+                                  estimate_margin=estimate_margin)
     th = ops_thresholds.current(conn, s)
     if as_json:
         click.echo(to_json(th))
         return
     for level in ("warning", "alert", "critical"):
         click.echo(f"{level:9} {th[level]:g}  ({th['source'][level]})")
+    click.echo(f"estimate margin {th['estimate_margin']:g}  ({th['estimate_margin_source']})")
     if th["updated_by"]:
         click.echo(f"last changed by {th['updated_by']} at {th['updated_at']:%Y-%m-%d %H:%M:%S %Z}")
 

@@ -65,6 +65,14 @@ class Settings:
     min_f1_threshold: float = _env("MIN_F1_THRESHOLD", 0.75, float)
     min_improvement: float = _env("MIN_IMPROVEMENT", 0.0, float)
     promotion_require_beat_baseline: bool = _env("PROMOTION_REQUIRE_BEAT_BASELINE", True, _bool)
+    # --- shadow challenger: live evidence before promotion (serving/shadow.py, docs/shadow.md) ---
+    shadow_enabled: bool = _env("SHADOW_ENABLED", False, _bool)
+    shadow_min_requests: int = _env("SHADOW_MIN_REQUESTS", 0, int)  # 0: promotion needs no live evidence
+    shadow_min_labelled: int = _env("SHADOW_MIN_LABELLED", 30, int)
+    shadow_max_f1_loss: float = _env("SHADOW_MAX_F1_LOSS", 0.02, float)
+    shadow_queue_max: int = _env("SHADOW_QUEUE_MAX", 10000, int)
+    shadow_stall_seconds: float = _env("SHADOW_STALL_SECONDS", 30.0, float)
+    shadow_nice: int = _env("SHADOW_NICE", 19, int)  # the worker runs on the CPU the API leaves
     # --- pipeline ----------------------------------------------------------------------------
     step_retries: int = _env("STEP_RETRIES", 3, int)
     step_retry_delay: float = _env("STEP_RETRY_DELAY", 2.0, float)
@@ -92,6 +100,9 @@ class Settings:
     drift_alert_threshold: float = _env("DRIFT_ALERT_THRESHOLD", 0.2, float)
     drift_critical_threshold: float = _env("DRIFT_CRITICAL_THRESHOLD", 0.3, float)
     drift_min_samples: int = _env("DRIFT_MIN_SAMPLES", 200, int)
+    # estimated_performance alert: WARNING once the label-free weighted F1 estimate is this far
+    # below the reference's estimate (performance_estimate.py; the UI can override it)
+    estimate_margin: float = _env("ESTIMATE_MARGIN", 0.05, float)
     alert_cooldown_hours: float = _env("ALERT_COOLDOWN_HOURS", 24.0, float)
     # the daily pipeline retrains when a drift alert is active and FEEDBACK_RETRAIN_MIN new labels exist
     auto_retrain_on_drift: bool = _env("AUTO_RETRAIN_ON_DRIFT", False, _bool)
@@ -181,10 +192,16 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         raise Invalid("VALIDATION_FRACTION must be in (0, 1)")
     if s.train_search_max_candidates < 1 or s.train_search_seconds < 0:
         raise Invalid("TRAIN_SEARCH_MAX_CANDIDATES must be >= 1 and TRAIN_SEARCH_SECONDS >= 0")
+    if not 0 < s.estimate_margin < 1:
+        raise Invalid("ESTIMATE_MARGIN must be in (0, 1): a drop of weighted F1")
     if s.feedback_retrain_min < 1:
         raise Invalid("FEEDBACK_RETRAIN_MIN must be at least 1")
     if s.inference_log_retention_days < 31:
         raise Invalid("INFERENCE_LOG_RETENTION_DAYS must be at least 31 (the 30-day drift window reads its rows)")
     if s.inference_log_archive_format not in ("csv.gz", "parquet"):
         raise Invalid("INFERENCE_LOG_ARCHIVE_FORMAT must be csv.gz or parquet")
+    if s.shadow_min_requests < 0 or s.shadow_min_labelled < 0 or not 0 <= s.shadow_max_f1_loss <= 1:
+        raise Invalid("SHADOW_MIN_REQUESTS and SHADOW_MIN_LABELLED must be >= 0, SHADOW_MAX_F1_LOSS in [0, 1]")
+    if s.shadow_queue_max < 1 or not s.shadow_stall_seconds > 0 or not 0 <= s.shadow_nice <= 19:
+        raise Invalid("SHADOW_QUEUE_MAX must be at least 1, SHADOW_STALL_SECONDS above 0, SHADOW_NICE in 0..19")
     return s

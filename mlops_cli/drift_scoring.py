@@ -61,6 +61,8 @@ SCALES = {
             "2-bin PSI of the empty-description rate, and 2 x the increase of the OOV rate",
     "prediction": "max of corrected PSI of the predicted classes and of the confidence bins",
     "performance": "2 x max(0, baseline weighted F1 - window weighted F1)",
+    "estimated_performance": "warning threshold x max(0, reference estimate - window estimate) / ESTIMATE_MARGIN "
+                             "(label-free weighted F1 estimate; performance_estimate.py)",
 }
 
 

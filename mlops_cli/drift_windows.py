@@ -2,8 +2,9 @@
 per-day rollups that keep their cost from growing with traffic.
 
 A window's counts: predicted classes, script, language, model versions, the numeric features and
-confidence on the reference's bins, the totals (rows, empty descriptions, OOV sums) and the
-title-token sample (the newest TOKEN_DAY_SAMPLE titles of each UTC day).
+confidence on the reference's bins, the totals (rows, empty descriptions, OOV sums), the
+title-token sample (the newest TOKEN_DAY_SAMPLE titles of each UTC day) and the label-free
+performance estimate's sums (performance_estimate: integer sums of per-row terms, per class).
 
 Cost that does not grow with traffic: every closed UTC day of a window is read from its rollup
 (inference_rollups: the counts above, per model version, computed once by the daily pipeline's
@@ -22,12 +23,13 @@ from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable
 
-from . import stats, store, textstats
+from . import performance_estimate, stats, store, textstats
 from .categories import PRDTYPECODES
 from .reference import NUMERIC_FEATURES
 
 TOKEN_DAY_SAMPLE = 3_000     # newest titles of each UTC day used for the token distribution
-ROLLUP_SCHEMA = 1            # bump when what a rollup counts changes: old rollups are then ignored
+ROLLUP_SCHEMA = 2            # bump when what a rollup counts changes: old rollups are then ignored
+                             # (2: the performance estimate's sums, est_*)
 _CATEGORIES = {"script": list(textstats.SCRIPTS), "lang": list(textstats.LANGS)}
 _CODE_INDEX = {c: i for i, c in enumerate(PRDTYPECODES)}
 
@@ -37,7 +39,8 @@ def _empty_agg(edges: dict) -> dict:
            "numeric": {name: [0] * (len(edges[name]) + 1) for name in NUMERIC_FEATURES},
            "categorical": {name: [0] * len(values) for name, values in _CATEGORIES.items()},
            "classes": [0] * len(PRDTYPECODES), "unknown_classes": 0,
-           "confidence": [0] * (len(edges["confidence"]) + 1), "unknown": {"script": 0, "lang": 0}}
+           "confidence": [0] * (len(edges["confidence"]) + 1), "unknown": {"script": 0, "lang": 0},
+           "estimate": performance_estimate.empty_sums()}
     return agg
 
 
@@ -79,7 +82,7 @@ def rollup_bins(summary: dict) -> tuple[str, dict]:
     title tokens, the per-day token sample). References with the same bins share rollups."""
     bins = {"schema": ROLLUP_SCHEMA, "edges": _inner_edges(summary),
             "tokens": list((summary.get("tokens") or {}).get("categories") or []),
-            "token_day_sample": TOKEN_DAY_SAMPLE}
+            "token_day_sample": TOKEN_DAY_SAMPLE, "n_classes": performance_estimate.n_classes_of(summary)}
     key = hashlib.sha1(json.dumps(bins, sort_keys=True).encode()).hexdigest()
     return key, bins
 
@@ -112,7 +115,7 @@ _TOTALS = ("n", "n_empty", "oov_sum", "oov_tokens", "oov_rows")
 # only. Right after a promotion the window still holds the previous champion's answers, whose
 # classes and confidences are another model's (another family, another calibration): counting
 # them against the new reference raises a drift that is only the change of model.
-PREDICTION_FEATURES = ("predicted_code", "confidence")
+PREDICTION_FEATURES = ("predicted_code", "confidence") + performance_estimate.FEATURES
 
 
 def _agg_from_rows(edges: dict, cats: list[str], rows: Iterable[tuple], version: str | None = None) -> dict:
@@ -135,6 +138,8 @@ def _agg_from_rows(edges: dict, cats: list[str], rows: Iterable[tuple], version:
             agg["tokens"][-1] += n
         elif feature == "n_titles":
             agg["n_titles"] += n
+        elif feature.startswith(performance_estimate.PREFIX):
+            performance_estimate.add_row(agg["estimate"], feature, key, n)
         else:
             _add_row(agg, feature, key, n)
     return agg
@@ -160,10 +165,14 @@ def day_pieces(start: datetime, end: datetime) -> list[tuple]:
     return pieces
 
 
-def scan_piece(conn, edges: dict, cats: list[str], lo, lo_incl, hi, hi_incl) -> list[tuple]:
-    """The rollup rows of one range of rows, counted now (a day, or part of one)."""
+def scan_piece(conn, edges: dict, cats: list[str], lo, lo_incl, hi, hi_incl, *,
+               n_classes: int | None = None) -> list[tuple]:
+    """The rollup rows of one range of rows, counted now (a day, or part of one); n_classes: with
+    the performance estimate's sums (spread over that many classes)."""
     rows = store.inference_range_counts(conn, lo, hi, edges, lo_incl=lo_incl, hi_incl=hi_incl)
     titles = store.inference_range_titles(conn, lo, hi, TOKEN_DAY_SAMPLE, lo_incl=lo_incl, hi_incl=hi_incl)
+    if n_classes is not None:
+        rows = rows + store.inference_range_estimate_sums(conn, lo, hi, n_classes, lo_incl=lo_incl, hi_incl=hi_incl)
     return rows + _token_rows(titles, cats)
 
 
@@ -173,7 +182,7 @@ def compute_day_rollup(conn, summary: dict, day: date) -> dict:
     key, bins = rollup_bins(summary)
     lo, hi = _midnight(day), _midnight(day + timedelta(days=1))
     max_id = store.day_max_ids(conn, [day])[day]
-    rows = scan_piece(conn, bins["edges"], bins["tokens"], lo, True, hi, False)
+    rows = scan_piece(conn, bins["edges"], bins["tokens"], lo, True, hi, False, n_classes=bins["n_classes"])
     n_rows = sum(n for _mv, f, _k, n in rows if f == "n")
     return {"bins_key": key, "bins": bins, "n_rows": n_rows, "max_id": max_id, "rows": rows}
 
@@ -204,6 +213,9 @@ def windows_aggregates(conn, summary: dict, as_of: datetime, windows: Iterable[i
             titles = store.window_day_sample_titles(conn, as_of - timedelta(days=days), as_of, TOKEN_DAY_SAMPLE)
             tok = _agg_from_rows(edges, cats, _token_rows(titles, cats))
             agg["tokens"], agg["n_titles"] = tok["tokens"], tok["n_titles"]
+            agg["estimate"] = _agg_from_rows(edges, cats, store.inference_range_estimate_sums(
+                conn, as_of - timedelta(days=days), as_of, bins["n_classes"], lo_incl=False, hi_incl=True),
+                version)["estimate"]
             agg["sources"] = {"scan": "window"}
             out[days] = agg
         return out
@@ -237,7 +249,7 @@ def windows_aggregates(conn, summary: dict, as_of: datetime, windows: Iterable[i
                 continue
             piece = (lo, lo_incl, hi, hi_incl)
             if piece not in scanned:
-                scanned[piece] = scan_piece(conn, edges, cats, *piece)
+                scanned[piece] = scan_piece(conn, edges, cats, *piece, n_classes=bins["n_classes"])
             rows.extend(scanned[piece])
             scans += 1
         agg = _agg_from_rows(edges, cats, rows, version)

@@ -25,7 +25,7 @@ under "Details" too, so nothing is lost):
 - rollback: from_version, to_version, reason, actor
 - pipeline_failed: pipeline, step, pipeline_run_id (the pipeline's row), step_run_id (the failed
   step's row), error, attempts, slot
-- drift_alert / drift_resolved: level, scores {data, prediction, performance}, thresholds,
+- drift_alert / drift_resolved: level, scores {data, prediction, performance, estimated_performance}, thresholds,
   top_features (names, {feature, score} dicts or (name, score) pairs), samples, window,
   cause, dedup_key (PagerDuty incident key, e.g. "drift-data"; required to resolve)
 

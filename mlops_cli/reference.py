@@ -25,6 +25,10 @@ What is in the summary (all JSON-serialisable; bin edges via stats.edges_to_json
   and confidence bins
 - performance: weighted F1 of those served-style predictions (the baseline of performance
   drift), the evaluation's weighted/macro F1 and per-class F1 when given
+- estimate: the label-free performance estimate on the whole holdout, from its probabilities
+  truncated to what serving logs (top 3), with its band and per-class estimates, beside the
+  realized weighted F1 of the same predictions (performance_estimate.reference_estimate): the
+  baseline of the estimated_performance alert
 
 Training rows are taken in their NATURAL class mix (the catalogue's, which is what production
 sees), not the rebalanced fit set. Text features (tokens, script, language) are computed on a
@@ -46,6 +50,7 @@ import pandas as pd
 
 from . import stats, textstats
 from .categories import PRDTYPECODES
+from .performance_estimate import reference_estimate
 
 SCHEMA_VERSION = 1
 N_BINS = 10
@@ -138,6 +143,15 @@ def served_predictions(model, X) -> tuple[np.ndarray, np.ndarray]:
     return served_from_features(clf, Xt)
 
 
+def served_probabilities(model, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, probabilities, classes): the served codes (the classifier's `predict`) and every
+    class's calibrated probability, features computed once."""
+    clf, Xt = model, X
+    if hasattr(model, "steps") and len(model.steps) > 1:
+        clf, Xt = model.steps[-1][1], model[:-1].transform(X)
+    return np.asarray(clf.predict(Xt)), np.asarray(clf.predict_proba(Xt)), np.asarray(clf.classes_)
+
+
 def served_from_features(clf, Xt) -> tuple[np.ndarray, np.ndarray]:
     """served_predictions from the classifier and features already computed."""
     codes = np.asarray(clf.predict(Xt))
@@ -155,7 +169,8 @@ def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame,
     (columns designation, description; prdtypecode optional). holdout: the labelled holdout
     (designation, description, prdtypecode). evaluation: optional evaluate.score() output whose
     weighted/macro/per-class F1 are recorded as the evaluation's; its `y_pred` and, when present,
-    `confidence` (one per holdout row) are reused instead of predicting again.
+    `confidence` (one per holdout row) and `proba` with its `classes` (every class's probability,
+    for the estimate) are reused instead of predicting again.
     """
     if len(catalogue_train) == 0 or len(holdout) == 0:
         raise ValueError("build_reference needs training rows and holdout rows")
@@ -232,6 +247,13 @@ def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame,
     # the baseline of performance drift: predictions made the way serving makes them
     performance["baseline_weighted_f1"] = performance["served_weighted_f1"]
 
+    # the label-free estimate on the holdout (the evaluation's probabilities when given)
+    proba = None if evaluation is None else evaluation.get("proba")
+    classes = None if evaluation is None else evaluation.get("classes")
+    if proba is None or classes is None or len(proba) != len(holdout):
+        _, proba, classes = served_probabilities(model, holdout[["designation", "description"]])
+    estimate = reference_estimate(proba, classes, pred, y_true)
+
     summary = {
         "schema": SCHEMA_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -259,5 +281,6 @@ def build_reference(model, catalogue_train: pd.DataFrame, holdout: pd.DataFrame,
         "training_classes": _categorical(train["prdtypecode"].astype(int).tolist(), list(PRDTYPECODES))
         if "prdtypecode" in train.columns else None,
         "performance": performance,
+        "estimate": estimate,
     }
     return summary

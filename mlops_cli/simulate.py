@@ -8,8 +8,9 @@ without a running API:
     conn.commit()                       # the caller owns the transaction
 
 Products come from synth.generate_products (drift: none | vocabulary | length | classes), are
-predicted as the API predicts (reference.served_predictions: code = the model's predict,
-confidence = the probability of that code), get textstats.row_features with the model's own
+predicted as the API predicts (reference.served_probabilities: code = the model's predict,
+confidence = the probability of that code, top_k = the 3 most probable classes as the API logs
+them by default), get textstats.row_features with the model's own
 vocabulary, and are written to inference_log with COPY, with source='simulation',
 logged_at spread evenly over the days (a little jitter, never past the last day). A fraction
 `feedback_rate` of them gets a feedback row carrying the true label, two hours later.
@@ -29,7 +30,8 @@ import numpy as np
 
 from . import store, synth, textstats
 from .config import Settings
-from .reference import served_predictions
+from .performance_estimate import LOGGED_TOP_K, top_k_of
+from .reference import served_probabilities
 
 DEFAULT_UNIQUE = 5_000
 
@@ -59,7 +61,9 @@ def simulate_traffic(conn, settings: Settings, model, version, *, start, days: i
     total = int(days) * int(per_day)
     n_unique = max(1, min(total, int(unique_rows or DEFAULT_UNIQUE)))
     products = synth.generate_products(n_unique, seed=seed, drift=drift)
-    codes, confidence = served_predictions(model, products[["designation", "description"]])
+    codes, proba, classes = served_probabilities(model, products[["designation", "description"]])
+    confidence, (top_codes, top_proba) = top_k_of(proba, classes, codes, LOGGED_TOP_K)
+    top_codes, top_proba = top_codes.tolist(), top_proba.tolist()
     vocabulary = textstats.model_vocabulary(model)
     designation = products["designation"].tolist()
     description = products["description"].tolist()
@@ -84,6 +88,7 @@ def simulate_traffic(conn, settings: Settings, model, version, *, start, days: i
         "designation_len": len(designation[j]), "description_len": len(description[j]),
         "n_tokens": feats[j]["n_tokens"], "n_oov": feats[j]["n_oov"], "script": feats[j]["script"],
         "lang": feats[j]["lang"], "predicted_code": codes[j], "confidence": confidence[j],
+        "top_k": [{"prdtypecode": c, "probability": p} for c, p in zip(top_codes[j], top_proba[j])],
     } for j in range(n_unique)]
     store.copy_repeated_inferences(conn, templates, idx.tolist(), logged_at.tolist(), request_ids)
 

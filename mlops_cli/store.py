@@ -780,10 +780,14 @@ def products_loaded_between(conn, start, end, limit: int) -> list[dict]:
     )
 
 
+# the label-free performance estimate of a report (migration 012, performance_estimate.py)
+ESTIMATE_COLUMNS = ("estimated_weighted_f1", "estimated_f1_low", "estimated_f1_high", "reference_estimated_f1",
+                    "estimated_performance_drift_score", "realized_weighted_f1", "realized_n",
+                    "realized_estimated_f1")
 DRIFT_REPORT_COLUMNS = (
     "id, report_date, data_drift_score, prediction_drift_score, performance_drift_score, drift_detected, "
     "details, created_at, window_days, as_of, model_version, n_inferences, n_feedback, status, level, "
-    "pipeline_run_id"
+    "pipeline_run_id, " + ", ".join(ESTIMATE_COLUMNS)
 )
 
 
@@ -791,16 +795,19 @@ def insert_drift_report(conn, *, pipeline_run_id: int | None, report_date, windo
                         model_version: str | None, n_inferences: int, n_feedback: int, status: str,
                         level: str, data_drift_score: float | None, prediction_drift_score: float | None,
                         performance_drift_score: float | None, drift_detected: bool, details: dict,
-                        **_ignored) -> int:
+                        **more) -> int:
+    """`more`: the performance estimate's columns (ESTIMATE_COLUMNS; missing: NULL, realized_n 0);
+    other keys are ignored."""
+    estimate = [more.get(c, 0 if c == "realized_n" else None) for c in ESTIMATE_COLUMNS]
     return _scalar(
         conn,
-        """INSERT INTO drift_reports (report_date, data_drift_score, prediction_drift_score,
+        f"""INSERT INTO drift_reports (report_date, data_drift_score, prediction_drift_score,
                performance_drift_score, drift_detected, details, window_days, as_of, model_version,
-               n_inferences, n_feedback, status, level, pipeline_run_id)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+               n_inferences, n_feedback, status, level, pipeline_run_id, {", ".join(ESTIMATE_COLUMNS)})
+           VALUES ({", ".join(["%s"] * (14 + len(ESTIMATE_COLUMNS)))}) RETURNING id""",
         (report_date, data_drift_score, prediction_drift_score, performance_drift_score, drift_detected,
          _jsonb(details), window_days, as_of, model_version, n_inferences, n_feedback, status, level,
-         pipeline_run_id),
+         pipeline_run_id, *estimate),
     )
 
 
@@ -829,9 +836,9 @@ def drift_score_history(conn, *, days: int = 90, window_days: int | None = None)
     """Scores and levels of the reports of the last `days` days, oldest first, no details."""
     return _all(
         conn,
-        """SELECT id, report_date, as_of, window_days, status, level, drift_detected, data_drift_score,
+        f"""SELECT id, report_date, as_of, window_days, status, level, drift_detected, data_drift_score,
                   prediction_drift_score, performance_drift_score, n_inferences, n_feedback, model_version,
-                  pipeline_run_id
+                  pipeline_run_id, {", ".join(ESTIMATE_COLUMNS)}
            FROM drift_reports
            WHERE as_of > now() - make_interval(days => %(days)s)
              AND (%(w)s::int IS NULL OR window_days = %(w)s)
@@ -946,12 +953,14 @@ def _sim_field(value: Any) -> str:
         return "\\N"
     if isinstance(value, str):
         return _copy_text(value.replace("\x00", ""))
+    if isinstance(value, (dict, list)):  # top_k
+        return _copy_text(json.dumps(value))
     return str(value)
 
 
 SIMULATED_STATIC_COLUMNS = (
     "source", "model_version", "productid", "designation", "description", "designation_len",
-    "description_len", "n_tokens", "n_oov", "script", "lang", "predicted_code", "confidence",
+    "description_len", "n_tokens", "n_oov", "script", "lang", "predicted_code", "confidence", "top_k",
 )
 
 
@@ -997,6 +1006,94 @@ def insert_simulated_feedback(conn, request_ids: Sequence[str], true_codes: Sequ
            JOIN inference_log i ON i.request_id = t.request_id""",
         (submitted_by, float(delay_hours) * 3600.0, list(request_ids), [int(c) for c in true_codes]),
     )
+
+
+# === shadow challenger (migration 011, shadow_report.py, serving/shadow.py) =======================
+SHADOW_ROW_COLUMNS = ("logged_at", "request_id", "item_index", "champion_version", "champion_code",
+                      "challenger_version", "predicted_code", "confidence", "top_k", "latency_ms")
+
+
+def insert_shadow_rows(conn, rows: Sequence[dict]) -> int:
+    """shadow_predictions rows (dicts with SHADOW_ROW_COLUMNS; top_k a list) with one COPY."""
+    if not rows:
+        return 0
+    buf = io.StringIO("".join(["\t".join([_copy_value(r.get(c)) for c in SHADOW_ROW_COLUMNS]) + "\n" for r in rows]))
+    with conn.cursor() as cur:
+        cur.copy_expert(f"COPY shadow_predictions ({', '.join(SHADOW_ROW_COLUMNS)}) FROM STDIN WITH (FORMAT text)", buf)
+    return len(rows)
+
+
+# The latest label of each labelled request of a time range (%(lo)s, %(hi)s]: feedback names a
+# request by its request_id, or by the inference_log row it was tied to (whose request_id is
+# then read by primary key, from the log or from the rows retention kept). Driven by feedback,
+# so its cost follows the number of labels, not of predictions.
+_SHADOW_LABELS = """
+    labels AS (
+        SELECT DISTINCT ON (rid) rid, true_code FROM (
+            SELECT f.id, f.true_code,
+                   coalesce(f.request_id,
+                            (SELECT i.request_id FROM inference_log i
+                             WHERE i.id = f.inference_id AND i.logged_at = f.inference_logged_at),
+                            (SELECT r.request_id FROM inference_log_retained r WHERE r.id = f.inference_id)) AS rid
+            FROM feedback f
+            WHERE (f.inference_logged_at > %(lo)s AND f.inference_logged_at <= %(hi)s)
+               OR (f.inference_id IS NULL AND f.request_id IS NOT NULL)) x  -- not tied (yet): few
+        WHERE rid IS NOT NULL
+        ORDER BY rid, id DESC)"""
+_SHADOW_FILTER = """s.logged_at > %(start)s AND s.logged_at <= %(end)s
+        AND (%(challenger)s::text IS NULL OR s.challenger_version = %(challenger)s::text)
+        AND (%(champion)s::text IS NULL OR s.champion_version = %(champion)s::text)"""
+
+
+def shadow_counts(conn, start, end, *, champion_version: str | None = None,
+                  challenger_version: str | None = None) -> tuple[list[dict], list[dict]]:
+    """The shadow rows of start < logged_at <= end (None: unbounded), optionally of one
+    (champion, challenger) pair, grouped: ([{champion_version, challenger_version, champion_code,
+    predicted_code, n}], the labelled ones [{..., true_code, n}] with each request's latest label)."""
+    from datetime import timedelta
+
+    params = {"start": start, "end": end, "champion": champion_version, "challenger": challenger_version}
+    if start is None or end is None:
+        bounds = _one(conn, """SELECT min(logged_at) AS lo, max(logged_at) AS hi FROM shadow_predictions
+                               WHERE (%(challenger)s::text IS NULL OR challenger_version = %(challenger)s::text)
+                                 AND (%(champion)s::text IS NULL OR champion_version = %(champion)s::text)""", params)
+        if bounds["lo"] is None:
+            return [], []
+        if start is None:
+            params["start"] = bounds["lo"] - timedelta(microseconds=1)
+        if end is None:
+            params["end"] = bounds["hi"]
+    counts = _all(conn, f"""SELECT s.champion_version, s.challenger_version, s.champion_code, s.predicted_code,
+                                   count(*) AS n
+                            FROM shadow_predictions s WHERE {_SHADOW_FILTER} GROUP BY 1, 2, 3, 4""", params)
+    if not counts:
+        return [], []
+    # the labels' window a little wider than the rows': a shadow row's time is its request's, taken
+    # within a millisecond of the champion's inference_log row
+    params.update(lo=params["start"] - timedelta(minutes=1), hi=params["end"] + timedelta(minutes=1))
+    labelled = _all(conn, f"""WITH {_SHADOW_LABELS}
+                              SELECT s.champion_version, s.challenger_version, l.true_code, s.champion_code,
+                                     s.predicted_code, count(*) AS n
+                              FROM labels l JOIN shadow_predictions s ON s.request_id = l.rid
+                              WHERE {_SHADOW_FILTER} GROUP BY 1, 2, 3, 4, 5""", params)
+    return counts, labelled
+
+
+def set_drift_report_shadow(conn, report_id: int, shadow: dict | None) -> None:
+    _exec(conn, "UPDATE drift_reports SET shadow = %s WHERE id = %s", (_jsonb(shadow) if shadow else None, report_id))
+
+
+def drift_report_shadows(conn, *, limit: int = 60) -> list[dict]:
+    """The shadow sections of the latest drift reports that have one, newest first."""
+    return _all(conn, """SELECT id, report_date, as_of, window_days, model_version, shadow FROM drift_reports
+                         WHERE shadow IS NOT NULL ORDER BY id DESC LIMIT %s""", (int(limit),))
+
+
+def delete_shadow_rows_before(conn, before, limit: int) -> int:
+    """Delete at most `limit` of the oldest shadow rows logged before `before`; how many."""
+    return _exec(conn, """DELETE FROM shadow_predictions WHERE id IN (
+                              SELECT id FROM shadow_predictions WHERE logged_at < %s ORDER BY logged_at LIMIT %s)""",
+                 (before, int(limit)))
 
 
 # === notifications ==============================================================================
@@ -1341,6 +1438,103 @@ def inference_range_counts(conn, lo, hi, edges: dict[str, list[float]], *, lo_in
         key = r[columns[i]]
         out.append((mv, _PIECE_SETS[i], None if key is None else str(key), int(r["n"])))
     return out
+
+
+# The classes a logged row lists besides its predicted one: its top_k entries (at most
+# EST_TOP_K_MAX, the API's largest top_k) other than the predicted code, probability clipped to
+# [0, 1]; an entry that is not {"prdtypecode": number, "probability": number} and a top_k that is
+# not an array are skipped. Read by position, as plain expressions: no set-returning function and
+# no subquery per row (~4x cheaper than jsonb_array_elements).
+EST_TOP_K_MAX = 10
+
+
+def _est_listed_sql(where: str) -> str:
+    """SELECT mv, c, conf, oc0..ocN, q0..qN, n, s of the rows of `where`: oc_j / q_j the j-th listed
+    class other than the predicted one and its probability (NULL where not), n how many, s their
+    probability. Each level is kept apart (OFFSET 0) so that an entry is read once, not once per
+    expression using it."""
+    j_range = range(EST_TOP_K_MAX)
+    entries = ", ".join(f"CASE WHEN len > {j} THEN tk->{j} END AS e{j}" for j in j_range)
+    parsed = ", ".join(
+        f"CASE WHEN jsonb_typeof(e{j}->'prdtypecode') = 'number' AND jsonb_typeof(e{j}->'probability') = 'number' "
+        f"THEN (e{j}->'prdtypecode')::numeric::int END AS code{j}, e{j}" for j in j_range)
+    others = ", ".join(f"CASE WHEN code{j} <> c THEN code{j} END AS oc{j}, "
+                       f"CASE WHEN code{j} <> c THEN least(greatest((e{j}->'probability')::float8, 0), 1) END AS q{j}"
+                       for j in j_range)
+    return f"""
+        SELECT *, {" + ".join(f"(q{j} IS NOT NULL)::int" for j in j_range)} AS n,
+               {" + ".join(f"coalesce(q{j}, 0)" for j in j_range)} AS s
+        FROM (SELECT mv, c, conf, {others}
+              FROM (SELECT mv, c, conf, {parsed}
+                    FROM (SELECT mv, c, conf, {entries}
+                          FROM (SELECT model_version AS mv, predicted_code AS c,
+                                       least(greatest(confidence, 0), 1) AS conf, top_k AS tk,
+                                       CASE WHEN jsonb_typeof(top_k) = 'array' THEN jsonb_array_length(top_k)
+                                            ELSE 0 END AS len
+                                FROM inference_log WHERE {where} OFFSET 0) l0
+                          OFFSET 0) l1
+                    OFFSET 0) l2
+              OFFSET 0) l3"""
+
+
+def inference_range_estimate_sums(conn, lo, hi, n_classes: int, *, lo_incl: bool = True,
+                                  hi_incl: bool = False) -> list[tuple]:
+    """The performance estimate's additive sums of the rows in one range of logged_at, per model
+    version: [(model_version, feature, key, n)] with the features of performance_estimate.FEATURES
+    (the same terms as performance_estimate.row_sums, each rounded to 1/SCALE before summing, so
+    that any split of the rows into ranges sums to the same integers). n_classes: K, the classes
+    the mass the listed classes leave is spread over evenly. One pass over the rows."""
+    from .performance_estimate import SCALE, empty_sums, sums_rows
+
+    listed = " UNION ALL ".join(
+        f"""SELECT mv, oc{j}, NULL::bigint, NULL::numeric, NULL::numeric, sum(round((q{j} - t) * %(sc)s)::bigint),
+                   sum(round((q{j} * q{j} - t * t) * %(sc)s)::bigint), NULL::numeric, NULL::numeric, NULL::numeric
+            FROM r WHERE q{j} IS NOT NULL GROUP BY mv, oc{j}""" for j in range(EST_TOP_K_MAX))
+    sql = f"""
+        WITH r AS MATERIALIZED (
+            SELECT *, greatest(0, 1 - conf - s) AS rest,
+                   CASE WHEN %(k)s > 1 + n THEN greatest(0, 1 - conf - s) / (%(k)s - 1 - n) ELSE 0 END AS t
+            FROM ({_est_listed_sql(_range_sql(lo_incl, hi_incl))}) x
+        )
+        SELECT mv, c AS code, count(*) AS pred,
+               sum(round(conf * %(sc)s)::bigint) AS tp, sum(round(conf * conf * %(sc)s)::bigint) AS tp2,
+               sum(round((conf - t) * %(sc)s)::bigint) AS s, sum(round((conf * conf - t * t) * %(sc)s)::bigint) AS s2,
+               sum(round(t * %(sc)s)::bigint) AS tail, sum(round(t * t * %(sc)s)::bigint) AS tail2,
+               sum(round(rest * %(sc)s)::bigint) AS rest
+        FROM r GROUP BY mv, c
+        UNION ALL {listed}"""
+    by_version: dict = {}
+    for r in _all(conn, sql, {"lo": lo, "hi": hi, "k": int(n_classes), "sc": SCALE}):
+        sums = by_version.setdefault(r["mv"], empty_sums())
+        cls = sums["classes"].setdefault(int(r["code"]), {})
+        for name in ("pred", "tp", "tp2", "s", "s2"):
+            if r[name] is not None:
+                cls[name] = cls.get(name, 0) + int(r[name])
+        if r["pred"] is not None:
+            sums["n"] += int(r["pred"])
+            for name in ("tail", "tail2", "rest"):
+                sums[name] += int(r[name])
+    return [row for mv, sums in by_version.items() for row in sums_rows(sums, mv)]
+
+
+def window_feedback_predictions(conn, start, end, version: str | None = None) -> list[tuple]:
+    """(true_code, predicted_code, confidence, top_k) of the window's predictions that got
+    feedback (the latest label of each; version: that model version's predictions only): the
+    realized F1 and the estimate on the same rows. Reads the labelled rows by primary key."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT x.true_code, i.predicted_code, i.confidence, i.top_k FROM (
+                   SELECT DISTINCT ON (f.inference_id) f.inference_id, f.inference_logged_at, f.true_code
+                   FROM feedback f
+                   WHERE f.inference_id IS NOT NULL
+                     AND f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
+                     AND (%(v)s::text IS NULL OR f.model_version = %(v)s::text)
+                   ORDER BY f.inference_id, f.id DESC) x
+               JOIN inference_log i ON i.id = x.inference_id AND i.logged_at = x.inference_logged_at
+               ORDER BY x.inference_id""",
+            {"s": start, "e": end, "v": version},
+        )
+        return [(int(t), int(p), float(c), k) for t, p, c, k in cur.fetchall()]
 
 
 def inference_range_titles(conn, lo, hi, limit: int, *, lo_incl: bool = True,

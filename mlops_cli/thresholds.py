@@ -2,7 +2,8 @@
 
 The environment (DRIFT_WARNING/ALERT/CRITICAL_THRESHOLD, config.Settings) gives the defaults; a
 person overrides them from the UI, the API or `mlops thresholds` (app_settings rows, every change
-audited as an `adjust_thresholds` row of alert_actions). The drift step reads the values in force
+audited as an `adjust_thresholds` row of alert_actions). ESTIMATE_MARGIN, the margin of the
+estimated-performance alert (performance_estimate.py), is overridden the same way. The drift step reads the values in force
 to set each report's level, the alert step to decide on alerts (steps/drift.py, steps/alert.py).
 """
 
@@ -19,15 +20,17 @@ log = logging.getLogger(__name__)
 
 THRESHOLD_KEYS = {"warning": "drift_warning_threshold", "alert": "drift_alert_threshold",
                   "critical": "drift_critical_threshold"}
+MARGIN = "estimate_margin"   # the app_settings key, the Settings field and the name in the results
 
 
 def effective_thresholds(conn, settings: Settings) -> dict:
     """The drift thresholds in force: app_settings overrides (set by a person) else the settings.
 
     Returns {"warning", "alert", "critical", "source": {level: "app_settings"|"settings"},
-    "updated_by", "updated_at"} (the last two from the newest override, else None).
+    "updated_by", "updated_at", "estimate_margin", "estimate_margin_source"} (updated_by/at from
+    the newest override of a threshold, else None).
     """
-    rows = store.get_app_settings(conn, list(THRESHOLD_KEYS.values()))
+    rows = store.get_app_settings(conn, list(THRESHOLD_KEYS.values()) + [MARGIN])
     out: dict = {}
     source: dict = {}
     newest = None
@@ -50,15 +53,40 @@ def effective_thresholds(conn, settings: Settings) -> dict:
         out = {level: float(getattr(settings, key)) for level, key in THRESHOLD_KEYS.items()}
         source = {level: "settings" for level in THRESHOLD_KEYS}
         newest = None
+    margin = _number(rows.get(MARGIN))
+    if margin is not None and 0 < margin < 1:
+        out[MARGIN], out[f"{MARGIN}_source"] = margin, "app_settings"
+    else:
+        out[MARGIN], out[f"{MARGIN}_source"] = float(settings.estimate_margin), "settings"
     out["source"] = source
     out["updated_by"] = newest["updated_by"] if newest else None
     out["updated_at"] = newest["updated_at"] if newest else None
     return out
 
 
-def _overrides(conn) -> dict:
-    rows = store.get_app_settings(conn, list(THRESHOLD_KEYS.values()))
-    return {level: (rows[key]["value"] if key in rows else None) for level, key in THRESHOLD_KEYS.items()}
+def _number(row: dict | None) -> float | None:
+    try:
+        value = None if row is None else float(row["value"])
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _overrides(conn, *, thresholds: bool = True, margin: bool = False) -> dict:
+    """The app_settings overrides (None: not overridden) of the thresholds and/or the margin."""
+    keys = {**(THRESHOLD_KEYS if thresholds else {}), **({MARGIN: MARGIN} if margin else {})}
+    rows = store.get_app_settings(conn, list(keys.values()))
+    return {name: (rows[key]["value"] if key in rows else None) for name, key in keys.items()}
+
+
+def _check_margin(margin) -> float:
+    try:
+        m = float(margin)
+    except (TypeError, ValueError):
+        raise Invalid(f"The estimate margin must be a number, got {margin!r}") from None
+    if not math.isfinite(m) or not 0 < m < 1:
+        raise Invalid(f"The estimate margin must be in (0, 1) (a drop of weighted F1), got {m:g}")
+    return m
 
 
 def _check_thresholds(warning, alert, critical) -> tuple[float, float, float]:
@@ -72,20 +100,31 @@ def _check_thresholds(warning, alert, critical) -> tuple[float, float, float]:
     return w, a, c
 
 
-def set_thresholds(conn, warning: float, alert: float, critical: float, by: str,
-                   note: str | None = None) -> dict:
+def set_thresholds(conn, warning: float | None, alert: float | None, critical: float | None, by: str,
+                   note: str | None = None, estimate_margin: float | None = None) -> dict:
     """Override the drift thresholds (app_settings), audited in alert_actions; commits.
 
-    Validates 0 < warning < alert < critical (Invalid otherwise). Returns the new values,
-    the previous overrides (None when there were none) and the audit row id.
+    Validates 0 < warning < alert < critical (Invalid otherwise); all three None: the thresholds
+    are left as they are (a change of the estimate margin alone). estimate_margin: in (0, 1), None
+    keeps it. Returns the new values, the previous overrides (None when there were none) and the
+    audit row id.
     """
-    w, a, c = _check_thresholds(warning, alert, critical)
+    given = [x is not None for x in (warning, alert, critical)]
+    if any(given) and not all(given):
+        raise Invalid("Give the three thresholds together (update_thresholds merges a partial change)")
+    if not any(given) and estimate_margin is None:
+        raise Invalid("Give thresholds or an estimate margin to change")
+    new: dict = {}
+    if all(given):
+        w, a, c = _check_thresholds(warning, alert, critical)
+        new = {"warning": w, "alert": a, "critical": c}
+    if estimate_margin is not None:
+        new[MARGIN] = _check_margin(estimate_margin)
     if not by or not str(by).strip():
         raise Invalid("Say who changes the thresholds (--by NAME)")
-    old = _overrides(conn)
-    new = {"warning": w, "alert": a, "critical": c}
-    for level, key in THRESHOLD_KEYS.items():
-        store.upsert_app_setting(conn, key, new[level], by)
+    old = _overrides(conn, thresholds=all(given), margin=estimate_margin is not None)
+    for name, value in new.items():
+        store.upsert_app_setting(conn, THRESHOLD_KEYS.get(name, name), value, by)
     action_id = store.insert_alert_action(conn, alert_id=None, action="adjust_thresholds", actor=str(by),
                                           note=note, params={"old": old, "new": new})
     conn.commit()
@@ -95,19 +134,23 @@ def set_thresholds(conn, warning: float, alert: float, critical: float, by: str,
 
 def update_thresholds(conn, settings: Settings, actor: str, *, warning: float | None = None,
                       alert: float | None = None, critical: float | None = None,
-                      note: str | None = None) -> dict:
+                      note: str | None = None, estimate_margin: float | None = None) -> dict:
     """Change some of the thresholds: a value not given keeps the one in force (override or
-    setting); the three together must still satisfy 0 < warning < alert < critical. Audited
-    and committed by set_thresholds. Returns the thresholds now in force (effective_thresholds).
+    setting); the three together must still satisfy 0 < warning < alert < critical. The estimate
+    margin alone changes no threshold. Audited and committed by set_thresholds. Returns the
+    thresholds now in force (effective_thresholds).
 
     Invalid when no value is given (nothing to change) or the result is out of order.
     """
     given = {"warning": warning, "alert": alert, "critical": critical}
-    if all(v is None for v in given.values()):
+    if all(v is None for v in given.values()) and estimate_margin is None:
         raise Invalid("Give at least one threshold to change (warning, alert or critical)")
-    current = effective_thresholds(conn, settings)
-    merged = {level: current[level] if v is None else v for level, v in given.items()}
-    set_thresholds(conn, merged["warning"], merged["alert"], merged["critical"], actor, note)
+    merged: dict = {level: None for level in given}
+    if any(v is not None for v in given.values()):
+        current = effective_thresholds(conn, settings)
+        merged = {level: current[level] if v is None else v for level, v in given.items()}
+    set_thresholds(conn, merged["warning"], merged["alert"], merged["critical"], actor, note,
+                   estimate_margin=estimate_margin)
     return effective_thresholds(conn, settings)
 
 
@@ -116,7 +159,10 @@ def reset_thresholds(conn, by: str, note: str | None = None) -> dict:
     if not by or not str(by).strip():
         raise Invalid("Say who resets the thresholds (--by NAME)")
     old = _overrides(conn)
-    store.delete_app_settings(conn, list(THRESHOLD_KEYS.values()))
+    margin = _overrides(conn, thresholds=False, margin=True)
+    if margin[MARGIN] is not None:
+        old.update(margin)
+    store.delete_app_settings(conn, list(THRESHOLD_KEYS.values()) + [MARGIN])
     action_id = store.insert_alert_action(conn, alert_id=None, action="adjust_thresholds", actor=str(by),
                                           note=note, params={"old": old, "new": None, "reset": True})
     conn.commit()

@@ -75,11 +75,13 @@ ALERT_LEVELS: tuple[str, ...] = (Level.CRITICAL.value, Level.ALERT.value, Level.
 
 
 class Cause(StrEnum):
-    """What drifted: the input data, the predicted-class mix, or the measured performance."""
+    """What drifted: the input data, the predicted-class mix, the measured performance (labels),
+    or the performance estimated without labels (performance_estimate.py)."""
 
     DATA = "data"
     PREDICTION = "prediction"
     PERFORMANCE = "performance"
+    ESTIMATED_PERFORMANCE = "estimated_performance"
 
 
 class AlertStatus(StrEnum):

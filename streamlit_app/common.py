@@ -36,7 +36,8 @@ STATUS_COLORS = {"succeeded": "green", "running": "blue", "failed": "red", "skip
                  "started": "blue", "already_running": "orange"}
 LEVEL_COLORS = {"CRITICAL": "red", "ALERT": "orange", "WARNING": "yellow", "NONE": "green"}
 THRESHOLD_COLORS = {"warning": "#e6b800", "alert": "#ff8c00", "critical": "#d62728"}
-CAUSE_COLORS = {"data": "#1f77b4", "prediction": "#9467bd", "performance": "#2ca02c"}
+CAUSE_COLORS = {"data": "#1f77b4", "prediction": "#9467bd", "performance": "#2ca02c",
+                "estimated_performance": "#ff7f0e"}
 IDENTITY_KEY = "signed_in"  # session_state: {"name", "method"} once signed in (uiauth.Identity)
 # How each kind of domain error is shown (errors.MlopsError.code): the message is the error's own.
 ERROR_ICONS = {NotFound.code: ":material/search_off:", Conflict.code: ":material/block:",
@@ -449,18 +450,22 @@ def show_top_movers(report: dict) -> None:
             st.caption("none")
 
 
+def cause_title(cause: str) -> str:
+    return "estimated performance" if cause == Cause.ESTIMATED_PERFORMANCE else f"{cause} drift"
+
+
 def show_report_scores(report: dict, th: dict | None = None) -> None:
-    """The three scores of a report as metrics, with their level."""
+    """The four scores of a report as metrics, with their level."""
     details = report.get("details") or {}
     levels = details.get("levels") or {}
     th = th or details.get("thresholds") or {}
-    cols = st.columns(4)
+    cols = st.columns(len(values(Cause)) + 1)
     for col, cause in zip(cols, values(Cause)):
         score = report.get(f"{cause}_drift_score")
-        col.metric(f"{cause} drift", fmt_score(score), help=(details.get("scales") or {}).get(cause))
+        col.metric(cause_title(cause), fmt_score(score), help=(details.get("scales") or {}).get(cause))
         col.markdown(badge(levels.get(cause, "NONE")))
-    cols[3].metric("predictions in window", f"{report.get('n_inferences', 0):,}")
-    cols[3].caption(f"{report['window_days']}-day window to {fmt_time(report['as_of'])} · model v"
+    cols[-1].metric("predictions in window", f"{report.get('n_inferences', 0):,}")
+    cols[-1].caption(f"{report['window_days']}-day window to {fmt_time(report['as_of'])} · model v"
                     f"{report.get('model_version') or '—'} · status {report['status']}")
     if th:
         st.caption("thresholds at the time: " + " / ".join(f"{k} {th[k]:g}" for k in ("warning", "alert", "critical")
@@ -470,3 +475,35 @@ def show_report_scores(report: dict, th: dict | None = None) -> None:
         st.caption(f"performance: window weighted F1 {fmt_score(perf.get('window_weighted_f1'))} vs baseline "
                    f"{fmt_score(perf.get('baseline_weighted_f1'))} on {perf.get('n_labels')} labels "
                    f"({perf.get('source')})")
+    if report.get("estimated_weighted_f1") is not None:
+        from mlops_cli.performance_estimate import describe
+
+        st.caption("estimated performance: " + describe(report))
+
+
+def estimate_chart(rows: list[dict], height: int = 280):
+    """The label-free estimate over time: its 95% band (area), the estimate, the reference's
+    estimate (dashed) and, where labels exist, the realized weighted F1 (points)."""
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df["window"] = df["window_days"].map(lambda d: f"{d} d")
+    base = alt.Chart(df).encode(x=alt.X("as_of:T", title="as of"))
+    band = base.mark_area(opacity=0.25, color=CAUSE_COLORS["estimated_performance"]).encode(
+        y=alt.Y("low:Q", title="weighted F1", scale=alt.Scale(zero=False)), y2="high:Q",
+        detail="window:N")
+    line = base.mark_line(point=True, color=CAUSE_COLORS["estimated_performance"]).encode(
+        y="estimated:Q", strokeDash=alt.StrokeDash("window:N", title="window"),
+        tooltip=["report_id", "as_of:T", "window", alt.Tooltip("estimated:Q", format=".4f"),
+                 alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f"),
+                 alt.Tooltip("reference:Q", format=".4f"), alt.Tooltip("realized:Q", format=".4f"), "realized_n"])
+    ref = base.mark_line(strokeDash=[6, 4], color="gray").encode(y="reference:Q", detail="window:N")
+    layers = [band, line, ref]
+    labelled = df[df["realized"].notna()]
+    if len(labelled):
+        layers.append(alt.Chart(labelled).mark_point(shape="diamond", size=70, filled=True, color="#2ca02c").encode(
+            x="as_of:T", y="realized:Q",
+            tooltip=["report_id", "as_of:T", "window", alt.Tooltip("realized:Q", format=".4f"), "realized_n",
+                     alt.Tooltip("realized_estimated:Q", format=".4f", title="estimated on those rows")]))
+    return alt.layer(*layers).properties(height=height)

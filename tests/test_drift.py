@@ -209,6 +209,7 @@ def _same_reports(env, as_of, windows):
     for a, b in zip(fast.outputs["reports"], scan.outputs["reports"]):
         ra, rb = store.get_drift_report(env.conn, a["id"]), store.get_drift_report(env.conn, b["id"])
         assert ra["status"] == "ok" and _comparable(ra) == _comparable(rb), a["window_days"]
+        assert ra["estimated_weighted_f1"] is not None  # the estimate is among what must be equal
     return fast
 
 
@@ -286,9 +287,44 @@ def test_each_drift_kind_is_detected(env, kind):
     if kind == "vocabulary":
         oov = rep["details"]["data"]["features"]["oov_rate"]
         assert oov["current_rate"] > oov["reference_rate"] + 0.15
+    # the label-free estimate moves the way the realized F1 moves, without a label
+    est = rep["details"]["estimated_performance"]
+    assert (est["weighted_f1"] < est["reference"]["weighted_f1"]) == \
+        (perf["window_weighted_f1"] < perf["baseline_weighted_f1"]), (kind, est["weighted_f1"], perf["window_weighted_f1"])
+    if kind == "vocabulary":  # the model cannot read the new words: its confidence falls, an alarm without labels
+        assert stats.DRIFT_LEVELS.index(lv["estimated_performance"]) >= stats.DRIFT_LEVELS.index("ALERT")
     # the UI's charts: labels, reference and current shares side by side
     f = rep["details"][cause]["features"][feature]
     assert len(f["labels"]) == len(f["reference"]) == len(f["current"])
+
+
+# --- the label-free performance estimate (mlops_cli/performance_estimate.py) ------------------------------
+def test_estimate_on_a_labelled_window_is_close_to_the_realized_f1(env):
+    """~1,000 predictions of unchanged traffic, every one labelled: the estimate made without the
+    labels is within its band of the realized weighted F1 and close to the reference's estimate;
+    the report shows the realized F1 beside it (on the same rows: here all of them)."""
+    from mlops_cli.performance_estimate import score
+
+    start = DAY0 + timedelta(days=700)
+    n = traffic(env, start, days=7, per_day=143, seed=31, feedback_rate=1.0)
+    rep = run_drift(env, start + timedelta(days=7))[7]
+    ref = store.get_model_reference(env.conn, env.settings.model_name, env.version)["summary"]["estimate"]
+    est, realized = rep["estimated_weighted_f1"], rep["realized_weighted_f1"]
+    assert rep["realized_n"] == n == 1001
+    assert realized == pytest.approx(rep["details"]["performance"]["window_weighted_f1"], abs=1e-12)
+    assert rep["realized_estimated_f1"] == pytest.approx(est, abs=1e-6)  # the same rows
+    assert rep["estimated_f1_low"] < est < rep["estimated_f1_high"]
+    # This pinned small-catalogue model is calibrated on its rebalanced fit rows (k-fold), a little
+    # under-confident on the natural mix: it underestimates by ~0.02 on its holdout and up to ~0.05
+    # here (benchmarks/bench_estimate.py: ~0.01 for a model trained as `mlops train` trains).
+    assert abs(est - realized) <= 0.06, (est, realized)
+    assert abs(ref["weighted_f1"] - ref["realized_weighted_f1"]) <= 0.04  # on the holdout too
+    # the bias is in the reference's estimate as well: the comparison the alert makes stays quiet
+    assert rep["reference_estimated_f1"] == ref["weighted_f1"] and abs(est - ref["weighted_f1"]) < 0.03
+    assert rep["estimated_performance_drift_score"] == pytest.approx(score(ref["weighted_f1"], est, 0.1, 0.05))
+    assert levels(rep)["estimated_performance"] == "NONE"
+    shown = rep["details"]["estimated_performance"]["realized"]
+    assert shown["n"] == n and shown["weighted_f1"] == realized and shown["error"] == pytest.approx(est - realized)
 
 
 def test_performance_falls_back_to_unseen_catalogue_rows(env, tmp_path):

@@ -306,23 +306,31 @@ def seed(conn) -> None:
                               "top_features": [{"feature": "title_length", "score": 0.25},
                                                {"feature": "oov_rate", "score": 0.12}]})
         reports = {}
+        # the label-free estimate (migration 012): estimate, band, reference, score, realized, labels
+        estimates = {7: (0.74, 0.72, 0.76, 0.80, 0.24, 0.73, 40, 0.745), 30: (0.79, 0.78, 0.80, 0.80, 0.04, None, 0, None)}
         for window, ago, status, scores, level, detected in [
                 (7, "1 day", "ok", (0.25, 0.08, None), "ALERT", True),
                 (30, "1 day", "ok", (0.12, 0.05, 0.02), "WARNING", False),
                 (7, "2 days", "insufficient_data", (None, None, None), "NONE", False)]:
+            est = estimates[window] if status == "ok" else (None,) * 6 + (0, None)
             cur.execute(
                 """INSERT INTO drift_reports (report_date, data_drift_score, prediction_drift_score,
                                               performance_drift_score, drift_detected, details, window_days, as_of,
                                               model_version, n_inferences, n_feedback, status, level,
-                                              pipeline_run_id)
-                   VALUES (current_date, %s, %s, %s, %s, %s, %s, now() - %s::interval, '1', %s, 40, %s, %s, %s)
+                                              pipeline_run_id, estimated_weighted_f1, estimated_f1_low,
+                                              estimated_f1_high, reference_estimated_f1,
+                                              estimated_performance_drift_score, realized_weighted_f1, realized_n,
+                                              realized_estimated_f1)
+                   VALUES (current_date, %s, %s, %s, %s, %s, %s, now() - %s::interval, '1', %s, 40, %s, %s, %s,
+                           %s, %s, %s, %s, %s, %s, %s, %s)
                    RETURNING id""",
                 (*scores, detected, details if status == "ok" else "{}", window, ago,
-                 900 if status == "ok" else 50, status, level, drift_run))
+                 900 if status == "ok" else 50, status, level, drift_run, *est))
             reports[(window, ago)] = cur.fetchone()[0]
 
         for level, cause, status in [("ALERT", "data_drift", "open"), ("WARNING", "prediction_drift", "acknowledged"),
-                                     ("CRITICAL", "performance_drift", "resolved")]:
+                                     ("CRITICAL", "performance_drift", "resolved"),
+                                     ("ALERT", "estimated_performance", "resolved")]:
             cur.execute(
                 """INSERT INTO alerts (level, cause, status, report_id, first_seen, last_seen, message, resolved_at)
                    VALUES (%s, %s, %s, %s, now() - interval '1 day', now() - interval '1 day', 'drift',
@@ -438,6 +446,11 @@ def test_seeded_values_come_out_right(conn):
     assert [r[1] for r in rows] == [1200, 1290]
     names, rows = results["Latest level ($window-day window)"]
     assert rows[0][0] == "ALERT"  # the newest 7-day report (the older one had too little data)
+    names, rows = results["Latest estimate ($window-day window)"]
+    assert dict(zip(names, rows[0])) == {"estimated": 0.74, "reference": 0.80, "realized": 0.73, "labels": 40}
+    names, rows = results["Estimated weighted F1 with its 95% band, against realized ($window-day window)"]
+    assert [(r[names.index("band low (95%)")], r[names.index("estimated weighted F1")],
+             r[names.index("band high (95%)")]) for r in rows] == [(0.72, 0.74, 0.76)]  # ok reports only
     names, rows = results["Failures"]
     assert {r[names.index("step")] for r in rows} == {"pipeline", "alert"}
     names, rows = results["Notifications per day: sent / failed"]
@@ -605,7 +618,8 @@ def test_drift_scores_panel_shows_the_three_thresholds():
         assert steps == [None, *expected], p["title"]
         assert d["custom"]["thresholdsStyle"]["mode"] == "line+area"
         sql = " ".join(t["rawSql"] for t in p["targets"])
-        for col in ("data_drift_score", "prediction_drift_score", "performance_drift_score"):
+        for col in ("data_drift_score", "prediction_drift_score", "performance_drift_score",
+                    "estimated_performance_drift_score"):
             assert col in sql
 
 
@@ -614,7 +628,8 @@ def test_dashboards_cover_what_they_are_for():
         return json.dumps(dashboard(name)["panels"])
 
     drift = text("drift_monitoring.json") + json.dumps(dashboard("drift_monitoring.json")["annotations"])
-    for needle in ("drift_reports", "drift_detected", "FROM alerts", "n_inferences", "status <> 'resolved'"):
+    for needle in ("drift_reports", "drift_detected", "FROM alerts", "n_inferences", "status <> 'resolved'",
+                   "estimated_weighted_f1", "estimated_f1_low", "estimated_f1_high", "realized_weighted_f1"):
         assert needle in drift, needle
     pipe = text("pipeline_models.json")
     for needle in ("pipeline_runs", "model_decisions", "model_evaluations", "load_batches", "rejected_rows",

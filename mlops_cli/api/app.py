@@ -71,18 +71,22 @@ def _state_settings_limits(app: FastAPI, settings: Settings) -> None:
 
 
 def create_app(settings: Settings | None = None, *, start_background: bool = True) -> FastAPI:
-    """The API. The lifespan loads the champion and starts the inference-log writer.
+    """The API. The lifespan loads the champion and starts the inference-log writer (and the
+    shadow challenger's worker when SHADOW_ENABLED or SHADOW_MIN_REQUESTS asks for it).
 
     start_background=False: the champion is loaded once at startup but not polled, and the
     inference log is written only by `app.state.inference_log.flush()` (tests).
     """
     from .. import db
     from ..serving import InferenceLogger, ModelHolder, ServingMetrics
+    from ..serving.shadow import ShadowScorer, shadow_active
 
     settings = settings or load_settings()
     metrics = ServingMetrics()
     holder = ModelHolder(settings, metrics=metrics)
     inference_log = InferenceLogger(settings, metrics=metrics)
+    # the challenger scored off the request path, in a worker process (docs/shadow.md)
+    shadow = ShadowScorer(settings, metrics=metrics) if shadow_active(settings) else None
 
     def startup() -> None:
         try:
@@ -93,12 +97,16 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         holder.start(background=start_background)
         if start_background:
             inference_log.start()
+            if shadow is not None:
+                shadow.start()
         current = holder.current
         log.info("API ready: %s", f"serving {settings.model_name} version {current.version}"
                  if current else f"not ready ({holder.last_error or 'no champion alias'})")
 
     def shutdown() -> None:
         holder.stop()
+        if shadow is not None and not shadow.close(timeout=10.0):
+            log.error("shadow predictions not fully written at shutdown: %s", shadow.stats())
         if not inference_log.close(timeout=10.0):
             log.error("inference log not fully written at shutdown: %s", inference_log.stats())
 
@@ -118,6 +126,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     app.state.metrics = metrics
     app.state.holder = holder
     app.state.inference_log = inference_log
+    app.state.shadow = shadow
     app.state.db_state = {"at": 0.0, "value": {"reachable": None, "error": None}}  # health.database_state
     app.add_middleware(BodyLimit, limit=settings.max_batch_size * (12 * settings.max_text_chars + 512) + 65536)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too

@@ -332,7 +332,8 @@ def update_thresholds(request: Request, body: ThresholdsIn, x_actor: XActor = No
     settings = request.app.state.settings
     with _conn(request) as conn:
         ops_thresholds.update(conn, settings, actor, warning=body.warning, alert=body.alert,
-                              critical=body.critical, note=body.note, alert_id=body.alert_id)
+                              critical=body.critical, note=body.note, alert_id=body.alert_id,
+                              estimate_margin=body.estimate_margin)
         return _result(ops_thresholds.current(conn, settings))
 
 

@@ -60,6 +60,7 @@ def health(request: Request):
         "model_loaded_at": datetime.fromtimestamp(loaded.loaded_at, timezone.utc) if loaded else None,
         "fast_path": (loaded.fast is not None) if loaded else None,
         "database": database_state(request.app), "inference_log": state.inference_log.stats(),
+        "shadow": state.shadow.stats() if state.shadow is not None else None,
         "last_model_error": holder.last_error,
         "detail": None if loaded else (holder.last_error or NO_MODEL), "version": __version__,
     }
@@ -75,7 +76,8 @@ def health(request: Request):
                 "(`mlops_model_reloads_total{result}`, `mlops_model_poll_errors_total`), and "
                 "the inference log (`mlops_inference_log_buffer_rows`, "
                 "`mlops_inference_log_dropped_rows_total{reason}`, "
-                "`mlops_inference_log_written_rows_total`, `mlops_inference_log_write_errors_total`).",
+                "`mlops_inference_log_written_rows_total`, `mlops_inference_log_write_errors_total`), "
+                "and the shadow challenger (`mlops_shadow_*`, docs/shadow.md).",
     response_class=Response,
     responses={200: {"content": {"text/plain": {"example": "mlops_model_ready 1.0\n"}}}},
 )

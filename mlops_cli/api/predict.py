@@ -2,7 +2,8 @@
 
 The request path reads the served model once (serving.ModelHolder.current), predicts, answers,
 and appends the rows to the inference log's in-memory buffer (serving.log_predictions); the
-database is written by the logger's thread. Heavy work (a large batch, or a model without the
+database is written by the logger's thread. With the shadow challenger on, the request is then
+handed to it (serving/shadow.py: an append, never a wait; the answer is the champion's). Heavy work (a large batch, or a model without the
 fast path) runs in the thread pool so the event loop keeps answering.
 """
 
@@ -96,6 +97,8 @@ async def predict(
     out = log_predictions(inference_log, loaded, items, result, request_id=base, single=single,
                           latency_ms=(time.perf_counter() - start) * 1000.0, metrics=metrics)
     version = loaded.version
+    if state.shadow is not None:  # one bounded append: the challenger answers later, elsewhere
+        state.shadow.submit(version, pairs, out, top_k)
     # Serialized here: the payload is built from typed values already, so FastAPI's second
     # validation against response_model (which stays for the docs) is skipped.
     payload = out[0] if single else {"predictions": out, "model_version": version, "count": len(out)}

@@ -254,6 +254,8 @@ class Health(BaseModel):
     fast_path: bool | None = None
     database: dict
     inference_log: dict
+    shadow: dict | None = Field(None, description="The shadow challenger (docs/shadow.md): its version, worker "
+                                                  "and counts; null when it is off.")
     last_model_error: str | None = None
     detail: str | None = None
     version: str
@@ -437,6 +439,10 @@ class ThresholdsIn(BaseModel):
     warning: Threshold = None
     alert: Threshold = None
     critical: Threshold = None
+    estimate_margin: StrictFloat | None = Field(
+        None, gt=0, lt=1, allow_inf_nan=False,
+        description="The drop of the estimated weighted F1 below the reference's estimate that is a WARNING "
+                    "(ESTIMATE_MARGIN; docs/performance_estimate.md).")
     by: Actor = None
     note: Text = None
     alert_id: AlertId | None = Field(None, description=ALERT_ID_DOC)

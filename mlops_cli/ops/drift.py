@@ -32,6 +32,39 @@ def history(conn, *, days: int = 90, window_days: int | None = None) -> list[dic
     return out
 
 
+def estimate_history(conn, *, days: int = 90, window_days: int | None = None) -> list[dict]:
+    """The label-free performance estimate over time, one row per scored report, oldest first:
+    {report_id, as_of, window_days, estimated, low, high, reference, realized, realized_n,
+    realized_estimated (the estimate on the labelled rows), score, model_version}."""
+    out = []
+    for r in store.drift_score_history(conn, days=days, window_days=window_days):
+        if r.get("estimated_weighted_f1") is None:
+            continue
+        out.append({"report_id": r["id"], "as_of": r["as_of"], "window_days": r["window_days"],
+                    "estimated": r["estimated_weighted_f1"], "low": r["estimated_f1_low"],
+                    "high": r["estimated_f1_high"], "reference": r["reference_estimated_f1"],
+                    "realized": r["realized_weighted_f1"], "realized_n": r["realized_n"],
+                    "realized_estimated": r["realized_estimated_f1"],
+                    "score": r["estimated_performance_drift_score"], "model_version": r["model_version"]})
+    return out
+
+
+def estimate_class_drops(report: dict) -> list[dict]:
+    """Classes whose estimated F1 fell most below the reference's estimate, with their names."""
+    from ..categories import category_name
+
+    est = (report.get("details") or {}).get("estimated_performance") or {}
+    out = []
+    for code, drop in est.get("top_class_drops") or []:
+        try:
+            name = category_name(int(code))
+        except (TypeError, ValueError, KeyError):
+            name = ""
+        out.append({"class": f"{code} {name}".strip(), "estimated F1": (est.get("per_class_f1") or {}).get(code),
+                    "drop": drop})
+    return out
+
+
 def feature_distributions(report: dict, *, max_labels: int = 30) -> list[dict]:
     """Per-feature reference vs current distributions of a report, for bar charts.
 

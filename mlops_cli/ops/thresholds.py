@@ -22,9 +22,10 @@ def current(conn, settings: Settings) -> dict:
 
 def update(conn, settings: Settings, by: str, *, warning: float | None = None, alert: float | None = None,
            critical: float | None = None, note: str | None = None, alert_id: int | None = None,
-           note_required: bool = False) -> Recorded:
+           note_required: bool = False, estimate_margin: float | None = None) -> Recorded:
     """Change some of the thresholds (audited adjust_thresholds row, committed); the others keep
-    the value in force. alert_id: the alert the decision was taken on (added to the note).
+    the value in force. estimate_margin: the margin of the estimated-performance alert.
+    alert_id: the alert the decision was taken on (added to the note).
     note_required: the control room asks for a note with every decision on the alerts page."""
     from ..thresholds import update_thresholds
 
@@ -36,11 +37,13 @@ def update(conn, settings: Settings, by: str, *, warning: float | None = None, a
     check_exists(conn, alert_id)
     if alert_id is not None:
         note = f"{note} (alert #{alert_id})" if note else f"alert #{alert_id}"
-    th = update_thresholds(conn, settings, actor, warning=warning, alert=alert, critical=critical, note=note)
-    values = {k: th[k] for k in LEVELS}
+    th = update_thresholds(conn, settings, actor, warning=warning, alert=alert, critical=critical, note=note,
+                           estimate_margin=estimate_margin)
+    values = {k: th[k] for k in LEVELS + ("estimate_margin",)}
     return Recorded(status="recorded", thresholds=values,
                     message=f"thresholds now warning {th['warning']:g} / alert {th['alert']:g} / "
-                            f"critical {th['critical']:g}: used by the next drift and alert runs")
+                            f"critical {th['critical']:g}, estimate margin {th['estimate_margin']:g}: used by "
+                            "the next drift and alert runs")
 
 
 def reset(conn, by: str, note: str | None = None) -> Recorded:

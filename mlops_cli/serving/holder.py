@@ -1,6 +1,7 @@
 """The model being served: the version behind the `champion` alias, hot-swapped.
 
-ModelHolder loads the version behind the alias, then polls the registry every
+ModelHolder loads the version behind an alias (`champion` for the API; `challenger` for the
+shadow scorer, serving/shadow.py, the same way), then polls the registry every
 MODEL_POLL_SECONDS. When the alias moves (promotion, rollback) the new version is loaded and
 warmed up completely first (LoadedModel.prepare), then one reference is swapped: a request reads
 that reference once, so requests in flight finish on the model they started with and none fails.
@@ -51,13 +52,16 @@ class LoadedModel:
 
 
 class ModelHolder:
-    """The model behind the champion alias, reloaded in the background when the alias moves."""
+    """The model behind an alias (default the champion), reloaded in the background when the
+    alias moves. `metrics` are the served model's: only the champion's holder reports to them."""
 
     def __init__(self, settings: Settings, *, metrics: ServingMetrics | None = None,
                  loader: Callable[[Settings, str], Any] | None = None,
-                 resolver: Callable[[Settings, str], dict | None] | None = None):
+                 resolver: Callable[[Settings, str], dict | None] | None = None,
+                 alias: str = registry.CHAMPION):
         self.settings = settings
-        self.metrics = metrics
+        self.alias = alias
+        self.metrics = metrics if alias == registry.CHAMPION else None
         self._load = loader or (lambda s, v: registry.load_model(s, version=v))
         self._resolve = resolver or registry.version_by_alias
         self._current: LoadedModel | None = None
@@ -88,9 +92,9 @@ class ModelHolder:
         with self._refresh_lock:
             self.last_check = time.time()
             try:
-                target = self._resolve(self.settings, registry.CHAMPION)
+                target = self._resolve(self.settings, self.alias)
             except Exception as exc:
-                self.last_error = f"cannot read the champion alias: {exc}"
+                self.last_error = f"cannot read the {self.alias} alias: {exc}"
                 log.warning("%s; still serving %s", self.last_error,
                             self._current.version if self._current else "nothing")
                 if self.metrics:
@@ -100,8 +104,10 @@ class ModelHolder:
             if target is None:
                 self.last_error = None
                 if current is not None:
-                    log.warning("the champion alias of %s is gone: no longer serving version %s",
-                                self.settings.model_name, current.version)
+                    # a challenger alias goes away when it is decided on: no cause for alarm
+                    log.log(logging.WARNING if self.alias == registry.CHAMPION else logging.INFO,
+                            "the %s alias of %s is gone: no longer %s version %s", self.alias,
+                            self.settings.model_name, self._doing, current.version)
                     self._current = None
                     if self.metrics:
                         self.metrics.set_model(self.settings.model_name, None)
@@ -128,19 +134,23 @@ class ModelHolder:
             if self.metrics:
                 self.metrics.reloads.labels("success").inc()
                 self.metrics.set_model(self.settings.model_name, loaded)
-            log.info("serving %s version %s (was %s; loaded in %.1fs, %s path)", self.settings.model_name,
+            log.info("%s %s version %s (was %s; loaded in %.1fs, %s path)", self._doing, self.settings.model_name,
                      version, current.version if current else "none", time.perf_counter() - t0,
                      "fast" if loaded.fast else "scikit-learn")
             return True
 
+    @property
+    def _doing(self) -> str:
+        return "serving" if self.alias == registry.CHAMPION else f"shadowing ({self.alias})"
+
     def start(self, background: bool = True) -> None:
-        """Load the champion now (not ready if there is none), then poll in a daemon thread."""
+        """Load the alias's version now (not ready if there is none), then poll in a daemon thread."""
         self.refresh()
         if self.metrics and self._current is None:
             self.metrics.set_model(self.settings.model_name, None)
         if background and self._thread is None:
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="mlops-model-poll", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=f"mlops-model-poll-{self.alias}", daemon=True)
             self._thread.start()
 
     def wake(self) -> None:

@@ -15,6 +15,9 @@ from ..categories import category_name
 from ..config import Settings
 
 
+SHADOW_DROP_REASONS = ("queue_full", "buffer_full", "invalid", "restart", "shutdown")
+
+
 class ServedModel(Protocol):
     """What the metrics read of the model being served (holder.LoadedModel is one)."""
 
@@ -77,10 +80,35 @@ class ServingMetrics:
                                    ["reason"], registry=r)
         self.log_write_errors = Counter("mlops_inference_log_write_errors",
                                         "Failed inference-log writes (retried).", registry=r)
+        # the shadow challenger (serving/shadow.py): its worker process reports here
+        self.shadow_submitted = Counter("mlops_shadow_submitted_items",
+                                        "Served items handed to the shadow challenger.", registry=r)
+        self.shadow_scored = Counter("mlops_shadow_scored_items",
+                                     "Served items the challenger scored.", registry=r)
+        self.shadow_errors = Counter("mlops_shadow_errors",
+                                     "Served items the challenger failed to score (its predict raised).",
+                                     registry=r)
+        self.shadow_written = Counter("mlops_shadow_written_rows",
+                                      "shadow_predictions rows written to PostgreSQL.", registry=r)
+        self.shadow_dropped = Counter("mlops_shadow_dropped_items",
+                                      "Shadow items lost, by reason (queue_full, buffer_full, invalid, "
+                                      "restart, shutdown).", ["reason"], registry=r)
+        self.shadow_restarts = Counter("mlops_shadow_worker_restarts",
+                                       "Shadow worker processes restarted, by reason (stalled, exited).",
+                                       ["reason"], registry=r)
+        self.shadow_pending = Gauge("mlops_shadow_queue_items",
+                                    "Shadow items waiting to be scored.", registry=r, multiprocess_mode="livesum")
+        self.shadow_version = Gauge("mlops_shadow_model_version",
+                                    "The challenger version the shadow scores with (0: none).", registry=r,
+                                    multiprocess_mode="livemax")
         for result in ("success", "failure"):
             self.reloads.labels(result)
         for reason in ("buffer_full", "invalid", "shutdown"):
             self.log_dropped.labels(reason)
+        for reason in SHADOW_DROP_REASONS:
+            self.shadow_dropped.labels(reason)
+        for reason in ("stalled", "exited"):
+            self.shadow_restarts.labels(reason)
         self._children: dict[tuple, tuple] = {}
         self._class_children: dict[int, Any] = {}
         self._info_labels: tuple | None = None

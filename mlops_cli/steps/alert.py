@@ -2,8 +2,9 @@
 
 `mlops alert` (default) reads the drift reports of the newest succeeded drift run that no alert
 run has consumed yet (store.latest_unconsumed("drift", "alert")); `--report-id` one report.
-For each cause -- data_drift, prediction_drift, performance_drift -- the worst score over the
-run's windows (status 'ok', score not NULL) gives the level, with the thresholds in force
+For each cause -- data_drift, prediction_drift, performance_drift, estimated_performance (the
+label-free estimate of weighted F1 against the same estimate on the holdout, in margins of
+ESTIMATE_MARGIN: performance_estimate.py) -- the worst score over the run's windows (status 'ok', score not NULL) gives the level, with the thresholds in force
 (thresholds.effective_thresholds: app_settings overrides, else the settings):
 
     score > warning   WARNING   recorded, notified on the log channel only
@@ -43,6 +44,7 @@ from .. import notify, store
 from ..config import Settings
 from ..errors import NotFound
 from ..notify import Message
+from ..performance_estimate import describe
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..stats import DRIFT_LEVELS, drift_level
 from ..thresholds import effective_thresholds
@@ -51,8 +53,10 @@ from ..vocab import Cause, Step, values
 log = logging.getLogger(__name__)
 
 STEP = Step.ALERT.value
-CAUSE_NAMES = {"data": "data_drift", "prediction": "prediction_drift", "performance": "performance_drift"}
-CAUSE_LABELS = {"data": "data drift", "prediction": "prediction drift", "performance": "performance drift"}
+CAUSE_NAMES = {"data": "data_drift", "prediction": "prediction_drift", "performance": "performance_drift",
+               "estimated_performance": "estimated_performance"}
+CAUSE_LABELS = {"data": "data drift", "prediction": "prediction drift", "performance": "performance drift",
+                "estimated_performance": "estimated performance"}
 KINDS_BY_LEVEL = {
     "WARNING": ("log",),
     "ALERT": ("log", "email", "slack"),
@@ -82,8 +86,17 @@ def _worst(reports: list[dict], short: str) -> tuple[float, dict] | None:
     return best
 
 
+def _scores(report: dict) -> dict:
+    return {short: report.get(f"{short}_drift_score") for short in CAUSE_NAMES}
+
+
 def _top_features(short: str, report: dict) -> list[dict]:
     d = report.get("details") or {}
+    if short == "estimated_performance":
+        est = d.get("estimated_performance") or {}
+        out = [{"feature": "estimated_f1_drop", "score": round(est.get("score") or 0.0, 4)}]
+        out += [{"feature": f"estimated f1 class {c}", "score": drop} for c, drop in est.get("top_class_drops", [])[:4]]
+        return out
     if short == "performance":
         perf = d.get("performance") or {}
         out = [{"feature": "weighted_f1_drop", "score": round(perf.get("score") or 0.0, 4)}]
@@ -103,9 +116,10 @@ def _justification(short: str, score: float, level: str, thresholds: dict, repor
     d = report.get("details") or {}
     label = CAUSE_LABELS[short]
     if level == "NONE":
-        return (f"{label.capitalize()} is {score:.4f}, under the warning threshold "
+        text = (f"{label.capitalize()} is {score:.4f}, under the warning threshold "
                 f"{thresholds['warning']:g}, over the last {report['window_days']} days "
                 f"({report['n_inferences']} predictions).")
+        return text + (" " + describe(report) if short == "estimated_performance" else "")
     limit = {"WARNING": "warning", "ALERT": "alert", "CRITICAL": "critical"}[level]
     text = (f"{label.capitalize()} {score:.4f} > {limit} threshold {thresholds[limit]:g} over the last "
             f"{report['window_days']} days ({report['n_inferences']} predictions, model version "
@@ -127,6 +141,8 @@ def _justification(short: str, score: float, level: str, thresholds: dict, repor
         text += (f" Weighted F1 {perf.get('window_weighted_f1', 0):.4f} on {perf.get('n_labels')} labels "
                  f"({perf.get('source')}) against {perf.get('baseline_weighted_f1', 0):.4f} at training "
                  f"(drop {perf.get('drop', 0):.4f}).")
+    elif short == "estimated_performance":
+        text += " " + describe(report)
     return text
 
 
@@ -142,8 +158,7 @@ def _context(settings: Settings, short: str, cause: str, level: str, score: floa
         "dedup_key": dedup_key(cause),
         "model_name": settings.model_name,
         "model_version": report["model_version"],
-        "scores": {"data": report["data_drift_score"], "prediction": report["prediction_drift_score"],
-                   "performance": report["performance_drift_score"]},
+        "scores": _scores(report),
         "score": score,
         "thresholds": {k: thresholds[k] for k in ("warning", "alert", "critical")},
         "top_features": _top_features(short, report),
@@ -231,8 +246,7 @@ def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], th
         reason = _justification(short, score, "NONE", thresholds, report)
         store.update_alert(conn, active["id"], status="resolved", resolved_at="now", last_seen="now",
                            report_id=report["id"], details=details)
-        scores = {"data": report["data_drift_score"], "prediction": report["prediction_drift_score"],
-                  "performance": report["performance_drift_score"]}
+        scores = _scores(report)
         sent = send_at_level(conn, settings, resolved_message(settings, active, reason, scores, score),
                              details.get("notified_level"), run_id)
         return {"cause": cause, "action": "resolved", "alert_id": active["id"], "level": "NONE",

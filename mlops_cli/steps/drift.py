@@ -14,7 +14,10 @@ one report per window, stored.
 A window with fewer than DRIFT_MIN_SAMPLES inference rows gets status 'insufficient_data',
 NULL scores and level NONE: it never raises an alarm (and never resolves one, see alert.py).
 
-A report's level is the worst of its three scores; drift_detected is true at ALERT or above.
+The fourth score, estimated_performance, needs no label: the window's weighted F1 estimated from
+the served probabilities against the same estimate on the model's holdout (performance_estimate.py).
+
+A report's level is the worst of its four scores; drift_detected is true at ALERT or above.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from typing import Iterable
 
 import numpy as np
 
-from .. import registry, stats, store
+from .. import registry, shadow_report, stats, store
 from ..config import Settings
 from ..drift_scoring import SCALES, performance_score, score_window, weighted_f1_from_pairs
 from ..drift_windows import windows_aggregates
 from ..errors import Conflict, Invalid
+from ..performance_estimate import estimate_window
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..vocab import Cause, Step, values
 from ..thresholds import effective_thresholds
@@ -180,24 +184,29 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
     else:
         perf = {"score": None, **(perf_result or {"source": "none"}),
                 "reason": f"fewer than {settings.drift_min_samples} labels (feedback or unseen catalogue rows)"}
+    est = estimate_window(conn, summary, ref_row["model_version"], start, as_of, agg.get("estimate"), thresholds,
+                          thresholds.get("estimate_margin", settings.estimate_margin))
     scores = {"data": scored["data"]["score"], "prediction": scored["prediction"]["score"],
-              "performance": perf["score"]}
+              "performance": perf["score"], "estimated_performance": est["score"]}
     levels = {c: stats.drift_level(s, *th) for c, s in scores.items()}
     level = max(levels.values(), key=LEVELS.index)
     top_features = list(scored["top_features"])
     if perf["score"] is not None:
         top_features.append({"feature": "weighted_f1_drop", "score": round(perf["score"], 4)})
-        top_features.sort(key=lambda f: -f["score"])
+    if est["score"] is not None:
+        top_features.append({"feature": "estimated_f1_drop", "score": round(est["score"], 4)})
+    top_features.sort(key=lambda f: -f["score"])
     details.update(
         status="ok", scores=scores, levels=levels, level=level,
         data=scored["data"], prediction=scored["prediction"], performance=perf,
+        estimated_performance=est["details"],
         top_features=top_features[:5], top_tokens=scored["top_tokens"], top_classes=scored["top_classes"],
         n_titles=agg["n_titles"], n_feedback=n_feedback, unknown_classes=agg["unknown_classes"],
         oov={"rows_with_oov": agg["oov_rows"]},
     )
     report.update(status="ok", n_feedback=n_feedback, level=level,
                   data_drift_score=scores["data"], prediction_drift_score=scores["prediction"],
-                  performance_drift_score=scores["performance"],
+                  performance_drift_score=scores["performance"], **est["columns"],
                   drift_detected=LEVELS.index(level) >= LEVELS.index("ALERT"))
     return report
 
@@ -245,6 +254,7 @@ def drift(conn, settings: Settings, trigger: Trigger, *, as_of=None,
             report = analyse_window(conn, settings, ref_row, when, days, thresholds, labels, agg=aggs[days])
             report["details"]["version_chosen_by"] = how
             report["id"] = store.insert_drift_report(conn, pipeline_run_id=step.pipeline_run_id, **report)
+            report["shadow"] = shadow_report.attach_to_report(conn, report["id"], when, days)  # docs/shadow.md
             reports.append(report)
         worst = max((r["level"] for r in reports), key=LEVELS.index)
         step.outputs.update({
@@ -255,7 +265,9 @@ def drift(conn, settings: Settings, trigger: Trigger, *, as_of=None,
             "reports": [{"id": r["id"], "window_days": r["window_days"], "status": r["status"],
                          "n_inferences": r["n_inferences"], "level": r["level"],
                          "scores": {"data": r["data_drift_score"], "prediction": r["prediction_drift_score"],
-                                    "performance": r["performance_drift_score"]}} for r in reports],
+                                    "performance": r["performance_drift_score"],
+                                    "estimated_performance": r.get("estimated_performance_drift_score")},
+                         "estimated_weighted_f1": r.get("estimated_weighted_f1")} for r in reports],
         })
         step.message = f"version {version}: " + "; ".join(_summary_line(r) for r in reports)
 
@@ -272,4 +284,5 @@ def _summary_line(r: dict) -> str:
         return f"{r['window_days']}d: {r['n_inferences']} rows, insufficient data"
     return (f"{r['window_days']}d: {r['n_inferences']} rows, data {_fmt(r['data_drift_score'])} / "
             f"prediction {_fmt(r['prediction_drift_score'])} / performance "
-            f"{_fmt(r['performance_drift_score'])} -> {r['level']}")
+            f"{_fmt(r['performance_drift_score'])} / estimated F1 {_fmt(r.get('estimated_weighted_f1'))} -> "
+            f"{r['level']}")

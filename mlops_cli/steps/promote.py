@@ -9,7 +9,19 @@ and challenger are scored on the SAME current holdout (the champion is re-scored
                  and (no champion or score > champion score + MIN_IMPROVEMENT)
                  and (not PROMOTION_REQUIRE_BEAT_BASELINE or training score >= its plain baseline)
 
-on PROMOTION_METRIC (weighted_f1 by default). The plain baseline (TF-IDF + LinearSVC) is the one
+on PROMOTION_METRIC (weighted_f1 by default), then, when promotion requires live evidence
+(SHADOW_MIN_REQUESTS > 0) and a champion serves traffic, on the shadow challenger's answers to it
+(shadow_report.evidence; docs/shadow.md):
+
+    a holdout winner with fewer than SHADOW_MIN_REQUESTS shadow requests, or fewer than
+    SHADOW_MIN_LABELLED of them labelled, is not decided on: the step is skipped with
+    'awaiting live evidence: <n> of <min> shadow requests ...', it stays the challenger, and the
+    next promote (the daily pipeline's, or `mlops promote`) decides again (a skipped run does not
+    consume its evaluate run); with the evidence there, it is refused ('archived') when its live
+    weighted F1 on the labelled requests is below the champion's on the same requests by more
+    than SHADOW_MAX_F1_LOSS; the justification names the live numbers either way.
+
+The plain baseline (TF-IDF + LinearSVC) is the one
 `mlops train` fitted beside the challenger on the same rows and scored on the same holdout (the
 version's tags `baseline_<metric>` and `<metric>`): a challenger whose score is below it is
 refused, because then the pipeline, not the data, is wrong. A tie passes: the search includes the
@@ -121,16 +133,52 @@ def baseline_of(info: dict, metric: str) -> tuple[float, float] | None:
         return None
 
 
+def live_shortfall(live: dict | None, min_requests: int, min_labelled: int) -> str | None:
+    """What live evidence is still missing ('120 of 500 shadow requests'), None when there is
+    enough (always, with min_requests 0: none required). live: shadow_report.evidence()."""
+    if min_requests <= 0:
+        return None
+    n, labelled = (live or {}).get("n", 0), (live or {}).get("n_labelled", 0)
+    if n >= min_requests and labelled >= min_labelled:
+        return None
+    text = (f"{n} of {min_requests} shadow requests (SHADOW_MIN_REQUESTS)" if n < min_requests
+            else f"{n} shadow requests")
+    if min_labelled:
+        text += (f", {labelled} of {min_labelled} of them labelled (SHADOW_MIN_LABELLED)" if labelled < min_labelled
+                 else f", {labelled} of them labelled")
+    return text
+
+
+def live_text(live: dict) -> str:
+    """The live numbers of a justification: agreement, and both weighted F1 on the labelled requests."""
+    agreement = "n/a" if live.get("agreement") is None else f"{live['agreement']:.1%}"
+    text = f"agreement {agreement} on {live['n']} shadow requests"
+    if live.get("n_labelled"):
+        text += (f", live weighted F1 {live['challenger_weighted_f1']:.4f} vs champion v{live['champion_version']} "
+                 f"{live['champion_weighted_f1']:.4f} on the same {live['n_labelled']} labelled requests "
+                 f"({live['challenger_weighted_f1'] - live['champion_weighted_f1']:+.4f})")
+    else:
+        text += ", none labelled (live F1 not compared)"
+    return text
+
+
 def decide(metric: str, candidate_score: float, champion_version: str | None, champion_score: float | None,
            *, threshold: float, min_improvement: float, auto_promotion: bool,
-           baseline: tuple[float, float] | None = None, require_baseline: bool = True) -> tuple[str, str, str]:
+           baseline: tuple[float, float] | None = None, require_baseline: bool = True,
+           live: dict | None = None, min_requests: int = 0, min_labelled: int = 0,
+           max_f1_loss: float = 0.0) -> tuple[str, str, str]:
     """(decision, rule as evaluated, justification) for a candidate. Pure: no I/O.
 
     PROMOTE iff auto_promotion and candidate > threshold and (no champion or candidate > champion +
     min_improvement) and (no baseline known, or not required, or the candidate's training score >=
     its plain baseline's: baseline = (training score, baseline score); a tie passes, see the module
-    docstring); auto-promotion off ->
-    'needs_approval'; else 'archived'.
+    docstring) and the live condition; auto-promotion off -> 'needs_approval'; else 'archived'.
+
+    Live condition (min_requests > 0 and a champion; live = shadow_report.evidence() of this
+    candidate against that champion): a candidate that passes the rest but has less evidence than
+    required is 'awaiting_evidence' (nothing is decided: it stays the challenger); with enough, it
+    fails when its live weighted F1 is below the champion's by more than max_f1_loss on the
+    labelled requests (at least one). Without the requirement, live numbers given are only quoted.
     """
     c = candidate_score
     above = c > threshold
@@ -178,6 +226,33 @@ def decide(metric: str, candidate_score: float, champion_version: str | None, ch
             text = (f"below its plain baseline, not required (PROMOTION_REQUIRE_BEAT_BASELINE=false): "
                     f"{versus}; {text}")
     would = above and beats and not refused
+    required = has_champion and min_requests > 0
+    if required:
+        live = live or {"n": 0, "n_labelled": 0, "champion_version": champion_version}
+        missing = live_shortfall(live, min_requests, min_labelled)
+        rule += (f" and live evidence: {live['n']} >= SHADOW_MIN_REQUESTS {min_requests} shadow requests, "
+                 f"{live['n_labelled']} >= SHADOW_MIN_LABELLED {min_labelled} labelled ({yes[missing is None]})")
+        loss = None
+        if missing is None and live["n_labelled"]:
+            loss = live["champion_weighted_f1"] - live["challenger_weighted_f1"]
+            rule += (f" and live weighted F1 {live['challenger_weighted_f1']:.4f} >= champion "
+                     f"{live['champion_weighted_f1']:.4f} - SHADOW_MAX_F1_LOSS {_num(max_f1_loss)} "
+                     f"({yes[loss <= max_f1_loss]})")
+        if would and missing is not None:
+            return ("awaiting_evidence", rule,
+                    f"awaiting live evidence: {missing}; {text}: stays the challenger, decided again once the "
+                    "evidence is there")
+        if missing is None and would and loss is not None and loss > max_f1_loss:
+            would = False
+            text = (f"refused on live traffic: weighted F1 {live['challenger_weighted_f1']:.4f} vs champion "
+                    f"v{champion_version} {live['champion_weighted_f1']:.4f} on the same {live['n_labelled']} "
+                    f"labelled requests ({-loss:+.4f}, a loss above SHADOW_MAX_F1_LOSS {_num(max_f1_loss)}; "
+                    f"agreement {live['agreement']:.1%} on {live['n']} shadow requests) although it wins on the "
+                    f"holdout: {text}")
+        elif live["n"]:
+            text = f"{text}; live: {live_text(live)}"
+    elif has_champion and live and live.get("n"):
+        text = f"{text}; live (not required: SHADOW_MIN_REQUESTS=0): {live_text(live)}"
     if not auto_promotion:
         verdict = "promoted" if would else "archived"
         return ("needs_approval", rule,
@@ -211,6 +286,18 @@ def score_against_champion(conn, settings: Settings, version: str, champion: dic
                                                 pipeline_run_id=run_id, holdout=holdout)[metric])
     return {"candidate_score": candidate, "candidate_rescored": rescored, "champion_version": champion_version,
             "champion_score": champion_score, "holdout_rows": len(rows), "holdout_hash": holdout_hash}
+
+
+def live_evidence(conn, settings: Settings, champion_version: str | None, version: str) -> dict | None:
+    """The shadow challenger's evidence for `version` against the champion (shadow_report.evidence),
+    when the shadow runs (SHADOW_ENABLED, or SHADOW_MIN_REQUESTS > 0) and there is a champion."""
+    from ..serving.shadow import shadow_active
+
+    if champion_version is None or not shadow_active(settings):
+        return None
+    from ..shadow_report import evidence
+
+    return evidence(conn, champion_version, version)
 
 
 # --- applying a decision --------------------------------------------------------------------------
@@ -289,6 +376,7 @@ def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger
          "threshold": settings.min_f1_threshold,
          "min_improvement": settings.min_improvement, "justification": justification, "scores": score_lines,
          "rule": rule, "decided_by": actor, "holdout_rows": scores["holdout_rows"],
+         **({"live": live_text(scores["live"])} if scores.get("live") and scores["live"]["n"] else {}),
          "pipeline_run_id": step.pipeline_run_id,
          "aliases": {k: v for k, v in after.items() if v}, "links": model_links(settings, version)},
     )
@@ -342,11 +430,26 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
         baseline = baseline_of(info, metric)
         scores["baseline_score"] = None if baseline is None else baseline[1]
         scores["candidate_training_score"] = None if baseline is None else baseline[0]
+        scores["live"] = live_evidence(conn, settings, scores["champion_version"], target)
         decision, rule, justification = decide(
             metric, scores["candidate_score"], scores["champion_version"], scores["champion_score"],
             threshold=settings.min_f1_threshold, min_improvement=settings.min_improvement,
             auto_promotion=settings.auto_promotion_enabled, baseline=baseline,
-            require_baseline=settings.promotion_require_beat_baseline)
+            require_baseline=settings.promotion_require_beat_baseline, live=scores["live"],
+            min_requests=settings.shadow_min_requests, min_labelled=settings.shadow_min_labelled,
+            max_f1_loss=settings.shadow_max_f1_loss)
+        if decision == "awaiting_evidence":
+            # not a decision: nothing recorded in model_decisions or the registry; this skipped
+            # run (its outputs: the rule, the scores, the live numbers) is the audit
+            step.outputs.update({"decision": decision, "model_name": settings.model_name, "model_version": target,
+                                 "mlflow_run_id": info.get("mlflow_run_id"), "metric": metric, **scores,
+                                 "shadow_min_requests": settings.shadow_min_requests,
+                                 "shadow_min_labelled": settings.shadow_min_labelled,
+                                 "shadow_max_f1_loss": settings.shadow_max_f1_loss,
+                                 "rule": rule, "justification": justification})
+            log.info("version %s: %s", target, justification)
+            step.skip(f"version {target}: {justification}")
+            return
         _record_and_notify(conn, settings, step, trigger, decision=decision, version=target, info=info,
                            metric=metric, scores=scores, rule=rule, justification=justification,
                            champion_version=scores["champion_version"])

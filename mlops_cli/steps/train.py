@@ -127,8 +127,8 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         codes, confidence = served_from_features(clf, built.holdout_features)
         s = score(model, holdout, y_pred=codes)
         s["confidence"] = confidence  # reused by the drift reference
-        calibration = calibration_metrics(clf.predict_proba(built.holdout_features), holdout["prdtypecode"],
-                                          clf.classes_)
+        s["proba"], s["classes"] = clf.predict_proba(built.holdout_features), clf.classes_  # and its estimate
+        calibration = calibration_metrics(s["proba"], holdout["prdtypecode"], clf.classes_)
         if hasattr(clf.classifier, "predict_proba"):  # what the classifier's own probabilities would give
             calibration["ece_uncalibrated"] = calibration_metrics(
                 clf.classifier.predict_proba(built.holdout_features), holdout["prdtypecode"], clf.classes_)["ece"]

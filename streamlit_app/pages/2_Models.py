@@ -1,4 +1,5 @@
-"""Registered model versions: metrics, aliases, decisions and their justifications, promotions."""
+"""Registered model versions: metrics, aliases, decisions and their justifications, promotions, and
+the shadow challenger's answers to live traffic against the champion's (docs/shadow.md)."""
 
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
 from mlops_cli.ops import models as ops_models  # noqa: E402
+from mlops_cli.ops import shadow as ops_shadow  # noqa: E402
 
 common.page("Models", ":material/model_training:")
 s = common.settings()
@@ -97,3 +99,68 @@ if rows:
                                 "justification": st.column_config.TextColumn(width="large")})
 else:
     st.caption("no decision yet")
+
+# --- the shadow challenger: live traffic --------------------------------------------------------------
+st.subheader("Shadow challenger on live traffic")
+sh = common.call(ops_shadow.overview, c, s, what="the shadow comparison")
+need = (f"Promotion waits for {sh['min_requests']} shadow requests, {sh['min_labelled']} of them labelled, "
+        f"and refuses a live weighted F1 loss above {sh['max_f1_loss']:g} (SHADOW_MIN_REQUESTS, "
+        "SHADOW_MIN_LABELLED, SHADOW_MAX_F1_LOSS)" if sh["min_requests"] else
+        "Promotion needs no live evidence (SHADOW_MIN_REQUESTS=0): the live numbers are shown, not required")
+if not sh["active"]:
+    st.caption("The shadow is off (SHADOW_ENABLED=false and SHADOW_MIN_REQUESTS=0): the API scores requests "
+               "with the champion only.")
+elif sh["challenger"] is None or sh["challenger"] == sh["champion"]:
+    st.caption(f"On, and idle: no challenger awaits a decision. {need}.")
+else:
+    st.caption(f"The API scores every request with challenger v{sh['challenger']} as well, off the request path; "
+               f"the client's answer is champion v{sh['champion']}'s. {need}.")
+ev = sh["evidence"]
+if ev is not None:
+    cols = st.columns(4)
+    cols[0].metric("shadow requests", f"{ev['n']}" + (f" / {sh['min_requests']}" if sh["min_requests"] else ""))
+    cols[1].metric("agreement", "—" if ev["agreement"] is None else f"{ev['agreement']:.1%}")
+    cols[2].metric(f"live F1 challenger v{sh['challenger']}", common.fmt_score(ev["challenger_weighted_f1"]),
+                   delta=None if ev["f1_difference"] is None else f"{ev['f1_difference']:+.4f}")
+    cols[3].metric(f"live F1 champion v{sh['champion']}", common.fmt_score(ev["champion_weighted_f1"]))
+    if sh["min_requests"]:
+        st.progress(min(1.0, ev["n"] / sh["min_requests"]),
+                    text=f"{ev['n']} of {sh['min_requests']} shadow requests (SHADOW_MIN_REQUESTS); "
+                         f"{ev['n_labelled']} labelled, {sh['min_labelled']} needed (SHADOW_MIN_LABELLED)")
+    if sh["missing"]:
+        st.info(f"Promotion of v{sh['challenger']} awaits live evidence: {sh['missing']}.", icon=":material/hourglass_top:")
+    elif sh["min_requests"]:
+        st.success(f"Enough live evidence for v{sh['challenger']}: the next `mlops promote` decides on it.",
+                   icon=":material/task_alt:")
+    st.caption(f"{ev['n_labelled']} of the shadow requests have a moderator's label: live F1 of both is "
+               "computed on those same requests.")
+    if ev["top_disagreements"]:
+        st.markdown("**Classes they disagree on most** (items where one of them said the class and the other not)")
+        st.dataframe(common.frame(ev["top_disagreements"], ["prdtypecode", "category", "disagreements", "rate",
+                                                            "champion_n", "challenger_n"]),
+                     hide_index=True, width="stretch",
+                     column_config={"rate": st.column_config.NumberColumn(format="%.3f")})
+        st.altair_chart(alt.Chart(pd.DataFrame(ev["top_disagreements"])).mark_bar().encode(
+            x=alt.X("disagreements:Q", title="items they disagree on"),
+            y=alt.Y("category:N", sort="-x", title=None),
+            tooltip=["prdtypecode", "category", "disagreements", alt.Tooltip("rate:Q", format=".3f")]
+        ).properties(height=40 + 28 * len(ev["top_disagreements"])), width="stretch")
+        st.markdown("**Most frequent changes** (champion's class → challenger's)")
+        st.dataframe(common.frame(ev["top_swaps"], ["champion_code", "champion_category", "challenger_code",
+                                                    "challenger_category", "n"]),
+                     hide_index=True, width="stretch")
+    elif ev["n"]:
+        st.caption("They agree on every shadow request so far.")
+if sh["last_wait"]:
+    w = sh["last_wait"]
+    st.caption(f"Latest promote run #{w['pipeline_run_id']} ({common.fmt_time(w['at'])}): {w['justification']}")
+if sh["reports"]:
+    st.markdown("**Daily reports' shadow sections** (per drift window)")
+    st.dataframe(common.frame(sh["reports"], ["report_id", "as_of", "window_days", "champion_version",
+                                              "challenger_version", "n", "agreement", "n_labelled",
+                                              "champion_weighted_f1", "challenger_weighted_f1"]),
+                 hide_index=True, width="stretch",
+                 column_config={"agreement": st.column_config.NumberColumn(format="%.3f"),
+                                "champion_weighted_f1": st.column_config.NumberColumn("champion live F1", format="%.4f"),
+                                "challenger_weighted_f1": st.column_config.NumberColumn("challenger live F1",
+                                                                                        format="%.4f")})

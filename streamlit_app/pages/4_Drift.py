@@ -52,6 +52,19 @@ if history:
 else:
     st.caption("No scored report in this period (windows with too few predictions have no score).")
 
+# --- the performance estimated without labels ------------------------------------------------------------
+st.subheader("Performance estimated without labels")
+estimates = ops_drift.estimate_history(c, days=days, window_days=None if window == "all" else int(window))
+if estimates:
+    st.altair_chart(common.estimate_chart(estimates), width="stretch")
+    st.caption("Weighted F1 estimated from the model's calibrated probabilities (no label needed), with its 95% "
+               "band; dashed: the same estimate on the model's holdout, which the estimated-performance alert "
+               f"compares with (WARNING below it by more than the margin, now {th['estimate_margin']:g}). "
+               "Diamonds: the realized weighted F1 where moderators labelled predictions of the window -- how far "
+               "to trust the estimate (docs/performance_estimate.md).")
+else:
+    st.caption("No estimate in this period (windows with too few predictions are not estimated).")
+
 # --- one report ---------------------------------------------------------------------------------------------
 st.subheader("Report detail")
 labels = {r["id"]: f"#{r['id']} · {common.fmt_time(r['as_of'])} · {r['window_days']} d · {r['level']}"
@@ -64,8 +77,8 @@ if report["status"] != "ok":
     st.info(details.get("reason") or "Insufficient data in this window: no scores.")
     st.stop()
 
-tab_data, tab_pred, tab_top, tab_perf = st.tabs(["Data drift features", "Prediction drift", "Top movers",
-                                                 "Performance"])
+tab_data, tab_pred, tab_top, tab_perf, tab_est = st.tabs(["Data drift features", "Prediction drift", "Top movers",
+                                                          "Performance", "Estimated performance"])
 with tab_data:
     st.caption("Reference (training data of the model) vs current (the window's predictions), per feature; "
                "the feature with the highest score sets the data drift score.")
@@ -92,3 +105,35 @@ with tab_perf:
         if drops:
             st.markdown("**Classes whose F1 dropped most**")
             st.dataframe(common.frame([{"class": k, "F1 drop": v} for k, v in drops]), hide_index=True)
+with tab_est:
+    est = details.get("estimated_performance") or {}
+    if est.get("weighted_f1") is None:
+        st.caption(est.get("reason") or "no estimate in this window")
+    else:
+        ref = est.get("reference") or {}
+        a, b, d, e = st.columns(4)
+        a.metric("estimated weighted F1", common.fmt_score(est["weighted_f1"]),
+                 delta=None if est.get("drop") is None else f"{-est['drop']:+.4f}",
+                 help="No label needed: from the served probabilities (confidence-based performance estimation)")
+        b.metric("95% band", f"{est['low']:.3f} – {est['high']:.3f}")
+        d.metric("reference (holdout estimate)", common.fmt_score(ref.get("weighted_f1")),
+                 help=f"realized on the holdout: {common.fmt_score(ref.get('realized_weighted_f1'))}")
+        realized = est.get("realized") or {}
+        if realized.get("n"):
+            on = realized.get("estimate_on_labelled") or {}
+            e.metric("realized (labelled)", common.fmt_score(realized["weighted_f1"]),
+                     help=f"{realized['n']} labelled predictions of the window")
+            verdict = "inside" if realized.get("within_band") else "OUTSIDE"
+            st.caption(f"Estimated vs realized on the same {realized['n']} labelled predictions: estimated "
+                       f"{common.fmt_score(on.get('weighted_f1'))} [{on.get('low', 0):.3f}, {on.get('high', 0):.3f}], "
+                       f"realized {common.fmt_score(realized['weighted_f1'])}: {verdict} the band"
+                       + ("" if realized.get("within_band") else " -- the calibration may no longer hold; "
+                          "trust the labels"))
+        else:
+            e.metric("realized (labelled)", "—", help="no moderator label on this window's predictions yet")
+        st.caption(f"{est.get('n', 0):,} predictions; {est.get('unlisted_mass', 0):.1%} of the probability mass "
+                   "was not logged (beyond the top-k) and is spread evenly over the other classes.")
+        drops = ops_drift.estimate_class_drops(report)
+        if drops:
+            st.markdown("**Classes whose estimated F1 fell most below the reference's**")
+            st.dataframe(common.frame(drops), hide_index=True)

@@ -16,7 +16,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when r
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
-from mlops_cli.ops import alerts as ops_alerts, models as ops_models  # noqa: E402
+from mlops_cli.ops import alerts as ops_alerts, drift as ops_drift, models as ops_models  # noqa: E402
 from mlops_cli.ops import thresholds as ops_thresholds  # noqa: E402
 from mlops_cli.vocab import ALERT_LEVELS  # noqa: E402
 
@@ -84,7 +84,12 @@ if alert is not None:
         st.markdown(f"**Drift report #{report['id']}** (the latest one that raised or updated this alert)")
         common.show_report_scores(report)
         group = alert["cause"].split("_")[0]
-        if group in ("data", "prediction"):
+        if alert["cause"] == "estimated_performance":
+            rows = ops_drift.estimate_class_drops(report)
+            if rows:
+                st.markdown("**Classes whose estimated F1 fell most below the reference's** (no labels needed)")
+                st.dataframe(common.frame(rows), hide_index=True)
+        elif group in ("data", "prediction"):
             with st.expander(f"{group} drift per feature: reference vs current", expanded=True):
                 common.show_distributions(report, groups=(group,))
             with st.expander("top drifting tokens and classes", expanded=group == "data"):
@@ -152,10 +157,11 @@ with tab_ack:
 with tab_thresholds:
     st.caption("Stored in app_settings and used by the next drift and alert runs (0 < warning < alert < critical); "
                "a value left empty keeps the one in force. "
-               f"Now: warning {th['warning']:g} / alert {th['alert']:g} / critical {th['critical']:g}.")
+               f"Now: warning {th['warning']:g} / alert {th['alert']:g} / critical {th['critical']:g}, "
+               f"estimate margin {th['estimate_margin']:g}.")
     if who := common.acting_as():
         with st.form("alert_thresholds"):
-            a, b, d = st.columns(3)
+            a, b, d, e = st.columns(4)
             # empty = keep the value in force (a partial update, as `mlops thresholds --warning X`)
             w = a.number_input("warning", min_value=0.0, value=None, step=0.01, format="%.3f",
                                placeholder=f"{th['warning']:g} (keep)", key="alert_thresholds_warning")
@@ -163,12 +169,17 @@ with tab_thresholds:
                                 placeholder=f"{th['alert']:g} (keep)", key="alert_thresholds_alert")
             cr = d.number_input("critical", min_value=0.0, value=None, step=0.01, format="%.3f",
                                 placeholder=f"{th['critical']:g} (keep)", key="alert_thresholds_critical")
+            mg = e.number_input("estimate margin", min_value=0.0, max_value=0.99, value=None, step=0.01,
+                                format="%.3f", placeholder=f"{th['estimate_margin']:g} (keep)",
+                                key="alert_thresholds_estimate_margin",
+                                help="Drop of the estimated weighted F1 (no labels) below the model's holdout "
+                                     "estimate that is a WARNING (ESTIMATE_MARGIN)")
             note = st.text_area("Note (required)", key="alert_thresholds_note")
             go = st.form_submit_button("Adjust alert thresholds", key="alert_thresholds_submit")
         if go:
             common.run_action("alert_result_thresholds", lambda conn: ops_thresholds.update(
                 conn, s, common.ui_trigger(who), warning=w, alert=al, critical=cr, note=note, alert_id=target_id,
-                note_required=True), connect=True)
+                note_required=True, estimate_margin=mg or None), connect=True)
     common.show_result(st.session_state.get("alert_result_thresholds"))
 
 with tab_rollback:

@@ -1,0 +1,358 @@
+"""The label-free performance estimate (mlops_cli/performance_estimate.py) against the realized
+weighted F1, and NannyML's CBPE on the same windows for comparison.
+
+1. A model is trained (`mlops load` + `mlops train`) on a generated catalogue and made champion;
+   `train` stores its reference, with the estimate on its holdout.
+2. Windows of --rows (1,000) predictions, one UTC day each, are served and logged
+   (mlops_cli.simulate, top-3 probabilities as the API logs them), every one labelled:
+   --windows of unchanged traffic, and --kind-windows of each drift kind of the generator
+   (vocabulary, length, classes). For each window the daily check (`drift`, 1-day window) writes
+   its report: the estimate (from the logged top-3), its band, and the realized weighted F1 of
+   the labels.
+3. Our estimate is also computed from the full probability vectors of the same products (the
+   cost of logging only the top 3), and macro F1 from the same sums (NannyML's multiclass
+   metric).
+4. NannyML 0.13.1 (in its own virtualenv benchmarks/.venv-nannyml, created on first use) runs
+   CBPE (isotonic calibration on the reference, its default) on the model's holdout as reference
+   and the same windows as chunks of --rows, given the FULL probability vectors: its macro F1
+   estimate, and a weighted F1 from its calibrated probabilities and its own per-class
+   estimate_f1, weighted by the expected supports (CBPE multiclass has macro F1 only).
+
+Targets: mean |estimated - realized weighted F1| <= 0.03 on unchanged traffic at 1,000 per window;
+the estimate moves the way the realized F1 moves under each drift kind (both against the
+unchanged windows); our error no worse than NannyML's; our time at least 5x lower than NannyML's
+fit + estimate (measured inside its process, reading and imports excluded). Two times of ours:
+in memory like NannyML's (the reference estimate on the holdout's arrays, then each window's
+logged top 3 from arrays), and from the log (each window's sums read by SQL from inference_log,
+what the drift check pays for a window it scans; the daily check reads closed days' sums from the
+rollups instead, counted once a day by the rollup step).
+
+Prints a table, writes benchmarks/results/bench_estimate.json.
+Usage: python benchmarks/bench_estimate.py [--catalogue 10000] [--rows 1000] [--windows 20]
+                                            [--kind-windows 5] [--no-nannyml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_home, print_table, venv_python, write_results  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+NANNYML_VENV = HERE / ".venv-nannyml"
+# statsmodels: nannyml imports it (its plots) without declaring it
+NANNYML_PINS = ("nannyml==0.13.1", "statsmodels")
+DAY0 = datetime(2033, 1, 1, tzinfo=timezone.utc)
+KINDS = ("vocabulary", "length", "classes")
+TARGET_ERROR = 0.03
+TARGET_SPEEDUP = 5.0
+
+NANNYML_SCRIPT = r'''
+import json, sys, time, warnings
+warnings.filterwarnings("ignore")
+import numpy as np, pandas as pd
+import nannyml as nml
+from nannyml.performance_estimation.confidence_based.cbpe import _calibrate_predicted_probabilities
+from nannyml.performance_estimation.confidence_based.metrics import estimate_f1
+ref = pd.read_parquet(sys.argv[1]); ana = pd.read_parquet(sys.argv[2]); chunk = int(sys.argv[3])
+classes = json.loads(sys.argv[4])
+proba = {str(c): f"p_{c}" for c in classes}
+ref["y_pred"] = ref["y_pred"].astype(str); ref["y_true"] = ref["y_true"].astype(str)
+ana["y_pred"] = ana["y_pred"].astype(str)
+t0 = time.perf_counter()
+est = nml.CBPE(y_pred_proba=proba, y_pred="y_pred", y_true="y_true", problem_type="classification_multiclass",
+               metrics=["f1"], chunk_size=chunk)
+est.fit(ref)
+res = est.estimate(ana.drop(columns=["y_true"]))
+t_macro = time.perf_counter() - t0
+frame = res.to_df()
+frame = frame[frame[("chunk", "period")] == "analysis"]  # the reference's own chunks come first
+macro = [float(x) for x in frame[("f1", "value")].tolist()]
+lower = [float(x) for x in frame[("f1", "lower_confidence_boundary")].tolist()]
+upper = [float(x) for x in frame[("f1", "upper_confidence_boundary")].tolist()]
+# weighted F1 the CBPE way, from its calibrated probabilities and its own per-class estimate
+t1 = time.perf_counter()
+cal = _calibrate_predicted_probabilities(ana.drop(columns=["y_true"]).copy(), "y_true", proba, est._calibrators)
+weighted = []
+for lo in range(0, len(cal), chunk):
+    part = cal.iloc[lo:lo + chunk]
+    num = den = 0.0
+    for c in classes:
+        p = part[f"p_{c}"].to_numpy()
+        s = p.sum()
+        num += s * estimate_f1((part["y_pred"] == str(c)).to_numpy().astype(int), p)
+        den += s
+    weighted.append(num / den)
+t_weighted = time.perf_counter() - t1
+print(json.dumps({"macro": macro, "lower": lower, "upper": upper, "weighted": weighted, "fit_estimate_seconds": t_macro,
+                  "weighted_seconds": t_weighted, "chunks": len(frame)}))
+'''
+
+
+def nannyml_python() -> tuple[Path | None, str | None]:
+    """The venv's python with nannyml installed (created on first use), or (None, why not)."""
+    return venv_python(NANNYML_VENV, NANNYML_PINS, "nannyml")
+
+
+def run_nannyml(py: Path, ref_path: Path, ana_path: Path, chunk: int, classes: list[int]) -> dict:
+    script = Path(tempfile.mkdtemp(prefix="nannyml-")) / "run.py"
+    script.write_text(NANNYML_SCRIPT)
+    t = time.perf_counter()
+    r = subprocess.run([str(py), str(script), str(ref_path), str(ana_path), str(chunk), json.dumps(classes)],
+                       capture_output=True, text=True, timeout=3600)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        return {"error": r.stderr[-3000:], "wall_seconds": wall}
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["wall_seconds"] = wall
+    return out
+
+
+def frame(y_true, codes, proba, classes):
+    import pandas as pd
+
+    df = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes])
+    df.insert(0, "y_pred", np.asarray(codes).astype(int))
+    df.insert(0, "y_true", np.asarray(y_true).astype(int))
+    return df
+
+
+def summarize(errors) -> dict:
+    e = np.abs(np.asarray(errors, dtype=float))
+    return {"mean_abs": round(float(e.mean()), 4), "p90_abs": round(float(np.quantile(e, 0.9)), 4),
+            "max_abs": round(float(e.max()), 4), "bias": round(float(np.mean(errors)), 4), "n": int(e.size)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--catalogue", type=int, default=10_000)
+    ap.add_argument("--rows", type=int, default=1_000, help="predictions per window")
+    ap.add_argument("--windows", type=int, default=40, help="windows of unchanged traffic")
+    ap.add_argument("--kind-windows", type=int, default=5, help="windows of each drift kind")
+    ap.add_argument("--no-nannyml", action="store_true")
+    args = ap.parse_args()
+
+    import pandas as pd
+    from sklearn.metrics import f1_score
+
+    from mlops_cli import dataset, db, registry, store, synth
+    from mlops_cli import performance_estimate as pe
+    from mlops_cli.reference import served_probabilities
+    from mlops_cli.runs import Trigger
+    from mlops_cli.simulate import simulate_traffic
+    from mlops_cli.steps.drift import drift
+    from mlops_cli.steps.load import load
+    from mlops_cli.steps.train import train
+
+    T = Trigger(actor="bench")
+    work = Path(tempfile.mkdtemp(prefix="mlops-bench-estimate-"))
+    result: dict = {"rows_per_window": args.rows, "targets": {"mean_abs_error": TARGET_ERROR,
+                                                              "speedup_vs_nannyml": TARGET_SPEEDUP}}
+    with bench_home("estimate") as settings:
+        settings = settings.replace(initial_load_fraction=1.0)
+        conn = db.open_db(settings)
+        x, y = synth.write_catalogue(work / "catalogue", rows=args.catalogue, seed=7)
+        load(conn, settings, T, x_path=str(x), y_path=str(y))
+        t = time.perf_counter()
+        r = train(conn, settings, T, params={"word_max_features": 20000, "char_max_features": 20000})
+        assert r.status == "succeeded", r.message
+        result["train_seconds"] = round(time.perf_counter() - t, 1)
+        version = r.outputs["model_version"]
+        registry.set_alias(settings, registry.CHAMPION, version)
+        model = registry.load_model(settings, version=version)
+        summary = store.get_model_reference(conn, settings.model_name, version)["summary"]
+        ref_est = summary["estimate"]
+        classes = [int(c) for c in ref_est["classes"]]
+        k = len(classes)
+        print(f"model v{version} ({r.outputs['chosen_name']}, T={r.outputs['temperature']:.3f}, "
+              f"eps={r.outputs['calibration_epsilon']:.4f}, ECE {r.outputs['ece']:.4f}) trained in "
+              f"{result['train_seconds']} s; holdout: estimated {ref_est['weighted_f1']:.4f} vs realized "
+              f"{ref_est['realized_weighted_f1']:.4f}", flush=True)
+        result["model"] = {k2: r.outputs[k2] for k2 in ("chosen_name", "temperature", "calibration_epsilon", "ece",
+                                                       "brier", "weighted_f1", "test_rows")}
+        result["reference"] = {k2: ref_est[k2] for k2 in ("weighted_f1", "low", "high", "realized_weighted_f1", "n",
+                                                         "unlisted_mass")}
+
+        products = store.read_products(conn, ("productid", "designation", "description", "prdtypecode"))
+        _, holdout = dataset.split(products, settings.holdout_fraction)
+        h_codes, h_proba, h_classes = served_probabilities(model, holdout[["designation", "description"]])
+        assert [int(c) for c in h_classes] == classes
+        t = time.perf_counter()
+        pe.reference_estimate(h_proba, classes, h_codes, holdout["prdtypecode"].to_numpy())
+        ours_seconds = time.perf_counter() - t  # the reference side, as NannyML's fit
+        memory_seconds = ours_seconds
+        result["ours_reference_seconds"] = round(ours_seconds, 4)
+
+        windows = [("none", i) for i in range(args.windows)] + \
+                  [(kind, i) for kind in KINDS for i in range(args.kind_windows)]
+        rows, frames = [], []
+        for j, (kind, i) in enumerate(windows):
+            day, seed = DAY0 + timedelta(days=j), 5000 + j
+            simulate_traffic(conn, settings, model, version, start=day, days=1, per_day=args.rows, drift=kind,
+                             seed=seed, feedback_rate=1.0)
+            conn.commit()
+            end = day + timedelta(days=1)
+            # ours, timed: what the estimate costs on top of the daily check (its sums read from the
+            # window's rows -- the rollups make this a per-day cost -- and the estimate)
+            t = time.perf_counter()
+            sums = pe.empty_sums()
+            for mv, f, key, n in store.inference_range_estimate_sums(conn, day, end, k, lo_incl=False, hi_incl=True):
+                if mv == str(version):
+                    pe.add_row(sums, f, key, n)
+            est = pe.estimate(sums, classes)
+            ours_seconds += time.perf_counter() - t
+            conn.rollback()
+            d = drift(conn, settings, T, as_of=end, window_days=(1,))
+            rep = store.get_drift_report(conn, d.outputs["reports"][0]["id"])
+            assert rep["estimated_weighted_f1"] == est["weighted_f1"], "the drift step estimates the same"
+            # the same products with their full probability vectors
+            prods = synth.generate_products(args.rows, seed=seed, drift=kind)
+            codes, proba, _ = served_probabilities(model, prods[["designation", "description"]])
+            y_true = prods["prdtypecode"].to_numpy().astype(int)
+            conf, full_top = pe.top_k_of(proba, classes, codes, k=k)
+            full = pe.estimate(pe.row_sums(codes, conf, full_top, k), classes)
+            # ours in memory, on what is logged (the top 3), timed like NannyML's in-memory run
+            t = time.perf_counter()
+            conf3, top3 = pe.top_k_of(proba, classes, codes)
+            pe.estimate(pe.row_sums(codes, conf3, top3, k), classes)
+            memory_seconds += time.perf_counter() - t
+            realized_w = float(f1_score(y_true, codes, average="weighted", zero_division=0))
+            realized_m = float(f1_score(y_true, codes, average="macro", labels=classes, zero_division=0))
+            assert abs(rep["realized_weighted_f1"] - realized_w) < 1e-9 and rep["realized_n"] == args.rows
+            ours_macro = float(np.mean([est["per_class"].get(str(c), {"f1": 0.0})["f1"] for c in classes]))
+            rows.append({"kind": kind, "window": i, "day": day.date().isoformat(), "estimated": est["weighted_f1"],
+                         "low": est["low"], "high": est["high"], "sd": est["sd"], "estimated_full": full["weighted_f1"],
+                         "realized": realized_w, "estimated_macro": ours_macro, "realized_macro": realized_m,
+                         "score": rep["estimated_performance_drift_score"],
+                         "level": rep["details"]["levels"]["estimated_performance"],
+                         "unlisted_mass": est["unlisted_mass"]})
+            frames.append(frame(y_true, codes, proba, classes))
+            print(f"{kind:10} #{i}: estimated {est['weighted_f1']:.4f} [{est['low']:.4f}, {est['high']:.4f}] "
+                  f"(full vectors {full['weighted_f1']:.4f}) realized {realized_w:.4f}", flush=True)
+        result["ours_seconds"] = round(ours_seconds, 4)
+        result["ours_seconds_per_window"] = round((ours_seconds - result["ours_reference_seconds"]) / len(windows), 5)
+        result["ours_in_memory_seconds"] = round(memory_seconds, 4)
+
+        nanny: dict = {"version": NANNYML_PINS[0]}
+        if args.no_nannyml:
+            nanny["skipped"] = "--no-nannyml"
+        else:
+            py, why = nannyml_python()
+            if py is None:
+                nanny["error"] = why
+                print(f"NannyML unavailable: {why}", flush=True)
+            else:
+                ref_path, ana_path = work / "reference.parquet", work / "analysis.parquet"
+                frame(holdout["prdtypecode"].to_numpy(), h_codes, h_proba, classes).to_parquet(ref_path)
+                pd.concat(frames, ignore_index=True).to_parquet(ana_path)
+                nanny.update(run_nannyml(py, ref_path, ana_path, args.rows, classes))
+                if nanny.get("chunks") == len(rows):
+                    for row, m, w, lo, hi in zip(rows, nanny["macro"], nanny["weighted"], nanny["lower"], nanny["upper"]):
+                        row.update(nannyml_macro=m, nannyml_weighted=w, nannyml_low=lo, nannyml_high=hi)
+                elif "error" not in nanny:
+                    nanny["error"] = f"{nanny.get('chunks')} chunks for {len(rows)} windows"
+                print(f"NannyML: fit + estimate {nanny.get('fit_estimate_seconds', float('nan')):.2f} s", flush=True)
+        result["nannyml"] = {k2: v for k2, v in nanny.items() if k2 not in ("macro", "weighted", "lower", "upper")}
+        conn.close()
+    shutil.rmtree(work, ignore_errors=True)
+    if settings.embedded:
+        shutil.rmtree(settings.home, ignore_errors=True)
+
+    # --- results -------------------------------------------------------------------------------------
+    result["windows"] = rows
+    none = [r for r in rows if r["kind"] == "none"]
+    stationary = {
+        "ours_weighted": summarize([r["estimated"] - r["realized"] for r in none]),
+        "ours_full_vectors_weighted": summarize([r["estimated_full"] - r["realized"] for r in none]),
+        "ours_macro": summarize([r["estimated_macro"] - r["realized_macro"] for r in none]),
+        "band_coverage": round(float(np.mean([r["low"] <= r["realized"] <= r["high"] for r in none])), 3),
+        "mean_sd": round(float(np.mean([r["sd"] for r in none])), 4),
+        "levels": sorted({r["level"] for r in none}),
+    }
+    have_nanny = "nannyml_macro" in none[0] if none else False
+    if have_nanny:
+        stationary["nannyml_weighted"] = summarize([r["nannyml_weighted"] - r["realized"] for r in none])
+        stationary["nannyml_macro"] = summarize([r["nannyml_macro"] - r["realized_macro"] for r in none])
+    result["stationary"] = stationary
+    base_est = float(np.mean([r["estimated"] for r in none]))
+    base_real = float(np.mean([r["realized"] for r in none]))
+    moves = {}
+    for kind in KINDS:
+        ks = [r for r in rows if r["kind"] == kind]
+        if not ks:
+            continue
+        d_est = float(np.mean([r["estimated"] for r in ks])) - base_est
+        d_real = float(np.mean([r["realized"] for r in ks])) - base_real
+        moves[kind] = {"estimated_change": round(d_est, 4), "realized_change": round(d_real, 4),
+                       "right_direction": bool(np.sign(d_est) == np.sign(d_real)),
+                       "error": summarize([r["estimated"] - r["realized"] for r in ks]),
+                       "levels": sorted({r["level"] for r in ks})}
+        if have_nanny:
+            d_nanny = float(np.mean([r["nannyml_weighted"] for r in ks])) - \
+                float(np.mean([r["nannyml_weighted"] for r in none]))
+            moves[kind].update(nannyml_change=round(d_nanny, 4),
+                               nannyml_error=summarize([r["nannyml_weighted"] - r["realized"] for r in ks]))
+    result["drift_kinds"] = moves
+    err = stationary["ours_weighted"]["mean_abs"]
+    checks = {"error_at_most_0.03": err <= TARGET_ERROR,
+              "moves_the_right_way": all(m["right_direction"] for m in moves.values())}
+    if have_nanny:
+        checks["error_no_worse_than_nannyml_weighted"] = err <= stationary["nannyml_weighted"]["mean_abs"]
+        checks["macro_error_no_worse_than_nannyml"] = \
+            stationary["ours_macro"]["mean_abs"] <= stationary["nannyml_macro"]["mean_abs"]
+        nanny_s = result["nannyml"]["fit_estimate_seconds"]
+        result["speedup_vs_nannyml"] = round(nanny_s / max(result["ours_in_memory_seconds"], 1e-9), 1)
+        result["speedup_vs_nannyml_from_the_log"] = round(nanny_s / max(result["ours_seconds"], 1e-9), 1)
+        checks["at_least_5x_faster_in_memory"] = result["speedup_vs_nannyml"] >= TARGET_SPEEDUP
+        checks["at_least_5x_faster_from_the_log"] = result["speedup_vs_nannyml_from_the_log"] >= TARGET_SPEEDUP
+    result["checks"] = checks
+
+    print()
+    table = [("unchanged, weighted F1 (ours, top-3 logged)", *_cells(stationary["ours_weighted"])),
+             ("unchanged, weighted F1 (ours, full vectors)", *_cells(stationary["ours_full_vectors_weighted"]))]
+    if have_nanny:
+        table.append(("unchanged, weighted F1 (NannyML CBPE, full vectors)", *_cells(stationary["nannyml_weighted"])))
+    table.append(("unchanged, macro F1 (ours, top-3 logged)", *_cells(stationary["ours_macro"])))
+    if have_nanny:
+        table.append(("unchanged, macro F1 (NannyML CBPE, full vectors)", *_cells(stationary["nannyml_macro"])))
+    print_table(table, ("estimate error (|estimated - realized|)", "mean", "p90", "max", "bias", "windows"))
+    print(f"\nband coverage (realized inside the 95% band): {stationary['band_coverage']:.0%}, mean sd "
+          f"{stationary['mean_sd']:.4f}; levels on unchanged traffic: {stationary['levels']}")
+    print()
+    print_table([(kind, m["estimated_change"], m["realized_change"], m.get("nannyml_change", "-"),
+                  "yes" if m["right_direction"] else "NO", m["error"]["mean_abs"], ",".join(m["levels"]))
+                 for kind, m in moves.items()],
+                ("drift kind", "estimate change", "realized change", "NannyML change", "right way",
+                 "our |error|", "our levels"))
+    if have_nanny:
+        print()
+        print_table([("NannyML CBPE: fit on the holdout + estimate, in memory (full vectors)",
+                      f"{result['nannyml']['fit_estimate_seconds']:.3f}", "1.0x"),
+                     ("ours: reference estimate + estimate, in memory (logged top 3)",
+                      f"{result['ours_in_memory_seconds']:.3f}", f"{result['speedup_vs_nannyml']}x"),
+                     ("ours: reference estimate + sums read from inference_log (SQL) + estimate",
+                      f"{result['ours_seconds']:.3f}", f"{result['speedup_vs_nannyml_from_the_log']}x")],
+                    (f"time, holdout + {len(rows)} windows of {args.rows}", "seconds", "vs NannyML"))
+    print("\nchecks: " + ", ".join(f"{k2} {'OK' if v else 'FAILED'}" for k2, v in checks.items()))
+    path = write_results("bench_estimate", result)
+    print(f"written: {path}")
+    return 0
+
+
+def _cells(s: dict) -> tuple:
+    return s["mean_abs"], s["p90_abs"], s["max_abs"], f"{s['bias']:+.4f}", s["n"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""The shadow challenger (docs/shadow.md) on the real stack: the API with its worker process, the
+MLflow registry, PostgreSQL; models trained once for the module (test_api's `trained`: versions 1
+and 2, champion -> 1). Nothing is mocked; a challenger that raises or hangs is made with the test
+fault hook (MLOPS_FAULT=shadow:fail|hang, installed in the worker process by tests/fault_site).
+
+What the client gets never depends on the challenger; shadow rows name the champion's rows; the
+queue is bounded; promotion weighs the live evidence in each branch; the daily report's shadow
+section; the hot swap of both aliases; the Models page. Nothing is timed.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.metrics import f1_score
+
+from conftest import REPO, query, wait_for
+from mlops_cli import config, db, registry, shadow_report, store
+from mlops_cli.api import create_app
+from mlops_cli.categories import PRDTYPECODES
+from mlops_cli.runs import Trigger
+from mlops_cli.serving import ServingMetrics
+from mlops_cli.serving.shadow import BUFFER_FULL, INVALID, PENDING_ROWS, SLOTS, WRITE_ERRORS, WRITTEN, ShadowScorer, \
+    _RowWriter
+from mlops_cli.simulate import simulate_traffic
+from mlops_cli.steps.drift import drift
+from mlops_cli.steps.promote import decide, promote
+from test_api import api_env, frame, products, trained  # noqa: F401  (fixtures: versions 1 and 2, champion 1)
+from test_promote import GOOD, WEAK, alias_map, challenger, decisions, load_all
+
+T = Trigger(actor="pytest")
+DAY0 = datetime(2031, 2, 3, tzinfo=timezone.utc)  # far from now(): the window sees only this test's rows
+
+
+@pytest.fixture
+def shadow_env(api_env, trained):  # noqa: F811
+    """The API's environment with the shadow on and version 2 as the challenger."""
+    api_env.setenv("SHADOW_ENABLED", "true")
+    registry.set_alias(trained.settings, registry.CHALLENGER, trained.v2)
+    yield api_env
+    registry.delete_alias(trained.settings, registry.CHALLENGER)
+
+
+def shadowing(app, version: str | None) -> None:
+    wait_for(lambda: app.state.shadow.stats()["challenger_version"] == version,
+             f"the shadow worker following the challenger alias to {version}")
+
+
+def shadow_rows(conn) -> list[tuple]:
+    return query(conn, """SELECT request_id, item_index, champion_version, champion_code, challenger_version,
+                                 predicted_code, confidence FROM shadow_predictions ORDER BY id""")
+
+
+def metric_value(text: str, line_start: str) -> float:
+    return float(next(line for line in text.splitlines() if line.startswith(line_start)).rsplit(" ", 1)[1])
+
+
+# --- the API ---------------------------------------------------------------------------------------
+def test_shadow_rows_are_linked_to_the_champions_rows(shadow_env, trained, conn):  # noqa: F811
+    app = create_app(config.load_settings())
+    items = products(trained, 12)
+    with TestClient(app) as c:
+        shadowing(app, trained.v2)
+        singles = [c.post("/predict", json=it) for it in items[:4]]
+        batch = c.post("/predict?top_k=2", json={"items": items[4:]}, headers={"X-Request-ID": "batch-7"})
+        assert [r.status_code for r in singles] == [200] * 4 and batch.status_code == 200
+        assert app.state.inference_log.flush() and app.state.shadow.flush()
+        health = c.get("/health").json()["shadow"]
+        metrics = c.get("/metrics").text
+    answers = [r.json() for r in singles] + batch.json()["predictions"]
+    assert {a["model_version"] for a in answers} == {trained.v1}  # the client's answers are the champion's
+
+    linked = query(conn, """SELECT s.request_id, s.item_index, s.champion_version, s.champion_code, i.model_version,
+                                   i.predicted_code, s.challenger_version,
+                                   s.predicted_code, s.confidence, jsonb_array_length(s.top_k)
+                            FROM shadow_predictions s JOIN inference_log i USING (request_id) ORDER BY s.id""")
+    assert [r[0] for r in linked] == [a["request_id"] for a in answers]
+    assert [r[0] for r in linked[4:]] == [f"batch-7-{i}" for i in range(8)]
+    assert [r[1] for r in linked] == [0, 0, 0, 0] + list(range(8))  # the item's place in its request
+    for row, answer in zip(linked, answers):
+        assert row[2] == row[4] == trained.v1 and row[3] == row[5] == answer["prdtypecode"]
+        assert row[6] == trained.v2
+    # the challenger's own answers: version 2's predictions, probabilities and top_k of the request
+    model = trained.models[trained.v2]
+    assert [r[7] for r in linked] == [int(c) for c in model.predict(frame(items))]
+    proba = model.predict_proba(frame(items))
+    classes = list(model.classes_)
+    for i, r in enumerate(linked):
+        assert r[8] == pytest.approx(proba[i, classes.index(r[7])], abs=1e-6)
+    assert [r[9] for r in linked] == [3] * 4 + [2] * 8
+
+    assert health["challenger_version"] == trained.v2 and health["worker_pid"]
+    assert (health["submitted"], health["scored"], health["written"], health["errors"]) == (12, 12, 12, 0)
+    assert sum(health["dropped"].values()) == 0
+    assert metric_value(metrics, "mlops_shadow_scored_items_total") == 12
+    assert metric_value(metrics, "mlops_shadow_written_rows_total") == 12
+    assert metric_value(metrics, "mlops_shadow_model_version") == int(trained.v2)
+
+
+def test_shadow_off_by_default_and_without_a_challenger(api_env, trained, conn):  # noqa: F811
+    registry.delete_alias(trained.settings, registry.CHALLENGER)
+    app = create_app(config.load_settings())
+    assert app.state.shadow is None  # SHADOW_ENABLED=false, SHADOW_MIN_REQUESTS=0: no worker at all
+    with TestClient(app) as c:
+        assert c.post("/predict", json=products(trained, 1)[0]).status_code == 200
+        assert c.get("/health").json()["shadow"] is None
+    assert shadow_rows(conn) == []
+
+
+@pytest.mark.parametrize("fault", ["fail", "hang"])
+def test_a_challenger_that_raises_or_hangs_changes_nothing_for_the_client(shadow_env, trained, conn, fault):
+    items = products(trained, 6, start=20)
+
+    def answers(c) -> list[bytes]:
+        out = []
+        for i, it in enumerate(items):
+            r = c.post("/predict", json=it, headers={"X-Request-ID": f"same-{i}"})
+            assert r.status_code == 200
+            out.append(r.content)
+        return out
+
+    shadow_env.setenv("SHADOW_ENABLED", "false")
+    with TestClient(create_app(config.load_settings())) as c:
+        expected = answers(c)
+
+    shadow_env.setenv("SHADOW_ENABLED", "true")
+    shadow_env.setenv("MLOPS_FAULT", f"shadow:{fault}")  # read by the worker process's fault hook
+    shadow_env.setenv("SHADOW_STALL_SECONDS", "0.5")
+    app = create_app(config.load_settings())
+    with TestClient(app) as c:
+        shadowing(app, trained.v2)
+        got = answers(c)
+        scorer = app.state.shadow
+        if fault == "fail":
+            assert scorer.flush()
+            stats = scorer.stats()
+            assert (stats["submitted"], stats["errors"], stats["scored"], stats["written"]) == (6, 6, 0, 0)
+            assert metric_value(c.get("/metrics").text, "mlops_shadow_errors_total") == 6
+        else:
+            # the hung worker is killed and replaced; what it held is counted as lost
+            wait_for(lambda: scorer.stats()["restarts"]["stalled"] >= 1, "the stalled shadow worker restarted")
+            assert scorer.stats()["dropped"]["restart"] >= 1
+            assert metric_value(c.get("/metrics").text, 'mlops_shadow_worker_restarts_total{reason="stalled"}') >= 1
+        assert c.get("/health").json()["status"] == "ok"
+    assert got == expected  # byte for byte: the same answers with a broken challenger as with none
+    assert shadow_rows(conn) == []
+
+
+def test_the_queue_is_bounded_and_a_full_queue_drops_and_counts(shadow_env, trained):
+    # a challenger that hangs on its first item: nothing is ever finished, the queue only fills
+    shadow_env.setenv("MLOPS_FAULT", "shadow:hang")
+    metrics = ServingMetrics()
+    scorer = ShadowScorer(config.load_settings(), metrics=metrics, capacity=5, stall_seconds=3600)
+    scorer.start()
+    try:
+        wait_for(lambda: scorer.stats()["challenger_version"] == trained.v2, "the shadow worker's challenger")
+        taken = [scorer.submit(trained.v1, [(f"produit {i}", None)], [{"request_id": f"q-{i}", "prdtypecode": 10}], 3)
+                 for i in range(50)]  # every call returns: submit never waits for the worker
+        assert taken == [True] * 5 + [False] * 45
+        assert scorer.pending == 5
+        # the champion's own version is never compared with itself (not taken, not a drop)
+        assert scorer.submit(trained.v2, [("x", None)], [{"request_id": "same", "prdtypecode": 10}], 3) is False
+        wait_for(lambda: 'mlops_shadow_dropped_items_total{reason="queue_full"} 45.0' in metrics.render().decode(),
+                 "the queue_full drops in the metrics")
+        assert scorer.stats()["dropped"]["queue_full"] == 45 and scorer.stats()["submitted"] == 5
+    finally:
+        assert scorer.close(timeout=2.0) is False  # the 5 taken were never scored: lost, and counted
+    assert scorer.stats()["dropped"]["shutdown"] == 5
+    assert 'mlops_shadow_dropped_items_total{reason="shutdown"} 5.0' in metrics.render().decode()
+
+
+def test_the_writer_keeps_rows_through_an_outage_and_bounds_its_buffer(settings, conn):
+    def row(i: int, top_k=None) -> dict:
+        return {"logged_at": DAY0, "request_id": f"w-{i}", "item_index": 0, "champion_version": "1",
+                "champion_code": 10, "challenger_version": "2", "predicted_code": 40, "confidence": 0.5,
+                "top_k": top_k if top_k is not None else [{"prdtypecode": 40, "probability": 0.5}], "latency_ms": 1.0}
+
+    shared = [0.0] * SLOTS
+    down = settings.replace(database_url="postgresql://127.0.0.1:1/nowhere")  # nothing listens there
+    writer = _RowWriter(down, shared, capacity=3)
+    writer.add([row(i) for i in range(5)])
+    assert (shared[PENDING_ROWS], shared[BUFFER_FULL]) == (3, 2)  # the buffer holds 3: 2 dropped, counted
+    writer.maybe_flush(force=True)
+    assert shared[WRITE_ERRORS] == 1 and len(writer.rows) == 3 and shared[WRITTEN] == 0  # kept for the retry
+    writer.settings, writer.retry_at = settings, 0.0  # the database is back
+    writer.maybe_flush(force=True)
+    assert (shared[WRITTEN], shared[PENDING_ROWS]) == (3, 0)
+    # a row PostgreSQL refuses as data (NaN is not JSON) is isolated: dropped and counted, the rest written
+    writer.add([row(10, top_k=[{"probability": float("nan")}]), row(11)])
+    writer.maybe_flush(force=True)
+    assert (shared[WRITTEN], shared[INVALID], shared[PENDING_ROWS]) == (4, 1, 0)
+    writer.close(1.0)
+    assert [r[0] for r in shadow_rows(conn)] == ["w-0", "w-1", "w-2", "w-11"]
+
+
+def test_the_shadow_follows_both_aliases(shadow_env, trained, conn):
+    s = trained.settings
+    app = create_app(config.load_settings())
+    item = products(trained, 1, start=40)[0]
+    with TestClient(app) as c:
+        shadowing(app, trained.v2)
+        assert c.post("/predict", json=item).status_code == 200
+        assert app.state.shadow.flush()
+        # the challenger decided on (its alias deleted): nothing to compare, nothing sent
+        registry.delete_alias(s, registry.CHALLENGER)
+        shadowing(app, None)
+        assert c.post("/predict", json=item).status_code == 200
+        assert app.state.shadow.stats()["submitted"] == 1
+        # a promotion that moves both aliases: champion -> 2, and version 1 now the challenger
+        registry.set_alias(s, registry.CHAMPION, trained.v2)
+        registry.set_alias(s, registry.CHALLENGER, trained.v1)
+        wait_for(lambda: app.state.holder.current.version == trained.v2, "the champion hot swap")
+        shadowing(app, trained.v1)
+        r = c.post("/predict", json=item)
+        assert r.status_code == 200 and r.json()["model_version"] == trained.v2
+        assert app.state.shadow.flush()
+    assert [(v, w) for _rid, _i, v, _c, w, _p, _conf in shadow_rows(conn)] == [(trained.v1, trained.v2),
+                                                                               (trained.v2, trained.v1)]
+
+
+# --- promotion on live evidence ------------------------------------------------------------------------
+def live(n, labelled=0, champion_f1=None, challenger_f1=None, agreement=0.9) -> dict:
+    return {"champion_version": "3", "challenger_version": "4", "n": n, "n_labelled": labelled,
+            "agreement": agreement, "champion_weighted_f1": champion_f1, "challenger_weighted_f1": challenger_f1}
+
+
+@pytest.mark.parametrize("evidence, auto, expected_decision, expected_text", [
+    (live(120, 10), True, "awaiting_evidence",
+     "awaiting live evidence: 120 of 500 shadow requests (SHADOW_MIN_REQUESTS), 10 of 30 of them labelled "
+     "(SHADOW_MIN_LABELLED); weighted_f1 0.8421 > threshold 0.75 and > champion v3 0.8310 (+0.0111): stays the "
+     "challenger, decided again once the evidence is there"),
+    (None, True, "awaiting_evidence",
+     "awaiting live evidence: 0 of 500 shadow requests (SHADOW_MIN_REQUESTS), 0 of 30 of them labelled"),
+    (live(600, 40, 0.8000, 0.7500, 0.912), True, "archived",
+     "refused on live traffic: weighted F1 0.7500 vs champion v3 0.8000 on the same 40 labelled requests (-0.0500, "
+     "a loss above SHADOW_MAX_F1_LOSS 0.02; agreement 91.2% on 600 shadow requests) although it wins on the "
+     "holdout: weighted_f1 0.8421 > threshold 0.75 and > champion v3 0.8310 (+0.0111): archived (champion v3 kept)"),
+    (live(600, 40, 0.8000, 0.7900, 0.95), True, "promoted",  # a loss within SHADOW_MAX_F1_LOSS
+     "weighted_f1 0.8421 > threshold 0.75 and > champion v3 0.8310 (+0.0111); live: agreement 95.0% on 600 shadow "
+     "requests, live weighted F1 0.7900 vs champion v3 0.8000 on the same 40 labelled requests (-0.0100): promoted"),
+    (live(600, 40, 0.8000, 0.8200, 0.95), False, "needs_approval",
+     "weighted_f1 0.8421 > threshold 0.75 and > champion v3 0.8310 (+0.0111); live: agreement 95.0% on 600 shadow "
+     "requests, live weighted F1 0.8200 vs champion v3 0.8000 on the same 40 labelled requests (+0.0200): would be "
+     "promoted, but auto-promotion is disabled"),
+])
+def test_the_promotion_rule_with_live_evidence(evidence, auto, expected_decision, expected_text):
+    decision, rule, text = decide("weighted_f1", 0.8421, "3", 0.8310, threshold=0.75, min_improvement=0.0,
+                                  auto_promotion=auto, live=evidence, min_requests=500, min_labelled=30,
+                                  max_f1_loss=0.02)
+    assert decision == expected_decision
+    assert text.startswith(expected_text)
+    assert "SHADOW_MIN_REQUESTS 500" in rule
+
+
+def test_live_evidence_only_for_a_holdout_winner_with_a_champion():
+    # the holdout refuses it: decided now, no waiting for traffic
+    decision, _, text = decide("weighted_f1", 0.8000, "3", 0.8310, threshold=0.75, min_improvement=0.0,
+                               auto_promotion=True, live=live(5), min_requests=500, min_labelled=30)
+    assert decision == "archived" and text.endswith("; live: agreement 90.0% on 5 shadow requests, none labelled "
+                                                    "(live F1 not compared): archived (champion v3 kept)")
+    # no champion: no traffic to shadow, nothing to wait for
+    decision, rule, _ = decide("weighted_f1", 0.8421, None, None, threshold=0.75, min_improvement=0.0,
+                               auto_promotion=True, min_requests=500, min_labelled=30)
+    assert decision == "promoted" and "live" not in rule
+    # SHADOW_MIN_REQUESTS=0: the rule of old; live numbers there are quoted, never decisive
+    decision, _, text = decide("weighted_f1", 0.8421, "3", 0.8310, threshold=0.75, min_improvement=0.0,
+                               auto_promotion=True, live=live(600, 40, 0.9, 0.5), min_requests=0, max_f1_loss=0.0)
+    assert decision == "promoted" and "live (not required: SHADOW_MIN_REQUESTS=0): agreement 90.0%" in text
+    # enough requests, none labelled and none required: promoted, saying the F1 was not compared
+    decision, _, text = decide("weighted_f1", 0.8421, "3", 0.8310, threshold=0.75, min_improvement=0.0,
+                               auto_promotion=True, live=live(600), min_requests=500, min_labelled=0)
+    assert decision == "promoted" and "none labelled (live F1 not compared): promoted" in text
+
+
+def add_shadow(conn, champion: str, challenger: str, truth: list[int], champion_says: list[int],
+               challenger_says: list[int], unlabelled: int, tag: str) -> None:
+    """Shadow rows of the pair: one labelled request per truth (labelled by request_id, the way
+    POST /feedback does), then `unlabelled` requests on which both agree."""
+    now = datetime.now(timezone.utc)
+    rows = []
+    for i, (a, b) in enumerate(list(zip(champion_says, challenger_says)) + [(PRDTYPECODES[0],) * 2] * unlabelled):
+        rows.append({"logged_at": now, "request_id": f"{tag}-{i}", "item_index": 0, "champion_version": champion,
+                     "champion_code": a, "challenger_version": challenger, "predicted_code": b, "confidence": 0.9,
+                     "top_k": [{"prdtypecode": b, "probability": 0.9}], "latency_ms": 0.5})
+    store.insert_shadow_rows(conn, rows)
+    for i, t in enumerate(truth):
+        store.insert_feedback(conn, true_code=t, request_id=f"{tag}-{i}", submitted_by="moderator")
+    conn.commit()
+
+
+def test_promote_waits_for_live_evidence_then_decides_on_it(small_catalogue, conn, settings):
+    s = settings.replace(min_f1_threshold=0.05, promotion_require_beat_baseline=False, shadow_min_requests=20,
+                         shadow_min_labelled=10, shadow_max_f1_loss=0.02)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    first = promote(conn, s, T)
+    assert first.outputs["decision"] == "promoted" and first.outputs["live"] is None  # no champion to shadow
+
+    v2 = challenger(conn, s, GOOD)  # wins on the holdout...
+    waiting = promote(conn, s, T)
+    assert waiting.status == "skipped" and waiting.outputs["decision"] == "awaiting_evidence"
+    assert waiting.message.startswith(f"version {v2}: awaiting live evidence: 0 of 20 shadow requests "
+                                      "(SHADOW_MIN_REQUESTS), 0 of 10 of them labelled (SHADOW_MIN_LABELLED); ")
+    assert alias_map(s) == {"champion": v1, "challenger": v2, "previous-champion": None}
+    assert decisions(conn) == [(v1, "promoted")]  # waiting is not a decision
+
+    # ...and loses on live labelled traffic: 12 labelled requests, the champion right on all, v2 on 6
+    codes = list(PRDTYPECODES[:12])
+    wrong = codes[6:] + codes[:6]
+    add_shadow(conn, v1, v2, codes, codes, codes[:6] + wrong[6:], unlabelled=10, tag="lose")
+    expected = f1_score(codes, codes[:6] + wrong[6:], average="weighted")
+    refused = promote(conn, s, T)
+    o = refused.outputs
+    assert refused.status == "succeeded" and o["decision"] == "archived"
+    assert o["live"]["n"] == 22 and o["live"]["n_labelled"] == 12
+    assert o["justification"].startswith(
+        f"refused on live traffic: weighted F1 {expected:.4f} vs champion v{v1} 1.0000 on the same 12 labelled "
+        f"requests ({expected - 1:+.4f}, a loss above SHADOW_MAX_F1_LOSS 0.02; agreement {16 / 22:.1%} on 22 "
+        "shadow requests) although it wins on the holdout")
+    assert o["justification"].endswith(f"archived (champion v{v1} kept)")
+    assert alias_map(s) == {"champion": v1, "challenger": None, "previous-champion": None}
+    row = query(conn, "SELECT decision, justification FROM model_decisions ORDER BY id DESC LIMIT 1")[0]
+    assert row == ("archived", o["justification"])
+
+    # a challenger that wins on both is promoted, with the live numbers in its justification
+    v3 = challenger(conn, s, GOOD)
+    champion_says = codes[:6] + wrong[6:]
+    add_shadow(conn, v1, v3, codes, champion_says, codes, unlabelled=8, tag="win")
+    promoted = promote(conn, s, T)
+    o = promoted.outputs
+    before = f1_score(codes, champion_says, average="weighted")
+    assert o["decision"] == "promoted" and alias_map(s)["champion"] == v3
+    assert o["justification"].endswith(
+        f"; live: agreement {14 / 20:.1%} on 20 shadow requests, live weighted F1 1.0000 vs champion v{v1} "
+        f"{before:.4f} on the same 12 labelled requests ({1 - before:+.4f}): promoted")
+    assert decisions(conn) == [(v1, "promoted"), (v2, "archived"), (v3, "promoted")]
+
+
+# --- the daily report ---------------------------------------------------------------------------------
+def test_the_daily_report_has_the_windows_shadow_section(api_env, trained, conn, settings):  # noqa: F811
+    source = db.open_db(trained.settings)  # the champion's training-time reference, as drift needs it
+    try:
+        ref = store.get_model_reference(source, trained.model_name, trained.v1)
+    finally:
+        source.close()
+    store.insert_model_reference(conn, model_name=settings.model_name, model_version=trained.v1,
+                                 mlflow_run_id=ref["mlflow_run_id"], summary=ref["summary"])
+    n = simulate_traffic(conn, settings, trained.models[trained.v1], trained.v1, start=DAY0, days=7, per_day=30,
+                         seed=3, feedback_rate=0.3)
+    conn.commit()
+    served = query(conn, """SELECT request_id, logged_at, designation, description, predicted_code
+                            FROM inference_log ORDER BY id""")
+    assert len(served) == n == 210
+    items = [{"designation": d, "description": x} for _r, _t, d, x, _p in served]
+    says = [int(c) for c in trained.models[trained.v2].predict(frame(items))]
+    rows = [{"logged_at": t, "request_id": rid, "item_index": 0, "champion_version": trained.v1, "champion_code": p,
+             "challenger_version": trained.v2, "predicted_code": c, "confidence": 0.5, "top_k": [], "latency_ms": 1.0}
+            for (rid, t, _d, _x, p), c in zip(served, says)]
+    # and one request before the window: not in it
+    rows.append({**rows[0], "logged_at": DAY0 - timedelta(hours=1), "request_id": "before"})
+    store.insert_shadow_rows(conn, rows)
+    conn.commit()
+    # labels: the simulation's (by inference_id), one more by request_id, one relabelled (the latest counts)
+    labels = {rid: t for rid, t in query(conn, """SELECT i.request_id, f.true_code FROM feedback f
+                                                  JOIN inference_log i ON i.id = f.inference_id""")}
+    unlabelled = next(r for r in served if r[0] not in labels)
+    store.insert_feedback(conn, true_code=PRDTYPECODES[3], request_id=unlabelled[0], submitted_by="moderator")
+    relabelled = next(iter(labels))
+    store.insert_feedback(conn, true_code=PRDTYPECODES[5], request_id=relabelled, submitted_by="moderator")
+    labels.update({unlabelled[0]: PRDTYPECODES[3], relabelled: PRDTYPECODES[5]})
+    conn.commit()
+
+    r = drift(conn, settings, T, as_of=DAY0 + timedelta(days=7), window_days=(7,))
+    assert r.status == "succeeded", r.message
+    section = query(conn, "SELECT shadow FROM drift_reports WHERE id = %s", (r.outputs["reports"][0]["id"],))[0][0]
+    assert section["window"]["days"] == 7 and section["n"] == 210
+    pair, = section["pairs"]
+    champion = [p for *_, p in served]
+    assert (pair["champion_version"], pair["challenger_version"]) == (trained.v1, trained.v2)
+    agree = sum(a == b for a, b in zip(champion, says))
+    assert (pair["n"], pair["n_agree"], pair["agreement"]) == (210, agree, round(agree / 210, 4))
+    # the class they disagree on most: counted here from the rows themselves
+    per_class: dict[int, int] = {}
+    for a, b in zip(champion, says):
+        if a != b:
+            per_class[a] = per_class.get(a, 0) + 1
+            per_class[b] = per_class.get(b, 0) + 1
+    top = pair["top_disagreements"][0]
+    assert top["disagreements"] == max(per_class.values()) and per_class[top["prdtypecode"]] == top["disagreements"]
+    # live F1 of both on the same labelled requests
+    index = {r[0]: i for i, r in enumerate(served)}
+    truth = [labels[rid] for rid in labels]
+    assert pair["n_labelled"] == len(labels)
+    assert pair["champion_weighted_f1"] == pytest.approx(
+        f1_score(truth, [champion[index[rid]] for rid in labels], average="weighted"), abs=1e-4)
+    assert pair["challenger_weighted_f1"] == pytest.approx(
+        f1_score(truth, [says[index[rid]] for rid in labels], average="weighted"), abs=1e-4)
+
+
+def test_retention_deletes_the_rows_of_days_past_the_inference_log_horizon(conn, settings, monkeypatch):
+    monkeypatch.setattr(shadow_report, "RETENTION_BATCH", 2)  # several batches
+    today = date(2031, 6, 1)
+    horizon = datetime(2031, 6, 1, tzinfo=timezone.utc) - timedelta(days=settings.inference_log_retention_days)
+    times = [horizon - timedelta(days=3), horizon - timedelta(hours=1), horizon - timedelta(seconds=1),
+             horizon - timedelta(days=40), horizon - timedelta(minutes=5), horizon, horizon + timedelta(days=1)]
+    store.insert_shadow_rows(conn, [{"logged_at": t, "request_id": f"r-{i}", "item_index": 0, "champion_version": "1",
+                                     "champion_code": 10, "challenger_version": "2", "predicted_code": 10,
+                                     "confidence": 1.0, "top_k": [], "latency_ms": None} for i, t in enumerate(times)])
+    conn.commit()
+    out = shadow_report.apply_retention(conn, settings, today=today)
+    assert out == {"horizon": horizon.isoformat(), "rows_deleted": 5}
+    assert [r[0] for r in shadow_rows(conn)] == ["r-5", "r-6"]
+
+
+# --- the Models page --------------------------------------------------------------------------------
+def test_models_page_shows_the_shadow_comparison(api_env, trained, conn):  # noqa: F811
+    from streamlit.testing.v1 import AppTest
+
+    api_env.setenv("SHADOW_MIN_REQUESTS", "40")
+    api_env.setenv("SHADOW_MIN_LABELLED", "5")
+    api_env.setenv("UI_PUBLIC_READ", "true")
+    registry.set_alias(trained.settings, registry.CHALLENGER, trained.v2)
+    try:
+        codes = list(PRDTYPECODES[:6])
+        add_shadow(conn, trained.v1, trained.v2, codes, codes, codes[:4] + [codes[0], codes[0]], unlabelled=24,
+                   tag="ui")
+        store.insert_run(conn, pipeline="manual", step="promote", status="skipped", triggered_by="cli", actor="pytest",
+                         outputs={"decision": "awaiting_evidence", "model_version": trained.v2,
+                                  "justification": "awaiting live evidence: 30 of 40 shadow requests"})
+        conn.commit()
+        at = AppTest.from_file(str(REPO / "streamlit_app" / "pages" / "2_Models.py"), default_timeout=60).run(timeout=120)
+        assert not at.exception, [e.value for e in at.exception]
+    finally:
+        registry.delete_alias(trained.settings, registry.CHALLENGER)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["shadow requests"] == "30 / 40"
+    assert metrics["agreement"] == f"{28 / 30:.1%}"
+    assert metrics[f"live F1 challenger v{trained.v2}"] == f"{f1_score(codes, codes[:4] + [codes[0]] * 2, average='weighted'):.4f}"
+    assert metrics[f"live F1 champion v{trained.v1}"] == "1.0000"
+    assert any("awaits live evidence: 30 of 40 shadow requests (SHADOW_MIN_REQUESTS), 6 of them labelled" in i.value
+               for i in at.info)
+    tables = [d.value for d in at.dataframe if "disagreements" in d.value.columns]
+    assert len(tables) == 1 and tables[0]["disagreements"].iloc[0] == 2  # codes[0]: said twice by the challenger only
