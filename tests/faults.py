@@ -7,6 +7,9 @@ Production never sets the hook. A test describes the fault in MLOPS_FAULT, read 
   transient=N   the step raises TransientError N times, then runs; the count is kept in the
                 file $MLOPS_FAULT_COUNTER, so that it survives retries and processes
 
+The shadow worker (mlops_cli/serving/shadow.py) calls the hook as step 'shadow' before each
+challenger predict: 'shadow:fail' is a challenger that raises, 'shadow:hang' one that hangs.
+
 install_for_session() (conftest) installs the hook in the test process and puts SITE on the
 PYTHONPATH of every process the tests start: its sitecustomize installs the hook there too
 (the CLI run as a subprocess, a pipeline launched by the API or the UI), when MLOPS_FAULT is set.

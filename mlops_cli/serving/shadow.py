@@ -26,8 +26,9 @@ Why a process, not a thread: the challenger costs about as much CPU per item as 
 whole request; in a thread it would take the API process's interpreter lock for that long (a
 throughput loss near the challenger's share of the CPU), and a challenger stuck in a loop would
 hold it. In its own process it uses another core, and a hung or crashing challenger is killed
-and restarted without the API noticing. The cost: one more process with its own copy of the
-challenger in memory.
+and restarted without the API noticing. It runs at niceness SHADOW_NICE (19): on a busy machine
+the requests get the CPU first and the shadow catches up after (or drops, counted, once its queue
+is full). The cost: one more process with its own copy of the challenger in memory.
 """
 
 from __future__ import annotations
