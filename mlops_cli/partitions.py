@@ -64,27 +64,34 @@ def under_lock_timeout(conn, settings: Settings, what: str, fn: Callable, attemp
 def ensure_partitions(conn, settings: Settings, *, today: date | None = None) -> dict:
     """Partitions from `today` to INFERENCE_LOG_PARTITIONS_AHEAD days ahead, and the default
     partition drained (rows of days within retention moved into their day's partition; older
-    ones are retention's). Commits each partition on its own. Returns what was done."""
+    ones are retention's), for inference_log and (under "shadow") shadow_predictions. Commits
+    each partition on its own. Returns what was done."""
     today = utc_today(today)
     horizon = today - timedelta(days=settings.inference_log_retention_days)
-    created, drained = [], {}
     ahead = [today + timedelta(days=k) for k in range(max(0, settings.inference_log_partitions_ahead) + 1)]
-    waiting = {r["day"]: int(r["n"]) for r in store.default_partition_days(conn)}
+    out = _ensure_table(conn, settings, "inference_log", ahead, horizon)
+    out["shadow"] = _ensure_table(conn, settings, "shadow_predictions", ahead, horizon)
+    return out
+
+
+def _ensure_table(conn, settings: Settings, table: str, ahead: list[date], horizon: date) -> dict:
+    created, drained = [], {}
+    waiting = {r["day"]: int(r["n"]) for r in store.default_partition_days(conn, table)}
     conn.rollback()
     for day in sorted(set(ahead) | {d for d in waiting if d >= horizon}):
         def one(c, day=day):
-            moved = store.ensure_inference_partition(c, day)
-            if moved > 0:
+            moved = store.ensure_day_partition(c, day, table)
+            if moved > 0 and table == "inference_log":
                 store.delete_rollups(c, [day])  # they did not count the rows just moved in
             return moved
 
-        moved = under_lock_timeout(conn, settings, f"partition of {day}", one)
+        moved = under_lock_timeout(conn, settings, f"{table} partition of {day}", one)
         if moved >= 0:
             created.append(day.isoformat())
         if moved > 0:
             drained[day.isoformat()] = moved
     return {"created": created, "drained": drained,
-            "ahead_until": ahead[-1].isoformat(), "partitions": len(store.inference_partitions(conn))}
+            "ahead_until": ahead[-1].isoformat(), "partitions": len(store.inference_partitions(conn, table))}
 
 
 def ensure_partitions_ahead(settings: Settings, connect: Callable | None = None) -> dict | None:

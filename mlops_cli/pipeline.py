@@ -43,10 +43,15 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 def steps_for(name: str, settings: Settings) -> tuple[str, ...]:
     """The steps a run of pipeline `name` starts with. AUTO_RETRAIN_ON_DRIFT adds the daily
     pipeline's decision step (steps/auto_retrain.py); when it decides to retrain, the retrain
-    pipeline's steps follow in the same run (its outputs.then)."""
+    pipeline's steps follow in the same run (its outputs.then). SHADOW_MIN_REQUESTS > 0 adds
+    `promote` to the daily pipeline: a challenger waiting for live evidence is decided on again
+    each day (docs/shadow.md)."""
+    steps = PIPELINES[name]
+    if name == "daily" and settings.shadow_min_requests > 0:
+        steps += ("promote",)
     if name == "daily" and settings.auto_retrain_on_drift:
-        return PIPELINES[name] + ("auto_retrain",)
-    return PIPELINES[name]
+        steps += ("auto_retrain",)
+    return steps
 
 
 @dataclass

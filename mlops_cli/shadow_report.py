@@ -18,15 +18,13 @@ Models page (ops/shadow.py). apply_retention keeps the table bounded.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 
 from . import store
 from .categories import category_name
-from .config import Settings
 from .drift_scoring import weighted_f1_from_pairs
 
 TOP = 5
-RETENTION_BATCH = 50_000
 
 
 def pair_summary(counts: list[dict], labelled: list[dict], top: int = TOP) -> dict:
@@ -114,20 +112,3 @@ def evidence(conn, champion_version: str, challenger_version: str) -> dict:
                                            challenger_version=str(challenger_version))
     return {"champion_version": str(champion_version), "challenger_version": str(challenger_version),
             **pair_summary(counts, labelled)}
-
-
-def apply_retention(conn, settings: Settings, *, today: date | None = None) -> dict:
-    """Delete the shadow rows of the days older than INFERENCE_LOG_RETENTION_DAYS (the horizon
-    inference_log's day partitions are dropped at), in batches of RETENTION_BATCH rows, each
-    committed: never one long transaction holding the table."""
-    today = today or datetime.now(timezone.utc).date()
-    horizon = datetime.combine(today - timedelta(days=settings.inference_log_retention_days), time.min,
-                               tzinfo=timezone.utc)
-    deleted = 0
-    while True:
-        n = store.delete_shadow_rows_before(conn, horizon, RETENTION_BATCH)
-        conn.commit()
-        deleted += n
-        if n < RETENTION_BATCH:
-            break
-    return {"horizon": horizon.isoformat(), "rows_deleted": deleted}

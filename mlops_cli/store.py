@@ -1089,11 +1089,17 @@ def drift_report_shadows(conn, *, limit: int = 60) -> list[dict]:
                          WHERE shadow IS NOT NULL ORDER BY id DESC LIMIT %s""", (int(limit),))
 
 
-def delete_shadow_rows_before(conn, before, limit: int) -> int:
-    """Delete at most `limit` of the oldest shadow rows logged before `before`; how many."""
-    return _exec(conn, """DELETE FROM shadow_predictions WHERE id IN (
-                              SELECT id FROM shadow_predictions WHERE logged_at < %s ORDER BY logged_at LIMIT %s)""",
-                 (before, int(limit)))
+def purge_shadow_default_before(conn, horizon) -> int:
+    """Shadow rows older than `horizon` waiting in the default partition (a day that had no
+    partition): deleted (nothing of the shadow outlives retention). How many."""
+    return _exec(conn, "DELETE FROM shadow_predictions_default WHERE logged_at < %s", (horizon,))
+
+
+def drop_table_rows(conn, name: str) -> int:
+    """DROP a detached day partition; the rows it held."""
+    n = count_table_rows(conn, name)
+    drop_detached_table(conn, name)
+    return n
 
 
 # === notifications ==============================================================================
@@ -1177,13 +1183,29 @@ def latest_evaluation(conn, model_name: str, model_version: str, holdout_hash: s
 # the caller retries later rather than stall the writer (steps/retention.py).
 PARTITION_PREFIX = "inference_log_p"
 DEFAULT_PARTITION = "inference_log_default"
+# the tables partitioned by UTC day on logged_at (partitions.py creates their days, retention
+# drops them): the inference log, and the shadow challenger's rows (migration 011)
+DAY_PARTITIONED = ("inference_log", "shadow_predictions")
 _LOG_COLUMNS = "id, " + ", ".join(INFERENCE_COLUMNS)
 _RANGE_OPS = {(False, False): (">", "<"), (True, False): (">=", "<"), (False, True): (">", "<="),
               (True, True): (">=", "<=")}
 
 
-def partition_name(day) -> str:
-    return f"{PARTITION_PREFIX}{day:%Y%m%d}"
+def partition_name(day, table: str = "inference_log") -> str:
+    return f"{_day_partitioned(table)}_p{day:%Y%m%d}"
+
+
+def _day_partitioned(table: str) -> str:
+    if table not in DAY_PARTITIONED:
+        raise ValueError(f"not a day-partitioned table: {table!r}")
+    return table
+
+
+def partition_day(name: str):
+    """The day of a day partition's name (<table>_pYYYYMMDD)."""
+    from datetime import datetime as _dt
+
+    return _dt.strptime(_check_partition(name).rsplit("_p", 1)[1], "%Y%m%d").date()
 
 
 def set_lock_timeout(conn, ms: int) -> None:
@@ -1195,12 +1217,17 @@ def ensure_inference_partition(conn, day) -> int:
     """Create the partition of `day` if missing (moving that day's rows out of the default
     partition): the rows moved, or -1 when it existed. Commit soon: until then the default
     partition stays locked."""
-    return int(_scalar(conn, "SELECT inference_log_ensure_partition(%s::date)", (day,)))
+    return ensure_day_partition(conn, day, "inference_log")
 
 
-def inference_partitions(conn) -> list[dict]:
-    """Every partition of inference_log: {name, is_default, lower, upper} (bounds as timestamptz,
-    None for the default), oldest first, the default last."""
+def ensure_day_partition(conn, day, table: str) -> int:
+    """ensure_inference_partition for any of DAY_PARTITIONED."""
+    return int(_scalar(conn, "SELECT day_partition_ensure(%s, %s::date)", (_day_partitioned(table), day)))
+
+
+def inference_partitions(conn, table: str = "inference_log") -> list[dict]:
+    """Every partition of inference_log (or another of DAY_PARTITIONED): {name, is_default,
+    lower, upper} (bounds as timestamptz, None for the default), oldest first, the default last."""
     return _all(
         conn,
         """SELECT c.relname AS name, b.bound = 'DEFAULT' AS is_default,
@@ -1210,29 +1237,29 @@ def inference_partitions(conn) -> list[dict]:
                        THEN substring(b.bound FROM 'TO \\(''([^'']+)''\\)')::timestamptz END AS upper
            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
            CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
-           WHERE i.inhparent = 'inference_log'::regclass
-           ORDER BY b.bound = 'DEFAULT', 3""",
+           WHERE i.inhparent = %s::regclass
+           ORDER BY b.bound = 'DEFAULT', 3""", (_day_partitioned(table),),
     )
 
 
-def detached_partition_tables(conn) -> list[str]:
+def detached_partition_tables(conn, table: str = "inference_log") -> list[str]:
     """Tables named like a day partition that are not attached (a drop interrupted after its
     detach committed): retention finishes dropping them."""
     rows = _all(
         conn,
         """SELECT c.relname AS name FROM pg_class c
-           WHERE c.relkind = 'r' AND c.relname ~ '^inference_log_p[0-9]{8}$'
+           WHERE c.relkind = 'r' AND c.relname ~ ('^' || %s || '_p[0-9]{8}$')
              AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
-           ORDER BY 1""",
+           ORDER BY 1""", (_day_partitioned(table),),
     )
     return [r["name"] for r in rows]
 
 
-def default_partition_days(conn) -> list[dict]:
+def default_partition_days(conn, table: str = "inference_log") -> list[dict]:
     """[{day, n}] of the rows waiting in the default partition (days that had no partition)."""
     return _all(
         conn,
-        f"""SELECT (logged_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM {DEFAULT_PARTITION}
+        f"""SELECT (logged_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM {_day_partitioned(table)}_default
             GROUP BY 1 ORDER BY 1""",
     )
 
@@ -1240,8 +1267,8 @@ def default_partition_days(conn) -> list[dict]:
 def _check_partition(name: str) -> str:
     import re
 
-    if not re.fullmatch(r"inference_log_(p\d{8}|default)", name):
-        raise ValueError(f"not an inference_log partition: {name!r}")
+    if not re.fullmatch(r"(inference_log|shadow_predictions)_(p\d{8}|default)", name):
+        raise ValueError(f"not a day partition: {name!r}")
     return name
 
 
@@ -1275,11 +1302,11 @@ def copy_kept_rows(conn, table: str, lo, before=None) -> int:
     )
 
 
-def detach_partition(conn, name: str) -> None:
+def detach_partition(conn, name: str, table: str = "inference_log") -> None:
     """ALTER TABLE inference_log DETACH PARTITION (ACCESS EXCLUSIVE on inference_log for an
     instant: set a lock_timeout first). Not CONCURRENTLY: PostgreSQL refuses it while a default
     partition exists."""
-    _exec(conn, f"ALTER TABLE inference_log DETACH PARTITION {_check_partition(name)}")
+    _exec(conn, f"ALTER TABLE {_day_partitioned(table)} DETACH PARTITION {_check_partition(name)}")
 
 
 def drop_detached_table(conn, name: str) -> None:

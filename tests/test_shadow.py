@@ -10,14 +10,14 @@ section; the hot swap of both aliases; the Models page. Nothing is timed.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
 from sklearn.metrics import f1_score
 
 from conftest import REPO, query, wait_for
-from mlops_cli import config, db, registry, shadow_report, store
+from mlops_cli import config, db, registry, store
 from mlops_cli.api import create_app
 from mlops_cli.categories import PRDTYPECODES
 from mlops_cli.runs import Trigger
@@ -399,19 +399,40 @@ def test_the_daily_report_has_the_windows_shadow_section(api_env, trained, conn,
         f1_score(truth, [says[index[rid]] for rid in labels], average="weighted"), abs=1e-4)
 
 
-def test_retention_deletes_the_rows_of_days_past_the_inference_log_horizon(conn, settings, monkeypatch):
-    monkeypatch.setattr(shadow_report, "RETENTION_BATCH", 2)  # several batches
-    today = date(2031, 6, 1)
-    horizon = datetime(2031, 6, 1, tzinfo=timezone.utc) - timedelta(days=settings.inference_log_retention_days)
-    times = [horizon - timedelta(days=3), horizon - timedelta(hours=1), horizon - timedelta(seconds=1),
-             horizon - timedelta(days=40), horizon - timedelta(minutes=5), horizon, horizon + timedelta(days=1)]
+def test_shadow_rows_are_day_partitioned_and_retention_drops_whole_days(conn, settings):
+    """shadow_predictions is partitioned by UTC day like inference_log (migration 011): the
+    partitions step makes its days ahead, a row of a day without a partition lands in the default
+    partition and is drained into its day, retention drops whole days past
+    INFERENCE_LOG_RETENTION_DAYS (and purges the default partition's old rows), nothing newer."""
+    from mlops_cli.partitions import ensure_partitions
+    from mlops_cli.steps.retention import apply_retention
+
+    today = datetime.now(timezone.utc).date()
+    horizon = datetime.combine(today - timedelta(days=settings.inference_log_retention_days), datetime.min.time(),
+                               tzinfo=timezone.utc)
+    out = ensure_partitions(conn, settings, today=today)
+    assert out["shadow"]["created"][0] == today.isoformat()
+    old_day = (horizon - timedelta(days=3)).date()
+    store.ensure_day_partition(conn, old_day, "shadow_predictions")  # a day past retention, with its partition
+    conn.commit()
+    times = [horizon - timedelta(days=3) + timedelta(hours=1),   # in old_day's partition: dropped whole
+             horizon - timedelta(days=40),                        # a day without partition (default): purged
+             horizon - timedelta(days=1) + timedelta(hours=2),    # default too, past retention: purged
+             horizon + timedelta(hours=1),                        # default, within retention: drained, kept
+             datetime.combine(today, datetime.min.time(), tzinfo=timezone.utc) + timedelta(minutes=5)]
     store.insert_shadow_rows(conn, [{"logged_at": t, "request_id": f"r-{i}", "item_index": 0, "champion_version": "1",
                                      "champion_code": 10, "challenger_version": "2", "predicted_code": 10,
                                      "confidence": 1.0, "top_k": [], "latency_ms": None} for i, t in enumerate(times)])
     conn.commit()
-    out = shadow_report.apply_retention(conn, settings, today=today)
-    assert out == {"horizon": horizon.isoformat(), "rows_deleted": 5}
-    assert [r[0] for r in shadow_rows(conn)] == ["r-5", "r-6"]
+    drained = ensure_partitions(conn, settings, today=today)["shadow"]["drained"]
+    assert drained == {horizon.date().isoformat(): 1}  # the kept day got its partition and its row
+    out = apply_retention(conn, settings, today=today)["shadow"]
+    assert out == {"dropped": [{"day": old_day.isoformat(), "rows": 1}], "default_purged": 2}
+    assert sorted(r[0] for r in shadow_rows(conn)) == ["r-3", "r-4"]
+    names = {p["name"] for p in store.inference_partitions(conn, "shadow_predictions")}
+    assert store.partition_name(old_day, "shadow_predictions") not in names
+    assert {store.partition_name(today, "shadow_predictions"), "shadow_predictions_default"} <= names
+    assert store.detached_partition_tables(conn, "shadow_predictions") == []
 
 
 # --- the Models page --------------------------------------------------------------------------------

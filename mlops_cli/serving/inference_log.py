@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _transient(exc: BaseException) -> bool:
+def write_is_transient(exc: BaseException) -> bool:
     """A database outage (retry the same rows) rather than rows the database refuses: the
     pipeline's rule (runs.is_transient), plus what only a writer that starts with the API meets:
     the table not created yet (42P01: migrations still running), a socket error, and an error
@@ -261,7 +261,7 @@ class InferenceLogger:
             self.last_error = f"{type(exc).__name__}: {str(exc).strip()}"
             if self.metrics:
                 self.metrics.log_write_errors.inc()
-            if not _transient(exc):
+            if not write_is_transient(exc):
                 log.error("inference log: the database refused a batch of %d rows (%s); "
                           "writing them one by one", len(rows), self.last_error)
                 return self._write_one_by_one(rows)
@@ -287,7 +287,7 @@ class InferenceLogger:
                 conn.commit()
             except Exception as exc:
                 self._discard_connection()
-                if _transient(exc):
+                if write_is_transient(exc):
                     with self._cond:
                         self._done += i
                         self._in_flight = rows[i:]

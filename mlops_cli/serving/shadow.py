@@ -400,13 +400,13 @@ class _RowWriter:
     def _write(self, rows: list[dict]) -> int:
         """Write `rows`; how many are done with (written, or refused and dropped): fewer than
         all on an outage (the rest stay buffered for the retry)."""
-        from .inference_log import _transient
+        from .inference_log import write_is_transient
 
         try:
             self._insert(rows)
         except Exception as exc:
-            self._failed(exc, _transient(exc))
-            if _transient(exc):
+            self._failed(exc, write_is_transient(exc))
+            if write_is_transient(exc):
                 return 0
             log.error("shadow: the database refused a batch of %d rows (%s); writing them one by one",
                       len(rows), str(exc).strip())
@@ -414,8 +414,8 @@ class _RowWriter:
                 try:
                     self._insert([row])
                 except Exception as one:
-                    self._failed(one, _transient(one))
-                    if _transient(one):
+                    self._failed(one, write_is_transient(one))
+                    if write_is_transient(one):
                         return i
                     self.shared[INVALID] += 1
                     log.error("shadow: row %s dropped: %s", row.get("request_id"), one)

@@ -198,7 +198,7 @@ def archive_path(settings: Settings, day: date) -> Path:
 
 # --- retention ----------------------------------------------------------------------------------------
 def _day_of(name: str) -> date:
-    return datetime.strptime(name[len(store.PARTITION_PREFIX):], "%Y%m%d").date()
+    return store.partition_day(name)
 
 
 def _drop_detached(conn, settings: Settings, name: str, actor: str | None, run_id: int | None) -> dict:
@@ -246,7 +246,31 @@ def apply_retention(conn, settings: Settings, *, today: date | None = None, acto
     kept, purged = under_lock_timeout(conn, settings, "purge of the default partition",
                                       lambda c: store.purge_default_before(c, horizon))
     return {"horizon": horizon.isoformat(), "retention_days": settings.inference_log_retention_days,
-            "dropped": dropped, "default_purged": purged, "default_kept": kept}
+            "dropped": dropped, "default_purged": purged, "default_kept": kept,
+            "shadow": _shadow_retention(conn, settings, horizon)}
+
+
+def _shadow_retention(conn, settings: Settings, horizon: datetime) -> dict:
+    """The shadow challenger's rows of the same days (migration 011): whole partitions dropped
+    the same way, nothing kept or archived (they are derived: the champion's row and the label
+    are what an audit needs). Audited in the step's outputs."""
+    table = "shadow_predictions"
+    dropped = []
+    for name in store.detached_partition_tables(conn, table):
+        if _day_of(name) < horizon.date():
+            dropped.append({"day": _day_of(name).isoformat(), "rows": store.drop_table_rows(conn, name)})
+            conn.commit()
+    conn.rollback()
+    old = [p for p in store.inference_partitions(conn, table) if not p["is_default"] and p["upper"] <= horizon]
+    conn.rollback()
+    for p in old:
+        under_lock_timeout(conn, settings, f"detach of {p['name']}",
+                           lambda c, name=p["name"]: store.detach_partition(c, name, table))
+        dropped.append({"day": _day_of(p["name"]).isoformat(), "rows": store.drop_table_rows(conn, p["name"])})
+        conn.commit()
+    purged = under_lock_timeout(conn, settings, "purge of the shadow default partition",
+                                lambda c: store.purge_shadow_default_before(c, horizon))
+    return {"dropped": dropped, "default_purged": purged}
 
 
 def retention(conn, settings: Settings, trigger: Trigger, *, as_of=None) -> StepResult:
@@ -260,6 +284,9 @@ def retention(conn, settings: Settings, trigger: Trigger, *, as_of=None) -> Step
         n = sum(d["rows"] for d in out["dropped"])
         step.message = (f"{len(out['dropped'])} day(s) older than {out['horizon'][:10]} dropped ({n} rows, "
                         f"{sum(d['kept'] for d in out['dropped'])} kept)")
+        shadow = out["shadow"]["dropped"]
+        if shadow:
+            step.message += f"; shadow rows: {len(shadow)} day(s) dropped ({sum(d['rows'] for d in shadow)} rows)"
 
     return run_step(conn, trigger, STEP_RETENTION, body,
                     params={"today": today.isoformat(), "retention_days": settings.inference_log_retention_days})
