@@ -134,9 +134,10 @@ def _add_grouped(sums: dict, codes: np.ndarray, columns: dict[str, np.ndarray]) 
 
 def row_sums(codes: Sequence[int], confidence: Sequence[float], top_k, n_classes: int) -> dict:
     """The sums of some rows, computed here (the reference's holdout, a window's labelled rows): what
-    store.inference_range_estimate_sums computes in SQL, term by term. top_k: per row a list of
-    (code, probability) or of the logged {"prdtypecode", "probability"} dicts, or None; or the
-    (codes, probabilities) arrays of top_k_of."""
+    store.inference_range_estimate_sums computes in SQL, term by term (the same floating-point
+    operations in the same order: the same integers). top_k: per row a list of (code, probability)
+    or of the logged {"prdtypecode", "probability"} dicts, or None; or the (codes, probabilities)
+    arrays of top_k_of."""
     c = np.asarray(codes, dtype=np.int64).reshape(-1)
     n = c.size
     conf = np.clip(np.asarray(confidence, dtype=np.float64).reshape(-1), 0.0, 1.0)
@@ -145,7 +146,10 @@ def row_sums(codes: Sequence[int], confidence: Sequence[float], top_k, n_classes
     tp = np.clip(tp, 0.0, 1.0)
     other = (tc != c[:, None]) & (tc >= 0)
     listed = 1 + other.sum(axis=1)
-    rest = np.maximum(0.0, 1.0 - conf - np.where(other, tp, 0.0).sum(axis=1))
+    listed_mass = np.zeros(n)
+    for j in range(tp.shape[1]):  # column by column, as the SQL adds them (numpy's sum pairs them)
+        listed_mass = listed_mass + np.where(other[:, j], tp[:, j], 0.0)
+    rest = np.maximum(0.0, 1.0 - conf - listed_mass)
     t = np.where(int(n_classes) > listed, rest / np.maximum(int(n_classes) - listed, 1), 0.0)
     sums = empty_sums()
     sums.update(n=int(n), rest=int(_fx(rest).sum()), tail=int(_fx(t).sum()), tail2=int(_fx(t * t).sum()))

@@ -1475,33 +1475,60 @@ def inference_range_counts(conn, lo, hi, edges: dict[str, list[float]], *, lo_in
 EST_TOP_K_MAX = 10
 
 
-def _est_listed_sql(where: str) -> str:
+def _est_listed_sql(where: str, slots: int = EST_TOP_K_MAX) -> str:
     """SELECT mv, c, conf, oc0..ocN, q0..qN, n, s of the rows of `where`: oc_j / q_j the j-th listed
     class other than the predicted one and its probability (NULL where not), n how many, s their
     probability. Each level is kept apart (OFFSET 0) so that an entry is read once, not once per
-    expression using it."""
-    j_range = range(EST_TOP_K_MAX)
+    expression using it. slots: how many entries are read (entries past the longest top_k of the
+    rows are NULL: fewer slots, the same sums)."""
+    j_range = range(max(1, min(int(slots), EST_TOP_K_MAX)))
     entries = ", ".join(f"CASE WHEN len > {j} THEN tk->{j} END AS e{j}" for j in j_range)
+    fields = ", ".join(f"e{j}->'prdtypecode' AS pc{j}, e{j}->'probability' AS pp{j}" for j in j_range)
     parsed = ", ".join(
-        f"CASE WHEN jsonb_typeof(e{j}->'prdtypecode') = 'number' AND jsonb_typeof(e{j}->'probability') = 'number' "
-        f"THEN (e{j}->'prdtypecode')::numeric::int END AS code{j}, e{j}" for j in j_range)
+        f"CASE WHEN jsonb_typeof(pc{j}) = 'number' AND jsonb_typeof(pp{j}) = 'number' "
+        f"THEN pc{j}::numeric::int END AS code{j}, pp{j}" for j in j_range)
     others = ", ".join(f"CASE WHEN code{j} <> c THEN code{j} END AS oc{j}, "
-                       f"CASE WHEN code{j} <> c THEN least(greatest((e{j}->'probability')::float8, 0), 1) END AS q{j}"
+                       f"CASE WHEN code{j} <> c THEN least(greatest(pp{j}::float8, 0), 1) END AS q{j}"
                        for j in j_range)
     return f"""
         SELECT *, {" + ".join(f"(q{j} IS NOT NULL)::int" for j in j_range)} AS n,
                {" + ".join(f"coalesce(q{j}, 0)" for j in j_range)} AS s
-        FROM (SELECT mv, c, conf, {others}
-              FROM (SELECT mv, c, conf, {parsed}
-                    FROM (SELECT mv, c, conf, {entries}
-                          FROM (SELECT model_version AS mv, predicted_code AS c,
-                                       least(greatest(confidence, 0), 1) AS conf, top_k AS tk,
-                                       CASE WHEN jsonb_typeof(top_k) = 'array' THEN jsonb_array_length(top_k)
-                                            ELSE 0 END AS len
-                                FROM inference_log WHERE {where} OFFSET 0) l0
-                          OFFSET 0) l1
-                    OFFSET 0) l2
-              OFFSET 0) l3"""
+        FROM (SELECT mv, c, conf, len, {others}
+              FROM (SELECT mv, c, conf, len, {parsed}
+                    FROM (SELECT mv, c, conf, len, {fields}
+                          FROM (SELECT mv, c, conf, len, {entries}
+                                FROM (SELECT model_version AS mv, predicted_code AS c,
+                                             least(greatest(confidence, 0), 1) AS conf, top_k AS tk,
+                                             CASE WHEN jsonb_typeof(top_k) = 'array' THEN jsonb_array_length(top_k)
+                                                  ELSE 0 END AS len
+                                      FROM inference_log WHERE {where} OFFSET 0) l0
+                                OFFSET 0) l1
+                          OFFSET 0) l2
+                    OFFSET 0) l3
+              OFFSET 0) l4"""
+
+
+def _estimate_sums_sql(where: str, slots: int) -> str:
+    """inference_range_estimate_sums' query, reading `slots` top_k entries per row; its rows also
+    carry maxlen (per predicted class: the longest top_k seen; NULL on the listed-class rows)."""
+    listed = " UNION ALL ".join(
+        f"""SELECT mv, oc{j}, NULL::bigint, NULL::numeric, NULL::numeric, sum(round((q{j} - t) * %(sc)s)::bigint),
+                   sum(round((q{j} * q{j} - t * t) * %(sc)s)::bigint), NULL::numeric, NULL::numeric, NULL::numeric,
+                   NULL::int
+            FROM r WHERE q{j} IS NOT NULL GROUP BY mv, oc{j}""" for j in range(slots))
+    return f"""
+        WITH r AS MATERIALIZED (
+            SELECT *, greatest(0, 1 - conf - s) AS rest,
+                   CASE WHEN %(k)s > 1 + n THEN greatest(0, 1 - conf - s) / (%(k)s - 1 - n) ELSE 0 END AS t
+            FROM ({_est_listed_sql(where, slots)}) x
+        )
+        SELECT mv, c AS code, count(*) AS pred,
+               sum(round(conf * %(sc)s)::bigint) AS tp, sum(round(conf * conf * %(sc)s)::bigint) AS tp2,
+               sum(round((conf - t) * %(sc)s)::bigint) AS s, sum(round((conf * conf - t * t) * %(sc)s)::bigint) AS s2,
+               sum(round(t * %(sc)s)::bigint) AS tail, sum(round(t * t * %(sc)s)::bigint) AS tail2,
+               sum(round(rest * %(sc)s)::bigint) AS rest, max(len) AS maxlen
+        FROM r GROUP BY mv, c
+        UNION ALL {listed}"""
 
 
 def inference_range_estimate_sums(conn, lo, hi, n_classes: int, *, lo_incl: bool = True,
@@ -1510,28 +1537,24 @@ def inference_range_estimate_sums(conn, lo, hi, n_classes: int, *, lo_incl: bool
     version: [(model_version, feature, key, n)] with the features of performance_estimate.FEATURES
     (the same terms as performance_estimate.row_sums, each rounded to 1/SCALE before summing, so
     that any split of the rows into ranges sums to the same integers). n_classes: K, the classes
-    the mass the listed classes leave is spread over evenly. One pass over the rows."""
+    the mass the listed classes leave is spread over evenly. One pass over the rows (after a cheap
+    one for the longest top_k)."""
     from .performance_estimate import SCALE, empty_sums, sums_rows
 
-    listed = " UNION ALL ".join(
-        f"""SELECT mv, oc{j}, NULL::bigint, NULL::numeric, NULL::numeric, sum(round((q{j} - t) * %(sc)s)::bigint),
-                   sum(round((q{j} * q{j} - t * t) * %(sc)s)::bigint), NULL::numeric, NULL::numeric, NULL::numeric
-            FROM r WHERE q{j} IS NOT NULL GROUP BY mv, oc{j}""" for j in range(EST_TOP_K_MAX))
-    sql = f"""
-        WITH r AS MATERIALIZED (
-            SELECT *, greatest(0, 1 - conf - s) AS rest,
-                   CASE WHEN %(k)s > 1 + n THEN greatest(0, 1 - conf - s) / (%(k)s - 1 - n) ELSE 0 END AS t
-            FROM ({_est_listed_sql(_range_sql(lo_incl, hi_incl))}) x
-        )
-        SELECT mv, c AS code, count(*) AS pred,
-               sum(round(conf * %(sc)s)::bigint) AS tp, sum(round(conf * conf * %(sc)s)::bigint) AS tp2,
-               sum(round((conf - t) * %(sc)s)::bigint) AS s, sum(round((conf * conf - t * t) * %(sc)s)::bigint) AS s2,
-               sum(round(t * %(sc)s)::bigint) AS tail, sum(round(t * t * %(sc)s)::bigint) AS tail2,
-               sum(round(rest * %(sc)s)::bigint) AS rest
-        FROM r GROUP BY mv, c
-        UNION ALL {listed}"""
+    where = _range_sql(lo_incl, hi_incl)
+    params = {"lo": lo, "hi": hi, "k": int(n_classes), "sc": SCALE}
+    # the entries read: as many as the longest top_k of these rows (the API's default 3 reads 3 of
+    # the EST_TOP_K_MAX slots: ~25% of the cost). The main query also returns the longest it saw: a
+    # row committed between the two statements with a longer top_k (a day still being written)
+    # makes it run again with every slot, so the sums are always exact.
+    slots = _scalar(conn, f"""SELECT coalesce(max(jsonb_array_length(top_k)), 0) FROM inference_log
+                              WHERE {where} AND jsonb_typeof(top_k) = 'array'""", params)
+    slots = max(1, min(int(slots), EST_TOP_K_MAX))
+    rows = _all(conn, _estimate_sums_sql(where, slots), params)
+    if slots < EST_TOP_K_MAX and max((int(r["maxlen"] or 0) for r in rows), default=0) > slots:
+        rows = _all(conn, _estimate_sums_sql(where, EST_TOP_K_MAX), params)
     by_version: dict = {}
-    for r in _all(conn, sql, {"lo": lo, "hi": hi, "k": int(n_classes), "sc": SCALE}):
+    for r in rows:
         sums = by_version.setdefault(r["mv"], empty_sums())
         cls = sums["classes"].setdefault(int(r["code"]), {})
         for name in ("pred", "tp", "tp2", "s", "s2"):

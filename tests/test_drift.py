@@ -314,11 +314,12 @@ def test_estimate_on_a_labelled_window_is_close_to_the_realized_f1(env):
     assert realized == pytest.approx(rep["details"]["performance"]["window_weighted_f1"], abs=1e-12)
     assert rep["realized_estimated_f1"] == pytest.approx(est, abs=1e-6)  # the same rows
     assert rep["estimated_f1_low"] < est < rep["estimated_f1_high"]
-    # This pinned small-catalogue model is calibrated on its rebalanced fit rows (k-fold), a little
-    # under-confident on the natural mix: it underestimates by ~0.02 on its holdout and up to ~0.05
-    # here (benchmarks/bench_estimate.py: ~0.01 for a model trained as `mlops train` trains).
+    # This pinned small-catalogue model is calibrated on its rebalanced fit rows (k-fold), under-
+    # confident on the natural mix: it underestimates by ~0.02 on its holdout and by ~0.054 here,
+    # generated traffic being easier for it than its holdout (realized ~0.77 against ~0.73)
+    # (benchmarks/bench_estimate.py: ~0.01 for a model trained as `mlops train` trains).
     assert abs(est - realized) <= 0.06, (est, realized)
-    assert abs(ref["weighted_f1"] - ref["realized_weighted_f1"]) <= 0.04  # on the holdout too
+    assert abs(ref["weighted_f1"] - ref["realized_weighted_f1"]) <= 0.03  # on the holdout too
     # the bias is in the reference's estimate as well: the comparison the alert makes stays quiet
     assert rep["reference_estimated_f1"] == ref["weighted_f1"] and abs(est - ref["weighted_f1"]) < 0.03
     assert rep["estimated_performance_drift_score"] == pytest.approx(score(ref["weighted_f1"], est, 0.1, 0.05))
