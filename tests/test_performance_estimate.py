@@ -154,6 +154,39 @@ def test_sql_sums_equal_the_python_ones_and_add_up_over_any_split(conn):
     assert a == pe.estimate(py, [10, 40, 50, 60, 2583])
 
 
+def test_a_longer_top_k_committed_between_the_two_statements_is_read_whole(conn, monkeypatch):
+    """The sums read as many top_k entries as the first statement found; a row with a longer one
+    committed right after it (a day still being written) makes the query run again with every
+    slot: the sums stay those of a single scan."""
+    rows = _rows(40, seed=3)
+    for day in {r["logged_at"].date() for r in rows}:
+        store.ensure_inference_partition(conn, day)
+    store.insert_inference_rows(conn, [{**r, "top_k": (r["top_k"] or [])[:1] or None} for r in rows])
+    conn.commit()
+    late = {**rows[1], "request_id": "late", "model_version": "7", "top_k": [{"prdtypecode": c, "probability": 0.1}
+                                                         for c in (10, 40, 50, 60, 2583)]}
+    real_scalar, seen = store._scalar, []
+
+    def slots_then_a_writer(c, sql, params=None):
+        out = real_scalar(c, sql, params)
+        if "jsonb_array_length" in sql and not seen:
+            seen.append(out)
+            store.insert_inference_rows(c, [late])  # what another writer commits between the two
+        return out
+
+    monkeypatch.setattr(store, "_scalar", slots_then_a_writer)
+    lo, hi = DAY0, DAY0 + timedelta(days=30)
+    got = store.inference_range_estimate_sums(conn, lo, hi, 27)
+    monkeypatch.setattr(store, "_scalar", real_scalar)
+    assert seen == [1]  # the first statement saw one entry per row
+    assert _estimate_of(got, "7") == _estimate_of(store.inference_range_estimate_sums(conn, lo, hi, 27), "7")
+    mine = [r for r in rows if r["model_version"] == "7"]
+    mine = [{**r, "top_k": (r["top_k"] or [])[:1] or None} for r in mine] + [late]
+    py = pe.row_sums([r["predicted_code"] for r in mine], [r["confidence"] for r in mine],
+                     [r["top_k"] for r in mine], 27)
+    assert _estimate_of(got, "7") == py
+
+
 # --- migration 012 ---------------------------------------------------------------------------------------
 def test_migration_adds_the_estimate_columns_and_is_idempotent(conn):
     cols = dict(query(conn, """SELECT column_name, data_type FROM information_schema.columns
