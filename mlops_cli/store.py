@@ -1411,6 +1411,37 @@ def lock_day_for_rollup(conn, day) -> None:
     _exec(conn, f"LOCK TABLE {_check_partition(name if exists else DEFAULT_PARTITION)} IN SHARE MODE")
 
 
+def inference_log_writers(conn) -> list[str]:
+    """The transactions of other sessions inside a write to inference_log (RowExclusiveLock on the
+    parent, held or awaited), as their virtualtransaction ids. A writer draws its rows' ids before
+    it routes them to a day's partition: one of these may still add a row of a day just rolled up
+    with an id below that day's max_id (steps/retention.rollup_days)."""
+    rows = _all(conn, """SELECT DISTINCT virtualtransaction AS vxid FROM pg_locks
+                         WHERE locktype = 'relation' AND relation = 'inference_log'::regclass
+                           AND mode = 'RowExclusiveLock' AND pid <> pg_backend_pid()""")
+    return [r["vxid"] for r in rows]
+
+
+def transactions_running(conn, vxids: Sequence[str]) -> bool:
+    """True while any of these virtualtransactions still holds a lock (it has not ended)."""
+    return bool(vxids) and bool(_scalar(conn, """SELECT EXISTS (SELECT 1 FROM pg_locks
+                                                WHERE virtualtransaction = ANY(%s))""", (list(vxids),)))
+
+
+def day_row_count(conn, day) -> int:
+    """The rows of one UTC day (its partition, or the default partition's rows of that day)."""
+    name = partition_name(day)
+    if _scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (name,)):
+        return count_table_rows(conn, name)
+    return int(_scalar(conn, f"""SELECT count(*) FROM {DEFAULT_PARTITION}
+                                 WHERE logged_at >= %s::date AND logged_at < %s::date + 1""", (day, day)))
+
+
+def mark_rollup_stale(conn, bins_key: str, day) -> None:
+    """Forget the rollup's max_id: the day is scanned by the drift check and rolled up again."""
+    _exec(conn, "UPDATE inference_rollup_days SET max_id = NULL WHERE bins_key = %s AND day = %s", (bins_key, day))
+
+
 def upsert_rollup_bins(conn, bins_key: str, bins: dict) -> None:
     _exec(conn, """INSERT INTO inference_rollup_bins (bins_key, bins) VALUES (%s, %s)
                    ON CONFLICT (bins_key) DO NOTHING""", (bins_key, _jsonb(bins)))

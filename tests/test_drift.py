@@ -248,6 +248,71 @@ def test_rollups_give_the_row_scan_scores_and_verdicts(env, kind):
     assert _same_reports(env, as_of, (6, 7)).outputs["counts_from"][7]["rollup_days"] == 6
 
 
+def test_a_row_whose_id_was_drawn_before_the_rollup_lock_makes_the_day_stale(env):
+    """The gap the late-row test (an id above max_id) cannot see: a writer draws its row's id, a
+    later writer's row of the same day commits with a higher id, the day is rolled up, and only
+    then does the first writer's row land. The rollup saw that writer in flight, waited for it to
+    end, found the day's count changed and marked the rollup stale: the drift check scans the day
+    (reports equal the row scan's) and the next rollup counts it again."""
+    import threading
+
+    from mlops_cli.steps.retention import rollup
+
+    start = DAY0 + timedelta(days=300)
+    traffic(env, start, days=3, per_day=150, seed=43)
+    as_of = start + timedelta(days=3, hours=1)
+    day = (start + timedelta(days=1)).date()
+    edge = store.find_inference(env.conn, inference_id=query(env.conn, "SELECT min(id) FROM inference_log")[0][0])
+    slow = db.connect(env.settings)
+    with slow.cursor() as cur:  # inside a write: its row's id drawn, not yet routed to the day
+        cur.execute("LOCK TABLE ONLY inference_log IN ROW EXCLUSIVE MODE")  # the parent, as COPY does first
+        cur.execute("SELECT nextval('inference_log_id_seq')")
+        drawn = cur.fetchone()[0]
+    noon = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=12)
+    store.insert_inference_rows(env.conn, [dict(edge, logged_at=noon, request_id="later-writer")])
+    env.conn.commit()  # a higher id of the same day, committed first
+    partition = store.partition_name(day)
+    errors = []
+
+    def land_the_row():
+        try:
+            watch = db.connect(env.settings)
+            for _ in range(6000):  # until the rollup holds the day's lock
+                with watch.cursor() as cur:
+                    cur.execute("""SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = to_regclass(%s)
+                                   AND mode = 'ShareLock' AND granted)""", (partition,))
+                    if cur.fetchone()[0]:
+                        break
+                watch.rollback()
+                threading.Event().wait(0.01)
+            watch.close()
+            with slow.cursor() as cur:  # waits for the rollup's commit, then lands below max_id
+                cur.execute("""INSERT INTO inference_log (id, logged_at, request_id, designation, designation_len,
+                               description_len, predicted_code, confidence, model_version)
+                               VALUES (%s, %s, 'slow-writer', %s, 1, 0, %s, 0.5, %s)""",
+                            (drawn, noon, edge["designation"], edge["predicted_code"], edge["model_version"]))
+            slow.commit()
+        except Exception as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=land_the_row)
+    thread.start()
+    r = rollup(env.conn, env.settings, T, as_of=as_of, window_days=(3,))
+    thread.join(120)
+    slow.close()
+    assert not errors and not thread.is_alive(), errors
+    assert r.status == "succeeded", r.message
+    marked = [d for d in r.outputs["rolled_up"] if d.get("stale")]
+    assert [d["day"] for d in marked] == [day.isoformat()]
+    assert query(env.conn, "SELECT max(id) FROM inference_log WHERE logged_at::date = %s", (day,))[0][0] > drawn
+    fast = _same_reports(env, as_of, (3,))
+    assert fast.outputs["counts_from"][3]["rollup_days"] == 1  # of the 2 closed days: the stale one scanned
+    again = rollup(env.conn, env.settings, T, as_of=as_of, window_days=(3,))
+    assert [d["day"] for d in again.outputs["rolled_up"]] == [day.isoformat()]
+    assert not again.outputs["rolled_up"][0].get("stale")
+    assert _same_reports(env, as_of, (3,)).outputs["counts_from"][3]["rollup_days"] == 2
+
+
 # --- each drift kind --------------------------------------------------------------------------------------
 EXPECTED = {
     # kind: (cause that must be CRITICAL, its top feature, lowest level of the other causes)
