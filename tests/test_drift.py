@@ -277,10 +277,12 @@ def test_a_row_whose_id_was_drawn_before_the_rollup_lock_makes_the_day_stale(env
     def land_the_row():
         try:
             watch = db.connect(env.settings)
-            for _ in range(6000):  # until the rollup holds the day's lock
+            for _ in range(6000):  # until the rollup holds the day's lock (or has committed the day)
                 with watch.cursor() as cur:
                     cur.execute("""SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = to_regclass(%s)
-                                   AND mode = 'ShareLock' AND granted)""", (partition,))
+                                   AND mode = 'ShareLock' AND granted)
+                                   OR EXISTS (SELECT 1 FROM inference_rollup_days WHERE day = %s)""",
+                                (partition, day))
                     if cur.fetchone()[0]:
                         break
                 watch.rollback()
