@@ -36,6 +36,7 @@ import os
 import time
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 from .. import store
 from ..config import Settings
@@ -253,23 +254,29 @@ def _drop_detached(conn, settings: Settings, name: str, actor: str | None, run_i
     return {"day": day.isoformat(), "rows": rows, "kept": kept, "archive": archive, "drop_id": drop_id}
 
 
+def _drop_days(conn, settings: Settings, table: str, horizon: datetime, drop: Callable[[str], dict]) -> list[dict]:
+    """The day partitions of `table` wholly older than `horizon`: those a run left detached, then
+    the attached ones, each DETACHed under lock_timeout; drop(name) does the rest of one day."""
+    dropped = [drop(name) for name in store.detached_partition_tables(conn, table)  # an interrupted run's
+               if _day_of(name) < horizon.date()]
+    conn.rollback()
+    old = [p for p in store.inference_partitions(conn, table) if not p["is_default"] and p["upper"] <= horizon]
+    conn.rollback()
+    for p in old:
+        under_lock_timeout(conn, settings, f"detach of {p['name']}",
+                           lambda c, name=p["name"]: store.detach_partition(c, name, table))
+        dropped.append(drop(p["name"]))
+    return dropped
+
+
 def apply_retention(conn, settings: Settings, *, today: date | None = None, actor: str | None = None,
                     run_id: int | None = None) -> dict:
     """Drop the day partitions wholly older than INFERENCE_LOG_RETENTION_DAYS (see the module
     docstring); purge the default partition's rows of those days."""
     today = utc_today(today)
     horizon = _midnight(today - timedelta(days=settings.inference_log_retention_days))
-    dropped = []
-    for name in store.detached_partition_tables(conn):  # a run interrupted after its detach
-        if _day_of(name) < horizon.date():
-            dropped.append(_drop_detached(conn, settings, name, actor, run_id))
-    conn.rollback()
-    old = [p for p in store.inference_partitions(conn) if not p["is_default"] and p["upper"] <= horizon]
-    conn.rollback()
-    for p in old:
-        under_lock_timeout(conn, settings, f"detach of {p['name']}",
-                           lambda c, name=p["name"]: store.detach_partition(c, name))
-        dropped.append(_drop_detached(conn, settings, p["name"], actor, run_id))
+    dropped = _drop_days(conn, settings, "inference_log", horizon,
+                         lambda name: _drop_detached(conn, settings, name, actor, run_id))
     kept, purged = under_lock_timeout(conn, settings, "purge of the default partition",
                                       lambda c: store.purge_default_before(c, horizon))
     return {"horizon": horizon.isoformat(), "retention_days": settings.inference_log_retention_days,
@@ -281,20 +288,12 @@ def _shadow_retention(conn, settings: Settings, horizon: datetime) -> dict:
     """The shadow challenger's rows of the same days (migration 011): whole partitions dropped
     the same way, nothing kept or archived (they are derived: the champion's row and the label
     are what an audit needs). Audited in the step's outputs."""
-    table = "shadow_predictions"
-    dropped = []
-    for name in store.detached_partition_tables(conn, table):
-        if _day_of(name) < horizon.date():
-            dropped.append({"day": _day_of(name).isoformat(), "rows": store.drop_table_rows(conn, name)})
-            conn.commit()
-    conn.rollback()
-    old = [p for p in store.inference_partitions(conn, table) if not p["is_default"] and p["upper"] <= horizon]
-    conn.rollback()
-    for p in old:
-        under_lock_timeout(conn, settings, f"detach of {p['name']}",
-                           lambda c, name=p["name"]: store.detach_partition(c, name, table))
-        dropped.append({"day": _day_of(p["name"]).isoformat(), "rows": store.drop_table_rows(conn, p["name"])})
+    def drop(name: str) -> dict:
+        out = {"day": _day_of(name).isoformat(), "rows": store.drop_table_rows(conn, name)}
         conn.commit()
+        return out
+
+    dropped = _drop_days(conn, settings, "shadow_predictions", horizon, drop)
     purged = under_lock_timeout(conn, settings, "purge of the shadow default partition",
                                 lambda c: store.purge_shadow_default_before(c, horizon))
     return {"dropped": dropped, "default_purged": purged}
