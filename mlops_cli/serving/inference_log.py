@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .. import store, textstats
 from ..categories import category_name
 from ..config import Settings
-from .metrics import ServingMetrics
+from .metrics import ServingMetrics, count_drops
 
 if TYPE_CHECKING:
     from .holder import LoadedModel
@@ -131,14 +131,8 @@ class InferenceLogger:
         return len(take)
 
     def _count_dropped(self, reason: str, n: int) -> None:
-        if n <= 0:
-            return
-        first = self.dropped[reason] == 0
-        self.dropped[reason] += n
-        if self.metrics:
-            self.metrics.log_dropped.labels(reason).inc(n)
-        if first or reason != "buffer_full":
-            log.warning("inference log: %d row(s) dropped (%s)", n, reason)
+        count_drops(self.dropped, reason, n, self.metrics and self.metrics.log_dropped, log,
+                    "inference log: %d row(s) dropped (%s)", quiet=("buffer_full",))
 
     # -- writer ---------------------------------------------------------------------------------
     def start(self) -> None:

@@ -169,6 +169,21 @@ class ServingMetrics:
         return generate_latest(merged)
 
 
+def count_drops(dropped: dict[str, int], reason: str, n: int, counter, log, message: str,
+                quiet: tuple[str, ...] = ()) -> None:
+    """n items dropped for `reason`: added to `dropped` (what /health shows) and to the Prometheus
+    `counter` (a labelled Counter, or None), and logged with `message` % (n, reason): every time,
+    except a `quiet` reason (a full buffer drops on every submit while it lasts), only the first."""
+    if n <= 0:
+        return
+    first = dropped[reason] == 0
+    dropped[reason] += n
+    if counter is not None:
+        counter.labels(reason).inc(n)
+    if first or reason not in quiet:
+        log.warning(message, n, reason)
+
+
 def multiproc_dir() -> str | None:
     """PROMETHEUS_MULTIPROC_DIR when this process runs as one of several API workers."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -43,7 +43,7 @@ from queue import Empty
 from typing import Any, Sequence
 
 from ..config import Settings
-from .metrics import ServingMetrics
+from .metrics import ServingMetrics, count_drops
 
 log = logging.getLogger(__name__)
 
@@ -238,14 +238,8 @@ class ShadowScorer:
         self._drop(reason, n)
 
     def _drop(self, reason: str, n: int) -> None:
-        if n <= 0:
-            return
-        first = self.dropped[reason] == 0
-        self.dropped[reason] += n
-        if self.metrics:
-            self.metrics.shadow_dropped.labels(reason).inc(n)
-        if first or reason not in ("queue_full", "buffer_full"):
-            log.warning("shadow: %d item(s) dropped (%s)", n, reason)
+        count_drops(self.dropped, reason, n, self.metrics and self.metrics.shadow_dropped, log,
+                    "shadow: %d item(s) dropped (%s)", quiet=("queue_full", "buffer_full"))
 
     def _dropped_now(self) -> dict:
         out = dict(self.dropped)
