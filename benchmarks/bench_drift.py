@@ -160,7 +160,7 @@ def main() -> int:
     ap.add_argument("--max-minutes", type=float, default=20.0, help="--scale: skip a size that would end past this")
     ap.add_argument("--no-serve", action="store_true", help="--scale: skip the serving comparison")
     ap.add_argument("--serve-requests", type=int, default=3000)
-    ap.add_argument("--serve-rounds", type=int, default=3)
+    ap.add_argument("--serve-rounds", type=int, default=4)
     args = ap.parse_args()
     if args.scale:
         return main_scale(args)
@@ -485,10 +485,13 @@ def scale_serve(settings, requests: int, rounds: int, concurrency: int) -> dict:
                                     start_new_session=True)
             wait_ready(f"http://127.0.0.1:{port}/health", proc)
             servers[label] = (proc, port)
+        for _label, (_proc, port) in servers.items():  # warm-up, not measured (both servers were idle)
+            run_load(port, "/predict", bodies, concurrency, max(500, requests // 4), 60.0)
         results: dict = {label: [] for label in servers}
-        for _ in range(rounds):  # alternating, so that both see the same machine
-            for label, (_proc, port) in servers.items():
-                results[label].append(run_load(port, "/predict", bodies, concurrency, requests, 60.0))
+        order = list(servers)
+        for k in range(rounds):  # alternating, first one then the other first (ABBA): both see the same machine
+            for label in (order if k % 2 == 0 else order[::-1]):
+                results[label].append(run_load(servers[label][1], "/predict", bodies, concurrency, requests, 60.0))
         out: dict = {"concurrency": concurrency, "requests": requests, "rounds": rounds, "runs": results}
         for label, runs in results.items():
             out[label] = {"rps": round(sorted(r["rps"] for r in runs)[len(runs) // 2], 1),

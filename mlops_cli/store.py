@@ -1598,22 +1598,29 @@ def inference_range_estimate_sums(conn, lo, hi, n_classes: int, *, lo_incl: bool
     return [row for mv, sums in by_version.items() for row in sums_rows(sums, mv)]
 
 
-def window_feedback_predictions(conn, start, end, version: str | None = None) -> list[tuple]:
+def window_feedback_predictions(conn, start, end, version: str | None = None,
+                                limit: int | None = None) -> list[tuple]:
     """(true_code, predicted_code, confidence, top_k) of the window's predictions that got
     feedback (the latest label of each; version: that model version's predictions only): the
-    realized F1 and the estimate on the same rows. Reads the labelled rows by primary key."""
+    realized F1 and the estimate on the same rows. limit: the `limit` most recently served of
+    them only (ties by id), found through the feedback index on the prediction's time, so that
+    the cost does not follow the window's number of labels; each is read from the log by primary
+    key, one partition each (a lateral lookup: never a join over the window's rows)."""
     with conn.cursor() as cur:
         cur.execute(
-            """SELECT x.true_code, i.predicted_code, i.confidence, i.top_k FROM (
-                   SELECT DISTINCT ON (f.inference_id) f.inference_id, f.inference_logged_at, f.true_code
-                   FROM feedback f
-                   WHERE f.inference_id IS NOT NULL
-                     AND f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
-                     AND (%(v)s::text IS NULL OR f.model_version = %(v)s::text)
-                   ORDER BY f.inference_id, f.id DESC) x
-               JOIN inference_log i ON i.id = x.inference_id AND i.logged_at = x.inference_logged_at
-               ORDER BY x.inference_id""",
-            {"s": start, "e": end, "v": version},
+            """SELECT DISTINCT ON (x.inference_id) l.true_code, i.predicted_code, i.confidence, i.top_k
+               FROM (SELECT DISTINCT inference_id, inference_logged_at FROM (
+                         SELECT f.inference_id, f.inference_logged_at FROM feedback f
+                         WHERE f.inference_id IS NOT NULL
+                           AND f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
+                           AND (%(v)s::text IS NULL OR f.model_version = %(v)s::text)
+                         ORDER BY f.inference_logged_at DESC, f.inference_id DESC
+                         LIMIT %(n)s) newest) x
+               JOIN feedback l ON l.inference_id = x.inference_id  -- its latest label
+               CROSS JOIN LATERAL (SELECT predicted_code, confidence, top_k FROM inference_log i
+                                   WHERE i.id = x.inference_id AND i.logged_at = x.inference_logged_at) i
+               ORDER BY x.inference_id, l.id DESC""",
+            {"s": start, "e": end, "v": version, "n": limit},
         )
         return [(int(t), int(p), float(c), k) for t, p, c, k in cur.fetchall()]
 

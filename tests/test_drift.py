@@ -373,11 +373,13 @@ def test_estimate_on_a_labelled_window_is_close_to_the_realized_f1(env):
     from mlops_cli.performance_estimate import score
 
     start = DAY0 + timedelta(days=700)
-    n = traffic(env, start, days=7, per_day=143, seed=31, feedback_rate=1.0)
+    from mlops_cli.performance_estimate import LABELLED_SAMPLE
+
+    n = traffic(env, start, days=7, per_day=142, seed=31, feedback_rate=1.0)
     rep = run_drift(env, start + timedelta(days=7))[7]
     ref = store.get_model_reference(env.conn, env.settings.model_name, env.version)["summary"]["estimate"]
     est, realized = rep["estimated_weighted_f1"], rep["realized_weighted_f1"]
-    assert rep["realized_n"] == n == 1001
+    assert rep["realized_n"] == n == 994 <= LABELLED_SAMPLE
     assert realized == pytest.approx(rep["details"]["performance"]["window_weighted_f1"], abs=1e-12)
     assert rep["realized_estimated_f1"] == pytest.approx(est, abs=1e-6)  # the same rows
     assert rep["estimated_f1_low"] < est < rep["estimated_f1_high"]
@@ -393,6 +395,35 @@ def test_estimate_on_a_labelled_window_is_close_to_the_realized_f1(env):
     assert levels(rep)["estimated_performance"] == "NONE"
     shown = rep["details"]["estimated_performance"]["realized"]
     assert shown["n"] == n and shown["weighted_f1"] == realized and shown["error"] == pytest.approx(est - realized)
+
+
+def test_estimated_against_realized_reads_the_most_recent_labelled_predictions_only(env, monkeypatch):
+    """At volume the comparison reads a bounded sample: the LABELLED_SAMPLE most recently served
+    labelled predictions of the window, each with its latest label; performance drift still counts
+    every label."""
+    from mlops_cli import performance_estimate as pe
+
+    start = DAY0 + timedelta(days=720)
+    n = traffic(env, start, days=2, per_day=150, seed=37, feedback_rate=1.0)
+    end = start + timedelta(days=2)
+    newest = query(env.conn, """SELECT id, logged_at FROM inference_log WHERE logged_at > %s AND logged_at <= %s
+                                 ORDER BY logged_at DESC, id DESC LIMIT 40""", (start, end))
+    relabelled = newest[0][0]
+    old = query(env.conn, "SELECT true_code FROM feedback WHERE inference_id = %s", (relabelled,))[0][0]
+    classes = store.get_model_reference(env.conn, env.settings.model_name, env.version)["summary"]["estimate"]["classes"]
+    new_code = next(c for c in classes if c != old)
+    store.insert_feedback(env.conn, true_code=new_code, inference_id=relabelled, submitted_by="pytest")
+    env.conn.commit()
+    got = store.window_feedback_predictions(env.conn, start, end, version=str(env.version), limit=40)
+    assert len(got) == 40
+    want = query(env.conn, "SELECT predicted_code, top_k FROM inference_log WHERE id = ANY(%s) ORDER BY id",
+                  ([i for i, _ in newest],))
+    assert [(p, k) for _t, p, _c, k in got] == [(p, k) for p, k in want]
+    ids = sorted(i for i, _ in newest)
+    assert got[ids.index(relabelled)][0] == new_code  # its latest label
+    monkeypatch.setattr(pe, "LABELLED_SAMPLE", 100)
+    rep = run_drift(env, end, windows=(7,))[7]
+    assert rep["realized_n"] == 100 and rep["n_feedback"] == n
 
 
 def test_performance_falls_back_to_unseen_catalogue_rows(env, tmp_path):
