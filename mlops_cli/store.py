@@ -1603,19 +1603,18 @@ def window_feedback_predictions(conn, start, end, version: str | None = None,
     """(true_code, predicted_code, confidence, top_k) of the window's predictions that got
     feedback (the latest label of each; version: that model version's predictions only): the
     realized F1 and the estimate on the same rows. limit: the `limit` most recently served of
-    them only (ties by id), found through the feedback index on the prediction's time, so that
+    them only (ties: the higher id), found through the feedback index on the prediction's time, so that
     the cost does not follow the window's number of labels; each is read from the log by primary
     key, one partition each (a lateral lookup: never a join over the window's rows)."""
     with conn.cursor() as cur:
         cur.execute(
             """SELECT DISTINCT ON (x.inference_id) l.true_code, i.predicted_code, i.confidence, i.top_k
-               FROM (SELECT DISTINCT inference_id, inference_logged_at FROM (
-                         SELECT f.inference_id, f.inference_logged_at FROM feedback f
-                         WHERE f.inference_id IS NOT NULL
-                           AND f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
-                           AND (%(v)s::text IS NULL OR f.model_version = %(v)s::text)
-                         ORDER BY f.inference_logged_at DESC, f.inference_id DESC
-                         LIMIT %(n)s) newest) x
+               FROM (SELECT DISTINCT f.inference_logged_at, f.inference_id FROM feedback f
+                     WHERE f.inference_id IS NOT NULL
+                       AND f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
+                       AND (%(v)s::text IS NULL OR f.model_version = %(v)s::text)
+                     ORDER BY f.inference_logged_at DESC, f.inference_id DESC
+                     LIMIT %(n)s) x  -- the newest predictions, each once however many labels it got
                JOIN feedback l ON l.inference_id = x.inference_id  -- its latest label
                CROSS JOIN LATERAL (SELECT predicted_code, confidence, top_k FROM inference_log i
                                    WHERE i.id = x.inference_id AND i.logged_at = x.inference_logged_at) i

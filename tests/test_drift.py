@@ -412,7 +412,8 @@ def test_estimated_against_realized_reads_the_most_recent_labelled_predictions_o
     old = query(env.conn, "SELECT true_code FROM feedback WHERE inference_id = %s", (relabelled,))[0][0]
     classes = store.get_model_reference(env.conn, env.settings.model_name, env.version)["summary"]["estimate"]["classes"]
     new_code = next(c for c in classes if c != old)
-    store.insert_feedback(env.conn, true_code=new_code, inference_id=relabelled, submitted_by="pytest")
+    store.insert_feedback(env.conn, true_code=new_code, inference_id=relabelled, submitted_by="pytest",
+                          model_version=str(env.version))  # a second label: still one prediction of the 40
     env.conn.commit()
     got = store.window_feedback_predictions(env.conn, start, end, version=str(env.version), limit=40)
     assert len(got) == 40
