@@ -321,14 +321,21 @@ def assess_window(summary: dict, sums: dict | None, labelled: list[tuple] | None
     return {"score": score_value, "columns": columns, "details": details}
 
 
-def estimate_window(conn, summary: dict, version: str, start, end, sums: dict | None, thresholds: dict,
-                    margin: float) -> dict:
-    """assess_window of the window (start, end] of `version`, with its LABELLED_SAMPLE most recent
-    labelled predictions read from feedback and the log (a bounded cost at any traffic volume)."""
+def labelled_sample(conn, version: str, start, end) -> list[tuple]:
+    """The LABELLED_SAMPLE most recently served labelled predictions of `version` in (start, end]
+    (true_code, predicted_code, confidence, top_k, logged_at), read from feedback and the log: a
+    bounded cost at any traffic volume. The newest N of a window are, for any narrower window that
+    ends at the same instant, its newest N too once narrowed to it (narrow_sample): one read serves
+    every window of a check."""
     from . import store
 
-    labelled = store.window_feedback_predictions(conn, start, end, version=version, limit=LABELLED_SAMPLE)
-    return assess_window(summary, sums, labelled, thresholds, margin)
+    return store.window_feedback_predictions(conn, start, end, version=version, limit=LABELLED_SAMPLE)
+
+
+def narrow_sample(sample: list[tuple], start) -> list[tuple]:
+    """The rows of labelled_sample(.., wider start, end) served after `start`, as assess_window
+    takes them."""
+    return [(t, p, c, k) for t, p, c, k, at in sample if at > start]
 
 
 def describe(report: dict) -> str:

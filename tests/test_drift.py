@@ -419,12 +419,25 @@ def test_estimated_against_realized_reads_the_most_recent_labelled_predictions_o
     assert len(got) == 40
     want = query(env.conn, "SELECT predicted_code, top_k FROM inference_log WHERE id = ANY(%s) ORDER BY id",
                   ([i for i, _ in newest],))
-    assert [(p, k) for _t, p, _c, k in got] == [(p, k) for p, k in want]
+    assert [(p, k) for _t, p, _c, k, _at in got] == [(p, k) for p, k in want]
     ids = sorted(i for i, _ in newest)
     assert got[ids.index(relabelled)][0] == new_code  # its latest label
     monkeypatch.setattr(pe, "LABELLED_SAMPLE", 100)
     rep = run_drift(env, end, windows=(7,))[7]
     assert rep["realized_n"] == 100 and rep["n_feedback"] == n
+    # one read serves every window of a check: narrowed, it is what each window would read itself,
+    # whether the narrow window has more labels than the sample (100) or fewer (200)
+    from sklearn.metrics import f1_score
+
+    for cap in (100, 200):
+        monkeypatch.setattr(pe, "LABELLED_SAMPLE", cap)
+        few = env.settings.replace(drift_min_samples=50)  # the 1-day window's 150 rows are enough
+        for days, rep in run_drift(env, end, windows=(1, 7), settings=few).items():
+            own = store.window_feedback_predictions(env.conn, end - timedelta(days=days), end,
+                                                    version=str(env.version), limit=cap)
+            assert rep["realized_n"] == len(own) == min(cap, 150 * days)
+            assert rep["realized_weighted_f1"] == pytest.approx(
+                f1_score([r[0] for r in own], [r[1] for r in own], average="weighted", zero_division=0), abs=1e-12)
 
 
 def test_performance_falls_back_to_unseen_catalogue_rows(env, tmp_path):

@@ -34,7 +34,7 @@ from ..config import Settings
 from ..drift_scoring import SCALES, performance_score, score_window, weighted_f1_from_pairs
 from ..drift_windows import windows_aggregates
 from ..errors import Conflict, Invalid
-from ..performance_estimate import estimate_window
+from ..performance_estimate import assess_window, labelled_sample, narrow_sample
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..vocab import Cause, Step, values
 from ..thresholds import effective_thresholds
@@ -89,11 +89,22 @@ def as_of_utc(value) -> datetime:
 
 
 class _Labels:
-    """Labels for performance drift: feedback in the window, else a labelled catalogue sample."""
+    """Labels for performance drift: feedback in the window, else a labelled catalogue sample;
+    and the estimate's labelled sample, read once for the check's widest window (`widest`)."""
 
-    def __init__(self, conn, settings: Settings, ref_row: dict):
+    def __init__(self, conn, settings: Settings, ref_row: dict, widest: tuple | None = None):
         self.conn, self.settings, self.ref_row = conn, settings, ref_row
         self._model = None
+        self._widest, self._sample = widest, None
+
+    def sample(self, start: datetime, end: datetime) -> list[tuple]:
+        """The estimate's labelled predictions of (start, end] (performance_estimate.labelled_sample)."""
+        version = self.ref_row["model_version"]
+        if self._widest is None or self._widest[1] != end or start < self._widest[0]:
+            return narrow_sample(labelled_sample(self.conn, version, start, end), start)
+        if self._sample is None:
+            self._sample = labelled_sample(self.conn, version, *self._widest)
+        return narrow_sample(self._sample, start)
 
     def model(self):
         if self._model is None:
@@ -184,8 +195,8 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
     else:
         perf = {"score": None, **(perf_result or {"source": "none"}),
                 "reason": f"fewer than {settings.drift_min_samples} labels (feedback or unseen catalogue rows)"}
-    est = estimate_window(conn, summary, ref_row["model_version"], start, as_of, agg.get("estimate"), thresholds,
-                          thresholds.get("estimate_margin", settings.estimate_margin))
+    est = assess_window(summary, agg.get("estimate"), labels.sample(start, as_of), thresholds,
+                        thresholds.get("estimate_margin", settings.estimate_margin))
     scores = {"data": scored["data"]["score"], "prediction": scored["prediction"]["score"],
               "performance": perf["score"], "estimated_performance": est["score"]}
     levels = {c: stats.drift_level(s, *th) for c, s in scores.items()}
@@ -244,7 +255,7 @@ def drift(conn, settings: Settings, trigger: Trigger, *, as_of=None,
             return
         ref_row = reference_for(conn, settings, version)
         thresholds = effective_thresholds(conn, settings)
-        labels = _Labels(conn, settings, ref_row)
+        labels = _Labels(conn, settings, ref_row, widest=(when - timedelta(days=windows[-1]), when))
         t1 = clock()
         aggs = windows_aggregates(conn, ref_row["summary"], when, windows, rollups=rollups,
                                   version=ref_row["model_version"])
