@@ -370,11 +370,9 @@ def test_estimate_on_a_labelled_window_is_close_to_the_realized_f1(env):
     """~1,000 predictions of unchanged traffic, every one labelled: the estimate made without the
     labels is within its band of the realized weighted F1 and close to the reference's estimate;
     the report shows the realized F1 beside it (on the same rows: here all of them)."""
-    from mlops_cli.performance_estimate import score
+    from mlops_cli.performance_estimate import LABELLED_SAMPLE, score
 
     start = DAY0 + timedelta(days=700)
-    from mlops_cli.performance_estimate import LABELLED_SAMPLE
-
     n = traffic(env, start, days=7, per_day=142, seed=31, feedback_rate=1.0)
     rep = run_drift(env, start + timedelta(days=7))[7]
     ref = store.get_model_reference(env.conn, env.settings.model_name, env.version)["summary"]["estimate"]

@@ -399,8 +399,9 @@ class _RowWriter:
         try:
             self._insert(rows)
         except Exception as exc:
-            self._failed(exc, write_is_transient(exc))
-            if write_is_transient(exc):
+            transient = write_is_transient(exc)
+            self._failed(exc, transient)
+            if transient:
                 return 0
             log.error("shadow: the database refused a batch of %d rows (%s); writing them one by one",
                       len(rows), str(exc).strip())
@@ -408,8 +409,9 @@ class _RowWriter:
                 try:
                     self._insert([row])
                 except Exception as one:
-                    self._failed(one, write_is_transient(one))
-                    if write_is_transient(one):
+                    transient = write_is_transient(one)
+                    self._failed(one, transient)
+                    if transient:
                         return i
                     self.shared[INVALID] += 1
                     log.error("shadow: row %s dropped: %s", row.get("request_id"), one)

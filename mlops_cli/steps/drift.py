@@ -90,20 +90,19 @@ def as_of_utc(value) -> datetime:
 
 class _Labels:
     """Labels for performance drift: feedback in the window, else a labelled catalogue sample;
-    and the estimate's labelled sample, read once for the check's widest window (`widest`)."""
+    and the estimate's labelled sample, read once for the check's widest window (widest: its
+    (start, end); every window of a check ends at the same instant)."""
 
-    def __init__(self, conn, settings: Settings, ref_row: dict, widest: tuple | None = None):
+    def __init__(self, conn, settings: Settings, ref_row: dict, widest: tuple):
         self.conn, self.settings, self.ref_row = conn, settings, ref_row
         self._model = None
         self._widest, self._sample = widest, None
 
-    def sample(self, start: datetime, end: datetime) -> list[tuple]:
-        """The estimate's labelled predictions of (start, end] (performance_estimate.labelled_sample)."""
-        version = self.ref_row["model_version"]
-        if self._widest is None or self._widest[1] != end or start < self._widest[0]:
-            return narrow_sample(labelled_sample(self.conn, version, start, end), start)
+    def sample(self, start: datetime) -> list[tuple]:
+        """The estimate's labelled predictions of the window from `start` to the check's end
+        (performance_estimate.labelled_sample, narrowed)."""
         if self._sample is None:
-            self._sample = labelled_sample(self.conn, version, *self._widest)
+            self._sample = labelled_sample(self.conn, self.ref_row["model_version"], *self._widest)
         return narrow_sample(self._sample, start)
 
     def model(self):
@@ -195,7 +194,7 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
     else:
         perf = {"score": None, **(perf_result or {"source": "none"}),
                 "reason": f"fewer than {settings.drift_min_samples} labels (feedback or unseen catalogue rows)"}
-    est = assess_window(summary, agg.get("estimate"), labels.sample(start, as_of), thresholds,
+    est = assess_window(summary, agg.get("estimate"), labels.sample(start), thresholds,
                         thresholds.get("estimate_margin", settings.estimate_margin))
     scores = {"data": scored["data"]["score"], "prediction": scored["prediction"]["score"],
               "performance": perf["score"], "estimated_performance": est["score"]}

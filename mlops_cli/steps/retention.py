@@ -225,14 +225,10 @@ def archive_path(settings: Settings, day: date) -> Path:
 
 
 # --- retention ----------------------------------------------------------------------------------------
-def _day_of(name: str) -> date:
-    return store.partition_day(name)
-
-
 def _drop_detached(conn, settings: Settings, name: str, actor: str | None, run_id: int | None) -> dict:
     """Archive (if configured), keep the rows that must outlive it, audit and drop a detached
     day partition. Locks only that table: the serving writer never sees it."""
-    day = _day_of(name)
+    day = store.partition_day(name)
     archive = None
     if settings.inference_log_archive_dir:
         archive = archive_day(conn, day, archive_path(settings, day), settings.inference_log_archive_format,
@@ -258,7 +254,7 @@ def _drop_days(conn, settings: Settings, table: str, horizon: datetime, drop: Ca
     """The day partitions of `table` wholly older than `horizon`: those a run left detached, then
     the attached ones, each DETACHed under lock_timeout; drop(name) does the rest of one day."""
     dropped = [drop(name) for name in store.detached_partition_tables(conn, table)  # an interrupted run's
-               if _day_of(name) < horizon.date()]
+               if store.partition_day(name) < horizon.date()]
     conn.rollback()
     old = [p for p in store.inference_partitions(conn, table) if not p["is_default"] and p["upper"] <= horizon]
     conn.rollback()
@@ -289,7 +285,7 @@ def _shadow_retention(conn, settings: Settings, horizon: datetime) -> dict:
     the same way, nothing kept or archived (they are derived: the champion's row and the label
     are what an audit needs). Audited in the step's outputs."""
     def drop(name: str) -> dict:
-        out = {"day": _day_of(name).isoformat(), "rows": store.drop_table_rows(conn, name)}
+        out = {"day": store.partition_day(name).isoformat(), "rows": store.drop_table_rows(conn, name)}
         conn.commit()
         return out
 
