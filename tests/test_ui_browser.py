@@ -205,28 +205,41 @@ class Chromium:
     def url(self) -> str:
         return self.js("location.href")
 
-    def click(self, selector: str, index: int = 0, text: str | None = None) -> None:
+    def click(self, selector: str, index: int = 0, text: str | None = None, attempts: int = 5) -> None:
         """Click the index-th element matching `selector` (and holding `text`): with the mouse when
-        a person could hit it, else with a DOM click (a collapsed expander's button, another tab)."""
-        where = self.js(f"""(() => {{
-            const els = Array.from(document.querySelectorAll({json.dumps(selector)}))
-                .filter(e => {json.dumps(text)} === null || e.innerText.includes({json.dumps(text)}));
-            const el = els[{index}];
-            if (!el) return null;
-            el.scrollIntoView({{block: "center"}});
-            const r = el.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;
-            const hit = document.elementFromPoint(x, y);
-            if (r.width > 0 && r.height > 0 && hit && el.contains(hit)) return [x, y];
-            el.click();
-            return "dom";
-        }})()""")
-        assert where is not None, f"nothing to click: {selector} #{index} {text or ''}"
-        if where != "dom":
-            for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-                self.call("Input.dispatchMouseEvent", type=kind, x=where[0], y=where[1], button="left",
-                          clickCount=0 if kind == "mouseMoved" else 1)
-        time.sleep(0.2)
-        self.settle(polls=3)
+        a person could hit it, else with a DOM click (a collapsed expander's button, another tab).
+        A mouse click whose `click` event did not reach the element is made again, as a person would:
+        a re-render between the press and the release (a field just typed in commits its value when
+        it loses the focus) lands the release on another node, and the browser then sends no click."""
+        for _ in range(attempts):
+            where = self.js(f"""(() => {{
+                const els = Array.from(document.querySelectorAll({json.dumps(selector)}))
+                    .filter(e => {json.dumps(text)} === null || e.innerText.includes({json.dumps(text)}));
+                const el = els[{index}];
+                if (!el) return null;
+                el.scrollIntoView({{block: "center"}});
+                const r = el.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;
+                const hit = document.elementFromPoint(x, y);
+                if (r.width > 0 && r.height > 0 && hit && el.contains(hit)) {{
+                    window.__cdpClicked = false;
+                    document.addEventListener("click", e => {{ if (el.contains(e.target)) window.__cdpClicked = true; }},
+                                              {{capture: true, once: true}});
+                    return [x, y];
+                }}
+                el.click();
+                return "dom";
+            }})()""")
+            assert where is not None, f"nothing to click: {selector} #{index} {text or ''}"
+            if where != "dom":
+                for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+                    self.call("Input.dispatchMouseEvent", type=kind, x=where[0], y=where[1], button="left",
+                              clickCount=0 if kind == "mouseMoved" else 1)
+            time.sleep(0.2)
+            if where == "dom" or self.js("window.__cdpClicked === true"):
+                self.settle(polls=3)
+                return
+            self.settle(polls=3)
+        raise AssertionError(f"{attempts} clicks did not reach {selector} #{index} {text or ''}")
 
     def type(self, selector: str, value: str) -> None:
         """Type `value` into the first visible element matching `selector` (the active tab's)."""
