@@ -3,7 +3,7 @@ weighted F1, and NannyML's CBPE on the same windows for comparison.
 
 1. A model is trained (`mlops load` + `mlops train`) on a generated catalogue and made champion;
    `train` stores its reference, with the estimate on its holdout. One model per catalogue seed
-   (--seeds, default 7,11,19: three catalogues of --catalogue rows), each in a fresh database:
+   (--seeds, default 7,11,19,23,29,31: six catalogues of --catalogue rows), each in a fresh database:
    how well an estimator does depends on the model (on its holdout against its traffic), so one
    model is one draw; every model is shown, and the targets are checked on all of them pooled.
 2. Windows of --rows (1,000) predictions, one UTC day each, are served and logged
@@ -40,7 +40,7 @@ NannyML's (pooled); our time at least 5x lower than NannyML's in (a) and in (b) 
 models); (c) is shown beside them.
 
 Prints a table, writes benchmarks/results/bench_estimate.json.
-Usage: python benchmarks/bench_estimate.py [--catalogue 10000] [--seeds 7,11,19] [--rows 1000]
+Usage: python benchmarks/bench_estimate.py [--catalogue 10000] [--seeds 7,11,19,23,29,31] [--rows 1000]
                                             [--windows 100] [--kind-windows 5] [--no-nannyml]
 """
 
@@ -161,7 +161,7 @@ def paired(ours, theirs, realized) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--catalogue", type=int, default=10_000)
-    ap.add_argument("--seeds", default="7,11,19",
+    ap.add_argument("--seeds", default="7,11,19,23,29,31",
                     help="catalogue seeds: one model trained on each (a comma-separated list)")
     ap.add_argument("--rows", type=int, default=1_000, help="predictions per window")
     ap.add_argument("--windows", type=int, default=100, help="windows of unchanged traffic, per model")
