@@ -235,10 +235,9 @@ class Chromium:
                     self.call("Input.dispatchMouseEvent", type=kind, x=where[0], y=where[1], button="left",
                               clickCount=0 if kind == "mouseMoved" else 1)
             time.sleep(0.2)
-            if where == "dom" or self.js("window.__cdpClicked === true"):
-                self.settle(polls=3)
-                return
             self.settle(polls=3)
+            if where == "dom" or self.js("window.__cdpClicked === true"):
+                return
         raise AssertionError(f"{attempts} clicks did not reach {selector} #{index} {text or ''}")
 
     def type(self, selector: str, value: str) -> None:
