@@ -222,6 +222,11 @@ def main() -> int:
     macro.append(("pooled", pooled["ours_macro"]["mean_abs"],
                   pooled["nannyml_macro"]["mean_abs"] if have_nanny else "-"))
     print_table(macro, ("unchanged traffic, macro F1", "ours mean |error|", "NannyML mean |error|"))
+    print()
+    print_table([(f"seed {m['seed']}", f"{m['stationary']['band_coverage']:.0%}", m["stationary"]["mean_sd"],
+                  m["stationary"]["realized_sd"], ",".join(m["stationary"]["levels"])) for m in models],
+                ("unchanged traffic, our band", "realized inside the 95% band", "mean sd", "sd of the realized F1",
+                 "levels raised"))
     if have_nanny:
         print()
         pairs = [(f"seed {m['seed']}", m["stationary"]["vs_nannyml_weighted"]) for m in models]
