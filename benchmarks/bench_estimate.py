@@ -20,6 +20,10 @@ weighted F1, and NannyML's CBPE on the same windows for comparison.
    and the same windows as chunks of --rows, given the FULL probability vectors: its macro F1
    estimate, and a weighted F1 from its calibrated probabilities and its own per-class
    estimate_f1, weighted by the expected supports (CBPE multiclass has macro F1 only).
+5. Two estimators that do not ship, beside ours, to show what its error is made of (diagnostics):
+   ours with T and epsilon refitted on the unchanged windows' own labels (an oracle: the error of
+   the estimator itself when its calibration is right for the traffic), and ours on the logged
+   vectors adjusted to each window's class mix by EM (a label-shift correction).
 
 Error: per window |estimated - realized|; ours against NannyML's as the paired difference over
 the unchanged windows (mean, its standard error, how many windows each is closer in), per model
@@ -67,6 +71,8 @@ NANNYML_VENV = HERE / ".venv-nannyml"
 NANNYML_PINS = ("nannyml==0.13.1", "statsmodels")
 DAY0 = datetime(2033, 1, 1, tzinfo=timezone.utc)
 KINDS = ("vocabulary", "length", "classes")
+# estimators that do not ship, measured beside ours to show what its error is made of (diagnostics())
+DIAGNOSTICS = ("traffic_calibration", "prior_adjusted")
 TARGET_ERROR = 0.03
 TARGET_SPEEDUP = 5.0
 
@@ -210,9 +216,16 @@ def main() -> int:
         name = f"seed {m['seed']}: {m['model']['chosen_name']}"
         table.append((name, "ours, top-3 logged", *_cells(st["ours_weighted"])))
         table.append((name, "ours, full vectors", *_cells(st["ours_full_vectors_weighted"])))
+        table.append((name, "(not shipped) ours, T and epsilon refitted on the traffic's labels",
+                      *_cells(st["ours_traffic_calibration_weighted"])))
+        table.append((name, "(not shipped) ours, prior-adjusted by EM", *_cells(st["ours_prior_adjusted_weighted"])))
         if have_nanny:
             table.append((name, "NannyML CBPE, full vectors", *_cells(st["nannyml_weighted"])))
     table.append((f"pooled ({len(models)} models)", "ours, top-3 logged", *_cells(pooled["ours_weighted"])))
+    table.append((f"pooled ({len(models)} models)", "(not shipped) ours, T and epsilon refitted on the traffic's labels",
+                  *_cells(pooled["ours_traffic_calibration_weighted"])))
+    table.append((f"pooled ({len(models)} models)", "(not shipped) ours, prior-adjusted by EM",
+                  *_cells(pooled["ours_prior_adjusted_weighted"])))
     if have_nanny:
         table.append((f"pooled ({len(models)} models)", "NannyML CBPE, full vectors", *_cells(pooled["nannyml_weighted"])))
     print_table(table, ("unchanged traffic, weighted F1", "estimator", "mean |error|", "p90", "max", "bias", "windows"))
@@ -237,10 +250,11 @@ def main() -> int:
                      "NannyML closer"))
     print()
     print_table([(f"seed {m['seed']}", kind, k["estimated_change"], k["realized_change"], k.get("nannyml_change", "-"),
-                  "yes" if k["right_direction"] else "NO", k["error"]["mean_abs"], ",".join(k["levels"]))
+                  "yes" if k["right_direction"] else "NO", k["error"]["mean_abs"], ",".join(k["levels"]),
+                  k["prior_adjusted_change"], "yes" if k["prior_adjusted_right_direction"] else "NO")
                  for m in models for kind, k in m["drift_kinds"].items()],
                 ("model", "drift kind", "estimate change", "realized change", "NannyML change", "right way",
-                 "our |error|", "our levels"))
+                 "our |error|", "our levels", "(not shipped) prior-adjusted change", "right way"))
     print()
     timing = []
     if have_nanny:
@@ -268,6 +282,8 @@ def errors(none: list[dict], have_nanny: bool) -> dict:
     with NannyML, its own and the paired difference, weighted and macro F1."""
     out = {"ours_weighted": summarize([r["estimated"] - r["realized"] for r in none]),
            "ours_macro": summarize([r["estimated_macro"] - r["realized_macro"] for r in none])}
+    for name in DIAGNOSTICS:
+        out[f"ours_{name}_weighted"] = summarize([r[f"estimated_{name}"] - r["realized"] for r in none])
     if have_nanny:
         out["nannyml_weighted"] = summarize([r["nannyml_weighted"] - r["realized"] for r in none])
         out["nannyml_macro"] = summarize([r["nannyml_macro"] - r["realized_macro"] for r in none])
@@ -348,7 +364,7 @@ def bench_model(seed: int, args, py, why) -> dict:
 
         windows = [("none", i) for i in range(args.windows)] + \
                   [(kind, i) for kind in KINDS for i in range(args.kind_windows)]
-        rows, frames, scan_seconds = [], [], 0.0
+        rows, frames, decisions, scan_seconds = [], [], [], 0.0
         for j, (kind, i) in enumerate(windows):
             day, wseed = DAY0 + timedelta(days=j), 5000 + j
             simulate_traffic(conn, settings, model, version, start=day, days=1, per_day=args.rows, drift=kind,
@@ -371,8 +387,9 @@ def bench_model(seed: int, args, py, why) -> dict:
             assert rep["estimated_weighted_f1"] == est["weighted_f1"], "the drift step estimates the same"
             # the same products with their full probability vectors
             prods = synth.generate_products(args.rows, seed=wseed, drift=kind)
-            codes, proba, _ = served_probabilities(model, prods[["designation", "description"]])
+            codes, proba, decision = served_with_decisions(model, prods[["designation", "description"]])
             y_true = prods["prdtypecode"].to_numpy().astype(int)
+            decisions.append(decision)
             conf, full_top = pe.top_k_of(proba, classes, codes, k=k)
             full = pe.estimate(pe.row_sums(codes, conf, full_top, k), classes)
             # (a) ours in memory, on what is logged (the top 3), timed like NannyML's in-memory run
@@ -397,6 +414,7 @@ def bench_model(seed: int, args, py, why) -> dict:
                       f"{est['high']:.4f}] (full vectors {full['weighted_f1']:.4f}) realized {realized_w:.4f}",
                       flush=True)
         result["ours_in_memory_seconds"] = round(memory_seconds, 4)
+        result["traffic_calibration"] = diagnostics(rows, frames, decisions, h_codes, h_proba, classes)
         n_rows = len(windows) * args.rows
         result["estimate_sums_per_day"] = {"seconds": round(scan_seconds, 4), "rows": n_rows,
                                            "rows_per_second": round(n_rows / max(scan_seconds, 1e-9)),
@@ -469,8 +487,12 @@ def bench_model(seed: int, args, py, why) -> dict:
             continue
         d_est = float(np.mean([r["estimated"] for r in ks])) - base_est
         d_real = float(np.mean([r["realized"] for r in ks])) - base_real
+        d_adj = float(np.mean([r["estimated_prior_adjusted"] for r in ks])) - \
+            float(np.mean([r["estimated_prior_adjusted"] for r in none]))
         moves[kind] = {"estimated_change": round(d_est, 4), "realized_change": round(d_real, 4),
                        "right_direction": bool(np.sign(d_est) == np.sign(d_real)),
+                       "prior_adjusted_change": round(d_adj, 4),
+                       "prior_adjusted_right_direction": bool(np.sign(d_adj) == np.sign(d_real)),
                        "error": summarize([r["estimated"] - r["realized"] for r in ks]),
                        "levels": sorted({r["level"] for r in ks})}
         if have_nanny:
@@ -480,6 +502,73 @@ def bench_model(seed: int, args, py, why) -> dict:
                                nannyml_error=summarize([r["nannyml_weighted"] - r["realized"] for r in ks]))
     result["drift_kinds"] = moves
     return result
+
+
+def served_with_decisions(model, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """served_probabilities, and the classifier's decision values from the same features."""
+    clf, Xt = model.steps[-1][1], model[:-1].transform(X)
+    return np.asarray(clf.predict(Xt)), np.asarray(clf.predict_proba(Xt)), np.asarray(clf.decision_function(Xt))
+
+
+def logged_vectors(codes, proba, classes) -> np.ndarray:
+    """The probability vectors as the log lets the estimate see them: the top 3 as served, the
+    mass they leave spread evenly over the other classes (performance_estimate's reading)."""
+    from mlops_cli import performance_estimate as pe
+
+    _conf, (top_codes, top_p) = pe.top_k_of(proba, classes, codes)
+    index = {c: i for i, c in enumerate(classes)}
+    k = len(classes)
+    out = np.repeat((np.maximum(0.0, 1.0 - top_p.sum(axis=1)) / (k - top_p.shape[1]))[:, None], k, axis=1)
+    cols = np.vectorize(index.get)(top_codes)
+    np.put_along_axis(out, cols, top_p, axis=1)
+    return out
+
+
+def prior_adjusted(vectors: np.ndarray, prior: np.ndarray, iterations: int = 1000) -> np.ndarray:
+    """The vectors adjusted to the window's class mix, estimated by EM (Saerens, Latinne and
+    Decaestecker 2002): p'(y|x) proportional to p(y|x) q_y / prior_y, q the mean of p'."""
+    q = prior.copy()
+    for _ in range(iterations):
+        adjusted = vectors * (q / prior)
+        adjusted /= adjusted.sum(axis=1, keepdims=True)
+        new = adjusted.mean(axis=0)
+        done = np.abs(new - q).max() < 1e-9
+        q = new
+        if done:
+            break
+    adjusted = vectors * (q / prior)
+    return adjusted / adjusted.sum(axis=1, keepdims=True)
+
+
+def diagnostics(rows: list[dict], frames: list, decisions: list, h_codes, h_proba, classes: list[int]) -> dict:
+    """Two estimators that do not ship, on the same windows, to show what the error is made of
+    (docs/performance_estimate.md#measured); each window's row gets their estimates.
+
+    traffic calibration: T and epsilon refitted (calibration.fit_calibration, as training fits
+    them) on the labels of all the unchanged windows themselves, then our estimate from the top 3
+    of those probabilities: an oracle (it needs the traffic's labels), the estimator's error when
+    its calibration is right for the traffic.
+    prior-adjusted: each window's logged vectors adjusted to its own class mix by EM, the
+    holdout's mean vector as the prior, then our estimate from the adjusted vectors."""
+    from mlops_cli import performance_estimate as pe
+    from mlops_cli.calibration import fit_calibration, temperature_softmax
+
+    k = len(classes)
+    none = [j for j, r in enumerate(rows) if r["kind"] == "none"]
+    temperature, epsilon = fit_calibration(np.vstack([decisions[j] for j in none]),
+                                           np.concatenate([frames[j]["y_true"].to_numpy() for j in none]), classes)
+    prior = logged_vectors(h_codes, h_proba, classes).mean(axis=0)
+    for j, (row, fr, dec) in enumerate(zip(rows, frames, decisions)):
+        codes = fr["y_pred"].to_numpy()
+        proba = fr[[f"p_{c}" for c in classes]].to_numpy()
+        adjusted = prior_adjusted(logged_vectors(codes, proba, classes), prior)
+        conf, top = pe.top_k_of(adjusted, classes, codes, k=k)
+        row["estimated_prior_adjusted"] = pe.estimate(pe.row_sums(codes, conf, top, k), classes)["weighted_f1"]
+        if j in none:
+            p = temperature_softmax(dec, temperature, epsilon)
+            conf, top = pe.top_k_of(p, classes, codes)
+            row["estimated_traffic_calibration"] = pe.estimate(pe.row_sums(codes, conf, top, k), classes)["weighted_f1"]
+    return {"temperature": temperature, "epsilon": epsilon, "rows": sum(len(frames[j]) for j in none)}
 
 
 def _cells(s: dict) -> tuple:
