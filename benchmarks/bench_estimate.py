@@ -175,6 +175,8 @@ def main() -> int:
     ap.add_argument("--no-nannyml", action="store_true")
     ap.add_argument("--model-json", help=argparse.SUPPRESS)  # internal: one seed, its result to this file
     args = ap.parse_args()
+    if args.windows < 2 or args.rows < 1:
+        ap.error("--windows must be at least 2 (errors and the realized F1's sd are over them) and --rows at least 1")
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.model_json:
         py, why = (None, "--no-nannyml") if args.no_nannyml else nannyml_python()
