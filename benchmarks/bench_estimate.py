@@ -45,7 +45,7 @@ models); (c) is shown beside them.
 
 Prints a table, writes benchmarks/results/bench_estimate.json.
 Usage: python benchmarks/bench_estimate.py [--catalogue 10000] [--seeds 7,11,19,23,29,31] [--rows 1000]
-                                            [--windows 100] [--kind-windows 5] [--no-nannyml]
+                                            [--windows 100] [--kind-windows 25] [--no-nannyml]
 """
 
 from __future__ import annotations
@@ -171,7 +171,9 @@ def main() -> int:
                     help="catalogue seeds: one model trained on each (a comma-separated list)")
     ap.add_argument("--rows", type=int, default=1_000, help="predictions per window")
     ap.add_argument("--windows", type=int, default=100, help="windows of unchanged traffic, per model")
-    ap.add_argument("--kind-windows", type=int, default=5, help="windows of each drift kind, per model")
+    # 25: the realized change of a kind is then known to ~0.0026 (one window's sd ~0.012), enough
+    # to tell a small drop from none; at 5 windows its standard error (~0.0055) hid changes of 0.01
+    ap.add_argument("--kind-windows", type=int, default=25, help="windows of each drift kind, per model")
     ap.add_argument("--no-nannyml", action="store_true")
     ap.add_argument("--model-json", help=argparse.SUPPRESS)  # internal: one seed, its result to this file
     args = ap.parse_args()
@@ -251,12 +253,14 @@ def main() -> int:
                     ("paired |error| difference (weighted F1)", "ours - NannyML", "se", "z", "ours closer",
                      "NannyML closer"))
     print()
-    print_table([(f"seed {m['seed']}", kind, k["estimated_change"], k["realized_change"], k.get("nannyml_change", "-"),
+    print_table([(f"seed {m['seed']}", kind, k["estimated_change"], k["realized_change"], k["realized_change_se"],
+                  k.get("nannyml_change", "-"),
                   "yes" if k["right_direction"] else "NO", k["error"]["mean_abs"], ",".join(k["levels"]),
-                  k["prior_adjusted_change"], "yes" if k["prior_adjusted_right_direction"] else "NO")
+                  k["prior_adjusted_change"], "yes" if k["prior_adjusted_right_direction"] else "NO",
+                  k["prior_adjusted_error"]["mean_abs"])
                  for m in models for kind, k in m["drift_kinds"].items()],
-                ("model", "drift kind", "estimate change", "realized change", "NannyML change", "right way",
-                 "our |error|", "our levels", "(not shipped) prior-adjusted change", "right way"))
+                ("model", "drift kind", "estimate change", "realized change", "its se", "NannyML change", "right way",
+                 "our |error|", "our levels", "(not shipped) prior-adjusted change", "right way", "its |error|"))
     print()
     timing = []
     if have_nanny:
@@ -489,12 +493,16 @@ def bench_model(seed: int, args, py, why) -> dict:
             continue
         d_est = float(np.mean([r["estimated"] for r in ks])) - base_est
         d_real = float(np.mean([r["realized"] for r in ks])) - base_real
+        se_real = float(np.sqrt(np.var([r["realized"] for r in ks], ddof=1) / len(ks) + np.var(real, ddof=1) / len(real))) \
+            if len(ks) > 1 else float("nan")
         d_adj = float(np.mean([r["estimated_prior_adjusted"] for r in ks])) - \
             float(np.mean([r["estimated_prior_adjusted"] for r in none]))
         moves[kind] = {"estimated_change": round(d_est, 4), "realized_change": round(d_real, 4),
+                       "realized_change_se": round(se_real, 4),
                        "right_direction": bool(np.sign(d_est) == np.sign(d_real)),
                        "prior_adjusted_change": round(d_adj, 4),
                        "prior_adjusted_right_direction": bool(np.sign(d_adj) == np.sign(d_real)),
+                       "prior_adjusted_error": summarize([r["estimated_prior_adjusted"] - r["realized"] for r in ks]),
                        "error": summarize([r["estimated"] - r["realized"] for r in ks]),
                        "levels": sorted({r["level"] for r in ks})}
         if have_nanny:
