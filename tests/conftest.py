@@ -110,6 +110,10 @@ def fresh_state(request, pg_server, artifact_root, tmp_path, monkeypatch):
         "MLOPS_ACTOR": "pytest",
         "NOTIFY_RETRIES": "0",
         "STEP_RETRY_DELAY": "0.05",
+        # the shadow worker's default niceness (19) yields the CPU to every other busy process of
+        # the machine: on a loaded CI box it could starve past the tests' "eventually" waits.
+        # Its priority is a deployment choice; test_shadow checks that SHADOW_NICE is applied.
+        "SHADOW_NICE": "0",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

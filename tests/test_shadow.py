@@ -10,6 +10,7 @@ section; the hot swap of both aliases; the Models page. Nothing is timed.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -59,6 +60,7 @@ def metric_value(text: str, line_start: str) -> float:
 
 # --- the API ---------------------------------------------------------------------------------------
 def test_shadow_rows_are_linked_to_the_champions_rows(shadow_env, trained, conn):  # noqa: F811
+    shadow_env.setenv("SHADOW_NICE", "3")
     app = create_app(config.load_settings())
     items = products(trained, 12)
     with TestClient(app) as c:
@@ -69,6 +71,7 @@ def test_shadow_rows_are_linked_to_the_champions_rows(shadow_env, trained, conn)
         assert app.state.inference_log.flush() and app.state.shadow.flush()
         health = c.get("/health").json()["shadow"]
         metrics = c.get("/metrics").text
+        worker_nice = os.getpriority(os.PRIO_PROCESS, health["worker_pid"])
     answers = [r.json() for r in singles] + batch.json()["predictions"]
     assert {a["model_version"] for a in answers} == {trained.v1}  # the client's answers are the champion's
 
@@ -92,6 +95,8 @@ def test_shadow_rows_are_linked_to_the_champions_rows(shadow_env, trained, conn)
     assert [r[9] for r in linked] == [3] * 4 + [2] * 8
 
     assert health["challenger_version"] == trained.v2 and health["worker_pid"]
+    # the worker lowered its own priority by SHADOW_NICE before loading the challenger
+    assert worker_nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
     assert (health["submitted"], health["scored"], health["written"], health["errors"]) == (12, 12, 12, 0)
     assert sum(health["dropped"].values()) == 0
     assert metric_value(metrics, "mlops_shadow_scored_items_total") == 12
