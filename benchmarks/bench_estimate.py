@@ -196,12 +196,14 @@ def main() -> int:
     # --- pooled over the models: every model's unchanged windows -------------------------------------
     have_nanny = all(m["have_nannyml"] for m in models)
     result["pooled"] = pooled = errors([r for m in models for r in m["windows"] if r["kind"] == "none"], have_nanny)
+    result["drift_kinds_pooled"] = kinds_pooled = pooled_kinds(models)
     err = pooled["ours_weighted"]["mean_abs"]
     ours_mem = sum(m["ours_in_memory_seconds"] for m in models)
     ours_daily = sum(m["ours_from_rollups_seconds"] for m in models)
     nanny_s = sum(m["nannyml"]["fit_estimate_seconds"] for m in models) if have_nanny else None
     checks = {"error_at_most_0.03": all(m["stationary"]["ours_weighted"]["mean_abs"] <= TARGET_ERROR for m in models),
-              "moves_the_right_way": all(k["right_direction"] for m in models for k in m["drift_kinds"].values())}
+              "moves_the_right_way": all(k["right_direction"] for m in models for k in m["drift_kinds"].values()),
+              "moves_the_right_way_pooled_per_kind": all(k["right_direction"] for k in kinds_pooled.values())}
     if have_nanny:
         checks["error_no_worse_than_nannyml_weighted"] = err <= pooled["nannyml_weighted"]["mean_abs"]
         checks["macro_error_no_worse_than_nannyml"] = \
@@ -262,6 +264,12 @@ def main() -> int:
                 ("model", "drift kind", "estimate change", "realized change", "its se", "NannyML change", "right way",
                  "our |error|", "our levels", "(not shipped) prior-adjusted change", "right way", "its |error|"))
     print()
+    print_table([(kind, k["estimated_change"], k["realized_change"], k["realized_change_se"], k.get("nannyml_change", "-"),
+                  "yes" if k["right_direction"] else "NO", f"{k['models_right']} of {k['models']}")
+                 for kind, k in kinds_pooled.items()],
+                (f"drift kind, pooled over {len(models)} models", "estimate change", "realized change", "its se",
+                 "NannyML change", "right way", "models the right way"))
+    print()
     timing = []
     if have_nanny:
         timing.append(("NannyML CBPE: fit on the holdout + estimate, in memory (full vectors)", f"{nanny_s:.3f}",
@@ -297,6 +305,25 @@ def errors(none: list[dict], have_nanny: bool) -> dict:
                                             [r["realized"] for r in none])
         out["vs_nannyml_macro"] = paired([r["estimated_macro"] for r in none], [r["nannyml_macro"] for r in none],
                                          [r["realized_macro"] for r in none])
+    return out
+
+
+def pooled_kinds(models: list[dict]) -> dict:
+    """Each drift kind's changes averaged over the models (each has the same windows), the
+    realized change's standard error, and on how many models alone the estimate moved the right way."""
+    out = {}
+    for kind in KINDS:
+        ks = [m["drift_kinds"][kind] for m in models if kind in m["drift_kinds"]]
+        if not ks:
+            continue
+        d_est = float(np.mean([k["estimated_change"] for k in ks]))
+        d_real = float(np.mean([k["realized_change"] for k in ks]))
+        out[kind] = {"estimated_change": round(d_est, 4), "realized_change": round(d_real, 4),
+                     "realized_change_se": round(float(np.sqrt(sum(k["realized_change_se"] ** 2 for k in ks))) / len(ks), 4),
+                     "right_direction": bool(np.sign(d_est) == np.sign(d_real)),
+                     "models_right": sum(bool(k["right_direction"]) for k in ks), "models": len(ks)}
+        if all("nannyml_change" in k for k in ks):
+            out[kind]["nannyml_change"] = round(float(np.mean([k["nannyml_change"] for k in ks])), 4)
     return out
 
 
