@@ -308,6 +308,12 @@ def errors(none: list[dict], have_nanny: bool) -> dict:
     return out
 
 
+def right_direction(change: float, realized_change: float) -> bool:
+    """The direction check, one rule for every estimator and for the pooled kinds: the estimate
+    moved the way the realized F1 moved (same sign)."""
+    return bool(np.sign(change) == np.sign(realized_change))
+
+
 def pooled_kinds(models: list[dict]) -> dict:
     """Each drift kind's changes averaged over the models (each has the same windows), the
     realized change's standard error, and on how many models alone the estimate moved the right way."""
@@ -320,7 +326,7 @@ def pooled_kinds(models: list[dict]) -> dict:
         d_real = float(np.mean([k["realized_change"] for k in ks]))
         out[kind] = {"estimated_change": round(d_est, 4), "realized_change": round(d_real, 4),
                      "realized_change_se": round(float(np.sqrt(sum(k["realized_change_se"] ** 2 for k in ks))) / len(ks), 4),
-                     "right_direction": bool(np.sign(d_est) == np.sign(d_real)),
+                     "right_direction": right_direction(d_est, d_real),
                      "models_right": sum(bool(k["right_direction"]) for k in ks), "models": len(ks)}
         if all("nannyml_change" in k for k in ks):
             out[kind]["nannyml_change"] = round(float(np.mean([k["nannyml_change"] for k in ks])), 4)
@@ -526,9 +532,9 @@ def bench_model(seed: int, args, py, why) -> dict:
             float(np.mean([r["estimated_prior_adjusted"] for r in none]))
         moves[kind] = {"estimated_change": round(d_est, 4), "realized_change": round(d_real, 4),
                        "realized_change_se": round(se_real, 4),
-                       "right_direction": bool(np.sign(d_est) == np.sign(d_real)),
+                       "right_direction": right_direction(d_est, d_real),
                        "prior_adjusted_change": round(d_adj, 4),
-                       "prior_adjusted_right_direction": bool(np.sign(d_adj) == np.sign(d_real)),
+                       "prior_adjusted_right_direction": right_direction(d_adj, d_real),
                        "prior_adjusted_error": summarize([r["estimated_prior_adjusted"] - r["realized"] for r in ks]),
                        "error": summarize([r["estimated"] - r["realized"] for r in ks]),
                        "levels": sorted({r["level"] for r in ks})}
