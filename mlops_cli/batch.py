@@ -37,7 +37,7 @@ def _chunks(path: Path):
     try:
         reader = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", index_col=0,
                              chunksize=CHUNK_ROWS)
-        first = True
+        first, rows = True, 0
         for chunk in reader:
             if first:
                 missing = [c for c in REQUIRED if c not in chunk.columns]
@@ -47,12 +47,16 @@ def _chunks(path: Path):
                         f"{', '.join(map(str, chunk.columns)) or 'none'}; expected the X format: an "
                         "index column, then designation, description, productid, imageid)")
                 first = False
-            yield chunk
-        if first:
+            if len(chunk):  # a header-only file reads as one empty chunk
+                rows += len(chunk)
+                yield chunk
+        if not rows:
             raise SourceError(f"input file {path} has a header but no rows")
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"input file {path} is not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} "
-                          f"at offset {exc.start}); re-encode it as UTF-8") from None
+    except UnicodeDecodeError:
+        from .sources import first_bad_byte
+
+        raise SourceError(f"input file {path} is not valid UTF-8 ({first_bad_byte(path)}); "
+                          "re-encode it as UTF-8") from None
     except pd.errors.EmptyDataError:
         raise SourceError(f"input file {path} is empty") from None
     except pd.errors.ParserError as exc:

@@ -16,15 +16,16 @@ import re
 import unicodedata
 from typing import Any
 
+import ftfy
 import numpy as np
 import pandas as pd
 
-# Classic UTF-8-read-as-Latin-1 sequences seen in the catalogue, repaired before tokenising.
-_MOJIBAKE = {"Ã©": "é", "Ã¨": "è", "Ã ": "à", "Ãª": "ê", "Ã§": "ç", "Ã´": "ô", "Ã®": "î",
-             "Ã¢": "â", "Ã¹": "ù", "Ã»": "û", "Ã«": "ë", "Ã¯": "ï", "Â·": "·", "Â°": "°", "Â ": " ",
-             "â€™": "'", "â€œ": '"', "â€": '"'}
-_MOJIBAKE_RE = re.compile("|".join(map(re.escape, sorted(_MOJIBAKE, key=len, reverse=True))))
-_TAG_RE = re.compile(r"<[^>]{0,200}>")
+# Mojibake (UTF-8 read as cp1252 or Latin-1: "Ã©" for "é") is repaired by ftfy, which undoes only
+# sequences that decode back to valid UTF-8 and leaves correct accented text alone. It runs only
+# on text holding one of the markers such sequences start with (rare in the catalogue).
+_MOJIBAKE_MARKERS = ("Ã", "Â", "â€", "â‚")
+# A tag starts with a letter, / or ! after "<": "< 2 kg" and "&lt; 3 ans" (unescaped first) are text.
+_TAG_RE = re.compile(r"</?[A-Za-z!][^<>]*>")
 _SPACE_RE = re.compile(r"\s+")
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -63,8 +64,8 @@ def clean_text(text: Any, fold_accents: bool = False) -> str:
         s = html.unescape(html.unescape(s))  # some descriptions are escaped twice (&amp;eacute;)
     if "<" in s:
         s = _TAG_RE.sub(" ", s)
-    if "Ã" in s or "Â" in s or "â€" in s:
-        s = _MOJIBAKE_RE.sub(lambda m: _MOJIBAKE[m.group(0)], s)
+    if any(marker in s for marker in _MOJIBAKE_MARKERS):
+        s = ftfy.fix_encoding(s)
     s = s.lower()
     if fold_accents:
         s = "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))

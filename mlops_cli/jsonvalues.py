@@ -26,3 +26,21 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def storable(value: Any) -> Any:
+    """`value` with NUL and lone surrogates (a JSON `\\ud800` escape without its pair) replaced
+    by U+FFFD, in strings and inside dicts and lists: PostgreSQL text and JSONB hold neither, and
+    what a refused request sent must still be echoed (its 422 encodes as UTF-8) and audited."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value

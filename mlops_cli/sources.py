@@ -19,16 +19,27 @@ X_COLUMNS = ("designation", "description", "productid", "imageid")
 Y_COLUMNS = ("prdtypecode",)
 
 
+def first_bad_byte(path: Path) -> str:
+    """Where a file stops being UTF-8 (the decoder's offset in pandas' error is into its read
+    buffer, not the file). Read again, on this error path only."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        newline = b"\n"
+        return (f"byte {data[exc.start:exc.start + 1]!r} at offset {exc.start:,}, "
+                f"line {data.count(newline, 0, exc.start) + 1:,} of the file")
+    return "undecodable"
+
+
 def _read(path: Path, expected: tuple[str, ...], label: str) -> pd.DataFrame:
     if not path.is_file():
         raise SourceError(f"{label} file not found: {path}")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", index_col=0)
-    except UnicodeDecodeError as exc:
-        raise SourceError(
-            f"{label} file {path} is not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} "
-            f"at offset {exc.start}); re-encode it as UTF-8"
-        ) from None
+    except UnicodeDecodeError:
+        raise SourceError(f"{label} file {path} is not valid UTF-8 ({first_bad_byte(path)}); "
+                          "re-encode it as UTF-8") from None
     except pd.errors.EmptyDataError:
         raise SourceError(f"{label} file {path} is empty") from None
     except pd.errors.ParserError as exc:
@@ -40,7 +51,7 @@ def _read(path: Path, expected: tuple[str, ...], label: str) -> pd.DataFrame:
             f"(found: {', '.join(map(str, df.columns)) or 'none'}; expected an index column then "
             f"{', '.join(expected)})"
         )
-    df.index = df.index.astype(str)
+    df.index = df.index.astype(str).str.strip()
     if df.index.has_duplicates:
         dup = df.index[df.index.duplicated()][0]
         raise SourceError(f"{label} file {path} has a duplicated index value {dup!r} in its first column")
@@ -52,7 +63,7 @@ def read_source(x_path: str | Path, y_path: str | Path) -> pd.DataFrame:
     x_path, y_path = Path(x_path), Path(y_path)
     x = _read(x_path, X_COLUMNS, "X")
     y = _read(y_path, Y_COLUMNS, "Y")
-    if len(x) != len(y) or not x.index.equals(y.index):
+    if len(x) != len(y) or not x.index.sort_values().equals(y.index.sort_values()):
         only_x = x.index.difference(y.index)
         only_y = y.index.difference(x.index)
         detail = []
@@ -60,13 +71,11 @@ def read_source(x_path: str | Path, y_path: str | Path) -> pd.DataFrame:
             detail.append(f"{len(only_x)} index value(s) only in X (first: {only_x[0]!r})")
         if len(only_y):
             detail.append(f"{len(only_y)} index value(s) only in Y (first: {only_y[0]!r})")
-        if not detail:
-            detail.append("the rows are in a different order")
         raise SourceError(
             f"X ({x_path.name}, {len(x)} rows) and Y ({y_path.name}, {len(y)} rows) do not line up "
             f"by their index column: {'; '.join(detail)}"
         )
-    df = x.join(y)
+    df = x.join(y)  # by index value: Y's rows may come in another order
     df.index.name = "source_index"
     return df
 

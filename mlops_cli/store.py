@@ -188,14 +188,20 @@ def batch_for_slot(conn, slot: str) -> dict | None:
     return _one(conn, "SELECT * FROM load_batches WHERE slot = %s AND NOT forced ORDER BY id LIMIT 1", (slot,))
 
 
-def last_batch(conn, source_x: str | None = None) -> dict | None:
-    """The batch that went furthest into `source_x` (any source when None)."""
+def last_batch(conn, sources_x: list[str] | None = None) -> dict | None:
+    """The batch that went furthest into any of `sources_x` (the spellings of one X file's path;
+    any source when None)."""
     return _one(
         conn,
-        """SELECT * FROM load_batches WHERE (%s::text IS NULL OR source_x = %s)
+        """SELECT * FROM load_batches WHERE (%s::text[] IS NULL OR source_x = ANY(%s::text[]))
            ORDER BY end_offset DESC, id DESC LIMIT 1""",
-        (source_x, source_x),
+        (sources_x, sources_x),
     )
+
+
+def batch_sources(conn) -> list[str]:
+    """Every X path a batch was loaded from, as it was recorded."""
+    return [r["source_x"] for r in _all(conn, "SELECT DISTINCT source_x FROM load_batches")]
 
 
 def insert_batch(conn, **cols) -> int:

@@ -969,7 +969,11 @@ def test_predict_file_refuses_unreadable_input(api_env, tmp_path, cli):
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes(",designation,description,productid,imageid\n0,caf\xe9,,1,2\n".encode("latin-1"))
     r = cli("predict", "--input", latin1, "--out", tmp_path / "o.csv")
-    assert r.exit_code == 1 and "not valid UTF-8" in r.output
+    assert r.exit_code == 1 and "not valid UTF-8 (byte b'\\xe9' at offset 48, line 2 of the file)" in r.output
+    header_only = tmp_path / "header.csv"
+    header_only.write_text(",designation,description,productid,imageid\n")
+    r = cli("predict", "--input", header_only, "--out", tmp_path / "o.csv")
+    assert r.exit_code == 1 and f"input file {header_only} has a header but no rows" in r.output
     assert not (tmp_path / "o.csv").exists()
 
 

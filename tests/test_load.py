@@ -98,6 +98,97 @@ def test_every_rejection_reason_is_kept_with_the_raw_row(tmp_path, settings, con
                  (r2.outputs["batch_id"],))[0][0] == f"duplicate productid 100006 (already loaded in batch {batch1})"
 
 
+def test_values_as_other_tools_write_them_are_read_as_the_same_value(tmp_path, settings, conn):
+    """Codes saved by pandas or a spreadsheet (10.0, +10, padded, leading zeros) are their integer;
+    a productid with leading zeros is the same product as without them."""
+    rows = valid_rows(10)
+    for i, code in enumerate(["10.0", " 2583 ", "+40", "0010", "2583.00", "1e1", "10.5", "+-3"]):
+        rows[i]["prdtypecode"] = code
+    rows[8]["productid"] = "0" + str(rows[9]["productid"])  # the same product as row 9
+    x, y = write_pair(tmp_path / "src", rows)
+    result = load(conn, settings.replace(initial_load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y))
+    stored = dict(query(conn, "SELECT productid, prdtypecode FROM products"))
+    assert {k: stored[100000 + k] for k in range(5)} == {0: 10, 1: 2583, 2: 40, 3: 10, 4: 2583}
+    reasons = dict(query(conn, "SELECT source_index, reason FROM rejected_rows"))
+    pid = rows[9]["productid"]
+    dup = reasons.pop("8", None) or reasons.pop("9")
+    assert dup in (f"duplicate productid 0{pid} (also at source index 9)",
+                   f"duplicate productid {pid} (also at source index 8)")
+    assert reasons == {"5": "unparsable prdtypecode '1e1'", "6": "unparsable prdtypecode '10.5'",
+                       "7": "unparsable prdtypecode '+-3'"}
+    assert (result.outputs["rows_loaded"], result.outputs["rows_rejected"]) == (6, 4)
+    # the rejected row keeps the code as the file wrote it
+    assert query(conn, "SELECT raw->>'prdtypecode' FROM rejected_rows WHERE source_index = '6'")[0][0] == "10.5"
+
+
+def test_rows_postgresql_cannot_hold_or_the_model_cannot_read_are_rejected_not_fatal(tmp_path, settings, conn):
+    """A NUL byte would fail the whole COPY; fullwidth digits are not a productid; a title of
+    markup only has nothing for the model. Each is one rejected row with its reason."""
+    rows = valid_rows(7)
+    rows[0]["description"] = "avant\x00apr\u00e8s"
+    rows[1]["productid"] = "\uff11\uff12\uff13"
+    rows[2]["designation"] = "<br/>&nbsp;"
+    rows[3]["designation"] = "---"
+    rows[4]["designation"] = "Poids < 2 kg, enfants > 3 ans"  # text, not a tag: loaded
+    x, y = write_pair(tmp_path / "src", rows)
+    result = load(conn, settings.replace(initial_load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y))
+    assert result.status == "succeeded"
+    reasons = dict(query(conn, "SELECT source_index, reason FROM rejected_rows"))
+    assert reasons == {
+        "0": "NUL character in description",
+        "1": "unparsable productid '\uff11\uff12\uff13'",
+        "2": "designation (title) has no letter or digit once cleaned: '<br/>&nbsp;'",
+        "3": "designation (title) has no letter or digit once cleaned: '---'",
+    }
+    assert query(conn, "SELECT raw->>'description' FROM rejected_rows WHERE source_index = '0'")[0][0] == \
+        "avant\ufffdapr\u00e8s"
+    assert sorted(r[0] for r in query(conn, "SELECT productid FROM products")) == [100004, 100005, 100006]
+
+
+def test_a_rejected_first_copy_does_not_make_a_good_second_copy_a_duplicate(tmp_path, settings, conn):
+    rows = valid_rows(4)
+    rows[1]["productid"] = rows[0]["productid"]
+    rows[0]["prdtypecode"] = 9999  # the same product twice, once with a bad code
+    rows[3]["productid"] = rows[2]["productid"]
+    rows[2]["designation"] = ""
+    x, y = write_pair(tmp_path / "src", rows)
+    load(conn, settings.replace(initial_load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y))
+    assert dict(query(conn, "SELECT productid, prdtypecode FROM products")) == {100000: 40, 100002: 1280}
+    assert dict(query(conn, "SELECT source_index, reason FROM rejected_rows")) == {
+        "0": "unknown prdtypecode 9999", "2": "empty designation (title)"}
+
+
+def test_x_and_y_in_different_row_orders_are_matched_by_their_index(tmp_path, settings, conn):
+    rows = valid_rows(6)
+    x, y = write_pair(tmp_path / "src", rows)
+    header, *lines = y.read_text().splitlines()
+    y.write_text("\n".join([header, *reversed(lines)]) + "\n")
+    result = load(conn, settings.replace(initial_load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y))
+    assert result.outputs["rows_loaded"] == 6
+    assert dict(query(conn, "SELECT productid, prdtypecode FROM products")) == \
+        {r["productid"]: r["prdtypecode"] for r in rows}
+
+
+def test_the_next_batch_continues_whatever_the_path_spelling(tmp_path, settings, conn, monkeypatch):
+    """Relative, absolute or through a symlink: one file, so the next batch starts where the last
+    ended (before, a new spelling started again at 0, every row a duplicate, the week spent)."""
+    x, y = write_pair(tmp_path / "src", valid_rows(100))
+    s = settings.replace(initial_load_fraction=0.4, load_fraction=0.1)
+    monkeypatch.chdir(tmp_path)
+    load(conn, s, Trigger(), x_path="src/X_train_update.csv", y_path="src/Y_train_CVw08PX.csv")
+    (tmp_path / "link").symlink_to(tmp_path / "src")
+    r = load(conn, s, Trigger(), x_path=str(tmp_path / "link" / x.name), y_path=str(tmp_path / "link" / y.name),
+             force=True)
+    assert (r.outputs["start_offset"], r.outputs["end_offset"], r.outputs["rows_rejected"]) == (40, 50, 0)
+    # a batch recorded with a relative path before paths were resolved is found too
+    with conn.cursor() as cur:
+        cur.execute("UPDATE load_batches SET source_x = 'src/X_train_update.csv'")
+    conn.commit()
+    r = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
+    assert (r.outputs["start_offset"], r.outputs["end_offset"]) == (50, 60)
+    assert query(conn, "SELECT source_x FROM load_batches ORDER BY id DESC LIMIT 1") == [(str(x.resolve()),)]
+
+
 def test_oversized_fields_are_rejected_with_their_length_not_loaded(tmp_path, settings, conn):
     """The default caps reject a 5,000,000-character description; the rejected row keeps a cut
     copy of it (not megabytes), the reason names the field, its length and the setting."""
@@ -132,7 +223,7 @@ def test_field_caps_are_settings(tmp_path, cli, monkeypatch):
 
 @pytest.mark.parametrize("problem, message", [
     ("missing_column", "X file {x} is missing column(s) description (found: designation, productid, imageid;"),
-    ("encoding", "X file {x} is not valid UTF-8"),
+    ("encoding", "X file {x} is not valid UTF-8 (byte b'\\xe9' at offset 57, line 2 of the file)"),
     ("mismatch", "do not line up by their index column: 1 index value(s) only in X (first: '3')"),
     ("missing_file", "Y file not found: {y}"),
 ])

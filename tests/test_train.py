@@ -62,6 +62,13 @@ def test_clean_text_handles_html_entities_mojibake_and_case():
     assert clean_text("caf&amp;eacute; Ã©tÃ©") == "café été"
     assert clean_text(None) == "" and clean_text(float("nan")) == ""
     assert clean_text("Élève", fold_accents=True) == "eleve"
+    # any UTF-8 read as cp1252, beside correct accents in the same text; "à" is "Ã" + a no-break space
+    garbled = "Très idéal à offrir. Größe 10 € – «neuf» Élégant".encode("utf-8").decode("cp1252", errors="replace")
+    assert clean_text(garbled + " déjà") == "très idéal à offrir. größe 10 € – «neuf» élégant déjà"
+    # "<" not followed by a letter, / or ! is text, also once an entity is decoded; long tags go
+    assert clean_text("Poids < 2 kg, enfants > 3 ans") == "poids < 2 kg, enfants > 3 ans"
+    assert clean_text("Age &lt; 3 ans et &gt; 1 an") == "age < 3 ans et > 1 an"
+    assert clean_text('<p style="' + "x" * 300 + '">Bonjour</p>') == "bonjour"
     prepared = prepare([{"designation": "Tome 3", "description": None}])
     assert prepared.loc[0, "text"] == "tome 3"
 

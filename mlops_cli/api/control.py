@@ -27,12 +27,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import MlopsError
 from ..ops import labelling
+from ..jsonvalues import storable
 from ..runs import StepFailed
 from ..vocab import AlertStatus, Pipeline, RunStatus, values
 from .errors import http_error
 from .routing import ApiRoute
 from .schemas import (ID_MAX, INVALID, NO_NUL, AcknowledgeIn, LabellingItemOut, RetrainIn, RetrainOut, RollbackIn,
-                      Rows, StepOut, ThresholdsIn, error_doc, storable)
+                      Rows, StepOut, ThresholdsIn, error_doc)
 
 log = logging.getLogger(__name__)
 

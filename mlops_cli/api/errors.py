@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from ..errors import Conflict, Invalid, MlopsError, NotFound, TimedOut, Unavailable
 from ..runs import StepFailed
-from .schemas import storable
+from ..jsonvalues import storable
 
 ERROR_CODE_TO_HTTP_STATUS = {
     NotFound.code: 404,

@@ -34,23 +34,6 @@ _NOT_BLANK = re.compile(NOT_BLANK)
 NOT_BLANK_TEXT = rf"^[^\x00]*[^\x00{_BLANK}][^\x00]*$"
 
 
-def storable(value: Any) -> Any:
-    """`value` with NUL and lone surrogates (a JSON `\\ud800` escape without its pair) replaced
-    by U+FFFD, in strings and inside dicts and lists: PostgreSQL text and JSONB hold neither, and
-    what a refused request sent must still be echoed (its 422 encodes as UTF-8) and audited."""
-    if isinstance(value, str):
-        value = value.replace("\x00", "\ufffd")
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
-    if isinstance(value, dict):
-        return {storable(k): storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [storable(v) for v in value]
-    return value
-
 # What POST /predict puts in a request_id: a client X-Request-ID (letters, digits, `._:-`, at most
 # 100, + `-<index>` in a batch) or 32 hex digits; feedback can only name such an id.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"

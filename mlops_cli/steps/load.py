@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from .. import store
 from ..categories import PRDTYPECODES
 from ..config import Settings
 from ..errors import Invalid, SourceError
+from ..features import clean_text
+from ..jsonvalues import storable
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..sources import read_source, seeded_order
 from ..vocab import Step
@@ -46,20 +49,42 @@ def resolve_sources(settings: Settings, x_path: str | None, y_path: str | None) 
             "Y_train_CVw08PX.csv) or set MLOPS_X_PATH and MLOPS_Y_PATH; "
             "`mlops generate-data` writes a synthetic pair"
         )
-    return Path(x), Path(y)
+    # Absolute and without symlinks: the path is how the next batch finds where this one ended.
+    return Path(x).resolve(), Path(y).resolve()
+
+
+def same_file(recorded: str, x: Path) -> bool:
+    """Whether a batch's recorded X path is the file `x` (recorded before paths were resolved,
+    it may be relative or go through a symlink)."""
+    if Path(recorded) == x:
+        return True
+    try:
+        return os.path.samefile(recorded, x)
+    except OSError:
+        return False
 
 
 # What a rejected row keeps of an oversized field: enough to recognise it, not megabytes of it.
 KEPT_CHARS = 1000
 
 
-def validate(rows: pd.DataFrame, already_loaded: dict[int, int], first_seen: pd.Series,
-             limits: dict[str, tuple[str, int]] | None = None) -> pd.Series:
-    """A reason per row ('' when the row is valid); the first failing check wins.
+# ASCII digits only: str.isdigit and \d also take fullwidth and other scripts' digits.
+_ID_RE = r"[0-9]{1,18}"
+# A code as files write it: 10, " 10 ", +10, 0010, or 10.0 when a spreadsheet or pandas saved it.
+_CODE_RE = r"([+-]?[0-9]{1,9})(?:\.0*)?"
+_TEXT_FIELDS = ("designation", "description", "productid", "imageid", "prdtypecode")
 
-    `first_seen` maps each row to the source index of the first occurrence (in load order) of
-    its productid, so a duplicate names the row it repeats. `limits`: field -> (setting, max chars).
-    """
+
+def canonical_codes(codes: pd.Series) -> pd.Series:
+    """Each prdtypecode as its integer's text ("10.0", "+10", "0010" -> "10"); None if unparsable."""
+    whole = codes.str.strip().str.extract(f"^{_CODE_RE}$", expand=False)
+    return whole.map(lambda v: str(int(v)) if isinstance(v, str) else None)
+
+
+def row_reasons(rows: pd.DataFrame, limits: dict[str, tuple[str, int]] | None = None) -> pd.Series:
+    """A reason per row ('' when valid) from the row alone; the first failing check wins.
+    Duplicates are judged among the valid rows (`duplicate_reasons`): a rejected first copy does
+    not make a good second one a duplicate. `limits`: field -> (setting, max chars)."""
     reasons = pd.Series("", index=rows.index, dtype=object)
 
     def flag(mask: pd.Series, texts: pd.Series | str) -> None:
@@ -70,25 +95,52 @@ def validate(rows: pd.DataFrame, already_loaded: dict[int, int], first_seen: pd.
             reasons[mask] = texts[mask]
 
     pid = rows["productid"].str.strip()
-    flag(~pid.str.fullmatch(r"\d{1,18}"), "unparsable productid " + pid.map(repr))
-    flag(rows["designation"].str.strip() == "", "empty designation (title)")
+    flag(~pid.str.fullmatch(_ID_RE), "unparsable productid " + pid.map(repr))
+    for column in _TEXT_FIELDS:  # PostgreSQL text holds no NUL: one would fail the whole COPY
+        flag(rows[column].str.contains("\x00", regex=False), f"NUL character in {column}")
+    title = rows["designation"]
+    flag(title.str.strip() == "", "empty designation (title)")
+    # What the model reads of the title (tags and entities gone): none of it a letter or digit.
+    flag(~title.map(lambda t: any(c.isalnum() for c in clean_text(t))),
+         "designation (title) has no letter or digit once cleaned: " + title.str.slice(0, 80).map(repr))
     for column, (setting, limit) in (limits or {}).items():
         length = rows[column].str.len()
         flag(length > limit, f"{column} too long: " + length.map("{:,}".format)
              + f" characters (limit {limit:,}, {setting})")
     code = rows["prdtypecode"].str.strip()
-    code_ok = code.str.fullmatch(r"-?\d{1,9}")
-    flag(~code_ok, "unparsable prdtypecode " + code.map(repr))
+    canon = canonical_codes(code)
+    flag(canon.isna(), "unparsable prdtypecode " + code.map(repr))
     known = {str(c) for c in PRDTYPECODES}
-    flag(code_ok & ~code.isin(known), "unknown prdtypecode " + code)
+    flag(canon.notna() & ~canon.isin(known), "unknown prdtypecode " + code)
     img = rows["imageid"].str.strip()
-    flag((img != "") & ~img.str.fullmatch(r"\d{1,18}"), "unparsable imageid " + img.map(repr))
-    repeated = first_seen != rows.index.to_series()
-    flag(repeated, "duplicate productid " + pid + " (also at source index " + first_seen + ")")
+    flag((img != "") & ~img.str.fullmatch(_ID_RE), "unparsable imageid " + img.map(repr))
+    return reasons
+
+
+def productid_keys(rows: pd.DataFrame) -> pd.Series:
+    """The integer a productid is stored as (so "0123" and "123" are the same product); None
+    when unparsable."""
+    pid = rows["productid"].str.strip()
+    ok = pid.str.fullmatch(_ID_RE)
+    # object dtype: a float64 Series (what map gives ints with None) rounds 18-digit ids
+    return pd.Series([int(p) if good else None for p, good in zip(pid, ok)], index=rows.index, dtype=object)
+
+
+def duplicate_reasons(rows: pd.DataFrame, reasons: pd.Series, first_seen: pd.Series,
+                      already_loaded: dict[int, int]) -> pd.Series:
+    """`reasons` with the valid rows that repeat a product flagged: `first_seen` maps each row to
+    the source index of the first valid occurrence (in load order) of its productid, so a
+    duplicate names the row it repeats; `already_loaded`: productid -> batch of the catalogue."""
+    reasons = reasons.copy()
+    pid = rows["productid"].str.strip()
+    valid = reasons == ""
+    repeated = valid & (first_seen != rows.index.to_series())
+    reasons[repeated] = ("duplicate productid " + pid + " (also at source index " + first_seen + ")")[repeated]
     if already_loaded:
-        loaded_batch = pid.map(lambda p: already_loaded.get(int(p)) if p.isdigit() else None)
-        flag(loaded_batch.notna(), "duplicate productid " + pid + " (already loaded in batch "
-             + loaded_batch.map(lambda b: "" if b is None or b != b else str(int(b))) + ")")
+        batch = productid_keys(rows).map(lambda p: already_loaded.get(p) if p is not None else None)
+        loaded = (reasons == "") & batch.notna()
+        reasons[loaded] = ("duplicate productid " + pid + " (already loaded in batch "
+                           + batch.map(lambda b: "" if b is None or b != b else str(int(b))) + ")")[loaded]
     return reasons
 
 
@@ -125,7 +177,7 @@ def load(
         if n == 0:
             raise SourceError(f"Source {x} has no rows")
         # Offsets are per source file; the initial fraction applies to an empty catalogue.
-        previous = store.last_batch(conn, str(x))
+        previous = store.last_batch(conn, [r for r in store.batch_sources(conn) if same_file(r, x)] or [str(x)])
         start = previous["end_offset"] if previous else 0
         first = store.last_batch(conn) is None
         fraction = settings.initial_load_fraction if first else settings.load_fraction
@@ -136,18 +188,19 @@ def load(
             return
         order = seeded_order(source["productid"].str.strip(), settings.load_seed)
         ordered = source.iloc[order]
-        # First occurrence of each productid in load order, over the whole source, so a duplicate
-        # is rejected the same way whichever batch it falls in.
-        pids = ordered["productid"].str.strip()
-        first_seen = pd.Series(ordered.index, index=ordered.index).groupby(pids.values).transform("first")
-        rows = ordered.iloc[start:end]
-        first_seen = first_seen.iloc[start:end]
-        log.info("validating %d rows (offset %d to %d of %d)", len(rows), start, end, n)
-        numeric = rows["productid"].str.strip()
-        candidates = [int(p) for p in numeric if p.isdigit() and len(p) <= 18]
         limits = {"designation": ("MAX_TITLE_CHARS", settings.max_title_chars),
                   "description": ("MAX_DESCRIPTION_CHARS", settings.max_description_chars)}
-        reasons = validate(rows, store.existing_productids(conn, candidates), first_seen, limits)
+        # Validity and the first valid occurrence of each product in load order, over the whole
+        # source, so a duplicate is rejected the same way whichever batch it falls in.
+        checked = row_reasons(ordered, limits)
+        keys = productid_keys(ordered).where(checked == "")
+        first_seen = pd.Series(ordered.index, index=ordered.index).where(keys.notna()) \
+            .groupby(keys.values).transform("first").fillna(pd.Series(ordered.index, index=ordered.index))
+        rows = ordered.iloc[start:end]
+        log.info("validating %d rows (offset %d to %d of %d)", len(rows), start, end, n)
+        candidates = [int(p) for p in productid_keys(rows).dropna()]
+        reasons = duplicate_reasons(rows, checked.iloc[start:end], first_seen.iloc[start:end],
+                                    store.existing_productids(conn, candidates))
         good = rows[reasons == ""]
         bad = rows[reasons != ""].copy()
         for column, (_setting, limit) in limits.items():
@@ -169,13 +222,13 @@ def load(
         store.copy_products(
             conn,
             zip(good["productid"].str.strip().astype(np.int64), good["designation"], good["description"],
-                good["prdtypecode"].str.strip().astype(int),
+                canonical_codes(good["prdtypecode"]).astype(int),
                 [int(i) if i.strip() else None for i in good["imageid"]],
                 [batch_id] * len(good), [loaded_at] * len(good)),
         )
         store.insert_rejected(
             conn, batch_id,
-            ((idx, {"index": idx, **row}, reason)
+            ((idx, storable({"index": idx, **row}), reason)
              for (idx, row), reason in zip(bad.to_dict("index").items(), reasons[reasons != ""])),
         )
         step.outputs.update({
