@@ -77,7 +77,7 @@ def test_shadow_rows_are_linked_to_the_champions_rows(shadow_env, trained, conn)
 
     linked = query(conn, """SELECT s.request_id, s.item_index, s.champion_version, s.champion_code, i.model_version,
                                    i.predicted_code, s.challenger_version,
-                                   s.predicted_code, s.confidence, jsonb_array_length(s.top_k)
+                                   s.predicted_code, s.confidence, jsonb_array_length(s.top_k), s.logged_at, i.logged_at
                             FROM shadow_predictions s JOIN inference_log i USING (request_id) ORDER BY s.id""")
     assert [r[0] for r in linked] == [a["request_id"] for a in answers]
     assert [r[0] for r in linked[4:]] == [f"batch-7-{i}" for i in range(8)]
@@ -93,6 +93,8 @@ def test_shadow_rows_are_linked_to_the_champions_rows(shadow_env, trained, conn)
     for i, r in enumerate(linked):
         assert r[8] == pytest.approx(proba[i, classes.index(r[7])], abs=1e-6)
     assert [r[9] for r in linked] == [3] * 4 + [2] * 8
+    # the same time as the champion's row, to the microsecond: a window selects both or neither
+    assert [r[10] for r in linked] == [r[11] for r in linked]
 
     assert health["challenger_version"] == trained.v2 and health["worker_pid"]
     # the worker lowered its own priority by SHADOW_NICE before loading the challenger
@@ -223,6 +225,88 @@ def test_the_shadow_follows_both_aliases(shadow_env, trained, conn):
         assert app.state.shadow.flush()
     assert [(v, w) for _rid, _i, v, _c, w, _p, _conf in shadow_rows(conn)] == [(trained.v1, trained.v2),
                                                                                (trained.v2, trained.v1)]
+
+
+def test_items_in_flight_when_the_challenger_goes_are_counted(shadow_env, trained):
+    s = trained.settings
+    metrics = ServingMetrics()
+    scorer = ShadowScorer(config.load_settings(), metrics=metrics)
+    scorer._start_worker()  # no feed thread: what is submitted stays here until flush() hands it over
+
+    def offer(tag: str, n: int) -> bool:
+        return scorer.submit(trained.v1, [(f"produit {i}", None) for i in range(n)],
+                             [{"request_id": f"{tag}-{i}", "prdtypecode": 10} for i in range(n)], 3)
+
+    def following(version):
+        wait_for(lambda: scorer.stats()["challenger_version"] == version, f"the shadow worker on {version}")
+
+    try:
+        following(trained.v2)
+        assert offer("moved", 3)
+        registry.set_alias(s, registry.CHALLENGER, trained.v1)  # onto the champion's version
+        following(trained.v1)
+        assert scorer.flush()
+        assert offer("same", 2) is False  # the champion's own version: not taken, not a drop
+        registry.set_alias(s, registry.CHALLENGER, trained.v2)
+        following(trained.v2)
+        assert offer("gone", 4)
+        registry.delete_alias(s, registry.CHALLENGER)
+        following(None)
+        assert scorer.flush()
+        stats = scorer.stats()
+        assert (stats["submitted"], stats["scored"], stats["errors"], stats["pending"]) == (7, 0, 0, 0)
+        assert stats["dropped"] == {**{r: 0 for r in stats["dropped"]}, "no_challenger": 7}  # none unaccounted
+        assert 'mlops_shadow_dropped_items_total{reason="no_challenger"} 7.0' in metrics.render().decode()
+    finally:
+        assert scorer.close(timeout=10.0)
+
+
+def unloadable_version(t) -> str:
+    """A registered version that loads but cannot serve: an uncalibrated LinearSVC, no predict_proba
+    (the holder's warm-up predict fails)."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import LinearSVC
+
+    good = t.models[t.v2]
+    X = frame(products(t, 200))
+    model = Pipeline(good.steps[:-1] + [("classifier", LinearSVC().fit(good[:-1].transform(X), good.predict(X)))])
+    _run, version = registry.log_training(t.settings, model=model, params={}, metrics={}, tags={}, texts={},
+                                          figures={}, input_example=X.head(2))
+    return version
+
+
+def test_a_challenger_that_cannot_be_loaded_is_not_replaced_by_the_old_one(shadow_env, trained, conn):  # noqa: F811
+    s = trained.settings
+    bad = unloadable_version(trained)
+    app = create_app(config.load_settings())
+    item = products(trained, 1, start=60)[0]
+    try:
+        with TestClient(app) as c:
+            scorer = app.state.shadow
+            shadowing(app, trained.v2)
+            assert c.post("/predict", json=item).status_code == 200 and scorer.flush()
+            registry.set_alias(s, registry.CHALLENGER, bad)
+            wait_for(lambda: scorer.stats()["load_error"], "the worker's load error in the API")
+            health = c.get("/health").json()
+            shadow = health["shadow"]
+            # not scored with version 2 any more: it no longer awaits a decision
+            assert (shadow["challenger_version"], shadow["challenger_alias_version"]) == (None, bad)
+            assert f"cannot load version {bad}" in shadow["load_error"] and health["status"] == "ok"
+            assert [c.post("/predict", json=item).status_code for _ in range(3)] == [200] * 3
+            assert scorer.flush()
+            stats = scorer.stats()
+            assert stats["submitted"] == 1 and stats["dropped"]["load_failed"] == 3  # counted, not submitted
+            assert 'mlops_shadow_dropped_items_total{reason="load_failed"} 3.0' in c.get("/metrics").text
+            # the alias back on a version that loads: scored again, no error shown
+            registry.set_alias(s, registry.CHALLENGER, trained.v2)
+            wait_for(lambda: (scorer.stats()["challenger_version"], scorer.stats()["load_error"]) == (trained.v2, None),
+                     "the shadow on version 2 again, its load error gone")
+            assert c.post("/predict", json=item).status_code == 200 and scorer.flush()
+            assert (scorer.stats()["scored"], scorer.stats()["dropped"]["load_failed"]) == (2, 3)
+    finally:
+        registry.delete_alias(s, registry.CHALLENGER)
+        registry.delete_version(s, bad)
+    assert [r[4] for r in shadow_rows(conn)] == [trained.v2, trained.v2]
 
 
 # --- promotion on live evidence ------------------------------------------------------------------------

@@ -382,15 +382,23 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
+class Answers(list):
+    """The answers to one request (serialized as a plain list), with their rows' `logged_at`:
+    the shadow's rows take the same time, so a window selects the same requests in both tables."""
+
+    logged_at: datetime
+
+
 def log_predictions(inference_log: InferenceLogger, loaded: LoadedModel, items: Sequence[Any],
                     result: Predictions, *, request_id: str | None, single: bool, latency_ms: float,
-                    metrics: ServingMetrics | None = None) -> list[dict]:
+                    metrics: ServingMetrics | None = None) -> Answers:
     """The answers to one prediction request, one per item (objects with designation,
     description, productid), and their inference_log rows, buffered (never blocks, never raises
     for the database). `request_id`: the client's id (a batch gets `<id>-<index>`), else new ones."""
     now = datetime.now(timezone.utc)
     version = loaded.version
-    out, rows = [], []
+    out, rows = Answers(), []
+    out.logged_at = now
     for i, it in enumerate(items):
         if request_id is not None:
             rid = request_id if single else f"{request_id}-{i}"

@@ -15,7 +15,7 @@ from ..categories import category_name
 from ..config import Settings
 
 
-SHADOW_DROP_REASONS = ("queue_full", "buffer_full", "invalid", "restart", "shutdown")
+SHADOW_DROP_REASONS = ("queue_full", "buffer_full", "invalid", "restart", "shutdown", "no_challenger", "load_failed")
 
 
 class ServedModel(Protocol):
@@ -91,8 +91,8 @@ class ServingMetrics:
         self.shadow_written = Counter("mlops_shadow_written_rows",
                                       "shadow_predictions rows written to PostgreSQL.", registry=r)
         self.shadow_dropped = Counter("mlops_shadow_dropped_items",
-                                      "Shadow items lost, by reason (queue_full, buffer_full, invalid, "
-                                      "restart, shutdown).", ["reason"], registry=r)
+                                      "Shadow items lost, by reason (" + ", ".join(SHADOW_DROP_REASONS) + ").",
+                                      ["reason"], registry=r)
         self.shadow_restarts = Counter("mlops_shadow_worker_restarts",
                                        "Shadow worker processes restarted, by reason (stalled, exited).",
                                        ["reason"], registry=r)

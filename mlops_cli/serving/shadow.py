@@ -17,8 +17,9 @@ The client's answer and latency come from the champion alone. Three parts:
                  Prometheus metrics; restarts the worker when it exited, or when one predict has
                  run longer than SHADOW_STALL_SECONDS (a hung challenger), with a growing pause.
   worker process one per API worker, started with `spawn`: follows the challenger alias as the
-                 API follows the champion's (holder.ModelHolder(alias="challenger"): hot swaps,
-                 a failed load keeps the old version), scores each item with it and writes the
+                 API follows the champion's (holder.ModelHolder(alias="challenger"): hot swaps;
+                 while the alias points at a version that cannot be loaded, nothing is scored and
+                 the items are counted, load_failed), scores each item with it and writes the
                  rows in batches (bounded buffer; dropped and counted when the database is
                  behind, retried with backoff on an outage, rows refused as data isolated).
 
@@ -42,15 +43,21 @@ from datetime import datetime, timezone
 from queue import Empty
 from typing import Any, Sequence
 
+from .. import registry
 from ..config import Settings
-from .metrics import ServingMetrics, count_drops
+from .metrics import SHADOW_DROP_REASONS, ServingMetrics, count_drops
 
 log = logging.getLogger(__name__)
 
 # Slots of the counters the worker process shares with the API (doubles: exact integers up to
 # 2**53). Written by one process at a time: the worker while it lives, the API after it is gone.
-DONE, SCORED, ERRORS, WRITTEN, BUFFER_FULL, INVALID, VERSION, BUSY_SINCE, PENDING_ROWS, WRITE_ERRORS = range(10)
-SLOTS = 10
+# VERSION: the challenger scored with (0: none); ALIAS_VERSION: the one its alias points at;
+# LOAD_FAILED: 1 while that one could not be loaded (then VERSION is 0, and submits are counted).
+(DONE, SCORED, ERRORS, WRITTEN, BUFFER_FULL, INVALID, VERSION, BUSY_SINCE, PENDING_ROWS, WRITE_ERRORS,
+ NO_CHALLENGER, ALIAS_VERSION, LOAD_FAILED) = range(13)
+SLOTS = 13
+ERROR_BYTES = 500          # the worker's last load error, shared as text (truncated)
+WORKER_DROPS = {"buffer_full": BUFFER_FULL, "invalid": INVALID, "no_challenger": NO_CHALLENGER}
 SEND_SECONDS = 0.2        # how often the feed thread hands submitted items to the worker: each hand-over
 #                           wakes two threads of the API process (this one, the queue's), which take the
 #                           interpreter lock from the event loop for a moment; few wake-ups, not small messages
@@ -90,12 +97,13 @@ class ShadowScorer:
                                             else settings.shadow_stall_seconds))
         self._ctx = multiprocessing.get_context("spawn")
         self._shared = self._ctx.RawArray("d", SLOTS)
+        self._error = self._ctx.Array("c", ERROR_BYTES)  # with a lock: text is not written atomically
         self._lock = threading.Lock()
         self._items: list[tuple] = []   # submitted, not yet handed to the worker
         self._n_items = 0               # served items in _items
         self._sent = 0                  # items handed to a worker, ever (the worker counts DONE)
         self._submitted = 0
-        self._queue_full = 0
+        self._refused = {"queue_full": 0, "load_failed": 0}  # counted on the request path, not submitted
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._proc = None
@@ -106,8 +114,8 @@ class ShadowScorer:
         self._started_at = 0.0
         self._synced = [0.0] * SLOTS
         self._sync_lock = threading.Lock()
-        self._counted = {"submitted": 0, "queue_full": 0}
-        self.dropped = {"queue_full": 0, "buffer_full": 0, "invalid": 0, "restart": 0, "shutdown": 0}
+        self._counted = {"submitted": 0, "queue_full": 0, "load_failed": 0}
+        self.dropped = dict.fromkeys(SHADOW_DROP_REASONS, 0)
         self.restarts = {"stalled": 0, "exited": 0}
         self.last_error: str | None = None
 
@@ -116,17 +124,24 @@ class ShadowScorer:
                top_k: int) -> bool:
         """Hand the champion's answers to one request (as log_predictions made them) to the
         challenger. Never blocks, never raises; False when not taken (no challenger, the
-        champion's own version, or the queue full: then counted as dropped)."""
+        champion's own version; or, counted as dropped, the queue full or a challenger that
+        cannot be loaded). The rows take the champion's rows' time (`answers.logged_at`)."""
         version = self._shared[VERSION]
-        if not version or self._closed or version == _version_number(champion_version):
+        if self._closed or version == _version_number(champion_version):
             return False
         n = len(pairs)
+        if not version:
+            if self._shared[LOAD_FAILED]:  # evidence the challenger should have given: counted, not silent
+                with self._lock:
+                    self._refused["load_failed"] += n
+            return False
+        logged_at = getattr(answers, "logged_at", None) or datetime.now(timezone.utc)
         with self._lock:
             if self._n_items + self._sent - int(self._shared[DONE]) + n > self.capacity:
-                self._queue_full += n
+                self._refused["queue_full"] += n
                 return False
             # compact here (a few tuples per request, evenly spread), not in one burst at hand-over
-            self._items.append((time.time(), champion_version, top_k,
+            self._items.append((logged_at, champion_version, top_k,
                                 [(a["request_id"], p[0], p[1], a["prdtypecode"]) for p, a in zip(pairs, answers)]))
             self._n_items += n
             self._submitted += n
@@ -170,7 +185,7 @@ class ShadowScorer:
         lost = self.pending + int(self._shared[PENDING_ROWS])
         self._shared[DONE] = self._sent
         self._shared[PENDING_ROWS] = 0
-        self._shared[VERSION] = 0
+        self._forget_worker_state()
         if lost:
             log.error("shadow: %d item(s) not scored or not written at shutdown", lost)
             self._drop("shutdown", lost)
@@ -180,10 +195,14 @@ class ShadowScorer:
         return lost == 0
 
     def stats(self) -> dict:
-        """For /health: the challenger shadowed, the worker, the counts."""
-        version = self._shared[VERSION]
+        """For /health: the challenger shadowed, the one its alias points at and why they differ
+        (load_error: the worker's, now), the worker, the counts."""
+        version, alias = self._shared[VERSION], self._shared[ALIAS_VERSION]
         proc = self._proc
+        with self._error.get_lock():
+            load_error = self._error.value.decode("utf-8", "ignore") or None
         return {"active": True, "challenger_version": str(int(version)) if version > 0 else None,
+                "challenger_alias_version": str(int(alias)) if alias > 0 else None, "load_error": load_error,
                 "worker_pid": proc.pid if proc is not None and proc.is_alive() else None,
                 "pending": self.pending, "capacity": self.capacity, "submitted": self._submitted,
                 "scored": int(self._shared[SCORED]), "errors": int(self._shared[ERRORS]),
@@ -239,13 +258,14 @@ class ShadowScorer:
 
     def _drop(self, reason: str, n: int) -> None:
         count_drops(self.dropped, reason, n, self.metrics and self.metrics.shadow_dropped, log,
-                    "shadow: %d item(s) dropped (%s)", quiet=("queue_full", "buffer_full"))
+                    "shadow: %d item(s) dropped (%s)", quiet=("queue_full", "buffer_full", "load_failed"))
 
     def _dropped_now(self) -> dict:
         out = dict(self.dropped)
-        out["queue_full"] += self._queue_full - self._counted["queue_full"]
-        out["buffer_full"] = int(self._shared[BUFFER_FULL])
-        out["invalid"] = int(self._shared[INVALID])
+        for reason, n in self._refused.items():  # not synced yet
+            out[reason] += n - self._counted[reason]
+        for reason, slot in WORKER_DROPS.items():
+            out[reason] = int(self._shared[slot])
         return out
 
     def _sync(self) -> None:
@@ -255,21 +275,21 @@ class ShadowScorer:
 
     def _sync_locked(self) -> None:
         shared = list(self._shared)
-        deltas = {i: shared[i] - self._synced[i] for i in (SCORED, ERRORS, WRITTEN, BUFFER_FULL, INVALID)}
+        deltas = {i: shared[i] - self._synced[i] for i in (SCORED, ERRORS, WRITTEN, *WORKER_DROPS.values())}
         self._synced = shared
-        submitted, queue_full = self._submitted, self._queue_full
-        new_submitted, new_full = submitted - self._counted["submitted"], queue_full - self._counted["queue_full"]
-        self._counted.update(submitted=submitted, queue_full=queue_full)
-        if new_full:
-            self._drop("queue_full", new_full)
+        submitted = self._submitted
+        new_submitted = submitted - self._counted["submitted"]
+        self._counted["submitted"] = submitted
+        for reason, n in list(self._refused.items()):
+            self._drop(reason, n - self._counted[reason])
+            self._counted[reason] = n
         if self.metrics is None:
             return
         m = self.metrics
         if new_submitted:
             m.shadow_submitted.inc(new_submitted)
-        for slot, counter in ((SCORED, m.shadow_scored), (ERRORS, m.shadow_errors), (WRITTEN, m.shadow_written),
-                              (BUFFER_FULL, m.shadow_dropped.labels("buffer_full")),
-                              (INVALID, m.shadow_dropped.labels("invalid"))):
+        counters = [(SCORED, m.shadow_scored), (ERRORS, m.shadow_errors), (WRITTEN, m.shadow_written)]
+        for slot, counter in counters + [(s, m.shadow_dropped.labels(r)) for r, s in WORKER_DROPS.items()]:
             if deltas[slot] > 0:
                 counter.inc(deltas[slot])
         m.shadow_pending.set(self.pending)
@@ -311,18 +331,24 @@ class ShadowScorer:
             self._shared[DONE] = self._sent
         self._shared[PENDING_ROWS] = 0
         self._shared[BUSY_SINCE] = 0
-        self._shared[VERSION] = 0  # nothing is submitted until the new worker has its challenger
+        self._forget_worker_state()  # nothing is submitted until the new worker has its challenger
         self._drop("restart", lost)
         self._discard_queue()
         self._restart_at = time.monotonic() + self._restart_delay
         self._restart_delay = min(RESTART_DELAY_MAX, self._restart_delay * 2)
         self._start_worker()
 
+    def _forget_worker_state(self) -> None:
+        """What only a live worker knows: its challenger, its alias, its load error."""
+        self._shared[VERSION] = self._shared[ALIAS_VERSION] = self._shared[LOAD_FAILED] = 0
+        with self._error.get_lock():
+            self._error.value = b""
+
     def _start_worker(self) -> None:
         self._queue = self._ctx.Queue()
         self._proc = self._ctx.Process(target=worker_main, name="mlops-shadow-worker", daemon=True,
                                        args=(self.settings, self._queue, self._shared, self.capacity, os.getpid(),
-                                             os.environ.get("MLOPS_LOG_FORMAT", "text")))
+                                             os.environ.get("MLOPS_LOG_FORMAT", "text"), self._error))
         self._proc.start()
         self._started_at = time.monotonic()
 
@@ -469,7 +495,8 @@ def _score(batch: list, loaded, shared, writer: _RowWriter) -> None:
     costs only its own items. Their rows go to the writer."""
     todo = [r for r in batch if loaded is not None and loaded.version != r[1]]
     skipped = sum(len(r[3]) for r in batch) - sum(len(r[3]) for r in todo)
-    if skipped:  # no challenger (any more), or it was promoted: nothing to compare
+    if skipped:  # in flight when the alias went, or moved onto the champion: nothing to compare, counted
+        shared[NO_CHALLENGER] += skipped
         shared[DONE] += skipped
     if not todo:
         return
@@ -505,8 +532,7 @@ def _score(batch: list, loaded, shared, writer: _RowWriter) -> None:
 def _rows(request: tuple, loaded, result, offset: int, ms: float, shared, writer: _RowWriter) -> None:
     """The rows of one request's items: result rows offset.. (its top_k first classes)."""
     logged_at, champion_version, top_k, items = request
-    at = datetime.fromtimestamp(logged_at, timezone.utc)
-    writer.add([{"logged_at": at, "request_id": rid, "item_index": i, "champion_version": champion_version,
+    writer.add([{"logged_at": logged_at, "request_id": rid, "item_index": i, "champion_version": champion_version,
                  "champion_code": int(code), "challenger_version": loaded.version,
                  "predicted_code": int(result.codes[offset + i]), "confidence": float(result.confidence[offset + i]),
                  "top_k": [{"prdtypecode": int(c), "probability": float(p)}
@@ -532,10 +558,69 @@ def _worker_logging(log_format: str) -> None:
     root.propagate = False
 
 
-def worker_main(settings: Settings, queue, shared, capacity: int, parent_pid: int, log_format: str = "text") -> None:
+class _AliasWatch:
+    """The worker's holder's resolver and loader: which version the challenger alias points at,
+    and whether loading it failed (the holder keeps its last error, not the version it was for)."""
+
+    def __init__(self):
+        self.holder = None
+        self.target: str | None = None
+        self.attempt: tuple[str | None, int] = (None, 0)  # (version, holder.failures before loading it)
+        self.broken: str | None = None
+        self.unreadable = False  # the last read of the alias failed
+
+    def resolve(self, settings: Settings, alias: str):
+        self.unreadable = True
+        found = registry.version_by_alias(settings, alias)
+        self.unreadable = False
+        self.target = str(found["version"]) if found else None
+        return found
+
+    def load(self, settings: Settings, version: str):
+        self.attempt = (version, self.holder.failures)
+        return registry.load_model(settings, version=version)
+
+    def failed(self) -> bool:
+        """The alias points at a version whose last load failed (a retry in progress does not
+        clear it; a success or another version does)."""
+        version, before = self.attempt
+        current = self.holder.current
+        if self.holder.failures > before:
+            self.broken = version
+        elif current is not None and current.version == version:
+            self.broken = None
+        return self.broken is not None and self.broken == self.target
+
+
+def _share_state(holder, watch: _AliasWatch, shared, error, shown: list) -> None:
+    """The challenger to score with, the alias's version and the load error, for the API. While
+    the alias points at a version that failed to load, the old one is not scored with (its rows
+    would be evidence for a version no longer awaiting a decision): VERSION 0, LOAD_FAILED 1."""
+    loaded, failed = holder.current, watch.failed()
+    shared[ALIAS_VERSION] = _version_number(watch.target)
+    if failed:
+        shared[LOAD_FAILED] = 1
+        shared[VERSION] = 0
+    else:
+        shared[VERSION] = _version_number(loaded.version if loaded else None)
+        shared[LOAD_FAILED] = 0
+    if failed and not shown[1]:  # once; the holder logs each failed retry
+        log.error("shadow: the challenger alias points at version %s, which cannot be loaded: nothing is "
+                  "scored until it loads or the alias moves (items dropped: load_failed)", watch.target)
+    shown[1] = failed
+    # the holder's error, while it says why nothing is scored: not a load error left over once the
+    # alias is back on the version held (the holder clears it only on a load or an alias gone)
+    text = (holder.last_error if failed or watch.unreadable else None) or ""
+    if text != shown[0]:
+        with error.get_lock():
+            error.value = text.encode("utf-8")[:ERROR_BYTES - 1]
+        shown[0] = text
+
+
+def worker_main(settings: Settings, queue, shared, capacity: int, parent_pid: int, log_format: str,
+                error) -> None:
     """The worker process: follow the challenger alias, score what the API sends, write the rows.
     Exits on STOP (the API's close), SIGTERM (after writing what it holds), or when the API is gone."""
-    from .. import registry
     from .holder import ModelHolder
 
     _worker_logging(log_format)
@@ -547,13 +632,15 @@ def worker_main(settings: Settings, queue, shared, capacity: int, parent_pid: in
     stopping = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the API, which stops us (close)
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    holder = ModelHolder(settings, alias=registry.CHALLENGER)
+    watch = _AliasWatch()
+    holder = ModelHolder(settings, alias=registry.CHALLENGER, loader=watch.load, resolver=watch.resolve)
+    watch.holder = holder
     holder.start(background=True)
     writer = _RowWriter(settings, shared, capacity)
+    shown = ["", False]  # the error text shared last, and whether the load had failed
     try:
         while not stopping.is_set() and os.getppid() == parent_pid:
-            loaded = holder.current
-            shared[VERSION] = _version_number(loaded.version if loaded else None)
+            _share_state(holder, watch, shared, error, shown)
             try:
                 batch: Any = queue.get(timeout=min(0.5, writer.wait_seconds()))
             except Empty:
@@ -566,7 +653,7 @@ def worker_main(settings: Settings, queue, shared, capacity: int, parent_pid: in
                 _score(batch, holder.current, shared, writer)
             writer.maybe_flush()
     finally:
-        shared[VERSION] = 0
+        shared[VERSION] = shared[LOAD_FAILED] = 0
         holder.stop(timeout=2.0)
         writer.close(timeout=5.0)
         shared[PENDING_ROWS] = len(writer.rows)
