@@ -553,9 +553,11 @@ def drift_cmd(ctx, as_of, windows, by, as_json) -> None:
         rows = [{"window": f"{r['window_days']}d", "rows": r["n_inferences"],
                  "data": _score_text(r["scores"]["data"]), "prediction": _score_text(r["scores"]["prediction"]),
                  "performance": _score_text(r["scores"]["performance"]),
+                 "estimated": _score_text(r["scores"].get("estimated_performance")),
                  "level": r["level"] if r["status"] == "ok" else "NONE (insufficient data)", "report": r["id"]}
                 for r in reports]
-        click.echo(table(rows, ["window", "rows", "data", "prediction", "performance", "level", "report"]))
+        click.echo(table(rows, ["window", "rows", "data", "prediction", "performance", "estimated", "level",
+                                "report"]))
     emit(result, False)
 
 

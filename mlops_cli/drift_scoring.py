@@ -130,8 +130,10 @@ def _rate_shares(ref_rate: float, cur_rate: float, yes: str, no: str) -> dict:
             "current": [float(cur_rate), 1.0 - float(cur_rate)]}
 
 
-def score_window(summary: dict, agg: dict) -> dict:
-    """Data and prediction drift of one window (agg = window_aggregates()) against `summary`."""
+def score_window(summary: dict, agg: dict, min_samples: int = 1) -> dict:
+    """Data and prediction drift of one window (agg = window_aggregates()) against `summary`.
+    The prediction features count the checked version's rows only: fewer than `min_samples` of
+    them (a version promoted late in the window) are shown, not scored."""
     features: dict[str, dict] = {}
     for name in NUMERIC_FEATURES:
         ref = summary["numeric"][name]
@@ -185,11 +187,17 @@ def score_window(summary: dict, agg: dict) -> dict:
         pfeatures["confidence"] = psi_feature(conf_ref["counts"], agg["confidence"],
                                               _bin_labels(_edges(conf_ref)), numeric=True)
     pred_score = max((f["score"] for f in pfeatures.values()), default=None)
-
-    ranked = sorted(((k, v["score"]) for k, v in {**features, **pfeatures}.items()), key=lambda kv: -kv[1])
+    prediction = {"score": pred_score, "combination": "max", "features": pfeatures}
+    n_version = int(sum(agg["classes"]))
+    if n_version < min_samples:
+        prediction.update(score=None, n=n_version,
+                          reason=f"{n_version} predictions of the checked version in the window, fewer than "
+                                 f"DRIFT_MIN_SAMPLES={min_samples}: not scored")
+    scored = {**features, **(pfeatures if prediction["score"] is not None else {})}
+    ranked = sorted(((k, v["score"]) for k, v in scored.items()), key=lambda kv: -kv[1])
     return {
         "data": {"score": data_score, "combination": "max", "features": features},
-        "prediction": {"score": pred_score, "combination": "max", "features": pfeatures},
+        "prediction": prediction,
         "top_features": [{"feature": k, "score": round(s, 4)} for k, s in ranked[:5]],
         "top_tokens": features.get("tokens", {}).get("top", []),
         "top_classes": pfeatures.get("predicted_class", {}).get("top", []),

@@ -270,10 +270,11 @@ def classes_of(summary: dict) -> list[int]:
 
 # --- one window ---------------------------------------------------------------------------------------
 def assess_window(summary: dict, sums: dict | None, labelled: list[tuple] | None, thresholds: dict,
-                  margin: float) -> dict:
+                  margin: float, min_samples: int = 1) -> dict:
     """The estimate of a window and how it compares: {"score", "columns" (the drift_reports
     columns), "details"}. labelled: the window's labelled predictions (true_code, predicted_code,
-    confidence, top_k) -- the realized F1 and the estimate on the same rows."""
+    confidence, top_k) -- the realized F1 and the estimate on the same rows. Fewer than
+    `min_samples` predictions of the version (promoted late in the window): estimated, not scored."""
     from .drift_scoring import weighted_f1_from_pairs
 
     classes = classes_of(summary)
@@ -302,6 +303,9 @@ def assess_window(summary: dict, sums: dict | None, labelled: list[tuple] | None
         if ref_f1 is None:
             details["reason"] = ("the model's reference has no estimate (trained before it existed): "
                                  "no score until the next training")
+        elif est["n"] < min_samples:
+            details["reason"] = (f"{est['n']} predictions of the checked version in the window, fewer than "
+                                 f"DRIFT_MIN_SAMPLES={min_samples}: estimated, not scored")
         else:
             score_value = score(ref_f1, est["weighted_f1"], thresholds["warning"], margin)
             columns["estimated_performance_drift_score"] = score_value

@@ -28,7 +28,7 @@ def effective_thresholds(conn, settings: Settings) -> dict:
 
     Returns {"warning", "alert", "critical", "source": {level: "app_settings"|"settings"},
     "updated_by", "updated_at", "estimate_margin", "estimate_margin_source"} (updated_by/at from
-    the newest override of a threshold, else None).
+    the newest override in force, of a threshold or the margin, else None).
     """
     rows = store.get_app_settings(conn, list(THRESHOLD_KEYS.values()) + [MARGIN])
     out: dict = {}
@@ -56,6 +56,8 @@ def effective_thresholds(conn, settings: Settings) -> dict:
     margin = _number(rows.get(MARGIN))
     if margin is not None and 0 < margin < 1:
         out[MARGIN], out[f"{MARGIN}_source"] = margin, "app_settings"
+        if newest is None or rows[MARGIN]["updated_at"] > newest["updated_at"]:
+            newest = rows[MARGIN]
     else:
         out[MARGIN], out[f"{MARGIN}_source"] = float(settings.estimate_margin), "settings"
     out["source"] = source
@@ -144,7 +146,7 @@ def update_thresholds(conn, settings: Settings, actor: str, *, warning: float | 
     """
     given = {"warning": warning, "alert": alert, "critical": critical}
     if all(v is None for v in given.values()) and estimate_margin is None:
-        raise Invalid("Give at least one threshold to change (warning, alert or critical)")
+        raise Invalid("Give at least one value to change (warning, alert, critical or estimate_margin)")
     merged: dict = {level: None for level in given}
     if any(v is not None for v in given.values()):
         current = effective_thresholds(conn, settings)

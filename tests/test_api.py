@@ -861,7 +861,7 @@ def test_thresholds_partial_update(client, conn):
     assert r.status_code == 409 and "0 < warning < alert < critical" in r.json()["detail"], r.text
     r = client.post("/api/thresholds", json={}, headers=auth())
     assert r.status_code == 409, r.text
-    assert r.json() == {"detail": "Give at least one threshold to change (warning, alert or critical)"}
+    assert r.json() == {"detail": "Give at least one value to change (warning, alert, critical or estimate_margin)"}
     assert client.post("/api/thresholds", json={"warning": "0.1"}, headers=auth()).status_code == 422
     assert client.post("/api/thresholds", json={"warning": 0}, headers=auth()).status_code == 422
 

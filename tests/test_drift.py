@@ -324,7 +324,12 @@ EXPECTED = {
 }
 # Drifts that cost the model F1 on its labelled traffic. How much depends on the model (a better
 # regularised one loses less): the test asserts that F1 fell and that the score is that drop.
-COSTS_F1 = ("vocabulary", "classes")
+# Not the class mix: it moves the realized F1 by the per-class F1 of the classes it favours, a
+# sign that depends on the model (bench_estimate: -0.014 to +0.002 over six models; on this
+# module's model about +-0.01, within the noise of its ~500 labels). Its cause is prediction drift.
+COSTS_F1 = ("vocabulary",)
+# Drifts whose realized F1 moves far beyond that noise: the estimate must move the same way.
+MOVES_F1 = ("vocabulary", "length")
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
@@ -356,8 +361,12 @@ def test_each_drift_kind_is_detected(env, kind):
         assert oov["current_rate"] > oov["reference_rate"] + 0.15
     # the label-free estimate moves the way the realized F1 moves, without a label
     est = rep["details"]["estimated_performance"]
-    assert (est["weighted_f1"] < est["reference"]["weighted_f1"]) == \
-        (perf["window_weighted_f1"] < perf["baseline_weighted_f1"]), (kind, est["weighted_f1"], perf["window_weighted_f1"])
+    if kind in MOVES_F1:
+        assert (est["weighted_f1"] < est["reference"]["weighted_f1"]) == \
+            (perf["window_weighted_f1"] < perf["baseline_weighted_f1"]), (kind, est["weighted_f1"], perf["window_weighted_f1"])
+    else:  # the score is the drop, whichever way it went
+        assert rep["performance_drift_score"] == pytest.approx(
+            2 * max(0.0, perf["baseline_weighted_f1"] - perf["window_weighted_f1"]))
     if kind == "vocabulary":  # the model cannot read the new words: its confidence falls, an alarm without labels
         assert stats.DRIFT_LEVELS.index(lv["estimated_performance"]) >= stats.DRIFT_LEVELS.index("ALERT")
     # the UI's charts: labels, reference and current shares side by side
@@ -382,13 +391,18 @@ def test_estimate_on_a_labelled_window_is_close_to_the_realized_f1(env):
     assert rep["realized_estimated_f1"] == pytest.approx(est, abs=1e-6)  # the same rows
     assert rep["estimated_f1_low"] < est < rep["estimated_f1_high"]
     # This pinned small-catalogue model is calibrated on its rebalanced fit rows (k-fold), under-
-    # confident on the natural mix: it underestimates by ~0.02 on its holdout and by ~0.054 here,
-    # generated traffic being easier for it than its holdout (realized ~0.77 against ~0.73)
-    # (benchmarks/bench_estimate.py: ~0.01 for a model trained as `mlops train` trains).
-    assert abs(est - realized) <= 0.06, (est, realized)
-    assert abs(ref["weighted_f1"] - ref["realized_weighted_f1"]) <= 0.03  # on the holdout too
-    # the bias is in the reference's estimate as well: the comparison the alert makes stays quiet
-    assert rep["reference_estimated_f1"] == ref["weighted_f1"] and abs(est - ref["weighted_f1"]) < 0.03
+    # confident on the natural mix (docs/performance_estimate.md, Limits): how much depends on its
+    # calibration's fit (0.02 to 0.05 on its holdout as the generator's texts changed), so the test
+    # does not pin it (benchmarks/bench_estimate.py: ~0.01 for a model trained as `mlops train`
+    # trains). What the alert needs is that the bias it has on the traffic is the one it has on
+    # its holdout, the reference: the same sign, and the same size within both bands' noise.
+    sd = lambda low, high: (high - low) / (2 * 1.96)  # noqa: E731
+    error, ref_error = est - realized, ref["weighted_f1"] - ref["realized_weighted_f1"]
+    noise = (sd(rep["estimated_f1_low"], rep["estimated_f1_high"]) ** 2 + sd(ref["low"], ref["high"]) ** 2) ** 0.5
+    assert error < 0 and ref_error < 0, (error, ref_error)
+    assert abs(error - ref_error) <= 3 * noise, (error, ref_error, noise)
+    # so the comparison the alert makes stays quiet on unchanged traffic
+    assert rep["reference_estimated_f1"] == ref["weighted_f1"] and abs(est - ref["weighted_f1"]) < 0.05
     assert rep["estimated_performance_drift_score"] == pytest.approx(score(ref["weighted_f1"], est, 0.1, 0.05))
     assert levels(rep)["estimated_performance"] == "NONE"
     shown = rep["details"]["estimated_performance"]["realized"]
@@ -766,7 +780,7 @@ def test_cli_drift_and_alert(env, cli):
     r = cli("drift", "--as-of", as_of, "--window", 7, "--window", 30)
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert lines[0].split()[:6] == ["window", "rows", "data", "prediction", "performance", "level"]
+    assert lines[0].split()[:7] == ["window", "rows", "data", "prediction", "performance", "estimated", "level"]
     assert lines[2].split()[:2] == ["7d", "252"] and lines[3].split()[:2] == ["30d", "252"]
     assert "[ok] drift" in r.output
     r = cli("alert", "--json")
@@ -799,3 +813,38 @@ def test_prediction_drift_counts_the_reference_versions_predictions_only(env, ro
     pred = rep["details"]["prediction"]["features"]
     assert pred["confidence"]["current"][0] < 0.5  # the 900 answers at 0.05 would be 75% of this bin
     assert levels(rep)["prediction"] == "NONE", rep["details"]["scores"]
+
+
+def test_a_version_with_few_predictions_in_the_window_is_shown_not_scored(env):
+    """A champion promoted late in the window: the window has enough rows (input drift is
+    scored) but few of the checked version's. Its prediction drift and its estimate are shown,
+    not scored, so neither raises nor resolves an alert on a handful of predictions."""
+    from mlops_cli.steps.drift import drift as drift_step
+
+    start = DAY0 + timedelta(days=330)
+    simulate_traffic(env.conn, env.settings, env.model, "previous", start=start, days=6, per_day=100, seed=5)
+    simulate_traffic(env.conn, env.settings, env.model, env.version, start=start + timedelta(days=6), days=1,
+                     per_day=30, seed=6)
+    env.conn.commit()
+    as_of = start + timedelta(days=7)
+    s = env.settings.replace(drift_min_samples=100)
+    r = drift_step(env.conn, s, T, as_of=as_of, window_days=(7,))
+    rep = store.get_drift_report(env.conn, r.outputs["reports"][0]["id"])
+    assert rep["status"] == "ok" and rep["n_inferences"] == 630
+    scores = rep["details"]["scores"]
+    assert scores["data"] is not None
+    assert scores["prediction"] is None and scores["estimated_performance"] is None
+    assert rep["details"]["prediction"]["reason"] == \
+        "30 predictions of the checked version in the window, fewer than DRIFT_MIN_SAMPLES=100: not scored"
+    est = rep["details"]["estimated_performance"]
+    assert est["n"] == 30 and rep["estimated_weighted_f1"] is not None
+    assert est["reason"] == ("30 predictions of the checked version in the window, fewer than "
+                             "DRIFT_MIN_SAMPLES=100: estimated, not scored")
+    assert rep["estimated_performance_drift_score"] is None
+    assert not any(f["feature"] in ("predicted_class", "confidence", "estimated_f1_drop")
+                   for f in rep["details"]["top_features"])
+    # with a bar the version's rows clear, both are scored
+    r = drift_step(env.conn, env.settings.replace(drift_min_samples=30), T, as_of=as_of, window_days=(7,))
+    rep = store.get_drift_report(env.conn, r.outputs["reports"][0]["id"])
+    assert rep["details"]["scores"]["prediction"] is not None
+    assert rep["details"]["scores"]["estimated_performance"] is not None

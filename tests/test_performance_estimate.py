@@ -286,13 +286,17 @@ def test_estimate_margin_from_settings_overridden_and_reset(conn, settings, cli)
     th = update_thresholds(conn, settings, "ops", estimate_margin=0.08, note="labels are late this month")
     assert (th["estimate_margin"], th["estimate_margin_source"]) == (0.08, "app_settings")
     assert set(th["source"].values()) == {"settings"}  # the thresholds were not pinned
+    assert th["updated_by"] == "ops" and th["updated_at"] is not None  # who changed what is in force
     [(params,)] = query(conn, "SELECT params FROM alert_actions WHERE action = 'adjust_thresholds'")
     assert params["new"] == {"estimate_margin": 0.08}
     for bad in (0, 1.5, float("nan")):
         with pytest.raises(Invalid, match="estimate margin"):
             update_thresholds(conn, settings, "ops", estimate_margin=bad)
-    r = cli("thresholds", "--estimate-margin", "0.06", "--by", "ops")
+    r = cli("thresholds", "--estimate-margin", "0.06", "--by", "ops2")
     assert r.exit_code == 0 and "estimate margin 0.06  (app_settings)" in r.output
+    assert effective_thresholds(conn, settings)["updated_by"] == "ops2"
+    with pytest.raises(Invalid, match=r"^Give at least one value to change \(warning, alert, critical or estimate_margin\)$"):
+        update_thresholds(conn, settings, "ops")
     reset_thresholds(conn, "ops")
     assert effective_thresholds(conn, settings)["estimate_margin"] == 0.05
     with pytest.raises(Exception, match="ESTIMATE_MARGIN"):

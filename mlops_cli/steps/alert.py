@@ -152,6 +152,8 @@ def _context(settings: Settings, short: str, cause: str, level: str, score: floa
     samples = report["n_inferences"]
     if short == "performance":
         samples = (d.get("performance") or {}).get("n_labels", samples)
+    elif short == "estimated_performance":  # the checked version's predictions, what it estimates
+        samples = (d.get("estimated_performance") or {}).get("n", samples)
     return {
         "level": level,
         "cause": cause,

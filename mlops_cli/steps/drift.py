@@ -186,7 +186,7 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
         report.update(status="insufficient_data", n_feedback=n_feedback)
         return report
 
-    scored = score_window(summary, agg)
+    scored = score_window(summary, agg, min_samples=max(1, settings.drift_min_samples))
     perf_result, n_feedback = labels.get(start, as_of)
     if perf_result is not None and "weighted_f1" in perf_result:
         perf = performance_score(summary, perf_result)
@@ -195,7 +195,8 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
         perf = {"score": None, **(perf_result or {"source": "none"}),
                 "reason": f"fewer than {settings.drift_min_samples} labels (feedback or unseen catalogue rows)"}
     est = assess_window(summary, agg.get("estimate"), labels.sample(start), thresholds,
-                        thresholds.get("estimate_margin", settings.estimate_margin))
+                        thresholds.get("estimate_margin", settings.estimate_margin),
+                        min_samples=max(1, settings.drift_min_samples))
     scores = {"data": scored["data"]["score"], "prediction": scored["prediction"]["score"],
               "performance": perf["score"], "estimated_performance": est["score"]}
     levels = {c: stats.drift_level(s, *th) for c, s in scores.items()}
