@@ -286,6 +286,18 @@ def test_reload_failure_keeps_serving_the_old_model(api_env, trained):
         r = c.post("/predict", json=products(trained, 1)[0])
         assert r.status_code == 200 and r.json()["model_version"] == trained.v1
         assert 'mlops_model_reloads_total{result="failure"} 1.0' in c.get("/metrics").text
+        # the same version is not downloaded again at every poll: a pause first (from
+        # MODEL_POLL_SECONDS, doubling); once it is over, it is tried again
+        tries = []
+        holder._load = lambda s, v: tries.append(v) or (_ for _ in ()).throw(RuntimeError("still down"))
+        assert holder.refresh() is False and tries == []
+        version, _next, pause = holder._failed
+        holder._failed = (version, 0.0, pause)  # the pause is over
+        assert holder.refresh() is False and tries == [trained.v2]
+        assert holder._failed[2] == 2 * pause and "still down" in holder.last_error
+        holder._load = lambda s, v: registry.load_model(s, version=v)
+        holder._failed = (version, 0.0, holder._failed[2])
+        assert holder.refresh() is True and holder.current.version == trained.v2 and holder._failed is None
 
 
 # --- input validation ------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ from .predictor import PROBES, FastPredictor, Predictions, check_fast_path, gene
 
 log = logging.getLogger(__name__)
 
+# The longest pause before loading again a version whose load failed (the pause doubles from
+# MODEL_POLL_SECONDS); another version, once the alias moves, is loaded at the next poll.
+RETRY_MAX_SECONDS = 300.0
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -73,6 +77,9 @@ class ModelHolder:
         self.last_check: float | None = None
         self.reloads = 0
         self.failures = 0
+        # A version that failed to load is tried again after a growing pause, not at every poll:
+        # each try downloads and unpickles the model. (version, monotonic time of the next try, pause)
+        self._failed: tuple[str, float, float] | None = None
 
     @property
     def current(self) -> LoadedModel | None:
@@ -116,6 +123,9 @@ class ModelHolder:
             version = str(target["version"])
             if current is not None and current.version == version:
                 return False
+            failed = self._failed
+            if failed is not None and failed[0] == version and time.monotonic() < failed[1]:
+                return False  # last_error still says why
             t0 = time.perf_counter()
             try:
                 model = self._load(self.settings, version)
@@ -123,12 +133,17 @@ class ModelHolder:
             except Exception as exc:
                 self.failures += 1
                 self.last_error = f"cannot load version {version}: {exc}"
-                log.error("model reload failed: %s; still serving %s", self.last_error,
-                          current.version if current else "nothing")
+                pause = min(RETRY_MAX_SECONDS, 2 * failed[2]) if failed and failed[0] == version else \
+                    max(0.05, float(self.settings.model_poll_seconds))
+                self._failed = (version, time.monotonic() + pause, pause)
+                held = f"; still serving {current.version if current else 'nothing'}" \
+                    if self.alias == registry.CHAMPION else ""
+                log.error("model reload failed: %s%s; next try in %.0f s", self.last_error, held, pause)
                 if self.metrics:
                     self.metrics.reloads.labels("failure").inc()
                 return False
             self._current = loaded  # the swap: one reference assignment
+            self._failed = None
             self.reloads += 1
             self.last_error = None
             if self.metrics:
