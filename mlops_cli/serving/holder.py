@@ -80,6 +80,8 @@ class ModelHolder:
         # A version that failed to load is tried again after a growing pause, not at every poll:
         # each try downloads and unpickles the model. (version, monotonic time of the next try, pause)
         self._failed: tuple[str, float, float] | None = None
+        self.alias_version: str | None = None  # where the alias pointed at the last read
+        self.alias_readable = True             # whether the last read of the alias worked
 
     @property
     def current(self) -> LoadedModel | None:
@@ -89,6 +91,13 @@ class ModelHolder:
     @property
     def ready(self) -> bool:
         return self._current is not None
+
+    @property
+    def load_failed(self) -> bool:
+        """The alias points at a version whose last load failed (until it loads or the alias
+        moves; a retry in progress does not clear it)."""
+        failed = self._failed
+        return failed is not None and failed[0] == self.alias_version
 
     def refresh(self) -> bool:
         """Check the alias once; load and swap when it moved. True when the served model changed.
@@ -101,12 +110,15 @@ class ModelHolder:
             try:
                 target = self._resolve(self.settings, self.alias)
             except Exception as exc:
+                self.alias_readable = False
                 self.last_error = f"cannot read the {self.alias} alias: {exc}"
                 log.warning("%s; still serving %s", self.last_error,
                             self._current.version if self._current else "nothing")
                 if self.metrics:
                     self.metrics.poll_errors.inc()
                 return False
+            self.alias_readable = True
+            self.alias_version = str(target["version"]) if target is not None else None
             current = self._current
             if target is None:
                 self.last_error = None

@@ -558,63 +558,30 @@ def _worker_logging(log_format: str) -> None:
     root.propagate = False
 
 
-class _AliasWatch:
-    """The worker's holder's resolver and loader: which version the challenger alias points at,
-    and whether loading it failed (the holder keeps its last error, not the version it was for)."""
-
-    def __init__(self):
-        self.holder = None
-        self.target: str | None = None
-        self.attempt: tuple[str | None, int] = (None, 0)  # (version, holder.failures before loading it)
-        self.broken: str | None = None
-        self.unreadable = False  # the last read of the alias failed
-
-    def resolve(self, settings: Settings, alias: str):
-        self.unreadable = True
-        found = registry.version_by_alias(settings, alias)
-        self.unreadable = False
-        self.target = str(found["version"]) if found else None
-        return found
-
-    def load(self, settings: Settings, version: str):
-        self.attempt = (version, self.holder.failures)
-        return registry.load_model(settings, version=version)
-
-    def failed(self) -> bool:
-        """The alias points at a version whose last load failed (a retry in progress does not
-        clear it; a success or another version does)."""
-        version, before = self.attempt
-        current = self.holder.current
-        if self.holder.failures > before:
-            self.broken = version
-        elif current is not None and current.version == version:
-            self.broken = None
-        return self.broken is not None and self.broken == self.target
-
-
-def _share_state(holder, watch: _AliasWatch, shared, error, shown: list) -> None:
+def _share_state(holder, shared, error, shown: dict) -> None:
     """The challenger to score with, the alias's version and the load error, for the API. While
     the alias points at a version that failed to load, the old one is not scored with (its rows
-    would be evidence for a version no longer awaiting a decision): VERSION 0, LOAD_FAILED 1."""
-    loaded, failed = holder.current, watch.failed()
-    shared[ALIAS_VERSION] = _version_number(watch.target)
+    would be evidence for a version no longer awaiting a decision): VERSION 0, LOAD_FAILED 1.
+    `shown`: what was shared last (the error text, whether the load had failed)."""
+    loaded, failed = holder.current, holder.load_failed
+    shared[ALIAS_VERSION] = _version_number(holder.alias_version)
     if failed:
         shared[LOAD_FAILED] = 1
         shared[VERSION] = 0
     else:
         shared[VERSION] = _version_number(loaded.version if loaded else None)
         shared[LOAD_FAILED] = 0
-    if failed and not shown[1]:  # once; the holder logs each failed retry
+    if failed and not shown["failed"]:  # once; the holder logs each failed retry
         log.error("shadow: the challenger alias points at version %s, which cannot be loaded: nothing is "
-                  "scored until it loads or the alias moves (items dropped: load_failed)", watch.target)
-    shown[1] = failed
+                  "scored until it loads or the alias moves (items dropped: load_failed)", holder.alias_version)
+    shown["failed"] = failed
     # the holder's error, while it says why nothing is scored: not a load error left over once the
     # alias is back on the version held (the holder clears it only on a load or an alias gone)
-    text = (holder.last_error if failed or watch.unreadable else None) or ""
-    if text != shown[0]:
+    text = (holder.last_error if failed or not holder.alias_readable else None) or ""
+    if text != shown["text"]:
         with error.get_lock():
             error.value = text.encode("utf-8")[:ERROR_BYTES - 1]
-        shown[0] = text
+        shown["text"] = text
 
 
 def worker_main(settings: Settings, queue, shared, capacity: int, parent_pid: int, log_format: str,
@@ -632,15 +599,13 @@ def worker_main(settings: Settings, queue, shared, capacity: int, parent_pid: in
     stopping = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the API, which stops us (close)
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    watch = _AliasWatch()
-    holder = ModelHolder(settings, alias=registry.CHALLENGER, loader=watch.load, resolver=watch.resolve)
-    watch.holder = holder
+    holder = ModelHolder(settings, alias=registry.CHALLENGER)
     holder.start(background=True)
     writer = _RowWriter(settings, shared, capacity)
-    shown = ["", False]  # the error text shared last, and whether the load had failed
+    shown = {"text": "", "failed": False}
     try:
         while not stopping.is_set() and os.getppid() == parent_pid:
-            _share_state(holder, watch, shared, error, shown)
+            _share_state(holder, shared, error, shown)
             try:
                 batch: Any = queue.get(timeout=min(0.5, writer.wait_seconds()))
             except Empty:

@@ -176,7 +176,8 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
               "model_version": ref_row["model_version"], "n_inferences": agg["n"], "n_feedback": 0,
               "data_drift_score": None, "prediction_drift_score": None, "performance_drift_score": None,
               "drift_detected": False, "level": "NONE", "details": details}
-    if agg["n"] < max(1, settings.drift_min_samples):
+    min_samples = max(1, settings.drift_min_samples)
+    if agg["n"] < min_samples:
         n_feedback = int(sum(p[2] for p in store.window_feedback_pairs(conn, start, as_of,
                                                                        version=ref_row["model_version"])))
         details.update(status="insufficient_data", scores={c: None for c in CAUSES},
@@ -186,7 +187,7 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
         report.update(status="insufficient_data", n_feedback=n_feedback)
         return report
 
-    scored = score_window(summary, agg, min_samples=max(1, settings.drift_min_samples))
+    scored = score_window(summary, agg, min_samples=min_samples)
     perf_result, n_feedback = labels.get(start, as_of)
     if perf_result is not None and "weighted_f1" in perf_result:
         perf = performance_score(summary, perf_result)
@@ -196,7 +197,7 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
                 "reason": f"fewer than {settings.drift_min_samples} labels (feedback or unseen catalogue rows)"}
     est = assess_window(summary, agg.get("estimate"), labels.sample(start), thresholds,
                         thresholds.get("estimate_margin", settings.estimate_margin),
-                        min_samples=max(1, settings.drift_min_samples))
+                        min_samples=min_samples)
     scores = {"data": scored["data"]["score"], "prediction": scored["prediction"]["score"],
               "performance": perf["score"], "estimated_performance": est["score"]}
     levels = {c: stats.drift_level(s, *th) for c, s in scores.items()}

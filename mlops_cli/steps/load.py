@@ -126,18 +126,19 @@ def productid_keys(rows: pd.DataFrame) -> pd.Series:
     return pd.Series([int(p) if good else None for p, good in zip(pid, ok)], index=rows.index, dtype=object)
 
 
-def duplicate_reasons(rows: pd.DataFrame, reasons: pd.Series, first_seen: pd.Series,
+def duplicate_reasons(rows: pd.DataFrame, reasons: pd.Series, keys: pd.Series, first_seen: pd.Series,
                       already_loaded: dict[int, int]) -> pd.Series:
-    """`reasons` with the valid rows that repeat a product flagged: `first_seen` maps each row to
-    the source index of the first valid occurrence (in load order) of its productid, so a
-    duplicate names the row it repeats; `already_loaded`: productid -> batch of the catalogue."""
+    """`reasons` with the valid rows that repeat a product flagged: `keys` are the rows'
+    productid_keys; `first_seen` maps each row to the source index of the first valid occurrence
+    (in load order) of its productid, so a duplicate names the row it repeats; `already_loaded`:
+    productid -> batch of the catalogue."""
     reasons = reasons.copy()
     pid = rows["productid"].str.strip()
     valid = reasons == ""
     repeated = valid & (first_seen != rows.index.to_series())
     reasons[repeated] = ("duplicate productid " + pid + " (also at source index " + first_seen + ")")[repeated]
     if already_loaded:
-        batch = productid_keys(rows).map(lambda p: already_loaded.get(p) if p is not None else None)
+        batch = keys.map(lambda p: already_loaded.get(p) if p is not None else None)
         loaded = (reasons == "") & batch.notna()
         reasons[loaded] = ("duplicate productid " + pid + " (already loaded in batch "
                            + batch.map(lambda b: "" if b is None or b != b else str(int(b))) + ")")[loaded]
@@ -193,14 +194,15 @@ def load(
         # Validity and the first valid occurrence of each product in load order, over the whole
         # source, so a duplicate is rejected the same way whichever batch it falls in.
         checked = row_reasons(ordered, limits)
-        keys = productid_keys(ordered).where(checked == "")
-        first_seen = pd.Series(ordered.index, index=ordered.index).where(keys.notna()) \
-            .groupby(keys.values).transform("first").fillna(pd.Series(ordered.index, index=ordered.index))
-        rows = ordered.iloc[start:end]
+        keys = productid_keys(ordered)
+        valid_keys = keys.where(checked == "")
+        position = pd.Series(ordered.index, index=ordered.index)
+        first_seen = position.where(valid_keys.notna()).groupby(valid_keys.values).transform("first") \
+            .fillna(position)
+        rows, keys = ordered.iloc[start:end], keys.iloc[start:end]
         log.info("validating %d rows (offset %d to %d of %d)", len(rows), start, end, n)
-        candidates = [int(p) for p in productid_keys(rows).dropna()]
-        reasons = duplicate_reasons(rows, checked.iloc[start:end], first_seen.iloc[start:end],
-                                    store.existing_productids(conn, candidates))
+        reasons = duplicate_reasons(rows, checked.iloc[start:end], keys, first_seen.iloc[start:end],
+                                    store.existing_productids(conn, [int(p) for p in keys.dropna()]))
         good = rows[reasons == ""]
         bad = rows[reasons != ""].copy()
         for column, (_setting, limit) in limits.items():
