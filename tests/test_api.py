@@ -277,12 +277,13 @@ def test_hot_swap_under_load_loses_no_request(client, trained):
 def test_reload_failure_keeps_serving_the_old_model(api_env, trained):
     app = create_app(config.load_settings(), start_background=False)
     with TestClient(app) as c:
-        holder = app.state.holder
+        holder, now = app.state.holder, [0.0]
+        holder._clock = lambda: now[0]  # the test's own clock: the retry pause without waiting
         holder._load = lambda s, v: (_ for _ in ()).throw(RuntimeError("artifact store down"))
         registry.set_alias(trained.settings, registry.CHAMPION, trained.v2)
         assert holder.refresh() is False
         assert holder.current.version == trained.v1
-        assert "artifact store down" in holder.last_error
+        assert "artifact store down" in holder.last_error and holder.load_failed
         r = c.post("/predict", json=products(trained, 1)[0])
         assert r.status_code == 200 and r.json()["model_version"] == trained.v1
         assert 'mlops_model_reloads_total{result="failure"} 1.0' in c.get("/metrics").text
@@ -290,14 +291,16 @@ def test_reload_failure_keeps_serving_the_old_model(api_env, trained):
         # MODEL_POLL_SECONDS, doubling); once it is over, it is tried again
         tries = []
         holder._load = lambda s, v: tries.append(v) or (_ for _ in ()).throw(RuntimeError("still down"))
+        pause = holder.retry_pause
+        now[0] += pause / 2
         assert holder.refresh() is False and tries == []
-        version, _next, pause = holder._failed
-        holder._failed = (version, 0.0, pause)  # the pause is over
+        now[0] += pause
         assert holder.refresh() is False and tries == [trained.v2]
-        assert holder._failed[2] == 2 * pause and "still down" in holder.last_error
+        assert holder.retry_pause == 2 * pause and "still down" in holder.last_error
         holder._load = lambda s, v: registry.load_model(s, version=v)
-        holder._failed = (version, 0.0, holder._failed[2])
-        assert holder.refresh() is True and holder.current.version == trained.v2 and holder._failed is None
+        now[0] += 2 * pause
+        assert holder.refresh() is True and holder.current.version == trained.v2
+        assert holder.retry_pause is None and not holder.load_failed
 
 
 # --- input validation ------------------------------------------------------------------------------

@@ -62,12 +62,13 @@ class ModelHolder:
     def __init__(self, settings: Settings, *, metrics: ServingMetrics | None = None,
                  loader: Callable[[Settings, str], Any] | None = None,
                  resolver: Callable[[Settings, str], dict | None] | None = None,
-                 alias: str = registry.CHAMPION):
+                 alias: str = registry.CHAMPION, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.alias = alias
         self.metrics = metrics if alias == registry.CHAMPION else None
         self._load = loader or (lambda s, v: registry.load_model(s, version=v))
         self._resolve = resolver or registry.version_by_alias
+        self._clock = clock  # monotonic seconds: when a failed version may be tried again
         self._current: LoadedModel | None = None
         self._refresh_lock = threading.Lock()
         self._wake = threading.Event()
@@ -98,6 +99,12 @@ class ModelHolder:
         moves; a retry in progress does not clear it)."""
         failed = self._failed
         return failed is not None and failed[0] == self.alias_version
+
+    @property
+    def retry_pause(self) -> float | None:
+        """Seconds between the last failed load and the next try of that version (None: no failure)."""
+        failed = self._failed
+        return failed[2] if failed is not None else None
 
     def refresh(self) -> bool:
         """Check the alias once; load and swap when it moved. True when the served model changed.
@@ -136,7 +143,7 @@ class ModelHolder:
             if current is not None and current.version == version:
                 return False
             failed = self._failed
-            if failed is not None and failed[0] == version and time.monotonic() < failed[1]:
+            if failed is not None and failed[0] == version and self._clock() < failed[1]:
                 return False  # last_error still says why
             t0 = time.perf_counter()
             try:
@@ -147,7 +154,7 @@ class ModelHolder:
                 self.last_error = f"cannot load version {version}: {exc}"
                 pause = min(RETRY_MAX_SECONDS, 2 * failed[2]) if failed and failed[0] == version else \
                     max(0.05, float(self.settings.model_poll_seconds))
-                self._failed = (version, time.monotonic() + pause, pause)
+                self._failed = (version, self._clock() + pause, pause)
                 held = f"; still serving {current.version if current else 'nothing'}" \
                     if self.alias == registry.CHAMPION else ""
                 log.error("model reload failed: %s%s; next try in %.0f s", self.last_error, held, pause)

@@ -17,7 +17,6 @@ import os
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .. import store
@@ -204,6 +203,7 @@ def load(
         reasons = duplicate_reasons(rows, checked.iloc[start:end], keys, first_seen.iloc[start:end],
                                     store.existing_productids(conn, [int(p) for p in keys.dropna()]))
         good = rows[reasons == ""]
+        good_ids = [int(p) for p in keys[reasons == ""]]
         bad = rows[reasons != ""].copy()
         for column, (_setting, limit) in limits.items():
             long = bad[column].str.len() > limit
@@ -219,11 +219,11 @@ def load(
         # A product first added from feedback (seen in traffic, labelled) becomes a catalogue row:
         # the batch's text and batch win; its latest human label is applied again by the next
         # training (audited as an override when it differs from the catalogue's code).
-        replaced = store.replace_feedback_products(conn, good["productid"].str.strip().astype(np.int64).tolist())
+        replaced = store.replace_feedback_products(conn, good_ids)
         log.info("copying %d rows into products (batch #%d)", len(good), batch_id)
         store.copy_products(
             conn,
-            zip(good["productid"].str.strip().astype(np.int64), good["designation"], good["description"],
+            zip(good_ids, good["designation"], good["description"],
                 canonical_codes(good["prdtypecode"]).astype(int),
                 [int(i) if i.strip() else None for i in good["imageid"]],
                 [batch_id] * len(good), [loaded_at] * len(good)),
