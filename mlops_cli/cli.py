@@ -22,7 +22,7 @@ import click
 from . import __version__
 from .config import load_settings
 from .vocab import RECORDABLE_ACTIONS, AlertStatus, Pipeline, RunStatus, values
-from .errors import Conflict, Invalid, MlopsError, NotFound, TimedOut, Unavailable
+from .errors import Conflict, Forbidden, Invalid, MlopsError, NotFound, TimedOut, Unauthenticated, Unavailable
 
 log = logging.getLogger("mlops_cli")
 
@@ -30,7 +30,7 @@ DATE = click.DateTime(formats=["%Y-%m-%d"])
 # Exit code per error kind (errors.MlopsError.code). 1 stays the code of a refusal, as scripts
 # and the tests expect; 75 (EX_TEMPFAIL) tells cron and supervisors that a retry may succeed.
 EXIT_CODES = {MlopsError.code: 1, NotFound.code: 1, Conflict.code: 1, Invalid.code: 1, Unavailable.code: 75,
-              TimedOut.code: 1}
+              TimedOut.code: 1, Unauthenticated.code: 1, Forbidden.code: 1}
 
 
 # --- plumbing ---------------------------------------------------------------------------------
@@ -747,8 +747,8 @@ def _run_pipeline(ctx, name: str, as_of, by: str | None, as_json: bool) -> None:
         click.echo(json.dumps({k: v for k, v in result.as_dict().items() if k != "steps"}, default=str))
     else:
         click.echo(f"{name} pipeline (run #{result.pipeline_run_id}) {result.status}: {result.message}")
-    if result.status == "failed":
-        ctx.exit(1)
+    if result.status == "failed":  # by the kind of the failed step's cause (75: worth retrying)
+        ctx.exit(EXIT_CODES.get(result.error_code or MlopsError.code, 1))
 
 
 @pipeline_group.command("weekly")
@@ -797,9 +797,11 @@ def crontab_render(ctx, out) -> None:
     """Fill WEEKLY_SCHEDULE, DAILY_SCHEDULE and CRON_TZ into the template (validated)."""
     from pathlib import Path
 
-    from .schedule import default_template, render_crontab
+    from .schedule import default_template, render_crontab, schedule_warnings
 
     text = render_crontab(settings_of(ctx), default_template())
+    for warning in schedule_warnings(settings_of(ctx)):
+        click.echo(f"Warning: {warning}", err=True)
     if out:
         Path(out).write_text(text, encoding="utf-8")
         click.echo(f"wrote {out}")
@@ -843,10 +845,14 @@ def ui_cmd(ctx, port, host) -> None:
 @click.option("--file", "path", type=click.Path(dir_okay=False),
               help="Users file (default: UI_USERS_FILE, else $MLOPS_HOME/ui-users).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (scripts).")
+@click.option("--role", type=click.Choice(["viewer", "labeller", "operator"]),
+              help="viewer (read only), labeller (also labels predictions) or operator (every action). "
+                   "Default: operator for a new user; an existing user keeps its role.")
 @click.pass_context
 @domain_errors
-def ui_add_user(ctx, name, path, password_stdin) -> None:
-    """Add a control room user (UI_AUTH=users), or change its password; stores an argon2 hash."""
+def ui_add_user(ctx, name, path, password_stdin, role) -> None:
+    """Add a control room user (UI_AUTH=users), or change its password or role; stores an argon2
+    hash. The user's open sessions end at their next page run."""
     from pathlib import Path
 
     from .uiauth import add_user, users_file
@@ -856,8 +862,73 @@ def ui_add_user(ctx, name, path, password_stdin) -> None:
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     target = Path(path) if path else users_file(settings_of(ctx))
-    changed = add_user(target, name, password)
-    click.echo(f"{'changed the password of' if changed else 'added'} {name.strip()} in {target}")
+    before, user = add_user(target, name, password, role)
+    if before is None:
+        click.echo(f"added {user.name} ({user.role}) in {target}")
+    else:
+        click.echo(f"changed the password of {user.name} in {target}"
+                   + (f"; role {before.role} -> {user.role}" if before.role != user.role else f" ({user.role})"))
+
+
+@main.group("api-token")
+def api_token_cmd() -> None:
+    """The API's tokens: one per person or service, each with a role (viewer, labeller, operator).
+
+    Only a token's SHA-256 is stored (api_tokens); the token is shown once, when it is made.
+    """
+
+
+@api_token_cmd.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "labeller", "operator"]), required=True,
+              help="viewer: reads; labeller: + POST /feedback and the labelling queue; operator: everything.")
+@click.option("--note", help="What the token is for.")
+@click.option("--by", help="Who makes it (default: MLOPS_ACTOR, else user@host).")
+@click.pass_context
+@domain_errors
+def api_token_add(ctx, name, role, note, by) -> None:
+    """Make NAME's API token and print it (once: store it where its user keeps secrets)."""
+    from . import access
+
+    token, row = access.create_token(open_conn(ctx), name, role, trigger_of(by).actor, note)
+    click.echo(f"API token for {row['name']} ({row['role']}), shown once:")
+    click.echo(f"    {token}")
+    click.echo("Send it as `Authorization: Bearer <token>`; revoke it with "
+               f"`mlops api-token revoke {row['name']}`.")
+
+
+@api_token_cmd.command("list")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@domain_errors
+def api_token_list(ctx, include_revoked, as_json) -> None:
+    """The API's tokens (names, roles, last use; never the tokens themselves)."""
+    from . import access
+    from .render import table, to_json
+
+    rows = access.list_tokens(open_conn(ctx), include_revoked)
+    if as_json:
+        click.echo(to_json(rows))
+        return
+    if not rows:
+        click.echo("No API token: make one with `mlops api-token add NAME --role ROLE`.")
+        return
+    columns = ["name", "role", "created_at", "created_by", "last_used_at", "note"]
+    click.echo(table(rows, columns + (["revoked_at", "revoked_by"] if include_revoked else [])))
+
+
+@api_token_cmd.command("revoke")
+@click.argument("name")
+@click.option("--by", help="Who revokes it (default: MLOPS_ACTOR, else user@host).")
+@click.pass_context
+@domain_errors
+def api_token_revoke(ctx, name, by) -> None:
+    """Revoke NAME's token: its next request is refused (401). The row stays, for the audit."""
+    from . import access
+
+    row = access.revoke_token(open_conn(ctx), name, trigger_of(by).actor)
+    click.echo(f"revoked the API token of {row['name']} ({row['role']})")
 
 
 # Six weeks of a 12,000-row catalogue tell the whole story (three quiet weeks and a forced

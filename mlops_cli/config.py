@@ -113,8 +113,11 @@ class Settings:
     ui_admin_name: str = _env("UI_ADMIN_NAME", "")  # default: the OS user running the UI
     ui_users_file: str = _env("UI_USERS_FILE", "")  # default: $MLOPS_HOME/ui-users
     ui_public_read: bool = _env("UI_PUBLIC_READ", False, _bool)
+    ui_session_hours: float = _env("UI_SESSION_HOURS", 12.0, float)  # a sign-in ends after this long
     # --- serving / control API ---------------------------------------------------------------
+    # a shared operator token (access.py); named tokens per person or service: `mlops api-token add`
     api_token: str = _env("API_TOKEN", "")
+    api_token_name: str = _env("API_TOKEN_NAME", "api")  # the actor of what API_TOKEN does
     api_host: str = _env("API_HOST", "127.0.0.1")
     api_port: int = _env("API_PORT", 8000, int)
     model_poll_seconds: float = _env("MODEL_POLL_SECONDS", 10.0, float)
@@ -130,7 +133,8 @@ class Settings:
     inference_log_lock_timeout_ms: int = _env("INFERENCE_LOG_LOCK_TIMEOUT_MS", 200, int)
     # --- schedules (rendered into the crontab) -----------------------------------------------
     weekly_schedule: str = _env("WEEKLY_SCHEDULE", "0 2 * * 1")
-    daily_schedule: str = _env("DAILY_SCHEDULE", "0 1 * * *")
+    # 03:00 in Paris is 01:00 or 02:00 UTC: the same UTC date all year (schedule.utc_date_shift)
+    daily_schedule: str = _env("DAILY_SCHEDULE", "0 3 * * *")
     cron_tz: str = _env("CRON_TZ", "Europe/Paris")
 
     # -------------------------------------------------------------------------------------------

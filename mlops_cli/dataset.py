@@ -54,18 +54,67 @@ def split_validation(train: pd.DataFrame, fraction: float, holdout_fraction: flo
     return train[~mask], train[mask]
 
 
-def balanced(df: pd.DataFrame, max_per_class: int | None, seed: int = 42) -> pd.DataFrame:
-    """At most max_per_class rows of each class (a seeded sample); smaller classes kept whole."""
+# The rows whose code a human label gave (products.label_feedback_id set: a feedback row, or a
+# catalogue row a label overrode or confirmed): 0 for the latest label, 1 for the one before...
+# (store.label_recency), NaN for the catalogue's own codes. Without the column, no row is labelled.
+LABEL_RANK = "label_rank"
+
+
+def labelled_mask(df: pd.DataFrame) -> np.ndarray:
+    if LABEL_RANK not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return df[LABEL_RANK].notna().to_numpy()
+
+
+def kept_labels(df: pd.DataFrame, max_per_class: int | None) -> tuple[np.ndarray, dict[str, int]]:
+    """(mask of the labelled rows the class cap must keep, {class: labelled rows it leaves out}).
+
+    Every labelled row is kept: the training marks its label used (store.apply_feedback_labels),
+    so the label must reach the fit. Only where a class's labelled rows alone exceed the cap are
+    its latest max_per_class labels kept, the older ones left out (and counted)."""
+    keep = labelled_mask(df).copy()
+    left_out: dict[str, int] = {}
+    if not max_per_class or not keep.any():
+        return keep, left_out
+    pos = np.flatnonzero(keep)
+    codes = df["prdtypecode"].to_numpy()[pos]
+    ranks = df[LABEL_RANK].to_numpy(dtype=float)[pos]
+    for code in np.unique(codes):
+        mine = pos[codes == code]
+        if len(mine) > max_per_class:
+            older = mine[np.argsort(ranks[codes == code], kind="stable")[max_per_class:]]
+            keep[older] = False
+            left_out[str(code)] = len(older)
+    return keep, left_out
+
+
+def balanced(df: pd.DataFrame, max_per_class: int | None, seed: int = 42, *, keep=None,
+             caps: dict | None = None) -> pd.DataFrame:
+    """At most max_per_class rows of each class (caps: {class: cap} for some classes instead);
+    smaller classes kept whole. The rows of `keep` (a boolean mask: the human labels, see
+    kept_labels) are always in, the rest of a class's cap a seeded sample of its other rows."""
     if not max_per_class:
         return df
+    keep = np.zeros(len(df), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
     parts = []
-    for _, group in df.groupby("prdtypecode", sort=True):
-        parts.append(group.sample(n=max_per_class, random_state=seed) if len(group) > max_per_class else group)
+    for code, idx in sorted(df.groupby("prdtypecode", sort=True).indices.items()):
+        cap = (caps or {}).get(code, max_per_class)
+        group = df.iloc[idx]
+        if len(group) <= cap:
+            parts.append(group)
+            continue
+        must = keep[idx]
+        if must.sum() > cap:
+            raise ValueError(f"class {code}: {must.sum()} rows to keep, more than its cap {cap}")
+        sample = group[~must].sample(n=cap - int(must.sum()), random_state=seed)
+        parts.append(pd.concat([group[must], sample]) if must.any() else sample)
     return pd.concat(parts).sort_values("productid")
 
 
 def dataset_hash(df: pd.DataFrame) -> str:
-    """Identifies exactly which (productid, label) rows a model saw or was scored on."""
+    """Identifies exactly which (productid, label) rows a model saw or was scored on (the train
+    step records it of its training rows before the class cap, dataset_hash, and of the fit
+    rows, fit_hash)."""
     h = hashlib.sha256()
     ids = df[["productid", "prdtypecode"]].sort_values("productid").to_numpy(dtype=np.int64)
     h.update(ids.tobytes())

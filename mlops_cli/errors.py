@@ -35,6 +35,19 @@ class Unavailable(MlopsError):
     code = "UNAVAILABLE"
 
 
+class Unauthenticated(MlopsError):
+    """No identity was given, or the one given is not known (a missing, wrong or revoked token)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(MlopsError):
+    """The identity is known but its role does not allow the action, or the request names
+    someone else as the actor."""
+
+    code = "FORBIDDEN"
+
+
 class SourceError(Invalid):
     """The source files cannot be used as a whole (missing columns, encoding, X/Y mismatch)."""
 
@@ -58,4 +71,5 @@ class TimedOut(MlopsError):
     code = "TIMEOUT"
 
 
-CODES = ("ERROR", NotFound.code, Conflict.code, Invalid.code, Unavailable.code, TimedOut.code)
+CODES = ("ERROR", NotFound.code, Conflict.code, Invalid.code, Unavailable.code, TimedOut.code,
+         Unauthenticated.code, Forbidden.code)

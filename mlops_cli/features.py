@@ -72,6 +72,13 @@ def clean_text(text: Any, fold_accents: bool = False) -> str:
     return _SPACE_RE.sub(" ", s).strip()
 
 
+def has_letter_or_digit(text: Any) -> bool:
+    """Some of what the model reads of the text (clean_text: tags and entities gone) is a letter
+    or a digit. A title must be, to be learned from: `mlops load` rejects the others, training
+    leaves out such logged titles, the labelling queue does not offer them."""
+    return any(c.isalnum() for c in clean_text(text))
+
+
 def as_frame(X) -> pd.DataFrame:
     """Accept a DataFrame, a list of dicts, or a list of titles; give designation + description."""
     if isinstance(X, pd.DataFrame):

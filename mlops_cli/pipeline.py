@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 from . import db, store
 from .config import Settings
-from .errors import AlreadyRunning, Conflict, Invalid, TimedOut
+from .errors import AlreadyRunning, Conflict, Invalid, MlopsError, TimedOut
 from .runs import StepFailed, StepResult, Trigger, advisory_lock, recover_abandoned, with_retries
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class PipelineResult:
     pipeline_run_id: int | None  # the pipeline's own pipeline_runs row
     message: str = ""
     steps: list[StepResult] = field(default_factory=list)
+    error_code: str | None = None  # the failed step's cause (errors.MlopsError.code): its exit code
 
     @property
     def ok(self) -> bool:
@@ -68,7 +69,7 @@ class PipelineResult:
 
     def as_dict(self) -> dict:
         return {"pipeline": self.pipeline, "status": self.status, "pipeline_run_id": self.pipeline_run_id,
-                "message": self.message, "steps": [s.as_dict() for s in self.steps]}
+                "message": self.message, "error_code": self.error_code, "steps": [s.as_dict() for s in self.steps]}
 
 
 class StepTimeout(TimedOut):
@@ -76,20 +77,49 @@ class StepTimeout(TimedOut):
 
 
 @contextmanager
-def time_limit(seconds: float, step: str) -> Iterator[None]:
-    """Raise StepTimeout in the step after `seconds` (main thread only; elsewhere no limit)."""
+def time_limit(seconds: float, step: str, conn=None) -> Iterator[None]:
+    """Raise StepTimeout in the step after `seconds` (main thread only; elsewhere no limit).
+
+    The alarm is a signal: Python runs its handler only between bytecodes, never while a call
+    waits inside libpq (a lock, a long query). So at the same moment a watchdog thread cancels
+    the query running on the step's connection `conn`, and the error that ends is the timeout."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
+    message = f"step {step} timed out after {seconds:.0f}s (STEP_TIMEOUT)"
+    expired = threading.Event()
 
     def on_alarm(signum, frame):
-        raise StepTimeout(f"step {step} timed out after {seconds:.0f}s (STEP_TIMEOUT)")
+        expired.set()
+        raise StepTimeout(message)
 
+    def cancel_query():
+        expired.set()
+        try:
+            conn.cancel()  # psycopg2: safe from another thread; a no-op when nothing runs
+        except Exception as exc:  # the connection is already gone: the alarm still fires
+            log.warning("could not cancel the query of step %s at its time limit: %s", step, exc)
+
+    watchdog = threading.Timer(seconds, cancel_query) if conn is not None else None
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    if watchdog is not None:
+        watchdog.daemon = True
+        watchdog.start()
     try:
         yield
+    except StepTimeout:
+        raise
+    except Exception as exc:
+        if not expired.is_set() or (isinstance(exc, StepFailed) and isinstance(exc.cause, StepTimeout)):
+            raise
+        # the query cancelled at the limit, the alarm not yet run: the step timed out
+        if isinstance(exc, StepFailed):
+            raise StepFailed(exc.result, StepTimeout(message)) from exc
+        raise StepTimeout(message) from exc
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
@@ -141,7 +171,7 @@ def run_pipeline(settings: Settings, name: str, trigger: Trigger, *, as_of: date
     slot = slot_for(name, as_of)
     pipeline_kind = name if name in ("weekly", "daily", "retrain") else "manual"
     base = trigger.child(pipeline=pipeline_kind, slot=slot)
-    session = db.open_db(settings, application_name=f"mlops-pipeline-{name}")
+    session = _open_session(settings, name)
     try:
         recover_abandoned(session)
         params = {"as_of": as_of.isoformat(), "steps": list(steps_for(name, settings))}
@@ -164,6 +194,24 @@ def run_pipeline(settings: Settings, name: str, trigger: Trigger, *, as_of: date
             lock.__exit__(None, None, None)
     finally:
         session.close()
+
+
+def _open_session(settings: Settings, name: str):
+    """The pipeline's own connection, with the steps' retries: a database that is down exits 75
+    after STEP_RETRIES attempts whether it went down before the pipeline or during a step."""
+    from .runs import is_transient
+
+    delay, attempts = settings.step_retry_delay, max(1, settings.step_retries)
+    for n in range(1, attempts + 1):
+        try:
+            return db.open_db(settings, application_name=f"mlops-pipeline-{name}")
+        except Exception as exc:
+            if n == attempts or not is_transient(exc):
+                raise
+            log.warning("attempt %d/%d to open the %s pipeline's session: %s; retrying in %.1fs",
+                        n, attempts, name, exc, delay)
+            time.sleep(delay)
+            delay *= 2
 
 
 def _host() -> str:
@@ -189,20 +237,23 @@ def _run_locked(session, settings, name, base: Trigger, as_of, params, on_step) 
         log.info("step %s", step)
 
         def attempt(conn, fn=fn, step=step):
-            with time_limit(settings.step_timeout, step):
+            with time_limit(settings.step_timeout, step, conn):
                 return fn(conn, settings, child)
 
+        code = None
         try:
             step_result = with_retries(settings, attempt)
         except StepFailed as exc:
             step_result = exc.result
+            code = exc.cause.code if isinstance(exc.cause, MlopsError) else MlopsError.code
         except Exception as exc:  # could not even record the step (database down, bad config)
             step_result = StepResult(step, "failed", None, str(exc).strip() or type(exc).__name__)
+            code = exc.code if isinstance(exc, MlopsError) else MlopsError.code
         result.steps.append(step_result)
         if on_step:
             on_step(step_result)
         if step_result.status == "failed":
-            failed = step_result
+            failed, result.error_code = step_result, code or MlopsError.code
             break
         if step == "auto_retrain" and step_result.status == "succeeded" and step_result.outputs.get("then"):
             steps.extend(step_result.outputs["then"])

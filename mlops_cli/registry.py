@@ -85,12 +85,14 @@ def configure(settings: Settings) -> str:
     except MlopsError:
         raise
     except Exception as exc:
-        raise TransientError(f"MLflow tracking server unreachable at {_redact(uri)}: {exc}") from exc
+        raise TransientError(f"MLflow tracking server unreachable at {_redact(uri)}: {_redact(str(exc))}") from exc
     _configured[key] = exp_id
     return exp_id
 
 
 def _redact(uri: str) -> str:
+    """A URI, or a message that holds one (an MLflow client error quotes the URL it called),
+    without its password."""
     from .db import redact
 
     return redact(uri)
@@ -138,7 +140,7 @@ def _lookup(not_found: str) -> Iterator[None]:
         if _missing(exc, bad_name_too=True):
             raise NotFound(not_found) from None
         if unreachable(exc):
-            raise TransientError(f"MLflow unreachable: {exc}") from exc
+            raise TransientError(f"MLflow unreachable: {_redact(str(exc))}") from exc
         raise
 
 
@@ -276,7 +278,7 @@ def version_by_alias(settings: Settings, alias: str) -> dict | None:
     except Exception as exc:
         if _missing(exc, bad_name_too=True):  # no such model, or the alias is not set
             return None
-        raise TransientError(f"MLflow registry unreachable: {exc}") from exc
+        raise TransientError(f"MLflow registry unreachable: {_redact(str(exc))}") from exc
     return _version_dict(mv)
 
 
@@ -291,7 +293,7 @@ def list_versions(settings: Settings) -> list[dict]:
         if _missing(exc):
             return []
         if unreachable(exc):
-            raise TransientError(f"MLflow registry unreachable: {exc}") from exc
+            raise TransientError(f"MLflow registry unreachable: {_redact(str(exc))}") from exc
         raise
     by_version: dict[str, list[str]] = {}
     for alias, version in (aliases or {}).items():
@@ -342,4 +344,4 @@ def load_model(settings: Settings, version: str | int | None = None, alias: str 
     try:
         return mlflow.sklearn.load_model(uri)
     except Exception as exc:
-        raise Unavailable(f"Cannot load model {uri}: {exc}") from exc
+        raise Unavailable(f"Cannot load model {uri}: {_redact(str(exc))}") from exc

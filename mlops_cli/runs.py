@@ -62,7 +62,8 @@ class Trigger:
         """CLI default: MLOPS_TRIGGERED_BY (the crontab sets 'cron'), actor from --by or user@host."""
         return cls(
             triggered_by=os.environ.get("MLOPS_TRIGGERED_BY", "cli") or "cli",
-            actor=by or os.environ.get("MLOPS_ACTOR") or default_actor(),
+            # a blank --by is no name: the next source names who acts
+            actor=(by or "").strip() or (os.environ.get("MLOPS_ACTOR") or "").strip() or default_actor(),
             **kw,
         )
 
@@ -222,7 +223,9 @@ def run_step(
 
 
 def _error_text(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # PostgreSQL text cannot hold NUL: an error quoting a binary file's bytes would otherwise make
+    # finish_run fail and leave the run to be found abandoned
+    text = (str(exc).strip() or type(exc).__name__).replace("\x00", "\\x00")
     return text if len(text) < 4000 else text[:4000] + "..."
 
 

@@ -101,6 +101,58 @@ def validate_timezone(value: str) -> str:
     return tz
 
 
+def _times(expr: str) -> list[tuple[int, int]] | None:
+    """The (hour, minute) pairs of a schedule whose hour and minute fields are plain numbers or
+    lists of them; None for any other form (ranges, steps: not checked)."""
+    fields = expr.split()
+    if fields[0] in ("@daily", "@midnight", "@weekly"):
+        return [(0, 0)]
+    if fields[0].startswith("@") or len(fields) < 5:
+        return None
+    minute, hour = (fields[1], fields[2]) if len(fields) == 7 else (fields[0], fields[1])
+    if not re.fullmatch(r"\d+(,\d+)*", minute) or not re.fullmatch(r"\d+(,\d+)*", hour):
+        return None
+    return [(int(h), int(m)) for h in hour.split(",") for m in minute.split(",") if int(h) < 24 and int(m) < 60]
+
+
+def utc_date_shift(variable: str, expr: str, tz: str) -> str | None:
+    """Why a schedule is risky, None when it is not: a run whose UTC date is the local date's in
+    one season and the day before (or after) in the other. A pipeline's slot and windows are UTC
+    days (`as_of`: the UTC date it runs on), so at each change of clock one day is checked twice
+    and one never, and for half the year the daily window ends up to 23 hours before the run."""
+    from datetime import date, datetime, time, timezone
+
+    try:
+        import zoneinfo
+
+        zone = zoneinfo.ZoneInfo(tz)
+    except Exception:  # no tz database: nothing to say
+        return None
+    for hour, minute in _times(expr) or []:
+        seen = {}
+        for day in (date(2027, 1, 15), date(2027, 7, 15)):  # both seasons, either hemisphere
+            local = datetime.combine(day, time(hour, minute), tzinfo=zone)
+            utc = local.astimezone(timezone.utc)
+            seen[day.strftime("%B")] = ((utc.date() - day).days, utc.strftime("%H:%M"))
+        if len({shift for shift, _ in seen.values()}) > 1:
+            (m1, (_, t1)), (m2, (_, t2)) = seen.items()
+            return (f"{variable} {expr!r} in {tz} runs at {t1} UTC in {m1} and {t2} UTC in {m2}, on either "
+                    "side of UTC midnight: its UTC date shifts by a day at each change of clock (one day's "
+                    "slot is run twice, another never) and part of the year its window ends up to 23 h "
+                    "before the run. Choose a time on the same UTC date all year (in Europe/Paris: from "
+                    "02:00 to 23:59)")
+    return None
+
+
+def schedule_warnings(settings) -> list[str]:
+    """What `mlops crontab render` warns about (the schedules are valid; they may still mislead)."""
+    tz = validate_timezone(settings.cron_tz)
+    found = [utc_date_shift(var, validate_schedule(var, value), tz)
+             for var, value in (("WEEKLY_SCHEDULE", settings.weekly_schedule),
+                                ("DAILY_SCHEDULE", settings.daily_schedule))]
+    return [w for w in found if w]
+
+
 def render_crontab(settings, template_text: str | None = None) -> str:
     """The crontab for `settings` (weekly_schedule, daily_schedule, cron_tz).
 

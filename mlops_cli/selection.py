@@ -4,7 +4,9 @@ logs and registers it).
 1. Rows. The training rows (never the holdout) are split by productid hash into a search part and
    a validation part (VALIDATION_FRACTION of them; dataset.validation_mask: disjoint from the
    holdout, stable as the catalogue grows). Each part is balanced with its share of the
-   per-class cap; together they are the fit rows.
+   per-class cap; together they are the fit rows. The rows a human label gave their code are
+   always among them (dataset.kept_labels: the latest labels only where a class's labels alone
+   exceed the cap), the rest of the cap a seeded sample of the catalogue's other rows.
 2. Small or large. While the validation part would have fewer than CV_BELOW_VALIDATION_ROWS rows
    (its weighted F1 would be too noisy to choose by: ~0.015 standard error at 700 rows), the
    choice is made by k-fold cross-validation over all fit rows (CV_FOLDS folds by another
@@ -196,6 +198,7 @@ class Parts:
     validation: pd.DataFrame    # every validation row (natural class mix: what is scored)
     validation_fit: np.ndarray  # positions in `validation` of the rows the final fit adds
     search_rows_before_balancing: int
+    labels_capped: dict[str, int] = field(default_factory=dict)  # {class: human labels the cap left out}
 
     @property
     def fit_rows(self) -> pd.DataFrame:
@@ -204,19 +207,34 @@ class Parts:
 
 def split_parts(train_rows: pd.DataFrame, *, validation_fraction: float, holdout_fraction: float,
                 max_per_class: int | None, seed: int) -> Parts:
-    search, validation = dataset.split_validation(train_rows, validation_fraction, holdout_fraction)
+    in_val = dataset.validation_mask(train_rows["productid"].to_numpy(), validation_fraction, holdout_fraction)
+    search, validation = train_rows[~in_val], train_rows[in_val]  # dataset.split_validation
     if len(validation) == 0 or search["prdtypecode"].nunique() < 2:
         raise Conflict(
             f"Too few training rows ({len(train_rows)}) for a validation part of {validation_fraction:.0%}: "
             "load more products before training.")
+    # The human labels always reach the fit (the latest ones when a class's labels alone exceed
+    # the cap): each part keeps its own, the cap of a class split between the parts so that both
+    # have room for theirs.
+    keep, capped = dataset.kept_labels(train_rows, max_per_class)
+    keep_search, keep_val = keep[~in_val], keep[in_val]
     cap_search = cap_val = None
+    caps_search: dict = {}
+    caps_val: dict = {}
     if max_per_class:
         cap_search = max(1, math.ceil(max_per_class * len(search) / len(train_rows)))
         cap_val = max(1, max_per_class - cap_search)
-    search_fit = dataset.balanced(search, cap_search, seed=seed)
+        ks = pd.Series(search["prdtypecode"].to_numpy()[keep_search]).value_counts()
+        kv = pd.Series(validation["prdtypecode"].to_numpy()[keep_val]).value_counts()
+        for code in ks.index.union(kv.index):
+            k_s, k_v = int(ks.get(code, 0)), int(kv.get(code, 0))
+            caps_search[code] = min(max(cap_search, k_s), max_per_class - k_v)
+            caps_val[code] = max_per_class - caps_search[code]
+    search_fit = dataset.balanced(search, cap_search, seed=seed, keep=keep_search, caps=caps_search)
     validation = validation.reset_index(drop=True)
-    val_fit = dataset.balanced(validation.assign(_pos=np.arange(len(validation))), cap_val, seed=seed)
-    return Parts(search_fit, validation, np.sort(val_fit["_pos"].to_numpy()), len(search))
+    val_fit = dataset.balanced(validation.assign(_pos=np.arange(len(validation))), cap_val, seed=seed,
+                               keep=keep_val, caps=caps_val)
+    return Parts(search_fit, validation, np.sort(val_fit["_pos"].to_numpy()), len(search), capped)
 
 
 # --- features ------------------------------------------------------------------------------------

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from psycopg2.extras import Json, RealDictCursor
 
-from .jsonvalues import jsonable
+from .jsonvalues import jsonable, storable
 
 
 def _all(conn, sql: str, params: Sequence | dict | None = None) -> list[dict]:
@@ -84,7 +84,8 @@ def finish_run(conn, run_id: int, status: str, outputs: dict | None = None, erro
         conn,
         """UPDATE pipeline_runs SET status = %s, outputs = outputs || %s, error = %s, finished_at = clock_timestamp()
            WHERE id = %s AND status = 'running'""",
-        (status, Json(outputs or {}), error, run_id),
+        # jsonb cannot hold NUL either: outputs quoting a binary file's bytes would fail the update
+        (status, Json(storable(outputs or {})), error, run_id),
     )
     if n != 1:
         raise RuntimeError(f"pipeline run {run_id} is not running (already finished or abandoned)")
@@ -366,6 +367,27 @@ def versions_ever_champion(conn, model_name: str) -> list[str]:
     return [r["version"] for r in rows]
 
 
+def latest_production_change(conn, model_name: str) -> dict | None:
+    """The newest recorded change of production (champion_audit.py): a promotion, a manual
+    promotion, or a rollback; `version` is the one it put in production."""
+    return _one(
+        conn,
+        """SELECT id, decision, decided_by, created_at,
+                  CASE WHEN decision = 'rolled_back' THEN restored_version ELSE model_version END AS version
+           FROM model_decisions
+           WHERE model_name = %s AND (decision IN ('promoted', 'manual_promotion')
+                                      OR (decision = 'rolled_back' AND restored_version IS NOT NULL))
+           ORDER BY id DESC LIMIT 1""",
+        (model_name,),
+    )
+
+
+def notification_sent(conn, event: str, subject: str) -> bool:
+    """Whether a notification of `event` with this subject was already recorded (any channel)."""
+    return bool(_scalar(conn, "SELECT EXISTS (SELECT 1 FROM notifications WHERE event = %s AND subject = %s)",
+                        (event, subject)))
+
+
 def last_promotion_of(conn, model_name: str, model_version: str) -> dict | None:
     """The latest promoted/manual_promotion row of a version (its champion_version is the champion it
     replaced)."""
@@ -596,16 +618,90 @@ def count_inference_rows(conn) -> int:
 def insert_api_audit(conn, *, actor: str, authenticated: bool, method: str, route: str, path: str,
                      params: dict | None, status_code: int, detail: str | None = None,
                      pipeline_run_id: int | None = None, client: str | None = None,
-                     duration_ms: float | None = None) -> int:
+                     duration_ms: float | None = None, role: str | None = None) -> int:
     return _scalar(
         conn,
         """INSERT INTO api_audit (actor, authenticated, method, route, path, params, status_code,
-                                  detail, pipeline_run_id, client, duration_ms)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                                  detail, pipeline_run_id, client, duration_ms, role)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
         (actor, authenticated, method, route, path,
          Json(params or {}, dumps=lambda o: json.dumps(o, default=str)), status_code, detail,
-         pipeline_run_id, client, duration_ms),
+         pipeline_run_id, client, duration_ms, role),
     )
+
+
+# === identities: API tokens and control room sign-ins (sql/013_access.sql) ====================
+def insert_api_token(conn, *, name: str, role: str, token_sha256: str, created_by: str,
+                     note: str | None = None) -> dict:
+    return _one(
+        conn,
+        """INSERT INTO api_tokens (name, role, token_sha256, created_by, note)
+           VALUES (%s, %s, %s, %s, %s)
+           RETURNING id, name, role, note, created_at, created_by""",
+        (name, role, token_sha256, created_by, note),
+    )
+
+
+def use_api_token(conn, token_sha256: str) -> dict | None:
+    """The active token with this hash (name, role), its last use stamped; None when unknown or
+    revoked. The stamp is written at most once a minute per token."""
+    row = _one(conn, "SELECT id, name, role, last_used_at FROM api_tokens "
+                     "WHERE token_sha256 = %s AND revoked_at IS NULL", (token_sha256,))
+    if row is not None:
+        _exec(conn, "UPDATE api_tokens SET last_used_at = clock_timestamp() WHERE id = %s AND "
+                    "(last_used_at IS NULL OR last_used_at < clock_timestamp() - interval '1 minute')",
+              (row["id"],))
+    return row
+
+
+def has_active_api_token(conn) -> bool:
+    return bool(_scalar(conn, "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE revoked_at IS NULL)"))
+
+
+def list_api_tokens(conn, include_revoked: bool = False) -> list[dict]:
+    return _all(
+        conn,
+        """SELECT id, name, role, note, created_at, created_by, last_used_at, revoked_at, revoked_by
+           FROM api_tokens WHERE %(all)s OR revoked_at IS NULL ORDER BY name, id""",
+        {"all": include_revoked},
+    )
+
+
+def revoke_api_token(conn, name: str, revoked_by: str) -> dict | None:
+    return _one(
+        conn,
+        """UPDATE api_tokens SET revoked_at = clock_timestamp(), revoked_by = %s
+           WHERE name = %s AND revoked_at IS NULL RETURNING id, name, role, revoked_at, revoked_by""",
+        (revoked_by, name),
+    )
+
+
+def insert_ui_sign_in(conn, *, name: str, method: str, ok: bool, role: str | None = None,
+                      reason: str | None = None) -> int:
+    return _scalar(
+        conn,
+        "INSERT INTO ui_sign_ins (name, method, ok, role, reason) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (name, method, ok, role, reason),
+    )
+
+
+def failed_sign_ins_since_success(conn, name: str, within_seconds: float) -> tuple[int, Any]:
+    """(refused sign-ins of `name` since its last successful one, within the last `within_seconds`;
+    the time of the latest of them). Attempts refused during a pause ('throttled') do not count:
+    whoever keeps trying cannot keep a name locked out."""
+    row = _one(
+        conn,
+        """SELECT count(*) AS n, max(at) AS latest FROM ui_sign_ins
+           WHERE name = %(name)s AND NOT ok AND reason IS DISTINCT FROM 'throttled'
+             AND at > clock_timestamp() - make_interval(secs => %(within)s)
+             AND at > coalesce((SELECT max(at) FROM ui_sign_ins WHERE name = %(name)s AND ok), '-infinity')""",
+        {"name": name, "within": float(within_seconds)},
+    )
+    return int(row["n"]), row["latest"]
+
+
+def list_ui_sign_ins(conn, limit: int = 100) -> list[dict]:
+    return _all(conn, "SELECT * FROM ui_sign_ins ORDER BY id DESC LIMIT %s", (limit,))
 
 
 def list_api_audit(conn, limit: int = 100, route: str | None = None) -> list[dict]:
@@ -743,12 +839,25 @@ def window_model_versions(conn, start, end) -> list[dict]:
     )
 
 
-def window_feedback_pairs(conn, start, end, version: str | None = None) -> list[tuple[int, int, int]]:
+# "The latest label wins" wherever labels are read (training, the realized F1 and the performance
+# estimate of drift, shadow scoring): the label given last (feedback.created_at), ties (labels of
+# one transaction) by id. One ordering, so that the label a model trains on is the label it is
+# scored against. The training's index feedback_product is in this order.
+def latest_label_first(alias: str = "") -> str:
+    """The ORDER BY terms that put the latest label first (of feedback `alias`)."""
+    a = f"{alias}." if alias else ""
+    return f"{a}created_at DESC, {a}id DESC"
+
+
+def window_feedback_pairs(conn, start, end, version: str | None = None,
+                          unpicked_only: bool = False) -> list[tuple[int, int, int]]:
     """(true_code, predicted_code, count) over the window's predictions that got feedback.
 
     Feedback is matched to its prediction by inference_id (the latest feedback row of each
     prediction counts); the prediction's logged_at places it in the window. version: only the
     predictions of that model version (the feedback row carries it, copied from the prediction).
+    unpicked_only: leave out the predictions the labelling queue offered before that label
+    (labelling_offers): the queue picks likely errors, not a sample of the traffic.
     """
     with conn.cursor() as cur:
         cur.execute(
@@ -756,8 +865,8 @@ def window_feedback_pairs(conn, start, end, version: str | None = None) -> list[
             # tied to it): the window's labels are read from feedback alone, at a cost that follows
             # the number of labels, not of predictions; the log is read (one partition, by its
             # primary key) only for a label whose predicted code was not copied.
-            """SELECT true_code, predicted_code, count(*) FROM (
-                   SELECT DISTINCT ON (f.inference_id) f.true_code,
+            f"""SELECT true_code, predicted_code, count(*) FROM (
+                   SELECT DISTINCT ON (f.inference_id) f.inference_id, f.created_at, f.true_code,
                           -- a scalar subquery (never turned into a join over the window's rows),
                           -- evaluated only when the code was not copied
                           coalesce(f.predicted_code,
@@ -767,12 +876,27 @@ def window_feedback_pairs(conn, start, end, version: str | None = None) -> list[
                    WHERE f.inference_id IS NOT NULL
                      AND f.inference_logged_at > %(s)s AND f.inference_logged_at <= %(e)s
                      AND (%(v)s::text IS NULL OR f.model_version = %(v)s::text)
-                   ORDER BY f.inference_id, f.id DESC) x
+                   ORDER BY f.inference_id, {latest_label_first("f")}) x
                WHERE predicted_code IS NOT NULL
+                 AND NOT (%(unpicked)s AND EXISTS (SELECT 1 FROM labelling_offers o
+                                                   WHERE o.inference_id = x.inference_id
+                                                     AND o.offered_at <= x.created_at))
                GROUP BY 1, 2""",
-            {"s": start, "e": end, "v": version},
+            {"s": start, "e": end, "v": version, "unpicked": bool(unpicked_only)},
         )
         return [(int(a), int(b), int(n)) for a, b, n in cur.fetchall()]
+
+
+def record_labelling_offers(conn, inference_ids: Sequence[int]) -> None:
+    """The predictions the labelling queue offered (the first offer of each is kept)."""
+    if inference_ids:
+        _exec(conn, """INSERT INTO labelling_offers (inference_id) SELECT unnest(%s::bigint[])
+                       ON CONFLICT (inference_id) DO NOTHING""", (list(map(int, inference_ids)),))
+
+
+def prune_labelling_offers(conn, before) -> int:
+    """Drop the offers made before `before` (their predictions are gone with retention)."""
+    return _exec(conn, "DELETE FROM labelling_offers WHERE offered_at < %s", (before,))
 
 
 def products_loaded_between(conn, start, end, limit: int) -> list[dict]:
@@ -1033,10 +1157,10 @@ def insert_shadow_rows(conn, rows: Sequence[dict]) -> int:
 # request by its request_id, or by the inference_log row it was tied to (whose request_id is
 # then read by primary key, from the log or from the rows retention kept). Driven by feedback,
 # so its cost follows the number of labels, not of predictions.
-_SHADOW_LABELS = """
+_SHADOW_LABELS = f"""
     labels AS (
         SELECT DISTINCT ON (rid) rid, true_code FROM (
-            SELECT f.id, f.true_code,
+            SELECT f.id, f.created_at, f.true_code,
                    coalesce(f.request_id,
                             (SELECT i.request_id FROM inference_log i
                              WHERE i.id = f.inference_id AND i.logged_at = f.inference_logged_at),
@@ -1045,7 +1169,7 @@ _SHADOW_LABELS = """
             WHERE (f.inference_logged_at > %(lo)s AND f.inference_logged_at <= %(hi)s)
                OR (f.inference_id IS NULL AND f.request_id IS NOT NULL)) x  -- not tied (yet): few
         WHERE rid IS NOT NULL
-        ORDER BY rid, id DESC)"""
+        ORDER BY rid, {latest_label_first()})"""
 _SHADOW_FILTER = """s.logged_at > %(start)s AND s.logged_at <= %(end)s
         AND (%(challenger)s::text IS NULL OR s.challenger_version = %(challenger)s::text)
         AND (%(champion)s::text IS NULL OR s.champion_version = %(champion)s::text)"""
@@ -1285,6 +1409,13 @@ _KEPT_ROWS_SQL = """
         UNION ALL
         SELECT p.id, 'feedback' FROM feedback f JOIN {table} p ON p.request_id = f.request_id
         WHERE f.inference_id IS NULL AND f.request_id IS NOT NULL AND f.created_at >= %(lo)s
+        UNION ALL
+        -- a label by productid alone that is not tied to a prediction (given before labels were
+        -- tied at record time, ops/feedback.py): the product's newest row of the partition, its text
+        SELECT (SELECT p.id FROM {table} p WHERE p.productid = f.productid
+                ORDER BY p.logged_at DESC, p.id DESC LIMIT 1), 'feedback' FROM feedback f
+        WHERE f.inference_id IS NULL AND f.request_id IS NULL AND f.productid IS NOT NULL
+          AND f.created_at >= %(lo)s
         UNION ALL
         SELECT h.inference_id, 'hold:' || h.reason FROM inference_log_holds h
     ) k JOIN {table} p ON p.id = k.id {where}
@@ -1614,7 +1745,7 @@ def window_feedback_predictions(conn, start, end, version: str | None = None,
     key, one partition each (a lateral lookup: never a join over the window's rows)."""
     with conn.cursor() as cur:
         cur.execute(
-            """SELECT DISTINCT ON (x.inference_id) l.true_code, i.predicted_code, i.confidence, i.top_k,
+            f"""SELECT DISTINCT ON (x.inference_id) l.true_code, i.predicted_code, i.confidence, i.top_k,
                       x.inference_logged_at
                FROM (SELECT DISTINCT f.inference_logged_at, f.inference_id FROM feedback f
                      WHERE f.inference_id IS NOT NULL
@@ -1629,7 +1760,7 @@ def window_feedback_predictions(conn, start, end, version: str | None = None,
                CROSS JOIN LATERAL (SELECT predicted_code, confidence, top_k FROM inference_log i
                                    WHERE i.id = x.inference_id AND i.logged_at = x.inference_logged_at
                                    LIMIT 1) i
-               ORDER BY x.inference_id, l.id DESC""",
+               ORDER BY x.inference_id, {latest_label_first("l")}""",
             {"s": start, "e": end, "v": version, "n": limit},
         )
         return [(int(t), int(p), float(c), k, at) for t, p, c, k, at in cur.fetchall()]
@@ -1756,6 +1887,35 @@ _LOGGED_TEXT = """
     ORDER BY c.pref, c.logged_at DESC, c.id DESC LIMIT 1"""
 
 
+def newest_inference_of_product(conn, productid: int) -> dict | None:
+    """The product's newest logged prediction (the log or the rows retention kept), or None."""
+    return _one(
+        conn,
+        f"""SELECT * FROM (
+                (SELECT {_LOG_COLUMNS} FROM inference_log WHERE productid = %(p)s
+                 ORDER BY logged_at DESC, id DESC LIMIT 1)
+                UNION ALL
+                (SELECT {_LOG_COLUMNS} FROM inference_log_retained WHERE productid = %(p)s
+                 ORDER BY logged_at DESC, id DESC LIMIT 1)) x
+            ORDER BY logged_at DESC, id DESC LIMIT 1""",
+        {"p": int(productid)})
+
+
+def product_labelled_before(conn, productid: int) -> bool:
+    """True when some feedback names the product: it was served or catalogued once (a label is
+    accepted for no other), so if it is neither now, retention dropped its predictions."""
+    return bool(_scalar(conn, "SELECT EXISTS (SELECT 1 FROM feedback WHERE productid = %s)", (int(productid),)))
+
+
+def label_recency(conn) -> dict[int, int]:
+    """{productid: rank} of the products whose code comes from a human label, 0 for the latest
+    label (latest_label_first): which labels the class cap keeps first (dataset.balanced)."""
+    with conn.cursor() as cur:
+        cur.execute(f"""SELECT p.productid FROM products p JOIN feedback f ON f.id = p.label_feedback_id
+                        ORDER BY {latest_label_first("f")}""")
+        return {int(pid): k for k, (pid,) in enumerate(cur.fetchall())}
+
+
 def product_was_served(conn, productid: int) -> bool:
     """True when the product is in the catalogue or the inference log (kept rows included)."""
     return bool(_scalar(
@@ -1777,7 +1937,7 @@ def feedback_label_counts(conn, codes: Sequence[int]) -> dict:
                        NOT EXISTS (SELECT 1 FROM feedback_used u WHERE u.feedback_id = f.id) AS is_new
                 FROM feedback f WHERE f.productid IS NOT NULL AND f.true_code = ANY(%(codes)s::int[])),
             latest AS (
-                SELECT DISTINCT ON (productid) * FROM labels ORDER BY productid, created_at DESC, id DESC),
+                SELECT DISTINCT ON (productid) * FROM labels ORDER BY productid, {latest_label_first()}),
             state AS (
                 SELECT l.productid, l.true_code, p.prdtypecode, p.productid IS NOT NULL AS in_products,
                        p.productid IS NULL AND EXISTS ({_LOGGED_TEXT.format(l="l")}) AS addable
@@ -1793,13 +1953,19 @@ def feedback_label_counts(conn, codes: Sequence[int]) -> dict:
     )
 
 
-def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int]) -> dict:
+def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int],
+                          title_ok: Callable[[str], bool] | None = None) -> dict:
     """Make the labels training rows, in the caller's transaction (the train step's): every
     labelled product in `products` takes its latest label (each change audited in
     label_overrides), a product seen only in traffic is added with its logged text (source
     'feedback', no batch), and the labels used are recorded in feedback_used. State-based, so
     running it twice changes nothing the second time. All labels are read in one statement (one
-    snapshot): a label committed meanwhile is neither applied nor marked used."""
+    snapshot): a label committed meanwhile is neither applied nor marked used.
+
+    title_ok: the rule a title must pass to be trained on (features.has_letter_or_digit, the
+    load's rule): a feedback row whose logged title fails it is not kept (nor one an earlier
+    training added), counted in feedback_rows_no_text; its label is marked used all the same (it
+    was considered: it must not reopen the feedback gate at every count)."""
     params = {"codes": [int(c) for c in codes], "run": pipeline_run_id}
     _exec(conn, "DROP TABLE IF EXISTS fb_labels, fb_latest, fb_applied")
     _exec(conn, """CREATE TEMP TABLE fb_labels ON COMMIT DROP AS
@@ -1808,8 +1974,8 @@ def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int]) -> d
                           NOT EXISTS (SELECT 1 FROM feedback_used u WHERE u.feedback_id = f.id) AS is_new
                    FROM feedback f WHERE f.productid IS NOT NULL AND f.true_code = ANY(%(codes)s::int[])""",
           params)
-    _exec(conn, """CREATE TEMP TABLE fb_latest ON COMMIT DROP AS
-                   SELECT DISTINCT ON (productid) * FROM fb_labels ORDER BY productid, created_at DESC, id DESC""")
+    _exec(conn, f"""CREATE TEMP TABLE fb_latest ON COMMIT DROP AS
+                    SELECT DISTINCT ON (productid) * FROM fb_labels ORDER BY productid, {latest_label_first()}""")
     _exec(conn, "CREATE TEMP TABLE fb_applied (productid BIGINT PRIMARY KEY) ON COMMIT DROP")
     _exec(conn, "INSERT INTO fb_applied SELECT p.productid FROM products p JOIN fb_latest l USING (productid)")
     overrides = _exec(
@@ -1829,7 +1995,7 @@ def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int]) -> d
            FROM target WHERE old_code <> true_code""",
         params,
     )
-    added = _exec(
+    added = _all(
         conn,
         f"""WITH added AS (
                 INSERT INTO products (productid, designation, description, prdtypecode, batch_id, loaded_at,
@@ -1839,8 +2005,15 @@ def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int]) -> d
                 WHERE NOT EXISTS (SELECT 1 FROM fb_applied a WHERE a.productid = l.productid)
                 ON CONFLICT (productid) DO NOTHING
                 RETURNING productid)
-            INSERT INTO fb_applied SELECT productid FROM added""",
+            INSERT INTO fb_applied SELECT productid FROM added RETURNING productid""",
     )
+    added_ids = {r["productid"] for r in added}
+    no_text: list[int] = []
+    if title_ok is not None:
+        no_text = [r["productid"] for r in _all(conn, "SELECT productid, designation FROM products "
+                                                      "WHERE source = 'feedback'") if not title_ok(r["designation"])]
+        if no_text:
+            _exec(conn, "DELETE FROM products WHERE source = 'feedback' AND productid = ANY(%s::bigint[])", (no_text,))
     used = _one(
         conn,
         """WITH used AS (
@@ -1854,8 +2027,9 @@ def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int]) -> d
            FROM used""",
         params,
     )
-    return {"feedback_rows_added": added, "label_overrides": overrides, "labels_used": used["labels"],
-            "labelled_products_used": used["products"], "feedback_max_id": used["max_feedback_id"]}
+    return {"feedback_rows_added": len(added_ids - set(no_text)), "label_overrides": overrides,
+            "labels_used": used["labels"], "labelled_products_used": used["products"],
+            "feedback_max_id": used["max_feedback_id"], "feedback_rows_no_text": len(no_text)}
 
 
 def label_overrides(conn, *, productid: int | None = None, pipeline_run_id: int | None = None,

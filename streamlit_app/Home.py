@@ -19,7 +19,7 @@ c = common.conn()
 if common.empty_state(c):
     st.stop()
 
-st.caption(f"Product classifier **{s.model_name}** for the Rakuten France catalogue "
+st.caption(f"Product classifier **{common.md(s.model_name)}** for the Rakuten France catalogue "
            "(27 product types, weighted F1).")
 
 # --- champion ---------------------------------------------------------------------------------------
@@ -36,8 +36,8 @@ else:
              help=f"{common.fmt_time(champ['since'])} ({common.age(champ['since'])})" if champ["since"] else None)
     how = {"promoted": "promoted by the rule", "manual_promotion": "approved by hand",
            "rolled_back": "restored by a rollback"}.get(champ["how"], champ["how"] or "")
-    st.caption(f"{how}{' by ' + champ['decided_by'] if champ.get('decided_by') else ''}"
-               f"{': ' + champ['justification'] if champ.get('justification') else ''}")
+    st.caption(common.md(f"{how}{' by ' + champ['decided_by'] if champ.get('decided_by') else ''}"
+                         f"{': ' + champ['justification'] if champ.get('justification') else ''}"))
 
 # --- pipelines ---------------------------------------------------------------------------------------
 st.subheader("Scheduled pipelines")
@@ -52,13 +52,13 @@ for col, kind, label in zip(cols, ("weekly", "daily", "retrain"),
             st.caption("never run")
             continue
         st.markdown(f"run **#{run['id']}** {common.badge(run['status'])} · {common.fmt_time(run['started_at'])} "
-                    f"({common.age(run['started_at'])}) · {run['triggered_by']}"
-                    f"{':' + run['actor'] if run.get('actor') else ''}")
+                    f"({common.age(run['started_at'])}) · {common.md(run['triggered_by'])}"
+                    f"{common.md(':' + run['actor']) if run.get('actor') else ''}")
         if run["steps"]:
             st.markdown(" → ".join(f"{r['step']} {common.badge(r['status'])}" for r in run["steps"]))
         msg = ops_runs.run_message(run)
         if msg:
-            st.caption(msg[:300])
+            st.caption(common.md(msg[:300]))
 
 # --- alerts ------------------------------------------------------------------------------------------
 st.subheader("Open alerts")
@@ -70,7 +70,7 @@ active = ops_alerts.open_alerts(c)
 with cols[3]:
     if active:
         worst = active[0]
-        st.markdown(f"worst: {common.badge(worst['level'])} `{worst['cause']}` ({worst['status']})")
+        st.markdown(f"worst: {common.badge(worst['level'])} {common.md(worst['cause'])} ({worst['status']})")
         st.page_link("pages/5_Alerts_Dashboard.py", label="Open the alerts dashboard", icon=":material/warning:")
     else:
         st.markdown(":green-badge[no open alert]")

@@ -9,6 +9,7 @@ nothing here holds a business rule or a query. A domain error becomes a message 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import timezone
 from pathlib import Path
@@ -20,9 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from mlops_cli import uiauth  # noqa: E402
+from mlops_cli import access, uiauth  # noqa: E402
 from mlops_cli.config import Settings, load_settings  # noqa: E402
-from mlops_cli.errors import Conflict, Invalid, MlopsError, NotFound, TimedOut, Unavailable  # noqa: E402
+from mlops_cli.errors import (Conflict, Forbidden, Invalid, MlopsError, NotFound, TimedOut,  # noqa: E402
+                              Unauthenticated, Unavailable)
 from mlops_cli.jsonvalues import jsonable  # noqa: E402
 from mlops_cli.ops import common as ops_common, drift as ops_drift, runs as ops_runs  # noqa: E402
 from mlops_cli.vocab import Cause, values  # noqa: E402
@@ -38,13 +40,36 @@ LEVEL_COLORS = {"CRITICAL": "red", "ALERT": "orange", "WARNING": "yellow", "NONE
 THRESHOLD_COLORS = {"warning": "#e6b800", "alert": "#ff8c00", "critical": "#d62728"}
 CAUSE_COLORS = {"data": "#1f77b4", "prediction": "#9467bd", "performance": "#2ca02c",
                 "estimated_performance": "#ff7f0e"}
-IDENTITY_KEY = "signed_in"  # session_state: {"name", "method"} once signed in (uiauth.Identity)
+IDENTITY_KEY = "signed_in"  # session_state: uiauth.Identity.as_dict() once signed in, checked at every run
+ENDED_KEY = "signin_ended"  # session_state: why the last sign-in ended (shown once, above the sign-in)
 # How each kind of domain error is shown (errors.MlopsError.code): the message is the error's own.
 ERROR_ICONS = {NotFound.code: ":material/search_off:", Conflict.code: ":material/block:",
                Invalid.code: ":material/edit_off:", Unavailable.code: ":material/cloud_off:",
-               TimedOut.code: ":material/timer_off:",
-               MlopsError.code: ":material/error:"}
+               TimedOut.code: ":material/timer_off:", Forbidden.code: ":material/lock:",
+               Unauthenticated.code: ":material/lock:", MlopsError.code: ":material/error:"}
 RETRY_HINT = " (a service is unreachable: try again in a moment)"
+
+
+# Markdown, GFM and Streamlit markup in text the page did not write (names, notes, reasons,
+# messages, catalogue text) is escaped, so that it shows as typed: no link, image, heading, badge.
+# Backslash escapes stop Markdown; but the renderer finds bare URLs ("https://", "www.", e-mail
+# addresses), icons (":material/x:") and emoji shortcodes in the text *after* parsing, so an
+# invisible WORD JOINER is put after a ':' or '@' followed by a name or '//', and after "www"
+# (checked in Chromium; "status: text" is left alone).
+_MARKUP = re.compile(r"([\\`*_\[\]<>#!|~$:{}])")
+_LINE_START = re.compile(r"^(\s*)([-+=]|\d+[.)])", re.MULTILINE)  # lists, setext headings
+_AUTOLINKED = re.compile(r"(?<=:)(?=[\w/+-])|(?<=@)(?=[\w-])|(?<=[Ww]{3})(?=\.)")
+JOINER = "\u2060"
+
+
+def md(value: Any) -> str:
+    """`value` as Markdown that renders exactly as its text (stored free text in st.markdown,
+    st.caption, st.error...)."""
+    if value is None:
+        return ""
+    text = _MARKUP.sub(r"\\\1", str(value))
+    text = _LINE_START.sub(lambda m: m.group(1) + "".join(c if c.isdigit() else "\\" + c for c in m.group(2)), text)
+    return _AUTOLINKED.sub(JOINER, text)
 
 
 def error_text(exc: MlopsError, prefix: str = "") -> str:
@@ -55,7 +80,7 @@ def error_text(exc: MlopsError, prefix: str = "") -> str:
 
 def show_error(exc: MlopsError, prefix: str = "", icon: str | None = None) -> None:
     """The one place a domain error becomes something on the page."""
-    st.error(error_text(exc, prefix), icon=icon or ERROR_ICONS.get(exc.code, ERROR_ICONS[MlopsError.code]))
+    st.error(md(error_text(exc, prefix)), icon=icon or ERROR_ICONS.get(exc.code, ERROR_ICONS[MlopsError.code]))
 
 
 # --- page set-up --------------------------------------------------------------------------------------
@@ -65,11 +90,17 @@ def page(title: str, icon: str = ":material/monitoring:") -> None:
     st.set_page_config(page_title=f"{title} · MLOps control room", page_icon=icon, layout="wide")
     s = settings()
     _sign_in_from_url(s)
+    _check_session(s)
+    ended = st.session_state.pop(ENDED_KEY, None)
     if identity() is None and not s.ui_public_read:
         st.title("Sign in to the MLOps control room")
+        if ended:
+            st.warning(md(ended), icon=":material/lock_clock:")
         sign_in_form(s)
         st.stop()
     st.title(title)
+    if ended:
+        st.warning(md(ended), icon=":material/lock_clock:")
     sidebar()
 
 
@@ -100,7 +131,7 @@ def conn():
     try:
         return _read_connection(key, s)
     except Exception as exc:  # database unreachable, bad URL, migration error
-        st.error(f"Cannot reach the database: {str(exc).strip()}")
+        st.error(f"Cannot reach the database: {md(str(exc).strip())}")
         st.stop()
 
 
@@ -114,7 +145,7 @@ def call(fn, *args, what: str = "this", **kwargs) -> Any:
     except Exception as exc:
         if ops_common.is_connection_error(exc):
             _read_connection.clear()
-            st.error(f"Lost the database connection while reading {what}: {str(exc).strip()}. "
+            st.error(f"Lost the database connection while reading {what}: {md(str(exc).strip())}. "
                      "Reload the page to reconnect.")
             st.stop()
         raise
@@ -127,20 +158,51 @@ def identity() -> str | None:
     return signed["name"] if signed else None
 
 
+def principal() -> access.Principal | None:
+    """Who is signed in and with which role (access.Principal), None when nobody is."""
+    signed = st.session_state.get(IDENTITY_KEY)
+    return uiauth.Identity(**signed).principal() if signed else None  # checked by _check_session
+
+
+def _check_session(s: Settings) -> bool:
+    """The session's sign-in checked again (uiauth.check_session: age, users file, token); one that
+    no longer holds is signed out, and why is kept for the page to show. True when it holds."""
+    signed = st.session_state.get(IDENTITY_KEY)
+    if not signed:
+        return False
+    try:
+        uiauth.check_session(s, signed)
+    except MlopsError as exc:  # SessionEnded; a bad UI_SESSION_HOURS or UI_AUTH ends it too
+        _sign_out()
+        st.session_state[ENDED_KEY] = str(exc) if isinstance(exc, uiauth.SessionEnded) else (
+            f"Your sign-in ended: {exc}: sign in again.")
+        return False
+    return True
+
+
+def _sign_in_connection(s: Settings):
+    from mlops_cli.db import connection
+
+    return connection(s, application_name="mlops-ui")
+
+
 def _sign_in_from_url(s: Settings) -> None:
     """The sign-in URL printed by `mlops ui` (?token=...): checked, then removed from the address bar."""
     token = st.query_params.get(uiauth.TOKEN_PARAM)
     if token is None:
         return
     del st.query_params[uiauth.TOKEN_PARAM]  # not left in the history or on a shared screen
-    _sign_in(lambda: uiauth.sign_in_with_token(s, token), rerun=False)
+    _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s)), rerun=False)
 
 
 def _sign_in(check, rerun: bool = True, notice=None) -> None:
-    """notice: where a refusal shows (the sidebar above the sign-in expander: the expander may be
-    re-drawn closed by the rerun, and a message inside it would then be hidden)."""
+    """check(): the uiauth sign-in (throttled and recorded in ui_sign_ins). notice: where a refusal
+    shows (the sidebar above the sign-in expander: the expander may be re-drawn closed by the rerun,
+    and a message inside it would then be hidden)."""
     try:
-        st.session_state[IDENTITY_KEY] = check().as_dict()
+        signed = check().as_dict()
+        _sign_out()  # the outcomes shown were someone else's
+        st.session_state[IDENTITY_KEY] = signed
     except MlopsError as exc:
         st.session_state.pop(IDENTITY_KEY, None)
         if notice is None:
@@ -178,28 +240,31 @@ def sign_in_form(s: Settings, notice=None) -> None:
         go = st.form_submit_button("Sign in", key="signin_submit", type="primary")
     if go:
         if how == "users":
-            _sign_in(lambda: uiauth.sign_in_with_password(s, name, password), notice=notice)
+            _sign_in(lambda: uiauth.sign_in_with_password(s, name, password, lambda: _sign_in_connection(s)),
+                     notice=notice)
         else:
-            _sign_in(lambda: uiauth.sign_in_with_token(s, token), notice=notice)
+            _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s)), notice=notice)
 
 
 def sidebar() -> None:
     s = settings()
     with st.sidebar:
-        who = identity()
+        who = principal()
         if who:
-            st.markdown(f"Signed in as **{who}**")
-            st.caption("Recorded as the actor of every action you take (audit trail).")
+            st.markdown(f"Signed in as **{md(who.name)}** ({who.role})")
+            st.caption(f"Recorded as the actor of every action you take (audit trail). Role {who.role}: "
+                       + {"viewer": "read only", "labeller": "read and label",
+                          "operator": "every action"}.get(who.role, "none"))
             st.button("Sign out", key="signout", on_click=_sign_out, icon=":material/logout:")
         else:
             st.markdown("Not signed in: read only")
             notice = st.container()
             with st.expander("Sign in to act", expanded=False, icon=":material/login:"):
                 sign_in_form(s, notice)
-        st.caption(f"Model **{s.model_name}**")
+        st.caption(f"Model **{md(s.model_name)}**")
         from mlops_cli.db import redact
 
-        st.caption("Database: " + (redact(s.database_url) if s.database_url else f"embedded ({s.home}/pg)"))
+        st.caption("Database: " + md(redact(s.database_url) if s.database_url else f"embedded ({s.home}/pg)"))
 
 
 def ui_trigger(who: str | None):
@@ -208,14 +273,27 @@ def ui_trigger(who: str | None):
     return ops_common.trigger("ui", who)
 
 
-def acting_as() -> str | None:
-    """The signed-in name an action form acts with; nobody signed in: None, and a notice is shown
-    where the form would be (read-only pages, UI_PUBLIC_READ)."""
-    who = identity()
+def refusal(action: str, what: str) -> str | None:
+    """Why the session may not do `action` (access.require's message), None when it may."""
+    who = principal()
     if who is None:
-        st.info("Sign in to act (sidebar): every action is recorded with the signed-in name.",
-                icon=":material/lock:")
-    return who
+        return "Sign in to act (sidebar): every action is recorded with the signed-in name."
+    try:
+        access.require(who, action, what)
+    except Forbidden as exc:
+        return str(exc)
+    return None
+
+
+def acting_as(action: str = access.OPERATE, what: str = "this action") -> str | None:
+    """The signed-in name an action form acts with, when its role allows `action` (access.OPERATE
+    for anything that changes state, access.LABEL for a label). Otherwise None, and a notice is shown
+    where the form would be: sign in (read-only pages, UI_PUBLIC_READ), or the role needed."""
+    why = refusal(action, what)
+    if why is not None:
+        st.info(md(why), icon=":material/lock:")
+        return None
+    return identity()
 
 
 # --- rendering ---------------------------------------------------------------------------------------
@@ -285,16 +363,16 @@ def show_result(result: dict | None) -> None:
     """The outcome of an action: status badge, message, and the pipeline_runs row it wrote."""
     if not result:
         return
-    status = result.get("status")
-    text = result.get("message") or ""
+    status = md(result.get("status"))
+    text = md(result.get("message") or "")
     if result.get("ok"):
-        st.success(f"{status}: {text}" if text else str(status), icon=":material/check_circle:")
+        st.success(f"{status}: {text}" if text else status, icon=":material/check_circle:")
     else:
-        st.error(f"{status}: {result.get('error') or text}", icon=":material/error:")
+        st.error(f"{status}: {md(result.get('error')) or text}", icon=":material/error:")
     run = result.get("run")
     if run:
         st.markdown(f"pipeline run **#{run['id']}** {badge(run['status'])} · step `{run['step']}` · "
-                    f"triggered by `{run['triggered_by']}` · actor **{run['actor'] or '—'}**")
+                    f"triggered by `{run['triggered_by']}` · actor **{md(run['actor']) or '—'}**")
         st.dataframe(frame([run], ["id", "pipeline", "step", "status", "triggered_by", "actor", "started_at",
                                    "finished_at", "upstream_run_id", "error"]), hide_index=True)
         with st.expander("outputs"):
@@ -319,26 +397,36 @@ def _shown(result: Any) -> dict:
     return out
 
 
-def run_action(key: str, fn, *args, spinner: str = "Working…", connect: bool = False, **kwargs) -> None:
+def run_action(key: str, fn, *args, spinner: str = "Working…", connect: bool = False,
+               action: str = access.OPERATE, what: str = "this action", **kwargs) -> None:
     """Run an action under a spinner, keep its outcome in session_state[key] and rerun the page (so
     that every table shows what the action changed); the outcome is shown from session_state.
 
     connect: the action gets its own connection as first argument (committed when it returns),
     never the page's read connection. A step that fails is an outcome (its failed run is shown);
     refused actions (a domain error: missing note, nothing to do...) show an error, no outcome; so
-    does an action submitted without a sign-in (the forms are only shown to a signed-in user).
+    does an action submitted without a sign-in, or by a role that does not allow `action` (the
+    forms are only shown to those who may: this is the second check). The sign-in is checked again
+    first (uiauth.check_session), as at the start of the page.
     """
     from mlops_cli.runs import StepFailed
 
-    if identity() is None:
-        st.error("Sign in to act.", icon=":material/lock:")
+    s = settings()
+    if identity() is None or not _check_session(s):
+        st.error(md(st.session_state.pop(ENDED_KEY, None) or "Sign in to act."), icon=":material/lock:")
+        return
+    try:
+        access.require(principal(), action, what)
+    except Forbidden as exc:
+        show_error(exc)
+        st.session_state.pop(key, None)
         return
     try:
         with st.spinner(spinner):
             if connect:
                 from mlops_cli.db import connection
 
-                with connection(settings(), application_name="mlops-ui") as action_conn:
+                with connection(s, application_name="mlops-ui") as action_conn:
                     result = fn(action_conn, *args, **kwargs)
             else:
                 result = fn(*args, **kwargs)
@@ -422,7 +510,7 @@ def show_distributions(report: dict, *, groups: tuple[str, ...] = ("data", "pred
     cols = st.columns(columns)
     for i, f in enumerate(feats):
         with cols[i % columns]:
-            st.markdown(f"**{f['feature']}** ({f['group']}) · score {fmt_score(f['score'])}")
+            st.markdown(f"**{md(f['feature'])}** ({f['group']}) · score {fmt_score(f['score'])}")
             if f["rows"]:
                 st.altair_chart(distribution_chart(f["rows"]), width="stretch")
             elif f.get("reference_rate") is not None:

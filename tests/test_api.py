@@ -93,6 +93,13 @@ def auth(token: str = TOKEN, **headers) -> dict:
     return {"Authorization": f"Bearer {token}", **headers}
 
 
+def token_of(conn, name: str, role: str = "operator") -> str:
+    """A named API token (`mlops api-token add`): its owner is the actor of what it does."""
+    from mlops_cli import access
+
+    return access.create_token(conn, name, role, "pytest")[0]
+
+
 def products(trained, n: int, start: int = 0) -> list[dict]:
     out = []
     for r in trained.rows.iloc[start:start + n].itertuples():
@@ -502,38 +509,77 @@ def test_rows_buffered_during_an_outage_are_written_after(api_env, trained, conn
 
 # --- feedback ------------------------------------------------------------------------------------
 def test_feedback_by_request_id_and_inference_id(client, trained, conn):
+    moderator = auth(token_of(conn, "moderator", "labeller"))
     answer = client.post("/predict", json=products(trained, 1)[0]).json()
     true_code = next(c for c in PRDTYPECODES if c != answer["prdtypecode"])
     r = client.post("/feedback", json={"request_id": answer["request_id"], "prdtypecode": true_code,
-                                       "submitted_by": "moderator", "note": "wrong shelf"})
+                                       "submitted_by": "moderator", "note": "wrong shelf"}, headers=moderator)
     assert r.status_code == 201, r.text
     fb = r.json()
     assert fb["resolved"] is True and fb["predicted_code"] == answer["prdtypecode"]
     assert fb["model_version"] == trained.v1 and fb["prdtypecode"] == true_code
     assert fb["productid"] == answer["productid"]
     inference_id = fb["inference_id"]
-    r = client.post("/feedback", json={"inference_id": inference_id, "prdtypecode": 10})
+    r = client.post("/feedback", json={"inference_id": inference_id, "prdtypecode": 10}, headers=auth())
     assert r.status_code == 201 and r.json()["request_id"] == answer["request_id"]
     rows = query(conn, "SELECT inference_id, true_code, predicted_code, submitted_by FROM feedback ORDER BY id")
     assert rows == [(inference_id, true_code, answer["prdtypecode"], "moderator"),
-                    (inference_id, 10, answer["prdtypecode"], None)]
-    # a product named alone: one the API served is kept (not tied to one prediction); one never
-    # served and not in the catalogue has no text to learn from: refused (issue 16)
-    r = client.post("/feedback", json={"productid": answer["productid"], "prdtypecode": 2583})
-    assert r.status_code == 201 and r.json()["resolved"] is False
-    r = client.post("/feedback", json={"productid": 42, "prdtypecode": 2583})
+                    (inference_id, 10, answer["prdtypecode"], "api")]  # API_TOKEN acts as API_TOKEN_NAME
+    # a product named alone: one the API served is tied to its newest prediction (so retention
+    # keeps that row); one never served and not in the catalogue has no text to learn from:
+    # refused (issue 16)
+    r = client.post("/feedback", json={"productid": answer["productid"], "prdtypecode": 2583}, headers=moderator)
+    assert r.status_code == 201 and r.json()["resolved"] is True and r.json()["inference_id"] == inference_id
+    r = client.post("/feedback", json={"productid": 42, "prdtypecode": 2583}, headers=moderator)
     assert r.status_code == 404 and "Product 42 was never served and is not in the catalogue" in r.json()["detail"]
 
 
 def test_feedback_errors(client):
-    r = client.post("/feedback", json={"inference_id": 987654, "prdtypecode": 10})
+    r = client.post("/feedback", json={"inference_id": 987654, "prdtypecode": 10}, headers=auth())
     assert r.status_code == 404 and "987654" in r.json()["detail"]
-    r = client.post("/feedback", json={"request_id": "abc", "prdtypecode": 11})
+    r = client.post("/feedback", json={"request_id": "abc", "prdtypecode": 11}, headers=auth())
     assert r.status_code == 422 and "unknown prdtypecode 11" in r.json()["message"]
-    r = client.post("/feedback", json={"prdtypecode": 10})
+    r = client.post("/feedback", json={"prdtypecode": 10}, headers=auth())
     assert r.status_code == 422 and "request_id" in r.json()["message"]
-    r = client.post("/feedback", json={"request_id": "abc", "prdtypecode": "ten"})
+    r = client.post("/feedback", json={"request_id": "abc", "prdtypecode": "ten"}, headers=auth())
     assert r.status_code == 422
+
+
+def test_feedback_needs_a_labeller_and_records_who(client, trained, conn):
+    """Labels train the next model: no label without a proven identity, whose name is the
+    label's submitted_by (never the one the body claims); a viewer cannot label; every request,
+    refused ones included, is in api_audit (a refused caller's body is not kept)."""
+    viewer, moderator = auth(token_of(conn, "vera", "viewer")), auth(token_of(conn, "mo", "labeller"))
+    answer = client.post("/predict", json=products(trained, 1)[0]).json()
+    label = {"request_id": answer["request_id"], "prdtypecode": 10}
+    r = client.post("/feedback", json=label)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.json() == {"detail": "missing bearer token: send 'Authorization: Bearer <token>' "
+                                  "(`mlops api-token add NAME` makes one)"}
+    r = client.post("/feedback", json=label, headers=auth("mlops_made-up-token-0123456789"))
+    assert r.status_code == 401 and r.json() == {"detail": "invalid API token (unknown or revoked)"}
+    r = client.post("/feedback", json=label, headers=viewer)
+    assert r.status_code == 403 and r.json() == {"detail": "vera is a viewer: labelling needs the labeller role"}
+    r = client.post("/feedback", json={**label, "submitted_by": "ceo@corp"}, headers=moderator)
+    assert r.status_code == 403 and r.json() == {
+        "detail": "this token acts as mo; submitted_by names 'ceo@corp': use that person's own token "
+                  "(`mlops api-token add NAME`)"}
+    r = client.post("/feedback", json=label, headers={**moderator, "X-Actor": "ceo@corp"})
+    assert r.status_code == 403 and "X-Actor names 'ceo@corp'" in r.json()["detail"]
+    assert query(conn, "SELECT count(*) FROM feedback") == [(0,)]
+    r = client.post("/feedback", json=label, headers=moderator)
+    assert r.status_code == 201 and r.json()["submitted_by"] == "mo"
+    rows = query(conn, "SELECT actor, authenticated, role, status_code, params ? 'body' FROM api_audit "
+                       "WHERE route = '/feedback' ORDER BY id")
+    assert rows == [("unauthenticated", False, None, 401, False), ("unauthenticated", False, None, 401, False),
+                    ("vera", True, "viewer", 403, True), ("mo", True, "labeller", 403, True),
+                    ("mo", True, "labeller", 403, True), ("mo", True, "labeller", 201, True)]
+    # revoked: refused at its next request
+    from mlops_cli import access
+
+    access.revoke_token(conn, "mo", "pytest")
+    r = client.post("/feedback", json=label, headers=moderator)
+    assert r.status_code == 401 and r.json() == {"detail": "invalid API token (unknown or revoked)"}
 
 
 def test_feedback_rules_are_the_schemas(client, trained):
@@ -541,18 +587,20 @@ def test_feedback_rules_are_the_schemas(client, trained):
     a request_id is one POST /predict can return, no NUL in stored text, 3.0 is an integer;
     two ids that contradict the log are a conflict (409), not invalid input."""
     nulls = {"inference_id": None, "request_id": None, "productid": None, "prdtypecode": 10}
-    assert client.post("/feedback", json=nulls).status_code == 422
-    r = client.post("/feedback", json={"request_id": "bad id", "prdtypecode": 10})
+    assert client.post("/feedback", json=nulls, headers=auth()).status_code == 422
+    r = client.post("/feedback", json={"request_id": "bad id", "prdtypecode": 10}, headers=auth())
     assert r.status_code == 422 and "request_id" in r.json()["message"]
-    r = client.post("/feedback", json={"productid": 1, "prdtypecode": 10, "note": "nul \x00 here"})
+    r = client.post("/feedback", json={"productid": 1, "prdtypecode": 10, "note": "nul \x00 here"}, headers=auth())
     assert r.status_code == 422 and "note" in r.json()["message"]
     answer = client.post("/predict", json=products(trained, 1)[0]).json()
     assert client.app.state.inference_log.flush(60)  # the product is served (a label for it is kept)
-    r = client.post("/feedback", json={"productid": float(answer["productid"]), "prdtypecode": 2583.0})
+    r = client.post("/feedback", json={"productid": float(answer["productid"]), "prdtypecode": 2583.0},
+                    headers=auth())
     assert r.status_code == 201 and (r.json()["productid"], r.json()["prdtypecode"]) == (answer["productid"], 2583)
-    fb = client.post("/feedback", json={"request_id": answer["request_id"], "prdtypecode": 10}).json()
+    fb = client.post("/feedback", json={"request_id": answer["request_id"], "prdtypecode": 10},
+                     headers=auth()).json()
     r = client.post("/feedback", json={"inference_id": fb["inference_id"], "request_id": "other-1",
-                                       "prdtypecode": 10})
+                                       "prdtypecode": 10}, headers=auth())
     assert r.status_code == 409 and answer["request_id"] in r.json()["detail"]
 
 
@@ -560,30 +608,31 @@ def test_lone_surrogates_are_invalid_text_and_the_422_still_encodes(client, conn
     """A JSON `\\ud800` escape without its pair: not text pydantic (or PostgreSQL) holds, so a
     422 naming the field, whose echo of the input encodes (U+FFFD), in feedback and the control API."""
     body = b'{"productid": 7, "prdtypecode": 10, "note": "half \\ud800 pair"}'
-    r = client.post("/feedback", content=body, headers={"Content-Type": "application/json"})
+    r = client.post("/feedback", content=body, headers={"Content-Type": "application/json", **auth()})
     assert r.status_code == 422, r.text
     assert [(d["loc"], d["input"]) for d in r.json()["detail"]] == [(["body", "note"], "half \ufffd pair")]
     assert query(conn, "SELECT count(*) FROM feedback") == [(0,)]
     r = client.post("/api/rollback-model", content=b'{"reason": "why \\ud800", "by": "x"}',
                     headers={"Content-Type": "application/json", **auth()})
     assert r.status_code == 422 and "reason" in r.json()["message"], r.text
-    assert query(conn, "SELECT status_code FROM api_audit WHERE route = '/api/rollback-model'") == [(422,)]
+    assert query(conn, "SELECT route, status_code FROM api_audit ORDER BY id") == [
+        ("/feedback", 422), ("/api/rollback-model", 422)]
 
 
 def test_a_body_that_does_not_parse_is_422(client, conn):
     """Bytes that are not UTF-8 (FastAPI's bare 400) are invalid input like a JSON syntax error."""
-    for path, headers in (("/predict", {}), ("/feedback", {}), ("/api/rollback-model", auth())):
+    for path, headers in (("/predict", {}), ("/feedback", auth()), ("/api/rollback-model", auth())):
         r = client.post(path, content=b'{"designation": "caf\xe9"}',
                         headers={"Content-Type": "application/json", **headers})
         assert r.status_code == 422, (path, r.text)
         assert r.json()["detail"][0]["type"] == "json_invalid" and "UnicodeDecodeError" in r.json()["message"]
-    rows = query(conn, "SELECT route, status_code FROM api_audit")
-    assert rows == [("/api/rollback-model", 422)]  # audited with the status the client got
+    rows = query(conn, "SELECT route, status_code FROM api_audit ORDER BY id")
+    assert rows == [("/feedback", 422), ("/api/rollback-model", 422)]  # audited with the status the client got
 
 
 def test_feedback_before_its_prediction_is_logged_is_resolved_later(client, trained, conn):
     """Another worker may still hold the prediction in memory: the feedback waits for it."""
-    r = client.post("/feedback", json={"request_id": "later-1", "prdtypecode": 2583})
+    r = client.post("/feedback", json={"request_id": "later-1", "prdtypecode": 2583}, headers=auth())
     assert r.status_code == 201 and r.json()["resolved"] is False
     answer = client.post("/predict", json=products(trained, 1)[0], headers={"X-Request-ID": "later-1"}).json()
     assert client.app.state.inference_log.flush(60)
@@ -683,10 +732,10 @@ def test_control_requests_with_nul_are_refused_and_audited(client, conn):
 
 # --- control API -----------------------------------------------------------------------------------
 CONTROL_ROUTES = [
-    ("post", "/api/trigger-retrain", {"by": "alice"}),
+    ("post", "/api/trigger-retrain", {"by": "api"}),
     ("post", "/api/rollback-model", {"reason": "test"}),
     ("get", "/api/alerts", None),
-    ("post", "/api/alerts/1/acknowledge", {"by": "alice"}),
+    ("post", "/api/alerts/1/acknowledge", {"by": "api"}),
     ("get", "/api/runs", None),
     ("get", "/api/models", None),
     ("get", "/api/thresholds", None),
@@ -705,7 +754,7 @@ def test_control_refuses_missing_and_wrong_tokens(client, method, path, body):
     r = client.request(method, path, headers={"Authorization": "Basic abc"}, **kw)
     assert r.status_code == 401
     r = client.request(method, path, headers=auth("wrong-token"), **kw)
-    assert r.status_code == 403, r.text
+    assert r.status_code == 401 and r.json() == {"detail": "invalid API token (unknown or revoked)"}
 
 
 @pytest.mark.parametrize("method,path,body", CONTROL_ROUTES)
@@ -716,21 +765,58 @@ def test_control_disabled_without_api_token(api_env, method, path, body):
         for headers in ({}, auth(), auth("")):
             r = c.request(method, path, headers=headers, **kw)
             assert r.status_code == 503, r.text
-            assert r.json()["detail"] == "control API disabled: set API_TOKEN"
+            assert r.json()["detail"] == ("control API disabled: set API_TOKEN or create a token with "
+                                          "`mlops api-token add NAME --role operator`")
+    api_env.setenv("API_TOKEN", "short")  # a guessable shared secret is refused, not used
+    with TestClient(create_app(config.load_settings(), start_background=False)) as c:
+        r = c.request(method, path, headers=auth("short"), **({"json": body} if body is not None else {}))
+        assert r.status_code == 503 and r.json()["detail"].startswith(
+            "control API disabled: API_TOKEN is too short (5 characters, at least 16)")
+
+
+@pytest.mark.parametrize("method,path,body", CONTROL_ROUTES)
+def test_each_control_route_needs_its_role(client, conn, method, path, body):
+    """access.NEEDS: reads need a viewer, the labelling queue a labeller, actions an operator;
+    the refusal names the role needed."""
+    roles = ["viewer", "labeller", "operator"]
+    needed = "labeller" if path == "/api/labelling-queue" else "viewer" if method == "get" else "operator"
+    what = {"viewer": "reading", "labeller": "the labelling queue", "operator": "this action"}[needed]
+    for role in roles:
+        allowed = roles.index(role) >= roles.index(needed)
+        if allowed and method != "get":
+            continue  # the action itself: its own tests
+        kw = {"json": {k: v for k, v in body.items() if k != "by"}} if body is not None else {}
+        r = client.request(method, path, headers=auth(token_of(conn, f"user-{role}", role)), **kw)
+        if allowed:
+            assert r.status_code == 200, (role, r.text)
+        else:
+            assert r.status_code == 403 and r.json() == {
+                "detail": f"user-{role} is a {role}: {what} needs the {needed} role"}, (role, r.text)
 
 
 def test_control_requests_are_audited(client, conn):
-    assert client.get("/api/runs?limit=5", headers=auth(**{"X-Actor": "carol"})).status_code == 200
-    assert client.get("/api/runs", headers=auth("nope")).status_code == 403
+    """The actor of an audit row is proven, never claimed: the token's name; 'unauthenticated'
+    (and no body kept) when no token was proven."""
+    carol = auth(token_of(conn, "carol"))
+    assert client.get("/api/runs?limit=5", headers={**carol, "X-Actor": "carol"}).status_code == 200
+    assert client.get("/api/runs", headers=auth("nope", **{"X-Actor": "carol"})).status_code == 401
     assert client.get("/api/runs").status_code == 401
     assert client.get("/api/runs?limit=0", headers=auth()).status_code == 422
-    rows = query(conn, "SELECT actor, authenticated, method, route, params, status_code FROM api_audit ORDER BY id")
-    assert [(r[0], r[1], r[3], r[5]) for r in rows] == [
-        ("carol", True, "/api/runs", 200), ("api", False, "/api/runs", 403), ("api", False, "/api/runs", 401),
-        ("api", True, "/api/runs", 422)]
+    r = client.post("/api/thresholds", json={"warning": 0.01, "by": "the-cto"}, headers=carol)
+    assert r.status_code == 403 and "by names 'the-cto'" in r.json()["detail"]
+    r = client.post("/api/rollback-model", json={"reason": "x" * 1000}, headers={"X-Actor": "nobody"})
+    assert r.status_code == 401
+    rows = query(conn, "SELECT actor, authenticated, role, route, params, status_code FROM api_audit ORDER BY id")
+    assert [(r[0], r[1], r[2], r[3], r[5]) for r in rows] == [
+        ("carol", True, "operator", "/api/runs", 200), ("unauthenticated", False, None, "/api/runs", 401),
+        ("unauthenticated", False, None, "/api/runs", 401), ("api", True, "operator", "/api/runs", 422),
+        ("carol", True, "operator", "/api/thresholds", 403),
+        ("unauthenticated", False, None, "/api/rollback-model", 401)]
     assert rows[0][4] == {"query": {"limit": "5"}}
+    assert rows[4][4] == {"body": {"warning": 0.01, "by": "the-cto"}} and rows[5][4] == {}
+    assert client.get("/api/thresholds", headers=carol).json()["source"]["warning"] == "settings"  # unchanged
     r = client.get("/api/audit", headers=auth())
-    assert r.status_code == 200 and len(r.json()) == 4
+    assert r.status_code == 200 and len(r.json()) == 7  # and the GET /api/thresholds above
 
 
 def test_runs_route_lists_pipeline_runs(client, settings, small_catalogue):
@@ -751,7 +837,8 @@ def test_runs_route_lists_pipeline_runs(client, settings, small_catalogue):
 def test_trigger_retrain_202_then_409(client, api_env, conn):
     api_env.setenv("MLOPS_FAULT", "train:hang")  # the launched pipeline stays in its train step
     # The retrain hangs in its train step: answering at all proves the route does not wait for it.
-    r = client.post("/api/trigger-retrain", json={"by": "alice", "reason": "new data"}, headers=auth())
+    alice, bob = auth(token_of(conn, "alice")), auth(token_of(conn, "bob"))
+    r = client.post("/api/trigger-retrain", json={"by": "alice", "reason": "new data"}, headers=alice)
     assert r.status_code == 202, r.text
     run_id = r.json()["pipeline_run_id"]
     assert r.json()["status"] == "started"
@@ -761,7 +848,7 @@ def test_trigger_retrain_202_then_409(client, api_env, conn):
         conn.rollback()
         pid = run["pid"]
         assert run["status"] == "running" and run["triggered_by"] == "api" and run["actor"] == "alice"
-        r2 = client.post("/api/trigger-retrain", json={"by": "bob"}, headers=auth())
+        r2 = client.post("/api/trigger-retrain", json={}, headers=bob)
         assert r2.status_code == 409, r2.text
         audit = query(conn, "SELECT status_code, pipeline_run_id, actor FROM api_audit "
                             "WHERE route = '/api/trigger-retrain' ORDER BY id")
@@ -784,16 +871,16 @@ def kill_pipeline(pid: int) -> None:
 
 
 def test_rollback_model(client, trained, conn):
+    alice = auth(token_of(conn, "alice"))
     r = client.post("/api/rollback-model", json={"reason": "  "}, headers=auth())
     assert r.status_code == 422
-    r = client.post("/api/rollback-model", json={"by": "alice"}, headers=auth())
+    r = client.post("/api/rollback-model", json={"by": "alice"}, headers=alice)
     assert r.status_code == 422  # reason is required
     registry.set_alias(trained.settings, registry.CHAMPION, trained.v2)
     registry.set_alias(trained.settings, registry.PREVIOUS, trained.v1)
     try:
         wait_for(lambda: client.app.state.holder.current.version == trained.v2, f"the API to serve {trained.v2}")
-        r = client.post("/api/rollback-model", json={"reason": "F1 dropped"},
-                        headers=auth(**{"X-Actor": "alice"}))
+        r = client.post("/api/rollback-model", json={"reason": "F1 dropped"}, headers=alice)
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "succeeded"
         assert registry.version_by_alias(trained.settings, registry.CHAMPION)["version"] == trained.v1
@@ -828,7 +915,7 @@ def test_rollback_from_an_alert_is_recorded_on_it(client, trained, conn):
     r = client.post("/api/rollback-model", json={"reason": "drift", "alert_id": 424242}, headers=auth())
     assert r.status_code == 404 and r.json() == {"detail": "No alert 424242"}, r.text
     assert store.list_runs(conn, step="rollback") == []
-    r = client.post("/api/trigger-retrain", json={"by": "bob", "alert_id": 424242}, headers=auth())
+    r = client.post("/api/trigger-retrain", json={"alert_id": 424242}, headers=auth())
     assert r.status_code == 404 and r.json() == {"detail": "No alert 424242"}, r.text
     assert store.list_runs(conn, pipeline="retrain") == []
     conn.rollback()
@@ -836,7 +923,7 @@ def test_rollback_from_an_alert_is_recorded_on_it(client, trained, conn):
     registry.set_alias(trained.settings, registry.PREVIOUS, trained.v1)
     try:
         r = client.post("/api/rollback-model", json={"reason": "F1 dropped on the drifted feed", "by": "alice",
-                                                     "alert_id": alert_id}, headers=auth())
+                                                     "alert_id": alert_id}, headers=auth(token_of(conn, "alice")))
         assert r.status_code == 200, r.text
         run_id = r.json()["pipeline_run_id"]
         assert "run_id" not in r.json()  # renamed: a pipeline_runs id says so
@@ -863,7 +950,7 @@ def test_thresholds_partial_update(client, conn):
     assert before["source"] == {"warning": "settings", "alert": "settings", "critical": "settings"}
     warning = round(before["alert"] / 2, 4)
     r = client.post("/api/thresholds", json={"warning": warning, "note": "fewer warnings"},
-                    headers=auth(**{"X-Actor": "carol"}))
+                    headers=auth(token_of(conn, "carol"), **{"X-Actor": "carol"}))
     assert r.status_code == 200, r.text
     after = r.json()
     assert (after["warning"], after["alert"], after["critical"]) == (warning, before["alert"], before["critical"])
@@ -909,7 +996,7 @@ def test_alerts_routes(client):
     r = client.get("/api/alerts?status=bogus", headers=auth())  # the allowed values are an enum: 422
     assert r.status_code == 422, r.text
     assert all(s in r.json()["message"] for s in ("open", "acknowledged", "resolved")), r.json()["message"]
-    r = client.post("/api/alerts/424242/acknowledge", json={"by": "alice"}, headers=auth())
+    r = client.post("/api/alerts/424242/acknowledge", json={"by": "api"}, headers=auth())
     assert r.status_code == 404, r.text
     assert r.json() == {"detail": "No alert 424242"}  # NotFound, mapped by its code
 
@@ -922,7 +1009,7 @@ def test_models_route(client, trained):
     assert "champion" in versions[trained.v1]["aliases"]
 
 
-def test_labelling_queue_route(client, trained):
+def test_labelling_queue_route(client, trained, conn):
     """GET /api/labelling-queue (ops.labelling): the served predictions, one per product, best
     first; a labelled product leaves the queue; the bounds are the schema's (422)."""
     items = products(trained, 12)
@@ -940,7 +1027,7 @@ def test_labelling_queue_route(client, trained):
     assert all(q["score"] >= q["uncertainty"] for q in queue)
     top = queue[0]
     r = client.post("/feedback", json={"inference_id": top["inference_id"], "prdtypecode": top["predicted_code"],
-                                       "submitted_by": "moderator"})
+                                       "submitted_by": "moderator"}, headers=auth(token_of(conn, "moderator", "labeller")))
     assert r.status_code == 201, r.text
     again = client.get("/api/labelling-queue", params={"limit": 3}, headers=auth()).json()
     assert [q["productid"] for q in again] == [q["productid"] for q in queue[1:4]]

@@ -329,7 +329,7 @@ def test_crontab_jobs_parse_with_croniter_and_run_one_mlops_command():
         assert argv[0] == "mlops", argv
         assert not set(argv) & {";", "&&", "||", "|", "&"}, f"more than one command: {argv}"
     assert ("0 2 * * 1", ["mlops", "pipeline", "weekly"]) in entries
-    assert ("0 1 * * *", ["mlops", "pipeline", "daily"]) in entries
+    assert ("0 3 * * *", ["mlops", "pipeline", "daily"]) in entries
 
 
 def test_crontab_sets_the_time_zone():
@@ -365,6 +365,28 @@ def test_render_strips_and_accepts_year_and_seconds_forms():
     assert validate_schedule("DAILY_SCHEDULE", "@daily") == "@daily"
 
 
+def test_crontab_render_warns_of_a_time_on_either_side_of_utc_midnight(cli, monkeypatch):
+    """A pipeline's slot and windows are UTC days: a run at 01:00 in Paris is on the local date
+    in winter (00:00 UTC) and on the day before in summer (23:00 UTC)."""
+    from mlops_cli.schedule import utc_date_shift
+
+    r = cli("crontab", "render")
+    assert r.exit_code == 0 and r.stderr == ""  # the defaults are on the same UTC date all year
+    monkeypatch.setenv("DAILY_SCHEDULE", "0 1 * * *")
+    r = cli("crontab", "render")
+    assert r.exit_code == 0 and "\n0 1 * * * mlops pipeline daily\n" in r.stdout  # valid: still written
+    assert r.stderr == (
+        "Warning: DAILY_SCHEDULE '0 1 * * *' in Europe/Paris runs at 00:00 UTC in January and 23:00 UTC in "
+        "July, on either side of UTC midnight: its UTC date shifts by a day at each change of clock (one "
+        "day's slot is run twice, another never) and part of the year its window ends up to 23 h before "
+        "the run. Choose a time on the same UTC date all year (in Europe/Paris: from 02:00 to 23:59)\n")
+    assert "00:30 UTC in January and 23:30 UTC in July" in utc_date_shift("X", "30 19 * * *", "America/New_York")
+    assert utc_date_shift("X", "30 21 * * *", "America/New_York") is None  # the next UTC date all year
+    assert utc_date_shift("X", "0 1 * * *", "UTC") is None
+    assert utc_date_shift("X", "*/15 * * * *", "Europe/Paris") is None  # only plain times are checked
+    assert utc_date_shift("X", "0 0 1 * * * *", "Europe/Paris") is not None  # the seconds form: 01:00
+
+
 def test_render_uses_the_settings_from_the_environment(monkeypatch):
     from mlops_cli.config import load_settings
 
@@ -372,7 +394,7 @@ def test_render_uses_the_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("CRON_TZ", "America/New_York")
     text = render_crontab(load_settings(), _read(TEMPLATE))
     assert "\n0 4 * * 2 mlops pipeline weekly\n" in text
-    assert "\n0 1 * * * mlops pipeline daily\n" in text
+    assert "\n0 3 * * * mlops pipeline daily\n" in text
     assert "CRON_TZ=America/New_York\n" in text
 
 
@@ -426,7 +448,7 @@ def test_default_template_is_the_package_file_or_the_env_override(monkeypatch, t
     custom = tmp_path / "my.template"
     custom.write_text("CRON_TZ=${CRON_TZ}\n${DAILY_SCHEDULE} mlops pipeline daily\n", encoding="utf-8")
     monkeypatch.setenv("MLOPS_CRONTAB_TEMPLATE", str(custom))
-    assert render_crontab(Settings()) == "CRON_TZ=Europe/Paris\n0 1 * * * mlops pipeline daily\n"
+    assert render_crontab(Settings()) == "CRON_TZ=Europe/Paris\n0 3 * * * mlops pipeline daily\n"
 
     monkeypatch.setenv("MLOPS_CRONTAB_TEMPLATE", str(tmp_path / "missing.template"))
     with pytest.raises(MlopsError, match="MLOPS_CRONTAB_TEMPLATE"):
@@ -874,7 +896,7 @@ def test_airflow_dag_parses_without_airflow():
     tree = ast.parse(_read(AIRFLOW_DAG))
     consts = airflow_constants()
     assert consts["WEEKLY_SCHEDULE"] == Settings().weekly_schedule == "0 2 * * 1"
-    assert consts["DAILY_SCHEDULE"] == Settings().daily_schedule == "0 1 * * *"
+    assert consts["DAILY_SCHEDULE"] == Settings().daily_schedule == "0 3 * * *"
     assert consts["WEEKLY_DAG_ID"] == "mlops_weekly" and consts["DAILY_DAG_ID"] == "mlops_daily"
     commands = [v for k, v in consts.items() if k.endswith("_COMMAND")]
     assert commands and all(c.startswith("mlops ") for c in commands)

@@ -90,6 +90,11 @@ def env(trained, monkeypatch, fresh_state):
     store.insert_model_reference(conn, model_name=s.model_name, model_version=trained.version,
                                  mlflow_run_id=trained.reference["mlflow_run_id"],
                                  summary=trained.reference["summary"])
+    # the module's champion, as promote records it (else the alert step's champion audit reports
+    # an alias moved outside mlops: champion_audit.py)
+    store.insert_decision(conn, model_name=s.model_name, model_version=trained.version, decision="promoted",
+                          metric="weighted_f1", rule="(test fixture)", justification="(test fixture)",
+                          decided_by="pytest")
     conn.commit()
     yield SimpleNamespace(settings=s, conn=conn, model=trained.model, version=trained.version)
     conn.close()
@@ -374,6 +379,37 @@ def test_each_drift_kind_is_detected(env, kind):
     assert len(f["labels"]) == len(f["reference"]) == len(f["current"])
 
 
+def test_labels_the_queue_asked_for_are_not_scored_as_a_sample_of_the_traffic(env):
+    """The labelling queue offers the predictions most likely wrong: their labels, scored as if
+    they were a sample of the traffic, read as a performance drop on traffic that did not change.
+    Performance drift leaves them out (labelling_offers); the report still counts them, and the
+    estimate's realized-vs-estimated comparison (on the same rows) keeps them."""
+    from mlops_cli import synth
+    from mlops_cli.ops import feedback as ops_feedback
+    from mlops_cli.ops.labelling import labelling_queue
+    start = DAY0 + timedelta(days=800)
+    n = traffic(env, start, days=7, per_day=143, seed=44)  # unchanged traffic, none labelled
+    end = start + timedelta(days=7)
+    catalogue = synth.generate_products(n, seed=44, drift="none")  # what simulate_traffic served
+    truth = dict(zip(catalogue["productid"].astype(int), catalogue["prdtypecode"].astype(int)))
+    items = labelling_queue(env.conn, env.settings, limit=env.settings.drift_min_samples + 50, days=7, as_of=end)
+    assert len(items) == env.settings.drift_min_samples + 50
+    for it in items:  # a moderator labels what the queue asked for, truthfully
+        ops_feedback.record(env.settings, prdtypecode=truth[it.productid], inference_id=it.inference_id,
+                            submitted_by="moderator")
+    rep = run_drift(env, end)[7]
+    perf = rep["details"]["performance"]
+    assert rep["n_feedback"] == perf["n_feedback_picked"] == len(items)
+    assert perf["source"] == "none" and rep["performance_drift_score"] is None  # not scored as traffic
+    assert rep["realized_n"] == len(items) and rep["realized_estimated_f1"] is not None
+    # the same labels taken as a sample: a drop that the traffic does not have
+    env.conn.cursor().execute("DELETE FROM labelling_offers")
+    env.conn.commit()
+    biased = run_drift(env, end)[7]["details"]["performance"]
+    assert biased["source"] == "feedback" and biased["n_feedback_picked"] == 0
+    assert biased["window_weighted_f1"] < biased["baseline_weighted_f1"]
+
+
 # --- the label-free performance estimate (mlops_cli/performance_estimate.py) ------------------------------
 def test_estimate_on_a_labelled_window_is_close_to_the_realized_f1(env):
     """~1,000 predictions of unchanged traffic, every one labelled: the estimate made without the
@@ -424,8 +460,13 @@ def test_estimated_against_realized_reads_the_most_recent_labelled_predictions_o
     old = query(env.conn, "SELECT true_code FROM feedback WHERE inference_id = %s", (relabelled,))[0][0]
     classes = store.get_model_reference(env.conn, env.settings.model_name, env.version)["summary"]["estimate"]["classes"]
     new_code = next(c for c in classes if c != old)
-    store.insert_feedback(env.conn, true_code=new_code, inference_id=relabelled, submitted_by="pytest",
-                          model_version=str(env.version))  # a second label: still one prediction of the 40
+    second = store.insert_feedback(env.conn, true_code=new_code, inference_id=relabelled, submitted_by="pytest",
+                                   model_version=str(env.version))  # a second label: still one prediction of the 40
+    # given after the simulated one (its time is the simulated traffic's, in the future)
+    with env.conn.cursor() as cur:
+        cur.execute("""UPDATE feedback SET created_at = (SELECT max(created_at) + interval '1 hour' FROM feedback
+                                                         WHERE inference_id = %s) WHERE id = %s""",
+                    (relabelled, second["id"]))
     env.conn.commit()
     got = store.window_feedback_predictions(env.conn, start, end, version=str(env.version), limit=40)
     assert len(got) == 40

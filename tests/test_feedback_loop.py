@@ -111,7 +111,7 @@ def test_labels_become_rows_latest_wins_overrides_audited_holdout_by_hash(small_
     applied = store.apply_feedback_labels(conn, run, PRDTYPECODES)
     conn.commit()
     assert applied == {"feedback_rows_added": 20, "label_overrides": 1, "labels_used": 24,
-                       "labelled_products_used": 21, "feedback_max_id": max_id}
+                       "labelled_products_used": 21, "feedback_max_id": max_id, "feedback_rows_no_text": 0}
     # the override: who, when, old and new code, the label and the training that applied it
     assert query(conn, """SELECT productid, old_code, new_code, feedback_id, actor, labelled_at, pipeline_run_id
                           FROM label_overrides""") == [(p1, c1, c3, bob.id, "bob", bob.created_at, run)]
@@ -127,7 +127,7 @@ def test_labels_become_rows_latest_wins_overrides_audited_holdout_by_hash(small_
     again = store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES)
     conn.commit()
     assert again == {"feedback_rows_added": 0, "label_overrides": 0, "labels_used": 0, "labelled_products_used": 0,
-                     "feedback_max_id": max_id}
+                     "feedback_max_id": max_id, "feedback_rows_no_text": 0}
     assert query(conn, "SELECT count(*) FROM label_overrides") == [(1,)]
     after = labels_for_next_retrain(conn, settings)
     assert (after["new_labels"], after["feedback_rows"], after["overrides"]) == (0, 0, 0)
@@ -284,3 +284,174 @@ def test_auto_retrain_on_drift_is_off_by_default_waits_for_labels_and_every_deci
                     (go.pipeline_run_id,))[0]
     assert trained[0]["gate"] == "drift" and trained[0]["feedback_rows"] == 3
     assert trained[1]["drift_decision_run_id"] == run["id"]
+
+
+def _serve_at(conn, at, productid, designation, predicted=10) -> int:
+    """A logged prediction of time `at` (its day's partition made first), committed."""
+    store.ensure_inference_partition(conn, at.date())
+    conn.commit()
+    return _write(conn, """INSERT INTO inference_log (logged_at, request_id, productid, designation, description,
+                                                     designation_len, description_len, predicted_code, confidence)
+                          VALUES (%s, %s, %s, %s, '', %s, 0, %s, 0.4) RETURNING id""",
+                  (at, f"req-{productid}", productid, designation, len(designation), predicted))[0][0]
+
+
+def _labelled_class(conn, settings, n_traffic: int, n_catalogue: int):
+    """The catalogue's largest class C; n_traffic traffic-only products and n_catalogue catalogue
+    products of other classes labelled C, one after the other: (C, the labelled productids in the
+    order labelled)."""
+    code = int(query(conn, "SELECT prdtypecode FROM products GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")[0][0])
+    order = []
+    for k in range(n_traffic):
+        pid = 9_200_000_000 + k
+        record(settings, prdtypecode=code, inference_id=_serve(conn, pid, f"aspirateur balai zorblax {k}"))
+        order.append(pid)
+    for (pid,) in query(conn, "SELECT productid FROM products WHERE prdtypecode <> %s ORDER BY productid LIMIT %s",
+                        (code, n_catalogue)):
+        record(settings, prdtypecode=code, productid=int(pid))
+        order.append(int(pid))
+    return code, order
+
+
+def _training_rows(conn, settings):
+    """The train step's rows: the catalogue with each product's label rank, its training part."""
+    products = store.read_products(conn, ("productid", "designation", "description", "prdtypecode", "batch_id",
+                                          "source"))
+    products[dataset.LABEL_RANK] = products["productid"].map(store.label_recency(conn))
+    return dataset.split(products, settings.holdout_fraction)[0]
+
+
+def test_the_class_cap_keeps_every_human_label_and_the_latest_when_they_alone_exceed_it(
+        small_catalogue, settings, conn):
+    from mlops_cli import selection
+
+    _load(conn, settings, small_catalogue)
+    code, order = _labelled_class(conn, settings, 30, 10)
+    store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES)
+    conn.commit()
+    rows = _training_rows(conn, settings)
+    labelled = rows[rows[dataset.LABEL_RANK].notna()]
+    assert set(labelled["productid"]) == set(order) & set(rows["productid"])
+    assert set(labelled["prdtypecode"]) == {code}
+    in_class = int((rows["prdtypecode"] == code).sum())
+
+    def parts(cap):
+        return selection.split_parts(rows, validation_fraction=settings.validation_fraction,
+                                     holdout_fraction=settings.holdout_fraction, max_per_class=cap, seed=42)
+
+    # a cap below the class but above its labels: every label in the fit, the rest of the cap
+    # a sample of the catalogue's other rows of the class
+    cap = (len(labelled) + in_class) // 2
+    assert len(labelled) < cap < in_class
+    p = parts(cap)
+    fit = p.fit_rows
+    assert set(labelled["productid"]) <= set(fit["productid"]) and p.labels_capped == {}
+    assert int((fit["prdtypecode"] == code).sum()) == cap
+    # a cap below the labels alone: the `cap` latest labels, the older ones counted
+    cap = len(labelled) - 3
+    p = parts(cap)
+    fit = p.fit_rows[p.fit_rows["prdtypecode"] == code]
+    latest = [pid for pid in reversed(order) if pid in set(labelled["productid"])][:cap]
+    assert sorted(fit["productid"]) == sorted(latest) and p.labels_capped == {str(code): 3}
+
+
+@pytest.mark.slow
+def test_train_reports_capped_labels_markup_only_rows_and_the_fit_hash(small_catalogue, settings, conn):
+    from mlops_cli import selection
+    from mlops_cli.features import DEFAULT_PARAMS, has_letter_or_digit
+
+    _load(conn, settings, small_catalogue)
+    code, order = _labelled_class(conn, settings, 30, 0)
+    markup = [9_300_000_000, 9_300_000_001]
+    for pid, title in zip(markup, ("<p>&nbsp;</p>", "<div><br></div>")):  # logged titles only markup
+        record(settings, prdtypecode=code, inference_id=_serve(conn, pid, title))
+    record(settings, prdtypecode=code, inference_id=_serve(conn, 9_300_000_002, "<b>Lot de 2</b>&nbsp;"))
+    # as the train step will (idempotent): the markup-only rows are not kept, their labels used
+    applied = store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES, title_ok=has_letter_or_digit)
+    conn.commit()
+    assert (applied["feedback_rows_added"], applied["feedback_rows_no_text"], applied["labels_used"]) == (31, 2, 33)
+    assert query(conn, "SELECT count(*) FROM products WHERE productid = ANY(%s)", (markup,)) == [(0,)]
+    assert labels_for_next_retrain(conn, settings)["new_labels"] == 0
+    rows = _training_rows(conn, settings)
+    n_labelled = int(rows[dataset.LABEL_RANK].notna().sum())
+    cap = n_labelled - 2
+    s = settings.replace(max_per_class=cap)
+    r = train(conn, s, Trigger(), params=FAST_PARAMS, force=True)
+    assert r.status == "succeeded", r.message
+    o = r.outputs
+    assert (o["feedback_rows"], o["feedback_rows_no_text"], o["feedback_rows_added"]) == (31, 2, 0)
+    assert query(conn, "SELECT count(*) FROM products WHERE productid = ANY(%s)", (markup,)) == [(0,)]
+    assert (o["labelled_rows_train"], o["labelled_rows_fit"], o["labelled_rows_capped"]) == (
+        n_labelled, cap, 2)
+    assert o["labelled_rows_capped_by_class"] == {str(code): 2}
+    assert r.message.endswith(
+        f"; 2 older human labels left out of the fit: their class's labels alone exceed MAX_PER_CLASS {cap} "
+        f"(the latest kept; class {code}: 2); 2 feedback rows left out: their logged title has no letter or "
+        "digit once cleaned")
+    fit = selection.split_parts(rows, validation_fraction=s.validation_fraction, holdout_fraction=s.holdout_fraction,
+                                max_per_class=cap, seed=DEFAULT_PARAMS["random_state"]).fit_rows
+    assert o["train_rows"] == len(fit)
+    assert o["fit_hash"] == dataset.dataset_hash(fit) != o["dataset_hash"] == dataset.dataset_hash(rows)
+
+
+def test_a_label_by_productid_is_tied_to_its_newest_prediction_and_outlives_retention(settings, conn):
+    from datetime import datetime, timedelta, timezone
+
+    from mlops_cli.steps.retention import apply_retention
+
+    old = datetime.now(timezone.utc) - timedelta(days=settings.inference_log_retention_days + 10)
+    first = _serve_at(conn, old, 8_800_000_001, "Piscine tubulaire ronde 3m")
+    newest = _serve_at(conn, old + timedelta(hours=1), 8_800_000_001, "Piscine tubulaire ronde 3m avec pompe")
+    legacy = _serve_at(conn, old, 8_800_000_002, "Piscine hors sol acier 4m")
+    unlabelled = _serve_at(conn, old, 8_800_000_003, "Pompe filtration sable")
+    forgotten = _serve_at(conn, old, 8_800_000_004, "Bâche hiver piscine")
+    fb = record(settings, prdtypecode=2583, productid=8_800_000_001, submitted_by="mod")
+    assert (fb.inference_id, fb.request_id, fb.predicted_code, fb.resolved) == (
+        newest, "req-8800000001", 10, True)
+    assert first < newest
+    # a label given by productid alone before labels were tied at record time
+    _write(conn, "INSERT INTO feedback (productid, true_code) VALUES (8800000002, 2583) RETURNING id")
+    apply_retention(conn, settings, actor="pytest")
+    conn.commit()
+    assert query(conn, "SELECT id, reasons FROM inference_log_retained ORDER BY id") == [
+        (newest, ["feedback"]), (legacy, ["feedback"])]
+    assert query(conn, "SELECT count(*) FROM inference_log WHERE id = ANY(%s)", ([unlabelled, forgotten],)) == [(0,)]
+    pending = labels_for_next_retrain(conn, settings)
+    assert (pending["new_labels"], pending["feedback_rows"]) == (2, 2)
+    # dropped and never labelled: nothing tells it from a product never served
+    with pytest.raises(NotFound) as e:
+        record(settings, prdtypecode=2583, productid=8_800_000_003)
+    assert str(e.value) == ("Product 8800000003 was never served and is not in the catalogue: nothing to label "
+                            "(name a logged prediction by inference_id or request_id)")
+    # a label names it (given before its rows were dropped, when nothing kept them): it was served
+    _write(conn, "INSERT INTO feedback (productid, true_code) VALUES (8800000004, 2583) RETURNING id")
+    with pytest.raises(NotFound) as e:
+        record(settings, prdtypecode=2583, productid=8_800_000_004)
+    assert str(e.value) == ("Product 8800000004 is not in the catalogue and its logged predictions were dropped by "
+                            "retention (INFERENCE_LOG_RETENTION_DAYS): no text left to label")
+
+
+def test_the_latest_label_is_the_same_for_training_drift_the_estimate_and_shadow(settings, conn):
+    from datetime import datetime, timedelta, timezone
+
+    iid = _serve(conn, 8_900_000_001, "Robot pâtissier 5 litres", predicted=2583)
+    given = record(settings, prdtypecode=1300, inference_id=iid, submitted_by="mod")
+    # a label of the same prediction imported after it, with its older time: given's wins
+    late = _write(conn, """INSERT INTO feedback (inference_id, inference_logged_at, productid, true_code,
+                                                predicted_code, created_at)
+                          SELECT id, logged_at, productid, 1280, predicted_code, %s - interval '1 hour'
+                          FROM inference_log WHERE id = %s RETURNING id""", (given.created_at, iid))[0][0]
+    assert late > given.id
+    logged_at, request_id = query(conn, "SELECT logged_at, request_id FROM inference_log WHERE id = %s", (iid,))[0]
+    start, end = logged_at - timedelta(days=1), datetime.now(timezone.utc) + timedelta(minutes=1)
+    assert store.window_feedback_pairs(conn, start, end) == [(1300, 2583, 1)]
+    assert [r[0] for r in store.window_feedback_predictions(conn, start, end)] == [1300]
+    store.insert_shadow_rows(conn, [{"logged_at": logged_at, "request_id": request_id, "item_index": 0,
+                                     "champion_version": "1", "champion_code": 2583, "challenger_version": "2",
+                                     "predicted_code": 1280, "confidence": 0.5, "top_k": [], "latency_ms": 1.0}])
+    conn.commit()
+    assert [r["true_code"] for r in store.shadow_counts(conn, None, None)[1]] == [1300]
+    store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES)
+    conn.commit()
+    assert query(conn, "SELECT prdtypecode, label_feedback_id FROM products WHERE productid = 8900000001") == [
+        (1300, given.id)]

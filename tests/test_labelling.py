@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from conftest import query
 from mlops_cli import store
 from mlops_cli.errors import Invalid
 from mlops_cli.ops.labelling import labelling_queue, risen_tokens
@@ -44,6 +45,7 @@ def seeded_log(conn, settings):
         _row(7, productid=104, conf=0.95, code=2280),        # a class the model confuses
         _row(8, productid=105, conf=0.95, n_oov=6, title="zorglub vintage"),  # new vocabulary
         _row(9, productid=106, conf=0.10, age_hours=24 * 10),  # outside the 7-day window
+        _row(10, productid=107, conf=0.05, title="<p>&nbsp;</p>"),  # markup only: nothing to label
     ]
     store.insert_inference_rows(conn, rows)
     ids = _ids(conn)
@@ -61,6 +63,7 @@ def test_queue_ranks_by_chance_of_error_one_entry_per_product_and_skips_labelled
     by_product = [it.productid for it in items]
     assert 103 not in by_product  # already labelled
     assert 106 not in by_product  # older than the window
+    assert 107 not in by_product  # a title with no letter or digit once cleaned (load rejects it)
     assert by_product.count(102) == 1 and by_product.count(None) == 1  # one per product / per text
     assert [it.rank for it in items] == list(range(1, len(items) + 1))
     scores = [it.score for it in items]
@@ -77,6 +80,9 @@ def test_queue_ranks_by_chance_of_error_one_entry_per_product_and_skips_labelled
     assert "6 of 10 words unknown to model v1" in drifted.reasons[0]
     assert drifted.score == pytest.approx(1 - 0.95 * (1 - (0.6 - 0.05) / 0.95) * 0.95, abs=1e-6)
 
+    # what was offered is remembered (performance drift leaves labels given on it out)
+    assert query(conn, "SELECT count(*) FROM labelling_offers WHERE inference_id = ANY(%s)",
+                 ([it.inference_id for it in items],)) == [(len(items),)]
     assert [it.productid for it in labelling_queue(conn, settings, limit=2)] == by_product[:2]
     # a label removes its product from the queue
     store.insert_feedback(conn, true_code=10, productid=102, submitted_by="pytest")

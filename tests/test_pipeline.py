@@ -11,7 +11,8 @@ import time
 import pytest
 
 from conftest import query
-from mlops_cli import registry
+from mlops_cli import db, registry
+from mlops_cli.runs import StepFailed, Trigger
 
 FAST_ENV = {"INITIAL_LOAD_FRACTION": "0.5", "MIN_F1_THRESHOLD": "0.3"}
 
@@ -116,6 +117,21 @@ def test_transient_error_in_a_step_is_retried_then_succeeds(source, cli, conn, m
     assert query(conn, "SELECT count(*) FROM load_batches")[0][0] == 1
 
 
+def test_a_pipeline_exits_by_the_kind_of_its_failed_steps_cause(source, cli, conn, monkeypatch):
+    """A step that cannot reach a service after its retries fails the pipeline with 75
+    (EX_TEMPFAIL: worth retrying), as a command that cannot reach it does; another cause: 1."""
+    monkeypatch.setenv("STEP_RETRIES", "2")
+    monkeypatch.setenv("MLOPS_FAULT", "load:transient=99")
+    r = cli("pipeline", "weekly", "--as-of", "2026-03-09", "--json")
+    assert r.exit_code == 75, r.output
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (last["status"], last["error_code"]) == ("failed", "UNAVAILABLE")
+    assert query(conn, "SELECT status FROM pipeline_runs WHERE step = 'load' ORDER BY id") == [("failed",), ("failed",)]
+    monkeypatch.setenv("MLOPS_FAULT", "load:fail")
+    r = cli("pipeline", "weekly", "--as-of", "2026-03-09")
+    assert r.exit_code == 1 and "step load failed" in r.output
+
+
 def test_step_timeout_fails_the_step(source, cli, conn, monkeypatch):
     monkeypatch.setenv("MLOPS_FAULT", "load:hang")
     monkeypatch.setenv("STEP_TIMEOUT", "1")
@@ -124,6 +140,39 @@ def test_step_timeout_fails_the_step(source, cli, conn, monkeypatch):
     assert r.exit_code == 1
     assert "step load timed out after 1s (STEP_TIMEOUT)" in r.output
     assert query(conn, "SELECT status FROM pipeline_runs WHERE step = 'load'")[0][0] == "failed"
+
+
+def test_step_timeout_stops_a_step_waiting_inside_postgresql(settings):
+    """The alarm is a signal, run only between bytecodes: alone it cannot end a step that waits
+    inside libpq (here on a lock another session holds, as a hung rollback would hold the
+    champion's). The watchdog cancels the step's query at the limit: the step fails timed out,
+    its run row says so, and the lock it waited for was never granted to it."""
+    import threading
+
+    from mlops_cli.pipeline import StepTimeout, time_limit
+    from mlops_cli.runs import run_step
+
+    holder, waiter, check = db.open_db(settings), db.open_db(settings), db.open_db(settings)
+    holder.cursor().execute("SELECT pg_advisory_lock(424242)")
+    # a bound for a broken watchdog: the holder lets go, the waiter then gets the lock
+    release = threading.Timer(120, holder.close)
+    release.start()
+    try:
+        with pytest.raises(StepFailed) as caught:
+            with time_limit(1, "load", waiter):
+                run_step(waiter, Trigger(actor="pytest"), "load",
+                         lambda step: waiter.cursor().execute("SELECT pg_advisory_lock(424242)"))
+        failed = caught.value
+        assert isinstance(failed.cause, StepTimeout)
+        assert failed.result.message == "step load timed out after 1s (STEP_TIMEOUT)"
+        assert query(check, "SELECT status, error FROM pipeline_runs WHERE id = %s",
+                     (failed.result.pipeline_run_id,)) == [("failed", "step load timed out after 1s (STEP_TIMEOUT)")]
+        assert query(check, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 424242 "
+                            "AND granted AND pid = %s", (waiter.get_backend_pid(),)) == [(0,)]
+    finally:
+        release.cancel()
+        for c in (holder, waiter, check):
+            c.close()
 
 
 def test_launch_starts_a_background_retrain_and_refuses_a_second(source, conn, settings, cli):

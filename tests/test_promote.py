@@ -315,6 +315,65 @@ def test_better_model_promoted_old_archived_then_worse_archived(small_catalogue,
     assert [d["decision"] for d in decision_history(conn, s, 2)] == ["archived", "promoted"]
 
 
+def test_a_promotion_that_died_after_moving_the_registry_is_recorded_by_the_next_run(
+        small_catalogue, conn, settings, monkeypatch):
+    """The registry is not transactional: a promote step that dies between moving the aliases and
+    committing its model_decisions row (kill -9, a lost connection) leaves a champion with no
+    decision and no notification. The next promote finds it (the version's tags say promoted, no
+    row does), decides again against the champion it replaced, and records and notifies it."""
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    assert promote(conn, s, T).outputs["decision"] == "promoted"
+    v2 = challenger(conn, s, GOOD)
+    monkeypatch.setenv("MLOPS_FAULT", "promote.registry_moved:fail")
+    with pytest.raises(StepFailed):
+        promote(conn, s, Trigger(actor="dave"))
+    assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}  # moved
+    assert decisions(conn) == [(v1, "promoted")]  # ...but not recorded
+    promotions = "SELECT count(*) FROM notifications WHERE event = 'promotion'"
+    sent = query(conn, promotions)[0][0]
+    monkeypatch.delenv("MLOPS_FAULT")
+    r = promote(conn, s, Trigger(actor="dave"))
+    o = r.outputs
+    assert r.status == "succeeded" and o["resumed"] is True
+    assert (o["decision"], o["model_version"], o["champion_version"]) == ("promoted", v2, v1)
+    assert o["justification"].startswith("recorded after the promote step that moved the registry at ")
+    assert decisions(conn) == [(v1, "promoted"), (v2, "promoted")]
+    assert store.latest_decision_for_version(conn, s.model_name, v2)["previous_champion"] == v1
+    assert query(conn, promotions)[0][0] > sent
+    assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}
+    # recorded once: the next run has nothing to decide
+    again = promote(conn, s, T)
+    assert again.status == "skipped" and decisions(conn) == [(v1, "promoted"), (v2, "promoted")]
+
+
+def test_a_champion_moved_outside_mlops_is_reported_by_the_daily_alert_step(small_catalogue, conn, settings):
+    """The API serves whatever the champion alias names; whoever can write to the MLflow
+    registry can move it with no decision recorded. The alert step (daily) compares the alias
+    with the last recorded change of production and notifies once per mismatch."""
+    from mlops_cli.steps.alert import alert
+
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    assert promote(conn, s, T).outputs["decision"] == "promoted"
+    v2 = challenger(conn, s, GOOD)
+    audit = alert(conn, s, T).outputs["champion_audit"]  # no drift report: skipped, audited all the same
+    assert audit == {"checked": True, "champion": v1, "recorded": v1, "ok": True, "notified": []}
+    registry.set_alias(s, registry.CHAMPION, v2)  # straight through the registry: no row
+    audit = alert(conn, s, T).outputs["champion_audit"]
+    assert (audit["ok"], audit["champion"], audit["recorded"], audit["notified"]) == (False, v2, v1, ["log"])
+    [(subject, payload)] = query(conn, "SELECT subject, payload FROM notifications WHERE event = 'champion_unrecorded'")
+    assert subject == (f"[mlops] {s.model_name}: the champion alias names v{v2}, but the last recorded change of "
+                       f"production put v{v1} there")
+    assert f"mlops rollback --to-version {v1} --reason ... --by NAME" in payload["context"]["commands"]
+    assert alert(conn, s, T).outputs["champion_audit"]["notified"] == "already"  # once per mismatch
+    # put back through mlops (recorded): the audit is quiet again
+    rollback(conn, s, T, reason="v2 was set by hand in MLflow", to_version=v1)
+    assert alert(conn, s, T).outputs["champion_audit"]["ok"] is True
+
+
 def test_under_threshold_archived_even_without_champion_and_decided_once(small_catalogue, conn, settings):
     s = settings.replace(min_f1_threshold=ONLY_GOOD)
     load_all(conn, s, small_catalogue)

@@ -30,6 +30,7 @@ from mlops_cli.steps.drift import drift
 from mlops_cli.steps.promote import decide, promote
 from test_api import api_env, frame, products, trained  # noqa: F401  (fixtures: versions 1 and 2, champion 1)
 from test_promote import GOOD, WEAK, alias_map, challenger, decisions, load_all
+from test_ui import shown
 
 T = Trigger(actor="pytest")
 DAY0 = datetime(2031, 2, 3, tzinfo=timezone.utc)  # far from now(): the window sees only this test's rows
@@ -457,7 +458,12 @@ def test_the_daily_report_has_the_windows_shadow_section(api_env, trained, conn,
     unlabelled = next(r for r in served if r[0] not in labels)
     store.insert_feedback(conn, true_code=PRDTYPECODES[3], request_id=unlabelled[0], submitted_by="moderator")
     relabelled = next(iter(labels))
-    store.insert_feedback(conn, true_code=PRDTYPECODES[5], request_id=relabelled, submitted_by="moderator")
+    second = store.insert_feedback(conn, true_code=PRDTYPECODES[5], request_id=relabelled, submitted_by="moderator")
+    with conn.cursor() as cur:  # given after the simulated label (whose time is the simulated traffic's, ahead)
+        cur.execute("""UPDATE feedback SET created_at = (SELECT max(f.created_at) + interval '1 hour' FROM feedback f
+                                                         JOIN inference_log i ON i.id = f.inference_id
+                                                         WHERE i.request_id = %s) WHERE id = %s""",
+                    (relabelled, second["id"]))
     labels.update({unlabelled[0]: PRDTYPECODES[3], relabelled: PRDTYPECODES[5]})
     conn.commit()
 
@@ -549,7 +555,7 @@ def test_models_page_shows_the_shadow_comparison(api_env, trained, conn):  # noq
     assert metrics["agreement"] == f"{28 / 30:.1%}"
     assert metrics[f"live F1 challenger v{trained.v2}"] == f"{f1_score(codes, codes[:4] + [codes[0]] * 2, average='weighted'):.4f}"
     assert metrics[f"live F1 champion v{trained.v1}"] == "1.0000"
-    assert any("awaits live evidence: 30 of 40 shadow requests (SHADOW_MIN_REQUESTS), 6 of them labelled" in i.value
-               for i in at.info)
+    assert any("awaits live evidence: 30 of 40 shadow requests (SHADOW_MIN_REQUESTS), 6 of them labelled"
+               in shown(i.value) for i in at.info)  # as read: the page escapes stored text
     tables = [d.value for d in at.dataframe if "disagreements" in d.value.columns]
     assert len(tables) == 1 and tables[0]["disagreements"].iloc[0] == 2  # codes[0]: said twice by the challenger only

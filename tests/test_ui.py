@@ -19,6 +19,7 @@ TEMPLATE) and the seeded model name. Tests that move registry aliases restore th
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -45,7 +46,8 @@ EMPTY = "The database is empty"
 TIMEOUT = 120
 TOKEN = secrets.token_urlsafe(24)  # this session's UI_TOKEN (as `mlops ui` passes it)
 ADMIN = "ui-admin-pytest"  # UI_ADMIN_NAME: who the token signs in
-USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
+USERS = ("alice", "bob", "carol", "dave", "erin", "frank")  # operators
+ROLE_USERS = {"victor": "viewer", "lena": "labeller"}
 AUDITED = ("alert_actions", "model_decisions", "pipeline_runs", "app_settings", "alerts", "feedback")
 SIGN_IN = "Sign in to the MLOps control room"
 
@@ -66,6 +68,8 @@ def users_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ui-users") / "ui-users"
     for name in USERS:
         uiauth.add_user(path, name, password_of(name))
+    for name, role in ROLE_USERS.items():
+        uiauth.add_user(path, name, password_of(name), role=role)
     return path
 
 
@@ -107,12 +111,23 @@ def run_page(page: str, token: bool = True) -> AppTest:
     return at.run(timeout=TIMEOUT)
 
 
-def texts(at: AppTest) -> str:
-    """Everything the page wrote as text (markdown, captions, alerts, metrics), for assertions."""
+def raw_texts(at: AppTest) -> str:
+    """Everything the page wrote as text (markdown, captions, alerts, metrics): the Markdown source."""
     parts = [m.value for m in at.markdown] + [m.value for m in at.caption]
     parts += [e.value for kind in (at.info, at.success, at.error, at.warning) for e in kind]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     return "\n".join(str(p) for p in parts)
+
+
+def shown(markdown: str) -> str:
+    """Markdown source without its backslash escapes (CommonMark shows an escaped punctuation
+    character as itself) and word joiners: what a person reads of text escaped by common.md."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")  # and its invisible joiners
+
+
+def texts(at: AppTest) -> str:
+    """Everything the page wrote, as read (escapes removed), for assertions."""
+    return shown(raw_texts(at))
 
 
 def no_exception(at: AppTest) -> None:
@@ -719,7 +734,7 @@ def test_a_wrong_token_or_password_is_refused(users_file, monkeypatch):
     at.button(key="signin_submit").click().run(timeout=TIMEOUT)
     no_exception(at)
     assert signed_in_as(at) == ADMIN and at.title[0].value == "Drift"
-    assert f"Signed in as **{ADMIN}**" in [m.value for m in at.sidebar.markdown]
+    assert f"Signed in as **{ADMIN}** (operator)" in [m.value for m in at.sidebar.markdown]
 
     monkeypatch.setenv("UI_AUTH", "users")
     monkeypatch.setenv("UI_USERS_FILE", str(users_file))
@@ -771,21 +786,36 @@ def test_add_user_writes_argon2_hashes_and_the_launch_prints_a_sign_in_url(cli, 
 
     path = tmp_path / "users"
     r = cli("ui", "add-user", "alice", "--file", path, "--password-stdin", input="correct horse\n")
-    assert r.exit_code == 0 and f"added alice in {path}" in r.output
-    r = cli("ui", "add-user", "bob", "--file", path, input="battery staple\nbattery staple\n")  # prompted twice
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and f"added alice (operator) in {path}" in r.output  # operator by default
+    r = cli("ui", "add-user", "bob", "--file", path, "--role", "viewer",
+            input="battery staple\nbattery staple\n")  # prompted twice
+    assert r.exit_code == 0 and f"added bob (viewer) in {path}" in r.output, r.output
     r = cli("ui", "add-user", "alice", "--file", path, "--password-stdin", input="new password\n")
-    assert "changed the password of alice" in r.output
+    assert f"changed the password of alice in {path} (operator)" in r.output
+    r = cli("ui", "add-user", "bob", "--file", path, "--password-stdin", input="battery staple\n")
+    assert f"changed the password of bob in {path} (viewer)" in r.output  # keeps its role
+    r = cli("ui", "add-user", "bob", "--file", path, "--password-stdin", "--role", "labeller", input="battery 2\n")
+    assert f"changed the password of bob in {path}; role viewer -> labeller" in r.output
     assert (path.stat().st_mode & 0o777) == 0o600
     users = uiauth.read_users(path)
-    assert sorted(users) == ["alice", "bob"] and all(h.startswith("$argon2id$") for h in users.values())
+    assert {n: u.role for n, u in users.items()} == {"alice": "operator", "bob": "labeller"}
+    assert all(u.hash.startswith("$argon2id$") for u in users.values())
     assert "new password" not in path.read_text() and "battery" not in path.read_text()
-    for bad, message in ((("a:b",), "Invalid user name"), (("carol", ), "at least 8 characters")):
+    for bad, message in ((("a:b",), "Invalid user name"), (("carol", ), "at least 8 characters"),
+                         (("carol", "--role", "admin"), "Invalid value for '--role'")):
         r = cli("ui", "add-user", *bad, "--file", path, "--password-stdin", input="short\n")
-        assert r.exit_code == 1 and message in r.output, r.output
-    path.write_text(path.read_text() + "broken line\n")
+        assert r.exit_code in (1, 2) and message in r.output, r.output
+    # a line of the format before roles is an operator; an unknown role or a broken line is refused
+    old_line = f"olga:{uiauth.hash_password('olga password')}"
+    path.write_text(path.read_text() + old_line + "\n")
+    assert uiauth.read_users(path)["olga"].role == "operator"
+    path.write_text(path.read_text() + old_line.replace("olga:", "oleg:root:") + "\n")
     r = cli("ui", "add-user", "carol", "--file", path, "--password-stdin", input="long enough\n")
-    assert r.exit_code == 1 and f"{path}:5: expected `name:$argon2id$...`" in r.output, r.output
+    assert r.exit_code == 1 and (f"{path}:6: unknown role 'root' (expected one of: viewer, labeller, operator)"
+                                 in r.output), r.output
+    path.write_text(path.read_text().replace("oleg:root:", "oleg:viewer:") + "broken line\n")
+    r = cli("ui", "add-user", "carol", "--file", path, "--password-stdin", input="long enough\n")
+    assert r.exit_code == 1 and f"{path}:7: expected `name:role:$argon2id$...`" in r.output, r.output
 
     monkeypatch.setenv("UI_AUTH", "users")
     monkeypatch.setenv("UI_USERS_FILE", str(tmp_path / "users2"))
@@ -794,6 +824,9 @@ def test_add_user_writes_argon2_hashes_and_the_launch_prints_a_sign_in_url(cli, 
         {}, [f"Control room sign-in: {tmp_path / 'users2'} has no user yet: create one with "
              "`mlops ui add-user NAME`."])
     uiauth.add_user(tmp_path / "users2", "dave", "long enough")
+    assert uiauth.prepare_launch(s, "0.0.0.0", 8501)[1] == [
+        f"Control room sign-in: 1 user(s) in {tmp_path / 'users2'} (`mlops ui add-user NAME --role ROLE` adds or "
+        "changes one)."]
     assert uiauth.sign_in_with_password(s, "dave", "long enough").name == "dave"
     with pytest.raises(uiauth.SignInRefused, match="Wrong name or password"):
         uiauth.sign_in_with_password(s, "dave", "long enougH")
@@ -808,3 +841,286 @@ def test_add_user_writes_argon2_hashes_and_the_launch_prints_a_sign_in_url(cli, 
     monkeypatch.setenv("UI_AUTH", "oidc")
     with pytest.raises(Exception, match="Invalid value for UI_AUTH"):
         uiauth.prepare_launch(config.load_settings(), "127.0.0.1", 8501)
+
+
+# --- sessions, roles, throttling, escaping, the Load form ---------------------------------------------------
+ENDED = "Your sign-in ended: {}: sign in again."
+
+
+def warnings(at: AppTest) -> list[str]:
+    return [shown(w.value) for w in at.warning]
+
+
+def own_users(tmp_path, monkeypatch, **roles) -> Path:
+    """A users file of this test only (name=role), UI_AUTH=users."""
+    from mlops_cli import uiauth
+
+    path = tmp_path / "ui-users"
+    for name, role in roles.items():
+        uiauth.add_user(path, name, password_of(name), role=role)
+    monkeypatch.setenv("UI_AUTH", "users")
+    monkeypatch.setenv("UI_USERS_FILE", str(path))
+    return path
+
+
+def sign_ins(conn) -> list[tuple]:
+    return query(conn, "SELECT name, method, ok, role, reason FROM ui_sign_ins ORDER BY id")
+
+
+def test_a_sign_in_ends_after_ui_session_hours(conn):
+    at = run_page("pages/3_Operations.py")
+    assert signed_in_as(at) == ADMIN
+    signed = dict(at.session_state["signed_in"])
+    at.session_state["signed_in"] = {**signed, "signed_at": signed["signed_at"] - 11.9 * 3600}
+    at.run(timeout=TIMEOUT)
+    assert signed_in_as(at) == ADMIN and warnings(at) == []  # 11.9 h old: still holds
+    at.session_state["signed_in"] = {**signed, "signed_at": signed["signed_at"] - 12.1 * 3600}
+    at.button(key="ops_evaluate_submit").click().run(timeout=TIMEOUT)  # submitted by the expired session
+    no_exception(at)
+    assert signed_in_as(at) is None and [t.value for t in at.title] == [SIGN_IN]
+    assert warnings(at) == [ENDED.format("it is older than 12 h (UI_SESSION_HOURS)")]
+    assert runs_by(conn, "evaluate") == []  # the action did not run
+    assert sign_ins(conn) == [(ADMIN, "token", True, "operator", None)]
+
+
+def test_a_sign_in_ends_when_its_user_is_removed_or_changed(conn, tmp_path, monkeypatch):
+    """Removing the user's line, changing its password or its role ends its open session at its
+    next page run, before any action of that run."""
+    from mlops_cli import uiauth
+
+    path = own_users(tmp_path, monkeypatch, alice="operator", bob="operator")
+    at = sign_in(run_page("pages/3_Operations.py", token=False), "alice")
+    submit(at, "ops_evaluate_submit")
+    assert [r[1:4] for r in runs_by(conn, "evaluate")] == [("skipped", "ui", "alice")]
+    uiauth.add_user(path, "bob", password_of("bob"))  # someone else changed: alice's session holds
+    at.run(timeout=TIMEOUT)
+    assert signed_in_as(at) == "alice" and warnings(at) == []
+
+    path.write_text("\n".join(line for line in path.read_text().splitlines()
+                              if not line.startswith("alice:")) + "\n")
+    submit(at, "ops_evaluate_submit")
+    assert signed_in_as(at) is None and [t.value for t in at.title] == [SIGN_IN]
+    assert warnings(at) == [ENDED.format("alice is no longer in the users file")]
+    assert len(runs_by(conn, "evaluate")) == 1
+
+    uiauth.add_user(path, "alice", password_of("alice"))
+    sign_in(at, "alice")
+    uiauth.add_user(path, "alice", "another password")
+    submit(at, "ops_evaluate_submit")
+    assert signed_in_as(at) is None
+    assert warnings(at) == [ENDED.format("the password or the role of alice changed")]
+
+    uiauth.add_user(path, "alice", password_of("alice"))
+    sign_in(at, "alice")
+    line = next(x for x in path.read_text().splitlines() if x.startswith("alice:"))
+    path.write_text(path.read_text().replace(line, line.replace(":operator:", ":viewer:")))  # same password
+    at.run(timeout=TIMEOUT)
+    assert signed_in_as(at) is None
+    assert warnings(at) == [ENDED.format("the password or the role of alice changed")]
+    assert len(runs_by(conn, "evaluate")) == 1
+    sign_in(at, "alice")  # signs in again, now as a viewer
+    assert at.session_state["signed_in"]["role"] == "viewer"
+
+
+def test_a_token_sign_in_ends_when_the_token_changes(monkeypatch):
+    at = run_page("pages/4_Drift.py")
+    assert signed_in_as(at) == ADMIN
+    monkeypatch.setenv("UI_TOKEN", TOKEN + "-rotated")
+    at.run(timeout=TIMEOUT)
+    assert signed_in_as(at) is None
+    assert warnings(at) == [ENDED.format("the sign-in token (UI_TOKEN) or UI_ADMIN_NAME changed")]
+
+
+def test_roles_decide_which_forms_a_person_gets(seeded, db_conn, users):
+    """A viewer reads and gets the role needed in place of every form; a labeller labels but gets
+    no operator form; nothing they click writes a row."""
+    before = audited_rows(db_conn)
+    at = sign_in(run_page("Home.py", token=False), "victor")
+    at.switch_page("pages/3_Operations.py").run(timeout=TIMEOUT)
+    no_exception(at)
+    assert not any(b.key and b.key.startswith("ops_") for b in at.button)
+    infos = [shown(i.value) for i in at.info]
+    for what in ("loading a batch", "training", "evaluating", "promoting a version"):
+        assert f"victor is a viewer: {what} needs the operator role" in infos, infos
+    assert "Signed in as **victor** (viewer)" in [m.value for m in at.sidebar.markdown]
+
+    at.switch_page("pages/6_Labelling.py").run(timeout=TIMEOUT)
+    assert not any(b.key == "labelling_submit" for b in at.button)
+    assert "victor is a viewer: labelling needs the labeller role" in texts(at)
+
+    sign_in(at, "lena")
+    at.switch_page("pages/5_Alerts_Dashboard.py").run(timeout=TIMEOUT)
+    no_exception(at)
+    assert not any(b.key and b.key.startswith("alert_") and b.key.endswith("_submit") for b in at.button)
+    for what in ("forcing a retrain", "recording an investigation", "acknowledging an alert",
+                 "changing the thresholds", "rolling back"):
+        assert f"lena is a labeller: {what} needs the operator role" in texts(at), what
+    assert audited_rows(db_conn) == before
+
+    at.switch_page("pages/6_Labelling.py").run(timeout=TIMEOUT)
+    item = at.selectbox(key="labelling_item").value
+    submit(at, "labelling_submit", labelling_code=2583)
+    no_exception(at)
+    assert query(db_conn, "SELECT inference_id, submitted_by FROM feedback ORDER BY id DESC LIMIT 1") == [
+        (item, "lena")]
+
+
+def _action_page():
+    """A page whose one button goes through common.run_action as an operator action (for the
+    second check: a form shown to someone who may not use it)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.environ["MLOPS_TEST_APP_DIR"])
+    import common
+    import streamlit as st
+
+    from mlops_cli import access
+
+    if st.button("act", key="act"):
+        common.run_action("test_result_act", lambda: {"ok": True, "status": "done", "message": "it ran"},
+                          action=access.OPERATE, what="this test action")
+    common.show_result(st.session_state.get("test_result_act"))
+
+
+def test_run_action_refuses_a_role_that_does_not_allow_the_action(users, monkeypatch):
+    from mlops_cli import uiauth
+
+    settings = config.load_settings()  # UI_AUTH=users
+
+    monkeypatch.setenv("MLOPS_TEST_APP_DIR", str(APP))
+    for name, expected in (("victor", "victor is a viewer: this test action needs the operator role"),
+                           ("lena", "lena is a labeller: this test action needs the operator role"),
+                           ("alice", None)):
+        at = AppTest.from_function(_action_page, default_timeout=60)
+        at.session_state["signed_in"] = uiauth.sign_in_with_password(settings, name, password_of(name)).as_dict()
+        at.run(timeout=TIMEOUT)
+        at.button(key="act").click().run(timeout=TIMEOUT)
+        no_exception(at)
+        if expected is None:
+            assert [s.value for s in at.success] == ["done: it ran"]
+        else:
+            assert [shown(e.value) for e in at.error] == [expected] and not at.success
+            assert "test_result_act" not in at.session_state
+
+
+def test_sign_ins_are_recorded_and_throttled_after_five_refusals(conn, tmp_path, monkeypatch):
+    own_users(tmp_path, monkeypatch, alice="operator", bob="labeller")
+    at = run_page("pages/4_Drift.py", token=False)
+    sign_in(at, "mallory", "whatever-it-is")
+    for i in range(5):
+        sign_in(at, "alice", f"guess-{i}")
+        assert shown(at.error[0].value) == "Wrong name or password.", i
+    sign_in(at, "alice")  # the right password, during the pause: not even checked
+    [(latest,)] = query(conn, "SELECT max(at) FROM ui_sign_ins WHERE name = 'alice' AND reason = 'wrong password'")
+    until = latest.astimezone(timezone.utc) + timedelta(seconds=30)
+    until = until.replace(microsecond=0) + timedelta(seconds=1 if until.microsecond else 0)
+    assert signed_in_as(at) is None
+    assert [shown(e.value) for e in at.error] == [
+        f"Too many refused sign-ins for alice: try again after {until:%H:%M:%S} UTC."]
+    sign_in(at, "bob")  # another name is not held up
+    assert signed_in_as(at) == "bob"
+    assert sign_ins(conn) == (
+        [("mallory", "password", False, None, "unknown name")]
+        + [("alice", "password", False, None, "wrong password")] * 5
+        + [("alice", "password", False, None, "throttled"), ("bob", "password", True, "labeller", None)])
+
+    # 31 s later (the attempt refused during the pause did not lengthen it): alice may try, and a
+    # success resets
+    query_exec(conn, "UPDATE ui_sign_ins SET at = at - interval '31 seconds'")
+    sign_in(at, "alice")
+    assert signed_in_as(at) == "alice"
+    sign_in(at, "alice", "one more typo")
+    assert shown(at.error[0].value) == "Wrong name or password."
+    assert sign_ins(conn)[-2:] == [("alice", "password", True, "operator", None),
+                                   ("alice", "password", False, None, "wrong password")]
+
+
+def query_exec(conn, sql, params=None) -> None:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+    conn.commit()
+
+
+def test_a_sign_in_is_refused_when_the_database_is_unreachable(tmp_path, monkeypatch):
+    own_users(tmp_path, monkeypatch, alice="operator")
+    at = run_page("pages/4_Drift.py", token=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    sign_in(at, "alice")
+    assert signed_in_as(at) is None
+    assert [shown(e.value) for e in at.error] == [
+        "Sign-in is unavailable: the database, where every sign-in is checked and recorded, cannot be reached"
+        " (a service is unreachable: try again in a moment)"]
+
+
+def test_a_short_ui_token_is_refused(conn, monkeypatch):
+    from mlops_cli import access, uiauth
+
+    monkeypatch.setenv("UI_TOKEN", "only-15-chars!!")
+    message = access.weak_secret("UI_TOKEN", "only-15-chars!!")
+    assert message.startswith("UI_TOKEN is too short (15 characters, at least 16)")
+    at = AppTest.from_file(str(APP / "Home.py"), default_timeout=60)
+    at.query_params["token"] = "only-15-chars!!"
+    at.run(timeout=TIMEOUT)
+    assert signed_in_as(at) is None and [shown(e.value) for e in at.error] == [message]
+    assert sign_ins(conn) == [(ADMIN, "token", False, None, "UI_TOKEN too short")]
+    assert uiauth.prepare_launch(config.load_settings(), "127.0.0.1", 8501) == (
+        {}, [f"Control room sign-in refused: {message}."])
+    monkeypatch.setenv("UI_TOKEN", "sixteen-chars-ok")
+    at.query_params["token"] = "sixteen-chars-ok"
+    at.run(timeout=TIMEOUT)
+    assert signed_in_as(at) == ADMIN
+
+
+LINK = "[**Session expired: sign in again**](https://evil.example/login)"
+UNESCAPED_MARKUP = re.compile(r"(?<!\\)(\]\(|https?:|\*\*Session)")
+
+
+def test_stored_free_text_is_shown_as_text_not_markdown(conn, monkeypatch):
+    """An actor name, a message and an error written by someone else (here: through the library,
+    as the API writes them) render as typed: no link, no bold, on Home and the run's detail."""
+    from mlops_cli.runs import Trigger, record_skip
+
+    run = record_skip(conn, Trigger(triggered_by="api", actor=LINK, pipeline="weekly"), "pipeline",
+                      f"skipped: see {LINK} or www.evil.example")
+    at = run_page("Home.py")
+    no_exception(at)
+    raw = raw_texts(at)
+    assert f"api:{LINK}" in shown(raw) and f"see {LINK} or www.evil.example" in shown(raw)
+    assert "evil.example" in raw and not UNESCAPED_MARKUP.search(raw), raw
+
+    at.switch_page("pages/1_Pipeline_Runs.py").run(timeout=TIMEOUT)
+    at.selectbox(key="runs_detail").set_value(run.pipeline_run_id).run(timeout=TIMEOUT)
+    no_exception(at)
+    raw = raw_texts(at)
+    assert f"actor **{LINK}**" in shown(raw) and not UNESCAPED_MARKUP.search(raw.replace("actor **", "")), raw
+
+
+def test_the_load_form_reads_only_files_in_the_data_directory(conn, small_catalogue, tmp_path, monkeypatch):
+    """A path outside the folder of MLOPS_X_PATH / MLOPS_Y_PATH (absolute, '..', or a symlink
+    leading out) is refused before anything reads it, with a message that says nothing of the file;
+    inside it, a file whose error would quote NUL bytes ends as a failed run."""
+    data = tmp_path / "data"
+    data.mkdir()
+    x, y = data / "X.csv", data / "Y.csv"
+    shutil.copy(small_catalogue[0], x)
+    shutil.copy(small_catalogue[1], y)
+    (data / "out.csv").symlink_to("/etc/passwd")
+    monkeypatch.setenv("MLOPS_X_PATH", str(x))
+    monkeypatch.setenv("MLOPS_Y_PATH", str(y))
+    refused = (f"X file refused: the control room loads only files in the folder of MLOPS_X_PATH or "
+               f"MLOPS_Y_PATH ({data.resolve()}); load any other file with `mlops load --x-path ... --y-path ...`")
+    at = run_page("pages/3_Operations.py")
+    for path in ("/etc/shadow", "/no/such/file", str(data / ".." / ".." / "secret.env"), str(data / "out.csv")):
+        submit(at, "ops_load_submit", ops_load_x=path, ops_load_y=str(y))
+        no_exception(at)
+        assert [shown(e.value) for e in at.error] == [refused], path
+    submit(at, "ops_load_submit", ops_load_x=str(x), ops_load_y="/etc/passwd")
+    assert [shown(e.value) for e in at.error] == [refused.replace("X file", "Y file")]
+    assert runs_by(conn, "load") == []
+
+    (data / "binary.csv").write_bytes(b"id,desig\x00nation\n1,a\n")
+    submit(at, "ops_load_submit", ops_load_x=str(data / "binary.csv"), ops_load_y=str(y))
+    no_exception(at)
+    [(_, status, by, actor, _, params, _, error)] = runs_by(conn, "load")
+    assert (status, by, actor) == ("failed", "ui", ADMIN) and "desig\\x00nation" in error, error

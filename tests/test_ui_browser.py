@@ -5,7 +5,8 @@ drift alert).
 - Token sign-in (the default): `mlops ui` prints a sign-in URL with a token made at its start; a
   wrong token is refused, the right one signs in and is taken out of the address bar; the alerts
   dashboard opened with it renders (a screenshot, kept in test-artifacts/alerts_dashboard.png, must
-  show a rendered page, not a blank or a spinner-only screen).
+  show a rendered page, not a blank or a spinner-only screen). Stored free text (an actor name
+  holding a Markdown link and bare URLs) renders as text: no link to it on the page.
 - Password sign-in with UI_PUBLIC_READ: nobody signed in, every button of every page is clicked and
   no audited table changes; a wrong password is refused; signed in, an action writes its audit row
   with the signed-in name.
@@ -37,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, query
-from test_ui import audited_rows, password_of, seeded, ui_seed, users_file  # noqa: F401  (fixtures, reused)
+from test_ui import LINK, audited_rows, password_of, seeded, ui_seed, users_file  # noqa: F401  (fixtures, reused)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACT = REPO / "test-artifacts" / "alerts_dashboard.png"
@@ -287,8 +288,15 @@ def chromium(tmp_path: Path):
 @pytest.mark.slow
 def test_token_sign_in_url_and_the_alerts_dashboard_in_headless_chromium(seeded, tmp_path):  # noqa: F811
     need_chromium()
-    from mlops_cli import config, uiauth
+    from mlops_cli import config, db, uiauth
+    from mlops_cli.runs import Trigger, record_skip
 
+    conn = db.open_db(config.load_settings())
+    try:  # the newest weekly run on the Overview, written by someone who chose a Markdown "name"
+        record_skip(conn, Trigger(triggered_by="api", actor=LINK, pipeline="weekly"), "pipeline",
+                    "skipped: sign in at https://evil.example/login, www.evil.example or help@evil.example")
+    finally:
+        conn.close()
     with control_room(tmp_path) as (port, log):
         printed = log.read_text(errors="replace")
         m = SIGN_IN_URL.search(printed)
@@ -307,6 +315,12 @@ def test_token_sign_in_url_and_the_alerts_dashboard_in_headless_chromium(seeded,
             body = browser.text()
             assert f"Signed in as {admin}" in body and "Overview" in body, body[-2000:]
             assert "token=" not in browser.url(), "the token stays in the address bar"
+            read = body.replace("\u2060", "")  # common.md's invisible joiners
+            assert f"api:{LINK}" in read and "help@evil.example" in read, body[-2000:]
+            assert browser.js('document.querySelectorAll("[data-testid=stMain] a[href*=evil]").length + '
+                              'Array.from(document.querySelectorAll("[data-testid=stMain] strong"))'
+                              '.filter(e => e.textContent.includes("Session expired")).length') == 0, \
+                "stored text rendered as Markdown (a link, bold)"
 
             # the alerts dashboard, opened with the sign-in URL's token: rendered, charts included
             browser.goto(f"http://127.0.0.1:{port}/{PAGE_URL_PATH}?token={token}")

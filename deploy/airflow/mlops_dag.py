@@ -22,7 +22,7 @@ from datetime import timedelta
 # --- what runs, and when (read by tests/test_deploy.py) -------------------------------------------
 TIMEZONE = "Europe/Paris"
 WEEKLY_SCHEDULE = "0 2 * * 1"  # Monday 02:00, as WEEKLY_SCHEDULE in crontab.template
-DAILY_SCHEDULE = "0 1 * * *"  # every day 01:00, as DAILY_SCHEDULE
+DAILY_SCHEDULE = "0 3 * * *"  # every day 03:00, as DAILY_SCHEDULE
 WEEKLY_DAG_ID = "mlops_weekly"
 DAILY_DAG_ID = "mlops_daily"
 WEEKLY_COMMAND = "mlops pipeline weekly"

@@ -1,9 +1,10 @@
 """The control API: pipeline and model actions over HTTP, mounted at /api by create_app.
 
-Every route needs `Authorization: Bearer <API_TOKEN>` (401 without a bearer token, 403 with a
-wrong one, compared in constant time). With no API_TOKEN configured the control API is
-disabled: every route answers 503, it is never open. Who acts: the body's `by` when given, else
-the `X-Actor` header, else "api"; pipeline_runs rows record it with triggered_by='api'.
+Every route needs `Authorization: Bearer <token>` (api/auth.py): reads need the viewer role, the
+labelling queue the labeller role, actions the operator role (401 without a token or with an
+unknown or revoked one, 403 without the role). With no token at all (API_TOKEN unset and none
+made by `mlops api-token add`) every route answers 503: it is never open. Who acts: the token's
+name; pipeline_runs rows record it with triggered_by='api'.
 
 Routes call the same operations functions (mlops_cli.ops) as the CLI and the control room; the
 business and audit rules live there, errors become statuses in api/errors.py. Every
@@ -13,143 +14,33 @@ parameters, status code).
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
-import time
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import MlopsError
+from ..access import LABEL, OPERATE, READ
 from ..ops import labelling
-from ..jsonvalues import storable
-from ..runs import StepFailed
 from ..vocab import AlertStatus, Pipeline, RunStatus, values
-from .errors import http_error
-from .routing import ApiRoute
+from . import auth
+from .auth import AuditedRoute, XActor, need
 from .schemas import (ID_MAX, INVALID, NO_NUL, AcknowledgeIn, LabellingItemOut, RetrainIn, RetrainOut, RollbackIn,
                       Rows, StepOut, ThresholdsIn, error_doc)
 
 log = logging.getLogger(__name__)
 
-DISABLED = "control API disabled: set API_TOKEN"
-_bearer = HTTPBearer(auto_error=False, scheme_name="API token",
-                     description="The value of API_TOKEN, as `Authorization: Bearer <token>`.")
+DISABLED = "control API disabled: set API_TOKEN or create a token with `mlops api-token add`"
+OPERATOR = [Depends(need(OPERATE, "this action"))]
+LABELLER = [Depends(need(LABEL, "the labelling queue"))]
 
-
-# --- audit ---------------------------------------------------------------------------------------
-def _audit(request: Request, route: str, status: int, detail: str | None, started: float,
-           result: Any = None) -> None:
-    from .. import db, store
-
-    settings = request.app.state.settings
-    params: dict[str, Any] = {}
-    if request.path_params:
-        params["path"] = dict(request.path_params)
-    if request.query_params:
-        params["query"] = dict(request.query_params)
-    raw = getattr(request, "_body", b"")
-    if raw:
-        try:
-            params["body"] = json.loads(raw)
-        except ValueError:
-            params["body"] = raw[:2000].decode("utf-8", "replace")
-    run_id = result.get("pipeline_run_id") if isinstance(result, dict) else None
-    actor = getattr(request.state, "actor", None) or _header_actor(request)
-    try:
-        with db.connection(settings, application_name="mlops-api-audit") as conn:
-            store.insert_api_audit(
-                conn, actor=storable(actor), authenticated=bool(getattr(request.state, "authenticated", False)),
-                method=request.method, route=route, path=storable(request.url.path), params=storable(params),
-                status_code=status, detail=storable((detail or "")[:2000]) or None,
-                pipeline_run_id=int(run_id) if isinstance(run_id, int) else None,
-                client=request.client.host if request.client else None,
-                duration_ms=(time.perf_counter() - started) * 1000.0,
-            )
-    except Exception as exc:  # the action already happened (or was refused): do not mask it
-        log.error("control API audit row not written (%s %s -> %s by %s): %s", request.method,
-                  request.url.path, status, actor, exc)
-
-
-class AuditedRoute(ApiRoute):
-    """A route that writes an api_audit row for every request, whatever its outcome."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-        route = self.path_format
-
-        async def audited(request: Request):
-            started = time.perf_counter()
-            try:
-                try:
-                    response = await handler(request)
-                except (MlopsError, StepFailed) as exc:  # answered by its code (api/errors.py)
-                    raise http_error(exc) from exc
-            except HTTPException as exc:
-                await run_in_threadpool(_audit, request, route, exc.status_code, str(exc.detail), started)
-                raise
-            except RequestValidationError as exc:
-                detail = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}"
-                                   for e in exc.errors())
-                await run_in_threadpool(_audit, request, route, 422, detail, started)
-                raise
-            except Exception as exc:
-                await run_in_threadpool(_audit, request, route, 500, f"{type(exc).__name__}: {exc}", started)
-                raise
-            result = None
-            if request.method != "GET":
-                try:
-                    result = json.loads(response.body)
-                except (AttributeError, ValueError):
-                    result = None
-            detail = None
-            if isinstance(result, dict):
-                detail = json.dumps(result, default=str)[:2000]
-            await run_in_threadpool(_audit, request, route, response.status_code, detail, started, result)
-            return response
-
-        return audited
-
-
-# --- authentication and actor -----------------------------------------------------------------------
-def _header_actor(request: Request) -> str:
-    value = (request.headers.get("x-actor") or "").strip()
-    return value[:200] if value else "api"
-
-
-def require_token(request: Request,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    request.state.actor = _header_actor(request)
-    token = request.app.state.settings.api_token
-    if not token:
-        raise HTTPException(503, DISABLED)
-    if credentials is None or not credentials.credentials:
-        raise HTTPException(401, "missing bearer token: send 'Authorization: Bearer <API_TOKEN>'",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(credentials.credentials.encode("utf-8"), token.encode("utf-8")):
-        raise HTTPException(403, "invalid API token")
-    request.state.authenticated = True
-
-
-def actor_of(request: Request, by: str | None = None) -> str:
-    actor = (by or "").strip()[:200] or _header_actor(request)
-    request.state.actor = actor
-    return actor
-
-
-XActor = Annotated[str | None, Header(alias="X-Actor", description="Who acts (default: api); "
-                                                                    "the body's `by` wins.")]
 
 router = APIRouter(
-    prefix="/api", tags=["control"], route_class=AuditedRoute, dependencies=[Depends(require_token)],
-    responses={401: error_doc("No bearer token.", headers={"WWW-Authenticate": {
+    prefix="/api", tags=["control"], route_class=AuditedRoute, dependencies=[Depends(need(READ, "reading"))],
+    responses={401: error_doc("No bearer token, or an unknown or revoked one.", headers={"WWW-Authenticate": {
                    "description": "`Bearer`", "schema": {"type": "string"}}}),
-               403: error_doc("Wrong token."),
+               403: error_doc("The token's role does not allow this route, or `by` / X-Actor names "
+                              "someone other than the token's owner."),
                503: error_doc(DISABLED + " (or the database or the MLflow registry is unreachable).")},
 )
 
@@ -191,7 +82,7 @@ def _trigger(actor: str):
 
 
 # --- routes -----------------------------------------------------------------------------------------
-@router.post("/trigger-retrain", status_code=202, response_model=RetrainOut,
+@router.post("/trigger-retrain", status_code=202, response_model=RetrainOut, dependencies=OPERATOR,
              summary="Start a retrain pipeline in the background",
              description="Starts `mlops pipeline retrain` in a background process and answers at once "
                          "with its pipeline run id (follow it with GET /api/runs). 409 when a retrain "
@@ -204,7 +95,7 @@ def _trigger(actor: str):
 def trigger_retrain(request: Request, body: Annotated[RetrainIn | None, Body()] = None,
                     x_actor: XActor = None) -> dict:
     body = body or RetrainIn()
-    actor = actor_of(request, body.by)
+    actor = auth.actor(request, body.by)
     _sibling("mlops_cli.pipeline", "trigger-retrain")  # 501 in a build without it
     from ..ops import models as ops_models
 
@@ -213,7 +104,7 @@ def trigger_retrain(request: Request, body: Annotated[RetrainIn | None, Body()] 
     return {"pipeline_run_id": launched.pipeline_run_id, "status": launched.status}
 
 
-@router.post("/rollback-model", response_model=StepOut, summary="Roll the champion back",
+@router.post("/rollback-model", response_model=StepOut, summary="Roll the champion back", dependencies=OPERATOR,
              description="Moves the `champion` alias back to the previous champion (or `to_version`), "
                          "as `mlops rollback` does, and records it. The API serves the restored "
                          "version right after (it re-checks the alias at once). 404 when `to_version` "
@@ -226,7 +117,7 @@ def trigger_retrain(request: Request, body: Annotated[RetrainIn | None, Body()] 
                         422: INVALID,
                         501: error_doc("This build has no rollback step.")})
 def rollback_model(request: Request, body: RollbackIn, x_actor: XActor = None) -> dict:
-    actor = actor_of(request, body.by)
+    actor = auth.actor(request, body.by)
     _sibling("mlops_cli.steps.rollback", "rollback-model")
     from ..ops import models as ops_models
 
@@ -251,13 +142,12 @@ def alerts(request: Request,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
     from ..ops.alerts import list_alerts
 
-    actor_of(request)
     with _conn(request) as conn:
         rows = list_alerts(conn, status=status, limit=limit)
     return _result(rows)
 
 
-@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge a drift alert",
+@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge a drift alert", dependencies=OPERATOR,
              response_model=dict[str, Any],
              description="Marks the alert acknowledged by `by` with an optional note (as "
                          "`mlops alert ack`). Answers the alert.",
@@ -269,7 +159,7 @@ def acknowledge_alert(request: Request, alert_id: Annotated[int, Path(ge=1, le=I
     from ..ops.alerts import acknowledge
 
     body = body or AcknowledgeIn()
-    actor = actor_of(request, body.by)
+    actor = auth.actor(request, body.by)
     with _conn(request) as conn:
         result = acknowledge(conn, request.app.state.settings, alert_id, by=actor, note=body.note)
     return _result(result.alert)
@@ -286,7 +176,6 @@ def runs(request: Request,
          status: Annotated[Literal[values(RunStatus)] | None, Query()] = None) -> Any:
     from ..ops.runs import list_runs
 
-    actor_of(request)
     with _conn(request) as conn:
         rows = list_runs(conn, limit=limit, pipeline=pipeline, step=step, status=status)
     return _result(rows)
@@ -296,7 +185,6 @@ def runs(request: Request,
             description="Every version with its aliases, tags and scores (as `mlops models`).",
             responses={501: error_doc("This build has no models module.")})
 def models(request: Request) -> Any:
-    actor_of(request)
     _sibling("mlops_cli.models", "models")
     from ..ops.models import list_models
 
@@ -312,12 +200,11 @@ def models(request: Request) -> Any:
 def thresholds(request: Request) -> Any:
     from ..ops import thresholds as ops_thresholds
 
-    actor_of(request)
     with _conn(request) as conn:
         return _result(ops_thresholds.current(conn, request.app.state.settings))
 
 
-@router.post("/thresholds", summary="Change some drift thresholds", response_model=dict[str, Any],
+@router.post("/thresholds", summary="Change some drift thresholds", response_model=dict[str, Any], dependencies=OPERATOR,
              description="Sets the thresholds given; the others keep the value in force (as `mlops "
                          "thresholds --warning X`). Audited in alert_actions (`adjust_thresholds`, with "
                          "`alert_id` in its note when given); used by the next drift and alert runs. "
@@ -329,7 +216,7 @@ def thresholds(request: Request) -> Any:
 def update_thresholds(request: Request, body: ThresholdsIn, x_actor: XActor = None) -> Any:
     from ..ops import thresholds as ops_thresholds
 
-    actor = actor_of(request, body.by)
+    actor = auth.actor(request, body.by)
     settings = request.app.state.settings
     with _conn(request) as conn:
         ops_thresholds.update(conn, settings, actor, warning=body.warning, alert=body.alert,
@@ -345,13 +232,12 @@ def audit(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
           route: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None) -> Any:
     from ..ops.runs import api_audit
 
-    actor_of(request)
     with _conn(request) as conn:
         rows = api_audit(conn, limit=limit, route=route)
     return _result(rows)
 
 
-@router.get("/labelling-queue", summary="Predictions most worth a human label",
+@router.get("/labelling-queue", summary="Predictions most worth a human label", dependencies=LABELLER,
             response_model=list[LabellingItemOut],
             description="The unlabelled served predictions of the last `days` days, one per product, "
                         "best first: ranked by the chance that the served answer is wrong, from low "
@@ -368,7 +254,6 @@ def labelling_queue(request: Request,
                                                description="The window of served predictions, in days before "
                                                            f"now (1-{labelling.MAX_DAYS}).")
                                     ] = labelling.DEFAULT_DAYS) -> Any:
-    actor_of(request)
     with _conn(request) as conn:
         items = labelling.labelling_queue(conn, request.app.state.settings, limit=limit, days=days)
     return _result(items)

@@ -15,7 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ..errors import Conflict, Invalid, MlopsError, NotFound, TimedOut, Unavailable
+from ..errors import Conflict, Forbidden, Invalid, MlopsError, NotFound, TimedOut, Unauthenticated, Unavailable
 from ..runs import StepFailed
 from ..jsonvalues import storable
 
@@ -25,6 +25,8 @@ ERROR_CODE_TO_HTTP_STATUS = {
     Invalid.code: 409,
     Unavailable.code: 503,
     TimedOut.code: 504,
+    Unauthenticated.code: 401,
+    Forbidden.code: 403,
     MlopsError.code: 409,
 }
 
@@ -38,7 +40,8 @@ def http_error(exc: MlopsError | StepFailed) -> HTTPException:
         if isinstance(cause, MlopsError):
             return http_error(cause)
         return HTTPException(500, f"{r.step} failed (run #{r.pipeline_run_id}): {r.message}")
-    return HTTPException(ERROR_CODE_TO_HTTP_STATUS.get(exc.code, 409), str(exc))
+    status = ERROR_CODE_TO_HTTP_STATUS.get(exc.code, 409)
+    return HTTPException(status, str(exc), headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
 async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:

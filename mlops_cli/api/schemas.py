@@ -156,8 +156,8 @@ class FeedbackIn(BaseModel):
     model_config = ConfigDict(json_schema_extra={
         "examples": [
             {"request_id": "6f1c2b9e8d7a4c3b9a1e2d3c4b5a6978", "prdtypecode": 50,
-             "submitted_by": "moderator@example.com", "note": "a controller, not a console"},
-            {"inference_id": 1234, "prdtypecode": 2583, "submitted_by": "alice"},
+             "note": "a controller, not a console"},
+            {"inference_id": 1234, "prdtypecode": 2583},
             {"productid": 3804725264, "prdtypecode": 60},
         ],
     })
@@ -168,7 +168,9 @@ class FeedbackIn(BaseModel):
     productid: ProductId | None = None
     prdtypecode: JsonInt = Field(..., description="The true class (one of the 27 codes).",
                                  json_schema_extra={"enum": list(PRDTYPECODES)})
-    submitted_by: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    submitted_by: str | None = Field(None, max_length=200, pattern=NO_NUL,
+                                     description="Optional: the label is recorded as the token owner's; "
+                                                 "when given, it must be that name (403 otherwise).")
     note: str | None = Field(None, max_length=5000, pattern=NO_NUL)
 
     @classmethod
@@ -290,7 +292,8 @@ def error_doc(description: str, **extra: Any) -> dict:
 # text cannot hold it), a version is a registry version number.
 VERSION_PATTERN = r"^[1-9][0-9]{0,14}$"  # as a number: 1 .. 10**15 - 1, exact as a float
 Actor = Annotated[str | None, Field(max_length=200, pattern=NO_NUL,
-                                    description="Who acts (default: X-Actor, else 'api').")]
+                                    description="Optional: who acts is the token's owner; when given, "
+                                                "it must be that name (403 otherwise).")]
 Text = Annotated[str | None, Field(max_length=2000, pattern=NO_NUL)]
 AlertId = Annotated[StrictInt, Field(ge=1, le=ID_MAX), BeforeValidator(json_integer)]
 ALERT_ID_DOC = ("The drift alert this action answers: the action and its outcome are recorded in the "

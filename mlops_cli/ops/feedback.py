@@ -3,8 +3,11 @@
 Linking rules: an inference_id must name a logged prediction (NotFound otherwise); given with a
 request_id, both must name the same prediction (Conflict); a request_id alone is kept as given
 and tied to its prediction when that reaches the log (another API worker may still hold it in
-memory): `resolved` says whether it is tied. The predicted class, model version and productid
-come from the logged prediction when there is one.
+memory): `resolved` says whether it is tied. A productid alone is tied to that product's newest
+logged prediction, as if its inference_id had been given (so retention keeps that row, the text
+training learns from, and the label counts for that prediction like any other); a product never
+served stays untied (its text is the catalogue's). The predicted class, model version and
+productid come from the logged prediction when there is one.
 
 Training rules (the one place they live; the API and the control room call `record`): the code
 must be one of the 27 (Invalid); a label named by productid alone must be about a product the
@@ -80,6 +83,17 @@ def _tied(conn, inference_id: int | None, request_id: str | None) -> dict | None
     return None
 
 
+def _not_servable(conn, productid: int) -> str:
+    """Why a product cannot be labelled by productid: never seen, or seen but its predictions
+    dropped by retention (an earlier label names it: a label is accepted only for a product that
+    was served or catalogued)."""
+    if store.product_labelled_before(conn, productid):
+        return (f"Product {productid} is not in the catalogue and its logged predictions were dropped by "
+                "retention (INFERENCE_LOG_RETENTION_DAYS): no text left to label")
+    return (f"Product {productid} was never served and is not in the catalogue: nothing to label (name a "
+            "logged prediction by inference_id or request_id)")
+
+
 def record(settings: Settings, *, prdtypecode: int, inference_id: int | None = None,
            request_id: str | None = None, productid: int | None = None, submitted_by: str | None = None,
            note: str | None = None) -> Feedback:
@@ -98,9 +112,10 @@ def record(settings: Settings, *, prdtypecode: int, inference_id: int | None = N
             if inference is None and not request_id and productid is None:
                 raise Invalid("give inference_id, request_id or productid: which prediction or product the "
                               "feedback is about")
-            if inference is None and not request_id and not store.product_was_served(conn, productid):
-                raise NotFound(f"Product {productid} was never served and is not in the catalogue: nothing to "
-                               "label (name a logged prediction by inference_id or request_id)")
+            if inference is None and not request_id:
+                inference = store.newest_inference_of_product(conn, productid)
+                if inference is None and not store.product_was_served(conn, productid):
+                    raise NotFound(_not_servable(conn, productid))
             row = store.insert_feedback(
                 conn, true_code=prdtypecode,
                 inference_id=inference["id"] if inference else None,

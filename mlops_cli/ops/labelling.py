@@ -2,7 +2,8 @@
 
 Which predictions: the unlabelled ones of the last `days` days (inference_log), one per product
 (per productid, or per title + description when there is none), never one already labelled
-(feedback names the prediction, its request, its product or a prediction of the same text). The
+(feedback names the prediction, its request, its product or a prediction of the same text), never
+one whose title has no letter or digit once cleaned (markup only: load rejects such rows). The
 database returns a bounded pool (store.labelling_candidates: the least confident and the most
 out-of-vocabulary ones of the window); they are scored here.
 
@@ -32,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .. import store, textstats
+from ..features import has_letter_or_digit
 from ..categories import category_name
 from ..config import Settings
 from ..errors import Invalid
@@ -173,6 +175,9 @@ def labelling_queue(conn, settings: Settings, *, limit: int = DEFAULT_LIMIT, day
     if end.tzinfo is None:
         end = end.replace(tzinfo=timezone.utc)
     rows = store.labelling_candidates(conn, end - timedelta(days=days), end, max(MIN_POOL, POOL_PER_ITEM * limit))
+    # a title with no letter or digit once cleaned (markup only) is no product to label: load
+    # rejects it and training leaves such feedback out (the pool is 10x the limit: room enough)
+    rows = [r for r in rows if has_letter_or_digit(r["designation"])]
     risen = risen_tokens(store.latest_ok_drift_report(conn))
     refs = _References(conn, settings)
     items = [_score(r, refs.get(r["model_version"]), risen) for r in rows]
@@ -180,4 +185,8 @@ def labelling_queue(conn, settings: Settings, *, limit: int = DEFAULT_LIMIT, day
     items = items[:limit]
     for i, it in enumerate(items, 1):
         it.rank = i
+    # what was offered is remembered (committed): a label given on an offered prediction is
+    # not a sample of the traffic, and performance drift leaves it out (steps/drift.py)
+    store.record_labelling_offers(conn, [it.inference_id for it in items])
+    conn.commit()
     return items

@@ -3,8 +3,11 @@ loading the next batch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .. import store
 from ..config import Settings
+from ..errors import Invalid
 from ..vocab import Pipeline, RunStatus, Step, values
 from .common import one_of
 
@@ -76,11 +79,38 @@ def catalogue_growth(conn) -> list[dict]:
     return [{**r, "catalogue_rows": int(r["catalogue_rows"] or 0)} for r in store.catalogue_growth(conn)]
 
 
+def data_dirs(settings: Settings) -> list[Path]:
+    """The folders of MLOPS_X_PATH and MLOPS_Y_PATH (resolved): where the control room may load from."""
+    return list(dict.fromkeys(Path(p).resolve().parent for p in (settings.x_path, settings.y_path) if p.strip()))
+
+
+def check_in_data_dir(settings: Settings, path: str | None, label: str) -> None:
+    """Refuse a source path outside data_dirs (symlinks and '..' resolved first) before anything
+    reads it; the message says nothing of the file (whether it exists, what it holds)."""
+    if not (path or "").strip():
+        return  # the configured file
+    dirs = data_dirs(settings)
+    target = Path(path.strip()).resolve()
+    if not any(target.is_relative_to(d) for d in dirs):
+        where = (" or ".join(str(d) for d in dirs) if dirs else
+                 "nowhere: neither MLOPS_X_PATH nor MLOPS_Y_PATH is set")
+        raise Invalid(f"{label} file refused: the control room loads only files in the folder of MLOPS_X_PATH "
+                      f"or MLOPS_Y_PATH ({where}); load any other file with `mlops load --x-path ... "
+                      f"--y-path ...`")
+
+
 def load(settings: Settings, trigger, *, x_path: str | None = None, y_path: str | None = None,
-         as_of=None, force: bool = False, conn=None):
-    """Load the next batch (steps.load.load; x/y default to MLOPS_X_PATH / MLOPS_Y_PATH)."""
+         as_of=None, force: bool = False, conn=None, within_data_dir: bool = False):
+    """Load the next batch (steps.load.load; x/y default to MLOPS_X_PATH / MLOPS_Y_PATH).
+
+    within_data_dir (the control room: a path typed in a form is read by the server): x/y must be
+    in the folder of MLOPS_X_PATH or MLOPS_Y_PATH (check_in_data_dir)."""
     from ..runs import with_retries
     from ..steps.load import load as step
+
+    if within_data_dir:
+        check_in_data_dir(settings, x_path, "X")
+        check_in_data_dir(settings, y_path, "Y")
 
     def call(c):
         return step(c, settings, trigger, x_path=(x_path or "").strip() or None,

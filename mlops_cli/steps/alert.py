@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-from .. import notify, store
+from .. import champion_audit, notify, store
 from ..config import Settings
 from ..errors import NotFound
 from ..notify import Message
@@ -314,6 +314,8 @@ def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None =
     """Turn drift reports into alerts and notifications (see the module docstring)."""
 
     def body(step: StepRun) -> None:
+        # every day, reports or not: is production what mlops recorded? (champion_audit.py)
+        step.outputs["champion_audit"] = champion_audit.check(conn, settings, step.pipeline_run_id)
         if report_id is not None:
             report = store.get_drift_report(conn, int(report_id))
             if report is None:

@@ -115,15 +115,21 @@ class _Labels:
         min_n = max(1, int(self.settings.drift_min_samples))
         # the serving version's predictions only: after a promotion, the labels of the model it
         # replaced say nothing about it (as the prediction counts, see windows_aggregates)
-        pairs = store.window_feedback_pairs(self.conn, start, end, version=self.ref_row["model_version"])
-        n_feedback = int(sum(p[2] for p in pairs))
-        if n_feedback >= min_n:
+        version = self.ref_row["model_version"]
+        n_feedback = int(sum(p[2] for p in store.window_feedback_pairs(self.conn, start, end, version=version)))
+        # a label the labelling queue asked for is not a sample of the traffic (the queue picks
+        # likely errors): scored as one, it reads as a drop on traffic that did not change
+        pairs = store.window_feedback_pairs(self.conn, start, end, version=version, unpicked_only=True)
+        unpicked = int(sum(p[2] for p in pairs))
+        n_picked = n_feedback - unpicked
+        if unpicked >= min_n:
             out = weighted_f1_from_pairs(pairs)
-            out["source"] = "feedback"
+            out.update(source="feedback", n_feedback_picked=n_picked)
             return out, n_feedback
         rows = store.products_loaded_between(self.conn, start, end, CATALOGUE_FETCH)
         if len(rows) < min_n:
-            return {"source": "none", "n_feedback": n_feedback, "n_catalogue": len(rows)}, n_feedback
+            return {"source": "none", "n_feedback": n_feedback, "n_catalogue": len(rows),
+                    "n_feedback_picked": n_picked}, n_feedback
         from .. import dataset
 
         ids = np.array([r["productid"] for r in rows], dtype=np.int64)
@@ -133,7 +139,7 @@ class _Labels:
         picked = [r for r, keep in zip(rows, unseen) if keep][:CATALOGUE_SAMPLE]
         if len(picked) < min_n:
             return {"source": "none", "n_feedback": n_feedback, "n_catalogue": len(rows),
-                    "n_unseen": len(picked)}, n_feedback
+                    "n_unseen": len(picked), "n_feedback_picked": n_picked}, n_feedback
         import pandas as pd
 
         from ..reference import served_predictions
@@ -144,8 +150,7 @@ class _Labels:
         for t, p in zip(df["prdtypecode"].astype(int).tolist(), np.asarray(pred).astype(int).tolist()):
             counts[(t, p)] = counts.get((t, p), 0) + 1
         out = weighted_f1_from_pairs([(t, p, n) for (t, p), n in counts.items()])
-        out["source"] = "catalogue"
-        out["n_catalogue_read"] = len(rows)
+        out.update(source="catalogue", n_catalogue_read=len(rows), n_feedback_picked=n_picked)
         return out, n_feedback
 
 
@@ -192,9 +197,11 @@ def analyse_window(conn, settings: Settings, ref_row: dict, as_of: datetime, day
     if perf_result is not None and "weighted_f1" in perf_result:
         perf = performance_score(summary, perf_result)
         perf["source"] = perf_result["source"]
+        perf["n_feedback_picked"] = perf_result.get("n_feedback_picked", 0)
     else:
         perf = {"score": None, **(perf_result or {"source": "none"}),
-                "reason": f"fewer than {settings.drift_min_samples} labels (feedback or unseen catalogue rows)"}
+                "reason": f"fewer than {settings.drift_min_samples} labels (feedback not asked for by the "
+                          "labelling queue, or unseen catalogue rows)"}
     est = assess_window(summary, agg.get("estimate"), labels.sample(start), thresholds,
                         thresholds.get("estimate_margin", settings.estimate_margin),
                         min_samples=min_samples)

@@ -23,7 +23,7 @@ from .. import store
 from ..categories import PRDTYPECODES
 from ..config import Settings
 from ..errors import Invalid, SourceError
-from ..features import clean_text
+from ..features import has_letter_or_digit
 from ..jsonvalues import storable
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..sources import read_source, seeded_order
@@ -100,7 +100,7 @@ def row_reasons(rows: pd.DataFrame, limits: dict[str, tuple[str, int]] | None = 
     title = rows["designation"]
     flag(title.str.strip() == "", "empty designation (title)")
     # What the model reads of the title (tags and entities gone): none of it a letter or digit.
-    flag(~title.map(lambda t: any(c.isalnum() for c in clean_text(t))),
+    flag(~title.map(has_letter_or_digit),
          "designation (title) has no letter or digit once cleaned: " + title.str.slice(0, 80).map(repr))
     for column, (setting, limit) in (limits or {}).items():
         length = rows[column].str.len()

@@ -352,6 +352,10 @@ def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger
                 f"champion_{metric}": "n/a" if scores["champion_score"] is None else f"{scores['champion_score']:.4f}",
                 "decision_reason": justification[:4900]}
     _apply(settings, decision, version, info, champion_version, justification, actor, run_tags)
+    from .. import runs
+
+    if runs.FAULT_HOOK is not None:  # tests only: the step dies once the registry has moved
+        runs.FAULT_HOOK("promote.registry_moved")
     after = aliases(settings)
 
     name = settings.model_name
@@ -423,9 +427,15 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
             target = str(upstream["outputs"]["model_version"])
             info = registry.get_version(settings, target)
         champion = registry.version_by_alias(settings, registry.CHAMPION)
+        resumed = False
         if champion and champion["version"] == target:
-            step.skip(f"version {target} is already the champion; nothing to decide")
-            return
+            interrupted, replaced = interrupted_promotion(conn, settings, target, info)
+            if not interrupted:
+                step.skip(f"version {target} is already the champion; nothing to decide")
+                return
+            # the registry moved but the decision was never recorded (the step died in between):
+            # decide again against the champion it replaced, and record and notify it now
+            champion, resumed = replaced, True
         scores = score_against_champion(conn, settings, target, champion, metric, step.pipeline_run_id)
         baseline = baseline_of(info, metric)
         scores["baseline_score"] = None if baseline is None else baseline[1]
@@ -450,12 +460,42 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
             log.info("version %s: %s", target, justification)
             step.skip(f"version {target}: {justification}")
             return
+        if resumed:
+            if decision != "promoted":
+                raise Conflict(
+                    f"version {target} is the champion, but its promotion was never recorded (a promote step "
+                    f"died after moving the registry at {info['tags'].get('decided_at', '?')}), and the rule "
+                    f"now says {decision}: {justification}. A person decides: keep it with `mlops approve "
+                    f"{target} --reason ... --by NAME`, or put the champion back with `mlops rollback"
+                    + (f" --to-version {scores['champion_version']}" if scores["champion_version"] else "")
+                    + " --reason ... --by NAME`")
+            justification = (f"recorded after the promote step that moved the registry at "
+                             f"{info['tags'].get('decided_at', '?')} died before recording it; {justification}")
         _record_and_notify(conn, settings, step, trigger, decision=decision, version=target, info=info,
                            metric=metric, scores=scores, rule=rule, justification=justification,
                            champion_version=scores["champion_version"])
+        if resumed:
+            step.outputs["resumed"] = True
 
     return run_step(conn, trigger, STEP, body,
                     params={"mlflow_run_id": mlflow_run_id, "version": None if version is None else str(version)})
+
+
+def interrupted_promotion(conn, settings: Settings, version: str, info: dict) -> tuple[bool, dict | None]:
+    """(whether `version` is the champion by a promotion that was never recorded, the champion it
+    replaced or None). _apply tags the version `decision=promoted` and points previous-champion at
+    the version it replaced (tagged `replaced_by`) before the step commits its model_decisions row:
+    a promote step that dies in between leaves those tags and no row."""
+    tags = info.get("tags") or {}
+    if tags.get("decision") != "promoted":
+        return False, None
+    last = store.latest_decision_for_version(conn, settings.model_name, version)
+    if last is not None and last["decision"] in ("promoted", "manual_promotion"):
+        return False, None
+    previous = registry.version_by_alias(settings, registry.PREVIOUS)
+    if previous is not None and (previous.get("tags") or {}).get("replaced_by") == version:
+        return True, previous
+    return True, None
 
 
 def approve(conn, settings: Settings, trigger: Trigger, version: str | int, reason: str) -> StepResult:

@@ -275,9 +275,11 @@ def apply_retention(conn, settings: Settings, *, today: date | None = None, acto
                          lambda name: _drop_detached(conn, settings, name, actor, run_id))
     kept, purged = under_lock_timeout(conn, settings, "purge of the default partition",
                                       lambda c: store.purge_default_before(c, horizon))
+    offers = store.prune_labelling_offers(conn, horizon)  # offered before the horizon: of dropped days
+    conn.commit()
     return {"horizon": horizon.isoformat(), "retention_days": settings.inference_log_retention_days,
             "dropped": dropped, "default_purged": purged, "default_kept": kept,
-            "shadow": _shadow_retention(conn, settings, horizon)}
+            "shadow": _shadow_retention(conn, settings, horizon), "labelling_offers_pruned": offers}
 
 
 def _shadow_retention(conn, settings: Settings, horizon: datetime) -> dict:

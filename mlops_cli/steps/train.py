@@ -6,7 +6,11 @@ when the daily pipeline's auto retrain asked, see steps/auto_retrain.py); 'force
 retrain pipeline with neither. Else skipped. Before reading the catalogue, the labels become
 training rows in the step's transaction (store.apply_feedback_labels): the latest human label of
 a product wins (overrides audited in label_overrides), a product seen only in traffic is added
-with its logged text (source 'feedback'); the holdout hash applies to those rows too.
+with its logged text (source 'feedback'); the holdout hash applies to those rows too. A feedback
+row whose logged title has no letter or digit once cleaned (markup only: the rule `mlops load`
+rejects catalogue rows by, features.has_letter_or_digit) is not kept in the catalogue table
+(so neither evaluate nor drift reads it either), counted. The class cap
+(MAX_PER_CLASS) keeps every human label (dataset.kept_labels).
 The model is chosen by a bounded search (k-fold cross-validation on small data, successive halving
 on a validation part of the training rows on large data), calibrated on out-of-sample decision
 values, refitted on all training rows, and scored on the holdout beside the plain baseline
@@ -28,7 +32,7 @@ from .. import __version__, dataset, figures, registry, selection, store
 from ..calibration import calibration_metrics
 from ..categories import PRDTYPECODES
 from ..config import Settings
-from ..features import DEFAULT_PARAMS
+from ..features import DEFAULT_PARAMS, has_letter_or_digit
 from ..reference import build_reference, served_from_features  # drift monitoring's reference
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..vocab import Step
@@ -96,7 +100,8 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             return
         step.outputs["gate"] = gate
         step.consume(upstream["id"] if upstream else None)
-        fed = store.apply_feedback_labels(conn, step.pipeline_run_id, PRDTYPECODES)
+        # logged traffic is not validated like a load: a markup-only title teaches nothing
+        fed = store.apply_feedback_labels(conn, step.pipeline_run_id, PRDTYPECODES, title_ok=has_letter_or_digit)
         log.info("gate %s; feedback: %d rows added, %d label overrides, %d new labels used", gate,
                  fed["feedback_rows_added"], fed["label_overrides"], fed["labels_used"])
         hp = {**DEFAULT_PARAMS, **overrides}
@@ -107,9 +112,11 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         log.info("reading the catalogue")
         products = store.read_products(conn, ("productid", "designation", "description", "prdtypecode",
                                               "batch_id", "source"))
+        products[dataset.LABEL_RANK] = products["productid"].map(store.label_recency(conn))
         train_rows, holdout = dataset.split(products, settings.holdout_fraction)
         dataset.check_trainable(train_rows, holdout)
         feedback = {"feedback_rows": int((products["source"] == "feedback").sum()),
+                    "feedback_rows_no_text": fed["feedback_rows_no_text"],
                     "feedback_rows_train": int((train_rows["source"] == "feedback").sum()),
                     "feedback_rows_holdout": int((holdout["source"] == "feedback").sum()),
                     "feedback_rows_added": fed["feedback_rows_added"], "label_overrides": fed["label_overrides"],
@@ -122,6 +129,10 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             max_seconds=settings.train_search_seconds, metric=metric)
         train_seconds = time.perf_counter() - t0
         model, chosen, fit_rows = built.model, built.chosen, built.fit_rows
+        capped = built.parts.labels_capped
+        labelled = {"labelled_rows_train": int(dataset.labelled_mask(train_rows).sum()),
+                    "labelled_rows_fit": int(dataset.labelled_mask(fit_rows).sum()),
+                    "labelled_rows_capped": sum(capped.values()), "labelled_rows_capped_by_class": capped}
         log.info("trained in %.1fs (features, search, final fit and baseline); scoring the holdout", train_seconds)
         clf = model.steps[-1][1]
         codes, confidence = served_from_features(clf, built.holdout_features)
@@ -153,17 +164,19 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         if "ece_uncalibrated" in calibration:
             metrics["ece_uncalibrated"] = calibration["ece_uncalibrated"]
         batch_ids = sorted(int(b) for b in products["batch_id"].dropna().unique())  # feedback rows have none
-        data_hash = dataset.dataset_hash(train_rows)
+        data_hash = dataset.dataset_hash(train_rows)  # before the class cap
+        fit_hash = dataset.dataset_hash(fit_rows)     # the rows the model was fitted on
         tags = {
             "auto_trained": "true", "trigger": trigger.triggered_by, "actor": trigger.actor or "",
             "pipeline": trigger.pipeline, "pipeline_run_id": str(step.pipeline_run_id),
             "load_run_id": str(upstream["id"]) if upstream else "", "batch_ids": ",".join(map(str, batch_ids)),
-            "dataset_hash": data_hash, "holdout_hash": dataset.dataset_hash(holdout),
+            "dataset_hash": data_hash, "fit_hash": fit_hash, "holdout_hash": dataset.dataset_hash(holdout),
             "validation_hash": dataset.dataset_hash(built.parts.validation),
             "code_version": code_version(), "run_name": f"train-{step.pipeline_run_id}",
             "chosen_candidate": chosen.name, "pinned_params": ",".join(sorted(overrides)),
             "gate": gate, "feedback_max_id": str(fed["feedback_max_id"] or ""),
             **{k: str(v) for k, v in feedback.items()},
+            **{k: str(v) for k, v in labelled.items() if k != "labelled_rows_capped_by_class"},
         }
         metrics.update({k: feedback[k] for k in ("feedback_rows", "feedback_rows_train", "feedback_rows_holdout",
                                                  "label_overrides")})
@@ -236,7 +249,7 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             "cv_folds": built.result.folds, "test_rows": len(holdout),
             "train_seconds": round(train_seconds, 2), "search_seconds": round(built.seconds["search"], 2),
             "baseline_seconds": round(baseline["seconds"], 2),
-            "batch_ids": batch_ids, "dataset_hash": data_hash, **feedback,
+            "batch_ids": batch_ids, "dataset_hash": data_hash, "fit_hash": fit_hash, **feedback, **labelled,
             "feedback_max_id": fed["feedback_max_id"], "drift_decision_run_id": drift_decision_run_id,
             "chosen_name": chosen.name, "chosen": chosen.params, "search": search_rows,
         })
@@ -246,6 +259,13 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
                         f"{versus:+.4f}), {chosen.name} chosen of {len(search_rows)} candidates, trained on "
                         f"{len(fit_rows)} rows in {train_seconds:.1f}s; gate {gate}, {feedback['feedback_rows']} "
                         f"rows from feedback, {fed['label_overrides']} label overrides")
+        if labelled["labelled_rows_capped"]:
+            step.message += (f"; {labelled['labelled_rows_capped']} older human labels left out of the fit: their "
+                             f"class's labels alone exceed MAX_PER_CLASS {hp['max_per_class']} (the latest kept; "
+                             + ", ".join(f"class {c}: {n}" for c, n in sorted(capped.items())) + ")")
+        if feedback["feedback_rows_no_text"]:
+            step.message += (f"; {feedback['feedback_rows_no_text']} feedback rows left out: their logged title has "
+                             "no letter or digit once cleaned")
 
     run_params = {"force": force, "overrides": overrides}
     if drift_decision_run_id is not None:

@@ -74,12 +74,12 @@ if detail is None:
 run = detail["run"]
 st.markdown(f"**#{run['id']}** `{run['step']}` of the **{run['pipeline']}** pipeline {common.badge(run['status'])} · "
             f"started {common.fmt_time(run['started_at'])}, finished {common.fmt_time(run['finished_at'])} · "
-            f"triggered by `{run['triggered_by']}` · actor **{run['actor'] or '—'}** · "
-            f"host {run.get('hostname') or '—'} (pid {run.get('pid') or '—'})")
+            f"triggered by `{run['triggered_by']}` · actor **{common.md(run['actor']) or '—'}** · "
+            f"host {common.md(run.get('hostname')) or '—'} (pid {run.get('pid') or '—'})")
 if run.get("error"):
-    st.error(run["error"], icon=":material/error:")
+    st.error(common.md(run["error"]), icon=":material/error:")
 elif (run.get("outputs") or {}).get("message"):
-    st.caption(run["outputs"]["message"])
+    st.caption(common.md(run["outputs"]["message"]))
 a, b = st.columns(2)
 with a:
     st.markdown("**Parameters**")

@@ -22,12 +22,12 @@ if common.empty_state(c):
 
 versions = common.call(ops_models.list_models, c, s, what="the model registry")
 if not versions:
-    st.info(f"No registered version of **{s.model_name}** yet: train one (Operations page, or `mlops train`).",
+    st.info(f"No registered version of **{common.md(s.model_name)}** yet: train one (Operations page, or `mlops train`).",
             icon=":material/inbox:")
     st.stop()
 
 champ = ops_models.champion(c, s, versions)
-st.markdown(f"Model **{s.model_name}** · {len(versions)} versions · champion "
+st.markdown(f"Model **{common.md(s.model_name)}** · {len(versions)} versions · champion "
             + (f"**v{champ['version']}** (weighted F1 {common.fmt_score(champ['weighted_f1'])})" if champ else "none")
             + f" · promotion rule: {s.promotion_metric} > {s.min_f1_threshold:g}"
             + (f" and > champion + {s.min_improvement:g}" if s.min_improvement else " and > champion")
@@ -128,7 +128,8 @@ if ev is not None:
                     text=f"{ev['n']} of {sh['min_requests']} shadow requests (SHADOW_MIN_REQUESTS); "
                          f"{ev['n_labelled']} labelled, {sh['min_labelled']} needed (SHADOW_MIN_LABELLED)")
     if sh["missing"]:
-        st.info(f"Promotion of v{sh['challenger']} awaits live evidence: {sh['missing']}.", icon=":material/hourglass_top:")
+        st.info(f"Promotion of v{sh['challenger']} awaits live evidence: {common.md(sh['missing'])}.",
+                icon=":material/hourglass_top:")
     elif sh["min_requests"]:
         st.success(f"Enough live evidence for v{sh['challenger']}: the next `mlops promote` decides on it.",
                    icon=":material/task_alt:")
@@ -153,7 +154,8 @@ if ev is not None:
         st.caption("They agree on every shadow request so far.")
 if sh["last_wait"]:
     w = sh["last_wait"]
-    st.caption(f"Latest promote run #{w['pipeline_run_id']} ({common.fmt_time(w['at'])}): {w['justification']}")
+    st.caption(f"Latest promote run #{w['pipeline_run_id']} ({common.fmt_time(w['at'])}): "
+               f"{common.md(w['justification'])}")
 if sh["reports"]:
     st.markdown("**Daily reports' shadow sections** (per drift window)")
     st.dataframe(common.frame(sh["reports"], ["report_id", "as_of", "window_days", "champion_version",

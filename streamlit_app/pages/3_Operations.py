@@ -2,8 +2,10 @@
 
 Each action needs a sign-in and calls the same operations function (mlops_cli.ops) as the CLI with
 Trigger(triggered_by="ui", actor=<the signed-in name>) (so it lands in pipeline_runs like any other
-step), runs synchronously, then shows the pipeline_runs row it wrote. Nobody signed in (read-only
-pages, UI_PUBLIC_READ): the forms are replaced by a notice.
+step), runs synchronously, then shows the pipeline_runs row it wrote. Each needs the operator role.
+Nobody signed in (read-only pages, UI_PUBLIC_READ), or another role: the forms are replaced by a
+notice. The Load form reads only files in the folder of MLOPS_X_PATH / MLOPS_Y_PATH (a path typed
+here is read by the server).
 """
 
 import sys
@@ -15,6 +17,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when r
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
+from mlops_cli.access import OPERATE  # noqa: E402
 from mlops_cli.ops import models as ops_models, runs as ops_runs  # noqa: E402
 
 common.page("Operations", ":material/play_circle:")
@@ -32,23 +35,25 @@ left, right = st.columns(2)
 # --- load -------------------------------------------------------------------------------------------
 with left:
     st.subheader("Load the next batch")
-    if who := common.acting_as():
+    if who := common.acting_as(OPERATE, "loading a batch"):
         with st.form("ops_load"):
             x_path = st.text_input("X file (products)", value=s.x_path, key="ops_load_x",
-                                   help="Default: MLOPS_X_PATH")
-            y_path = st.text_input("Y file (labels)", value=s.y_path, key="ops_load_y", help="Default: MLOPS_Y_PATH")
+                                   help="Default: MLOPS_X_PATH. Only files in its folder or MLOPS_Y_PATH's")
+            y_path = st.text_input("Y file (labels)", value=s.y_path, key="ops_load_y",
+                                   help="Default: MLOPS_Y_PATH. Only files in its folder or MLOPS_X_PATH's")
             force = st.checkbox("Force (load another batch even if this week already has one)", key="ops_load_force")
             go = st.form_submit_button("Load the next batch", key="ops_load_submit", type="primary")
         if go:
             common.run_action("ops_result_load", lambda: ops_runs.load(s, common.ui_trigger(who), x_path=x_path,
-                                                                       y_path=y_path, force=force),
-                              spinner="Loading the next batch…")
+                                                                       y_path=y_path, force=force,
+                                                                       within_data_dir=True),
+                              spinner="Loading the next batch…", what="loading a batch")
     common.show_result(st.session_state.get("ops_result_load"))
 
 # --- train --------------------------------------------------------------------------------------------
 with right:
     st.subheader("Train now")
-    if who := common.acting_as():
+    if who := common.acting_as(OPERATE, "training"):
         with st.form("ops_train"):
             params = st.text_area("Hyperparameter overrides (optional, KEY=VALUE per line, as `--param`)",
                                   key="ops_train_params", placeholder="word_max_features=100000\nalpha=2e-5")
@@ -57,7 +62,7 @@ with right:
             # force: a person asked for it, new data or not
             common.run_action("ops_result_train", lambda: ops_models.train(s, common.ui_trigger(who), force=True,
                                                                            params=ops_models.parse_params(params)),
-                              spinner="Training on the whole catalogue (this takes a while)…")
+                              spinner="Training on the whole catalogue (this takes a while)…", what="training")
     common.show_result(st.session_state.get("ops_result_train"))
 
 left, right = st.columns(2)
@@ -66,7 +71,7 @@ left, right = st.columns(2)
 NEWEST = "newest challenger not yet evaluated"
 with left:
     st.subheader("Evaluate")
-    if who := common.acting_as():
+    if who := common.acting_as(OPERATE, "evaluating"):
         with st.form("ops_evaluate"):
             choice = st.selectbox("Version", [NEWEST] + [v["version"] for v in versions], key="ops_evaluate_version",
                                   format_func=lambda v: v if v == NEWEST else f"v{v}")
@@ -74,7 +79,7 @@ with left:
         if go:
             common.run_action("ops_result_evaluate", lambda: ops_models.evaluate(
                 s, common.ui_trigger(who), version=None if choice == NEWEST else choice),
-                spinner="Scoring on the current holdout…")
+                spinner="Scoring on the current holdout…", what="evaluating")
     common.show_result(st.session_state.get("ops_result_evaluate"))
 
 # --- promote (approve) ------------------------------------------------------------------------------------
@@ -85,7 +90,7 @@ with right:
         st.caption("No version to promote: every registered version is the champion, or none is registered yet.")
     else:
         by_version = {v["version"]: v for v in versions}
-        if who := common.acting_as():
+        if who := common.acting_as(OPERATE, "promoting a version"):
             with st.form("ops_approve"):
                 version = st.selectbox(
                     "Version", candidates, key="ops_approve_version",
@@ -97,7 +102,7 @@ with right:
             if go:
                 common.run_action("ops_result_approve",
                                   lambda: ops_models.approve(s, common.ui_trigger(who), version, reason),
-                                  spinner=f"Promoting v{version}…")
+                                  spinner=f"Promoting v{version}…", what="promoting a version")
     common.show_result(st.session_state.get("ops_result_approve"))
 
 # --- recent ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ b.metric("alert threshold", f"{th['alert']:g}")
 d.metric("critical threshold", f"{th['critical']:g}")
 with e:
     if "app_settings" in src.values():
-        st.caption(f"set by **{th.get('updated_by') or '?'}** on {common.fmt_time(th.get('updated_at'))} "
+        st.caption(f"set by **{common.md(th.get('updated_by')) or '?'}** on {common.fmt_time(th.get('updated_at'))} "
                    "(overrides the environment; change them on the Alerts dashboard)")
     else:
         st.caption("from the environment (DRIFT_WARNING/ALERT/CRITICAL_THRESHOLD)")
@@ -74,7 +74,7 @@ report = common.call(ops_drift.report, c, report_id, what="the report")
 common.show_report_scores(report)
 details = report.get("details") or {}
 if report["status"] != "ok":
-    st.info(details.get("reason") or "Insufficient data in this window: no scores.")
+    st.info(common.md(details.get("reason")) or "Insufficient data in this window: no scores.")
     st.stop()
 
 tab_data, tab_pred, tab_top, tab_perf, tab_est = st.tabs(["Data drift features", "Prediction drift", "Top movers",
@@ -94,7 +94,7 @@ with tab_top:
 with tab_perf:
     perf = details.get("performance") or {}
     if perf.get("score") is None:
-        st.caption(perf.get("reason") or "no performance score in this window")
+        st.caption(common.md(perf.get("reason")) or "no performance score in this window")
     else:
         a, b, d = st.columns(3)
         a.metric("window weighted F1", common.fmt_score(perf.get("window_weighted_f1")),
@@ -108,7 +108,7 @@ with tab_perf:
 with tab_est:
     est = details.get("estimated_performance") or {}
     if est.get("weighted_f1") is None:
-        st.caption(est.get("reason") or "no estimate in this window")
+        st.caption(common.md(est.get("reason")) or "no estimate in this window")
     else:
         ref = est.get("reference") or {}
         a, b, d, e = st.columns(4)

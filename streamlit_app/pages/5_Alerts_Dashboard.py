@@ -3,8 +3,8 @@
 Actions (each needs a sign-in and a note, and is audited in alert_actions with the signed-in name):
 force a retrain now (the retrain pipeline, in the background), investigate (record only),
 acknowledge the alert (no reminders until it escalates), adjust the drift thresholds (used by the
-next drift and alert runs), roll back to the previous model. Nobody signed in (UI_PUBLIC_READ):
-the forms are replaced by a notice.
+next drift and alert runs), roll back to the previous model. Each needs the operator role. Nobody
+signed in (UI_PUBLIC_READ), or another role: the forms are replaced by a notice.
 """
 
 import sys
@@ -17,6 +17,7 @@ import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
 from mlops_cli.ops import alerts as ops_alerts, drift as ops_drift, models as ops_models  # noqa: E402
+from mlops_cli.access import OPERATE  # noqa: E402
 from mlops_cli.ops import thresholds as ops_thresholds  # noqa: E402
 from mlops_cli.vocab import ALERT_LEVELS  # noqa: E402
 
@@ -62,9 +63,10 @@ if alert is not None:
                 f"{common.fmt_time(alert['first_seen'])} · last seen {common.fmt_time(alert['last_seen'])} · "
                 f"seen {alert['count']} times · peak {details.get('peak_level') or alert['level']} · notified "
                 f"{details.get('notified_level') or 'not yet'}"
-                + (f" · acknowledged by {details['acknowledged_by']}" if details.get("acknowledged_by") else ""))
+                + (f" · acknowledged by {common.md(details['acknowledged_by'])}" if details.get("acknowledged_by")
+                   else ""))
     if alert.get("message"):
-        st.caption(alert["message"])
+        st.caption(common.md(alert["message"]))
     if alert["history"]:
         import altair as alt
         import pandas as pd
@@ -119,25 +121,25 @@ tab_retrain, tab_investigate, tab_ack, tab_thresholds, tab_rollback = st.tabs(
 with tab_retrain:
     st.caption("Starts the retrain pipeline (train → evaluate → promote) in the background; the usual promotion "
                "rule decides whether the new version replaces the champion.")
-    if who := common.acting_as():
+    if who := common.acting_as(OPERATE, "forcing a retrain"):
         with st.form("alert_retrain"):
             note = st.text_area("Note (required)", key="alert_retrain_note")
             go = st.form_submit_button("Force a retrain now", key="alert_retrain_submit", type="primary")
         if go:
             common.run_action("alert_result_retrain", lambda: ops_models.retrain(
                 s, who, triggered_by="ui", decision=ops_models.Decision(target_id, note)),
-                              spinner="Starting the retrain pipeline…")
+                              spinner="Starting the retrain pipeline…", what="forcing a retrain")
     common.show_result(st.session_state.get("alert_result_retrain"))
 
 with tab_investigate:
     st.caption("Records that you are looking into it; nothing else changes (reminders continue).")
-    if who := common.acting_as():
+    if who := common.acting_as(OPERATE, "recording an investigation"):
         with st.form("alert_investigate"):
             note = st.text_area("Note (required)", key="alert_investigate_note")
             go = st.form_submit_button("Investigate — do nothing", key="alert_investigate_submit")
         if go:
             common.run_action("alert_result_investigate", lambda conn: ops_alerts.investigate(
-                conn, target_id, common.ui_trigger(who), note), connect=True)
+                conn, target_id, common.ui_trigger(who), note), connect=True, what="recording an investigation")
     common.show_result(st.session_state.get("alert_result_investigate"))
 
 with tab_ack:
@@ -145,13 +147,14 @@ with tab_ack:
                "resolves. The note is optional.")
     if alert is None or alert["status"] == "resolved":
         st.caption("Select an open alert above to acknowledge it.")
-    elif who := common.acting_as():
+    elif who := common.acting_as(OPERATE, "acknowledging an alert"):
         with st.form("alert_ack"):
             note = st.text_area("Note (optional)", key="alert_ack_note")
             go = st.form_submit_button("Acknowledge", key="alert_ack_submit")
         if go:
             common.run_action("alert_result_ack", lambda conn: ops_alerts.acknowledge(
-                conn, s, target_id, by=common.ui_trigger(who), note=note), connect=True)
+                conn, s, target_id, by=common.ui_trigger(who), note=note), connect=True,
+                what="acknowledging an alert")
     common.show_result(st.session_state.get("alert_result_ack"))
 
 with tab_thresholds:
@@ -159,7 +162,7 @@ with tab_thresholds:
                "a value left empty keeps the one in force. "
                f"Now: warning {th['warning']:g} / alert {th['alert']:g} / critical {th['critical']:g}, "
                f"estimate margin {th['estimate_margin']:g}.")
-    if who := common.acting_as():
+    if who := common.acting_as(OPERATE, "changing the thresholds"):
         with st.form("alert_thresholds"):
             a, b, d, e = st.columns(4)
             # empty = keep the value in force (a partial update, as `mlops thresholds --warning X`)
@@ -179,7 +182,7 @@ with tab_thresholds:
         if go:
             common.run_action("alert_result_thresholds", lambda conn: ops_thresholds.update(
                 conn, s, common.ui_trigger(who), warning=w, alert=al, critical=cr, note=note, alert_id=target_id,
-                note_required=True, estimate_margin=mg or None), connect=True)
+                note_required=True, estimate_margin=mg or None), connect=True, what="changing the thresholds")
     common.show_result(st.session_state.get("alert_result_thresholds"))
 
 with tab_rollback:
@@ -188,7 +191,7 @@ with tab_rollback:
     PREVIOUS = "the previous champion"
     st.caption("Puts a former champion back in production (the note is the rollback's reason, sent with the "
                "notification). " + (f"Champion now: v{champ['version']}." if champ else "No champion now."))
-    if who := common.acting_as():
+    if who := common.acting_as(OPERATE, "rolling back"):
         with st.form("alert_rollback"):
             to = st.selectbox("Return to", [PREVIOUS] + targets, key="alert_rollback_to",
                               format_func=lambda v: v if v == PREVIOUS else f"v{v}")
@@ -197,7 +200,7 @@ with tab_rollback:
         if go:
             common.run_action("alert_result_rollback", lambda: ops_models.rollback(
                 s, common.ui_trigger(who), reason=note, to_version=None if to == PREVIOUS else to,
-                decision=ops_models.Decision(target_id, note)), spinner="Rolling back…")
+                decision=ops_models.Decision(target_id, note)), spinner="Rolling back…", what="rolling back")
     common.show_result(st.session_state.get("alert_result_rollback"))
 
 # --- decision history --------------------------------------------------------------------------------------------

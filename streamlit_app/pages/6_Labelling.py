@@ -6,7 +6,8 @@ wrong, from low confidence, the predicted class's holdout F1 and the words the m
 or that drifted; each item says why it is offered). A label is recorded by ops.feedback.record
 (as POST /feedback) with the signed-in name as `submitted_by`; the counter is
 ops.feedback.labels_for_next_retrain (what the feedback gate of the next training counts).
-Nobody signed in (UI_PUBLIC_READ): the queue is shown, the form replaced by a notice.
+Labelling needs the labeller (or operator) role. Nobody signed in (UI_PUBLIC_READ), or a viewer:
+the queue is shown, the form replaced by a notice. Catalogue text is shown escaped (common.md).
 """
 
 import sys
@@ -18,6 +19,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when r
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
+from mlops_cli.access import LABEL  # noqa: E402
 from mlops_cli.categories import PRDTYPECODES, category_name  # noqa: E402
 from mlops_cli.ops import feedback as ops_feedback, labelling as ops_labelling  # noqa: E402
 
@@ -68,17 +70,18 @@ item_id = st.selectbox("Item to label", list(by_id), key="labelling_item",
                        format_func=lambda i: f"#{by_id[i].rank} · {by_id[i].designation[:70]} · predicted "
                                              f"{by_id[i].predicted_code}")
 item = by_id[item_id]
-st.markdown(f"**{item.designation}**")
+st.markdown(f"**{common.md(item.designation)}**")
 if item.description:
-    st.caption(item.description[:500])
-st.markdown(f"predicted **{item.predicted_code} {item.predicted_category}** · confidence {item.confidence:.2f} · "
-            f"model v{item.model_version or '—'} · product {item.productid or '—'}")
+    st.caption(common.md(item.description[:500]))
+st.markdown(f"predicted **{item.predicted_code} {common.md(item.predicted_category)}** · confidence "
+            f"{item.confidence:.2f} · model v{common.md(item.model_version) or '—'} · product "
+            f"{common.md(item.productid) or '—'}")
 for reason in item.reasons:
-    st.markdown(f"- {reason}")
+    st.markdown(f"- {common.md(reason)}")
 
 # --- label it -----------------------------------------------------------------------------------------------
 st.subheader("Give the true product type")
-if who := common.acting_as():
+if who := common.acting_as(LABEL, "labelling"):
     # no code chosen in advance (not even the predicted one): a label is a person's own answer
     with st.form("labelling", clear_on_submit=True):
         code = st.selectbox("True product type", list(PRDTYPECODES), key="labelling_code", index=None,
@@ -96,5 +99,6 @@ if who := common.acting_as():
                     "message": f"{fb.prdtypecode} {fb.category} for “{item.designation[:60]}” by "
                                f"{fb.submitted_by} (feedback #{fb.id})"}
 
-        common.run_action("labelling_result", _record, spinner="Recording the label…")
+        common.run_action("labelling_result", _record, spinner="Recording the label…", action=LABEL,
+                          what="labelling")
 common.show_result(st.session_state.get("labelling_result"))

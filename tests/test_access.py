@@ -1,0 +1,110 @@
+"""Identities and roles (mlops_cli/access.py): `mlops api-token`, what a token proves, and the role
+table every front end checks. The HTTP side (401/403 per route, the audit rows) is in test_api.py."""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+
+import pytest
+
+from mlops_cli import access, db
+from mlops_cli.errors import Forbidden, Unauthenticated, Unavailable
+
+from conftest import query
+
+
+def _factory(settings):
+    @contextmanager
+    def connection():
+        with db.connection(settings) as c:
+            yield c
+
+    return connection
+
+
+def test_api_token_commands(cli, conn, settings):
+    r = cli("api-token", "list")
+    assert r.exit_code == 0 and r.output == "No API token: make one with `mlops api-token add NAME --role ROLE`.\n"
+    r = cli("api-token", "add", "alice", "--role", "operator", "--note", "on-call")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "API token for alice (operator), shown once:"
+    token = lines[1].strip()
+    assert re.fullmatch(r"mlops_[A-Za-z0-9_-]{43}", token)
+    assert lines[2] == "Send it as `Authorization: Bearer <token>`; revoke it with `mlops api-token revoke alice`."
+    # only its hash is stored; MLOPS_ACTOR (the tests' "pytest") made it
+    [(name, role, digest, by, note)] = query(conn, "SELECT name, role, token_sha256, created_by, note FROM api_tokens")
+    assert (name, role, by, note) == ("alice", "operator", "pytest", "on-call") and token not in digest
+    assert access.authenticate(settings, _factory(settings), token) == access.Principal("alice", "operator", "token")
+    assert query(conn, "SELECT last_used_at IS NOT NULL FROM api_tokens") == [(True,)]
+
+    r = cli("api-token", "add", "alice", "--role", "viewer")
+    assert r.exit_code == 1 and r.output == (
+        "Error: alice already has an active API token: revoke it first (`mlops api-token revoke alice`)\n")
+    r = cli("api-token", "add", "bad name", "--role", "viewer")
+    assert r.exit_code == 1 and "Invalid user name 'bad name'" in r.output
+    r = cli("api-token", "add", "bob", "--role", "admin")
+    assert r.exit_code == 2 and "'admin' is not one of 'viewer', 'labeller', 'operator'" in r.output
+    assert cli("api-token", "add", "bob", "--role", "labeller").exit_code == 0
+    r = cli("api-token", "list")
+    assert [line.split()[:2] for line in r.output.splitlines()[2:]] == [["alice", "operator"], ["bob", "labeller"]]
+
+    r = cli("api-token", "revoke", "alice", "--by", "carol")
+    assert r.exit_code == 0 and r.output == "revoked the API token of alice (operator)\n"
+    with pytest.raises(Unauthenticated, match=r"^invalid API token \(unknown or revoked\)$"):
+        access.authenticate(settings, _factory(settings), token)
+    r = cli("api-token", "revoke", "alice")
+    assert r.exit_code == 1 and r.output == "Error: 'alice' has no active API token (see `mlops api-token list`)\n"
+    assert query(conn, "SELECT name, revoked_by FROM api_tokens ORDER BY id") == [("alice", "carol"), ("bob", None)]
+    assert "alice" in cli("api-token", "list", "--all").output
+    # a new token for the same name once the old one is revoked
+    assert cli("api-token", "add", "alice", "--role", "viewer").exit_code == 0
+
+
+def test_what_a_token_proves(monkeypatch, conn, settings):
+    with pytest.raises(Unavailable, match="control API disabled: set API_TOKEN or create a token"):
+        access.authenticate(settings, _factory(settings), None)
+    monkeypatch.setenv("API_TOKEN", "x" * 16)
+    monkeypatch.setenv("API_TOKEN_NAME", "deploy-bot")
+    from mlops_cli import config
+
+    shared = config.load_settings()
+    assert access.authenticate(shared, _factory(shared), " " + "x" * 16 + " ") == \
+        access.Principal("deploy-bot", "operator", "API_TOKEN")
+    with pytest.raises(Unauthenticated, match="^missing bearer token"):
+        access.authenticate(shared, _factory(shared), "")
+    monkeypatch.setenv("API_TOKEN", "x" * 15)
+    weak = config.load_settings()
+    with pytest.raises(Unavailable, match=r"API_TOKEN is too short \(15 characters, at least 16\)"):
+        access.authenticate(weak, _factory(weak), "x" * 15)
+
+
+def test_roles_and_claimed_names():
+    viewer, labeller, operator = (access.Principal(n, n, "token") for n in access.ROLES)
+    table = {(p.role, a): access.allows(p.role, a) for p in (viewer, labeller, operator)
+             for a in (access.READ, access.LABEL, access.OPERATE)}
+    assert [a for (r, a), ok in table.items() if ok and r == "viewer"] == [access.READ]
+    assert [a for (r, a), ok in table.items() if ok and r == "labeller"] == [access.READ, access.LABEL]
+    assert all(table[("operator", a)] for a in (access.READ, access.LABEL, access.OPERATE))
+    with pytest.raises(Forbidden, match="^labeller is a labeller: a retrain needs the operator role$"):
+        access.require(labeller, access.OPERATE, "a retrain")
+    assert access.acting_as(operator, None) == access.acting_as(operator, " operator ") == "operator"
+    with pytest.raises(Forbidden, match="^this token acts as operator; by names 'root': "):
+        access.acting_as(operator, "root")
+    assert access.check_role(" Labeller ") == "labeller"
+    assert access.weak_secret("UI_TOKEN", "a" * 16) is None and access.weak_secret("UI_TOKEN", "") is None
+
+
+def test_registry_errors_do_not_quote_the_tracking_password(monkeypatch):
+    """An MLflow client error quotes the URL it called, password included: /health and the
+    control room show these messages to people who are not signed in."""
+    from mlops_cli import config, registry
+    from mlops_cli.errors import TransientError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:TopSecretPw42@127.0.0.1:1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with pytest.raises(TransientError) as caught:
+        registry.version_by_alias(config.load_settings(), registry.CHAMPION)
+    assert "TopSecretPw42" not in str(caught.value) and "mlflow:***@127.0.0.1:1" in str(caught.value)
