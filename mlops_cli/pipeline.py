@@ -76,31 +76,42 @@ class StepTimeout(TimedOut):
     """Raised in the step by time_limit's alarm."""
 
 
+# How long after the alarm the watchdog waits for it to have run before it cancels the step's
+# query (the handler runs within milliseconds unless the main thread is inside a C call).
+CANCEL_GRACE_SECONDS = 1.0
+
+
 @contextmanager
 def time_limit(seconds: float, step: str, conn=None) -> Iterator[None]:
     """Raise StepTimeout in the step after `seconds` (main thread only; elsewhere no limit).
 
     The alarm is a signal: Python runs its handler only between bytecodes, never while a call
-    waits inside libpq (a lock, a long query). So at the same moment a watchdog thread cancels
-    the query running on the step's connection `conn`, and the error that ends is the timeout."""
+    waits inside libpq (a lock, a long query). So when the handler has not run shortly after the
+    limit, a watchdog thread cancels the query running on the step's connection `conn`, and the
+    error that ends the step is the timeout."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
     message = f"step {step} timed out after {seconds:.0f}s (STEP_TIMEOUT)"
-    expired = threading.Event()
+    expired, handled = threading.Event(), threading.Event()
 
     def on_alarm(signum, frame):
+        handled.set()
         expired.set()
         raise StepTimeout(message)
 
     def cancel_query():
+        # Only when the alarm could not run: a step that got its StepTimeout in Python is
+        # recording its failure on this connection, and a cancel would fail that instead.
+        if handled.is_set():
+            return
         expired.set()
         try:
-            conn.cancel()  # psycopg2: safe from another thread; a no-op when nothing runs
+            conn.cancel()  # psycopg2: safe from another thread; a no-op when no query runs
         except Exception as exc:  # the connection is already gone: the alarm still fires
             log.warning("could not cancel the query of step %s at its time limit: %s", step, exc)
 
-    watchdog = threading.Timer(seconds, cancel_query) if conn is not None else None
+    watchdog = threading.Timer(seconds + CANCEL_GRACE_SECONDS, cancel_query) if conn is not None else None
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     if watchdog is not None:
