@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import asdict, dataclass
 
@@ -29,6 +30,8 @@ READ, LABEL, OPERATE = "read", "label", "operate"
 NEEDS = {READ: "viewer", LABEL: "labeller", OPERATE: "operator"}
 TOKEN_PREFIX = "mlops_"
 MIN_TOKEN_CHARS = 16  # API_TOKEN and UI_TOKEN shorter than this are refused, not used
+MISSING = "missing bearer token: send 'Authorization: Bearer <token>' (`mlops api-token add NAME` makes one)"
+INVALID = "invalid API token (unknown or revoked)"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,17 @@ class Principal:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")  # no ':' (the users file's separator), no spaces
+
+
+def check_name(name: str) -> str:
+    """The name of an identity (a token's, a control room user's), stripped; Invalid otherwise."""
+    name = (name or "").strip()
+    if not NAME.match(name):
+        raise Invalid(f"Invalid user name {name!r}: 1 to 64 letters, digits or . _ @ + - (no spaces, no ':')")
+    return name
 
 
 def check_role(role: str | None) -> str:
@@ -84,15 +98,18 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(conn, name: str, role: str, created_by: str, note: str | None = None) -> tuple[str, dict]:
+def create_token(conn, name: str, role: str, created_by: str, note: str | None = None,
+                 settings: Settings | None = None) -> tuple[str, dict]:
     """(the new token, shown once; its row), committed. One active token per name: revoke the
-    old one first."""
+    old one first. `settings`: API_TOKEN_NAME is refused (two secrets, one actor)."""
     import psycopg2
 
     from .ops.common import actor_of
-    from .uiauth import check_name
 
     name, role = check_name(name), check_role(role)
+    shared_name = (settings.api_token_name.strip() or "api") if settings is not None else None
+    if name == shared_name:
+        raise Conflict(f"{name} is API_TOKEN_NAME, the actor of API_TOKEN: give this token another name")
     created_by = actor_of(created_by, "Say who makes the token (--by NAME)")
     taken = Conflict(f"{name} already has an active API token: revoke it first (`mlops api-token revoke {name}`)")
     if any(t["name"] == name for t in store.list_api_tokens(conn)):
@@ -139,6 +156,8 @@ def authenticate(settings: Settings, conn_factory, token: str | None) -> Princip
     presented = (token or "").strip()
     if presented and shared_ok and hmac.compare_digest(presented.encode(), shared.encode()):
         return Principal(settings.api_token_name.strip() or "api", "operator", "API_TOKEN")
+    if not presented and shared_ok:  # the API has a token: a request without one costs no connection
+        raise Unauthenticated(MISSING)
     with conn_factory() as conn:
         if presented:
             row = store.use_api_token(conn, _digest(presented))
@@ -148,7 +167,4 @@ def authenticate(settings: Settings, conn_factory, token: str | None) -> Princip
             why = weak_secret("API_TOKEN", shared) if shared else None
             raise Unavailable("control API disabled: " + (why or "set API_TOKEN or create a token with "
                                                                 "`mlops api-token add NAME --role operator`"))
-    if not presented:
-        raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>' "
-                              "(`mlops api-token add NAME` makes one)")
-    raise Unauthenticated("invalid API token (unknown or revoked)")
+    raise Unauthenticated(INVALID if presented else MISSING)

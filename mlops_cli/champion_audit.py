@@ -21,16 +21,19 @@ KINDS = ("log", "email", "slack")
 
 def check(conn, settings: Settings, pipeline_run_id: int | None = None) -> dict:
     """{"checked", "champion", "recorded", "ok", "notified"}; never raises for an unreachable
-    registry (checked: false, the error kept). Takes the champion lock: a promotion in progress
-    (alias moved, row not yet committed) is waited for, not reported."""
+    registry (checked: false, the error kept). Reads under the champion lock, on a connection of
+    its own released at once: a promotion in progress (alias moved, row not yet committed) is
+    waited for, not reported, and no rollback waits for this step's notifications."""
+    from .db import connection
     from .steps.promote import lock_champion
 
-    lock_champion(conn)
-    try:
-        alias = registry.version_by_alias(settings, registry.CHAMPION)
-    except Unavailable as exc:
-        return {"checked": False, "error": str(exc)}
-    recorded = store.latest_production_change(conn, settings.model_name)
+    with connection(settings, application_name="mlops-champion-audit") as own:
+        lock_champion(own)
+        try:
+            alias = registry.version_by_alias(settings, registry.CHAMPION)
+        except Unavailable as exc:
+            return {"checked": False, "error": str(exc)}
+        recorded = store.latest_production_change(own, settings.model_name)
     champion = alias["version"] if alias else None
     expected = recorded["version"] if recorded else None
     out = {"checked": True, "champion": champion, "recorded": expected, "ok": champion == expected, "notified": []}

@@ -890,7 +890,7 @@ def api_token_add(ctx, name, role, note, by) -> None:
     """Make NAME's API token and print it (once: store it where its user keeps secrets)."""
     from . import access
 
-    token, row = access.create_token(open_conn(ctx), name, role, trigger_of(by).actor, note)
+    token, row = access.create_token(open_conn(ctx), name, role, trigger_of(by).actor, note, settings_of(ctx))
     click.echo(f"API token for {row['name']} ({row['role']}), shown once:")
     click.echo(f"    {token}")
     click.echo("Send it as `Authorization: Bearer <token>`; revoke it with "

@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 from . import db, store
 from .config import Settings
-from .errors import AlreadyRunning, Conflict, Invalid, MlopsError, TimedOut
+from .errors import AlreadyRunning, Conflict, Invalid, MlopsError, TimedOut, Unavailable
 from .runs import StepFailed, StepResult, Trigger, advisory_lock, recover_abandoned, with_retries
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,17 @@ def run_pipeline(settings: Settings, name: str, trigger: Trigger, *, as_of: date
         session.close()
 
 
+def error_code(exc: BaseException | None) -> str:
+    """The kind of a failed step's cause (errors.MlopsError.code): a domain error's own; a
+    connection lost or a service unreachable (runs.is_transient: psycopg2's, MLflow's) is
+    Unavailable, whatever raised it; anything else the generic ERROR."""
+    from .runs import is_transient
+
+    if isinstance(exc, MlopsError):
+        return exc.code
+    return Unavailable.code if exc is not None and is_transient(exc) else MlopsError.code
+
+
 def _open_session(settings: Settings, name: str):
     """The pipeline's own connection, with the steps' retries: a database that is down exits 75
     after STEP_RETRIES attempts whether it went down before the pipeline or during a step."""
@@ -255,11 +266,10 @@ def _run_locked(session, settings, name, base: Trigger, as_of, params, on_step) 
         try:
             step_result = with_retries(settings, attempt)
         except StepFailed as exc:
-            step_result = exc.result
-            code = exc.cause.code if isinstance(exc.cause, MlopsError) else MlopsError.code
+            step_result, code = exc.result, error_code(exc.cause)
         except Exception as exc:  # could not even record the step (database down, bad config)
             step_result = StepResult(step, "failed", None, str(exc).strip() or type(exc).__name__)
-            code = exc.code if isinstance(exc, MlopsError) else MlopsError.code
+            code = error_code(exc)
         result.steps.append(step_result)
         if on_step:
             on_step(step_result)

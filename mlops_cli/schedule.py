@@ -128,19 +128,24 @@ def utc_date_shift(variable: str, expr: str, tz: str) -> str | None:
         zone = zoneinfo.ZoneInfo(tz)
     except Exception:  # no tz database: nothing to say
         return None
+    days = (date(2027, 1, 15), date(2027, 7, 15))  # both seasons, either hemisphere
+
+    def at(day, hour, minute):
+        utc = datetime.combine(day, time(hour, minute), tzinfo=zone).astimezone(timezone.utc)
+        return (utc.date() - day).days, utc.strftime("%H:%M")
+
+    def shifts(hour, minute) -> bool:
+        return len({at(day, hour, minute)[0] for day in days}) > 1
+
     for hour, minute in _times(expr) or []:
-        seen = {}
-        for day in (date(2027, 1, 15), date(2027, 7, 15)):  # both seasons, either hemisphere
-            local = datetime.combine(day, time(hour, minute), tzinfo=zone)
-            utc = local.astimezone(timezone.utc)
-            seen[day.strftime("%B")] = ((utc.date() - day).days, utc.strftime("%H:%M"))
-        if len({shift for shift, _ in seen.values()}) > 1:
-            (m1, (_, t1)), (m2, (_, t2)) = seen.items()
-            return (f"{variable} {expr!r} in {tz} runs at {t1} UTC in {m1} and {t2} UTC in {m2}, on either "
-                    "side of UTC midnight: its UTC date shifts by a day at each change of clock (one day's "
-                    "slot is run twice, another never) and part of the year its window ends up to 23 h "
-                    "before the run. Choose a time on the same UTC date all year (in Europe/Paris: from "
-                    "02:00 to 23:59)")
+        if shifts(hour, minute):
+            (_, t1), (_, t2) = (at(day, hour, minute) for day in days)
+            risky = [h * 60 + m for h in range(24) for m in range(0, 60, 15) if shifts(h, m)]
+            span = f"{risky[0] // 60:02d}:{risky[0] % 60:02d} to {risky[-1] // 60:02d}:{risky[-1] % 60 + 14:02d}"
+            return (f"{variable} {expr!r} in {tz} runs at {t1} UTC in {days[0]:%B} and {t2} UTC in {days[1]:%B}, "
+                    "on either side of UTC midnight: its UTC date shifts by a day at each change of clock (one "
+                    "day's slot is run twice, another never) and part of the year its window ends up to 23 h "
+                    f"before the run. Choose a time on the same UTC date all year (in {tz}: not {span})")
     return None
 
 

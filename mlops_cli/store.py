@@ -700,6 +700,16 @@ def failed_sign_ins_since_success(conn, name: str, within_seconds: float) -> tup
     return int(row["n"]), row["latest"]
 
 
+def lock_sign_in(conn, name: str) -> None:
+    """One sign-in attempt of `name` at a time (until the transaction ends): the throttle's count
+    is read and the attempt recorded under it."""
+    _scalar(conn, "SELECT pg_advisory_xact_lock(hashtext('ui-sign-in:' || %s))", (name,))
+
+
+def database_now(conn):
+    return _scalar(conn, "SELECT clock_timestamp()")
+
+
 def list_ui_sign_ins(conn, limit: int = 100) -> list[dict]:
     return _all(conn, "SELECT * FROM ui_sign_ins ORDER BY id DESC LIMIT %s", (limit,))
 

@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -45,14 +44,15 @@ log = logging.getLogger(__name__)
 
 MODES = ("token", "users")
 TOKEN_PARAM = "token"  # the query parameter of the sign-in URL
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")  # no ':' (the file's separator), no spaces
+NAME, check_name = access.NAME, access.check_name  # one rule for every identity's name
 MIN_PASSWORD = 8
 FALLBACK_ADMIN = "ui-admin"
 DEFAULT_ROLE = "operator"  # a line without a role (the format before roles), and a new user by default
 TOKEN_ROLE = "operator"  # whoever has the sign-in token started the control room
 # Throttle: after MAX_FAILURES refused sign-ins of a name since its last success (within
 # FAILURE_WINDOW_SECONDS), each attempt waits FIRST_PAUSE_SECONDS after the latest refusal, doubled
-# per further refusal, at most MAX_PAUSE_SECONDS. Refusals during a pause count: they lengthen it.
+# per further refusal, at most MAX_PAUSE_SECONDS. Refusals during a pause do not count (whoever
+# keeps trying cannot keep a name locked out).
 MAX_FAILURES = 5
 FAILURE_WINDOW_SECONDS = 15 * 60
 FIRST_PAUSE_SECONDS = 30
@@ -197,14 +197,15 @@ def pause_seconds(failures: int) -> float:
 
 def throttle(conn, name: str, now: datetime | None = None) -> SignInRefused | None:
     """The refusal for an attempt of `name` during its pause, None when it may be checked. Read
-    from ui_sign_ins, so that it holds across the UI's processes and replicas."""
+    from ui_sign_ins, and judged by the database's clock (`now` default), so that it holds across
+    the UI's processes and replicas whatever their clocks say."""
     from . import store
 
     failures, latest = store.failed_sign_ins_since_success(conn, name, FAILURE_WINDOW_SECONDS)
     if failures < MAX_FAILURES or latest is None:
         return None
     until = latest + timedelta(seconds=pause_seconds(failures))
-    if (now or datetime.now(timezone.utc)) >= until:
+    if (now or store.database_now(conn)) >= until:
         return None
     until = until.astimezone(timezone.utc)
     if until.microsecond:  # the next whole second: "after 12:00:31", never a second too early
@@ -234,6 +235,8 @@ def _attempt(settings: Settings, conn_factory, name: str, method: str, check, th
     try:
         with factory() as conn:
             try:
+                if throttled:  # one attempt of a name at a time: parallel tries cannot all pass
+                    store.lock_sign_in(conn, name)
                 refused = throttle(conn, name) if throttled else None
                 if refused is not None:
                     raise refused  # not even checked
@@ -271,7 +274,10 @@ def sign_in_with_token(settings: Settings, token: str | None, conn_factory=None)
         return _attempt(settings, conn_factory, "", "token", lambda: _refuse(
             "Sign-in links are off (UI_AUTH=users): sign in with your name and password.", "token sign-in is off"),
             throttled=False)
-    return _attempt(settings, conn_factory, admin_name(settings), "token", lambda: _check_token(settings, token))
+    # recorded, not throttled: the token is a 256-bit secret, and a pause would only let anyone who
+    # reaches the page lock the admin out with five wrong tokens
+    return _attempt(settings, conn_factory, admin_name(settings), "token", lambda: _check_token(settings, token),
+                    throttled=False)
 
 
 def _refuse(message: str, reason: str):
@@ -293,13 +299,6 @@ def _dummy_hash() -> str:
     if not _DUMMY:
         _DUMMY.append(_hasher().hash(secrets.token_urlsafe(16)))
     return _DUMMY[0]
-
-
-def check_name(name: str) -> str:
-    name = (name or "").strip()
-    if not NAME.match(name):
-        raise Invalid(f"Invalid user name {name!r}: 1 to 64 letters, digits or . _ @ + - (no spaces, no ':')")
-    return name
 
 
 def read_users(path: Path) -> dict[str, User]:

@@ -3,6 +3,7 @@ table every front end checks. The HTTP side (401/403 per route, the audit rows) 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from contextlib import contextmanager
 
@@ -35,13 +36,17 @@ def test_api_token_commands(cli, conn, settings):
     assert lines[2] == "Send it as `Authorization: Bearer <token>`; revoke it with `mlops api-token revoke alice`."
     # only its hash is stored; MLOPS_ACTOR (the tests' "pytest") made it
     [(name, role, digest, by, note)] = query(conn, "SELECT name, role, token_sha256, created_by, note FROM api_tokens")
-    assert (name, role, by, note) == ("alice", "operator", "pytest", "on-call") and token not in digest
+    assert (name, role, by, note) == ("alice", "operator", "pytest", "on-call")
+    assert digest == hashlib.sha256(token.encode()).hexdigest()
     assert access.authenticate(settings, _factory(settings), token) == access.Principal("alice", "operator", "token")
     assert query(conn, "SELECT last_used_at IS NOT NULL FROM api_tokens") == [(True,)]
 
     r = cli("api-token", "add", "alice", "--role", "viewer")
     assert r.exit_code == 1 and r.output == (
         "Error: alice already has an active API token: revoke it first (`mlops api-token revoke alice`)\n")
+    r = cli("api-token", "add", "api", "--role", "viewer")  # API_TOKEN_NAME: two secrets, one actor
+    assert r.exit_code == 1 and r.output == (
+        "Error: api is API_TOKEN_NAME, the actor of API_TOKEN: give this token another name\n")
     r = cli("api-token", "add", "bad name", "--role", "viewer")
     assert r.exit_code == 1 and "Invalid user name 'bad name'" in r.output
     r = cli("api-token", "add", "bob", "--role", "admin")

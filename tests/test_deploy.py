@@ -379,8 +379,9 @@ def test_crontab_render_warns_of_a_time_on_either_side_of_utc_midnight(cli, monk
         "Warning: DAILY_SCHEDULE '0 1 * * *' in Europe/Paris runs at 00:00 UTC in January and 23:00 UTC in "
         "July, on either side of UTC midnight: its UTC date shifts by a day at each change of clock (one "
         "day's slot is run twice, another never) and part of the year its window ends up to 23 h before "
-        "the run. Choose a time on the same UTC date all year (in Europe/Paris: from 02:00 to 23:59)\n")
+        "the run. Choose a time on the same UTC date all year (in Europe/Paris: not 01:00 to 01:59)\n")
     assert "00:30 UTC in January and 23:30 UTC in July" in utc_date_shift("X", "30 19 * * *", "America/New_York")
+    assert utc_date_shift("X", "30 19 * * *", "America/New_York").endswith("(in America/New_York: not 19:00 to 19:59)")
     assert utc_date_shift("X", "30 21 * * *", "America/New_York") is None  # the next UTC date all year
     assert utc_date_shift("X", "0 1 * * *", "UTC") is None
     assert utc_date_shift("X", "*/15 * * * *", "Europe/Paris") is None  # only plain times are checked

@@ -392,7 +392,10 @@ def test_labels_the_queue_asked_for_are_not_scored_as_a_sample_of_the_traffic(en
     end = start + timedelta(days=7)
     catalogue = synth.generate_products(n, seed=44, drift="none")  # what simulate_traffic served
     truth = dict(zip(catalogue["productid"].astype(int), catalogue["prdtypecode"].astype(int)))
-    items = labelling_queue(env.conn, env.settings, limit=env.settings.drift_min_samples + 50, days=7, as_of=end)
+    from mlops_cli.access import Principal
+
+    items = labelling_queue(env.conn, env.settings, limit=env.settings.drift_min_samples + 50, days=7, as_of=end,
+                            offered_to=Principal("moderator", "labeller", "token"))
     assert len(items) == env.settings.drift_min_samples + 50
     for it in items:  # a moderator labels what the queue asked for, truthfully
         ops_feedback.record(env.settings, prdtypecode=truth[it.productid], inference_id=it.inference_id,

@@ -80,7 +80,15 @@ def test_queue_ranks_by_chance_of_error_one_entry_per_product_and_skips_labelled
     assert "6 of 10 words unknown to model v1" in drifted.reasons[0]
     assert drifted.score == pytest.approx(1 - 0.95 * (1 - (0.6 - 0.05) / 0.95) * 0.95, abs=1e-6)
 
-    # what was offered is remembered (performance drift leaves labels given on it out)
+    # what is offered to a labeller is remembered (performance drift leaves labels given on it
+    # out); a read by anyone else (a viewer, the CLI's listing) records nothing
+    from mlops_cli.access import Principal
+
+    assert query(conn, "SELECT count(*) FROM labelling_offers") == [(0,)]
+    labelling_queue(conn, settings, limit=50, days=7, offered_to=Principal("vera", "viewer", "password"))
+    assert query(conn, "SELECT count(*) FROM labelling_offers") == [(0,)]
+    offered = labelling_queue(conn, settings, limit=50, days=7, offered_to=Principal("lena", "labeller", "password"))
+    assert offered == items
     assert query(conn, "SELECT count(*) FROM labelling_offers WHERE inference_id = ANY(%s)",
                  ([it.inference_id for it in items],)) == [(len(items),)]
     assert [it.productid for it in labelling_queue(conn, settings, limit=2)] == by_product[:2]

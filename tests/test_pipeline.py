@@ -130,6 +130,17 @@ def test_a_pipeline_exits_by_the_kind_of_its_failed_steps_cause(source, cli, con
     monkeypatch.setenv("MLOPS_FAULT", "load:fail")
     r = cli("pipeline", "weekly", "--as-of", "2026-03-09")
     assert r.exit_code == 1 and "step load failed" in r.output
+    # what a connection lost mid-step raises is psycopg2's own error, not a domain error: the
+    # kind is still Unavailable (75), by runs.is_transient
+    import psycopg2
+
+    from mlops_cli.errors import NotFound, TransientError
+    from mlops_cli.pipeline import error_code
+
+    assert error_code(psycopg2.OperationalError("server closed the connection unexpectedly")) == "UNAVAILABLE"
+    assert error_code(psycopg2.InterfaceError("connection already closed")) == "UNAVAILABLE"
+    assert error_code(TransientError("db down")) == "UNAVAILABLE" and error_code(NotFound("x")) == "NOT_FOUND"
+    assert error_code(RuntimeError("a bug")) == error_code(None) == "ERROR"
 
 
 def test_step_timeout_fails_the_step(source, cli, conn, monkeypatch):

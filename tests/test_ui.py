@@ -947,6 +947,8 @@ def test_roles_decide_which_forms_a_person_gets(seeded, db_conn, users):
     at.switch_page("pages/6_Labelling.py").run(timeout=TIMEOUT)
     assert not any(b.key == "labelling_submit" for b in at.button)
     assert "victor is a viewer: labelling needs the labeller role" in texts(at)
+    # shown to a viewer is not offered: performance drift keeps counting labels given on them
+    assert query(db_conn, "SELECT count(*) FROM labelling_offers") == [(0,)]
 
     sign_in(at, "lena")
     at.switch_page("pages/5_Alerts_Dashboard.py").run(timeout=TIMEOUT)
@@ -959,6 +961,7 @@ def test_roles_decide_which_forms_a_person_gets(seeded, db_conn, users):
 
     at.switch_page("pages/6_Labelling.py").run(timeout=TIMEOUT)
     item = at.selectbox(key="labelling_item").value
+    assert query(db_conn, "SELECT count(*) FROM labelling_offers WHERE inference_id = %s", (item,)) == [(1,)]
     submit(at, "labelling_submit", labelling_code=2583)
     no_exception(at)
     assert query(db_conn, "SELECT inference_id, submitted_by FROM feedback ORDER BY id DESC LIMIT 1") == [

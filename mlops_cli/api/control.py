@@ -255,5 +255,6 @@ def labelling_queue(request: Request,
                                                            f"now (1-{labelling.MAX_DAYS}).")
                                     ] = labelling.DEFAULT_DAYS) -> Any:
     with _conn(request) as conn:
-        items = labelling.labelling_queue(conn, request.app.state.settings, limit=limit, days=days)
+        items = labelling.labelling_queue(conn, request.app.state.settings, limit=limit, days=days,
+                                          offered_to=request.state.principal)  # a labeller: the route's role
     return _result(items)

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .. import store, textstats
+from ..access import LABEL, Principal, allows
 from ..features import has_letter_or_digit
 from ..categories import category_name
 from ..config import Settings
@@ -165,10 +166,15 @@ def _score(row: dict, ref: dict, risen: set[str]) -> QueueItem:
 
 
 def labelling_queue(conn, settings: Settings, *, limit: int = DEFAULT_LIMIT, days: int = DEFAULT_DAYS,
-                    as_of: datetime | None = None) -> list[QueueItem]:
+                    as_of: datetime | None = None, offered_to: Principal | None = None) -> list[QueueItem]:
     """The `limit` unlabelled predictions of the `days` days before `as_of` (now) most worth a
     label, best first (see the module docstring for the score). Invalid when limit is not in
-    1..MAX_LIMIT or days not in 1..MAX_DAYS."""
+    1..MAX_LIMIT or days not in 1..MAX_DAYS.
+
+    offered_to: the labeller they are offered to (the labelling page, GET /api/labelling-queue);
+    the items are then recorded as offered (labelling_offers), and performance drift leaves out
+    the labels given on them. A read by anyone who may not label (a viewer, the CLI's listing)
+    records nothing: reading the queue must not change what drift counts."""
     limit = _bounded(limit, 1, MAX_LIMIT, "limit")
     days = _bounded(days, 1, MAX_DAYS, "days")
     end = as_of or datetime.now(timezone.utc)
@@ -185,8 +191,9 @@ def labelling_queue(conn, settings: Settings, *, limit: int = DEFAULT_LIMIT, day
     items = items[:limit]
     for i, it in enumerate(items, 1):
         it.rank = i
-    # what was offered is remembered (committed): a label given on an offered prediction is
-    # not a sample of the traffic, and performance drift leaves it out (steps/drift.py)
-    store.record_labelling_offers(conn, [it.inference_id for it in items])
-    conn.commit()
+    if offered_to is not None and allows(offered_to.role, LABEL):
+        # remembered (committed): a label given on an offered prediction is not a sample of the
+        # traffic, and performance drift leaves it out (steps/drift.py)
+        store.record_labelling_offers(conn, [it.inference_id for it in items])
+        conn.commit()
     return items

@@ -485,12 +485,14 @@ def interrupted_promotion(conn, settings: Settings, version: str, info: dict) ->
     """(whether `version` is the champion by a promotion that was never recorded, the champion it
     replaced or None). _apply tags the version `decision=promoted` and points previous-champion at
     the version it replaced (tagged `replaced_by`) before the step commits its model_decisions row:
-    a promote step that dies in between leaves those tags and no row."""
+    a promote step that dies in between leaves those tags and no row. A champion the last recorded
+    change of production put there (a promotion, or a rollback restoring it) is not one: the same
+    rule as champion_audit's."""
     tags = info.get("tags") or {}
     if tags.get("decision") != "promoted":
         return False, None
-    last = store.latest_decision_for_version(conn, settings.model_name, version)
-    if last is not None and last["decision"] in ("promoted", "manual_promotion"):
+    recorded = store.latest_production_change(conn, settings.model_name)
+    if recorded is not None and recorded["version"] == version:
         return False, None
     previous = registry.version_by_alias(settings, registry.PREVIOUS)
     if previous is not None and (previous.get("tags") or {}).get("replaced_by") == version:

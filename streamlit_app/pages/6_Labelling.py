@@ -45,7 +45,9 @@ days = left.number_input("Served in the last (days)", min_value=1, max_value=ops
                          value=ops_labelling.DEFAULT_DAYS, step=1, key="labelling_days")
 limit = right.number_input("Items", min_value=1, max_value=ops_labelling.MAX_LIMIT,
                            value=ops_labelling.DEFAULT_LIMIT, step=10, key="labelling_limit")
-queue = common.call(ops_labelling.labelling_queue, c, s, limit=int(limit), days=int(days), what="the labelling queue")
+# offered (and recorded as such: performance drift leaves those labels out) only to who may label
+queue = common.call(ops_labelling.labelling_queue, c, s, limit=int(limit), days=int(days),
+                    offered_to=common.principal(), what="the labelling queue")
 st.caption("Ranked by the chance that the served answer is wrong: 1 - (1 - uncertainty)(1 - confusion)(1 - drift), "
            "where uncertainty = 1 - confidence, confusion = 1 - the predicted class's F1 on the model's holdout, "
            "drift = the share of words the model cannot read (above its holdout rate) or that drifted. "
