@@ -24,7 +24,9 @@ side by side in one run, and writes benchmarks/results/bench_drift_scale.json:
      first from the bytes per row measured at the smallest size): table size, the `rollup` step
      over the 30 closed days (once; the daily pipeline then rolls up one day a day), the daily
      check (`drift` 7 + 30 days from the rollups, then `alert`), and at the smallest size the row
-     scan (rollups=False) on the same rows. Target: check(largest) <= 2 x check(smallest).
+     scan (rollups=False) on the same rows. Target: check(largest) <= 2 x check(smallest). Beside
+     it, the labelling queue's pool at noon of the last day (7 days, limit 50) from the days'
+     lists and by a scan of its window, both pools compared (docs/SCALING.md).
   b. serving: `mlops serve` on the partitioned log against the same server on the table of
      migration 008 (unpartitioned: "today's"), alternating runs; then on the partitioned log,
      p99 with and without day partitions being dropped (retention) during the load.
@@ -420,6 +422,7 @@ def scale_drift(settings, model, version, reference, sizes: list[int], max_minut
                            "levels": [x["level"] for x in d.outputs["reports"]]})
         row["check"] = checks
         row["check_seconds"] = min(c["total_seconds"] for c in checks)
+        row["labelling_queue"] = scale_labelling_queue(conn, as_of)
         if size == min(sizes):
             t = time.perf_counter()
             scan = drift(conn, s, T, as_of=as_of, window_days=(7, 30), rollups=False)
@@ -428,9 +431,12 @@ def scale_drift(settings, model, version, reference, sizes: list[int], max_minut
                 [(b["scores"], b["level"]) for b in scan.outputs["reports"]]
             row["row_scan_same_scores"] = same
         row["minutes"] = round((time.perf_counter() - t_size) / 60, 1)
+        q = row["labelling_queue"]
         print(f"{row['rows']} rows: {row['table_mb']} MB, rollup 30 days {row['rollup_30_days_seconds']} s, "
               f"daily check {row['check_seconds']} s" + (f", row scan {row.get('row_scan_drift_seconds')} s"
-                                                         if "row_scan_drift_seconds" in row else ""), flush=True)
+                                                         if "row_scan_drift_seconds" in row else "")
+              + f"; labelling queue pool {q['lists_seconds']} s from the days' lists, {q['scan_seconds']} s "
+                f"by a scan of its window (same pool: {q['same_pool']})", flush=True)
         out["sizes"].append(row)
         conn.close()
         _drop_database(settings, name)
@@ -438,7 +444,40 @@ def scale_drift(settings, model, version, reference, sizes: list[int], max_minut
         lo, hi = out["sizes"][0], out["sizes"][-1]
         out["check_ratio"] = round(hi["check_seconds"] / lo["check_seconds"], 2)
         out["meets_target"] = out["check_ratio"] <= 2.0
+        lq, hq = lo["labelling_queue"], hi["labelling_queue"]
+        out["labelling_queue_ratio"] = {"lists": round(hq["lists_seconds"] / lq["lists_seconds"], 2),
+                                        "scan": round(hq["scan_seconds"] / lq["scan_seconds"], 2)}
     return out
+
+
+def scale_labelling_queue(conn, as_of) -> dict:
+    """The labelling queue's pool (default limit 50, 7 days) at noon of the last day of traffic:
+    from the days' lists (what the queue does) against one scan of its window, the faster of two
+    runs each, alternating; the two pools compared."""
+    from mlops_cli.labelling_pool import candidate_pool, pool_for
+
+    end = as_of - timedelta(hours=12)  # the day's half so far is scanned: the honest middle of a day
+    first = end.date() - timedelta(days=7)
+    times: dict = {"lists": [], "scan": []}
+    pools = {}
+    for _ in range(2):
+        for how in ("lists", "scan"):
+            t = time.perf_counter()
+            pools[how] = candidate_pool(conn, first, end, pool_for(50), use_lists=how == "lists")
+            times[how].append(time.perf_counter() - t)
+            conn.rollback()
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FILTER (WHERE logged_at >= %s), count(*) FROM inference_log "
+                    "WHERE logged_at >= %s AND logged_at <= %s",
+                    (datetime.combine(end.date(), datetime.min.time(), tzinfo=timezone.utc),
+                     datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc), end))
+        today, window = cur.fetchone()
+    conn.rollback()
+    lists_s, scan_s = min(times["lists"]), min(times["scan"])
+    return {"window_rows": window, "today_rows_scanned": today, "days_listed": pools["lists"]["days_listed"],
+            "lists_seconds": round(lists_s, 3), "scan_seconds": round(scan_s, 3),
+            "scan_over_lists": round(scan_s / lists_s, 1),
+            "same_pool": pools["lists"]["rows"] == pools["scan"]["rows"]}
 
 
 def scale_serve(settings, requests: int, rounds: int, concurrency: int) -> dict:
@@ -597,6 +636,9 @@ def main_scale(args) -> int:
     if "check_ratio" in result["drift"]:
         print(f"daily check, largest / smallest: {result['drift']['check_ratio']} (target <= 2: "
               f"{'met' if result['drift']['meets_target'] else 'MISSED'})")
+        q = result["drift"]["labelling_queue_ratio"]
+        print(f"labelling queue pool, largest / smallest: {q['lists']} from the days' lists, {q['scan']} by a scan "
+              f"of its window")
     if "serve" in result:
         sv = result["serve"]
         print()

@@ -704,7 +704,7 @@ def thresholds_cmd(ctx, warning, alert_, critical, estimate_margin, reset, by, n
 @main.command("label-queue")
 @click.option("--limit", type=int, default=50, show_default=True, help="How many items (at most 500).")
 @click.option("--days", type=int, default=7, show_default=True,
-              help="The window of served predictions, in days before now (at most 30).")
+              help="The window of served predictions: today (UTC) and this many whole days before (at most 30).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @domain_errors

@@ -541,48 +541,144 @@ def insert_feedback(conn, *, true_code: int, inference_id: int | None = None,
 
 
 # --- the labelling queue (ops/labelling.py ranks what these return) ---------------------------------
-def labelling_candidates(conn, start, end, pool: int) -> list[dict]:
-    """Unlabelled served predictions of the window start < logged_at <= end worth a label: one per
-    product (per productid, or per title + description when there is none: the least confident
-    prediction of it), the `pool` least confident ones plus the `pool` with the largest share of
-    out-of-vocabulary tokens (n_oov / n_tokens). A prediction is labelled when a feedback row names
-    it (inference_id or request_id), names its product, or names a prediction of the same text.
-
-    The logged_at bounds prune the partitions; each subset is a top-N over the window (no full
-    ordering is returned), and the long text columns are read for the <= 2 x pool rows kept only.
-    """
-    return _all(
-        conn,
-        """WITH labelled_texts AS (
+# Two lists of one prediction per product (per productid, or per title + description when there
+# is none), each in one total order, the same for the product's representative and for the rank
+# (labelling_pool.py merges days' lists with these orders: a product in a window's top N is then
+# in its own day's top N):
+#   'c' the least confident: its least confident prediction, by (confidence, newest, id)
+#   'o' the most out-of-vocabulary: its prediction with the largest share of unknown tokens
+#       (n_oov / n_tokens > 0), by (that share descending, then the 'c' order)
+CANDIDATE_ORDERS = {"c": "confidence, logged_at DESC, inference_id",
+                    "o": "oov DESC, confidence, logged_at DESC, inference_id"}
+_CANDIDATE_COLUMNS = "inference_id, logged_at, request_id, productid, product_key, confidence, oov"
+# labelled texts: a prediction with no productid is labelled when a label names a prediction of
+# the same title + description in the window [%(ls)s, %(le)s]
+_LABELLED_TEXTS = """labelled_texts AS (
                SELECT md5(j.designation || E'\n' || j.description) AS k
                FROM feedback f JOIN inference_log j ON j.id = f.inference_id AND j.logged_at = f.inference_logged_at
-               WHERE f.productid IS NULL AND f.inference_logged_at > %(start)s AND f.inference_logged_at <= %(end)s
-                 AND j.logged_at > %(start)s AND j.logged_at <= %(end)s
-           ), cand AS (
-               SELECT DISTINCT ON (k) id, logged_at, confidence, oov FROM (
-                   SELECT i.id, i.logged_at, i.confidence,
+               WHERE f.productid IS NULL AND f.inference_logged_at >= %(ls)s AND f.inference_logged_at <= %(le)s
+                 AND j.logged_at >= %(ls)s AND j.logged_at <= %(le)s)"""
+
+
+def labelling_candidate_lists(conn, lo, hi, pool: int, *, lo_incl: bool = True, hi_incl: bool = True,
+                              labels_lo=None, labels_hi=None) -> list[dict]:
+    """The two candidate lists (CANDIDATE_ORDERS) of the unlabelled served predictions logged in
+    one range [lo, hi] (bounds as lo_incl / hi_incl say), the first `pool` of each, in no order
+    (labelling_pool ranks them): rows {list, inference_id, logged_at, request_id, productid, product_key, confidence, oov}.
+    A prediction is labelled when a feedback row names it (inference_id or request_id), names its
+    product, or names a prediction of the same text in [labels_lo, labels_hi] (default: the range).
+
+    The logged_at bounds prune the partitions; each list is a top-N (no full ordering), and no
+    long text column is returned."""
+    return _all(
+        conn,
+        f"""WITH {_LABELLED_TEXTS}, y AS (
+               SELECT * FROM (
+                   SELECT i.id AS inference_id, i.logged_at, i.request_id, i.productid, i.confidence,
                           CASE WHEN i.n_tokens > 0 AND i.n_oov IS NOT NULL
                                THEN i.n_oov::float8 / i.n_tokens END AS oov,
                           CASE WHEN i.productid IS NOT NULL THEN 'p' || i.productid::text
-                               ELSE md5(i.designation || E'\n' || i.description) END AS k
-                   FROM inference_log i
-                   WHERE i.logged_at > %(start)s AND i.logged_at <= %(end)s
-                     AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.inference_id = i.id)
+                               ELSE md5(i.designation || E'\n' || i.description) END AS product_key
+                   FROM (SELECT * FROM inference_log WHERE {_range_sql(lo_incl, hi_incl)}) i
+                   WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE f.inference_id = i.id)
                      AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = i.request_id)
                      AND (i.productid IS NULL
                           OR NOT EXISTS (SELECT 1 FROM feedback f WHERE f.productid = i.productid))) x
-               WHERE k NOT IN (SELECT k FROM labelled_texts)
-               ORDER BY k, confidence, logged_at DESC, id
+               WHERE product_key NOT IN (SELECT k FROM labelled_texts)
+           ), c AS (
+               SELECT DISTINCT ON (product_key) {_CANDIDATE_COLUMNS} FROM y
+               ORDER BY product_key, {CANDIDATE_ORDERS["c"]}
+           ), o AS (
+               SELECT DISTINCT ON (product_key) {_CANDIDATE_COLUMNS} FROM y WHERE oov > 0
+               ORDER BY product_key, {CANDIDATE_ORDERS["o"]}
            )
-           SELECT i.id AS inference_id, i.logged_at, i.request_id, i.source, i.model_version, i.productid,
+           (SELECT 'c' AS list, {_CANDIDATE_COLUMNS} FROM c
+            ORDER BY {CANDIDATE_ORDERS["c"]} LIMIT %(pool)s)
+           UNION ALL
+           (SELECT 'o', {_CANDIDATE_COLUMNS} FROM o
+            ORDER BY {CANDIDATE_ORDERS["o"]} LIMIT %(pool)s)""",
+        {"lo": lo, "hi": hi, "pool": int(pool),
+         "ls": lo if labels_lo is None else labels_lo, "le": hi if labels_hi is None else labels_hi},
+    )
+
+
+def labelling_days_state(conn, days: Sequence) -> dict:
+    """{day: {n_rows, max_id, pool, n_c, n_o, computed_at, late}} of the days whose candidate lists
+    are stored;
+    `late`: a row of the day with an id above max_id arrived since (the lists are stale)."""
+    rows = _all(conn, """SELECT day, n_rows, max_id, pool, n_c, n_o, computed_at FROM labelling_candidate_days
+                         WHERE day = ANY(%s::date[])""", (list(days),))
+    now = day_max_ids(conn, [r["day"] for r in rows])
+    for r in rows:
+        m = now.get(r["day"])
+        r["late"] = m is not None and (r["max_id"] is None or m > r["max_id"])
+    return {r["day"]: r for r in rows}
+
+
+def replace_labelling_day(conn, day, *, n_rows: int, max_id: int | None, pool: int, rows: Sequence[dict],
+                          pipeline_run_id: int | None = None) -> None:
+    """Store (replacing) one day's candidate lists (rows as labelling_candidate_lists returns, each
+    with its rank in its list)."""
+    from psycopg2.extras import execute_values
+
+    n = {name: sum(1 for r in rows if r["list"] == name) for name in CANDIDATE_ORDERS}
+    _exec(conn, "DELETE FROM labelling_candidate_days WHERE day = %s", (day,))
+    _exec(conn, """INSERT INTO labelling_candidate_days (day, n_rows, max_id, pool, n_c, n_o, pipeline_run_id)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+          (day, int(n_rows), max_id, int(pool), n["c"], n["o"], pipeline_run_id))
+    if rows:
+        with conn.cursor() as cur:
+            execute_values(
+                cur, f"INSERT INTO labelling_candidates (day, list, rank, {_CANDIDATE_COLUMNS}) VALUES %s",
+                [(day, r["list"], int(r["rank"]), r["inference_id"], r["logged_at"], r["request_id"],
+                  r["productid"], r["product_key"], r["confidence"], r["oov"]) for r in rows], page_size=2000)
+
+
+def mark_labelling_day_stale(conn, day) -> None:
+    """Forget the lists' max_id: the queue scans the day until the next rollup computes them again."""
+    _exec(conn, "UPDATE labelling_candidate_days SET max_id = NULL WHERE day = %s", (day,))
+
+
+def stored_labelling_candidates(conn, ranges: dict, labels_lo, labels_hi) -> list[dict]:
+    """The stored entries {(day, list): (lo, hi]} of rank, each with its lists' computed_at and
+    what is known of it now:
+    `row_labelled` (a label names the prediction or its request) and `product_labelled` (a label
+    names its product, or a prediction of its text in [labels_lo, labels_hi])."""
+    if not ranges:
+        return []
+    keys = list(ranges)
+    return _all(
+        conn,
+        f"""WITH {_LABELLED_TEXTS}
+            SELECT c.day, c.list, c.rank, {", ".join("c." + k for k in _CANDIDATE_COLUMNS.split(", "))},
+                   h.computed_at,
+                   (EXISTS (SELECT 1 FROM feedback f WHERE f.inference_id = c.inference_id)
+                    OR EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = c.request_id)) AS row_labelled,
+                   CASE WHEN c.productid IS NOT NULL
+                        THEN EXISTS (SELECT 1 FROM feedback f WHERE f.productid = c.productid)
+                        ELSE c.product_key IN (SELECT k FROM labelled_texts) END AS product_labelled
+            FROM unnest(%(days)s::date[], %(lists)s::text[], %(los)s::int[], %(his)s::int[]) AS q(day, list, lo, hi)
+            JOIN labelling_candidates c ON c.day = q.day AND c.list = q.list AND c.rank > q.lo AND c.rank <= q.hi
+            JOIN labelling_candidate_days h ON h.day = c.day
+            ORDER BY c.day, c.list, c.rank""",
+        {"ls": labels_lo, "le": labels_hi, "days": [k[0] for k in keys], "lists": [k[1] for k in keys],
+         "los": [int(ranges[k][0]) for k in keys], "his": [int(ranges[k][1]) for k in keys]},
+    )
+
+
+def inference_rows_for_labelling(conn, keys: Sequence[tuple]) -> list[dict]:
+    """The logged predictions (inference_id, logged_at) the labelling queue scores, with their
+    texts, least confident first."""
+    if not keys:
+        return []
+    return _all(
+        conn,
+        """SELECT i.id AS inference_id, i.logged_at, i.request_id, i.source, i.model_version, i.productid,
                   i.designation, i.description, i.n_tokens, i.n_oov, i.predicted_code, i.confidence
-           FROM ((SELECT id, logged_at FROM cand ORDER BY confidence, id LIMIT %(pool)s)
-                 UNION
-                 (SELECT id, logged_at FROM cand WHERE oov > 0 ORDER BY oov DESC, id LIMIT %(pool)s)) p
-           JOIN inference_log i ON i.id = p.id AND i.logged_at = p.logged_at
-             AND i.logged_at > %(start)s AND i.logged_at <= %(end)s
+           FROM unnest(%s::bigint[], %s::timestamptz[]) AS k(id, logged_at)
+           JOIN inference_log i ON i.id = k.id AND i.logged_at = k.logged_at
            ORDER BY i.confidence, i.id""",
-        {"start": start, "end": end, "pool": int(pool)},
+        ([int(k[0]) for k in keys], [k[1] for k in keys]),
     )
 
 
@@ -1872,7 +1968,9 @@ def read_rollups(conn, bins_key: str, days: Sequence) -> dict:
 
 
 def delete_rollups(conn, days: Sequence) -> int:
-    """Forget the rollups (every bins) of these days: their rows changed (drained, dropped)."""
+    """Forget the rollups (every bins) and the labelling candidate lists of these days: their rows
+    changed (drained, dropped)."""
+    _exec(conn, "DELETE FROM labelling_candidate_days WHERE day = ANY(%s::date[])", (list(days),))
     return _exec(conn, "DELETE FROM inference_rollup_days WHERE day = ANY(%s::date[])", (list(days),))
 
 

@@ -126,3 +126,166 @@ def test_label_queue_command(cli, conn, settings, seeded_log):
     assert [i["inference_id"] for i in items] == [it.inference_id for it in labelling_queue(conn, settings)]
     r = cli("label-queue", "--days", "31")
     assert r.exit_code != 0 and "days must be between 1 and 30" in r.output
+
+
+# --- the pool at any traffic: each closed day's lists (labelling_pool.py) --------------------------
+def _day_at(day, k: int) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) + timedelta(minutes=7 * k + 1)
+
+
+def _random_log(conn, rng, days, n_rows: int) -> None:
+    """Products seen on several days, texts without a productid repeated, confidences and
+    out-of-vocabulary shares with ties (two decimals), so the orders' tie-breaks matter."""
+    rows = []
+    for i in range(n_rows):
+        day = rng.choice(days)
+        pid = None if rng.random() < 0.25 else rng.randrange(1, 60)
+        n_tok = rng.choice([0, 4, 5, 10])
+        rows.append(_row(10_000 + i, productid=pid, conf=round(rng.uniform(0.05, 0.99), 2),
+                         title=f"objet {rng.randrange(8)}" if pid is None else f"produit {pid}",
+                         n_tokens=n_tok, n_oov=rng.randrange(n_tok + 1) if n_tok else 0)
+                    | {"logged_at": _day_at(day, rng.randrange(200))})
+    store.insert_inference_rows(conn, rows)
+    conn.commit()
+
+
+def _store_lists(conn, days, pool: int) -> None:
+    from mlops_cli.labelling_pool import day_lists
+
+    for day in days:
+        store.replace_labelling_day(conn, day, n_rows=store.day_row_count(conn, day),
+                                    max_id=store.day_max_ids(conn, [day])[day], pool=pool,
+                                    rows=day_lists(conn, day, pool))
+    conn.commit()
+
+
+def _pools_agree(conn, first, end, pool: int) -> dict:
+    from mlops_cli.labelling_pool import candidate_pool
+
+    merged = candidate_pool(conn, first, end, pool)
+    scanned = candidate_pool(conn, first, end, pool, use_lists=False)
+    assert [r["inference_id"] for r in merged["rows"]] == [r["inference_id"] for r in scanned["rows"]], (pool, merged)
+    assert merged["rows"] == scanned["rows"]
+    return merged
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_days_lists_give_the_window_scans_pool_whatever_labels_come_later(conn, seed):
+    """The merge of the days' stored lists and a scan of the rest is the pool of one scan of the
+    whole window, before and after labels of every kind arrive, with a late row, for pools shorter
+    and longer than the stored lists."""
+    import random
+
+    rng = random.Random(seed)
+    today = NOW.date()
+    days = [today - timedelta(days=k) for k in range(0, 9)]
+    for day in days + [today + timedelta(days=1)]:
+        store.ensure_inference_partition(conn, day)
+    _random_log(conn, rng, days, 900)
+    # a product twice yesterday, least confident of all: only its first prediction is stored
+    store.insert_inference_rows(conn, [_row(k, productid=777, conf=c) | {"logged_at": _day_at(days[1], k)}
+                                       for k, c in ((1, 0.001), (2, 0.002))])
+    conn.commit()
+    closed = days[1:]
+    _store_lists(conn, closed, pool=8)
+    windows = [(today - timedelta(days=7), NOW), (today - timedelta(days=4), NOW - timedelta(days=1, hours=3))]
+    for start, end in windows:
+        for pool in (3, 8, 20):
+            out = _pools_agree(conn, start, end, pool)
+            if pool <= 8:
+                assert out["days_listed"] >= 1 and out["days_scanned"] == []
+            else:  # a pool longer than the lists: the days that had more candidates are scanned
+                assert out["days_scanned"] != []
+    # labels after the lists: of a product, of a prediction (its product with it), of a text with
+    # no productid
+    with conn.cursor() as cur:
+        cur.execute("""SELECT c.inference_id, c.productid, c.request_id FROM labelling_candidates c
+                       WHERE c.list = 'c' ORDER BY c.day DESC, c.rank""")
+        entries = cur.fetchall()
+    with_pid = [e for e in entries if e[1] not in (None, 777)]
+    without = [e for e in entries if e[1] is None]
+    store.insert_feedback(conn, true_code=10, productid=with_pid[0][1], submitted_by="pytest")
+    store.insert_feedback(conn, true_code=10, inference_id=with_pid[1][0], productid=with_pid[1][1], submitted_by="pytest")
+    store.insert_feedback(conn, true_code=10, inference_id=without[0][0], submitted_by="pytest")
+    conn.commit()
+    for start, end in windows:
+        for pool in (3, 8):
+            _pools_agree(conn, start, end, pool)
+    # three of a list of 8 labelled: a pool of 3 still reads every day from its lists
+    assert _pools_agree(conn, *windows[0], 3)["days_scanned"] == []
+    # a label naming a request alone labels that prediction, not its product: the product's next
+    # prediction, not stored, takes its place, so that day is scanned
+    store.insert_feedback(conn, true_code=10, request_id="req-1", submitted_by="pytest")
+    conn.commit()
+    for start, end in windows:
+        for pool in (3, 8, 20):
+            _pools_agree(conn, start, end, pool)
+    out = _pools_agree(conn, *windows[0], 3)
+    assert out["days_scanned"] == [days[1]]
+    assert [(r["productid"], r["confidence"]) for r in out["rows"]][0] == (777, 0.002)
+    # a late row of a listed day: that day is scanned until its lists are stored again
+    late_day = closed[2]
+    store.insert_inference_rows(conn, [_row(99_999, productid=500, conf=0.01) | {"logged_at": _day_at(late_day, 3)}])
+    conn.commit()
+    assert store.labelling_days_state(conn, [late_day])[late_day]["late"]
+    out = _pools_agree(conn, today - timedelta(days=7), NOW, 3)
+    assert 500 in [r["productid"] for r in out["rows"]]
+
+
+def test_the_rollup_step_stores_the_days_lists_and_the_queue_reads_them(conn, settings):
+    from mlops_cli.labelling_pool import DAY_POOL, candidate_pool
+    from mlops_cli.runs import Trigger
+    from mlops_cli.steps.retention import rollup
+
+    yesterday = NOW.date() - timedelta(days=1)
+    for day in range(-2, 2):
+        store.ensure_inference_partition(conn, NOW.date() + timedelta(days=day))
+    store.insert_inference_rows(conn, [_row(50, productid=150, conf=0.15) | {"logged_at": _day_at(yesterday, 1)},
+                                       _row(51, productid=151, conf=0.25, n_oov=3) | {"logged_at": _day_at(yesterday, 2)},
+                                       _row(52, productid=152, conf=0.35)])
+    conn.commit()
+    r = rollup(conn, settings, Trigger(actor="pytest"), as_of=NOW)
+    assert r.status == "skipped", r.message  # no serving model: no drift counts, the lists all the same
+    assert "labelling lists of 30 day(s) stored, 0 fresh" in r.message
+    state = store.labelling_days_state(conn, [yesterday])[yesterday]
+    assert (state["pool"], state["n_c"], state["n_o"], state["late"]) == (DAY_POOL, 2, 1, False)
+    first = NOW.date() - timedelta(days=7)
+    pool = candidate_pool(conn, first, NOW, 200)
+    assert (pool["days_listed"], pool["days_scanned"], pool["ranges_scanned"]) == (7, [], 1)  # today's part
+    assert pool["rows"] == candidate_pool(conn, first, NOW, 200, use_lists=False)["rows"]
+    assert [it.productid for it in labelling_queue(conn, settings, limit=50, days=7)] == [150, 151, 152]
+    again = rollup(conn, settings, Trigger(actor="pytest"), as_of=NOW)
+    assert "labelling lists of 0 day(s) stored, 30 fresh" in again.message
+    store.delete_rollups(conn, [yesterday])  # the day's rows changed (drained, dropped): forgotten
+    conn.commit()
+    assert store.labelling_days_state(conn, [yesterday]) == {}
+
+
+@pytest.mark.parametrize("change", ["stored again", "forgotten"])
+def test_a_days_lists_changed_between_the_queues_reads_are_not_mixed(conn, monkeypatch, change):
+    """The queue reads a day's state, then its entries: a rollup storing the day's lists again (or
+    a drain forgetting them) in between makes the queue scan that day, not mix two versions."""
+    import random
+
+    from mlops_cli import labelling_pool
+
+    today = NOW.date()
+    days = [today - timedelta(days=k) for k in range(0, 4)]
+    for day in days + [today + timedelta(days=1)]:
+        store.ensure_inference_partition(conn, day)
+    _random_log(conn, random.Random(5), days, 300)
+    _store_lists(conn, days[1:], pool=8)
+    real = store.labelling_days_state
+
+    def state_then_change(c, ds):
+        out = real(c, ds)
+        if change == "forgotten":
+            store.delete_rollups(c, [days[1]])
+        else:
+            _store_lists(c, [days[1]], pool=8)
+        c.commit()
+        return out
+
+    monkeypatch.setattr(store, "labelling_days_state", state_then_change)
+    out = _pools_agree(conn, days[-1], NOW, 3)
+    assert out["days_scanned"] == [days[1]] and out["days_listed"] == 2

@@ -251,8 +251,8 @@ def labelling_queue(request: Request,
                                                 description=f"How many items (1-{labelling.MAX_LIMIT}).")
                                      ] = labelling.DEFAULT_LIMIT,
                     days: Annotated[int, Query(ge=1, le=labelling.MAX_DAYS,
-                                               description="The window of served predictions, in days before "
-                                                           f"now (1-{labelling.MAX_DAYS}).")
+                                               description="The window of served predictions: today (UTC) and "
+                                                           f"this many whole days before (1-{labelling.MAX_DAYS}).")
                                     ] = labelling.DEFAULT_DAYS) -> Any:
     with _conn(request) as conn:
         items = labelling.labelling_queue(conn, request.app.state.settings, limit=limit, days=days,

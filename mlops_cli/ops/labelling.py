@@ -1,11 +1,13 @@
 """The labelling queue: the recent served predictions most worth a human label, first.
 
-Which predictions: the unlabelled ones of the last `days` days (inference_log), one per product
+Which predictions: the unlabelled ones of today (UTC) and the `days` whole days before it
+(inference_log), one per product
 (per productid, or per title + description when there is none), never one already labelled
 (feedback names the prediction, its request, its product or a prediction of the same text), never
 one whose title has no letter or digit once cleaned (markup only: load rejects such rows). The
-database returns a bounded pool (store.labelling_candidates: the least confident and the most
-out-of-vocabulary ones of the window); they are scored here.
+database returns a bounded pool (labelling_pool.candidate_pool: the least confident and the most
+out-of-vocabulary products of the window, merged from each closed day's stored lists); they are
+scored here.
 
 The rank: each item gets three chances that the served answer is wrong, each measured on data
 rather than weighted by a tuned constant, combined as independent chances ("noisy-or"):
@@ -33,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .. import store, textstats
+from ..labelling_pool import MAX_DAYS, MAX_LIMIT, candidate_pool, pool_for
 from ..access import LABEL, Principal, allows
 from ..features import has_letter_or_digit
 from ..categories import category_name
@@ -40,14 +43,7 @@ from ..config import Settings
 from ..errors import Invalid
 
 DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
 DEFAULT_DAYS = 7
-MAX_DAYS = 30
-# The pool read from the database: enough candidates that re-ranking by class confusion and
-# drifted tokens has room, bounded so the cost does not grow with traffic (a cost bound, not a
-# ranking constant).
-POOL_PER_ITEM = 10
-MIN_POOL = 200
 SIGNALS = ("uncertainty", "confusion", "drift")
 
 
@@ -167,9 +163,10 @@ def _score(row: dict, ref: dict, risen: set[str]) -> QueueItem:
 
 def labelling_queue(conn, settings: Settings, *, limit: int = DEFAULT_LIMIT, days: int = DEFAULT_DAYS,
                     as_of: datetime | None = None, offered_to: Principal | None = None) -> list[QueueItem]:
-    """The `limit` unlabelled predictions of the `days` days before `as_of` (now) most worth a
-    label, best first (see the module docstring for the score). Invalid when limit is not in
-    1..MAX_LIMIT or days not in 1..MAX_DAYS.
+    """The `limit` unlabelled predictions most worth a label, best first (see the module docstring
+    for the score), of `as_of`'s UTC day (now) up to `as_of` and the `days` whole days before it
+    (whole days: each closed day's candidates are stored once, labelling_pool.py). Invalid when
+    limit is not in 1..MAX_LIMIT or days not in 1..MAX_DAYS.
 
     offered_to: the labeller they are offered to (the labelling page, GET /api/labelling-queue);
     the items are then recorded as offered (labelling_offers), and performance drift leaves out
@@ -180,7 +177,7 @@ def labelling_queue(conn, settings: Settings, *, limit: int = DEFAULT_LIMIT, day
     end = as_of or datetime.now(timezone.utc)
     if end.tzinfo is None:
         end = end.replace(tzinfo=timezone.utc)
-    rows = store.labelling_candidates(conn, end - timedelta(days=days), end, max(MIN_POOL, POOL_PER_ITEM * limit))
+    rows = candidate_pool(conn, end.date() - timedelta(days=days), end, pool_for(limit))["rows"]
     # a title with no letter or digit once cleaned (markup only) is no product to label: load
     # rejects it and training leaves such feedback out (the pool is 10x the limit: room enough)
     rows = [r for r in rows if has_letter_or_digit(r["designation"])]

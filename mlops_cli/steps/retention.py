@@ -41,6 +41,7 @@ from typing import Callable
 from .. import store
 from ..config import Settings
 from ..errors import Conflict, Invalid, TransientError
+from ..labelling_pool import MAX_DAYS
 from ..partitions import ensure_partitions, under_lock_timeout, utc_today
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..vocab import Step
@@ -83,35 +84,68 @@ def rollup_days(conn, settings: Settings, summary: dict, days, *, run_id: int | 
     conn.commit()
     state = store.rollup_days_state(conn, key, list(days))
     conn.rollback()
-    done, fresh, busy = [], [], []
+
+    def store_day(c, day):
+        r = compute_day_rollup(c, summary, day)
+        store.replace_rollup_day(c, key, day, n_rows=r["n_rows"], max_id=r["max_id"], rows=r["rows"],
+                                 pipeline_run_id=run_id)
+        return r["n_rows"]
+
+    done, fresh, busy = _each_day(conn, settings, days, state, "rollup", store_day,
+                                  lambda day: store.mark_rollup_stale(conn, key, day))
+    return {"bins_key": key, "rolled_up": done, "fresh": fresh, "busy": busy}
+
+
+def labelling_days(conn, settings: Settings, days, *, run_id: int | None = None) -> dict:
+    """Store the labelling candidate lists (labelling_pool.day_lists) of each of `days` whose lists
+    are missing or stale, like rollup_days: one transaction per day under the day's SHARE lock."""
+    from ..labelling_pool import DAY_POOL, day_lists
+
+    state = store.labelling_days_state(conn, list(days))
+    conn.rollback()
+    state = {d: st for d, st in state.items() if st["pool"] >= DAY_POOL}  # shorter lists: stored again
+
+    def store_day(c, day):
+        n_rows, max_id = store.day_row_count(c, day), store.day_max_ids(c, [day])[day]
+        store.replace_labelling_day(c, day, n_rows=n_rows, max_id=max_id, pool=DAY_POOL,
+                                    rows=day_lists(c, day, DAY_POOL), pipeline_run_id=run_id)
+        return n_rows
+
+    done, fresh, busy = _each_day(conn, settings, days, state, "labelling lists", store_day,
+                                  lambda day: store.mark_labelling_day_stale(conn, day))
+    return {"listed": done, "fresh": fresh, "busy": busy}
+
+
+def _each_day(conn, settings: Settings, days, state: dict, what: str, store_day, mark_stale) -> tuple:
+    """Compute and store (store_day(conn, day) -> the day's rows) each day whose state is missing
+    or late, in one transaction under the SHARE lock of the day's partition; a refused lock leaves
+    the day busy (its readers scan it). Returns (done, fresh count, busy)."""
+    done, fresh, busy = [], 0, []
     for day in days:
         st = state.get(day)
         if st is not None and not st["late"]:
-            fresh.append(day.isoformat())
+            fresh += 1
             continue
 
         def one(c, day=day):
             store.lock_day_for_rollup(c, day)
-            r = compute_day_rollup(c, summary, day)
-            store.replace_rollup_day(c, key, day, n_rows=r["n_rows"], max_id=r["max_id"], rows=r["rows"],
-                                     pipeline_run_id=run_id)
-            return r["n_rows"], store.inference_log_writers(c)
+            return store_day(c, day), store.inference_log_writers(c)
 
         try:
-            n, writers = under_lock_timeout(conn, settings, f"rollup of {day}", one, attempts=3)
+            n, writers = under_lock_timeout(conn, settings, f"{what} of {day}", one, attempts=3)
             done.append({"day": day.isoformat(), "rows": n, "recomputed": st is not None})
         except TransientError:
             busy.append(day.isoformat())
             continue
-        if writers and not _confirmed(conn, key, day, n, writers):
+        if writers and not _confirmed(conn, day, n, writers, lambda: mark_stale(day)):
             done[-1]["stale"] = True
-    return {"bins_key": key, "rolled_up": done, "fresh": len(fresh), "busy": busy}
+    return done, fresh, busy
 
 
 WRITERS_WAIT = 30.0  # seconds a rollup waits for the writers in flight at its end (they take ms)
 
 
-def _confirmed(conn, key: str, day, n_rows: int, writers: list[str], *, wait: float | None = None) -> bool:
+def _confirmed(conn, day, n_rows: int, writers: list[str], mark_stale, *, wait: float | None = None) -> bool:
     """Writers were inside a write to inference_log when the day's rollup was made: one of them
     may hold an id drawn before the rollup's lock for a row of this day, below its max_id, that
     the late-row test (an id above max_id) would never see. Once they have ended, the day's row
@@ -125,7 +159,7 @@ def _confirmed(conn, key: str, day, n_rows: int, writers: list[str], *, wait: fl
         pause = min(0.5, pause * 2)
     ok = not store.transactions_running(conn, writers) and store.day_row_count(conn, day) == n_rows
     if not ok:
-        store.mark_rollup_stale(conn, key, day)
+        mark_stale()
         log.info("rollup of %s: a writer in flight added a row of that day: marked stale", day)
     conn.commit()
     return ok
@@ -147,13 +181,21 @@ def rollup(conn, settings: Settings, trigger: Trigger, *, as_of=None, window_day
         version, how = drift_step.serving_version(conn, settings, when, longest)
         ref = drift_step.reference_for(conn, settings, version, build_if_missing=False) if version else None
         conn.commit()
+        if ref is not None:
+            out = rollup_days(conn, settings, ref["summary"], days, run_id=step.pipeline_run_id)
+            step.outputs.update(out, model_version=version, version_chosen_by=how)
+            step.message = (f"{len(out['rolled_up'])} day(s) rolled up, {out['fresh']} fresh already"
+                            + (f", {len(out['busy'])} busy (scanned by drift)" if out["busy"] else ""))
+        # the labelling queue's lists need no reference: the queue's whole days before as_of's
+        lists = labelling_days(conn, settings, [when.date() - timedelta(days=k) for k in range(MAX_DAYS, 0, -1)],
+                               run_id=step.pipeline_run_id)
+        step.outputs["labelling"] = lists
+        listed = (f"labelling lists of {len(lists['listed'])} day(s) stored, {lists['fresh']} fresh"
+                  + (f", {len(lists['busy'])} busy (scanned by the queue)" if lists["busy"] else ""))
         if ref is None:
-            step.skip("no serving model with a stored reference: nothing to roll up")
-            return
-        out = rollup_days(conn, settings, ref["summary"], days, run_id=step.pipeline_run_id)
-        step.outputs.update(out, model_version=version, version_chosen_by=how)
-        step.message = (f"{len(out['rolled_up'])} day(s) rolled up, {out['fresh']} fresh already"
-                        + (f", {len(out['busy'])} busy (scanned by drift)" if out["busy"] else ""))
+            step.skip(f"no serving model with a stored reference: no drift counts to roll up; {listed}")
+        else:
+            step.message += f"; {listed}"
 
     return run_step(conn, trigger, STEP_ROLLUP, body,
                     params={"as_of": when.isoformat(), "days": [d.isoformat() for d in days]})

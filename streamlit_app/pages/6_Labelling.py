@@ -41,8 +41,9 @@ st.caption(f"{counts['new_labels']} labels so far; the next retrain uses them wh
 # --- the queue --------------------------------------------------------------------------------------------
 st.subheader("Most worth a label")
 left, right = st.columns(2)
-days = left.number_input("Served in the last (days)", min_value=1, max_value=ops_labelling.MAX_DAYS,
-                         value=ops_labelling.DEFAULT_DAYS, step=1, key="labelling_days")
+days = left.number_input("Served today and in the days before (whole UTC days)", min_value=1,
+                         max_value=ops_labelling.MAX_DAYS, value=ops_labelling.DEFAULT_DAYS, step=1,
+                         key="labelling_days")
 limit = right.number_input("Items", min_value=1, max_value=ops_labelling.MAX_LIMIT,
                            value=ops_labelling.DEFAULT_LIMIT, step=10, key="labelling_limit")
 # offered (and recorded as such: performance drift leaves those labels out) only to who may label
