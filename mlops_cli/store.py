@@ -657,7 +657,7 @@ def stored_labelling_candidates(conn, ranges: dict, labels_lo, labels_hi) -> lis
                    CASE WHEN c.productid IS NOT NULL
                         THEN EXISTS (SELECT 1 FROM feedback f WHERE f.productid = c.productid)
                         ELSE c.product_key IN (SELECT k FROM labelled_texts) END AS product_labelled
-            FROM unnest(%(days)s::date[], %(lists)s::text[], %(los)s::int[], %(his)s::int[]) AS q(day, list, lo, hi)
+            FROM unnest(%(days)s::date[], %(lists)s::char(1)[], %(los)s::int[], %(his)s::int[]) AS q(day, list, lo, hi)
             JOIN labelling_candidates c ON c.day = q.day AND c.list = q.list AND c.rank > q.lo AND c.rank <= q.hi
             JOIN labelling_candidate_days h ON h.day = c.day
             ORDER BY c.day, c.list, c.rank""",
@@ -668,7 +668,10 @@ def stored_labelling_candidates(conn, ranges: dict, labels_lo, labels_hi) -> lis
 
 def inference_rows_for_labelling(conn, keys: Sequence[tuple]) -> list[dict]:
     """The logged predictions (inference_id, logged_at) the labelling queue scores, with their
-    texts, least confident first."""
+    texts, least confident first.
+
+    One primary-key probe per key, in its own partition: as a plain join the planner, unable to
+    estimate the keys, merges them with every partition's rows (the whole log read for 1,000 rows)."""
     if not keys:
         return []
     return _all(
@@ -676,7 +679,8 @@ def inference_rows_for_labelling(conn, keys: Sequence[tuple]) -> list[dict]:
         """SELECT i.id AS inference_id, i.logged_at, i.request_id, i.source, i.model_version, i.productid,
                   i.designation, i.description, i.n_tokens, i.n_oov, i.predicted_code, i.confidence
            FROM unnest(%s::bigint[], %s::timestamptz[]) AS k(id, logged_at)
-           JOIN inference_log i ON i.id = k.id AND i.logged_at = k.logged_at
+           CROSS JOIN LATERAL (SELECT * FROM inference_log j WHERE j.id = k.id AND j.logged_at = k.logged_at
+                               LIMIT 1) i
            ORDER BY i.confidence, i.id""",
         ([int(k[0]) for k in keys], [k[1] for k in keys]),
     )
