@@ -16,11 +16,17 @@ Labels arrive after a day's lists were stored; they only remove candidates. So t
 each day's list until N entries survive the labels known now, and scans the day's rows instead
 when it cannot tell: the list ran out while the day had more (it was full), or a prediction left
 the list while its product did not (a label naming only that prediction or its request: the
-product's next prediction, not stored, would take its place).
+product's next prediction, not stored, would take its place). Lists are twice the longest pool
+long, and the `rollup` step stores a day's again once labels used half that room up or left one
+of those gaps (store.labelling_days_worn), so neither fallback lasts past a day.
+
+All the reads are one snapshot (REPEATABLE READ) when the caller has no transaction open: a label
+or a row committed between them would otherwise be seen by some reads and not by others.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import date, datetime, time as dtime, timedelta, timezone
 
@@ -31,7 +37,9 @@ MAX_DAYS = 30
 MAX_LIMIT = 500
 POOL_PER_ITEM = 10
 MIN_POOL = 200
-DAY_POOL = max(MIN_POOL, POOL_PER_ITEM * MAX_LIMIT)  # a stored list serves every request whole
+# a stored list serves every request whole, with as much room again for the labels it receives
+DAY_POOL = 2 * max(MIN_POOL, POOL_PER_ITEM * MAX_LIMIT)
+WORN_AT = (DAY_POOL - max(MIN_POOL, POOL_PER_ITEM * MAX_LIMIT)) // 2  # labelled entries: store again
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -45,10 +53,17 @@ def _micros(t: datetime) -> int:
     return (t - _EPOCH) // timedelta(microseconds=1)
 
 
-# store.CANDIDATE_ORDERS, in Python (the SQL's order on the same values)
+def _conf(x: float) -> tuple:
+    """PostgreSQL's order of a float: NaN after every number (Python's comparisons of NaN are all
+    false, which would make the sort disagree with the SQL's top N)."""
+    return (1, 0.0) if math.isnan(x) else (0, x)
+
+
+# store.CANDIDATE_ORDERS, in Python (the SQL's order on the same values; oov is never NaN: a
+# share of a token count above 0)
 _KEYS = {
-    "c": lambda r: (r["confidence"], -_micros(r["logged_at"]), r["inference_id"]),
-    "o": lambda r: (-r["oov"], r["confidence"], -_micros(r["logged_at"]), r["inference_id"]),
+    "c": lambda r: (_conf(r["confidence"]), -_micros(r["logged_at"]), r["inference_id"]),
+    "o": lambda r: (-r["oov"], _conf(r["confidence"]), -_micros(r["logged_at"]), r["inference_id"]),
 }
 
 
@@ -101,7 +116,26 @@ def _raw_ranges(first: date, end: datetime, listed: set) -> list[tuple]:
 def candidate_pool(conn, first: date, end: datetime, pool: int, *, use_lists: bool = True) -> dict:
     """The pool of the window from `first`'s midnight (UTC) to `end`, both included: {rows (the
     predictions, with their texts, least confident first), days_listed, days_scanned,
-    ranges_scanned}. use_lists=False scans the whole window (what the lists are checked against)."""
+    ranges_scanned}. use_lists=False scans the whole window (what the lists are checked against).
+
+    With no transaction open on `conn`, every read is of one snapshot, and the (read-only)
+    transaction is ended before returning; inside the caller's transaction the reads see each
+    other's commits (the computed_at checks still catch lists stored again between them)."""
+    import psycopg2.extensions as ext
+
+    end = end.astimezone(timezone.utc)  # the days are UTC days
+    snapshot = not conn.autocommit and conn.get_transaction_status() == ext.TRANSACTION_STATUS_IDLE
+    if snapshot:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    try:
+        return _pool(conn, first, end, pool, use_lists)
+    finally:
+        if snapshot:
+            conn.rollback()
+
+
+def _pool(conn, first: date, end: datetime, pool: int, use_lists: bool) -> dict:
     listed: dict = {}
     start = _midnight(first)
     if use_lists:

@@ -615,23 +615,60 @@ def labelling_days_state(conn, days: Sequence) -> dict:
     return {r["day"]: r for r in rows}
 
 
+def max_feedback_id(conn) -> int | None:
+    return _scalar(conn, "SELECT max(id) FROM feedback")
+
+
 def replace_labelling_day(conn, day, *, n_rows: int, max_id: int | None, pool: int, rows: Sequence[dict],
-                          pipeline_run_id: int | None = None) -> None:
+                          feedback_id: int | None = None, pipeline_run_id: int | None = None) -> None:
     """Store (replacing) one day's candidate lists (rows as labelling_candidate_lists returns, each
-    with its rank in its list)."""
+    with its rank in its list); feedback_id: the newest label when they were computed (read
+    before: a later one is looked at by labelling_days_worn)."""
     from psycopg2.extras import execute_values
 
     n = {name: sum(1 for r in rows if r["list"] == name) for name in CANDIDATE_ORDERS}
     _exec(conn, "DELETE FROM labelling_candidate_days WHERE day = %s", (day,))
-    _exec(conn, """INSERT INTO labelling_candidate_days (day, n_rows, max_id, pool, n_c, n_o, pipeline_run_id)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-          (day, int(n_rows), max_id, int(pool), n["c"], n["o"], pipeline_run_id))
+    _exec(conn, """INSERT INTO labelling_candidate_days (day, n_rows, max_id, pool, n_c, n_o, feedback_id,
+                                                         pipeline_run_id)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+          (day, int(n_rows), max_id, int(pool), n["c"], n["o"], feedback_id, pipeline_run_id))
     if rows:
         with conn.cursor() as cur:
             execute_values(
                 cur, f"INSERT INTO labelling_candidates (day, list, rank, {_CANDIDATE_COLUMNS}) VALUES %s",
                 [(day, r["list"], int(r["rank"]), r["inference_id"], r["logged_at"], r["request_id"],
                   r["productid"], r["product_key"], r["confidence"], r["oov"]) for r in rows], page_size=2000)
+
+
+def labelling_days_worn(conn, days: Sequence, worn_at: int) -> list:
+    """The days (of `days` with stored lists) whose lists labels given since they were computed
+    have worn: `worn_at` entries or more of one list labelled, or one entry labelled while its
+    product was not (a label naming the prediction or its request alone, where the product's next
+    prediction would take its place): the queue would read on, or scan the day, until they are
+    stored again. Read from the labels since (few), a seq scan of the days' entries."""
+    return [r["day"] for r in _all(
+        conn,
+        """WITH h AS (SELECT day, coalesce(feedback_id, 0) AS fid FROM labelling_candidate_days
+                      WHERE day = ANY(%(days)s::date[])),
+                nf AS (SELECT f.id, f.inference_id, f.request_id, f.productid,
+                              CASE WHEN f.productid IS NULL THEN md5(j.designation || E'\n' || j.description) END
+                                  AS text_key
+                       FROM feedback f
+                       LEFT JOIN inference_log j ON j.id = f.inference_id AND j.logged_at = f.inference_logged_at
+                       WHERE f.id > (SELECT coalesce(min(fid), 0) FROM h)),
+                hit AS (SELECT c.day, c.list,
+                               c.inference_id IN (SELECT inference_id FROM nf WHERE inference_id IS NOT NULL)
+                               OR c.request_id IN (SELECT request_id FROM nf WHERE request_id IS NOT NULL) AS by_row,
+                               CASE WHEN c.productid IS NOT NULL
+                                    THEN c.productid IN (SELECT productid FROM nf WHERE productid IS NOT NULL)
+                                    ELSE c.product_key IN (SELECT text_key FROM nf WHERE text_key IS NOT NULL)
+                               END AS by_product
+                        FROM labelling_candidates c JOIN h ON h.day = c.day
+                        WHERE EXISTS (SELECT 1 FROM nf)),
+                per AS (SELECT day, list, count(*) AS n, bool_or(by_row AND NOT by_product) AS gap
+                        FROM hit WHERE by_row OR by_product GROUP BY day, list)
+           SELECT day FROM per GROUP BY day HAVING bool_or(gap) OR max(n) >= %(worn)s ORDER BY day""",
+        {"days": list(days), "worn": int(worn_at)})]
 
 
 def mark_labelling_day_stale(conn, day) -> None:

@@ -256,19 +256,34 @@ def test_the_rollup_step_stores_the_days_lists_and_the_queue_reads_them(conn, se
     assert [it.productid for it in labelling_queue(conn, settings, limit=50, days=7)] == [150, 151, 152]
     again = rollup(conn, settings, Trigger(actor="pytest"), as_of=NOW)
     assert "labelling lists of 0 day(s) stored, 30 fresh" in again.message
+    # a label naming product 150's request alone (its prediction, not its product): the queue
+    # scans yesterday until the next rollup stores its lists again, with the label applied
+    store.insert_feedback(conn, true_code=10, request_id="req-50", submitted_by="pytest")
+    conn.commit()
+    assert candidate_pool(conn, first, NOW, 200)["days_scanned"] == [yesterday]
+    worn = rollup(conn, settings, Trigger(actor="pytest"), as_of=NOW)
+    assert "labelling lists of 1 day(s) stored (1 worn by labels), 29 fresh" in worn.message
+    assert worn.outputs["labelling"]["worn"] == [yesterday.isoformat()]
+    pool = candidate_pool(conn, first, NOW, 200)
+    assert pool["days_scanned"] == [] and [r["productid"] for r in pool["rows"]] == [151, 152]
+    assert "0 day(s) stored, 30 fresh" in rollup(conn, settings, Trigger(actor="pytest"), as_of=NOW).message
     store.delete_rollups(conn, [yesterday])  # the day's rows changed (drained, dropped): forgotten
     conn.commit()
     assert store.labelling_days_state(conn, [yesterday]) == {}
 
 
+@pytest.mark.parametrize("inside", [False, True], ids=["own snapshot", "caller's transaction"])
 @pytest.mark.parametrize("change", ["stored again", "forgotten"])
-def test_a_days_lists_changed_between_the_queues_reads_are_not_mixed(conn, monkeypatch, change):
+def test_a_days_lists_changed_between_the_queues_reads_are_not_mixed(conn, settings, monkeypatch, change, inside):
     """The queue reads a day's state, then its entries: a rollup storing the day's lists again (or
-    a drain forgetting them) in between makes the queue scan that day, not mix two versions."""
+    a drain forgetting them) in another session in between is not seen by the queue's snapshot;
+    inside the caller's transaction (read committed) the queue sees it and scans that day, not
+    mixing two versions."""
     import random
 
-    from mlops_cli import labelling_pool
+    from mlops_cli import db
 
+    other = db.connect(settings)
     today = NOW.date()
     days = [today - timedelta(days=k) for k in range(0, 4)]
     for day in days + [today + timedelta(days=1)]:
@@ -280,12 +295,65 @@ def test_a_days_lists_changed_between_the_queues_reads_are_not_mixed(conn, monke
     def state_then_change(c, ds):
         out = real(c, ds)
         if change == "forgotten":
-            store.delete_rollups(c, [days[1]])
+            store.delete_rollups(other, [days[1]])
         else:
-            _store_lists(c, [days[1]], pool=8)
-        c.commit()
+            _store_lists(other, [days[1]], pool=8)
+        other.commit()
         return out
 
     monkeypatch.setattr(store, "labelling_days_state", state_then_change)
+    if inside:
+        with conn.cursor() as cur:  # the caller's transaction is open
+            cur.execute("SELECT 1")
     out = _pools_agree(conn, days[-1], NOW, 3)
-    assert out["days_scanned"] == [days[1]] and out["days_listed"] == 2
+    other.close()
+    assert (out["days_scanned"], out["days_listed"]) == (([days[1]], 2) if inside else ([], 3))
+
+
+def test_a_list_worn_by_labels_and_a_nan_confidence_and_a_local_time(conn):
+    """labelling_days_worn: a day whose list has `worn_at` entries labelled since it was stored;
+    a NaN confidence sorts last in both orders (PostgreSQL's); an end given in another time zone
+    is the same instant: its UTC day."""
+    import random
+
+    from mlops_cli.labelling_pool import candidate_pool
+
+    today = NOW.date()
+    days = [today - timedelta(days=k) for k in range(0, 4)]
+    for day in days + [today + timedelta(days=1)]:
+        store.ensure_inference_partition(conn, day)
+    _random_log(conn, random.Random(9), days, 300)
+    store.insert_inference_rows(conn, [_row(k, productid=900 + k, conf=float("nan")) | {"logged_at": _day_at(d, k)}
+                                       for k, d in ((1, days[2]), (2, days[2]), (3, days[0]))])
+    # products 901 and 904 at NaN on one day, at 0.5 on another: they stand at 0.5
+    store.insert_inference_rows(conn, [_row(5, productid=901, conf=0.5) | {"logged_at": _day_at(days[1], 5)},
+                                       _row(6, productid=904, conf=0.5) | {"logged_at": _day_at(days[2], 6)},
+                                       _row(7, productid=904, conf=float("nan")) | {"logged_at": _day_at(days[1], 7)}])
+    late_evening = datetime.combine(days[1], datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=23, minutes=30)
+    store.insert_inference_rows(conn, [_row(4, productid=950, conf=0.001) | {"logged_at": late_evening}])
+    conn.commit()
+    _store_lists(conn, days[1:], pool=200)  # whole lists: every product of a day, NaN ones last
+    for pool in (3, 8, 200):
+        merged = candidate_pool(conn, days[-1], NOW, pool)
+        scanned = candidate_pool(conn, days[-1], NOW, pool, use_lists=False)
+        assert [r["inference_id"] for r in merged["rows"]] == [r["inference_id"] for r in scanned["rows"]]
+        assert merged["days_scanned"] == []
+    assert [(r["productid"], r["confidence"] == 0.5) for r in merged["rows"] if (r["productid"] or 0) > 900] \
+        == [(950, False), (901, True), (904, True), (902, False), (903, False)]
+    # 23:00 UTC yesterday is 01:00 today in Paris: yesterday is not a closed day, 23:30 is after it
+    end = datetime.combine(today, datetime.min.time(), tzinfo=timezone.utc) - timedelta(hours=1)
+    local = candidate_pool(conn, days[-1], end.astimezone(timezone(timedelta(hours=2))), 8)
+    assert local["rows"] == candidate_pool(conn, days[-1], end, 8, use_lists=False)["rows"]
+    assert 950 not in [r["productid"] for r in local["rows"]]
+    assert 950 in [r["productid"] for r in candidate_pool(conn, days[-1], NOW, 8)["rows"]]
+    # two entries of yesterday's least-confident list labelled by their product
+    with conn.cursor() as cur:
+        cur.execute("SELECT productid FROM labelling_candidates WHERE day = %s AND list = 'c' "
+                    "AND productid IS NOT NULL ORDER BY rank LIMIT 2", (days[1],))
+        pids = [r[0] for r in cur.fetchall()]
+    assert store.labelling_days_worn(conn, days[1:], 1) == []
+    for pid in pids:
+        store.insert_feedback(conn, true_code=10, productid=pid, submitted_by="pytest")
+    conn.commit()
+    assert store.labelling_days_worn(conn, days[1:], 2) == [days[1]]
+    assert store.labelling_days_worn(conn, days[1:], 3) == []  # labelled by product: no gap left

@@ -3,7 +3,8 @@
 --
 -- labelling_candidate_days   one row per day whose lists were computed (by the `rollup` step):
 --                            the day's rows and newest id then (a row with a higher id arriving
---                            later makes the lists stale), how long a list may be and is
+--                            later makes the lists stale), how long a list may be and is,
+--                            the newest label applied
 -- labelling_candidates       the day's unlabelled predictions, one per product, in two lists:
 --                            'c' the least confident, 'o' the most out-of-vocabulary, by rank
 --
@@ -19,6 +20,8 @@ CREATE TABLE labelling_candidate_days (
     n_c              INTEGER NOT NULL,                    -- how long each list is (< pool: the
     n_o              INTEGER NOT NULL,                    -- day had no more candidates)
     computed_at      TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    feedback_id      BIGINT,                              -- the newest label then: later ones may
+                                                          -- wear the lists (labelling_days_worn)
     pipeline_run_id  BIGINT REFERENCES pipeline_runs (id)
 );
 

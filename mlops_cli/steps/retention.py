@@ -98,22 +98,26 @@ def rollup_days(conn, settings: Settings, summary: dict, days, *, run_id: int | 
 
 def labelling_days(conn, settings: Settings, days, *, run_id: int | None = None) -> dict:
     """Store the labelling candidate lists (labelling_pool.day_lists) of each of `days` whose lists
-    are missing or stale, like rollup_days: one transaction per day under the day's SHARE lock."""
-    from ..labelling_pool import DAY_POOL, day_lists
+    are missing, stale or worn by the labels given since (store.labelling_days_worn), like rollup_days: one transaction per day under the day's SHARE lock."""
+    from ..labelling_pool import DAY_POOL, WORN_AT, day_lists
 
     state = store.labelling_days_state(conn, list(days))
+    worn = store.labelling_days_worn(conn, list(state), WORN_AT)
     conn.rollback()
-    state = {d: st for d, st in state.items() if st["pool"] >= DAY_POOL}  # shorter lists: stored again
+    # shorter lists, or worn by the labels since: stored again
+    state = {d: st for d, st in state.items() if st["pool"] >= DAY_POOL and d not in worn}
 
     def store_day(c, day):
+        feedback_id = store.max_feedback_id(c)  # before the lists: a label after it is looked at again
         n_rows, max_id = store.day_row_count(c, day), store.day_max_ids(c, [day])[day]
         store.replace_labelling_day(c, day, n_rows=n_rows, max_id=max_id, pool=DAY_POOL,
-                                    rows=day_lists(c, day, DAY_POOL), pipeline_run_id=run_id)
+                                    rows=day_lists(c, day, DAY_POOL), feedback_id=feedback_id,
+                                    pipeline_run_id=run_id)
         return n_rows
 
     done, fresh, busy = _each_day(conn, settings, days, state, "labelling lists", store_day,
                                   lambda day: store.mark_labelling_day_stale(conn, day))
-    return {"listed": done, "fresh": fresh, "busy": busy}
+    return {"listed": done, "fresh": fresh, "busy": busy, "worn": [d.isoformat() for d in worn]}
 
 
 def _each_day(conn, settings: Settings, days, state: dict, what: str, store_day, mark_stale) -> tuple:
@@ -190,7 +194,8 @@ def rollup(conn, settings: Settings, trigger: Trigger, *, as_of=None, window_day
         lists = labelling_days(conn, settings, [when.date() - timedelta(days=k) for k in range(MAX_DAYS, 0, -1)],
                                run_id=step.pipeline_run_id)
         step.outputs["labelling"] = lists
-        listed = (f"labelling lists of {len(lists['listed'])} day(s) stored, {lists['fresh']} fresh"
+        listed = (f"labelling lists of {len(lists['listed'])} day(s) stored"
+                  + (f" ({len(lists['worn'])} worn by labels)" if lists["worn"] else "") + f", {lists['fresh']} fresh"
                   + (f", {len(lists['busy'])} busy (scanned by the queue)" if lists["busy"] else ""))
         if ref is None:
             step.skip(f"no serving model with a stored reference: no drift counts to roll up; {listed}")
