@@ -170,6 +170,24 @@ def connection(settings: Settings, **kw) -> Iterator:
         conn.close()
 
 
+@contextmanager
+def read_snapshot(conn) -> Iterator[bool]:
+    """Several reads as one: with no transaction open on `conn`, a REPEATABLE READ, READ ONLY one
+    for the block, ended after it (yields True); inside the caller's transaction, that one as it
+    is (yields False: each read then sees what committed before it)."""
+    import psycopg2.extensions as ext
+
+    own = not conn.autocommit and conn.get_transaction_status() == ext.TRANSACTION_STATUS_IDLE
+    if own:
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    try:
+        yield own
+    finally:
+        if own:
+            conn.rollback()
+
+
 # --- migrations -----------------------------------------------------------------------------------
 def migration_files(directory=None) -> list[tuple[int, str, Path]]:
     """(version, name, path) of every NNN_name.sql file, in order.

@@ -37,16 +37,18 @@ MAX_DAYS = 30
 MAX_LIMIT = 500
 POOL_PER_ITEM = 10
 MIN_POOL = 200
-# a stored list serves every request whole, with as much room again for the labels it receives
-DAY_POOL = 2 * max(MIN_POOL, POOL_PER_ITEM * MAX_LIMIT)
-WORN_AT = (DAY_POOL - max(MIN_POOL, POOL_PER_ITEM * MAX_LIMIT)) // 2  # labelled entries: store again
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def pool_for(limit: int) -> int:
     """Candidates read for a queue of `limit` items: room for the re-ranking, bounded."""
     return max(MIN_POOL, POOL_PER_ITEM * int(limit))
+
+
+# a stored list serves every request whole, with as much room again for the labels it receives
+DAY_POOL = 2 * pool_for(MAX_LIMIT)
+WORN_AT = (DAY_POOL - pool_for(MAX_LIMIT)) // 2  # labelled entries of a list: stored again
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _micros(t: datetime) -> int:
@@ -121,18 +123,10 @@ def candidate_pool(conn, first: date, end: datetime, pool: int, *, use_lists: bo
     With no transaction open on `conn`, every read is of one snapshot, and the (read-only)
     transaction is ended before returning; inside the caller's transaction the reads see each
     other's commits (the computed_at checks still catch lists stored again between them)."""
-    import psycopg2.extensions as ext
+    from .db import read_snapshot
 
-    end = end.astimezone(timezone.utc)  # the days are UTC days
-    snapshot = not conn.autocommit and conn.get_transaction_status() == ext.TRANSACTION_STATUS_IDLE
-    if snapshot:
-        with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-    try:
-        return _pool(conn, first, end, pool, use_lists)
-    finally:
-        if snapshot:
-            conn.rollback()
+    with read_snapshot(conn):
+        return _pool(conn, first, end.astimezone(timezone.utc), pool, use_lists)  # the days are UTC days
 
 
 def _pool(conn, first: date, end: datetime, pool: int, use_lists: bool) -> dict:

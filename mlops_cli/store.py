@@ -553,8 +553,13 @@ CANDIDATE_ORDERS = {"c": "confidence, logged_at DESC, inference_id",
 _CANDIDATE_COLUMNS = "inference_id, logged_at, request_id, productid, product_key, confidence, oov"
 # labelled texts: a prediction with no productid is labelled when a label names a prediction of
 # the same title + description in the window [%(ls)s, %(le)s]
-_LABELLED_TEXTS = """labelled_texts AS (
-               SELECT md5(j.designation || E'\n' || j.description) AS k
+def _text_key(alias: str) -> str:
+    """The product key of a prediction with no productid: its text (labelling_candidates.product_key)."""
+    return f"md5({alias}.designation || E'\\n' || {alias}.description)"
+
+
+_LABELLED_TEXTS = f"""labelled_texts AS (
+               SELECT {_text_key("j")} AS k
                FROM feedback f JOIN inference_log j ON j.id = f.inference_id AND j.logged_at = f.inference_logged_at
                WHERE f.productid IS NULL AND f.inference_logged_at >= %(ls)s AND f.inference_logged_at <= %(le)s
                  AND j.logged_at >= %(ls)s AND j.logged_at <= %(le)s)"""
@@ -578,7 +583,7 @@ def labelling_candidate_lists(conn, lo, hi, pool: int, *, lo_incl: bool = True, 
                           CASE WHEN i.n_tokens > 0 AND i.n_oov IS NOT NULL
                                THEN i.n_oov::float8 / i.n_tokens END AS oov,
                           CASE WHEN i.productid IS NOT NULL THEN 'p' || i.productid::text
-                               ELSE md5(i.designation || E'\n' || i.description) END AS product_key
+                               ELSE {_text_key("i")} END AS product_key
                    FROM (SELECT * FROM inference_log WHERE {_range_sql(lo_incl, hi_incl)}) i
                    WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE f.inference_id = i.id)
                      AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = i.request_id)
@@ -646,13 +651,14 @@ def labelling_days_worn(conn, days: Sequence, worn_at: int) -> list:
     product was not (a label naming the prediction or its request alone, where the product's next
     prediction would take its place): the queue would read on, or scan the day, until they are
     stored again. Read from the labels since (few), a seq scan of the days' entries."""
+    # the labels after the oldest day's lists: one older than a day's lists was applied to them,
+    # but for a text label of another day's prediction, counted too (the day stored again early)
     return [r["day"] for r in _all(
         conn,
-        """WITH h AS (SELECT day, coalesce(feedback_id, 0) AS fid FROM labelling_candidate_days
+        f"""WITH h AS (SELECT day, coalesce(feedback_id, 0) AS fid FROM labelling_candidate_days
                       WHERE day = ANY(%(days)s::date[])),
                 nf AS (SELECT f.id, f.inference_id, f.request_id, f.productid,
-                              CASE WHEN f.productid IS NULL THEN md5(j.designation || E'\n' || j.description) END
-                                  AS text_key
+                              CASE WHEN f.productid IS NULL THEN {_text_key("j")} END AS text_key
                        FROM feedback f
                        LEFT JOIN inference_log j ON j.id = f.inference_id AND j.logged_at = f.inference_logged_at
                        WHERE f.id > (SELECT coalesce(min(fid), 0) FROM h)),

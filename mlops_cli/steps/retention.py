@@ -98,7 +98,8 @@ def rollup_days(conn, settings: Settings, summary: dict, days, *, run_id: int | 
 
 def labelling_days(conn, settings: Settings, days, *, run_id: int | None = None) -> dict:
     """Store the labelling candidate lists (labelling_pool.day_lists) of each of `days` whose lists
-    are missing, stale or worn by the labels given since (store.labelling_days_worn), like rollup_days: one transaction per day under the day's SHARE lock."""
+    are missing, stale or worn by the labels given since (store.labelling_days_worn), like
+    rollup_days: one transaction per day under the day's SHARE lock."""
     from ..labelling_pool import DAY_POOL, WORN_AT, day_lists
 
     state = store.labelling_days_state(conn, list(days))
