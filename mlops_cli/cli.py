@@ -730,6 +730,34 @@ def label_queue_cmd(ctx, limit, days, as_json) -> None:
                      width=60))
 
 
+@main.command("label-disagreements")
+@click.option("--limit", type=int, default=50, show_default=True, help="How many products (at most 500).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@domain_errors
+def label_disagreements_cmd(ctx, limit, as_json) -> None:
+    """Labelled products whose labellers disagree (training takes the latest label): each
+    labeller's latest code, the most recently labelled first. Settle one by labelling it again."""
+    from .ops.feedback import disagreements
+    from .render import table, to_json
+
+    found = disagreements(open_conn(ctx), limit=limit)
+    if as_json:
+        click.echo(to_json(found))
+        return
+    if not found["total"]:
+        click.echo("no disagreement: every labelled product's labellers give the same code")
+        return
+    rows = [{**it, "labels": "; ".join(f"{label['submitted_by'] or '?'}: {label['prdtypecode']} {label['category']}"
+                                       for label in it["labels"]),
+             "latest": f"{it['latest_code']} {it['latest_category']}"} for it in found["items"]]
+    click.echo(table(rows, ["productid", "designation", "labels", "latest", "last_labelled_at"],
+                     ["product", "title", "labels (each labeller's latest, newest first)", "training takes",
+                      "last labelled"], width=60))
+    if found["total"] > len(rows):
+        click.echo(f"{len(rows)} of {found['total']} shown (--limit)")
+
+
 # --- pipelines, schedule, demo, UI --------------------------------------------------------------
 @main.group("pipeline")
 def pipeline_group() -> None:

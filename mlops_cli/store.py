@@ -2120,7 +2120,9 @@ def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int],
     title_ok: the rule a title must pass to be trained on (features.has_letter_or_digit, the
     load's rule): a feedback row whose logged title fails it is not kept (nor one an earlier
     training added), counted in feedback_rows_no_text; its label is marked used all the same (it
-    was considered: it must not reopen the feedback gate at every count)."""
+    was considered: it must not reopen the feedback gate at every count).
+
+    label_disagreements: the products trained on whose labellers disagree (label_disagreements)."""
     params = {"codes": [int(c) for c in codes], "run": pipeline_run_id}
     _exec(conn, "DROP TABLE IF EXISTS fb_labels, fb_latest, fb_applied")
     _exec(conn, """CREATE TEMP TABLE fb_labels ON COMMIT DROP AS
@@ -2182,9 +2184,53 @@ def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int],
            FROM used""",
         params,
     )
+    disputed = _scalar(conn, f"""SELECT count(DISTINCT d.productid) FROM ({_disputed("fb_labels")}) d
+                                  JOIN fb_applied a USING (productid) WHERE d.productid <> ALL(%s::bigint[])""",
+                       (no_text,))
     return {"feedback_rows_added": len(added_ids - set(no_text)), "label_overrides": overrides,
+            "label_disagreements": int(disputed or 0),
             "labels_used": used["labels"], "labelled_products_used": used["products"],
             "feedback_max_id": used["max_feedback_id"], "feedback_rows_no_text": len(no_text)}
+
+
+def _disputed(source: str) -> str:
+    """Each labeller's latest label of each product in `source` (rows with productid,
+    submitted_by, true_code, created_at, id), kept only for the products whose labellers' latest
+    labels name more than one code. A labeller who changes their own mind corrects, not disputes;
+    labels with no name count as one labeller."""
+    return f"""SELECT * FROM (
+                   SELECT d.*, min(d.true_code) OVER w <> max(d.true_code) OVER w AS disputed
+                   FROM (SELECT DISTINCT ON (productid, COALESCE(submitted_by, '')) *
+                         FROM {source} ORDER BY productid, COALESCE(submitted_by, ''), {latest_label_first()}) d
+                   WINDOW w AS (PARTITION BY d.productid)) x
+               WHERE disputed"""
+
+
+def label_disagreements(conn, codes: Sequence[int], limit: int = 50) -> list[dict]:
+    """The labelled products whose labellers disagree (`_disputed`), the most recently labelled
+    first: each labeller's latest label (newest first), the code training takes (the latest
+    label), the title (the catalogue's, else the logged one) and `total`, every such product."""
+    return _all(
+        conn,
+        f"""WITH labels AS (
+                SELECT f.id, f.productid, f.submitted_by, f.true_code, f.created_at, f.inference_id,
+                       f.inference_logged_at
+                FROM feedback f WHERE f.productid IS NOT NULL AND f.true_code = ANY(%(codes)s::int[])),
+            disputed AS ({_disputed("labels")}),
+            latest AS (SELECT DISTINCT ON (productid) * FROM disputed ORDER BY productid, {latest_label_first()}),
+            grouped AS (
+                SELECT productid, count(*) OVER () AS total,
+                       jsonb_agg(jsonb_build_object('submitted_by', submitted_by, 'prdtypecode', true_code,
+                                                    'created_at', created_at, 'feedback_id', id)
+                                 ORDER BY {latest_label_first()}) AS labels
+                FROM disputed GROUP BY productid)
+            SELECT g.productid, g.total, g.labels, l.true_code AS latest_code, l.created_at AS last_labelled_at,
+                   p.prdtypecode AS training_code,
+                   COALESCE(p.designation, (SELECT t.designation FROM ({_LOGGED_TEXT.format(l="l")}) t)) AS designation
+            FROM grouped g JOIN latest l USING (productid) LEFT JOIN products p USING (productid)
+            ORDER BY l.created_at DESC, l.id DESC LIMIT %(limit)s""",
+        {"codes": [int(c) for c in codes], "limit": int(limit)},
+    )
 
 
 def label_overrides(conn, *, productid: int | None = None, pipeline_run_id: int | None = None,

@@ -742,6 +742,7 @@ CONTROL_ROUTES = [
     ("post", "/api/thresholds", {"warning": 0.15}),
     ("get", "/api/audit", None),
     ("get", "/api/labelling-queue", None),
+    ("get", "/api/label-disagreements", None),
 ]
 
 
@@ -1033,6 +1034,31 @@ def test_labelling_queue_route(client, trained, conn):
     assert [q["productid"] for q in again] == [q["productid"] for q in queue[1:4]]
     for bad in ({"limit": 0}, {"limit": 501}, {"days": 31}):
         assert client.get("/api/labelling-queue", params=bad, headers=auth()).status_code == 422
+
+
+def test_label_disagreements_route(client, trained, conn):
+    """GET /api/label-disagreements (ops.feedback.disagreements): each labeller's latest label of
+    the products they disagree on; a label that makes them agree settles it; bounds are 422."""
+    items = products(trained, 2)
+    for item in items:
+        client.post("/predict", json=item)
+    assert client.app.state.inference_log.flush(60)
+    pid = items[0]["productid"]
+    tokens = {name: auth(token_of(conn, name, "labeller")) for name in ("mona", "nils")}
+    for product, name, code in ((items[1], "mona", 10), (items[1], "nils", 40), (items[1], "mona", 40),  # agreed
+                                (items[0], "mona", 10), (items[0], "nils", 40)):
+        r = client.post("/feedback", json={"productid": product["productid"], "prdtypecode": code},
+                        headers=tokens[name])
+        assert r.status_code == 201, r.text
+    r = client.get("/api/label-disagreements", headers=auth())
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["total"] == 1 and [it["productid"] for it in body["items"]] == [pid]
+    [item] = body["items"]
+    assert (item["designation"], item["latest_code"]) == (items[0]["designation"], 40)
+    assert [(lb["submitted_by"], lb["prdtypecode"]) for lb in item["labels"]] == [("nils", 40), ("mona", 10)]
+    for bad in ({"limit": 0}, {"limit": 501}):
+        assert client.get("/api/label-disagreements", params=bad, headers=auth()).status_code == 422
 
 
 # --- batch scoring, export, CLI ----------------------------------------------------------------------

@@ -110,7 +110,8 @@ def test_labels_become_rows_latest_wins_overrides_audited_holdout_by_hash(small_
     run = _run(conn)
     applied = store.apply_feedback_labels(conn, run, PRDTYPECODES)
     conn.commit()
-    assert applied == {"feedback_rows_added": 20, "label_overrides": 1, "labels_used": 24,
+    # p1 (alice and bob) and TRAFFIC[1] (carol and late) are trained on a label their labellers dispute
+    assert applied == {"feedback_rows_added": 20, "label_overrides": 1, "label_disagreements": 2, "labels_used": 24,
                        "labelled_products_used": 21, "feedback_max_id": max_id, "feedback_rows_no_text": 0}
     # the override: who, when, old and new code, the label and the training that applied it
     assert query(conn, """SELECT productid, old_code, new_code, feedback_id, actor, labelled_at, pipeline_run_id
@@ -126,8 +127,8 @@ def test_labels_become_rows_latest_wins_overrides_audited_holdout_by_hash(small_
     # idempotent: a second run (cron twice) changes nothing and counts nothing new
     again = store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES)
     conn.commit()
-    assert again == {"feedback_rows_added": 0, "label_overrides": 0, "labels_used": 0, "labelled_products_used": 0,
-                     "feedback_max_id": max_id, "feedback_rows_no_text": 0}
+    assert again == {"feedback_rows_added": 0, "label_overrides": 0, "label_disagreements": 2, "labels_used": 0,
+                     "labelled_products_used": 0, "feedback_max_id": max_id, "feedback_rows_no_text": 0}
     assert query(conn, "SELECT count(*) FROM label_overrides") == [(1,)]
     after = labels_for_next_retrain(conn, settings)
     assert (after["new_labels"], after["feedback_rows"], after["overrides"]) == (0, 0, 0)
@@ -207,7 +208,7 @@ def test_train_gates_load_then_feedback_at_exactly_the_threshold_and_labels_coun
     assert (first.outputs["feedback_rows"], first.outputs["label_overrides"]) == (0, 0)
     # four products labelled, one of them twice: one fewer than FEEDBACK_RETRAIN_MIN, closed
     _label_traffic(conn, s, 4)
-    record(s, prdtypecode=PRDTYPECODES[0], productid=TRAFFIC[0], submitted_by="second opinion")
+    record(s, prdtypecode=PRDTYPECODES[1], productid=TRAFFIC[0], submitted_by="second opinion")  # disputes it
     closed = train(conn, s, Trigger(), params=FAST_PARAMS)
     assert closed.status == "skipped" and "and 4 new labels (FEEDBACK_RETRAIN_MIN 5)" in closed.message
     assert closed.outputs["new_labels"] == 4
@@ -224,6 +225,9 @@ def test_train_gates_load_then_feedback_at_exactly_the_threshold_and_labels_coun
     assert (o["feedback_rows"], o["feedback_rows_added"], o["label_overrides"]) == (4, 4, 1)
     assert o["feedback_rows_train"] + o["feedback_rows_holdout"] == 4 and (o["labels_used"], o["new_labels"]) == (6, 5)
     assert o["feedback_max_id"] == query(conn, "SELECT max(id) FROM feedback")[0][0]
+    assert o["label_disagreements"] == 1 and out["message"].endswith(
+        "; 1 labelled product(s) whose labellers disagree (the latest label taken: `mlops label-disagreements`)")
+    assert query(conn, "SELECT prdtypecode FROM products WHERE productid = %s", (TRAFFIC[0],)) == [(PRDTYPECODES[1],)]
     assert o["dataset_hash"] != first.outputs["dataset_hash"]
     tags = registry.run_info(s, o["mlflow_run_id"])["tags"]
     assert (tags["gate"], tags["feedback_rows"], tags["label_overrides"]) == ("feedback", "4", "1")
@@ -392,6 +396,54 @@ def test_train_reports_capped_labels_markup_only_rows_and_the_fit_hash(small_cat
                                 max_per_class=cap, seed=DEFAULT_PARAMS["random_state"]).fit_rows
     assert o["train_rows"] == len(fit)
     assert o["fit_hash"] == dataset.dataset_hash(fit) != o["dataset_hash"] == dataset.dataset_hash(rows)
+
+
+def test_labels_that_disagree_are_listed_until_every_labellers_latest_agrees(settings, conn, cli):
+    from mlops_cli.categories import category_name
+    from mlops_cli.ops.feedback import disagreements
+
+    assert disagreements(conn) == {"total": 0, "items": []}
+    assert cli("label-disagreements").output == ("no disagreement: every labelled product's labellers give the same "
+                                                 "code\n")
+    a, b, c, d = TRAFFIC[:4]
+    ids = {pid: _serve(conn, pid, f"gadget zorblax modèle {pid % 100}") for pid in (a, b, c, d)}
+    x, y, z = PRDTYPECODES[:3]
+    record(settings, prdtypecode=x, inference_id=ids[a], submitted_by="alice")
+    record(settings, prdtypecode=y, inference_id=ids[a], submitted_by="alice")  # her own correction
+    record(settings, prdtypecode=x, productid=b, submitted_by="alice")
+    record(settings, prdtypecode=x, productid=b, submitted_by="bob")            # they agree
+    first = record(settings, prdtypecode=x, productid=c, submitted_by="alice")
+    second = record(settings, prdtypecode=y, productid=c, submitted_by="bob")
+    record(settings, prdtypecode=z, productid=d, submitted_by="carol")
+    third = record(settings, prdtypecode=x, productid=d, submitted_by="dave")
+    found = disagreements(conn)
+    assert found["total"] == 2 and [it["productid"] for it in found["items"]] == [d, c]  # latest labelled first
+    assert found["items"][1] == {
+        "productid": c, "designation": f"gadget zorblax modèle {c % 100}", "latest_code": y,
+        "latest_category": category_name(y), "training_code": None, "last_labelled_at": second.created_at,
+        "labels": [{"submitted_by": "bob", "prdtypecode": y, "category": category_name(y),
+                    "created_at": second.created_at, "feedback_id": second.id},
+                   {"submitted_by": "alice", "prdtypecode": x, "category": category_name(x),
+                    "created_at": first.created_at, "feedback_id": first.id}]}
+    assert [it["productid"] for it in disagreements(conn, limit=1)["items"]] == [d]
+    with pytest.raises(Invalid, match="^limit must be between 1 and 500, not 0$"):
+        disagreements(conn, limit=0)
+    out = cli("label-disagreements", "--limit", 1).output
+    assert f"carol: {z} {category_name(z)}" in out and f"dave: {x} {category_name(x)}" in out
+    assert out.endswith("1 of 2 shown (--limit)\n")
+    # training takes the latest label and counts the disputed products it trained on
+    applied = store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES)
+    conn.commit()
+    assert applied["label_disagreements"] == 2
+    assert disagreements(conn)["items"][0]["training_code"] == x == third.prdtypecode
+    # carol agrees with dave now: d is settled; bob's new label on c restates his answer, c stays
+    record(settings, prdtypecode=x, productid=d, submitted_by="carol")
+    record(settings, prdtypecode=y, productid=c, submitted_by="bob")
+    assert [it["productid"] for it in disagreements(conn)["items"]] == [c]
+    # a third labeller does not settle c: alice's latest still differs
+    record(settings, prdtypecode=y, productid=c, submitted_by="erin")
+    assert [(lb["submitted_by"], lb["prdtypecode"]) for lb in disagreements(conn)["items"][0]["labels"]] == [
+        ("erin", y), ("bob", y), ("alice", x)]
 
 
 def test_a_label_by_productid_is_tied_to_its_newest_prediction_and_outlives_retention(settings, conn):

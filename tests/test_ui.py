@@ -682,6 +682,48 @@ def test_labelling_page_ranks_the_queue_and_records_a_signed_in_label(seeded, db
     assert "recorded" in texts(at) and "by alice" in texts(at)
 
 
+def test_labelling_page_lists_labels_that_disagree_and_a_labeller_settles_one(seeded, db_conn, users):
+    """Products whose labellers disagree, each labeller's latest label; the form (labellers only)
+    records the signed-in person's label by productid, and a product whose labels now agree leaves
+    the list."""
+    from mlops_cli.categories import category_name
+    from mlops_cli.ops.feedback import record
+
+    s = config.load_settings()
+    pid = query(db_conn, "SELECT productid FROM inference_log WHERE productid IS NOT NULL "
+                         "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.productid = inference_log.productid) "
+                         "ORDER BY id DESC LIMIT 1")[0][0]
+    db_conn.rollback()
+    record(s, prdtypecode=10, productid=pid, submitted_by="alice")
+    record(s, prdtypecode=2583, productid=pid, submitted_by="bob")
+
+    at = run_page("pages/6_Labelling.py", token=False)
+    sign_in(at, "victor")  # a viewer: the list, not the form
+    no_exception(at)
+    [expander] = [e for e in at.expander if e.label.startswith("Labels that disagree")]
+    assert expander.label == "Labels that disagree: 1 product"
+    [row] = expander.dataframe[0].value.to_dict("records")
+    assert (row["product"], row["labels"], row["training takes"]) == (
+        pid, f"bob: 2583 {category_name(2583)} · alice: 10 {category_name(10)}", f"2583 {category_name(2583)}")
+    assert not any(b.key == "settling_submit" for b in at.button)
+
+    sign_in(at, "lena")  # a labeller agrees with bob
+    assert at.selectbox(key="settling_product").value == pid
+    submit(at, "settling_submit")  # no code: refused, nothing written
+    assert "Choose the true product type." in texts(at)
+    submit(at, "settling_submit", settling_code=2583)
+    no_exception(at)
+    # alice still says 10: a third label does not settle it
+    assert query(db_conn, "SELECT productid, true_code, submitted_by FROM feedback ORDER BY id DESC LIMIT 1") == [
+        (pid, 2583, "lena")]
+    assert "Labels that disagree: 1 product" in [e.label for e in at.expander]
+    sign_in(at, "alice")  # she changes her mind: every latest label agrees
+    submit(at, "settling_submit", settling_code=2583)
+    no_exception(at)
+    assert not [e for e in at.expander if e.label.startswith("Labels that disagree")]
+    assert "recorded" in texts(at) and f"for product {pid} by alice" in texts(at)
+
+
 # --- sign-in -------------------------------------------------------------------------------------------------
 def audited_rows(conn) -> dict[str, list]:
     return {t: query(conn, f"SELECT * FROM {t} ORDER BY 1") for t in AUDITED}

@@ -21,12 +21,12 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Reques
 from fastapi.encoders import jsonable_encoder
 
 from ..access import LABEL, OPERATE, READ
-from ..ops import labelling
+from ..ops import feedback as ops_feedback, labelling
 from ..vocab import AlertStatus, Pipeline, RunStatus, values
 from . import auth
 from .auth import AuditedRoute, XActor, need
-from .schemas import (ID_MAX, INVALID, NO_NUL, AcknowledgeIn, LabellingItemOut, RetrainIn, RetrainOut, RollbackIn,
-                      Rows, StepOut, ThresholdsIn, error_doc)
+from .schemas import (ID_MAX, INVALID, NO_NUL, AcknowledgeIn, LabelDisagreementsOut, LabellingItemOut, RetrainIn,
+                      RetrainOut, RollbackIn, Rows, StepOut, ThresholdsIn, error_doc)
 
 log = logging.getLogger(__name__)
 
@@ -258,3 +258,19 @@ def labelling_queue(request: Request,
         items = labelling.labelling_queue(conn, request.app.state.settings, limit=limit, days=days,
                                           offered_to=request.state.principal)  # a labeller: the route's role
     return _result(items)
+
+
+@router.get("/label-disagreements", summary="Labelled products whose labellers disagree",
+            response_model=LabelDisagreementsOut,
+            description="Products whose labellers' latest labels name different codes (a labeller relabelling "
+                        "their own answer corrects it), the most recently labelled first (as `mlops "
+                        "label-disagreements`). Training takes the latest label; a new label (POST /feedback "
+                        "with the productid) settles a product once every labeller's latest label agrees.",
+            responses={422: INVALID})
+def label_disagreements(request: Request,
+                        limit: Annotated[int, Query(ge=1, le=ops_feedback.DISAGREEMENTS_MAX,
+                                                    description="How many products "
+                                                                f"(1-{ops_feedback.DISAGREEMENTS_MAX}).")] = 50) -> Any:
+    with _conn(request) as conn:
+        found = ops_feedback.disagreements(conn, limit=limit)
+    return _result(found)

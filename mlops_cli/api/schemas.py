@@ -408,6 +408,45 @@ class LabellingItemOut(BaseModel):
     reasons: list[str] = Field(..., description="Why it is offered, the largest signal first.")
 
 
+class LabelOut(BaseModel):
+    """One labeller's latest label of a product."""
+
+    submitted_by: str | None
+    prdtypecode: int
+    category: str
+    created_at: datetime
+    feedback_id: int
+
+
+class LabelDisagreementOut(BaseModel):
+    """A labelled product whose labellers' latest labels name different codes."""
+
+    productid: int
+    designation: str = Field(..., description="The catalogue's title, else the logged one.")
+    latest_code: int = Field(..., description="The latest label's code: the one training takes.")
+    latest_category: str
+    training_code: int | None = Field(..., description="The code in the training rows now (null: no training "
+                                                       "has added the product yet).")
+    last_labelled_at: datetime
+    labels: list[LabelOut] = Field(..., description="Each labeller's latest label, newest first.")
+
+
+class LabelDisagreementsOut(BaseModel):
+    """ops.feedback.disagreements: the most recently labelled first."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "total": 1, "items": [{
+            "productid": 3804725264, "designation": "Manette zorglub pro", "latest_code": 50,
+            "latest_category": "Gaming accessories", "training_code": 50, "last_labelled_at": "2026-11-26T10:00:00Z",
+            "labels": [{"submitted_by": "bob", "prdtypecode": 50, "category": "Gaming accessories",
+                        "created_at": "2026-11-26T10:00:00Z", "feedback_id": 812},
+                       {"submitted_by": "alice", "prdtypecode": 2462, "category": "Video games (used) & bundles",
+                        "created_at": "2026-11-25T16:20:00Z", "feedback_id": 790}]}]}]})
+
+    total: int = Field(..., description="Every such product (items: at most `limit`).")
+    items: list[LabelDisagreementOut]
+
+
 # A threshold: a positive number (an integer is one too); no string, no boolean, no NaN.
 Threshold = Annotated[StrictFloat | None, Field(None, gt=0, allow_inf_nan=False)]
 

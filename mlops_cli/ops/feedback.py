@@ -67,6 +67,30 @@ def labels_for_next_retrain(conn, settings: Settings) -> dict:
             "max_feedback_id": counts["max_feedback_id"]}
 
 
+DISAGREEMENTS_MAX = 500
+
+
+def disagreements(conn, limit: int = 50) -> dict:
+    """The labelled products whose labellers disagree: each labeller's latest label differs from
+    another's (a labeller relabelling their own answer corrects it). Training takes the latest
+    label (store.apply_feedback_labels); a new label settles a product only when it makes every
+    labeller's latest label agree, so this is the list a person adjudicates from.
+
+    {"total": every such product, "items": the `limit` most recently labelled, each with its
+    labels (newest first: submitted_by, prdtypecode, category, created_at, feedback_id), the
+    latest code and the code in `products` (None before a training added it)}."""
+    if not 1 <= int(limit) <= DISAGREEMENTS_MAX:
+        raise Invalid(f"limit must be between 1 and {DISAGREEMENTS_MAX}, not {limit}")
+    rows = store.label_disagreements(conn, PRDTYPECODES, int(limit))
+    items = [{"productid": r["productid"], "designation": r["designation"] or "",
+              "latest_code": r["latest_code"], "latest_category": category_name(r["latest_code"]),
+              "training_code": r["training_code"], "last_labelled_at": r["last_labelled_at"],
+              "labels": [{**label, "created_at": datetime.fromisoformat(label["created_at"]),
+                          "category": category_name(label["prdtypecode"])} for label in r["labels"]]}
+             for r in rows]
+    return {"total": int(rows[0]["total"]) if rows else 0, "items": items}
+
+
 def _tied(conn, inference_id: int | None, request_id: str | None) -> dict | None:
     """The logged prediction the feedback names, by the linking rules above."""
     if inference_id is not None:

@@ -120,7 +120,8 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
                     "feedback_rows_train": int((train_rows["source"] == "feedback").sum()),
                     "feedback_rows_holdout": int((holdout["source"] == "feedback").sum()),
                     "feedback_rows_added": fed["feedback_rows_added"], "label_overrides": fed["label_overrides"],
-                    "labels_used": fed["labels_used"], "labelled_products_used": fed["labelled_products_used"]}
+                    "labels_used": fed["labels_used"], "labelled_products_used": fed["labelled_products_used"],
+                    "label_disagreements": fed["label_disagreements"]}
 
         t0 = time.perf_counter()
         built = selection.build(
@@ -266,6 +267,9 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         if feedback["feedback_rows_no_text"]:
             step.message += (f"; {feedback['feedback_rows_no_text']} feedback rows left out: their logged title has "
                              "no letter or digit once cleaned")
+        if feedback["label_disagreements"]:
+            step.message += (f"; {feedback['label_disagreements']} labelled product(s) whose labellers disagree "
+                             "(the latest label taken: `mlops label-disagreements`)")
 
     run_params = {"force": force, "overrides": overrides}
     if drift_decision_run_id is not None:

@@ -6,7 +6,8 @@ wrong, from low confidence, the predicted class's holdout F1 and the words the m
 or that drifted; each item says why it is offered). A label is recorded by ops.feedback.record
 (as POST /feedback) with the signed-in name as `submitted_by`; the counter is
 ops.feedback.labels_for_next_retrain (what the feedback gate of the next training counts).
-Labelling needs the labeller (or operator) role. Nobody signed in (UI_PUBLIC_READ), or a viewer:
+Products whose labellers disagree are listed above the queue (ops.feedback.disagreements), with
+a form to add one's own label. Labelling needs the labeller (or operator) role. Nobody signed in (UI_PUBLIC_READ), or a viewer:
 the queue is shown, the form replaced by a notice. Catalogue text is shown escaped (common.md).
 """
 
@@ -37,6 +38,45 @@ d.metric("rows they add / override", f"{counts.get('feedback_rows', 0):,} / {cou
 gate = "reached: the next retrain uses them" if counts["new_labels"] >= counts["threshold"] else "not reached yet"
 st.caption(f"{counts['new_labels']} labels so far; the next retrain uses them when {counts['new_labels']} >= "
            f"{counts['threshold']} ({gate}).")
+
+# --- labels that disagree -----------------------------------------------------------------------------------
+disputed = common.call(ops_feedback.disagreements, c, what="the labels that disagree")
+if disputed["total"]:
+    n = disputed["total"]
+    with st.expander(f"Labels that disagree: {n:,} product{'' if n == 1 else 's'}", icon=":material/rule:"):
+        st.caption("Products whose labellers' latest labels name different codes (a labeller relabelling "
+                   "their own answer corrects it). Training takes the latest label; a new label settles a "
+                   "product once every labeller's latest label agrees.")
+        st.dataframe(common.frame([
+            {"product": it["productid"], "title": it["designation"],
+             "labels": " · ".join(f"{lb['submitted_by'] or '?'}: {lb['prdtypecode']} {lb['category']}"
+                                  for lb in it["labels"]),
+             "training takes": f"{it['latest_code']} {it['latest_category']}",
+             "last labelled": it["last_labelled_at"]} for it in disputed["items"]]),
+            hide_index=True, width="stretch")
+        if disputed["total"] > len(disputed["items"]):
+            st.caption(f"The {len(disputed['items'])} most recently labelled of {disputed['total']:,}.")
+        if common.refusal(LABEL, "labelling") is None:
+            with st.form("settling", clear_on_submit=True):
+                pid = st.selectbox("Product", [it["productid"] for it in disputed["items"]], key="settling_product",
+                                   format_func=lambda p: f"{p} · " + next(it["designation"][:70] for it in
+                                                                          disputed["items"] if it["productid"] == p))
+                code = st.selectbox("True product type", list(PRDTYPECODES), key="settling_code", index=None,
+                                    placeholder="choose the true product type",
+                                    format_func=lambda k: f"{k} · {category_name(k)}")
+                settle = st.form_submit_button("Record my label", key="settling_submit")
+            if settle and code is None:
+                st.error("Choose the true product type.", icon=":material/edit_off:")
+            elif settle:
+                def _settle(code=code, pid=pid):
+                    fb = ops_feedback.record(s, prdtypecode=int(code), productid=int(pid),
+                                             submitted_by=common.ui_trigger(common.identity()).actor)
+                    return {"ok": True, "status": "recorded",
+                            "message": f"{fb.prdtypecode} {fb.category} for product {pid} by {fb.submitted_by} "
+                                       f"(feedback #{fb.id})"}
+
+                common.run_action("labelling_result", _settle, spinner="Recording the label…", action=LABEL,
+                                  what="labelling")
 
 # --- the queue --------------------------------------------------------------------------------------------
 st.subheader("Most worth a label")
