@@ -630,6 +630,31 @@ def test_a_body_that_does_not_parse_is_422(client, conn):
     assert rows == [("/feedback", 422), ("/api/rollback-model", 422)]  # audited with the status the client got
 
 
+def test_numbers_json_does_not_have_are_422_and_audited(client, conn):
+    """NaN, Infinity and 1e400 (Python's json takes them; RFC 8259 has no such number): a 422
+    naming them, anywhere in the body, an extra field included; nothing stored but the audit row
+    (the body parses before the token is checked: not kept, as for any caller not proven)."""
+    cases = [("/predict", b'{"designation": NaN}', {}, "NaN is not a JSON number"),
+             ("/predict", b'{"items": [{"designation": "a", "description": -Infinity}]}', {}, "-Infinity is not"),
+             ("/feedback", b'{"inference_id": 1, "prdtypecode": 1e400}', auth(), "1e400 is beyond the range"),
+             ("/feedback", b'{"productid": 7, "prdtypecode": 10, "extra": NaN}', auth(), "NaN is not"),
+             ("/api/thresholds", b'{"warning": NaN}', auth(), "NaN is not")]
+    for path, body, headers, why in cases:
+        r = client.post(path, content=body, headers={"Content-Type": "application/json", **headers})
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["detail"][0]["type"] == "json_invalid", r.text
+        assert r.json()["message"].startswith(f"body: the body cannot be parsed as JSON: {why}"), r.text
+    assert query(conn, "SELECT count(*) FROM feedback") == [(0,)]
+    rows = query(conn, "SELECT route, status_code, detail FROM api_audit ORDER BY id")
+    assert [(route, status) for route, status, _ in rows] == [("/feedback", 422), ("/feedback", 422),
+                                                             ("/api/thresholds", 422)]
+    assert "1e400 is beyond the range of a double" in rows[0][2]
+    # a finite float is still a float
+    r = client.post("/feedback", content=b'{"productid": 7, "prdtypecode": 10.0}',
+                    headers={"Content-Type": "application/json", **auth()})
+    assert r.status_code != 422, r.text
+
+
 def test_feedback_before_its_prediction_is_logged_is_resolved_later(client, trained, conn):
     """Another worker may still hold the prediction in memory: the feedback waits for it."""
     r = client.post("/feedback", json={"request_id": "later-1", "prdtypecode": 2583}, headers=auth())

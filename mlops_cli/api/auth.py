@@ -25,7 +25,7 @@ from ..errors import MlopsError
 from ..jsonvalues import storable
 from ..runs import StepFailed
 from .errors import http_error
-from .routing import ApiRoute
+from .routing import ApiRoute, loads
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _audit(request: Request, route: str, status: int, detail: str | None, starte
     raw = getattr(request, "_body", b"")
     if raw and who is not None:  # a refused caller's body is not kept: nobody vouches for it
         try:
-            params["body"] = json.loads(raw)
+            params["body"] = loads(raw)  # NaN: not JSON, kept as text like any other
         except ValueError:
             params["body"] = raw[:2000].decode("utf-8", "replace")
     run_id = result.get("pipeline_run_id") if isinstance(result, dict) else None

@@ -10,6 +10,8 @@ documented as a 409 conflict with the request. Invalid input the schema states i
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -69,7 +71,7 @@ def _validation_response(errors) -> JSONResponse:
             del loc[1]
         item = {"type": e.get("type"), "loc": loc, "msg": e.get("msg")}
         value = e.get("input")
-        if value is None or isinstance(value, (bool, int, float)):
+        if value is None or isinstance(value, (bool, int)) or isinstance(value, float) and math.isfinite(value):
             item["input"] = value
         elif isinstance(value, str) and len(value) <= 200:
             item["input"] = storable(value)

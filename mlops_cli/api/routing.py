@@ -3,8 +3,10 @@ the route class that turns an unparseable body into the same 422 as any invalid 
 
 from __future__ import annotations
 
+import json
+import math
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -70,12 +72,37 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+# --- JSON as RFC 8259 has it ---------------------------------------------------------------------
+class NotJsonNumber(ValueError):
+    """A number JSON does not have: NaN, Infinity, or one beyond a double's range (1e400)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise NotJsonNumber(f"{name} is not a JSON number (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotJsonNumber(f"{text[:40]} is beyond the range of a double")
+    return value
+
+
+def loads(body: bytes | str) -> Any:
+    """json.loads without Python's extensions: NaN, Infinity and an overflowing number are refused
+    (NotJsonNumber). They pass no schema and no JSONB column, so they are invalid JSON here."""
+    return json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+
+
 class ApiRoute(APIRoute):
     """A route whose unparseable body is a 422 like any other invalid input.
 
     FastAPI answers a JSON syntax error with 422 but a body it cannot decode at all (bytes that
     are not UTF-8, nesting too deep) with a bare 400. This app raises no 400 of its own, so that
     400 becomes the same validation error: one documented status for a body that does not parse.
+
+    The body is parsed by `loads`: NaN or Infinity is the same 422 (Python's json would take it,
+    and the error's echo and the audit's JSONB could then not hold it).
 
     A path with several operations (GET and POST /api/thresholds) is several routes; Starlette's
     405 names only the methods of the first one in `Allow`. `path_methods` (set by
@@ -93,15 +120,22 @@ class ApiRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def parsed(request: Request):
+            async def strict_json() -> Any:  # what FastAPI awaits for a JSON body
+                if not hasattr(request, "_json"):
+                    request._json = loads(await request.body())
+                return request._json
+
+            request.json = strict_json
             try:
                 return await handler(request)
             except StarletteHTTPException as exc:  # FastAPI raises Starlette's class for this one
                 cause = exc.__cause__
                 if exc.status_code != 400 or cause is None:
                     raise
+                why = str(cause) if isinstance(cause, NotJsonNumber) else f"{type(cause).__name__}: {cause}"
                 raise RequestValidationError([{
                     "type": "json_invalid", "loc": ("body",),
-                    "msg": f"the body cannot be parsed as JSON: {type(cause).__name__}: {cause}"[:300],
+                    "msg": f"the body cannot be parsed as JSON: {why}"[:300],
                 }]) from exc
 
         return parsed
