@@ -107,7 +107,10 @@ def ensure_database(admin_url: str, name: str) -> None:
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise Invalid(f"Invalid database name {name!r}")
-    conn = psycopg2.connect(admin_url)
+    try:
+        conn = psycopg2.connect(admin_url, connect_timeout=10)
+    except psycopg2.OperationalError as exc:  # the embedded server stopped under a running process
+        raise TransientError(f"Cannot connect to PostgreSQL at {redact(admin_url)}: {str(exc).strip()}") from exc
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

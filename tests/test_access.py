@@ -113,3 +113,13 @@ def test_registry_errors_do_not_quote_the_tracking_password(monkeypatch):
     with pytest.raises(TransientError) as caught:
         registry.version_by_alias(config.load_settings(), registry.CHAMPION)
     assert "TopSecretPw42" not in str(caught.value) and "mlflow:***@127.0.0.1:1" in str(caught.value)
+
+
+def test_an_embedded_server_stopped_under_a_running_process_is_unavailable(tmp_path):
+    """The embedded URL checks its database on the server's admin connection: a server stopped
+    under the API (`mlops db stop`) is the same TransientError (503, exit 75) as any unreachable one."""
+    from mlops_cli import db
+    from mlops_cli.errors import TransientError
+
+    with pytest.raises(TransientError, match=r"^Cannot connect to PostgreSQL at postgresql://postgres:\*\*\*@/postgres"):
+        db.ensure_database(f"postgresql://postgres:pw@/postgres?host={tmp_path}", "mlops")
