@@ -850,7 +850,6 @@ def ui_cmd(ctx, port, host) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    import subprocess
     from pathlib import Path
 
     from .uiauth import prepare_launch
@@ -865,7 +864,9 @@ def ui_cmd(ctx, port, host) -> None:
     sys.stdout.flush()  # before Streamlit's own output
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.port", str(port),
            "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    ctx.exit(subprocess.call(cmd, env={**os.environ, **extra_env}))
+    # exec, not a child: a SIGTERM to `mlops ui` (kill, systemd, docker stop) stops the control room
+    # and its sign-in token with it, instead of leaving an orphan that still accepts the token
+    os.execve(sys.executable, cmd, {**os.environ, **extra_env})
 
 
 @ui_cmd.command("add-user")

@@ -409,3 +409,29 @@ def test_in_chromium_no_click_acts_without_a_sign_in_and_a_signed_in_action_is_a
             (2583, "alice", "from the browser")]
     finally:
         conn.close()
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_mlops_ui_stops_the_control_room_and_its_token(seeded, tmp_path):  # noqa: F811
+    """`kill PID` (systemd, docker stop) reaches Streamlit itself: no orphan keeps serving with the
+    sign-in token in its environment."""
+    import socket
+
+    port = free_port()
+    log = tmp_path / "mlops-ui.log"
+    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "ui", "--port", str(port), "--host",
+                                 "127.0.0.1"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=str(tmp_path), start_new_session=True)
+    try:
+        wait_healthy(proc, port, log)
+        os.kill(proc.pid, signal.SIGTERM)  # the process alone, not its group
+        proc.wait(timeout=60)
+        with pytest.raises(OSError):  # nothing listens on the port any more
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
