@@ -89,6 +89,10 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     shadow = ShadowScorer(settings, metrics=metrics) if shadow_active(settings) else None
 
     def startup() -> None:
+        from ..access import weak_secret
+
+        if weak := weak_secret("API_TOKEN", settings.api_token):
+            log.warning("API_TOKEN refused, the control API does not accept it: %s", weak)
         try:
             db.open_db(settings, application_name="mlops-api").close()  # applies migrations
         except Exception as exc:
