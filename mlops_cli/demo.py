@@ -35,6 +35,7 @@ import numpy as np
 
 from . import db, registry, store
 from .config import Settings
+from .errors import Invalid
 from .runs import Trigger
 from .vocab import Level, values
 
@@ -113,11 +114,24 @@ def demo_settings(base: Settings, home: Path) -> Settings:
                         train_search_max_candidates=min(base.train_search_max_candidates, DEMO_SEARCH_CANDIDATES))
 
 
+# Written in a home the demo made: only such a folder (or an empty one) is wiped at the next start.
+MARKER = ".mlops-demo-home"
+# What a demo home held before the marker existed (pg, data, artifacts, notifications.jsonl, ...).
+_DEMO_ENTRIES = {"pg", "data", "artifacts", "notifications.jsonl", "ui-users", MARKER}
+
+
 def reset(settings: Settings) -> None:
-    """Stop the demo's embedded server and delete its home, so every demo starts clean."""
+    """Stop the demo's embedded server and delete its home, so every demo starts clean. A folder
+    the demo did not make is refused, not deleted (`--home .` must not wipe a working folder)."""
+    home = settings.home
+    if home.exists():
+        entries = {p.name for p in home.iterdir()} if home.is_dir() else {home.name}
+        if not home.is_dir() or (entries and MARKER not in entries and not entries <= _DEMO_ENTRIES):
+            raise Invalid(f"{home} is not a demo home (no {MARKER} in it), and the demo deletes its home at start: "
+                          "give --home a new or empty folder")
     if (settings.pg_dir / "postmaster.pid").exists():
         db.stop_embedded(settings)
-    shutil.rmtree(settings.home, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def run_demo(base: Settings, *, home: Path, weeks: int, rows: int, per_day: int = 250,
@@ -129,6 +143,7 @@ def run_demo(base: Settings, *, home: Path, weeks: int, rows: int, per_day: int 
     settings = demo_settings(base, home)
     reset(settings)
     settings.home.mkdir(parents=True)
+    (settings.home / MARKER).write_text("made by `mlops demo`, which deletes this folder at its next start\n")
     today = datetime.now(timezone.utc).date()
     start = start or (today - timedelta(days=today.weekday()) - timedelta(weeks=weeks))
     drift_week = max(1, weeks - drift_weeks + 1)

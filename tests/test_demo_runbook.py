@@ -124,3 +124,33 @@ def test_runbook_commands_work_on_the_demo_state(demo_run):
     assert "*" in ran["mlops models"].stdout
     assert re.search(r"\b(ALERT|CRITICAL)\b", ran["mlops alerts list --status open"].stdout)
     assert "pipeline" in ran["mlops runs --pipeline weekly --limit 10"].stdout
+
+
+def test_the_demo_wipes_only_a_home_it_made(tmp_path):
+    """`mlops demo --home DIR` deletes DIR at start: only a folder the demo made (its marker, or
+    only what a demo home holds), or an empty one; any other folder is refused and kept."""
+    from mlops_cli import config
+    from mlops_cli.demo import MARKER, demo_settings, reset
+    from mlops_cli.errors import Invalid
+
+    base = config.load_settings()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    with pytest.raises(Invalid, match=rf"^{work} is not a demo home \(no {MARKER} in it\), and the demo deletes its "
+                                      "home at start: give --home a new or empty folder$"):
+        reset(demo_settings(base, work))
+    assert (work / "notes.txt").read_text() == "mine"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(Invalid, match="is not a demo home"):
+        reset(demo_settings(base, a_file))
+    assert a_file.exists()
+    made, legacy, empty = (tmp_path / name for name in ("made", "legacy", "empty"))
+    for folder, entries in ((made, (MARKER, "pg", "anything")), (legacy, ("pg", "data", "artifacts")), (empty, ())):
+        folder.mkdir()
+        for name in entries:
+            (folder / name).mkdir()
+        reset(demo_settings(base, folder))
+        assert not folder.exists()
+    reset(demo_settings(base, tmp_path / "new"))  # nothing there: nothing to do
