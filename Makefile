@@ -86,7 +86,8 @@ clean:
 	-$(MLOPS) db stop
 	rm -rf .mlops demo-data
 
-# Drift check now: the daily pipeline (drift report over the last 7 and 30 days, then alerting).
+# The daily pipeline now (drift over the 7 and 30 days ending at 00:00 UTC today, then alerting);
+# `mlops drift && mlops alert` checks up to this moment.
 check-drift: $(STAMP)
 	$(MLOPS) pipeline daily
 
