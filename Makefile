@@ -84,7 +84,8 @@ bench: $(STAMP)
 
 clean:
 	-$(MLOPS) db stop
-	rm -rf .mlops demo-data
+	-MLOPS_HOME=.mlops-demo $(MLOPS) db stop
+	rm -rf .mlops .mlops-demo demo-data
 
 # The daily pipeline now (drift over the 7 and 30 days ending at 00:00 UTC today, then alerting);
 # `mlops drift && mlops alert` checks up to this moment.

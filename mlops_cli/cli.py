@@ -21,7 +21,7 @@ import click
 
 from . import __version__
 from .config import load_settings
-from .vocab import RECORDABLE_ACTIONS, AlertStatus, Pipeline, RunStatus, values
+from .vocab import RECORDABLE_ACTIONS, AlertStatus, Pipeline, RunStatus, Step, values
 from .errors import Conflict, Forbidden, Invalid, MlopsError, NotFound, TimedOut, Unauthenticated, Unavailable
 
 log = logging.getLogger("mlops_cli")
@@ -1027,7 +1027,7 @@ def demo_cmd(ctx, weeks, rows, per_day, drift_kind, drift_weeks, home) -> None:
 @main.command("runs")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--pipeline", type=click.Choice(values(Pipeline)))
-@click.option("--step", help="Only this step (load, train, evaluate, promote, ...).")
+@click.option("--step", type=click.Choice(values(Step)), help="Only this step ('pipeline': whole pipeline runs).")
 @click.option("--status", type=click.Choice(values(RunStatus)))
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -1042,7 +1042,7 @@ def runs_cmd(ctx, limit, pipeline, step, status, as_json) -> None:
         click.echo(to_json(rows))
         return
     if not rows:
-        click.echo("no pipeline runs yet")
+        click.echo("no pipeline run matches" if pipeline or step or status else "no pipeline runs yet")
         return
     for r in rows:
         r["who"] = f"{r['triggered_by']}:{r['actor'] or ''}"

@@ -202,6 +202,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         raise Invalid("FEEDBACK_RETRAIN_MIN must be at least 1")
     if s.inference_log_retention_days < 31:
         raise Invalid("INFERENCE_LOG_RETENTION_DAYS must be at least 31 (the 30-day drift window reads its rows)")
+    if s.smtp_security.strip().lower() not in ("starttls", "ssl", "plain"):
+        raise Invalid(f"SMTP_SECURITY must be starttls, ssl or plain, not {s.smtp_security!r}")
     if s.inference_log_archive_format not in ("csv.gz", "parquet"):
         raise Invalid("INFERENCE_LOG_ARCHIVE_FORMAT must be csv.gz or parquet")
     if s.shadow_min_requests < 0 or s.shadow_min_labelled < 0 or not 0 <= s.shadow_max_f1_loss <= 1:

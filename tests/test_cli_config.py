@@ -28,6 +28,7 @@ def test_settings_from_env_and_dotenv_with_env_winning(tmp_path):
     ({"LOAD_FRACTION": "abc"}, "Invalid value for LOAD_FRACTION: 'abc'"),
     ({"ALERT_ENABLED": "maybe"}, "Invalid value for ALERT_ENABLED: 'maybe' (expected true/false"),
     ({"LOAD_FRACTION": "1.5"}, "LOAD_FRACTION and INITIAL_LOAD_FRACTION must be in (0, 1]"),
+    ({"SMTP_SECURITY": "foo"}, "SMTP_SECURITY must be starttls, ssl or plain, not 'foo'"),
 ])
 def test_bad_settings_name_the_variable(env, message, tmp_path):
     with pytest.raises(MlopsError) as info:
@@ -157,6 +158,9 @@ def test_runs_table_and_json(cli, conn, tmp_path):
     assert "load" in row and "succeeded" in row and "cli:alice" in row
     data = json.loads(cli("runs", "--json").output)
     assert data[0]["step"] == "load" and data[0]["actor"] == "alice" and data[0]["outputs"]["rows_loaded"] == 2
+    assert cli("runs", "--step", "train").output == "no pipeline run matches\n"
+    bad = cli("runs", "--step", "bogus")
+    assert bad.exit_code == 2 and "Invalid value for '--step': 'bogus' is not one of 'pipeline', 'load'" in bad.output
 
 
 def test_migrations_are_numbered_recorded_and_idempotent(conn):
