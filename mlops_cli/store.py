@@ -482,7 +482,8 @@ def insert_inference_rows(conn, rows: Sequence[dict]) -> int:
 
 
 def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> int:
-    """Attach feedback given by request_id to its inference_log row once that row exists.
+    """Attach feedback given by request_id to its inference_log row once that row exists, unless
+    the feedback names another product than the prediction's.
 
     With `request_ids`, only those (the rows just written); without, every pending one. The
     serving writer calls it after every batch: when no feedback waits for these ids (nearly
@@ -503,7 +504,10 @@ def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> 
                                       WHERE inference_id IS NULL AND request_id IS NOT NULL
                                         AND (%(ids)s::text[] IS NULL OR request_id = ANY(%(ids)s::text[])))
                  ORDER BY request_id, id DESC) i
-           WHERE f.inference_id IS NULL AND f.request_id = i.request_id""",
+           WHERE f.inference_id IS NULL AND f.request_id = i.request_id
+             -- the rule POST /feedback applies when both are named at once: a label about another
+             -- product than the prediction's is not tied to it (it stays the label of its product)
+             AND (f.productid IS NULL OR i.productid IS NULL OR f.productid = i.productid)""",
         {"ids": list(request_ids) if request_ids is not None else None},
     )
 

@@ -655,6 +655,20 @@ def test_numbers_json_does_not_have_are_422_and_audited(client, conn):
     assert r.status_code != 422, r.text
 
 
+def test_feedback_waiting_for_its_prediction_is_not_tied_to_another_products(client, trained, conn):
+    """A label given by request_id and productid before the prediction is logged: tied once it is,
+    only when the prediction is about that product (the 409 rule when both are there at once)."""
+    item = products(trained, 1)[0]
+    other = int(item["productid"]) + 1
+    for rid, pid in (("later-own", int(item["productid"])), ("later-other", other)):
+        r = client.post("/feedback", json={"request_id": rid, "productid": pid, "prdtypecode": 2583}, headers=auth())
+        assert r.status_code == 201 and r.json()["resolved"] is False, r.text
+        client.post("/predict", json=item, headers={"X-Request-ID": rid})
+    assert client.app.state.inference_log.flush(60)
+    rows = query(conn, "SELECT request_id, productid, inference_id IS NOT NULL FROM feedback ORDER BY id")
+    assert rows == [("later-own", int(item["productid"]), True), ("later-other", other, False)]
+
+
 def test_feedback_before_its_prediction_is_logged_is_resolved_later(client, trained, conn):
     """Another worker may still hold the prediction in memory: the feedback waits for it."""
     r = client.post("/feedback", json={"request_id": "later-1", "prdtypecode": 2583}, headers=auth())
