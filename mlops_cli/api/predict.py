@@ -58,7 +58,8 @@ def _limit_errors(items: list[ProductIn], single: bool, settings: Settings) -> l
                 "name, the confidence, the `top_k` classes, the model version and a "
                 "`request_id` per product. The prediction is logged (inference_log). "
                 "A client `X-Request-ID` header (letters, digits, `._:-`, at most 100) "
-                "becomes the request_id (batch: `<id>-<index>`).",
+                "becomes the request_id (batch: `<id>-<index>`); one that breaks that rule is "
+                "ignored and an id made, as without one (the answer's `request_id` is the one logged).",
     responses={422: {**INVALID, "description": "Invalid input: blank title, text over MAX_TEXT_CHARS, "
                                                "wrong types, batch over MAX_BATCH_SIZE, top_k out of "
                                                "1..10, a body that is not JSON."},

@@ -37,6 +37,8 @@ NOT_BLANK_TEXT = rf"^[^\x00]*[^\x00{_BLANK}][^\x00]*$"
 # What POST /predict puts in a request_id: a client X-Request-ID (letters, digits, `._:-`, at most
 # 100, + `-<index>` in a batch) or 32 hex digits; feedback can only name such an id.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+# The longest such id: 100 characters, `-`, a batch index (of at most 19 digits: any BIGINT).
+REQUEST_ID_MAX = 120
 
 
 def json_integer(value: Any) -> Any:
@@ -163,8 +165,8 @@ class FeedbackIn(BaseModel):
     })
 
     inference_id: InferenceId | None = Field(None, description="inference_log id of the prediction.")
-    request_id: str | None = Field(None, min_length=1, max_length=200, pattern=REQUEST_ID_PATTERN,
-                                   description="request_id returned by POST /predict.")
+    request_id: str | None = Field(None, min_length=1, max_length=REQUEST_ID_MAX, pattern=REQUEST_ID_PATTERN,
+                                   description="request_id returned by POST /predict (no longer id is made).")
     productid: ProductId | None = None
     prdtypecode: JsonInt = Field(..., description="The true class (one of the 27 codes).",
                                  json_schema_extra={"enum": list(PRDTYPECODES)})
