@@ -1274,3 +1274,10 @@ def test_oversized_body_is_413(api_env):
         r = c.post("/predict", content=b"{" + b" " * 300_000 + b"}", headers={"Content-Type": "application/json"})
         assert r.status_code == 413
         assert c.post("/predict", json={"designation": "ok"}).status_code == 200
+        # chunked (no Content-Length): counted as it is read, the same 413
+        chunks = (b"{" + b" " * 100_000 if k == 0 else b" " * 100_000 for k in range(3))
+        r = c.post("/predict", content=chunks, headers={"Content-Type": "application/json"})
+        assert "content-length" not in r.request.headers and r.status_code == 413, r.text
+        ok = iter([b'{"designation": ', b'"ok"}'])
+        r = c.post("/predict", content=ok, headers={"Content-Type": "application/json"})
+        assert "content-length" not in r.request.headers and r.status_code == 200, r.text

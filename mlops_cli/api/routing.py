@@ -45,7 +45,7 @@ class MetricsMiddleware:
 
 
 class BodyLimit:
-    """413 for a request whose Content-Length exceeds what the largest valid request can need:
+    """413 for a request whose Content-Length (or, chunked, whose body read so far) exceeds what the largest valid request can need:
     MAX_BATCH_SIZE items of two MAX_TEXT_CHARS texts at 12 bytes a character at most (a character
     outside the BMP, JSON-escaped as a surrogate pair `\\uXXXX\\uXXXX`: what clients that escape
     non-ASCII send), plus JSON, plus 64 KiB for the other bodies (a feedback note: 5000 characters)."""
@@ -54,21 +54,41 @@ class BodyLimit:
         self.app = app
         self.limit = limit
 
+    async def _too_big(self, scope, receive, send) -> None:
+        response = JSONResponse({"detail": f"request body over {self.limit} bytes (MAX_BATCH_SIZE x "
+                                           "MAX_TEXT_CHARS allow no more)"}, status_code=413)
+        await response(scope, receive, send)
+
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length":
-                    try:
-                        too_big = int(value) > self.limit
-                    except ValueError:
-                        too_big = False
-                    if too_big:
-                        response = JSONResponse(
-                            {"detail": f"request body over {self.limit} bytes (MAX_BATCH_SIZE x "
-                                       "MAX_TEXT_CHARS allow no more)"}, status_code=413)
-                        await response(scope, receive, send)
+            length = next((value for name, value in scope.get("headers", ()) if name == b"content-length"), None)
+            if length is not None:
+                try:
+                    too_big = int(length) > self.limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._too_big(scope, receive, send)
+                    return
+            else:
+                # no Content-Length (chunked): read the body here, at most the limit, then replay it
+                buffered, total = [], 0
+                while True:
+                    message = await receive()
+                    buffered.append(message)
+                    if message["type"] != "http.request":
+                        break
+                    total += len(message.get("body", b""))
+                    if total > self.limit:
+                        await self._too_big(scope, receive, send)
                         return
-                    break
+                    if not message.get("more_body"):
+                        break
+
+                async def replay(upstream=receive):
+                    return buffered.pop(0) if buffered else await upstream()
+
+                receive = replay
         await self.app(scope, receive, send)
 
 
