@@ -56,7 +56,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 
 def clean_text(text: Any, fold_accents: bool = False) -> str:
-    """HTML unescape, strip tags, repair common mojibake, lowercase, collapse spaces."""
+    """HTML unescape, strip tags, repair common mojibake, compose accents (NFC), lowercase,
+    collapse spaces."""
     if text is None or (isinstance(text, float) and np.isnan(text)):
         return ""
     s = str(text)
@@ -66,6 +67,10 @@ def clean_text(text: Any, fold_accents: bool = False) -> str:
         s = _TAG_RE.sub(" ", s)
     if any(marker in s for marker in _MOJIBAKE_MARKERS):
         s = ftfy.fix_encoding(s)
+    if not s.isascii():
+        # one spelling per word: "é" typed as e + U+0301 (macOS file names, some keyboards and
+        # exports) is the é the model learned, not another token
+        s = unicodedata.normalize("NFC", s)
     s = s.lower()
     if fold_accents:
         s = "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import numpy as np
 import pytest
@@ -69,6 +70,10 @@ def test_clean_text_handles_html_entities_mojibake_and_case():
     assert clean_text("Poids < 2 kg, enfants > 3 ans") == "poids < 2 kg, enfants > 3 ans"
     assert clean_text("Age &lt; 3 ans et &gt; 1 an") == "age < 3 ans et > 1 an"
     assert clean_text('<p style="' + "x" * 300 + '">Bonjour</p>') == "bonjour"
+    # decomposed accents (e + U+0301) are the composed ones the model learned
+    decomposed = unicodedata.normalize("NFD", "Télévision écran plat Poupée bébé")
+    assert decomposed != "Télévision écran plat Poupée bébé"
+    assert clean_text(decomposed) == "télévision écran plat poupée bébé"
     prepared = prepare([{"designation": "Tome 3", "description": None}])
     assert prepared.loc[0, "text"] == "tome 3"
 
