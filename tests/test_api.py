@@ -481,6 +481,9 @@ def test_logger_isolates_rows_the_database_refuses(settings, conn):
     ids = sorted(r[0] for r in query(conn, "SELECT request_id FROM inference_log"))
     assert ids == ["p-0", "p-1", "p-3", "p-4"]
     assert logger.stats()["dropped"]["invalid"] == 1
+    # NUL and the lone surrogate are U+FFFD, as in every stored text: the words stay apart
+    assert query(conn, "SELECT designation FROM inference_log WHERE request_id = 'p-3'") == [
+        ("nul \ufffd byte and lone surrogate \ufffd",)]
 
 
 def test_rows_buffered_during_an_outage_are_written_after(api_env, trained, conn):

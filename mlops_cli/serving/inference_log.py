@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .. import store, textstats
 from ..categories import category_name
 from ..config import Settings
+from ..jsonvalues import storable
 from .metrics import ServingMetrics, count_drops
 
 if TYPE_CHECKING:
@@ -52,14 +53,10 @@ def write_is_transient(exc: BaseException) -> bool:
 
 
 def _clean(text: Any) -> str:
-    s = "" if text is None else str(text)
-    if "\x00" in s:
-        s = s.replace("\x00", "")
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from JSON "\ud800" escapes
-        s = s.encode("utf-8", "replace").decode("utf-8")
-    return s
+    """The text as PostgreSQL holds it: NUL and lone surrogates (JSON "\\ud800" escapes) become
+    U+FFFD, as in every stored text (storable). Not deleted: the model read "a\\x00b" as two
+    words, and the logged text is what a label trains on."""
+    return storable("" if text is None else str(text))
 
 
 class InferenceLogger:
