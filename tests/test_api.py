@@ -631,6 +631,13 @@ def test_a_body_that_does_not_parse_is_422(client, conn):
         assert r.json()["detail"][0]["type"] == "json_invalid" and "UnicodeDecodeError" in r.json()["message"]
     rows = query(conn, "SELECT route, status_code FROM api_audit ORDER BY id")
     assert rows == [("/feedback", 422), ("/api/rollback-model", 422)]  # audited with the status the client got
+    # UTF-16 (which Python's json.loads would decode) is not UTF-8 either; a UTF-8 BOM is allowed
+    r = client.post("/predict", content='{"designation": "café"}'.encode("utf-16"),
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "UnicodeDecodeError" in r.json()["message"], r.text
+    r = client.post("/predict", content=b"\xef\xbb\xbf" + '{"designation": "café"}'.encode(),
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code != 422, r.text
 
 
 def test_numbers_json_does_not_have_are_422_and_audited(client, conn):

@@ -110,7 +110,10 @@ def _finite(text: str) -> float:
 
 def loads(body: bytes | str) -> Any:
     """json.loads without Python's extensions: NaN, Infinity and an overflowing number are refused
-    (NotJsonNumber). They pass no schema and no JSONB column, so they are invalid JSON here."""
+    (NotJsonNumber), and bytes are UTF-8 (UnicodeDecodeError otherwise; json.loads would also take
+    UTF-16 and UTF-32). None of them passes a schema or a JSONB column: invalid JSON here."""
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8-sig")  # a leading BOM is allowed (RFC 8259 section 8.1)
     return json.loads(body, parse_constant=_no_constant, parse_float=_finite)
 
 
