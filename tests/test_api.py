@@ -638,6 +638,10 @@ def test_a_body_that_does_not_parse_is_422(client, conn):
     r = client.post("/predict", content=b"\xef\xbb\xbf" + '{"designation": "café"}'.encode(),
                     headers={"Content-Type": "application/json"})
     assert r.status_code != 422, r.text
+    # JSON sent as text/plain: FastAPI does not parse it; the 422 says why
+    r = client.post("/predict", content=b'{"designation": "ok"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 422 and r.json()["message"] == (
+        "body: the body was sent as text/plain: send JSON, as application/json"), r.text
 
 
 def test_numbers_json_does_not_have_are_422_and_audited(client, conn):

@@ -117,6 +117,12 @@ def loads(body: bytes | str) -> Any:
     return json.loads(body, parse_constant=_no_constant, parse_float=_finite)
 
 
+def _json_type(content_type: str) -> bool:
+    """Whether FastAPI reads a body of this Content-Type as JSON (application/json, */*+json)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 class ApiRoute(APIRoute):
     """A route whose unparseable body is a 422 like any other invalid input.
 
@@ -151,6 +157,13 @@ class ApiRoute(APIRoute):
             request.json = strict_json
             try:
                 return await handler(request)
+            except RequestValidationError as exc:
+                ctype = request.headers.get("content-type")
+                if ctype and not _json_type(ctype) and any(e.get("loc", ())[:1] == ("body",) for e in exc.errors()):
+                    raise RequestValidationError([{  # not "Input should be a valid dictionary"
+                        "type": "content_type", "loc": ("body",),
+                        "msg": f"the body was sent as {ctype[:80]}: send JSON, as application/json"}]) from exc
+                raise
             except StarletteHTTPException as exc:  # FastAPI raises Starlette's class for this one
                 cause = exc.__cause__
                 if exc.status_code != 400 or cause is None:
