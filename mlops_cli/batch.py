@@ -3,7 +3,8 @@
 `predict_file` reads the real X layout (an unnamed index column, then designation,
 description, productid, imageid; imageid optional), in chunks, scores every row with the
 champion (or a given version) and writes productid, prdtypecode, category, confidence, error.
-A row without a title gets an error text and no prediction; the file as a whole is refused
+A row without a title (blank, or markup only: the rule `mlops load` applies) gets an error text
+and no prediction; the file as a whole is refused
 only when it cannot be read (missing file or column, not UTF-8, not a CSV), with a message
 that says why.
 """
@@ -21,6 +22,7 @@ from . import registry
 from .categories import category_name
 from .config import Settings
 from .errors import Conflict, SourceError
+from .features import has_letter_or_digit
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,12 @@ def _score_chunk(chunk, loaded, writer, counts: dict) -> None:
     designations = chunk["designation"].tolist()
     descriptions = chunk["description"].tolist()
     productids = chunk["productid"].tolist()
-    ok = [i for i, d in enumerate(designations) if d.strip()]
+    # the rule `mlops load` rejects a title by (features.has_letter_or_digit): "<br/>", "&nbsp;"
+    # or "---" leave the model nothing of the title, and its answer would be the classes' prior
+    why = {i: "empty designation (title): no prediction" if not d.strip() else
+           "designation (title) has no letter or digit once markup is removed: no prediction"
+           for i, d in enumerate(designations) if not has_letter_or_digit(d)}
+    ok = [i for i in range(len(designations)) if i not in why]
     results: dict[int, tuple] = {}
     if ok:
         pred = loaded.predict([(designations[i], descriptions[i]) for i in ok], 1)
@@ -128,7 +135,7 @@ def _score_chunk(chunk, loaded, writer, counts: dict) -> None:
             writer.writerow((pid.strip(), *results[i]))
         else:
             counts["errors"] += 1
-            writer.writerow((pid.strip(), "", "", "", "empty designation (title): no prediction"))
+            writer.writerow((pid.strip(), "", "", "", why[i]))
 
 
 def export_inference_log(conn, since: date | datetime | None, out_path) -> int:

@@ -1121,19 +1121,22 @@ def test_predict_file_scores_the_x_format(api_env, trained, tmp_path, cli):
     rows = trained.rows.head(30).copy()
     rows["imageid"] = range(len(rows))
     rows.loc[3, "designation"] = "   "  # no title: an error text, no prediction
+    rows.loc[4, "designation"] = "<p>&nbsp;</p>"  # markup only: the same (the load's rule)
     src = tmp_path / "X_test.csv"
     rows[["designation", "description", "productid", "imageid"]].to_csv(src)
     out = tmp_path / "preds.csv"
     result = predict_file(config.load_settings(), src, out)
-    assert result["rows"] == 30 and result["predicted"] == 29 and result["errors"] == 1
+    assert result["rows"] == 30 and result["predicted"] == 28 and result["errors"] == 2
     assert result["model_version"] == trained.v1
     got = pd.read_csv(out, dtype={"error": str}, keep_default_na=False)
     assert list(got.columns) == ["productid", "prdtypecode", "category", "confidence", "error"]
-    assert got.loc[3, "error"] and got.loc[3, "prdtypecode"] == ""
-    ok = got.drop(index=3)
+    assert (got.loc[3, "error"], got.loc[3, "prdtypecode"]) == ("empty designation (title): no prediction", "")
+    assert (got.loc[4, "error"], got.loc[4, "prdtypecode"]) == (
+        "designation (title) has no letter or digit once markup is removed: no prediction", "")
+    ok = got.drop(index=[3, 4])
     expected = trained.models[trained.v1].predict(frame(products(trained, 30)))
-    assert ok["prdtypecode"].astype(int).tolist() == [int(c) for i, c in enumerate(expected) if i != 3]
-    assert ok["productid"].astype(int).tolist() == rows.drop(index=3)["productid"].astype(int).tolist()
+    assert ok["prdtypecode"].astype(int).tolist() == [int(c) for i, c in enumerate(expected) if i not in (3, 4)]
+    assert ok["productid"].astype(int).tolist() == rows.drop(index=[3, 4])["productid"].astype(int).tolist()
     # the CLI, with an explicit version
     r = cli("predict", "--input", src, "--out", tmp_path / "v2.csv", "--version", trained.v2, "--json")
     assert r.exit_code == 0, r.output
