@@ -23,6 +23,7 @@ from .categories import category_name
 from .config import Settings
 from .errors import Conflict, SourceError
 from .features import has_letter_or_digit
+from .sources import separator_hint
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ def _chunks(path: Path):
                     raise SourceError(
                         f"input file {path} is missing column(s) {', '.join(missing)} (found: "
                         f"{', '.join(map(str, chunk.columns)) or 'none'}; expected the X format: an "
-                        "index column, then designation, description, productid, imageid)")
+                        "index column, then designation, description, productid, imageid)"
+                        + separator_hint(chunk))
                 first = False
             if len(chunk):  # a header-only file reads as one empty chunk
                 rows += len(chunk)

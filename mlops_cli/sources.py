@@ -19,6 +19,16 @@ X_COLUMNS = ("designation", "description", "productid", "imageid")
 Y_COLUMNS = ("prdtypecode",)
 
 
+def separator_hint(df) -> str:
+    """A clause for a missing-column error when the header was split on the wrong character
+    (a spreadsheet's export with ';' or tabs reads as one column)."""
+    names = [str(df.index.name or "")] + [str(c) for c in df.columns]
+    for sep, label in ((";", "';'"), ("\t", "tabs")):
+        if any(sep in name for name in names):
+            return f"; the header looks separated by {label}: the catalogue's CSV files are comma-separated"
+    return ""
+
+
 def first_bad_byte(path: Path) -> str:
     """Where a file stops being UTF-8 (the decoder's offset in pandas' error is into its read
     buffer, not the file). Read again, on this error path only."""
@@ -49,7 +59,7 @@ def _read(path: Path, expected: tuple[str, ...], label: str) -> pd.DataFrame:
         raise SourceError(
             f"{label} file {path} is missing column(s) {', '.join(missing)} "
             f"(found: {', '.join(map(str, df.columns)) or 'none'}; expected an index column then "
-            f"{', '.join(expected)})"
+            f"{', '.join(expected)}){separator_hint(df)}"
         )
     df.index = df.index.astype(str).str.strip()
     if df.index.has_duplicates:

@@ -1148,6 +1148,11 @@ def test_predict_file_refuses_unreadable_input(api_env, tmp_path, cli):
     bad.write_text(",title,productid\n0,abc,1\n")
     r = cli("predict", "--input", bad, "--out", tmp_path / "o.csv")
     assert r.exit_code == 1 and "missing column(s) designation, description" in r.output
+    semi = tmp_path / "semi.csv"  # a spreadsheet's export
+    semi.write_text(";designation;description;productid;imageid\n0;abc;;1;2\n")
+    r = cli("predict", "--input", semi, "--out", tmp_path / "o.csv")
+    assert r.exit_code == 1 and r.output.rstrip().endswith(
+        "; the header looks separated by ';': the catalogue's CSV files are comma-separated"), r.output
     r = cli("predict", "--input", tmp_path / "nope.csv", "--out", tmp_path / "o.csv")
     assert r.exit_code == 1 and "not found" in r.output
     latin1 = tmp_path / "latin1.csv"

@@ -226,6 +226,8 @@ def test_field_caps_are_settings(tmp_path, cli, monkeypatch):
     ("encoding", "X file {x} is not valid UTF-8 (byte b'\\xe9' at offset 57, line 2 of the file)"),
     ("mismatch", "do not line up by their index column: 1 index value(s) only in X (first: '3')"),
     ("missing_file", "Y file not found: {y}"),
+    ("semicolons", "(found: none; expected an index column then designation, description, productid, imageid); the "
+                   "header looks separated by ';': the catalogue's CSV files are comma-separated"),
 ])
 def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, settings, conn, problem, message):
     x, y = write_pair(tmp_path / "ok", valid_rows(4))
@@ -243,6 +245,8 @@ def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, setting
         by.write_text("\n".join(by.read_text().splitlines()[:-1]) + "\n")
     elif problem == "missing_file":
         by.unlink()
+    elif problem == "semicolons":  # saved again by a spreadsheet set to French
+        bx.write_text(bx.read_text().replace(",", ";"))
     from mlops_cli.runs import StepFailed
 
     with pytest.raises(StepFailed) as info:
