@@ -512,6 +512,19 @@ def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> 
     )
 
 
+def inferences_of_request(conn, request_id: str, limit: int = 20) -> list[dict]:
+    """The logged predictions with that request_id (the log's and the rows retention kept),
+    newest first, at most `limit`: several when a client sent one X-Request-ID more than once."""
+    rows = _all(conn, "SELECT * FROM inference_log WHERE request_id = %s ORDER BY id DESC LIMIT %s",
+                (request_id, limit))
+    if len(rows) < limit:
+        seen = {r["id"] for r in rows}
+        rows += [r for r in _all(conn, f"""SELECT {_LOG_COLUMNS} FROM inference_log_retained
+                                           WHERE request_id = %s ORDER BY id DESC LIMIT %s""",
+                                 (request_id, limit)) if r["id"] not in seen]
+    return sorted(rows, key=lambda r: r["id"], reverse=True)[:limit]
+
+
 def find_inference(conn, *, inference_id: int | None = None, request_id: str | None = None) -> dict | None:
     """One inference_log row by id, or the newest with that request_id."""
     if inference_id is not None:

@@ -683,6 +683,31 @@ def test_feedback_waiting_for_its_prediction_is_not_tied_to_another_products(cli
     assert rows == [("later-own", int(item["productid"]), True), ("later-other", other, False)]
 
 
+def test_a_reused_request_id_names_the_prediction_of_its_product_or_is_409(client, trained, conn):
+    """A client that sends one X-Request-ID twice: a label by that request_id alone cannot tell
+    which prediction it means (409), with the productid it names that product's."""
+    a, b = products(trained, 2)
+    first = client.post("/predict", json=a, headers={"X-Request-ID": "dup"}).json()
+    client.post("/predict", json=b, headers={"X-Request-ID": "dup"})
+    client.post("/predict", json=b, headers={"X-Request-ID": "same"})
+    client.post("/predict", json=b, headers={"X-Request-ID": "same"})
+    assert client.app.state.inference_log.flush(60)
+    r = client.post("/feedback", json={"request_id": "dup", "prdtypecode": 2583}, headers=auth())
+    assert r.status_code == 409 and r.json() == {"detail": (
+        "request_id 'dup' names several logged predictions of different products (the client sent the same "
+        "X-Request-ID more than once): give the inference_id")}, r.text
+    r = client.post("/feedback", json={"request_id": "dup", "productid": a["productid"], "prdtypecode": 2583},
+                    headers=auth())
+    assert r.status_code == 201, r.text
+    older = query(conn, "SELECT id FROM inference_log WHERE request_id = 'dup' AND productid = %s",
+                  (a["productid"],))[0][0]
+    assert (r.json()["inference_id"], r.json()["predicted_code"]) == (older, first["prdtypecode"])
+    # the same product twice under one id: its newest prediction, as before
+    r = client.post("/feedback", json={"request_id": "same", "prdtypecode": 2583}, headers=auth())
+    newest = query(conn, "SELECT max(id) FROM inference_log WHERE request_id = 'same'")[0][0]
+    assert r.status_code == 201 and r.json()["inference_id"] == newest, r.text
+
+
 def test_feedback_before_its_prediction_is_logged_is_resolved_later(client, trained, conn):
     """Another worker may still hold the prediction in memory: the feedback waits for it."""
     r = client.post("/feedback", json={"request_id": "later-1", "prdtypecode": 2583}, headers=auth())

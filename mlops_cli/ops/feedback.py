@@ -1,7 +1,9 @@
 """A moderator's correction: the true class of a logged prediction or of a product.
 
 Linking rules: an inference_id must name a logged prediction (NotFound otherwise); given with a
-request_id, both must name the same prediction (Conflict); a request_id alone is kept as given
+request_id, both must name the same prediction (Conflict); a request_id a client reused names the
+prediction of the productid given with it, and is a Conflict when its predictions are of several
+products and none is given (which one was meant cannot be told); a request_id alone is kept as given
 and tied to its prediction when that reaches the log (another API worker may still hold it in
 memory): `resolved` says whether it is tied. A productid alone is tied to that product's newest
 logged prediction, as if its inference_id had been given (so retention keeps that row, the text
@@ -91,8 +93,10 @@ def disagreements(conn, limit: int = 50) -> dict:
     return {"total": int(rows[0]["total"]) if rows else 0, "items": items}
 
 
-def _tied(conn, inference_id: int | None, request_id: str | None) -> dict | None:
-    """The logged prediction the feedback names, by the linking rules above."""
+def _tied(conn, inference_id: int | None, request_id: str | None, productid: int | None = None) -> dict | None:
+    """The logged prediction the feedback names, by the linking rules above. A request_id that a
+    client reused names several: the one of `productid` when given, else a Conflict unless they
+    are all about the same product (or text)."""
     if inference_id is not None:
         inference = store.find_inference(conn, inference_id=inference_id)
         if inference is None:
@@ -103,7 +107,13 @@ def _tied(conn, inference_id: int | None, request_id: str | None) -> dict | None
                            f"not {request_id!r}")
         return inference
     if request_id:
-        return store.find_inference(conn, request_id=request_id)
+        found = store.inferences_of_request(conn, request_id)
+        if productid is not None and any(r["productid"] == productid for r in found):
+            found = [r for r in found if r["productid"] == productid]
+        if len({(r["productid"], r["designation"], r["description"]) for r in found}) > 1:
+            raise Conflict(f"request_id {request_id!r} names several logged predictions of different products "
+                           "(the client sent the same X-Request-ID more than once): give the inference_id")
+        return found[0] if found else None
     return None
 
 
@@ -128,7 +138,7 @@ def record(settings: Settings, *, prdtypecode: int, inference_id: int | None = N
     check_code(prdtypecode)
     try:
         with connection(settings, application_name="mlops-api") as conn:
-            inference = _tied(conn, inference_id, request_id)
+            inference = _tied(conn, inference_id, request_id, productid)
             if inference is not None and productid is not None and inference["productid"] is not None \
                     and int(inference["productid"]) != int(productid):
                 raise Conflict(f"productid {productid} contradicts the prediction named, which is about "
