@@ -127,5 +127,5 @@ def test_an_embedded_server_stopped_under_a_running_process_is_unavailable(tmp_p
     from mlops_cli import db
     from mlops_cli.errors import TransientError
 
-    with pytest.raises(TransientError, match=r"^Cannot connect to PostgreSQL at postgresql://postgres:\*\*\*@/postgres"):
+    with pytest.raises(TransientError, match=r"^Cannot connect to PostgreSQL at postgresql://postgres:\*\*\*@/"):
         db.ensure_database(f"postgresql://postgres:pw@/postgres?host={tmp_path}", "mlops")

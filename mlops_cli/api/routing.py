@@ -45,10 +45,11 @@ class MetricsMiddleware:
 
 
 class BodyLimit:
-    """413 for a request whose Content-Length (or, chunked, whose body read so far) exceeds what the largest valid request can need:
-    MAX_BATCH_SIZE items of two MAX_TEXT_CHARS texts at 12 bytes a character at most (a character
-    outside the BMP, JSON-escaped as a surrogate pair `\\uXXXX\\uXXXX`: what clients that escape
-    non-ASCII send), plus JSON, plus 64 KiB for the other bodies (a feedback note: 5000 characters)."""
+    """413 for a request whose Content-Length (or, chunked, whose body read so far) exceeds what
+    the largest valid request can need: MAX_BATCH_SIZE items of two MAX_TEXT_CHARS texts at 12
+    bytes a character at most (a character outside the BMP, JSON-escaped as a surrogate pair
+    `\\uXXXX\\uXXXX`: what clients that escape non-ASCII send), plus JSON, plus 64 KiB for the
+    other bodies (a feedback note: 5000 characters)."""
 
     def __init__(self, app, limit: int):
         self.app = app

@@ -7,8 +7,8 @@ or that drifted; each item says why it is offered). A label is recorded by ops.f
 (as POST /feedback) with the signed-in name as `submitted_by`; the counter is
 ops.feedback.labels_for_next_retrain (what the feedback gate of the next training counts).
 Products whose labellers disagree are listed above the queue (ops.feedback.disagreements), with
-a form to add one's own label. Labelling needs the labeller (or operator) role. Nobody signed in (UI_PUBLIC_READ), or a viewer:
-the queue is shown, the form replaced by a notice. Catalogue text is shown escaped (common.md).
+a form to add one's own label. Labelling needs the labeller (or operator) role. Nobody signed in
+(UI_PUBLIC_READ), or a viewer: the queue is shown, the form replaced by a notice. Catalogue text is shown escaped (common.md).
 """
 
 import sys
