@@ -84,7 +84,7 @@ bench: $(STAMP)
 
 clean:
 	-$(MLOPS) db stop
-	-MLOPS_HOME=.mlops-demo $(MLOPS) db stop
+	-DATABASE_URL= MLOPS_HOME=.mlops-demo $(MLOPS) db stop
 	rm -rf .mlops .mlops-demo demo-data
 
 # The daily pipeline now (drift over the 7 and 30 days ending at 00:00 UTC today, then alerting);

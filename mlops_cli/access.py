@@ -167,7 +167,4 @@ def authenticate(settings: Settings, conn_factory, token: str | None) -> Princip
             why = weak_secret("API_TOKEN", shared) if shared else None
             raise Unavailable("control API disabled: " + (why or "set API_TOKEN or create a token with "
                                                                 "`mlops api-token add NAME --role operator`"))
-        if presented and shared and not shared_ok and hmac.compare_digest(presented.encode(), shared.encode()):
-            # the refused API_TOKEN itself, while other tokens work: say why, not "unknown token"
-            raise Unavailable("control API refuses API_TOKEN: " + weak_secret("API_TOKEN", shared))
     raise Unauthenticated(INVALID if presented else MISSING)

@@ -117,7 +117,8 @@ def demo_settings(base: Settings, home: Path) -> Settings:
 # Written in a home the demo made: only such a folder (or an empty one) is wiped at the next start.
 MARKER = ".mlops-demo-home"
 # What a demo home held before the marker existed (pg, data, artifacts, notifications.jsonl, ...).
-_DEMO_ENTRIES = {"pg", "data", "artifacts", "notifications.jsonl", "ui-users", MARKER}
+_DEMO_ENTRIES = {"pg", "data", "artifacts", "notifications.jsonl", "ui-users", "logs", "prometheus-multiproc",
+                 MARKER}
 
 
 def reset(settings: Settings) -> None:

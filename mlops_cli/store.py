@@ -481,9 +481,13 @@ def insert_inference_rows(conn, rows: Sequence[dict]) -> int:
     return len(rows)
 
 
+# What a logged prediction is about: its product, else its text (a prediction without productid).
+_SUBJECT = "COALESCE(productid::text, md5(designation || chr(31) || COALESCE(description, '')))"
+
+
 def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> int:
-    """Attach feedback given by request_id to its inference_log row once that row exists, unless
-    the feedback names another product than the prediction's.
+    """Attach feedback given by request_id to its inference_log row once that row exists, by the
+    rule of ops.feedback._tied (a label is never tied to a prediction of another product).
 
     With `request_ids`, only those (the rows just written); without, every pending one. The
     serving writer calls it after every batch: when no feedback waits for these ids (nearly
@@ -495,34 +499,45 @@ def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> 
         return 0
     return _exec(
         conn,
-        """UPDATE feedback f
-           SET inference_id = i.id, inference_logged_at = i.logged_at, predicted_code = i.predicted_code,
-               model_version = i.model_version, productid = coalesce(f.productid, i.productid)
-           FROM (SELECT DISTINCT ON (request_id) id, logged_at, request_id, predicted_code, model_version, productid
-                 FROM inference_log
-                 WHERE request_id IN (SELECT request_id FROM feedback
-                                      WHERE inference_id IS NULL AND request_id IS NOT NULL
-                                        AND (%(ids)s::text[] IS NULL OR request_id = ANY(%(ids)s::text[])))
-                 ORDER BY request_id, id DESC) i
-           WHERE f.inference_id IS NULL AND f.request_id = i.request_id
-             -- the rule POST /feedback applies when both are named at once: a label about another
-             -- product than the prediction's is not tied to it (it stays the label of its product)
-             AND (f.productid IS NULL OR i.productid IS NULL OR f.productid = i.productid)""",
+        # per label, the rule POST /feedback applies when it is recorded (ops.feedback._tied): the
+        # newest prediction of its productid (or one without a product: no contradiction); with no
+        # productid, the newest, unless the id's predictions are about several products (a client
+        # that reused its X-Request-ID: which one was meant cannot be told, the label stays pending)
+        f"""UPDATE feedback f
+            SET inference_id = c.id, inference_logged_at = c.logged_at, predicted_code = c.predicted_code,
+                model_version = c.model_version, productid = coalesce(f.productid, c.productid)
+            FROM feedback p
+            CROSS JOIN LATERAL (
+                SELECT i.id, i.logged_at, i.predicted_code, i.model_version, i.productid FROM inference_log i
+                WHERE i.request_id = p.request_id
+                  AND (p.productid IS NULL OR i.productid IS NULL OR i.productid = p.productid)
+                ORDER BY i.productid IS NOT DISTINCT FROM p.productid DESC, i.id DESC LIMIT 1) c
+            WHERE f.id = p.id AND p.inference_id IS NULL AND p.request_id IS NOT NULL
+              AND (%(ids)s::text[] IS NULL OR p.request_id = ANY(%(ids)s::text[]))
+              AND (p.productid IS NOT NULL OR (SELECT count(DISTINCT {_SUBJECT}) FROM inference_log o
+                                               WHERE o.request_id = p.request_id) = 1)""",
         {"ids": list(request_ids) if request_ids is not None else None},
     )
 
 
-def inferences_of_request(conn, request_id: str, limit: int = 20) -> list[dict]:
-    """The logged predictions with that request_id (the log's and the rows retention kept),
-    newest first, at most `limit`: several when a client sent one X-Request-ID more than once."""
-    rows = _all(conn, "SELECT * FROM inference_log WHERE request_id = %s ORDER BY id DESC LIMIT %s",
-                (request_id, limit))
-    if len(rows) < limit:
-        seen = {r["id"] for r in rows}
-        rows += [r for r in _all(conn, f"""SELECT {_LOG_COLUMNS} FROM inference_log_retained
-                                           WHERE request_id = %s ORDER BY id DESC LIMIT %s""",
-                                 (request_id, limit)) if r["id"] not in seen]
-    return sorted(rows, key=lambda r: r["id"], reverse=True)[:limit]
+def inference_of_request(conn, request_id: str, productid: int | None = None) -> dict | None:
+    """The newest logged prediction with that request_id (the log's, else the rows retention
+    kept), of `productid` when given."""
+    params = {"r": request_id, "p": productid}
+    where = "request_id = %(r)s AND (%(p)s::bigint IS NULL OR productid = %(p)s)"
+    return _one(conn, f"SELECT * FROM inference_log WHERE {where} ORDER BY id DESC LIMIT 1", params) or \
+        _one(conn, f"SELECT {_LOG_COLUMNS} FROM inference_log_retained WHERE {where} ORDER BY id DESC LIMIT 1",
+             params)
+
+
+def request_subjects(conn, request_id: str) -> int:
+    """How many products (by productid, else by text) the logged predictions with that
+    request_id are about, counted up to 2: more than one when a client reused its X-Request-ID."""
+    return int(_scalar(conn, f"""SELECT count(*) FROM (
+                                     SELECT {_SUBJECT} FROM inference_log WHERE request_id = %(r)s
+                                     UNION
+                                     SELECT {_SUBJECT} FROM inference_log_retained WHERE request_id = %(r)s
+                                     LIMIT 2) s""", {"r": request_id}))
 
 
 def find_inference(conn, *, inference_id: int | None = None, request_id: str | None = None) -> dict | None:
@@ -1325,7 +1340,9 @@ def insert_shadow_rows(conn, rows: Sequence[dict]) -> int:
 
 # The latest label of each labelled request of a time range (%(lo)s, %(hi)s]: feedback names a
 # request by its request_id, or by the inference_log row it was tied to (whose request_id is
-# then read by primary key, from the log or from the rows retention kept). Driven by feedback,
+# then read by primary key, from the log or from the rows retention kept). A label given by a
+# request_id that is logged but not tied is one the rule refused to tie (another product's
+# prediction, or a reused id's several): it counts for no shadow row either. Driven by feedback,
 # so its cost follows the number of labels, not of predictions.
 _SHADOW_LABELS = f"""
     labels AS (
@@ -1337,7 +1354,8 @@ _SHADOW_LABELS = f"""
                             (SELECT r.request_id FROM inference_log_retained r WHERE r.id = f.inference_id)) AS rid
             FROM feedback f
             WHERE (f.inference_logged_at > %(lo)s AND f.inference_logged_at <= %(hi)s)
-               OR (f.inference_id IS NULL AND f.request_id IS NOT NULL)) x  -- not tied (yet): few
+               OR (f.inference_id IS NULL AND f.request_id IS NOT NULL  -- not tied (yet): few
+                   AND NOT EXISTS (SELECT 1 FROM inference_log o WHERE o.request_id = f.request_id))) x
         WHERE rid IS NOT NULL
         ORDER BY rid, {latest_label_first()})"""
 _SHADOW_FILTER = """s.logged_at > %(start)s AND s.logged_at <= %(end)s
@@ -1375,7 +1393,14 @@ def shadow_counts(conn, start, end, *, champion_version: str | None = None,
                               SELECT s.champion_version, s.challenger_version, l.true_code, s.champion_code,
                                      s.predicted_code, count(*) AS n
                               FROM labels l JOIN shadow_predictions s ON s.request_id = l.rid
-                              WHERE {_SHADOW_FILTER} GROUP BY 1, 2, 3, 4, 5""", params)
+                              WHERE {_SHADOW_FILTER}
+                                -- a request_id a client reused names several requests: which one the
+                                -- label is about cannot be told from the shadow rows, so none counts
+                                AND NOT EXISTS (
+                                    SELECT 1 FROM shadow_predictions d
+                                    WHERE d.request_id = s.request_id AND d.challenger_version = s.challenger_version
+                                      AND (d.logged_at, d.item_index) IS DISTINCT FROM (s.logged_at, s.item_index))
+                              GROUP BY 1, 2, 3, 4, 5""", params)
     return counts, labelled
 
 

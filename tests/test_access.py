@@ -84,11 +84,10 @@ def test_what_a_token_proves(monkeypatch, conn, settings):
     with pytest.raises(Unavailable, match=r"API_TOKEN is too short \(15 characters, at least 16\)"):
         access.authenticate(weak, _factory(weak), "x" * 15)
     access.create_token(conn, "alice", "viewer", created_by="carol")
-    conn.commit()  # with a personal token active, the weak API_TOKEN is still refused, and says why
-    with pytest.raises(Unavailable, match=r"^control API refuses API_TOKEN: API_TOKEN is too short \(15 characters"):
-        access.authenticate(weak, _factory(weak), "x" * 15)
-    with pytest.raises(Unauthenticated, match=r"^invalid API token \(unknown or revoked\)$"):
-        access.authenticate(weak, _factory(weak), "y" * 15)
+    conn.commit()  # with a personal token active, the weak API_TOKEN is one more unknown token:
+    for guess in ("x" * 15, "y" * 15):  # the same 401, so that no answer confirms a guess of it
+        with pytest.raises(Unauthenticated, match=r"^invalid API token \(unknown or revoked\)$"):
+            access.authenticate(weak, _factory(weak), guess)
 
 
 def test_roles_and_claimed_names():

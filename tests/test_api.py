@@ -637,11 +637,14 @@ def test_a_body_that_does_not_parse_is_422(client, conn):
     assert r.status_code == 422 and "UnicodeDecodeError" in r.json()["message"], r.text
     r = client.post("/predict", content=b"\xef\xbb\xbf" + '{"designation": "café"}'.encode(),
                     headers={"Content-Type": "application/json"})
-    assert r.status_code != 422, r.text
-    # JSON sent as text/plain: FastAPI does not parse it; the 422 says why
+    assert r.status_code == 200 and r.json()["prdtypecode"] in PRDTYPECODES, r.text
+    # JSON sent as text/plain, or with no Content-Type: FastAPI does not parse it; the 422 says why
     r = client.post("/predict", content=b'{"designation": "ok"}', headers={"Content-Type": "text/plain"})
     assert r.status_code == 422 and r.json()["message"] == (
         "body: the body was sent as text/plain: send JSON, as application/json"), r.text
+    r = client.post("/feedback", content=b'{"productid": 7, "prdtypecode": 10}', headers=auth())
+    assert "content-type" not in r.request.headers and r.status_code == 422 and r.json()["message"] == (
+        "body: the body was sent without a Content-Type: send JSON, as application/json"), r.text
 
 
 def test_numbers_json_does_not_have_are_422_and_audited(client, conn):
@@ -666,7 +669,7 @@ def test_numbers_json_does_not_have_are_422_and_audited(client, conn):
     # a finite float is still a float
     r = client.post("/feedback", content=b'{"productid": 7, "prdtypecode": 10.0}',
                     headers={"Content-Type": "application/json", **auth()})
-    assert r.status_code != 422, r.text
+    assert r.status_code == 404 and r.json()["detail"].startswith("Product 7 was never served"), r.text
 
 
 def test_feedback_waiting_for_its_prediction_is_not_tied_to_another_products(client, trained, conn):
@@ -681,6 +684,17 @@ def test_feedback_waiting_for_its_prediction_is_not_tied_to_another_products(cli
     assert client.app.state.inference_log.flush(60)
     rows = query(conn, "SELECT request_id, productid, inference_id IS NOT NULL FROM feedback ORDER BY id")
     assert rows == [("later-own", int(item["productid"]), True), ("later-other", other, False)]
+    # a reused id whose predictions of two products land in one flush, the label's product first
+    a, b = products(trained, 3)[1:]
+    for body in ({"request_id": "later-dup", "productid": a["productid"], "prdtypecode": 10},
+                 {"request_id": "later-dup", "prdtypecode": 40}):  # no productid: which one cannot be told
+        assert client.post("/feedback", json=body, headers=auth()).status_code == 201
+    for product in (a, b):
+        client.post("/predict", json=product, headers={"X-Request-ID": "later-dup"})
+    assert client.app.state.inference_log.flush(60)
+    tied = query(conn, """SELECT f.true_code, i.productid FROM feedback f LEFT JOIN inference_log i
+                          ON i.id = f.inference_id WHERE f.request_id = 'later-dup' ORDER BY f.id""")
+    assert tied == [(10, a["productid"]), (40, None)]
 
 
 def test_a_reused_request_id_names_the_prediction_of_its_product_or_is_409(client, trained, conn):
@@ -690,7 +704,7 @@ def test_a_reused_request_id_names_the_prediction_of_its_product_or_is_409(clien
     first = client.post("/predict", json=a, headers={"X-Request-ID": "dup"}).json()
     client.post("/predict", json=b, headers={"X-Request-ID": "dup"})
     client.post("/predict", json=b, headers={"X-Request-ID": "same"})
-    client.post("/predict", json=b, headers={"X-Request-ID": "same"})
+    client.post("/predict", json={**b, "designation": b["designation"] + " (nouveau)"}, headers={"X-Request-ID": "same"})
     assert client.app.state.inference_log.flush(60)
     r = client.post("/feedback", json={"request_id": "dup", "prdtypecode": 2583}, headers=auth())
     assert r.status_code == 409 and r.json() == {"detail": (
@@ -702,10 +716,13 @@ def test_a_reused_request_id_names_the_prediction_of_its_product_or_is_409(clien
     older = query(conn, "SELECT id FROM inference_log WHERE request_id = 'dup' AND productid = %s",
                   (a["productid"],))[0][0]
     assert (r.json()["inference_id"], r.json()["predicted_code"]) == (older, first["prdtypecode"])
-    # the same product twice under one id: its newest prediction, as before
+    # the same product twice under one id, its title changed in between: its newest prediction
     r = client.post("/feedback", json={"request_id": "same", "prdtypecode": 2583}, headers=auth())
     newest = query(conn, "SELECT max(id) FROM inference_log WHERE request_id = 'same'")[0][0]
     assert r.status_code == 201 and r.json()["inference_id"] == newest, r.text
+    # a productid none of the id's predictions is about: the same 409, which says so
+    r = client.post("/feedback", json={"request_id": "dup", "productid": 1, "prdtypecode": 2583}, headers=auth())
+    assert r.status_code == 409 and r.json()["detail"].endswith("give the inference_id (none is about product 1)")
 
 
 def test_feedback_before_its_prediction_is_logged_is_resolved_later(client, trained, conn):

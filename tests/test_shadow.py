@@ -464,6 +464,7 @@ def test_the_daily_report_has_the_windows_shadow_section(api_env, trained, conn,
                                                          JOIN inference_log i ON i.id = f.inference_id
                                                          WHERE i.request_id = %s) WHERE id = %s""",
                     (relabelled, second["id"]))
+    store.resolve_pending_feedback(conn, [unlabelled[0], relabelled])  # tied, as the API's writer ties them
     labels.update({unlabelled[0]: PRDTYPECODES[3], relabelled: PRDTYPECODES[5]})
     conn.commit()
 
@@ -559,3 +560,30 @@ def test_models_page_shows_the_shadow_comparison(api_env, trained, conn):  # noq
                in shown(i.value) for i in at.info)  # as read: the page escapes stored text
     tables = [d.value for d in at.dataframe if "disagreements" in d.value.columns]
     assert len(tables) == 1 and tables[0]["disagreements"].iloc[0] == 2  # codes[0]: said twice by the challenger only
+
+
+def test_live_labels_count_only_for_the_request_they_are_about(conn):
+    """Shadow rows are linked to labels by request_id: a label the rules did not tie to its
+    request's prediction (another product's) counts for no shadow row, and a request_id a client
+    reused (several shadow rows) for none of them."""
+    now = datetime.now(timezone.utc)
+    logged = [("own", 1), ("other", 2), ("dup", 3), ("dup", 4)]
+    with conn.cursor() as cur:
+        for k, (rid, pid) in enumerate(logged):
+            cur.execute("""INSERT INTO inference_log (logged_at, request_id, productid, designation, description,
+                                                      designation_len, description_len, predicted_code, confidence)
+                           VALUES (%s, %s, %s, 'titre', '', 5, 0, 10, 0.5)""", (now + timedelta(seconds=k), rid, pid))
+    store.insert_shadow_rows(conn, [
+        {"logged_at": now + timedelta(seconds=k), "request_id": rid, "item_index": 0, "champion_version": "1",
+         "champion_code": 10, "challenger_version": "2", "predicted_code": 40, "confidence": 0.5, "top_k": [],
+         "latency_ms": 1.0} for k, (rid, _pid) in enumerate(logged)])
+    store.insert_feedback(conn, true_code=40, request_id="own")
+    store.insert_feedback(conn, true_code=40, request_id="other", productid=99)  # another product: not tied
+    store.insert_feedback(conn, true_code=40, request_id="dup", productid=3)      # tied to product 3's
+    store.resolve_pending_feedback(conn)
+    conn.commit()
+    assert query(conn, "SELECT request_id, inference_id IS NOT NULL FROM feedback ORDER BY id") == [
+        ("own", True), ("other", False), ("dup", True)]
+    counts, labelled = store.shadow_counts(conn, None, None)
+    assert sum(r["n"] for r in counts) == 4
+    assert [(r["true_code"], r["n"]) for r in labelled] == [(40, 1)]  # "own" alone

@@ -29,7 +29,9 @@ router = APIRouter(route_class=auth.AuditedRoute, dependencies=[Depends(auth.nee
                404: error_doc("No logged prediction has this inference_id, or the productid given alone "
                               "names a product never served and not in the catalogue."),
                409: error_doc("inference_id and request_id are both given and name different "
-                              "predictions, or the productid is not the named prediction's."),
+                              "predictions, or the productid is not the named prediction's, or a "
+                              "request_id a client reused names predictions of several products and "
+                              "no productid says which."),
                422: {**INVALID, "description": "Invalid input: unknown prdtypecode, none of "
                                                "inference_id, request_id or productid given, wrong "
                                                "types, a body that is not JSON."},

@@ -160,10 +160,13 @@ class ApiRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 ctype = request.headers.get("content-type")
-                if ctype and not _json_type(ctype) and any(e.get("loc", ())[:1] == ("body",) for e in exc.errors()):
+                unread = not ctype or not _json_type(ctype)  # FastAPI reads JSON only when it is declared
+                if unread and getattr(request, "_body", b"") and \
+                        any(e.get("loc", ())[:1] == ("body",) for e in exc.errors()):
+                    sent = f"as {ctype[:80]}" if ctype else "without a Content-Type"
                     raise RequestValidationError([{  # not "Input should be a valid dictionary"
                         "type": "content_type", "loc": ("body",),
-                        "msg": f"the body was sent as {ctype[:80]}: send JSON, as application/json"}]) from exc
+                        "msg": f"the body was sent {sent}: send JSON, as application/json"}]) from exc
                 raise
             except StarletteHTTPException as exc:  # FastAPI raises Starlette's class for this one
                 cause = exc.__cause__

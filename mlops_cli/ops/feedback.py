@@ -107,13 +107,13 @@ def _tied(conn, inference_id: int | None, request_id: str | None, productid: int
                            f"not {request_id!r}")
         return inference
     if request_id:
-        found = store.inferences_of_request(conn, request_id)
-        if productid is not None and any(r["productid"] == productid for r in found):
-            found = [r for r in found if r["productid"] == productid]
-        if len({(r["productid"], r["designation"], r["description"]) for r in found}) > 1:
+        if productid is not None and (own := store.inference_of_request(conn, request_id, productid)):
+            return own
+        if store.request_subjects(conn, request_id) > 1:
             raise Conflict(f"request_id {request_id!r} names several logged predictions of different products "
-                           "(the client sent the same X-Request-ID more than once): give the inference_id")
-        return found[0] if found else None
+                           "(the client sent the same X-Request-ID more than once): give the inference_id"
+                           + ("" if productid is None else f" (none is about product {productid})"))
+        return store.inference_of_request(conn, request_id)
     return None
 
 
