@@ -89,19 +89,25 @@ def image_stats(path: Path) -> dict:
                 "stddev": sum(ImageStat.Stat(rgb).stddev) / 3}
 
 
+def launch_ui(tmp_path: Path, port: int, log: Path, **env_vars) -> subprocess.Popen:
+    """`mlops ui` on a loopback port with the test's environment (its database, registry and model
+    name) plus `env_vars`, in a session of its own, its output in `log`."""
+    env = dict(os.environ)
+    env.update({"STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",
+                "PYTHONUNBUFFERED": "1", **env_vars})
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "ui", "--port", str(port), "--host",
+                                 "127.0.0.1"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=str(tmp_path), start_new_session=True)
+
+
 @contextmanager
 def control_room(tmp_path: Path, **env_vars):
     """`mlops ui` on a free loopback port with the test's environment plus `env_vars`; yields
     (port, log file). Stopped (its process group) at the end; its log must hold no traceback."""
     port = free_port()
     log = tmp_path / f"mlops-ui-{port}.log"
-    env = dict(os.environ)  # the test's environment: its database (seeded), registry and model name
-    env.update({"STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",
-                "PYTHONUNBUFFERED": "1", **env_vars})
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "ui", "--port", str(port), "--host",
-                                 "127.0.0.1"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(tmp_path), start_new_session=True)
+    proc = launch_ui(tmp_path, port, log, **env_vars)
     try:
         wait_healthy(proc, port, log)
         yield port, log
@@ -419,11 +425,7 @@ def test_a_sigterm_to_mlops_ui_stops_the_control_room_and_its_token(seeded, tmp_
 
     port = free_port()
     log = tmp_path / "mlops-ui.log"
-    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "ui", "--port", str(port), "--host",
-                                 "127.0.0.1"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(tmp_path), start_new_session=True)
+    proc = launch_ui(tmp_path, port, log)
     try:
         wait_healthy(proc, port, log)
         os.kill(proc.pid, signal.SIGTERM)  # the process alone, not its group
