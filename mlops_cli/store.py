@@ -205,6 +205,16 @@ def batch_sources(conn) -> list[str]:
     return [r["source_x"] for r in _all(conn, "SELECT DISTINCT source_x FROM load_batches")]
 
 
+def rows_loaded_since_training(conn, upto_run_id: int) -> int:
+    """Rows the load runs after the newest one a training used, up to `upto_run_id`, added."""
+    return int(_scalar(conn, """SELECT coalesce(sum(b.rows_loaded), 0) FROM load_batches b
+                                WHERE b.pipeline_run_id <= %(upto)s
+                                  AND b.pipeline_run_id > coalesce((SELECT max(t.upstream_run_id) FROM pipeline_runs t
+                                                                    WHERE t.step = 'train'
+                                                                      AND t.status IN ('running', 'succeeded')), 0)""",
+                           {"upto": upto_run_id}))
+
+
 def insert_batch(conn, **cols) -> int:
     names = ", ".join(cols)
     marks = ", ".join(["%s"] * len(cols))

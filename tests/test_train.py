@@ -198,7 +198,7 @@ def test_search_space_pins_and_budget():
     assert not any("text_chars" in c.blocks for c in off) and len({c.name for c in off}) == len(off)
 
 
-def test_train_registers_one_version_with_tags_metrics_and_artifacts(small_catalogue, cli, conn, settings):
+def test_train_registers_one_version_with_tags_metrics_and_artifacts(small_catalogue, cli, conn, settings, tmp_path):
     x, y = small_catalogue
     assert cli("load", "--x-path", x, "--y-path", y, "--as-of", "2026-03-02").exit_code == 0
     r = cli("train", "--json", *FAST, "--param", "class_weight=none")
@@ -271,6 +271,23 @@ def test_train_registers_one_version_with_tags_metrics_and_artifacts(small_catal
     r = cli("train", *FAST)
     assert r.exit_code == 0
     assert "[skipped] train" in r.output and "no new load since the last training" in r.output
+    assert len(registry.list_versions(settings)) == 1
+    # a load whose every row is rejected (a broken file) is no new data either
+    from test_load import valid_rows, write_pair
+
+    rows = valid_rows(5)
+    bx, by = write_pair(tmp_path / "broken", rows, y_override=[{**r, "prdtypecode": 11} for r in rows])
+    r = cli("load", "--x-path", bx, "--y-path", by, "--as-of", "2026-03-09")
+    assert r.exit_code == 0 and "0 rows loaded, 1 rejected" in r.output, r.output
+    assert "every row rejected: nothing new to train on (notified)" in r.output
+    broken_run = query(conn, "SELECT max(id) FROM pipeline_runs WHERE step = 'load'")[0][0]
+    assert query(conn, "SELECT channel, subject, payload->'context'->'reasons' FROM notifications "
+                       "WHERE event = 'load_rejected'") == [
+        ("log", "[mlops] load batch #2 (2026-W11): all 1 rows rejected", {"unknown prdtypecode N": 1})]
+    r = cli("train", *FAST)
+    assert r.exit_code == 0 and "[skipped] train" in r.output, r.output
+    assert (f"no row loaded (load run #{broken_run}: every row rejected, see `mlops runs --step load`) since the "
+            "last training") in r.output
     assert len(registry.list_versions(settings)) == 1
     # --force trains anyway
     r = cli("train", "--force", "--json", *FAST)

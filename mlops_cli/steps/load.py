@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import store
+from .. import notify, store
 from ..categories import PRDTYPECODES
 from ..config import Settings
 from ..errors import Invalid, SourceError
@@ -144,6 +144,24 @@ def duplicate_reasons(rows: pd.DataFrame, reasons: pd.Series, keys: pd.Series, f
     return reasons
 
 
+def _notify_all_rejected(conn, settings: Settings, step: StepRun, batch_id: int, slot: str, x: Path,
+                         reasons: pd.Series) -> None:
+    """Every row of the batch rejected: most likely a broken or wrong file. Nothing new to train on
+    (the train step's load gate stays closed), so a person is told (log, email, Slack)."""
+    kinds = reasons.str.replace(r"\d+", "N", regex=True).str.split(":").str[0].value_counts()  # one kind a reason
+    top = {str(k): int(v) for k, v in kinds.head(3).items()}
+    notify.send(conn, settings, notify.Message(
+        event="load_rejected", severity="warning",
+        subject=f"[mlops] load batch #{batch_id} ({slot}): all {len(reasons)} rows rejected",
+        context={"batch_id": batch_id, "slot": slot, "source_x": str(x), "rows_rejected": len(reasons),
+                 "reasons": top, "commands": ["mlops runs --step load",
+                                              f"SELECT reason, count(*) FROM rejected_rows WHERE batch_id = {batch_id} "
+                                              "GROUP BY 1 ORDER BY 2 DESC"]}),
+        kinds=("log", "email", "slack"), pipeline_run_id=step.pipeline_run_id)
+    step.outputs["all_rejected"] = True
+    step.message += "; every row rejected: nothing new to train on (notified)"
+
+
 def load(
     conn,
     settings: Settings,
@@ -240,5 +258,7 @@ def load(
         })
         step.message = (f"batch #{batch_id} for {slot}: {len(good)} rows loaded, {len(bad)} rejected "
                         f"(source rows {start}-{end} of {n})")
+        if len(bad) and not len(good):
+            _notify_all_rejected(conn, settings, step, batch_id, slot, x, reasons[reasons != ""])
 
     return run_step(conn, trigger, STEP, body, params=params)

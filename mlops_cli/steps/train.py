@@ -75,8 +75,10 @@ def open_gate(conn, settings: Settings, *, force: bool = False, on_drift: bool =
     upstream = store.latest_unconsumed(conn, "load", STEP)
     labels = store.feedback_label_counts(conn, PRDTYPECODES)
     info = {"upstream": upstream, "new_labels": int(labels["new_labels"] or 0),
-            "threshold": settings.feedback_retrain_min}
-    if upstream is not None:
+            "threshold": settings.feedback_retrain_min,
+            # a load whose every row was rejected (a broken file) is no new data to train on
+            "rows_loaded": store.rows_loaded_since_training(conn, upstream["id"]) if upstream else 0}
+    if upstream is not None and info["rows_loaded"] > 0:
         return "load", info
     if info["new_labels"] >= settings.feedback_retrain_min:
         return ("drift" if on_drift else "feedback"), info
@@ -95,7 +97,9 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
             last = store.latest_run(conn, STEP, "succeeded")
             since = f" (the last training, run #{last['id']}, used load run #{last['upstream_run_id']})" \
                 if last and last["upstream_run_id"] else ""
-            step.skip(f"no new load since the last training{since} and {pending['new_labels']} new labels "
+            loads = "no new load" if upstream is None else \
+                f"no row loaded (load run #{upstream['id']}: every row rejected, see `mlops runs --step load`)"
+            step.skip(f"{loads} since the last training{since} and {pending['new_labels']} new labels "
                       f"(FEEDBACK_RETRAIN_MIN {pending['threshold']}); nothing to train on (use --force)")
             return
         step.outputs["gate"] = gate
