@@ -104,7 +104,8 @@ def launch_ui(tmp_path: Path, port: int, log: Path, **env_vars) -> subprocess.Po
 @contextmanager
 def control_room(tmp_path: Path, **env_vars):
     """`mlops ui` on a free loopback port with the test's environment plus `env_vars`; yields
-    (port, log file). Stopped (its process group) at the end; its log must hold no traceback."""
+    (port, log file). At the end its log must hold no traceback, and a SIGTERM to its process
+    alone must close its port (then its process group is killed, whatever happened)."""
     port = free_port()
     log = tmp_path / f"mlops-ui-{port}.log"
     proc = launch_ui(tmp_path, port, log, **env_vars)
@@ -114,6 +115,12 @@ def control_room(tmp_path: Path, **env_vars):
         assert proc.poll() is None, "the control room died while the page was open"
         server_log = log.read_text(errors="replace")
         assert "Traceback" not in server_log, server_log[-3000:]
+        # a SIGTERM to `mlops ui` alone (kill, systemd, docker stop), not to its group, stops the
+        # control room: no orphan keeps serving with the sign-in token in its environment
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        with pytest.raises(OSError):  # nothing listens on the port any more
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -416,24 +423,3 @@ def test_in_chromium_no_click_acts_without_a_sign_in_and_a_signed_in_action_is_a
     finally:
         conn.close()
 
-
-@pytest.mark.slow
-def test_a_sigterm_to_mlops_ui_stops_the_control_room_and_its_token(seeded, tmp_path):  # noqa: F811
-    """`kill PID` (systemd, docker stop) reaches Streamlit itself: no orphan keeps serving with the
-    sign-in token in its environment."""
-    import socket
-
-    port = free_port()
-    log = tmp_path / "mlops-ui.log"
-    proc = launch_ui(tmp_path, port, log)
-    try:
-        wait_healthy(proc, port, log)
-        os.kill(proc.pid, signal.SIGTERM)  # the process alone, not its group
-        proc.wait(timeout=60)
-        with pytest.raises(OSError):  # nothing listens on the port any more
-            socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
