@@ -739,7 +739,7 @@ def label_disagreements_cmd(ctx, limit, as_json) -> None:
     """Labelled products whose labellers disagree (training takes the latest label): each
     labeller's latest code, the most recently labelled first. Settle one by labelling it again."""
     from .ops.feedback import disagreements
-    from .render import table, to_json
+    from .render import labels_text, table, to_json
 
     found = disagreements(open_conn(ctx), limit=limit)
     if as_json:
@@ -748,9 +748,8 @@ def label_disagreements_cmd(ctx, limit, as_json) -> None:
     if not found["total"]:
         click.echo("no disagreement: every labelled product's labellers give the same code")
         return
-    rows = [{**it, "labels": "; ".join(f"{label['submitted_by'] or '?'}: {label['prdtypecode']} {label['category']}"
-                                       for label in it["labels"]),
-             "latest": f"{it['latest_code']} {it['latest_category']}"} for it in found["items"]]
+    rows = [{**it, "labels": labels_text(it["labels"]), "latest": f"{it['latest_code']} {it['latest_category']}"}
+            for it in found["items"]]
     click.echo(table(rows, ["productid", "designation", "labels", "latest", "last_labelled_at"],
                      ["product", "title", "labels (each labeller's latest, newest first)", "training takes",
                       "last labelled"], width=60))

@@ -46,3 +46,8 @@ def to_json(value: Any) -> str:
         return str(o)
 
     return json.dumps(value, default=default, ensure_ascii=False, indent=2)
+
+
+def labels_text(labels: Sequence[dict], sep: str = "; ") -> str:
+    """Each labeller's label of ops.feedback.disagreements as one line: `alice: 10 Books · bob: ...`."""
+    return sep.join(f"{label['submitted_by'] or '?'}: {label['prdtypecode']} {label['category']}" for label in labels)

@@ -491,10 +491,6 @@ def insert_inference_rows(conn, rows: Sequence[dict]) -> int:
     return len(rows)
 
 
-# What a logged prediction is about: its product, else its text (a prediction without productid).
-_SUBJECT = "COALESCE(productid::text, md5(designation || chr(31) || COALESCE(description, '')))"
-
-
 def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> int:
     """Attach feedback given by request_id to its inference_log row once that row exists, by the
     rule of ops.feedback._tied (a label is never tied to a prediction of another product).
@@ -524,7 +520,7 @@ def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> 
                 ORDER BY i.productid IS NOT DISTINCT FROM p.productid DESC, i.id DESC LIMIT 1) c
             WHERE f.id = p.id AND p.inference_id IS NULL AND p.request_id IS NOT NULL
               AND (%(ids)s::text[] IS NULL OR p.request_id = ANY(%(ids)s::text[]))
-              AND (p.productid IS NOT NULL OR (SELECT count(DISTINCT {_SUBJECT}) FROM inference_log o
+              AND (p.productid IS NOT NULL OR (SELECT count(DISTINCT {_product_key("o")}) FROM inference_log o
                                                WHERE o.request_id = p.request_id) = 1)""",
         {"ids": list(request_ids) if request_ids is not None else None},
     )
@@ -544,9 +540,9 @@ def request_subjects(conn, request_id: str) -> int:
     """How many products (by productid, else by text) the logged predictions with that
     request_id are about, counted up to 2: more than one when a client reused its X-Request-ID."""
     return int(_scalar(conn, f"""SELECT count(*) FROM (
-                                     SELECT {_SUBJECT} FROM inference_log WHERE request_id = %(r)s
+                                     SELECT {_product_key("i")} FROM inference_log i WHERE request_id = %(r)s
                                      UNION
-                                     SELECT {_SUBJECT} FROM inference_log_retained WHERE request_id = %(r)s
+                                     SELECT {_product_key("r")} FROM inference_log_retained r WHERE request_id = %(r)s
                                      LIMIT 2) s""", {"r": request_id}))
 
 
@@ -556,10 +552,7 @@ def find_inference(conn, *, inference_id: int | None = None, request_id: str | N
         return _one(conn, "SELECT * FROM inference_log WHERE id = %s", (inference_id,)) or \
             _one(conn, f"SELECT {_LOG_COLUMNS} FROM inference_log_retained WHERE id = %s", (inference_id,))
     if request_id is not None:
-        return _one(conn, "SELECT * FROM inference_log WHERE request_id = %s ORDER BY id DESC LIMIT 1",
-                    (request_id,)) or \
-            _one(conn, f"""SELECT {_LOG_COLUMNS} FROM inference_log_retained WHERE request_id = %s
-                           ORDER BY id DESC LIMIT 1""", (request_id,))
+        return inference_of_request(conn, request_id)
     return None
 
 
@@ -600,6 +593,11 @@ def _text_key(alias: str) -> str:
     return f"md5({alias}.designation || E'\\n' || {alias}.description)"
 
 
+def _product_key(alias: str) -> str:
+    """What a logged prediction is about: its product, else its text (labelling_candidates.product_key)."""
+    return f"CASE WHEN {alias}.productid IS NOT NULL THEN 'p' || {alias}.productid::text ELSE {_text_key(alias)} END"
+
+
 _LABELLED_TEXTS = f"""labelled_texts AS (
                SELECT {_text_key("j")} AS k
                FROM feedback f JOIN inference_log j ON j.id = f.inference_id AND j.logged_at = f.inference_logged_at
@@ -624,8 +622,7 @@ def labelling_candidate_lists(conn, lo, hi, pool: int, *, lo_incl: bool = True, 
                    SELECT i.id AS inference_id, i.logged_at, i.request_id, i.productid, i.confidence,
                           CASE WHEN i.n_tokens > 0 AND i.n_oov IS NOT NULL
                                THEN i.n_oov::float8 / i.n_tokens END AS oov,
-                          CASE WHEN i.productid IS NOT NULL THEN 'p' || i.productid::text
-                               ELSE {_text_key("i")} END AS product_key
+                          {_product_key("i")} AS product_key
                    FROM (SELECT * FROM inference_log WHERE {_range_sql(lo_incl, hi_incl)}) i
                    WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE f.inference_id = i.id)
                      AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = i.request_id)

@@ -23,11 +23,35 @@ import common  # noqa: E402
 from mlops_cli.access import LABEL  # noqa: E402
 from mlops_cli.categories import PRDTYPECODES, category_name  # noqa: E402
 from mlops_cli.ops import feedback as ops_feedback, labelling as ops_labelling  # noqa: E402
+from mlops_cli.render import labels_text  # noqa: E402
 
 common.page("Labelling", ":material/label:")
 s = common.settings()
 c = common.conn()
 empty = common.empty_state(c)
+
+
+def code_choice(key: str):
+    """The true product type, none chosen in advance (not even the predicted one): a label is a
+    person's own answer."""
+    return st.selectbox("True product type", list(PRDTYPECODES), key=key, index=None,
+                        placeholder="choose the true product type", format_func=lambda k: f"{k} · {category_name(k)}")
+
+
+def record_label(go: bool, code, what: str, **names) -> None:
+    """A submitted label form: a code is required; the label (ops.feedback.record, as POST
+    /feedback) is the signed-in person's, about `names` (inference_id or productid, and a note)."""
+    if go and code is None:
+        st.error("Choose the true product type.", icon=":material/edit_off:")
+    elif go:
+        def _record():
+            fb = ops_feedback.record(s, prdtypecode=int(code), submitted_by=common.ui_trigger(common.identity()).actor,
+                                     **names)
+            return {"ok": True, "status": "recorded",
+                    "message": f"{fb.prdtypecode} {fb.category} for {what} by {fb.submitted_by} (feedback #{fb.id})"}
+
+        common.run_action("labelling_result", _record, spinner="Recording the label…", action=LABEL, what="labelling")
+
 
 # --- what the next retrain would use ----------------------------------------------------------------------
 counts = common.call(ops_feedback.labels_for_next_retrain, c, s, what="the labels")
@@ -48,35 +72,20 @@ if disputed["total"]:
                    "their own answer corrects it). Training takes the latest label; a new label settles a "
                    "product once every labeller's latest label agrees.")
         st.dataframe(common.frame([
-            {"product": it["productid"], "title": it["designation"],
-             "labels": " · ".join(f"{lb['submitted_by'] or '?'}: {lb['prdtypecode']} {lb['category']}"
-                                  for lb in it["labels"]),
+            {"product": it["productid"], "title": it["designation"], "labels": labels_text(it["labels"], " · "),
              "training takes": f"{it['latest_code']} {it['latest_category']}",
              "last labelled": it["last_labelled_at"]} for it in disputed["items"]]),
             hide_index=True, width="stretch")
         if disputed["total"] > len(disputed["items"]):
             st.caption(f"The {len(disputed['items'])} most recently labelled of {disputed['total']:,}.")
         if common.refusal(LABEL, "labelling") is None:
+            titles = {it["productid"]: it["designation"] for it in disputed["items"]}
             with st.form("settling", clear_on_submit=True):
-                pid = st.selectbox("Product", [it["productid"] for it in disputed["items"]], key="settling_product",
-                                   format_func=lambda p: f"{p} · " + next(it["designation"][:70] for it in
-                                                                          disputed["items"] if it["productid"] == p))
-                code = st.selectbox("True product type", list(PRDTYPECODES), key="settling_code", index=None,
-                                    placeholder="choose the true product type",
-                                    format_func=lambda k: f"{k} · {category_name(k)}")
+                pid = st.selectbox("Product", list(titles), key="settling_product",
+                                   format_func=lambda p: f"{p} · {titles[p][:70]}")
+                code = code_choice("settling_code")
                 settle = st.form_submit_button("Record my label", key="settling_submit")
-            if settle and code is None:
-                st.error("Choose the true product type.", icon=":material/edit_off:")
-            elif settle:
-                def _settle(code=code, pid=pid):
-                    fb = ops_feedback.record(s, prdtypecode=int(code), productid=int(pid),
-                                             submitted_by=common.ui_trigger(common.identity()).actor)
-                    return {"ok": True, "status": "recorded",
-                            "message": f"{fb.prdtypecode} {fb.category} for product {pid} by {fb.submitted_by} "
-                                       f"(feedback #{fb.id})"}
-
-                common.run_action("labelling_result", _settle, spinner="Recording the label…", action=LABEL,
-                                  what="labelling")
+            record_label(settle, code, f"product {pid}", productid=int(pid))
 
 # --- the queue --------------------------------------------------------------------------------------------
 st.subheader("Most worth a label")
@@ -124,24 +133,11 @@ for reason in item.reasons:
 
 # --- label it -----------------------------------------------------------------------------------------------
 st.subheader("Give the true product type")
-if who := common.acting_as(LABEL, "labelling"):
-    # no code chosen in advance (not even the predicted one): a label is a person's own answer
+if common.acting_as(LABEL, "labelling"):
     with st.form("labelling", clear_on_submit=True):
-        code = st.selectbox("True product type", list(PRDTYPECODES), key="labelling_code", index=None,
-                            placeholder="choose the true product type",
-                            format_func=lambda k: f"{k} · {category_name(k)}")
+        code = code_choice("labelling_code")
         note = st.text_input("Note (optional)", key="labelling_note")
         go = st.form_submit_button("Record the label", key="labelling_submit", type="primary")
-    if go and code is None:
-        st.error("Choose the true product type.", icon=":material/edit_off:")
-    elif go:
-        def _record(code=code, note=note, item=item):
-            fb = ops_feedback.record(s, prdtypecode=int(code), inference_id=item.inference_id,
-                                     submitted_by=common.ui_trigger(who).actor, note=(note or "").strip() or None)
-            return {"ok": True, "status": "recorded",
-                    "message": f"{fb.prdtypecode} {fb.category} for “{item.designation[:60]}” by "
-                               f"{fb.submitted_by} (feedback #{fb.id})"}
-
-        common.run_action("labelling_result", _record, spinner="Recording the label…", action=LABEL,
-                          what="labelling")
+    record_label(go, code, f"“{item.designation[:60]}”", inference_id=item.inference_id,
+                 note=(note or "").strip() or None)
 common.show_result(st.session_state.get("labelling_result"))
