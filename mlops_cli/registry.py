@@ -315,11 +315,16 @@ def delete_alias(settings: Settings, alias: str) -> None:
             raise
 
 
-def delete_version(settings: Settings, version: str | int) -> None:
-    """Remove a version registered by a step that then failed (best effort, logged)."""
+def delete_version(settings: Settings, version: str | int, *, strict: bool = False) -> None:
+    """Remove a version registered by a step that then failed: best effort, logged (the step is
+    failing already; its error is the one to keep), or, `strict`, raising as any registry call."""
     try:
         client(settings).delete_model_version(settings.model_name, str(version))
-    except Exception as exc:  # the step is failing already; do not hide its error
+    except Exception as exc:
+        if strict:
+            if unreachable(exc):
+                raise TransientError(f"MLflow registry unreachable: {_redact(str(exc))}") from exc
+            raise
         log.warning("could not delete model version %s after a failed step: %s", version, exc)
 
 

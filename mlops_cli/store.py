@@ -927,6 +927,18 @@ def insert_model_reference(conn, *, model_name: str, model_version: str, mlflow_
     )
 
 
+def referenced_versions(conn, model_name: str) -> set[str]:
+    """The versions of `model_name` the database knows: evaluated or given a drift reference (a
+    train step records both in its transaction; orphan_versions.py sweeps the others)."""
+    rows = _all(
+        conn,
+        """SELECT model_version FROM model_references WHERE model_name = %(m)s
+           UNION SELECT model_version FROM model_evaluations WHERE model_name = %(m)s""",
+        {"m": model_name},
+    )
+    return {r["model_version"] for r in rows}
+
+
 def get_model_reference(conn, model_name: str, model_version: str) -> dict | None:
     return _one(
         conn,

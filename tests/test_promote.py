@@ -10,6 +10,7 @@ MIN_F1_THRESHOLD chosen per test (0.05: both pass; 0.5: only GOOD passes).
 from __future__ import annotations
 
 import json
+import os
 import re
 from email import message_from_bytes, policy
 
@@ -346,6 +347,60 @@ def test_a_promotion_that_died_after_moving_the_registry_is_recorded_by_the_next
     # recorded once: the next run has nothing to decide
     again = promote(conn, s, T)
     assert again.status == "skipped" and decisions(conn) == [(v1, "promoted"), (v2, "promoted")]
+
+
+def test_a_train_step_that_fails_after_registering_leaves_the_challenger_where_it_was(
+        small_catalogue, conn, settings, monkeypatch):
+    """The registry is not transactional: a train step that fails once its version is registered
+    and holds the challenger alias deletes that version and gives the alias back."""
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    monkeypatch.setenv("MLOPS_FAULT", "train.registered:fail")
+    with pytest.raises(StepFailed, match="injected failure in train.registered"):
+        train(conn, s, T, force=True, params=GOOD)
+    assert [v["version"] for v in registry.list_versions(s)] == [v1]
+    assert alias_map(s)["challenger"] == v1
+    assert query(conn, "SELECT model_version FROM model_evaluations") == [(v1,), (v1,)]  # train's, evaluate's
+
+
+def test_a_version_left_by_a_killed_train_step_is_deleted_and_the_challenger_given_back(
+        small_catalogue, conn, settings):
+    """kill -9 between registering a version (now the challenger) and committing the step leaves
+    a version the database never recorded: the shadow would score it. The daily alert step (and
+    the next train step) delete it and give the challenger alias back; not while a train runs."""
+    import signal
+    from mlops_cli import orphan_versions
+    from mlops_cli.steps.alert import alert
+    from conftest import wait_for
+    from test_load import _mlops
+
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    p = _mlops("train", "--force", *GOOD_CLI, env={**os.environ, "MLOPS_FAULT": "train.registered:hang"})
+    try:
+        orphan = wait_for(lambda: (registry.version_by_alias(s, registry.CHALLENGER) or {}).get("tags", {})
+                          .get("decision") == "pending" and alias_map(s)["challenger"] != v1
+                          and alias_map(s)["challenger"], "the train step to register its version", interval=0.5)
+        assert orphan_versions.sweep(conn, s) == {"checked": False,
+                                                  "error": "a train step is running: it sweeps at its start"}
+        assert alias_map(s)["challenger"] == orphan
+        [(run_id, backend)] = query(conn, "SELECT id, backend_pid FROM pipeline_runs WHERE status = 'running'")
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    wait_for(lambda: not query(conn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)),
+             "the killed run's database session to end")
+    out = alert(conn, s, T).outputs["orphan_versions"]
+    assert out == {"checked": True, "challenger": v1,
+                   "removed": [{"version": orphan, "pipeline_run_id": run_id, "challenger": True}]}
+    assert [v["version"] for v in registry.list_versions(s)] == [v1]
+    assert alias_map(s) == {"champion": None, "challenger": v1, "previous-champion": None}
+    [(status, error)] = query(conn, "SELECT status, error FROM pipeline_runs WHERE id = %s", (run_id,))
+    assert status == "failed" and error.startswith("abandoned:")
+    again = alert(conn, s, T).outputs["orphan_versions"]
+    assert again == {"checked": True, "removed": [], "challenger": None}
 
 
 def test_a_champion_moved_outside_mlops_is_reported_by_the_daily_alert_step(small_catalogue, conn, settings):

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-from .. import champion_audit, notify, store
+from .. import champion_audit, notify, orphan_versions, store
 from ..config import Settings
 from ..errors import NotFound
 from ..notify import Message
@@ -316,6 +316,8 @@ def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None =
     def body(step: StepRun) -> None:
         # every day, reports or not: is production what mlops recorded? (champion_audit.py)
         step.outputs["champion_audit"] = champion_audit.check(conn, settings, step.pipeline_run_id)
+        # and no version left by a train step that died (orphan_versions.py)
+        step.outputs["orphan_versions"] = orphan_versions.sweep(conn, settings)
         if report_id is not None:
             report = store.get_drift_report(conn, int(report_id))
             if report is None:

@@ -28,7 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .. import __version__, dataset, figures, registry, selection, store
+from .. import __version__, dataset, figures, orphan_versions, registry, runs, selection, store
 from ..calibration import calibration_metrics
 from ..categories import PRDTYPECODES
 from ..config import Settings
@@ -56,16 +56,16 @@ def code_version() -> str:
 
 def _candidate_runs(built: selection.Built, metric: str) -> list[dict]:
     """One nested MLflow run per candidate: its settings, validation score and seconds."""
-    runs = []
+    children = []
     for c in built.result.candidates:
         row = c.row()
         metrics = {"seconds": row["seconds"]}
         if row["validation_score"] is not None:
             metrics.update({f"validation_{metric}": row["validation_score"],
                             "validation_weighted_f1": row["validation_weighted_f1"], "rows": row["rows"]})
-        runs.append({"name": c.name, "params": {**c.shown, "searched_rows": row["rows"]}, "metrics": metrics,
+        children.append({"name": c.name, "params": {**c.shown, "searched_rows": row["rows"]}, "metrics": metrics,
                      "tags": {"status": c.status, "chosen": str(c is built.chosen).lower()}})
-    return runs
+    return children
 
 
 def open_gate(conn, settings: Settings, *, force: bool = False, on_drift: bool = False) -> tuple[str | None, dict]:
@@ -90,6 +90,10 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
     overrides = dict(params or {})
 
     def body(step: StepRun) -> None:
+        # a version an earlier train step registered and then died before recording it
+        swept = orphan_versions.sweep(conn, settings, holding_train_lock=True)
+        if swept.get("removed") or not swept["checked"]:
+            step.outputs["orphan_versions"] = swept
         gate, pending = open_gate(conn, settings, force=force, on_drift=drift_decision_run_id is not None)
         upstream = pending["upstream"]
         step.outputs.update({"new_labels": pending["new_labels"], "feedback_retrain_min": pending["threshold"]})
@@ -215,6 +219,7 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         finally:
             figures.close_figure(fig)
         log.info("version %s registered in %.1fs", version, time.perf_counter() - t1)
+        replaced = registry.version_by_alias(settings, registry.CHALLENGER)
         try:
             registry.set_alias(settings, registry.CHALLENGER, version)
             registry.set_version_tags(settings, version, {
@@ -240,9 +245,18 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
                                          mlflow_run_id=mlflow_run_id,
                                          summary=build_reference(model, train_rows, holdout, evaluation=s))
             log.info("drift reference built in %.1fs", time.perf_counter() - t1)
+            if runs.FAULT_HOOK is not None:  # tests only: the step dies once its version is the challenger
+                runs.FAULT_HOOK("train.registered")
         except BaseException:
-            # The step's transaction will roll back: leave no registered version behind either.
+            # The step's transaction will roll back: leave no registered version behind either,
+            # and the challenger alias where it was (a kill -9 here: orphan_versions.py).
             registry.delete_version(settings, version)
+            if replaced is not None:
+                try:
+                    registry.set_alias(settings, registry.CHALLENGER, replaced["version"])
+                except Exception as exc:  # keep the step's own error
+                    log.error("could not give the challenger alias back to version %s: %s",
+                              replaced["version"], exc)
             raise
         step.outputs.update({
             "mlflow_run_id": mlflow_run_id, "model_version": version, "model_name": settings.model_name,
