@@ -6,6 +6,11 @@ BIN    := $(VENV)/bin
 MLOPS  := $(BIN)/mlops
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The suite runs in parallel (pytest-xdist): a worker per core, at most 4, each with its own
+# embedded PostgreSQL, a test file at a time (its module fixtures are built once).
+# PYTEST_WORKERS=0 runs it in this one process.
+PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile)
 USER ?= $(shell id -un 2>/dev/null || echo unknown)
 
 .PHONY: install demo test test-fast test-pipeline test-integration bench clean help ui serve \
@@ -37,17 +42,17 @@ $(CHROMIUM):
 	else echo "the UI browser test needs chromium: sudo apt-get install chromium"; exit 1; fi
 
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # The integration suite: full pipelines, serving, drift, UI (the slow tests); make test runs all.
 test-pipeline: $(STAMP)
-	$(BIN)/python -m pytest tests/test_pipeline.py tests/test_load.py tests/test_train.py $(PYTEST_ARGS)
+	$(PYTEST) tests/test_pipeline.py tests/test_load.py tests/test_train.py $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(PYTEST) -m slow $(PYTEST_ARGS)
 
 # Train -> evaluate -> promote now, as the UI's "force retrain" does.
 trigger-auto-train: $(STAMP)

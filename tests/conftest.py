@@ -48,6 +48,24 @@ def _admin(url: str, sql: str) -> None:
         conn.close()
 
 
+def pytest_collection_modifyitems(config, items):
+    """schemathesis gives the item of every API operation the test's own node id; pytest-xdist
+    schedules by node id and would run one of them. Each gets its operation in its id, and a
+    collection that still repeats an id is refused."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        if not label or item.nodeid.endswith(f"[{label}]"):
+            continue
+        if getattr(getattr(item, "_id", None), "params", "") is None:  # pytest >= 9.2: a structured id
+            item._id = item._id.with_params(label)
+        elif hasattr(item, "_nodeid"):
+            item._nodeid = f"{item._nodeid}[{label}]"
+    seen: set[str] = set()
+    repeated = sorted({i.nodeid for i in items if i.nodeid in seen or seen.add(i.nodeid)})
+    if repeated:
+        raise pytest.UsageError(f"repeated test ids (pytest-xdist would run one of each): {', '.join(repeated)}")
+
+
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory):
     """(admin_url, template_name, mlflow_url) for the session's PostgreSQL server."""
