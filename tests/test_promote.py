@@ -429,6 +429,37 @@ def test_a_champion_moved_outside_mlops_is_reported_by_the_daily_alert_step(smal
     assert alert(conn, s, T).outputs["champion_audit"]["ok"] is True
 
 
+def test_an_unrecorded_champion_is_kept_recorded_by_approve_after_an_approve_that_died(
+        small_catalogue, conn, settings, monkeypatch):
+    """An approve step that dies once the registry has moved leaves a champion no row records; the
+    daily audit names `mlops approve N` as the way to keep it, and that records it (against the
+    version the last recorded change put in production). A recorded champion is refused."""
+    from mlops_cli.steps.alert import alert
+
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    assert promote(conn, s, T).outputs["decision"] == "promoted"
+    v2 = challenger(conn, s, WEAK)
+    monkeypatch.setenv("MLOPS_FAULT", "promote.registry_moved:fail")
+    with pytest.raises(StepFailed):
+        approve(conn, s, Trigger(actor="erin"), v2, reason="the feed changed")
+    monkeypatch.delenv("MLOPS_FAULT")
+    assert alias_map(s)["champion"] == v2 and decisions(conn) == [(v1, "promoted")]
+    assert alert(conn, s, T).outputs["champion_audit"]["ok"] is False
+    r = approve(conn, s, Trigger(actor="erin"), v2, reason="the feed changed")
+    assert r.status == "succeeded" and r.outputs["unrecorded_champion"] is True
+    assert decisions(conn) == [(v1, "promoted"), (v2, "manual_promotion")]
+    row = store.latest_decision_for_version(conn, s.model_name, v2)
+    assert (row["champion_version"], row["previous_champion"], row["decided_by"]) == (v1, v1, "erin")
+    assert row["justification"].endswith("; the champion alias already named it with no decision recorded: "
+                                         "recorded now")
+    assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}
+    assert alert(conn, s, T).outputs["champion_audit"]["ok"] is True
+    with pytest.raises(StepFailed, match=f"Version {v2} is already the champion; nothing to approve"):
+        approve(conn, s, Trigger(actor="erin"), v2, reason="again")
+
+
 def test_under_threshold_archived_even_without_champion_and_decided_once(small_catalogue, conn, settings):
     s = settings.replace(min_f1_threshold=ONLY_GOOD)
     load_all(conn, s, small_catalogue)

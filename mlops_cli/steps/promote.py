@@ -47,7 +47,7 @@ from urllib.parse import quote
 
 from .. import notify, registry, store
 from ..config import Settings
-from ..errors import Conflict, Invalid, NotReady
+from ..errors import Conflict, Invalid, NotFound, NotReady
 from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, lock_key, run_step
 from ..vocab import Step
@@ -500,8 +500,16 @@ def interrupted_promotion(conn, settings: Settings, version: str, info: dict) ->
     return True, None
 
 
+def _registered(settings: Settings, version: str) -> dict | None:
+    try:
+        return registry.get_version(settings, version)
+    except NotFound:  # deleted from the registry since: nothing to compare with
+        return None
+
+
 def approve(conn, settings: Settings, trigger: Trigger, version: str | int, reason: str) -> StepResult:
-    """A person promotes an evaluated version (typically one that 'needs_approval')."""
+    """A person promotes an evaluated version (typically one that 'needs_approval'), or keeps a
+    champion that the alias names with no decision recorded, recorded from now on."""
     reason = (reason or "").strip()
     if not reason:
         raise Invalid("A reason is required to approve a version: pass --reason \"...\"")
@@ -512,8 +520,15 @@ def approve(conn, settings: Settings, trigger: Trigger, version: str | int, reas
         lock_champion(conn)
         info = registry.get_version(settings, target)
         champion = registry.version_by_alias(settings, registry.CHAMPION)
+        unrecorded = False
         if champion and champion["version"] == target:
-            raise Conflict(f"Version {target} is already the champion; nothing to approve")
+            recorded = store.latest_production_change(conn, settings.model_name)
+            if recorded is not None and recorded["version"] == target:
+                raise Conflict(f"Version {target} is already the champion; nothing to approve")
+            # the alias names it with no decision recorded (moved in the registry, or a step that
+            # moved it died: champion_audit): approving keeps it, recorded against the version
+            # the last recorded change put in production
+            champion, unrecorded = (_registered(settings, recorded["version"]) if recorded else None), True
         if store.latest_succeeded_evaluation(conn, settings.model_name, target) is None:
             raise NotReady(f"Version {target} has no succeeded evaluation: run "
                            f"`mlops evaluate --version {target}` before approving it")
@@ -527,9 +542,12 @@ def approve(conn, settings: Settings, trigger: Trigger, version: str | int, reas
         rule = (f"manual approval by {actor} (the automatic rule is not applied: {metric} {c:.4f} "
                 f"{'>' if c > threshold else '<='} threshold {_num(threshold)})")
         justification = f"approved by {actor}: {reason} ({metric} {c:.4f}, vs {versus}): promoted"
+        if unrecorded:
+            justification += ("; the champion alias already named it with no decision recorded: "
+                              "recorded now")
         _record_and_notify(conn, settings, step, trigger, decision="manual_promotion", version=target,
                            info=info, metric=metric, scores=scores, rule=rule, justification=justification,
                            champion_version=scores["champion_version"])
-        step.outputs["reason"] = reason
+        step.outputs.update({"reason": reason, "unrecorded_champion": unrecorded})
 
     return run_step(conn, trigger, APPROVE_STEP, body, params={"version": target, "reason": reason})
