@@ -9,7 +9,8 @@ registry views would show it as awaiting a decision. The next step marks the run
 sweep, at the start of every train step and in the daily alert step, deletes each version whose
 training run is a failed train run and that the database never recorded, and, when one of them
 held the challenger alias, gives the alias back to the version it was taken from: the newest
-recorded version, while it still awaits a decision (docs/PIPELINE.md, "Locks, concurrency and
+recorded version, while it still awaits a decision. A step that died while logging its MLflow run
+left that run RUNNING: the sweep ends it as KILLED (docs/PIPELINE.md, "Locks, concurrency and
 crashes").
 """
 
@@ -25,14 +26,17 @@ from .runs import lock_key
 log = logging.getLogger(__name__)
 
 TRAIN_LOCK = "step:train"
+# MLflow's times are the training process's clock, pipeline_runs' the database server's
+CLOCK_SLACK_MS = 60_000
 # a challenger that has been decided on without leaving the challenger role
 STILL_CHALLENGER = (None, "needs_approval")
 
 
 def sweep(conn, settings: Settings, *, holding_train_lock: bool = False) -> dict:
-    """{"checked", "removed": [{version, pipeline_run_id, challenger}], "challenger"} (the version
-    the challenger alias was given back to, or None); never raises for an unreachable registry
-    (checked: false, the error kept).
+    """{"checked", "removed": [{version, pipeline_run_id, challenger}], "challenger" (the version
+    the challenger alias was given back to, or None), "runs_ended": [{mlflow_run_id,
+    pipeline_run_id, nested_runs}]}; never raises for an unreachable registry (checked: false,
+    the error kept).
 
     The train step sweeps under its own lock, on its connection. Any other caller sweeps on a
     connection of its own, and only when no train step runs (it would race that step's alias):
@@ -58,8 +62,41 @@ def _checked(conn, settings: Settings) -> dict:
         return {"checked": False, "error": str(exc)}
 
 
+def _dead_train_run(conn, pipeline_run_id: int | None, at_ms: int | None) -> dict | None:
+    """The pipeline_runs row of a train step that failed or died, when `at_ms` (an MLflow
+    timestamp) falls within it: an id alone could be another database's (one MLflow server, or
+    one experiment, shared)."""
+    run = store.get_run(conn, pipeline_run_id) if pipeline_run_id is not None else None
+    if run is None or run["step"] != "train" or run["status"] != "failed" or at_ms is None:
+        return None
+    started, finished = (t.timestamp() * 1000 if t else None for t in (run["started_at"], run["finished_at"]))
+    within = started - CLOCK_SLACK_MS <= at_ms and (finished is None or at_ms <= finished + CLOCK_SLACK_MS)
+    return run if within else None
+
+
+def _end_dead_runs(conn, settings: Settings) -> list[dict]:
+    """MLflow runs left RUNNING by a train step that died while logging them: ended as KILLED,
+    with their nested runs (the search's candidates)."""
+    unfinished = registry.unfinished_runs(settings)
+    dead = {}
+    for r in unfinished:
+        run = _dead_train_run(conn, _as_int(r["tags"].get("pipeline_run_id")), r["start_time"])
+        if run is not None:
+            dead[r["mlflow_run_id"]] = run["id"]
+    ended = []
+    for run_id, pipeline_run_id in dead.items():
+        children = [c["mlflow_run_id"] for c in unfinished if c["tags"].get("mlflow.parentRunId") == run_id]
+        for rid in (*children, run_id):
+            registry.end_run(settings, rid, "KILLED")
+        log.warning("MLflow run %s of train run #%s, which died while logging it, ended as KILLED",
+                    run_id, pipeline_run_id)
+        ended.append({"mlflow_run_id": run_id, "pipeline_run_id": pipeline_run_id, "nested_runs": len(children)})
+    return ended
+
+
 def _sweep(conn, settings: Settings) -> dict:
     name = settings.model_name
+    runs_ended = _end_dead_runs(conn, settings)
     versions = registry.list_versions(settings)
     recorded = store.referenced_versions(conn, name)
     removed = []
@@ -67,8 +104,8 @@ def _sweep(conn, settings: Settings) -> dict:
         if v["version"] in recorded:
             continue
         run_id = _pipeline_run_id(settings, v)
-        run = store.get_run(conn, run_id) if run_id is not None else None
-        if run is None or run["step"] != "train" or run["status"] != "failed":
+        run = _dead_train_run(conn, run_id, v["created_at"])
+        if run is None:
             continue  # not registered by a train step, or that step still runs / succeeded
         registry.delete_version(settings, v["version"], strict=True)
         held = registry.CHALLENGER in v["aliases"]
@@ -79,7 +116,7 @@ def _sweep(conn, settings: Settings) -> dict:
     restored = None
     if any(r["challenger"] for r in removed):
         restored = _give_back_challenger(conn, settings, recorded & {v["version"] for v in versions})
-    return {"checked": True, "removed": removed, "challenger": restored}
+    return {"checked": True, "removed": removed, "challenger": restored, "runs_ended": runs_ended}
 
 
 def _pipeline_run_id(settings: Settings, version: dict) -> int | None:
@@ -87,6 +124,10 @@ def _pipeline_run_id(settings: Settings, version: dict) -> int | None:
     tag = version["tags"].get("pipeline_run_id")
     if tag is None and version.get("mlflow_run_id"):
         tag = registry.run_info(settings, version["mlflow_run_id"])["tags"].get("pipeline_run_id")
+    return _as_int(tag)
+
+
+def _as_int(tag: str | None) -> int | None:
     try:
         return int(tag) if tag else None
     except ValueError:

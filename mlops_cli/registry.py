@@ -179,6 +179,10 @@ def log_training(
                 mlflow.log_text(text, name)
             for name, fig in figures.items():
                 mlflow.log_figure(fig, name)
+            from . import runs
+
+            if runs.FAULT_HOOK is not None:  # tests only: the step dies while its run is open
+                runs.FAULT_HOOK("train.logging")
             signature = infer_signature(input_example, model.predict(input_example))
             info = mlflow.sklearn.log_model(
                 model, name="model", signature=signature, input_example=input_example,
@@ -217,6 +221,24 @@ def child_runs(settings: Settings, run_id: str) -> list[dict]:
     return [{"mlflow_run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "metrics": dict(r.data.metrics), "params": dict(r.data.params), "tags": dict(r.data.tags)}
             for r in found]
+
+
+def unfinished_runs(settings: Settings) -> list[dict]:
+    """The experiment's runs still RUNNING: {mlflow_run_id, start_time (ms), tags}. A process
+    that dies while it logs a run leaves it so (orphan_versions.py ends those of dead steps)."""
+    exp_id = configure(settings)
+    try:
+        found = client(settings).search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=1000)
+    except Exception as exc:
+        if unreachable(exc):
+            raise TransientError(f"MLflow tracking server unreachable: {_redact(str(exc))}") from exc
+        raise
+    return [{"mlflow_run_id": r.info.run_id, "start_time": r.info.start_time, "tags": dict(r.data.tags)}
+            for r in found]
+
+
+def end_run(settings: Settings, run_id: str, status: str = "KILLED") -> None:
+    client(settings).set_terminated(run_id, status=status)
 
 
 def _requirements() -> list[str]:

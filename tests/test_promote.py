@@ -393,14 +393,44 @@ def test_a_version_left_by_a_killed_train_step_is_deleted_and_the_challenger_giv
     wait_for(lambda: not query(conn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)),
              "the killed run's database session to end")
     out = alert(conn, s, T).outputs["orphan_versions"]
-    assert out == {"checked": True, "challenger": v1,
+    assert out == {"checked": True, "challenger": v1, "runs_ended": [],  # its MLflow run had ended
                    "removed": [{"version": orphan, "pipeline_run_id": run_id, "challenger": True}]}
     assert [v["version"] for v in registry.list_versions(s)] == [v1]
     assert alias_map(s) == {"champion": None, "challenger": v1, "previous-champion": None}
     [(status, error)] = query(conn, "SELECT status, error FROM pipeline_runs WHERE id = %s", (run_id,))
     assert status == "failed" and error.startswith("abandoned:")
     again = alert(conn, s, T).outputs["orphan_versions"]
-    assert again == {"checked": True, "removed": [], "challenger": None}
+    assert again == {"checked": True, "removed": [], "challenger": None, "runs_ended": []}
+
+
+def test_an_mlflow_run_left_running_by_a_killed_train_step_is_ended_as_killed(small_catalogue, conn, settings):
+    """kill -9 while train logs its MLflow run (before any version) leaves the run RUNNING for
+    ever in MLflow: the next train step ends it as KILLED, and trains as usual."""
+    import signal
+    from conftest import wait_for
+    from test_load import _mlops
+
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    load_all(conn, s, small_catalogue)
+    p = _mlops("train", "--force", *GOOD_CLI, env={**os.environ, "MLOPS_FAULT": "train.logging:hang"})
+    try:
+        [mlflow_run] = wait_for(lambda: [r for r in registry.unfinished_runs(s) if "pipeline_run_id" in r["tags"]],
+                                "the train step to open its MLflow run", interval=0.5)
+        [(run_id, backend)] = query(conn, "SELECT id, backend_pid FROM pipeline_runs WHERE status = 'running'")
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    wait_for(lambda: not query(conn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)),
+             "the killed run's database session to end")
+    assert registry.list_versions(s) == []
+    r = train(conn, s, T, force=True, params=WEAK)
+    assert r.status == "succeeded", r.message
+    assert r.outputs["orphan_versions"] == {
+        "checked": True, "removed": [], "challenger": None,
+        "runs_ended": [{"mlflow_run_id": mlflow_run["mlflow_run_id"], "pipeline_run_id": run_id, "nested_runs": 0}]}
+    assert registry.run_info(s, mlflow_run["mlflow_run_id"])["status"] == "KILLED"
+    assert registry.unfinished_runs(s) == []
+    assert [v["version"] for v in registry.list_versions(s)] == [r.outputs["model_version"]]
 
 
 def test_a_champion_moved_outside_mlops_is_reported_by_the_daily_alert_step(small_catalogue, conn, settings):

@@ -92,7 +92,7 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
     def body(step: StepRun) -> None:
         # a version an earlier train step registered and then died before recording it
         swept = orphan_versions.sweep(conn, settings, holding_train_lock=True)
-        if swept.get("removed") or not swept["checked"]:
+        if swept.get("removed") or swept.get("runs_ended") or not swept["checked"]:
             step.outputs["orphan_versions"] = swept
         gate, pending = open_gate(conn, settings, force=force, on_drift=drift_decision_run_id is not None)
         upstream = pending["upstream"]
