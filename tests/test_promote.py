@@ -59,6 +59,14 @@ def challenger(conn, settings, params: dict) -> str:
     return r.outputs["model_version"]
 
 
+def champion_and_challenger(conn, settings, catalogue, second: dict) -> tuple[str, str]:
+    """The whole catalogue loaded, v1 (WEAK) promoted, then v2 (`second`) trained and evaluated."""
+    load_all(conn, settings, catalogue)
+    v1 = challenger(conn, settings, WEAK)
+    assert promote(conn, settings, T).outputs["decision"] == "promoted"
+    return v1, challenger(conn, settings, second)
+
+
 def alias_map(settings) -> dict:
     return {a: (v or {}).get("version") for a in registry.ALIASES
             for v in [registry.version_by_alias(settings, a)]}
@@ -323,10 +331,7 @@ def test_a_promotion_that_died_after_moving_the_registry_is_recorded_by_the_next
     decision and no notification. The next promote finds it (the version's tags say promoted, no
     row does), decides again against the champion it replaced, and records and notifies it."""
     s = settings.replace(min_f1_threshold=BOTH_PASS)
-    load_all(conn, s, small_catalogue)
-    v1 = challenger(conn, s, WEAK)
-    assert promote(conn, s, T).outputs["decision"] == "promoted"
-    v2 = challenger(conn, s, GOOD)
+    v1, v2 = champion_and_challenger(conn, s, small_catalogue, GOOD)
     monkeypatch.setenv("MLOPS_FAULT", "promote.registry_moved:fail")
     with pytest.raises(StepFailed):
         promote(conn, s, Trigger(actor="dave"))
@@ -440,10 +445,7 @@ def test_a_champion_moved_outside_mlops_is_reported_by_the_daily_alert_step(smal
     from mlops_cli.steps.alert import alert
 
     s = settings.replace(min_f1_threshold=BOTH_PASS)
-    load_all(conn, s, small_catalogue)
-    v1 = challenger(conn, s, WEAK)
-    assert promote(conn, s, T).outputs["decision"] == "promoted"
-    v2 = challenger(conn, s, GOOD)
+    v1, v2 = champion_and_challenger(conn, s, small_catalogue, GOOD)
     audit = alert(conn, s, T).outputs["champion_audit"]  # no drift report: skipped, audited all the same
     assert audit == {"checked": True, "champion": v1, "recorded": v1, "ok": True, "notified": []}
     registry.set_alias(s, registry.CHAMPION, v2)  # straight through the registry: no row
@@ -467,10 +469,7 @@ def test_an_unrecorded_champion_is_kept_recorded_by_approve_after_an_approve_tha
     from mlops_cli.steps.alert import alert
 
     s = settings.replace(min_f1_threshold=BOTH_PASS)
-    load_all(conn, s, small_catalogue)
-    v1 = challenger(conn, s, WEAK)
-    assert promote(conn, s, T).outputs["decision"] == "promoted"
-    v2 = challenger(conn, s, WEAK)
+    v1, v2 = champion_and_challenger(conn, s, small_catalogue, WEAK)
     monkeypatch.setenv("MLOPS_FAULT", "promote.registry_moved:fail")
     with pytest.raises(StepFailed):
         approve(conn, s, Trigger(actor="erin"), v2, reason="the feed changed")
