@@ -35,8 +35,8 @@ STILL_CHALLENGER = (None, "needs_approval")
 def sweep(conn, settings: Settings, *, holding_train_lock: bool = False) -> dict:
     """{"checked", "removed": [{version, pipeline_run_id, challenger}], "challenger" (the version
     the challenger alias was given back to, or None), "runs_ended": [{mlflow_run_id,
-    pipeline_run_id, nested_runs}]}; never raises for an unreachable registry (checked: false,
-    the error kept).
+    pipeline_run_id, nested_runs}]}; never raises for the registry's errors (checked: false, the
+    error kept).
 
     The train step sweeps under its own lock, on its connection. Any other caller sweeps on a
     connection of its own, and only when no train step runs (it would race that step's alias):
@@ -56,10 +56,19 @@ def sweep(conn, settings: Settings, *, holding_train_lock: bool = False) -> dict
 
 
 def _checked(conn, settings: Settings) -> dict:
+    # a side duty of its steps: an error of the registry's is reported, never fails the alerts or
+    # the training (a database error is the step's own: its transaction is gone)
     try:
         return _sweep(conn, settings)
     except Unavailable as exc:
         return {"checked": False, "error": str(exc)}
+    except Exception as exc:
+        import psycopg2
+
+        if isinstance(exc, psycopg2.Error):
+            raise
+        log.exception("the sweep of versions left by dead train steps failed")
+        return {"checked": False, "error": f"{type(exc).__name__}: {exc}"[:1000]}
 
 
 def _dead_train_run(conn, pipeline_run_id: int | None, at_ms: int | None) -> dict | None:

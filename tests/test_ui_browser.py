@@ -260,11 +260,13 @@ class Chromium:
         raise AssertionError(f"{attempts} clicks did not reach {selector} #{index} {text or ''}")
 
     def type(self, selector: str, value: str) -> None:
-        """Type `value` into the first visible element matching `selector` (the active tab's)."""
+        """Type `value` into the first visible element matching `selector` (the active tab's), in
+        place of what it holds (a form typed into again after a rerun redrew it)."""
         found = self.js(f"""(() => {{
             const el = Array.from(document.querySelectorAll({json.dumps(selector)})).find(e => e.checkVisibility());
             if (!el) return false;
             el.focus();
+            if (el.select) el.select();
             return true;
         }})()""")
         assert found, f"nothing visible to type into: {selector}"

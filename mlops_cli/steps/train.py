@@ -64,7 +64,7 @@ def _candidate_runs(built: selection.Built, metric: str) -> list[dict]:
             metrics.update({f"validation_{metric}": row["validation_score"],
                             "validation_weighted_f1": row["validation_weighted_f1"], "rows": row["rows"]})
         children.append({"name": c.name, "params": {**c.shown, "searched_rows": row["rows"]}, "metrics": metrics,
-                     "tags": {"status": c.status, "chosen": str(c is built.chosen).lower()}})
+                         "tags": {"status": c.status, "chosen": str(c is built.chosen).lower()}})
     return children
 
 
