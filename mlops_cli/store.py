@@ -1382,6 +1382,31 @@ _SHADOW_FILTER = """s.logged_at > %(start)s AND s.logged_at <= %(end)s
         AND (%(champion)s::text IS NULL OR s.champion_version = %(champion)s::text)"""
 
 
+def record_shadow_load(conn, *, model_name: str, model_version: str, host: str, error: str | None) -> None:
+    """The shadow worker's load of a challenger version on `host`: failed with `error` (a row,
+    resolved_at cleared), or loaded (error None: an open row resolved)."""
+    if error is None:
+        _exec(conn, """UPDATE shadow_load_failures SET resolved_at = now()
+                       WHERE model_name = %s AND model_version = %s AND host = %s AND resolved_at IS NULL""",
+              (model_name, str(model_version), host))
+        return
+    _exec(conn, """INSERT INTO shadow_load_failures (model_name, model_version, host, error)
+                   VALUES (%s, %s, %s, %s)
+                   ON CONFLICT (model_name, model_version, host) DO UPDATE
+                     SET error = EXCLUDED.error, last_at = now(),
+                         first_at = CASE WHEN shadow_load_failures.resolved_at IS NULL
+                                         THEN shadow_load_failures.first_at ELSE now() END,
+                         resolved_at = NULL""",
+          (model_name, str(model_version), host, storable(error)[:4000]))
+
+
+def shadow_load_failures(conn, model_name: str, model_version: str) -> list[dict]:
+    """The hosts whose shadow cannot load this version now (unresolved rows), oldest first."""
+    return _all(conn, """SELECT host, error, first_at, last_at FROM shadow_load_failures
+                         WHERE model_name = %s AND model_version = %s AND resolved_at IS NULL
+                         ORDER BY first_at, host""", (model_name, str(model_version)))
+
+
 def shadow_counts(conn, start, end, *, champion_version: str | None = None,
                   challenger_version: str | None = None) -> tuple[list[dict], list[dict]]:
     """The shadow rows of start < logged_at <= end (None: unbounded), optionally of one

@@ -11,6 +11,8 @@ section; the hot swap of both aliases; the Models page. Nothing is timed.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -293,6 +295,10 @@ def test_a_challenger_that_cannot_be_loaded_is_not_replaced_by_the_old_one(shado
             # not scored with version 2 any more: it no longer awaits a decision
             assert (shadow["challenger_version"], shadow["challenger_alias_version"]) == (None, bad)
             assert f"cannot load version {bad}" in shadow["load_error"] and health["status"] == "ok"
+            # ...and recorded, for promotion to say why no evidence comes
+            [failure] = wait_for(lambda: store.shadow_load_failures(conn, s.model_name, bad),
+                                 "the worker's record of the load failure")
+            assert failure["host"] == socket.gethostname() and f"cannot load version {bad}" in failure["error"]
             assert [c.post("/predict", json=item).status_code for _ in range(3)] == [200] * 3
             assert scorer.flush()
             stats = scorer.stats()
@@ -395,6 +401,22 @@ def test_promote_waits_for_live_evidence_then_decides_on_it(small_catalogue, con
                                       "(SHADOW_MIN_REQUESTS), 0 of 10 of them labelled (SHADOW_MIN_LABELLED); ")
     assert alias_map(s) == {"champion": v1, "challenger": v2, "previous-champion": None}
     assert decisions(conn) == [(v1, "promoted")]  # waiting is not a decision
+    assert "shadow_load_failures" not in waiting.outputs and "cannot load" not in waiting.message
+
+    # the API's shadow cannot load v2 (as its worker records it): the wait says why
+    store.record_shadow_load(conn, model_name=s.model_name, model_version=v2, host="api-1",
+                             error=f"cannot load version {v2}: the artifact store is gone")
+    conn.commit()
+    stuck = promote(conn, s, T)
+    assert stuck.status == "skipped" and stuck.outputs["decision"] == "awaiting_evidence"
+    assert re.search(rf"; the API's shadow cannot load version {v2} \(on api-1, since \d{{4}}-\d\d-\d\d \d\d:\d\d "
+                     rf"UTC: cannot load version {v2}: the artifact store is gone\): no live evidence comes until "
+                     r"it loads \(GET /health, shadow.load_error\)$", stuck.message), stuck.message
+    assert [u["host"] for u in stuck.outputs["shadow_load_failures"]] == ["api-1"]
+    store.record_shadow_load(conn, model_name=s.model_name, model_version=v2, host="api-1", error=None)  # loaded
+    conn.commit()
+    assert store.shadow_load_failures(conn, s.model_name, v2) == []
+    assert "cannot load" not in promote(conn, s, T).message
 
     # ...and loses on live labelled traffic: 12 labelled requests, the champion right on all, v2 on 6
     codes = list(PRDTYPECODES[:12])

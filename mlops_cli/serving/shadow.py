@@ -374,6 +374,7 @@ class _RowWriter:
         self.capacity = capacity
         self.flush_seconds = max(0.01, float(settings.inference_log_flush_seconds))
         self.rows: list[dict] = []
+        self.loads: list[tuple[str, str | None]] = []  # (version, error or None: loaded) to record
         self.conn = None
         self.deadline = time.monotonic() + self.flush_seconds
         self.retry_at = 0.0
@@ -396,8 +397,14 @@ class _RowWriter:
             return 0.5
         return min(0.5, max(0.005, max(self.deadline, self.retry_at) - time.monotonic()))
 
+    def note_load(self, version: str, error: str | None) -> None:
+        """Record, with the next write, that `version` failed to load (`error`) or loaded."""
+        self.loads.append((version, error))
+
     def maybe_flush(self, force: bool = False) -> None:
         now = time.monotonic()
+        if self.loads and now >= self.retry_at:
+            self._write_loads()
         if not self.rows or now < self.retry_at or not (force or len(self.rows) >= self.BATCH or now >= self.deadline):
             return
         while self.rows:
@@ -409,13 +416,41 @@ class _RowWriter:
         self.shared[PENDING_ROWS] = len(self.rows)
         self.deadline = time.monotonic() + self.flush_seconds
 
-    def _insert(self, rows: list[dict]) -> None:
-        from .. import db, store
+    def _connection(self):
+        from .. import db
 
         if self.conn is None or self.conn.closed:
             self.conn = db.connect(self.settings, application_name="mlops-shadow")
-        store.insert_shadow_rows(self.conn, rows)
+        return self.conn
+
+    def _insert(self, rows: list[dict]) -> None:
+        from .. import store
+
+        store.insert_shadow_rows(self._connection(), rows)
         self.conn.commit()
+
+    def _write_loads(self) -> None:
+        """shadow_load_failures (promotion reads why a challenger has no evidence): kept for the
+        retry on an outage, dropped (logged) when refused."""
+        import socket
+
+        from .. import store
+        from .inference_log import write_is_transient
+
+        while self.loads:
+            version, error = self.loads[0]
+            try:
+                conn = self._connection()
+                store.record_shadow_load(conn, model_name=self.settings.model_name, model_version=version,
+                                         host=socket.gethostname(), error=error)
+                conn.commit()
+            except Exception as exc:
+                transient = write_is_transient(exc)
+                self._failed(exc, transient)
+                if transient:
+                    return
+                log.error("shadow: could not record the load of version %s: %s", version, str(exc).strip())
+            del self.loads[0]
 
     def _write(self, rows: list[dict]) -> int:
         """Write `rows`; how many are done with (written, or refused and dropped): fewer than
@@ -466,6 +501,9 @@ class _RowWriter:
 
     def close(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        if self.loads:
+            self.retry_at = min(self.retry_at, time.monotonic())
+            self._write_loads()
         while self.rows and time.monotonic() < deadline:
             self.retry_at = min(self.retry_at, time.monotonic())
             self.maybe_flush(force=True)
@@ -558,11 +596,12 @@ def _worker_logging(log_format: str) -> None:
     root.propagate = False
 
 
-def _share_state(holder, shared, error, shown: dict) -> None:
+def _share_state(holder, shared, error, shown: dict, writer: _RowWriter | None = None) -> None:
     """The challenger to score with, the alias's version and the load error, for the API. While
     the alias points at a version that failed to load, the old one is not scored with (its rows
     would be evidence for a version no longer awaiting a decision): VERSION 0, LOAD_FAILED 1.
-    `shown`: what was shared last (the error text, whether the load had failed)."""
+    `shown`: what was shared last (the error text, whether the load had failed, the versions
+    whose load failure or success `writer` was given to record)."""
     loaded, failed = holder.current, holder.load_failed
     shared[ALIAS_VERSION] = _version_number(holder.alias_version)
     if failed:
@@ -575,6 +614,15 @@ def _share_state(holder, shared, error, shown: dict) -> None:
         log.error("shadow: the challenger alias points at version %s, which cannot be loaded: nothing is "
                   "scored until it loads or the alias moves (items dropped: load_failed)", holder.alias_version)
     shown["failed"] = failed
+    if writer is not None:  # the database's copy, on a change only (promotion reads it)
+        if failed and shown.get("failed_version") != holder.alias_version:
+            writer.note_load(holder.alias_version, holder.last_error or "cannot be loaded")
+            shown["failed_version"] = holder.alias_version
+        elif not failed and loaded is not None and shown.get("loaded_version") != loaded.version:
+            writer.note_load(loaded.version, None)
+            shown["loaded_version"] = loaded.version
+            if shown.get("failed_version") == loaded.version:
+                shown["failed_version"] = None
     # the holder's error, while it says why nothing is scored: not a load error left over once the
     # alias is back on the version held (the holder clears it only on a load or an alias gone)
     text = (holder.last_error if failed or not holder.alias_readable else None) or ""
@@ -605,7 +653,7 @@ def worker_main(settings: Settings, queue, shared, capacity: int, parent_pid: in
     shown = {"text": "", "failed": False}
     try:
         while not stopping.is_set() and os.getppid() == parent_pid:
-            _share_state(holder, shared, error, shown)
+            _share_state(holder, shared, error, shown, writer)
             try:
                 batch: Any = queue.get(timeout=min(0.5, writer.wait_seconds()))
             except Empty:

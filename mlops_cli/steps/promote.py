@@ -451,6 +451,17 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
         if decision == "awaiting_evidence":
             # not a decision: nothing recorded in model_decisions or the registry; this skipped
             # run (its outputs: the rule, the scores, the live numbers) is the audit
+            unloadable = store.shadow_load_failures(conn, settings.model_name, target)
+            if unloadable:  # the evidence cannot come: say why, or the wait looks like slow traffic
+                first = unloadable[0]
+                since = first["first_at"].astimezone(timezone.utc)
+                justification += (f"; the API's shadow cannot load version {target} (on "
+                                  f"{', '.join(u['host'] for u in unloadable)}, since {since:%Y-%m-%d %H:%M} UTC: "
+                                  f"{first['error'][:300]}): no live evidence comes until it loads "
+                                  "(GET /health, shadow.load_error)")
+                step.outputs["shadow_load_failures"] = [
+                    {**u, "first_at": u["first_at"].isoformat(), "last_at": u["last_at"].isoformat()}
+                    for u in unloadable]
             step.outputs.update({"decision": decision, "model_name": settings.model_name, "model_version": target,
                                  "mlflow_run_id": info.get("mlflow_run_id"), "metric": metric, **scores,
                                  "shadow_min_requests": settings.shadow_min_requests,
