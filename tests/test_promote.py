@@ -354,6 +354,28 @@ def test_a_promotion_that_died_after_moving_the_registry_is_recorded_by_the_next
     assert again.status == "skipped" and decisions(conn) == [(v1, "promoted"), (v2, "promoted")]
 
 
+def killed_train(conn, fault: str, until, what: str, meanwhile=None):
+    """`mlops train` (GOOD) hung at the fault site `fault`, SIGKILLed once `until()` holds (after
+    `meanwhile(value)`), its database session gone: (until's value, the train's pipeline run id)."""
+    import signal
+
+    from conftest import wait_for
+    from test_load import _mlops
+
+    p = _mlops("train", "--force", *GOOD_CLI, env={**os.environ, "MLOPS_FAULT": f"{fault}:hang"})
+    try:
+        value = wait_for(until, what, interval=0.5)
+        if meanwhile is not None:
+            meanwhile(value)
+        [(run_id, backend)] = query(conn, "SELECT id, backend_pid FROM pipeline_runs WHERE status = 'running'")
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    wait_for(lambda: not query(conn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)),
+             "the killed run's database session to end")
+    return value, run_id
+
+
 def test_a_train_step_that_fails_after_registering_leaves_the_challenger_where_it_was(
         small_catalogue, conn, settings, monkeypatch):
     """The registry is not transactional: a train step that fails once its version is registered
@@ -374,29 +396,23 @@ def test_a_version_left_by_a_killed_train_step_is_deleted_and_the_challenger_giv
     """kill -9 between registering a version (now the challenger) and committing the step leaves
     a version the database never recorded: the shadow would score it. The daily alert step (and
     the next train step) delete it and give the challenger alias back; not while a train runs."""
-    import signal
     from mlops_cli import orphan_versions
     from mlops_cli.steps.alert import alert
-    from conftest import wait_for
-    from test_load import _mlops
 
     s = settings.replace(min_f1_threshold=BOTH_PASS)
     load_all(conn, s, small_catalogue)
     v1 = challenger(conn, s, WEAK)
-    p = _mlops("train", "--force", *GOOD_CLI, env={**os.environ, "MLOPS_FAULT": "train.registered:hang"})
-    try:
-        orphan = wait_for(lambda: (registry.version_by_alias(s, registry.CHALLENGER) or {}).get("tags", {})
-                          .get("decision") == "pending" and alias_map(s)["challenger"] != v1
-                          and alias_map(s)["challenger"], "the train step to register its version", interval=0.5)
+
+    def not_while_it_runs(orphan):
         assert orphan_versions.sweep(conn, s) == {"checked": False,
                                                   "error": "a train step is running: it sweeps at its start"}
         assert alias_map(s)["challenger"] == orphan
-        [(run_id, backend)] = query(conn, "SELECT id, backend_pid FROM pipeline_runs WHERE status = 'running'")
-    finally:
-        p.send_signal(signal.SIGKILL)
-        p.wait(30)
-    wait_for(lambda: not query(conn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)),
-             "the killed run's database session to end")
+
+    orphan, run_id = killed_train(
+        conn, "train.registered",
+        lambda: (registry.version_by_alias(s, registry.CHALLENGER) or {}).get("tags", {}).get("decision") == "pending"
+        and alias_map(s)["challenger"] != v1 and alias_map(s)["challenger"],
+        "the train step to register its version", meanwhile=not_while_it_runs)
     out = alert(conn, s, T).outputs["orphan_versions"]
     assert out == {"checked": True, "challenger": v1, "runs_ended": [],  # its MLflow run had ended
                    "removed": [{"version": orphan, "pipeline_run_id": run_id, "challenger": True}]}
@@ -411,22 +427,11 @@ def test_a_version_left_by_a_killed_train_step_is_deleted_and_the_challenger_giv
 def test_an_mlflow_run_left_running_by_a_killed_train_step_is_ended_as_killed(small_catalogue, conn, settings):
     """kill -9 while train logs its MLflow run (before any version) leaves the run RUNNING for
     ever in MLflow: the next train step ends it as KILLED, and trains as usual."""
-    import signal
-    from conftest import wait_for
-    from test_load import _mlops
-
     s = settings.replace(min_f1_threshold=BOTH_PASS)
     load_all(conn, s, small_catalogue)
-    p = _mlops("train", "--force", *GOOD_CLI, env={**os.environ, "MLOPS_FAULT": "train.logging:hang"})
-    try:
-        [mlflow_run] = wait_for(lambda: [r for r in registry.unfinished_runs(s) if "pipeline_run_id" in r["tags"]],
-                                "the train step to open its MLflow run", interval=0.5)
-        [(run_id, backend)] = query(conn, "SELECT id, backend_pid FROM pipeline_runs WHERE status = 'running'")
-    finally:
-        p.send_signal(signal.SIGKILL)
-        p.wait(30)
-    wait_for(lambda: not query(conn, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)),
-             "the killed run's database session to end")
+    [mlflow_run], run_id = killed_train(
+        conn, "train.logging", lambda: [r for r in registry.unfinished_runs(s) if "pipeline_run_id" in r["tags"]],
+        "the train step to open its MLflow run")
     assert registry.list_versions(s) == []
     r = train(conn, s, T, force=True, params=WEAK)
     assert r.status == "succeeded", r.message
