@@ -672,9 +672,15 @@ def test_numbers_json_does_not_have_are_422_and_audited(client, conn):
     assert r.status_code == 404 and r.json()["detail"].startswith("Product 7 was never served"), r.text
 
 
-def test_feedback_waiting_for_its_prediction_is_not_tied_to_another_products(client, trained, conn):
+def test_feedback_waiting_for_its_prediction_is_not_tied_to_another_products(api_env, trained, conn):
     """A label given by request_id and productid before the prediction is logged: tied once it is,
     only when the prediction is about that product (the 409 rule when both are there at once)."""
+    api_env.setenv("INFERENCE_LOG_FLUSH_SECONDS", "3600")  # written when the test flushes, not before
+    with TestClient(create_app(config.load_settings())) as client:
+        _feedback_waiting_for_its_prediction(client, trained, conn)
+
+
+def _feedback_waiting_for_its_prediction(client, trained, conn) -> None:
     item = products(trained, 1)[0]
     other = int(item["productid"]) + 1
     for rid, pid in (("later-own", int(item["productid"])), ("later-other", other)):
