@@ -568,6 +568,8 @@ def test_models_page_shows_the_shadow_comparison(api_env, trained, conn):  # noq
         store.insert_run(conn, pipeline="manual", step="promote", status="skipped", triggered_by="cli", actor="pytest",
                          outputs={"decision": "awaiting_evidence", "model_version": trained.v2,
                                   "justification": "awaiting live evidence: 30 of 40 shadow requests"})
+        store.record_shadow_load(conn, model_name=trained.settings.model_name, model_version=trained.v2,
+                                 host="api-2", error="cannot load version 2: *no* such artifact")
         conn.commit()
         at = AppTest.from_file(str(REPO / "streamlit_app" / "pages" / "2_Models.py"), default_timeout=60).run(timeout=120)
         assert not at.exception, [e.value for e in at.exception]
@@ -582,6 +584,10 @@ def test_models_page_shows_the_shadow_comparison(api_env, trained, conn):  # noq
                in shown(i.value) for i in at.info)  # as read: the page escapes stored text
     tables = [d.value for d in at.dataframe if "disagreements" in d.value.columns]
     assert len(tables) == 1 and tables[0]["disagreements"].iloc[0] == 2  # codes[0]: said twice by the challenger only
+    [error] = [shown(e.value) for e in at.error if "cannot load" in shown(e.value)]
+    assert error.startswith(f"The API's shadow on api-2 cannot load challenger v{trained.v2} (since ")
+    assert error.endswith("cannot load version 2: *no* such artifact. Nothing is scored with it, and promotion's "
+                          "live evidence cannot come, until it loads: fix or replace the version.")
 
 
 def test_live_labels_count_only_for_the_request_they_are_about(conn):

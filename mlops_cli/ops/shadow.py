@@ -13,6 +13,7 @@ def overview(conn, settings: Settings, reports: int = 60) -> dict:
     (shadow_report.evidence of the challenger against the champion, or None), missing (what live
     evidence promotion still waits for, None when there is enough or none is required),
     last_wait (the latest promote run that waited for it, when the latest promote run did),
+    load_failures (the hosts whose shadow cannot load the challenger: store.shadow_load_failures),
     reports (each drift report's shadow section, one row per window and pair, newest first)}."""
     from ..serving.shadow import shadow_active
     from ..shadow_report import evidence
@@ -23,7 +24,9 @@ def overview(conn, settings: Settings, reports: int = 60) -> dict:
     out = {"active": shadow_active(settings), "enabled": settings.shadow_enabled,
            "min_requests": settings.shadow_min_requests, "min_labelled": settings.shadow_min_labelled,
            "max_f1_loss": settings.shadow_max_f1_loss, "champion": champion, "challenger": challenger,
-           "evidence": None, "missing": None, "last_wait": None, "reports": []}
+           "evidence": None, "missing": None, "last_wait": None, "load_failures": [], "reports": []}
+    if challenger:
+        out["load_failures"] = store.shadow_load_failures(conn, settings.model_name, challenger)
     if champion and challenger and champion != challenger:
         out["evidence"] = evidence(conn, champion, challenger)
         out["missing"] = live_shortfall(out["evidence"], settings.shadow_min_requests, settings.shadow_min_labelled)

@@ -115,6 +115,11 @@ elif sh["challenger"] is None or sh["challenger"] == sh["champion"]:
 else:
     st.caption(f"The API scores every request with challenger v{sh['challenger']} as well, off the request path; "
                f"the client's answer is champion v{sh['champion']}'s. {need}.")
+for failure in sh["load_failures"]:  # no evidence can come: say so before the numbers that wait for it
+    st.error(f"The API's shadow on {common.md(failure['host'])} cannot load challenger v{sh['challenger']} "
+             f"(since {common.fmt_time(failure['first_at'])}, last seen {common.age(failure['last_at'])}): "
+             f"{common.md(failure['error'][:500])}. Nothing is scored with it, and promotion's live evidence "
+             "cannot come, until it loads: fix or replace the version.", icon=":material/error:")
 ev = sh["evidence"]
 if ev is not None:
     cols = st.columns(4)
