@@ -502,7 +502,6 @@ class _RowWriter:
     def close(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         if self.loads:
-            self.retry_at = min(self.retry_at, time.monotonic())
             self._write_loads()
         while self.rows and time.monotonic() < deadline:
             self.retry_at = min(self.retry_at, time.monotonic())

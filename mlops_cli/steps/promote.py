@@ -48,6 +48,7 @@ from urllib.parse import quote
 from .. import notify, registry, store
 from ..config import Settings
 from ..errors import Conflict, Invalid, NotFound, NotReady
+from ..jsonvalues import jsonable
 from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, lock_key, run_step
 from ..vocab import Step
@@ -459,9 +460,7 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
                                   f"{', '.join(u['host'] for u in unloadable)}, since {since:%Y-%m-%d %H:%M} UTC: "
                                   f"{first['error'][:300]}): no live evidence comes until it loads "
                                   "(GET /health, shadow.load_error)")
-                step.outputs["shadow_load_failures"] = [
-                    {**u, "first_at": u["first_at"].isoformat(), "last_at": u["last_at"].isoformat()}
-                    for u in unloadable]
+                step.outputs["shadow_load_failures"] = jsonable(unloadable)  # its times as ISO text
             step.outputs.update({"decision": decision, "model_name": settings.model_name, "model_version": target,
                                  "mlflow_run_id": info.get("mlflow_run_id"), "metric": metric, **scores,
                                  "shadow_min_requests": settings.shadow_min_requests,
