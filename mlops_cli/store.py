@@ -1400,11 +1400,19 @@ def record_shadow_load(conn, *, model_name: str, model_version: str, host: str, 
           (model_name, str(model_version), host, storable(error)[:4000]))
 
 
-def shadow_load_failures(conn, model_name: str, model_version: str) -> list[dict]:
-    """The hosts whose shadow cannot load this version now (unresolved rows), oldest first."""
+def shadow_load_failures(conn, model_name: str, model_version: str, *, seen_within: float) -> list[dict]:
+    """The hosts whose shadow cannot load this version now: unresolved rows whose failure was
+    seen in the last `seen_within` seconds (serving/shadow.load_failures says why), oldest first."""
     return _all(conn, """SELECT host, error, first_at, last_at FROM shadow_load_failures
                          WHERE model_name = %s AND model_version = %s AND resolved_at IS NULL
-                         ORDER BY first_at, host""", (model_name, str(model_version)))
+                           AND last_at >= now() - make_interval(secs => %s)
+                         ORDER BY first_at, host""", (model_name, str(model_version), float(seen_within)))
+
+
+def prune_shadow_load_failures(conn, before) -> int:
+    """Drop the load failures last seen before `before` (resolved or not: a host that stopped
+    failing or stopped); how many. The retention step's, at the inference log's horizon."""
+    return _exec(conn, "DELETE FROM shadow_load_failures WHERE last_at < %s", (before,))
 
 
 def shadow_counts(conn, start, end, *, champion_version: str | None = None,

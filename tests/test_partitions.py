@@ -204,8 +204,16 @@ def test_retention_drops_whole_days_keeps_what_is_needed_archives_and_audits(con
     s = settings.replace(inference_log_archive_dir=str(tmp_path / "archive"), inference_log_archive_format="csv.gz")
     today = old_days["today"]
     old = [today - timedelta(days=100 - k) for k in range(5)]
+    for host, days in (("api-gone", s.inference_log_retention_days + 1), ("api-1", 0)):  # shadow load failures
+        store.record_shadow_load(conn, model_name=s.model_name, model_version="3", host=host, error="cannot load")
+        with conn.cursor() as cur:
+            cur.execute("UPDATE shadow_load_failures SET last_at = now() - make_interval(days => %s) WHERE host = %s",
+                        (days, host))
+    conn.commit()
     r = retention.retention(conn, s, T)
     assert r.status == "succeeded", r.message
+    assert r.outputs["shadow"]["load_failures_pruned"] == 1  # last seen before the horizon
+    assert query(conn, "SELECT host FROM shadow_load_failures") == [("api-1",)]
     parts = _partitions(conn)
     assert not any(store.partition_name(d) in parts for d in old)
     assert store.partition_name(today - timedelta(days=s.inference_log_retention_days - 1)) in parts

@@ -24,9 +24,9 @@ from mlops_cli import config, db, registry, store
 from mlops_cli.api import create_app
 from mlops_cli.categories import PRDTYPECODES
 from mlops_cli.runs import Trigger
-from mlops_cli.serving import ServingMetrics
+from mlops_cli.serving import ServingMetrics, holder
 from mlops_cli.serving.shadow import BUFFER_FULL, INVALID, PENDING_ROWS, SLOTS, WRITE_ERRORS, WRITTEN, ShadowScorer, \
-    _RowWriter
+    _RowWriter, load_failures
 from mlops_cli.simulate import simulate_traffic
 from mlops_cli.steps.drift import drift
 from mlops_cli.steps.promote import decide, promote
@@ -296,9 +296,11 @@ def test_a_challenger_that_cannot_be_loaded_is_not_replaced_by_the_old_one(shado
             assert (shadow["challenger_version"], shadow["challenger_alias_version"]) == (None, bad)
             assert f"cannot load version {bad}" in shadow["load_error"] and health["status"] == "ok"
             # ...and recorded, for promotion to say why no evidence comes
-            [failure] = wait_for(lambda: store.shadow_load_failures(conn, s.model_name, bad),
-                                 "the worker's record of the load failure")
+            [failure] = wait_for(lambda: load_failures(conn, s, bad), "the worker's record of the load failure")
             assert failure["host"] == socket.gethostname() and f"cannot load version {bad}" in failure["error"]
+            # recorded again at each failed retry (a host still failing stays current; one gone does not)
+            wait_for(lambda: [(f["first_at"], f["last_at"] > failure["last_at"]) for f in load_failures(conn, s, bad)]
+                     == [(failure["first_at"], True)], "the failure seen again at the worker's next try")
             assert [c.post("/predict", json=item).status_code for _ in range(3)] == [200] * 3
             assert scorer.flush()
             stats = scorer.stats()
@@ -415,8 +417,19 @@ def test_promote_waits_for_live_evidence_then_decides_on_it(small_catalogue, con
     assert [u["host"] for u in stuck.outputs["shadow_load_failures"]] == ["api-1"]
     store.record_shadow_load(conn, model_name=s.model_name, model_version=v2, host="api-1", error=None)  # loaded
     conn.commit()
-    assert store.shadow_load_failures(conn, s.model_name, v2) == []
+    assert load_failures(conn, s, v2) == []
     assert "cannot load" not in promote(conn, s, T).message
+    # a host that stopped (not seen failing for 3 of its retries' longest gaps) no longer speaks for the API
+    gap = holder.RETRY_MAX_SECONDS + s.model_poll_seconds
+    for host, seen in (("api-2", 3 * gap - 60), ("api-gone", 3 * gap + 60)):
+        store.record_shadow_load(conn, model_name=s.model_name, model_version=v2, host=host, error="cannot load")
+        with conn.cursor() as cur:
+            cur.execute("UPDATE shadow_load_failures SET first_at = now() - make_interval(secs => %s), "
+                        "last_at = now() - make_interval(secs => %s) WHERE host = %s", (seen, seen, host))
+    conn.commit()
+    stuck = promote(conn, s, T)
+    assert [u["host"] for u in stuck.outputs["shadow_load_failures"]] == ["api-2"], stuck.outputs
+    assert "(on api-2, since" in stuck.message
 
     # ...and loses on live labelled traffic: 12 labelled requests, the champion right on all, v2 on 6
     codes = list(PRDTYPECODES[:12])
@@ -545,7 +558,8 @@ def test_shadow_rows_are_day_partitioned_and_retention_drops_whole_days(conn, se
     drained = ensure_partitions(conn, settings, today=today)["shadow"]["drained"]
     assert drained == {horizon.date().isoformat(): 1}  # the kept day got its partition and its row
     out = apply_retention(conn, settings, today=today)["shadow"]
-    assert out == {"dropped": [{"day": old_day.isoformat(), "rows": 1}], "default_purged": 2}
+    assert out == {"dropped": [{"day": old_day.isoformat(), "rows": 1}], "default_purged": 2,
+                   "load_failures_pruned": 0}
     assert sorted(r[0] for r in shadow_rows(conn)) == ["r-3", "r-4"]
     names = {p["name"] for p in store.inference_partitions(conn, "shadow_predictions")}
     assert store.partition_name(old_day, "shadow_predictions") not in names

@@ -13,9 +13,9 @@ def overview(conn, settings: Settings, reports: int = 60) -> dict:
     (shadow_report.evidence of the challenger against the champion, or None), missing (what live
     evidence promotion still waits for, None when there is enough or none is required),
     last_wait (the latest promote run that waited for it, when the latest promote run did),
-    load_failures (the hosts whose shadow cannot load the challenger: store.shadow_load_failures),
+    load_failures (the hosts whose shadow cannot load the challenger: serving/shadow.load_failures),
     reports (each drift report's shadow section, one row per window and pair, newest first)}."""
-    from ..serving.shadow import shadow_active
+    from ..serving.shadow import load_failures, shadow_active
     from ..shadow_report import evidence
     from ..steps.promote import live_shortfall
 
@@ -26,7 +26,7 @@ def overview(conn, settings: Settings, reports: int = 60) -> dict:
            "max_f1_loss": settings.shadow_max_f1_loss, "champion": champion, "challenger": challenger,
            "evidence": None, "missing": None, "last_wait": None, "load_failures": [], "reports": []}
     if challenger:
-        out["load_failures"] = store.shadow_load_failures(conn, settings.model_name, challenger)
+        out["load_failures"] = load_failures(conn, settings, challenger)
     if champion and challenger and champion != challenger:
         out["evidence"] = evidence(conn, champion, challenger)
         out["missing"] = live_shortfall(out["evidence"], settings.shadow_min_requests, settings.shadow_min_labelled)

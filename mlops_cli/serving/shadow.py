@@ -65,11 +65,24 @@ SYNC_SECONDS = 0.5        # how often it syncs counters and checks the worker
 RESTART_DELAY_MAX = 300.0  # pause between restarts: doubles from 1 s up to this
 HEALTHY_SECONDS = 600.0    # a worker up this long without trouble resets the pause
 STOP = "stop"
+LOAD_FAILURE_TRIES = 3     # tries a failing host may miss (a slow download, an outage) before it counts as gone
 
 
 def shadow_active(settings: Settings) -> bool:
     """Does the API run a shadow scorer? SHADOW_ENABLED, or promotion requiring live evidence."""
     return bool(settings.shadow_enabled) or int(settings.shadow_min_requests) > 0
+
+
+def load_failures(conn, settings: Settings, version: str) -> list[dict]:
+    """The hosts whose shadow cannot load `version` now (store.shadow_load_failures): a worker
+    that still fails records the failure again at each try of the load, at most RETRY_MAX_SECONDS
+    + MODEL_POLL_SECONDS apart (serving/holder.py); a row that has gone LOAD_FAILURE_TRIES of
+    those gaps without one is a host that stopped (shut down, killed, replaced), left out."""
+    from .. import store
+    from .holder import RETRY_MAX_SECONDS
+
+    gap = RETRY_MAX_SECONDS + max(0.05, float(settings.model_poll_seconds))
+    return store.shadow_load_failures(conn, settings.model_name, version, seen_within=LOAD_FAILURE_TRIES * gap)
 
 
 def _version_number(version: str | None) -> float:
@@ -398,8 +411,9 @@ class _RowWriter:
         return min(0.5, max(0.005, max(self.deadline, self.retry_at) - time.monotonic()))
 
     def note_load(self, version: str, error: str | None) -> None:
-        """Record, with the next write, that `version` failed to load (`error`) or loaded."""
-        self.loads.append((version, error))
+        """Record, with the next write, that `version` failed to load (`error`) or loaded (only
+        a version's latest state is kept while the database is away)."""
+        self.loads = [pending for pending in self.loads if pending[0] != version] + [(version, error)]
 
     def maybe_flush(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -614,9 +628,12 @@ def _share_state(holder, shared, error, shown: dict, writer: _RowWriter | None =
                   "scored until it loads or the alias moves (items dropped: load_failed)", holder.alias_version)
     shown["failed"] = failed
     if writer is not None:  # the database's copy, on a change only (promotion reads it)
-        if failed and shown.get("failed_version") != holder.alias_version:
+        # a failure again at each retry too: its last_at says this host still fails (a host gone
+        # stops refreshing it, and readers leave it out: load_failures)
+        if failed and (shown.get("failed_version") != holder.alias_version
+                       or shown.get("failures") != holder.failures):
             writer.note_load(holder.alias_version, holder.last_error or "cannot be loaded")
-            shown["failed_version"] = holder.alias_version
+            shown["failed_version"], shown["failures"] = holder.alias_version, holder.failures
         elif not failed and loaded is not None and shown.get("loaded_version") != loaded.version:
             writer.note_load(loaded.version, None)
             shown["loaded_version"] = loaded.version

@@ -51,6 +51,7 @@ from ..errors import Conflict, Invalid, NotFound, NotReady
 from ..jsonvalues import jsonable
 from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, lock_key, run_step
+from ..serving.shadow import load_failures as shadow_load_failures
 from ..vocab import Step
 from .evaluate import current_holdout, evaluate_version, version_for_run
 
@@ -452,7 +453,7 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
         if decision == "awaiting_evidence":
             # not a decision: nothing recorded in model_decisions or the registry; this skipped
             # run (its outputs: the rule, the scores, the live numbers) is the audit
-            unloadable = store.shadow_load_failures(conn, settings.model_name, target)
+            unloadable = shadow_load_failures(conn, settings, target)
             if unloadable:  # the evidence cannot come: say why, or the wait looks like slow traffic
                 first = unloadable[0]
                 since = first["first_at"].astimezone(timezone.utc)

@@ -333,7 +333,8 @@ def apply_retention(conn, settings: Settings, *, today: date | None = None, acto
 def _shadow_retention(conn, settings: Settings, horizon: datetime) -> dict:
     """The shadow challenger's rows of the same days (migration 011): whole partitions dropped
     the same way, nothing kept or archived (they are derived: the champion's row and the label
-    are what an audit needs). Audited in the step's outputs."""
+    are what an audit needs), and the shadow's load failures last seen before then. Audited in
+    the step's outputs."""
     def drop(name: str) -> dict:
         out = {"day": store.partition_day(name).isoformat(), "rows": store.drop_table_rows(conn, name)}
         conn.commit()
@@ -342,7 +343,9 @@ def _shadow_retention(conn, settings: Settings, horizon: datetime) -> dict:
     dropped = _drop_days(conn, settings, "shadow_predictions", horizon, drop)
     purged = under_lock_timeout(conn, settings, "purge of the shadow default partition",
                                 lambda c: store.purge_shadow_default_before(c, horizon))
-    return {"dropped": dropped, "default_purged": purged}
+    failures = store.prune_shadow_load_failures(conn, horizon)  # hosts long gone, loads long fixed
+    conn.commit()
+    return {"dropped": dropped, "default_purged": purged, "load_failures_pruned": failures}
 
 
 def retention(conn, settings: Settings, trigger: Trigger, *, as_of=None) -> StepResult:
