@@ -15,8 +15,8 @@ P on day d is ahead of it in the window too; so at most N - 1 are, and P is in d
 Labels arrive after a day's lists were stored; they only remove candidates. So the queue reads
 each day's list until N entries survive the labels known now, and scans the day's rows instead
 when it cannot tell: the list ran out while the day had more (it was full), or a prediction left
-the list while its product did not (a label naming only that prediction or its request: the
-product's next prediction, not stored, would take its place). Lists are twice the longest pool
+the list while its product did not (a label tied to that prediction alone, its product not
+named: the product's next prediction, not stored, would take its place). Lists are twice the longest pool
 long, and the `rollup` step stores a day's again once labels used half that room up or left one
 of those gaps (store.labelling_days_worn), so neither fallback lasts past a day.
 

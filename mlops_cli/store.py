@@ -610,8 +610,12 @@ def labelling_candidate_lists(conn, lo, hi, pool: int, *, lo_incl: bool = True, 
     """The two candidate lists (CANDIDATE_ORDERS) of the unlabelled served predictions logged in
     one range [lo, hi] (bounds as lo_incl / hi_incl say), the first `pool` of each, in no order
     (labelling_pool ranks them): rows {list, inference_id, logged_at, request_id, productid, product_key, confidence, oov}.
-    A prediction is labelled when a feedback row names it (inference_id or request_id), names its
-    product, or names a prediction of the same text in [labels_lo, labels_hi] (default: the range).
+    A prediction is labelled when a feedback row is tied to it (inference_id), names its product,
+    or is tied to a prediction of the same text in [labels_lo, labels_hi] (default: the range).
+    Not by request_id: every label stores its prediction's, and a client that reused its
+    X-Request-ID would have one label hide the predictions of other products; a label given by
+    request_id is tied to its prediction when recorded, or once it is logged
+    (resolve_pending_feedback, in the serving writer's transaction).
 
     The logged_at bounds prune the partitions; each list is a top-N (no full ordering), and no
     long text column is returned."""
@@ -625,7 +629,6 @@ def labelling_candidate_lists(conn, lo, hi, pool: int, *, lo_incl: bool = True, 
                           {_product_key("i")} AS product_key
                    FROM (SELECT * FROM inference_log WHERE {_range_sql(lo_incl, hi_incl)}) i
                    WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE f.inference_id = i.id)
-                     AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = i.request_id)
                      AND (i.productid IS NULL
                           OR NOT EXISTS (SELECT 1 FROM feedback f WHERE f.productid = i.productid))) x
                WHERE product_key NOT IN (SELECT k FROM labelled_texts)
@@ -702,8 +705,7 @@ def labelling_days_worn(conn, days: Sequence, worn_at: int) -> list:
                        LEFT JOIN inference_log j ON j.id = f.inference_id AND j.logged_at = f.inference_logged_at
                        WHERE f.id > (SELECT coalesce(min(fid), 0) FROM h)),
                 hit AS (SELECT c.day, c.list,
-                               c.inference_id IN (SELECT inference_id FROM nf WHERE inference_id IS NOT NULL)
-                               OR c.request_id IN (SELECT request_id FROM nf WHERE request_id IS NOT NULL) AS by_row,
+                               c.inference_id IN (SELECT inference_id FROM nf WHERE inference_id IS NOT NULL) AS by_row,
                                CASE WHEN c.productid IS NOT NULL
                                     THEN c.productid IN (SELECT productid FROM nf WHERE productid IS NOT NULL)
                                     ELSE c.product_key IN (SELECT text_key FROM nf WHERE text_key IS NOT NULL)
@@ -724,7 +726,7 @@ def mark_labelling_day_stale(conn, day) -> None:
 def stored_labelling_candidates(conn, ranges: dict, labels_lo, labels_hi) -> list[dict]:
     """The stored entries {(day, list): (lo, hi]} of rank, each with its lists' computed_at and
     what is known of it now:
-    `row_labelled` (a label names the prediction or its request) and `product_labelled` (a label
+    `row_labelled` (a label is tied to the prediction) and `product_labelled` (a label
     names its product, or a prediction of its text in [labels_lo, labels_hi])."""
     if not ranges:
         return []
@@ -734,8 +736,7 @@ def stored_labelling_candidates(conn, ranges: dict, labels_lo, labels_hi) -> lis
         f"""WITH {_LABELLED_TEXTS}
             SELECT c.day, c.list, c.rank, {", ".join("c." + k for k in _CANDIDATE_COLUMNS.split(", "))},
                    h.computed_at,
-                   (EXISTS (SELECT 1 FROM feedback f WHERE f.inference_id = c.inference_id)
-                    OR EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = c.request_id)) AS row_labelled,
+                   EXISTS (SELECT 1 FROM feedback f WHERE f.inference_id = c.inference_id) AS row_labelled,
                    CASE WHEN c.productid IS NOT NULL
                         THEN EXISTS (SELECT 1 FROM feedback f WHERE f.productid = c.productid)
                         ELSE c.product_key IN (SELECT k FROM labelled_texts) END AS product_labelled

@@ -98,6 +98,35 @@ def test_queue_ranks_by_chance_of_error_one_entry_per_product_and_skips_labelled
     assert 102 not in [it.productid for it in labelling_queue(conn, settings)]
 
 
+def test_a_label_hides_the_prediction_it_is_tied_to_not_others_of_a_reused_request_id(conn, settings, seeded_log):
+    """Every label stores its prediction's request_id; a client that reused its X-Request-ID for
+    two products must not have one product's label hide the other. A label given by request_id
+    before its prediction is logged is tied to it when the serving writer logs it."""
+    from mlops_cli.ops.feedback import record
+
+    store.insert_inference_rows(conn, [_row(20, productid=201, conf=0.21) | {"request_id": "dup"},
+                                       _row(21, productid=202, conf=0.22) | {"request_id": "dup"},
+                                       _row(22, productid=203, conf=0.23) | {"request_id": "dup"}])
+    conn.commit()
+    queued = lambda: [it.productid for it in labelling_queue(conn, settings, limit=50, days=7)]  # noqa: E731
+    assert {201, 202, 203} <= set(queued())
+    by_request = record(settings, prdtypecode=10, request_id="dup", productid=201, submitted_by="pytest")
+    assert by_request.resolved and by_request.productid == 201
+    [offered] = [it for it in labelling_queue(conn, settings, limit=50, days=7) if it.productid == 202]
+    by_id = record(settings, prdtypecode=10, inference_id=offered.inference_id, submitted_by="pytest")
+    assert by_id.request_id == "dup"  # stored with its prediction's request_id, as every label
+    left = queued()
+    assert 201 not in left and 202 not in left and 203 in left  # each label hides its own product only
+    # a label given before its prediction is logged: pending, tied when the writer logs the row
+    pending = record(settings, prdtypecode=10, request_id="later", submitted_by="pytest")
+    assert not pending.resolved
+    store.insert_inference_rows(conn, [_row(23, productid=None, conf=0.01, title="arrivé plus tard")
+                                       | {"request_id": "later"}])
+    assert store.resolve_pending_feedback(conn, ["later"]) == 1  # the serving writer's call, same transaction
+    conn.commit()
+    assert "arrivé plus tard" not in [it.designation for it in labelling_queue(conn, settings, limit=50, days=7)]
+
+
 def test_queue_refuses_out_of_range_bounds(conn, settings):
     for kw in ({"limit": 0}, {"limit": 501}, {"days": 0}, {"days": 31}, {"limit": "x"}):
         with pytest.raises(Invalid):
@@ -213,9 +242,10 @@ def test_the_days_lists_give_the_window_scans_pool_whatever_labels_come_later(co
             _pools_agree(conn, start, end, pool)
     # three of a list of 8 labelled: a pool of 3 still reads every day from its lists
     assert _pools_agree(conn, *windows[0], 3)["days_scanned"] == []
-    # a label naming a request alone labels that prediction, not its product: the product's next
-    # prediction, not stored, takes its place, so that day is scanned
-    store.insert_feedback(conn, true_code=10, request_id="req-1", submitted_by="pytest")
+    # a label tied to a prediction alone, not naming its product, labels that prediction: the
+    # product's next prediction, not stored, takes its place, so that day is scanned
+    [(first_of_777,)] = query(conn, "SELECT id FROM inference_log WHERE request_id = 'req-1'")
+    store.insert_feedback(conn, true_code=10, inference_id=first_of_777, submitted_by="pytest")
     conn.commit()
     for start, end in windows:
         for pool in (3, 8, 20):
@@ -256,9 +286,10 @@ def test_the_rollup_step_stores_the_days_lists_and_the_queue_reads_them(conn, se
     assert [it.productid for it in labelling_queue(conn, settings, limit=50, days=7)] == [150, 151, 152]
     again = rollup(conn, settings, Trigger(actor="pytest"), as_of=NOW)
     assert "labelling lists of 0 day(s) stored, 30 fresh" in again.message
-    # a label naming product 150's request alone (its prediction, not its product): the queue
-    # scans yesterday until the next rollup stores its lists again, with the label applied
-    store.insert_feedback(conn, true_code=10, request_id="req-50", submitted_by="pytest")
+    # a label tied to product 150's prediction alone (not naming its product): the queue scans
+    # yesterday until the next rollup stores its lists again, with the label applied
+    [(of_150,)] = query(conn, "SELECT id FROM inference_log WHERE request_id = 'req-50'")
+    store.insert_feedback(conn, true_code=10, inference_id=of_150, submitted_by="pytest")
     conn.commit()
     assert candidate_pool(conn, first, NOW, 200)["days_scanned"] == [yesterday]
     worn = rollup(conn, settings, Trigger(actor="pytest"), as_of=NOW)

@@ -275,6 +275,7 @@ class InferenceLogger:
                 self._prepare(r)
                 conn = self._connection()
                 store.insert_inference_rows(conn, [r])
+                store.resolve_pending_feedback(conn, [r["request_id"]])  # as a whole batch does
                 conn.commit()
             except Exception as exc:
                 self._discard_connection()
