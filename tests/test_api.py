@@ -474,6 +474,9 @@ def test_logger_isolates_rows_the_database_refuses(settings, conn):
     rows = _rows(5, "p")
     rows[2]["predicted_code"] = 2 ** 40  # out of INTEGER range: refused as data, not an outage
     rows[3]["designation"] = "nul \x00 byte and lone surrogate \ud800"
+    # a label given before its prediction is logged: tied by the row-by-row writes too
+    store.insert_feedback(conn, true_code=10, request_id="p-4", submitted_by="pytest")
+    conn.commit()
     logger = InferenceLogger(settings, flush_seconds=0.05)
     logger.log_many(rows)
     assert logger.flush(60)  # no writer thread: written in this thread
@@ -481,6 +484,7 @@ def test_logger_isolates_rows_the_database_refuses(settings, conn):
     ids = sorted(r[0] for r in query(conn, "SELECT request_id FROM inference_log"))
     assert ids == ["p-0", "p-1", "p-3", "p-4"]
     assert logger.stats()["dropped"]["invalid"] == 1
+    assert query(conn, "SELECT i.request_id FROM feedback f JOIN inference_log i ON i.id = f.inference_id") == [("p-4",)]
     # NUL and the lone surrogate are U+FFFD, as in every stored text: the words stay apart
     assert query(conn, "SELECT designation FROM inference_log WHERE request_id = 'p-3'") == [
         ("nul \ufffd byte and lone surrogate \ufffd",)]
