@@ -142,9 +142,16 @@ def mlflow_backend_url(settings: Settings) -> str:
     return _embedded_url(settings, MLFLOW_DATABASE, driver="psycopg2")
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+# libpq takes a password in a URI's user info, in its query (?password=) and in a keyword DSN
+# (password=... or password='...'): each form is masked (a colon ending the value is a message's)
+_URI_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s/]*@")
+_KEY_PASSWORD = re.compile(r"""(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&'"]*[^\s&'":])""", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """A connection URL or DSN, or a message that holds one, without its password, for messages,
+    logs and answers."""
+    return _KEY_PASSWORD.sub(r"\1***", _URI_PASSWORD.sub(r"\1***@", text))
 
 
 # --- connections ----------------------------------------------------------------------------------
@@ -156,7 +163,7 @@ def connect(settings: Settings, *, application_name: str = "mlops"):
     try:
         return psycopg2.connect(url, application_name=application_name, connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        raise TransientError(f"Cannot connect to PostgreSQL at {redact(url)}: {str(exc).strip()}") from exc
+        raise TransientError(f"Cannot connect to PostgreSQL at {redact(url)}: {redact(str(exc).strip())}") from exc
 
 
 @contextmanager

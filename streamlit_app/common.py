@@ -131,7 +131,9 @@ def conn():
     try:
         return _read_connection(key, s)
     except Exception as exc:  # database unreachable, bad URL, migration error
-        st.error(f"Cannot reach the database: {md(str(exc).strip())}")
+        from mlops_cli.db import redact
+
+        st.error(f"Cannot reach the database: {md(redact(str(exc).strip()))}")
         st.stop()
 
 

@@ -120,6 +120,40 @@ def test_registry_errors_do_not_quote_the_tracking_password(monkeypatch):
     assert "TopSecretPw42" not in str(caught.value) and "mlflow:***@127.0.0.1:1" in str(caught.value)
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://mlops:S3cretPw@db:5432/mlops", "postgresql://mlops:***@db:5432/mlops"),
+    ("postgresql://mlops:p@ss@db/mlops", "postgresql://mlops:***@db/mlops"),  # an unencoded @
+    ("postgresql://mlops@db/mlops?sslmode=require&password=S3cretPw", "postgresql://mlops@db/mlops?sslmode=require&password=***"),
+    ("host=db user=mlops password=S3cretPw dbname=mlops", "host=db user=mlops password=*** dbname=mlops"),
+    ("host=db PASSWORD = 'S3cret Pw\\'s' dbname=mlops", "host=db PASSWORD = *** dbname=mlops"),
+    ("postgresql://mlops@db:5432/mlops", "postgresql://mlops@db:5432/mlops"),
+])
+def test_every_form_of_database_password_is_masked(url, shown):
+    """libpq takes a password in the URL's user info, in its query and in a keyword DSN: the
+    sidebar, the UI's errors and every TransientError show the URL through db.redact."""
+    assert db.redact(url) == shown
+    assert db.redact(f"Cannot connect to PostgreSQL at {url}: refused") == f"Cannot connect to PostgreSQL at {shown}: refused"
+
+
+def test_a_caller_not_proven_yet_learns_nothing_of_an_unreachable_database(monkeypatch, caplog):
+    """A token is checked in the database: when it cannot be reached, the 503 says so, and only
+    the log (the operator's) has the connection's host, user and database."""
+    from fastapi.testclient import TestClient
+
+    from mlops_cli import config
+    from mlops_cli.api import create_app
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://mlops@127.0.0.1:1/hidden_db?password=S3cretPw")
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    with TestClient(create_app(config.load_settings(), start_background=False)) as c:
+        for headers in ({}, {"Authorization": "Bearer made-up-token"}):
+            r = c.get("/api/runs", headers=headers)
+            assert r.status_code == 503 and r.json() == {"detail": "cannot check the API token: the database is "
+                                                                   "unreachable (the API's log says why); try again"}
+    logged = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("authentication: ")]
+    assert logged and "hidden_db" in logged[0] and "S3cretPw" not in logged[0]
+
+
 def test_an_embedded_server_stopped_under_a_running_process_is_unavailable(tmp_path):
     """The embedded URL checks its database on the server's admin connection: a server stopped
     under the API (`mlops db stop`) is the same TransientError (503, exit 75) as any unreachable one."""

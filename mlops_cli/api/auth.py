@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import access
 from ..access import Principal
-from ..errors import MlopsError
+from ..errors import MlopsError, TransientError
 from ..jsonvalues import storable
 from ..runs import StepFailed
 from .errors import http_error
@@ -30,6 +30,7 @@ from .routing import ApiRoute, loads
 log = logging.getLogger(__name__)
 
 UNAUTHENTICATED = "unauthenticated"  # the actor of a refused request's audit row
+AUTH_UNAVAILABLE = "cannot check the API token: the database is unreachable (the API's log says why); try again"
 bearer = HTTPBearer(auto_error=False, scheme_name="API token",
                     description="A token made by `mlops api-token add NAME --role ROLE` (or API_TOKEN), "
                                 "as `Authorization: Bearer <token>`.")
@@ -45,6 +46,11 @@ def principal(request: Request,
         who = access.authenticate(
             settings, lambda: db.connection(settings, application_name="mlops-api-auth"),
             credentials.credentials if credentials else None)
+    except TransientError as exc:
+        # the caller is not proven yet: the connection's details (host, user, database) are the
+        # operator's, in the log, not the answer's
+        log.error("authentication: %s", exc)
+        raise HTTPException(503, AUTH_UNAVAILABLE) from exc
     except MlopsError as exc:
         raise http_error(exc) from exc
     request.state.principal = who
