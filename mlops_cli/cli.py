@@ -93,9 +93,12 @@ def domain_errors(fn):
         try:
             return fn(*args, **kwargs)
         except StepFailed as exc:
+            from .pipeline import error_code
+
             r = exc.result
+            # by the cause's kind: a connection lost (psycopg2's, no code of ours) is Unavailable (75)
             raise DomainError(f"{r.step} failed (run #{r.pipeline_run_id}): {r.message}",
-                              getattr(exc.cause, "code", MlopsError.code)) from None
+                              error_code(exc.cause)) from None
         except MlopsError as exc:
             raise DomainError(str(exc), exc.code) from None
 
@@ -246,7 +249,7 @@ def load_cmd(ctx, x_path, y_path, as_of, force, by, as_json) -> None:
 
     s = settings_of(ctx)
     result = ops_runs.load(s, trigger_of(by), x_path=x_path, y_path=y_path, as_of=as_of.date() if as_of else None,
-                           force=force, conn=open_conn(ctx))
+                           force=force)  # with the steps' retries, as every step command
     emit(result, as_json)
 
 

@@ -12,6 +12,7 @@ Every step (load, train, evaluate, promote, rollback, drift, alert, ...) runs th
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import socket
 import time
@@ -23,6 +24,8 @@ from typing import Callable, Iterator
 from . import store
 from .errors import AlreadyRunning, TransientError
 from .vocab import Pipeline, TriggeredBy, values
+
+log = logging.getLogger(__name__)
 
 TRIGGERS = values(TriggeredBy)
 PIPELINES = values(Pipeline)
@@ -208,11 +211,19 @@ def run_step(
             store.finish_run(conn, run_id, handle.status, outputs)
             conn.commit()
         except BaseException as exc:
-            conn.rollback()
             message = _error_text(exc)
             handle.outputs["step_seconds"] = round(time.perf_counter() - started, 3)
-            store.finish_run(conn, run_id, "failed", handle.outputs, error=message)
-            conn.commit()
+            try:
+                conn.rollback()
+                store.finish_run(conn, run_id, "failed", handle.outputs, error=message)
+                conn.commit()
+            except Exception as lost:
+                # the connection itself is gone (the cause, or after it): the row stays running
+                # until the next step start finds its session ended (store.mark_abandoned_runs);
+                # the cause is what the caller is told, and what decides a retry
+                log.error("step %s (run #%s) failed: %s; the failure could not be recorded: %s",
+                          step, run_id, message, _error_text(lost))
+                message += f" (not recorded in run #{run_id}: {_error_text(lost)})"
             result = StepResult(step, "failed", run_id, message, dict(handle.outputs))
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -270,11 +281,8 @@ def with_retries(settings, attempt: Callable[[object], StepResult], *, attempts:
     Each failed attempt leaves its own failed pipeline_runs row (when it got that far); after the
     last attempt the error propagates (the CLI exits non-zero).
     """
-    import logging
-
     from . import db
 
-    log = logging.getLogger(__name__)
     attempts = attempts if attempts is not None else max(1, settings.step_retries)
     delay = delay if delay is not None else settings.step_retry_delay
     for n in range(1, attempts + 1):

@@ -116,12 +116,14 @@ def list_runs(conn, *, limit: int = 20, pipeline: str | None = None, step: str |
 
 
 def mark_abandoned_runs(conn) -> list[int]:
-    """Running rows whose owning database session is gone: the process died (crash, kill -9)."""
+    """Running rows whose owning database session is gone: the process died (crash, kill -9), or
+    its connection was lost before it could record the step's end (runs.run_step)."""
     rows = _all(
         conn,
         """UPDATE pipeline_runs r
            SET status = 'failed', finished_at = clock_timestamp(),
-               error = 'abandoned: the process running this step died (its database session ended)'
+               error = 'abandoned: the database session running this step ended (its process died, '
+                       || 'or lost its connection before it could record the failure)'
            WHERE r.status = 'running'
              AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
                              WHERE a.pid = r.backend_pid AND a.backend_start = r.backend_start)

@@ -143,6 +143,49 @@ def test_a_pipeline_exits_by_the_kind_of_its_failed_steps_cause(source, cli, con
     assert error_code(RuntimeError("a bug")) == error_code(None) == "ERROR"
 
 
+def test_a_step_whose_connection_is_lost_fails_with_its_cause_and_is_retried(settings, conn, caplog):
+    """The database ends the step's session mid-step (a restart, a failover, pg_terminate_backend):
+    the step fails with that cause, not with the rollback's "connection already closed"; the
+    retry runs on a new connection, and its start marks the row it could not finish; a command
+    exits 75 for it (a psycopg2 error has no code of ours)."""
+    import psycopg2
+
+    from mlops_cli import store
+    from mlops_cli.cli import DomainError, domain_errors
+    from mlops_cli.runs import run_step, with_retries
+
+    bodies = []
+
+    def body(step):
+        bodies.append(step.pipeline_run_id)
+        if len(bodies) == 1:
+            with db.connection(settings) as other:
+                query(other, "SELECT pg_terminate_backend(%s)", (step.conn.get_backend_pid(),))
+            store.ping(step.conn)
+        step.message = "done"
+
+    result = with_retries(settings, lambda c: run_step(c, Trigger(actor="pytest"), "load", body), attempts=2,
+                          delay=0.01)
+    assert result.status == "succeeded" and len(bodies) == 2
+    [(first, status, error)] = query(conn, "SELECT id, status, error FROM pipeline_runs WHERE id = %s", (bodies[0],))
+    assert (status, error) == ("failed", "abandoned: the database session running this step ended (its process "
+                                         "died, or lost its connection before it could record the failure)")
+    assert any(f"step load (run #{first}) failed: " in r.getMessage() and "could not be recorded" in r.getMessage()
+               for r in caplog.records)
+
+    @domain_errors
+    def command():
+        bodies.clear()
+        with_retries(settings, lambda c: run_step(c, Trigger(actor="pytest"), "load", body), attempts=1)
+
+    with pytest.raises(DomainError) as caught:
+        command()
+    assert caught.value.exit_code == 75
+    assert caught.value.message.startswith(f"load failed (run #{bodies[0]}): ")
+    assert f"(not recorded in run #{bodies[0]}: " in caught.value.message
+    assert isinstance(caught.value.__context__.cause, psycopg2.OperationalError)
+
+
 def test_step_timeout_fails_the_step(source, cli, conn, monkeypatch):
     monkeypatch.setenv("MLOPS_FAULT", "load:hang")
     monkeypatch.setenv("STEP_TIMEOUT", "1")
