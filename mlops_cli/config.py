@@ -210,4 +210,19 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         raise Invalid("SHADOW_MIN_REQUESTS and SHADOW_MIN_LABELLED must be >= 0, SHADOW_MAX_F1_LOSS in [0, 1]")
     if s.shadow_queue_max < 1 or not s.shadow_stall_seconds > 0 or not 0 <= s.shadow_nice <= 19:
         raise Invalid("SHADOW_QUEUE_MAX must be at least 1, SHADOW_STALL_SECONDS above 0, SHADOW_NICE in 0..19")
+    # limits a typo would turn into "refuse everything" or "drop everything", silently
+    for f in dataclasses.fields(Settings):
+        low = AT_LEAST.get(f.metadata.get("env"))
+        if low is not None and not getattr(s, f.name) >= low:
+            raise Invalid(f"{f.metadata['env']} must be at least {low}, not {getattr(s, f.name)!r}")
+    if not 1 <= s.api_port <= 65535 or not 1 <= s.smtp_port <= 65535:
+        raise Invalid("API_PORT and SMTP_PORT must be in 1..65535")
+    if not s.ui_session_hours > 0:
+        raise Invalid("UI_SESSION_HOURS must be above 0")
     return s
+
+
+AT_LEAST = {"MAX_TITLE_CHARS": 1, "MAX_DESCRIPTION_CHARS": 1, "MAX_PER_CLASS": 1, "MAX_BATCH_SIZE": 1,
+            "MAX_TEXT_CHARS": 1, "INFERENCE_LOG_BUFFER": 1, "DRIFT_MIN_SAMPLES": 1, "STEP_RETRIES": 1,
+            "NOTIFY_RETRIES": 0, "ALERT_COOLDOWN_HOURS": 0, "INFERENCE_LOG_PARTITIONS_AHEAD": 0,
+            "INFERENCE_LOG_LOCK_TIMEOUT_MS": 1, "INFERENCE_LOG_FLUSH_SECONDS": 0}

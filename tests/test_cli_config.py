@@ -29,6 +29,13 @@ def test_settings_from_env_and_dotenv_with_env_winning(tmp_path):
     ({"ALERT_ENABLED": "maybe"}, "Invalid value for ALERT_ENABLED: 'maybe' (expected true/false"),
     ({"LOAD_FRACTION": "1.5"}, "LOAD_FRACTION and INITIAL_LOAD_FRACTION must be in (0, 1]"),
     ({"SMTP_SECURITY": "foo"}, "SMTP_SECURITY must be starttls, ssl or plain, not 'foo'"),
+    # a limit a typo would turn into "every row rejected" (the load would still succeed)
+    ({"MAX_TITLE_CHARS": "0"}, "MAX_TITLE_CHARS must be at least 1, not 0"),
+    ({"MAX_DESCRIPTION_CHARS": "-1"}, "MAX_DESCRIPTION_CHARS must be at least 1, not -1"),
+    ({"DRIFT_MIN_SAMPLES": "0"}, "DRIFT_MIN_SAMPLES must be at least 1, not 0"),
+    ({"ALERT_COOLDOWN_HOURS": "-2"}, "ALERT_COOLDOWN_HOURS must be at least 0, not -2.0"),
+    ({"API_PORT": "70000"}, "API_PORT and SMTP_PORT must be in 1..65535"),
+    ({"UI_SESSION_HOURS": "0"}, "UI_SESSION_HOURS must be above 0"),
 ])
 def test_bad_settings_name_the_variable(env, message, tmp_path):
     with pytest.raises(MlopsError) as info:
