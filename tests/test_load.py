@@ -189,6 +189,39 @@ def test_the_next_batch_continues_whatever_the_path_spelling(tmp_path, settings,
     assert query(conn, "SELECT source_x FROM load_batches ORDER BY id DESC LIMIT 1") == [(str(x.resolve()),)]
 
 
+def test_a_source_that_changes_at_the_same_path_starts_again_and_skips_no_product(tmp_path, settings, conn):
+    """Offsets are positions in the load order of one set of products: a file that grew (the
+    full catalogue downloaded over a sample) or was replaced takes its rows from the start again,
+    the products already loaded rejected as such; before, the new products hashed before the old
+    offset were never loaded. Back to the first file, its offsets resume."""
+    s = settings.replace(initial_load_fraction=0.5, load_fraction=0.5)
+    small = valid_rows(100)
+    x, y = write_pair(tmp_path / "src", small)
+    first = load(conn, s, Trigger(), x_path=str(x), y_path=str(y))
+    assert (first.outputs["start_offset"], first.outputs["end_offset"], first.outputs["rows_loaded"]) == (0, 50, 50)
+    assert "source_changed" not in first.outputs
+    write_pair(tmp_path / "src", small + valid_rows(100, start=500000))  # the same path, 200 rows now
+    grown = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
+    assert (grown.outputs["start_offset"], grown.outputs["end_offset"]) == (0, 100)
+    assert grown.outputs["source_changed"] == {"since_batch": first.outputs["batch_id"], "rows_then": 100,
+                                               "rows_now": 200}
+    assert grown.message.endswith("; X_train_update.csv changed since batch #%d (100 rows then, 200 now, or other "
+                                  "products): its rows are taken from the start again, the products already loaded "
+                                  "rejected as such, so none is skipped" % first.outputs["batch_id"])
+    assert grown.outputs["rows_loaded"] + grown.outputs["rows_rejected"] == 100
+    again = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
+    assert (again.outputs["start_offset"], again.outputs["end_offset"]) == (100, 200)
+    assert "source_changed" not in again.outputs
+    assert load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True).status == "skipped"  # exhausted
+    assert query(conn, "SELECT count(*) FROM products")[0][0] == 200  # every product, none skipped
+    assert query(conn, "SELECT count(*) FROM rejected_rows WHERE reason LIKE 'duplicate productid %% (already loaded in batch %%'")[0][0] == 50
+    write_pair(tmp_path / "src", small)  # the first file back: its own offsets go on (50 -> 100)
+    back = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
+    assert (back.outputs["start_offset"], back.outputs["end_offset"]) == (50, 100)
+    assert "source_changed" not in back.outputs  # its own offsets: not a change
+    assert (back.outputs["rows_loaded"], back.outputs["rows_rejected"]) == (0, 50)  # loaded with the 200
+
+
 def test_oversized_fields_are_rejected_with_their_length_not_loaded(tmp_path, settings, conn):
     """The default caps reject a 5,000,000-character description; the rejected row keeps a cut
     copy of it (not megabytes), the reason names the field, its length and the setting."""

@@ -11,6 +11,7 @@ products, the batch and the step's audit row. A product already added from feedb
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -61,6 +62,15 @@ def same_file(recorded: str, x: Path) -> bool:
         return os.path.samefile(recorded, x)
     except OSError:
         return False
+
+
+def source_key(productids: pd.Series, seed: int) -> str:
+    """What a batch's offsets are positions among: the seed and the productids in load order
+    (migration 018). Not the texts: an edited row does not move the others."""
+    digest = hashlib.sha256(f"{seed}\n".encode())
+    for p in productids.str.strip():
+        digest.update(p.encode() + b"\n")
+    return digest.hexdigest()
 
 
 # What a rejected row keeps of an oversized field: enough to recognise it, not megabytes of it.
@@ -194,18 +204,28 @@ def load(
         n = len(source)
         if n == 0:
             raise SourceError(f"Source {x} has no rows")
-        # Offsets are per source file; the initial fraction applies to an empty catalogue.
-        previous = store.last_batch(conn, [r for r in store.batch_sources(conn) if same_file(r, x)] or [str(x)])
+        order = seeded_order(source["productid"].str.strip(), settings.load_seed)
+        ordered = source.iloc[order]
+        key = source_key(ordered["productid"], settings.load_seed)
+        # Offsets are per source file and per key (the products they are positions among); the
+        # initial fraction applies to an empty catalogue.
+        spellings = [r for r in store.batch_sources(conn) if same_file(r, x)] or [str(x)]
+        previous = store.last_batch(conn, spellings, source_key=key, source_rows=n)
         start = previous["end_offset"] if previous else 0
+        changed = None if previous else store.newest_batch(conn, spellings)
         first = store.last_batch(conn) is None
         fraction = settings.initial_load_fraction if first else settings.load_fraction
         end = min(n, start + max(1, math.ceil(fraction * n)))
+        step.outputs["source_key"] = key
+        if changed is not None:
+            step.outputs["source_changed"] = {"since_batch": changed["id"], "rows_then": changed["source_rows"],
+                                              "rows_now": n}
+            log.warning("%s changed since batch #%d (%d rows then, %d now, or other products): its offsets "
+                        "start again", x, changed["id"], changed["source_rows"], n)
         if start >= n:
             step.skip(f"source exhausted: all {n} rows of {x.name} are loaded; nothing to load")
             step.outputs.update({"source_rows": n, "rows_loaded": 0})
             return
-        order = seeded_order(source["productid"].str.strip(), settings.load_seed)
-        ordered = source.iloc[order]
         limits = {"designation": ("MAX_TITLE_CHARS", settings.max_title_chars),
                   "description": ("MAX_DESCRIPTION_CHARS", settings.max_description_chars)}
         # Validity and the first valid occurrence of each product in load order, over the whole
@@ -231,7 +251,7 @@ def load(
             conn, pipeline_run_id=step.pipeline_run_id, slot=slot, as_of=as_of, forced=force,
             kind="initial" if first else "incremental", source_x=str(x), source_y=str(y),
             source_rows=n, start_offset=start, end_offset=end, rows_loaded=len(good),
-            rows_rejected=len(bad),
+            rows_rejected=len(bad), source_key=key,
         )
         loaded_at = datetime.combine(as_of, datetime.now(timezone.utc).time(), tzinfo=timezone.utc)
         # A product first added from feedback (seen in traffic, labelled) becomes a catalogue row:
@@ -258,6 +278,10 @@ def load(
         })
         step.message = (f"batch #{batch_id} for {slot}: {len(good)} rows loaded, {len(bad)} rejected "
                         f"(source rows {start}-{end} of {n})")
+        if changed is not None:
+            step.message += (f"; {x.name} changed since batch #{changed['id']} ({changed['source_rows']} rows then, "
+                             f"{n} now, or other products): its rows are taken from the start again, the "
+                             "products already loaded rejected as such, so none is skipped")
         if len(bad) and not len(good):
             _notify_all_rejected(conn, settings, step, batch_id, slot, x, reasons[reasons != ""])
 
