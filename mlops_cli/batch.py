@@ -23,7 +23,7 @@ from .categories import category_name
 from .config import Settings
 from .errors import Conflict, SourceError
 from .features import has_letter_or_digit
-from .sources import separator_hint
+from .sources import field_count_problem, separator_hint
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _chunks(path: Path):
                         f"input file {path} is missing column(s) {', '.join(missing)} (found: "
                         f"{', '.join(map(str, chunk.columns)) or 'none'}; expected the X format: an "
                         "index column, then designation, description, productid, imageid)"
-                        + separator_hint(chunk))
+                        + separator_hint([chunk.index.name or "", *chunk.columns]))
                 first = False
             if len(chunk):  # a header-only file reads as one empty chunk
                 rows += len(chunk)
@@ -64,7 +64,8 @@ def _chunks(path: Path):
     except pd.errors.EmptyDataError:
         raise SourceError(f"input file {path} is empty") from None
     except pd.errors.ParserError as exc:
-        raise SourceError(f"input file {path} is not a readable CSV: {exc}") from None
+        raise SourceError(f"input file {path} is not a readable CSV: "
+                          + (field_count_problem(path) or str(exc).strip())) from None
 
 
 def resolve_model(settings: Settings, version: str | int | None):

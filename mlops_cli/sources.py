@@ -19,14 +19,29 @@ X_COLUMNS = ("designation", "description", "productid", "imageid")
 Y_COLUMNS = ("prdtypecode",)
 
 
-def separator_hint(df) -> str:
-    """A clause for a missing-column error when the header was split on the wrong character
-    (a spreadsheet's export with ';' or tabs reads as one column)."""
-    names = [str(df.index.name or "")] + [str(c) for c in df.columns]
+def separator_hint(names) -> str:
+    """A clause for an error when the header was split on the wrong character (a spreadsheet's
+    export with ';' or tabs reads as one column): `names`, the header's names as read."""
     for sep, label in ((";", "';'"), ("\t", "tabs")):
-        if any(sep in name for name in names):
+        if any(sep in str(name) for name in names):
             return f"; the header looks separated by {label}: the catalogue's CSV files are comma-separated"
     return ""
+
+
+def field_count_problem(path: Path) -> str:
+    """Where a row holds more fields than the header (pandas' own error names no line), with the
+    separator hint when the header has no comma. Read again, on this error path only."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        hint = separator_hint(header) if len(header) <= 1 else ""
+        for row in rows:
+            if len(row) > len(header):
+                return (f"line {rows.line_num:,} has {len(row)} fields, the header {len(header)} "
+                        f"(a comma inside an unquoted text?){hint}")
+    return hint.lstrip("; ")
 
 
 def first_bad_byte(path: Path) -> str:
@@ -53,13 +68,14 @@ def _read(path: Path, expected: tuple[str, ...], label: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise SourceError(f"{label} file {path} is empty") from None
     except pd.errors.ParserError as exc:
-        raise SourceError(f"{label} file {path} is not a readable CSV: {exc}") from None
+        where = field_count_problem(path)
+        raise SourceError(f"{label} file {path} is not a readable CSV: " + (where or str(exc).strip())) from None
     missing = [c for c in expected if c not in df.columns]
     if missing:
         raise SourceError(
             f"{label} file {path} is missing column(s) {', '.join(missing)} "
             f"(found: {', '.join(map(str, df.columns)) or 'none'}; expected an index column then "
-            f"{', '.join(expected)}){separator_hint(df)}"
+            f"{', '.join(expected)}){separator_hint([df.index.name or '', *df.columns])}"
         )
     df.index = df.index.astype(str).str.strip()
     if df.index.has_duplicates:

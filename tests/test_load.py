@@ -261,6 +261,12 @@ def test_field_caps_are_settings(tmp_path, cli, monkeypatch):
     ("missing_file", "Y file not found: {y}"),
     ("semicolons", "(found: none; expected an index column then designation, description, productid, imageid); the "
                    "header looks separated by ';': the catalogue's CSV files are comma-separated"),
+    # the same, with a comma in a text: pandas fails before the columns are checked
+    ("semicolons_and_a_comma", "X file {x} is not a readable CSV: line 3 has 2 fields, the header 1 (a comma "
+                               "inside an unquoted text?); the header looks separated by ';': the catalogue's "
+                               "CSV files are comma-separated"),
+    ("extra_field", "X file {x} is not a readable CSV: line 4 has 6 fields, the header 5 (a comma inside an "
+                    "unquoted text?)"),
 ])
 def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, settings, conn, problem, message):
     x, y = write_pair(tmp_path / "ok", valid_rows(4))
@@ -280,6 +286,12 @@ def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, setting
         by.unlink()
     elif problem == "semicolons":  # saved again by a spreadsheet set to French
         bx.write_text(bx.read_text().replace(",", ";"))
+    elif problem == "semicolons_and_a_comma":
+        bx.write_text(bx.read_text().replace(",", ";").replace("Produit numéro 1;", "Produit numéro 1, rouge;"))
+    elif problem == "extra_field":
+        lines = bx.read_text().splitlines()
+        lines[3] += ",de trop"
+        bx.write_text("\n".join(lines) + "\n")
     from mlops_cli.runs import StepFailed
 
     with pytest.raises(StepFailed) as info:
