@@ -49,11 +49,18 @@ class Principal:
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")  # no ':' (the users file's separator), no spaces
 
 
+# the actors the system writes itself: a person or a token by that name would read as them
+RESERVED = {"cron": "the scheduler's runs", "unauthenticated": "the API requests refused before a token was proven",
+            "demo-scheduler": "the demo's scheduled runs"}
+
+
 def check_name(name: str) -> str:
     """The name of an identity (a token's, a control room user's), stripped; Invalid otherwise."""
     name = (name or "").strip()
     if not NAME.match(name):
         raise Invalid(f"Invalid user name {name!r}: 1 to 64 letters, digits or . _ @ + - (no spaces, no ':')")
+    if name.lower() in RESERVED:
+        raise Invalid(f"Invalid user name {name!r}: reserved, it is the actor of {RESERVED[name.lower()]}")
     return name
 
 

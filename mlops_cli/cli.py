@@ -879,26 +879,46 @@ def ui_cmd(ctx, port, host) -> None:
 @click.option("--role", type=click.Choice(["viewer", "labeller", "operator"]),
               help="viewer (read only), labeller (also labels predictions) or operator (every action). "
                    "Default: operator for a new user; an existing user keeps its role.")
+@click.option("--by", help="Who makes the change (default: MLOPS_ACTOR, else user@host); audited in ui_user_changes.")
 @click.pass_context
 @domain_errors
-def ui_add_user(ctx, name, path, password_stdin, role) -> None:
+def ui_add_user(ctx, name, path, password_stdin, role, by) -> None:
     """Add a control room user (UI_AUTH=users), or change its password or role; stores an argon2
-    hash. The user's open sessions end at their next page run."""
+    hash, audited in ui_user_changes. The user's open sessions end at their next page run."""
     from pathlib import Path
 
-    from .uiauth import add_user, users_file
+    from .uiauth import set_user, users_file
 
     if password_stdin:
         password = click.get_text_stream("stdin").readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     target = Path(path) if path else users_file(settings_of(ctx))
-    before, user = add_user(target, name, password, role)
+    before, user = set_user(open_conn(ctx), target, name, password, role, trigger_of(by))
     if before is None:
         click.echo(f"added {user.name} ({user.role}) in {target}")
     else:
         click.echo(f"changed the password of {user.name} in {target}"
                    + (f"; role {before.role} -> {user.role}" if before.role != user.role else f" ({user.role})"))
+
+
+@ui_cmd.command("remove-user")
+@click.argument("name")
+@click.option("--file", "path", type=click.Path(dir_okay=False),
+              help="Users file (default: UI_USERS_FILE, else $MLOPS_HOME/ui-users).")
+@click.option("--by", help="Who makes the change (default: MLOPS_ACTOR, else user@host); audited in ui_user_changes.")
+@click.pass_context
+@domain_errors
+def ui_remove_user(ctx, name, path, by) -> None:
+    """Remove a control room user (UI_AUTH=users): its open sessions end at their next page run;
+    audited in ui_user_changes."""
+    from pathlib import Path
+
+    from .uiauth import remove_user, users_file
+
+    target = Path(path) if path else users_file(settings_of(ctx))
+    user = remove_user(open_conn(ctx), target, name, trigger_of(by))
+    click.echo(f"removed {user.name} ({user.role}) from {target}")
 
 
 @main.group("api-token")

@@ -871,6 +871,24 @@ def revoke_api_token(conn, name: str, revoked_by: str) -> dict | None:
     )
 
 
+def insert_ui_user_change(conn, *, name: str, change: str, role_before: str | None, role: str | None,
+                          password_changed: bool, users_file: str, actor: str, triggered_by: str) -> int:
+    """A control room user added, changed or removed (migration 019)."""
+    return _scalar(
+        conn,
+        """INSERT INTO ui_user_changes (name, change, role_before, role, password_changed, users_file, actor,
+                                        triggered_by)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        (name, change, role_before, role, password_changed, users_file, actor, triggered_by),
+    )
+
+
+def ui_user_changes(conn, name: str | None = None, limit: int = 100) -> list[dict]:
+    """The latest changes of control room users (of `name` when given), newest first."""
+    return _all(conn, """SELECT * FROM ui_user_changes WHERE %(name)s::text IS NULL OR name = %(name)s
+                         ORDER BY at DESC, id DESC LIMIT %(limit)s""", {"name": name, "limit": int(limit)})
+
+
 def insert_ui_sign_in(conn, *, name: str, method: str, ok: bool, role: str | None = None,
                       reason: str | None = None) -> int:
     return _scalar(
@@ -893,6 +911,11 @@ def failed_sign_ins_since_success(conn, name: str, within_seconds: float) -> tup
         {"name": name, "within": float(within_seconds)},
     )
     return int(row["n"]), row["latest"]
+
+
+def lock_ui_users(conn) -> None:
+    """One change of the control room's users file at a time (until the transaction ends)."""
+    _scalar(conn, "SELECT pg_advisory_xact_lock(hashtext('ui-users'))")
 
 
 def lock_sign_in(conn, name: str) -> None:

@@ -365,21 +365,88 @@ def add_user(path: Path, name: str, password: str, role: str | None = None) -> t
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else [
         "# mlops control room users (UI_AUTH=users): name:role:argon2 hash, one per line; role: "
         + ", ".join(access.ROLES) + ".",
-        "# Written by `mlops ui add-user NAME --role ROLE`; delete a line to revoke a user."]
+        "# Written by `mlops ui add-user NAME --role ROLE`; `mlops ui remove-user NAME` revokes a user."]
     replaced = False
     for i, line in enumerate(lines):
-        if line.strip().partition(":")[0] == name and not line.strip().startswith("#"):
+        if _line_of(line, name):
             lines[i] = user.line
             replaced = True
     if not replaced:
         lines.append(user.line)
+    _write_users(path, "\n".join(lines) + "\n")
+    return before, user
+
+
+def _line_of(line: str, name: str) -> bool:
+    return line.strip().partition(":")[0] == name and not line.strip().startswith("#")
+
+
+def _write_users(path: Path, text: str) -> None:
+    """The users file, rewritten whole through a temporary file, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(text)
     os.replace(tmp, path)
-    return before, user
+
+
+def _audited(conn, path: Path, change: dict, write) -> None:
+    """Record `change` (ui_user_changes) and run write() (the file), as one: the row is inserted
+    first (a database that cannot take it leaves the file as it was), committed after the file is
+    written, and the file is put back when the commit fails."""
+    from . import store
+
+    old = path.read_text(encoding="utf-8") if path.is_file() else None
+    try:
+        store.insert_ui_user_change(conn, users_file=str(path), **change)
+        write()
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        if old is not None and path.is_file() and path.read_text(encoding="utf-8") != old:
+            _write_users(path, old)
+        raise
+
+
+def set_user(conn, path: Path, name: str, password: str, role: str | None, trigger) -> tuple[User | None, User]:
+    """add_user, audited in ui_user_changes under `trigger`'s actor (`mlops ui add-user`)."""
+    from . import store
+    from .ops.common import actor_of
+
+    actor = actor_of(trigger, "Say who changes the control room's users (--by NAME)")
+    name = check_name(name)
+    role = access.check_role(role) if role is not None else None
+    hash_password(password)  # refused before anything is written
+    store.lock_ui_users(conn)
+    before = read_users(path).get(name)
+    after = role or (before.role if before else DEFAULT_ROLE)
+    out = {}
+    _audited(conn, path, {"name": name, "change": "changed" if before else "added",
+                          "role_before": before.role if before else None, "role": after, "password_changed": True,
+                          "actor": actor, "triggered_by": trigger.triggered_by},
+             lambda: out.update(result=add_user(path, name, password, role)))
+    return out["result"]
+
+
+def remove_user(conn, path: Path, name: str, trigger) -> User:
+    """Take NAME out of the users file (its open sessions end at their next page run), audited in
+    ui_user_changes (`mlops ui remove-user`); NotFound when it has no entry."""
+    from . import store
+    from .errors import NotFound
+    from .ops.common import actor_of
+
+    actor = actor_of(trigger, "Say who changes the control room's users (--by NAME)")
+    name = (name or "").strip()
+    store.lock_ui_users(conn)
+    before = read_users(path).get(name)
+    if before is None:
+        raise NotFound(f"No control room user {name!r} in {path}")
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if not _line_of(line, name)]
+    _audited(conn, path, {"name": name, "change": "removed", "role_before": before.role, "role": None,
+                          "password_changed": False, "actor": actor, "triggered_by": trigger.triggered_by},
+             lambda: _write_users(path, "\n".join(kept) + "\n"))
+    return before
 
 
 UNREADABLE = "Sign-in is unavailable: the users file cannot be read (an administrator must repair it)"

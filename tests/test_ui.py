@@ -823,7 +823,35 @@ def test_actions_refuse_an_empty_identity(settings):
             call()
 
 
-def test_add_user_writes_argon2_hashes_and_the_launch_prints_a_sign_in_url(cli, tmp_path, monkeypatch):
+def test_a_users_change_and_its_audit_row_are_one(settings, conn, tmp_path):
+    """No audit row without the file written, no file written without its audit row: a database
+    that cannot take the row leaves the file as it was; a file that cannot be written leaves no row."""
+    import psycopg2
+
+    from mlops_cli import db, uiauth
+    from mlops_cli.runs import Trigger
+
+    path = tmp_path / "users"
+    uiauth.add_user(path, "alice", "alice's password")
+    before = path.read_text()
+    gone = db.connect(settings)
+    gone.close()
+    with pytest.raises(psycopg2.InterfaceError):
+        uiauth.set_user(gone, path, "bob", "bob's password", "viewer", Trigger(actor="root-admin"))
+    assert path.read_text() == before
+    (tmp_path / "not-a-folder").write_text("")
+    with pytest.raises(OSError):
+        uiauth.set_user(conn, tmp_path / "not-a-folder" / "users", "bob", "bob's password", "viewer",
+                        Trigger(actor="root-admin"))
+    assert query(conn, "SELECT count(*) FROM ui_user_changes") == [(0,)]
+    from mlops_cli.errors import MlopsError
+
+    with pytest.raises(MlopsError, match=r"^Say who changes the control room's users \(--by NAME\)$"):
+        uiauth.remove_user(conn, path, "alice", Trigger(actor=" "))
+    assert path.read_text() == before
+
+
+def test_add_user_writes_argon2_hashes_and_the_launch_prints_a_sign_in_url(cli, conn, tmp_path, monkeypatch):
     from mlops_cli import uiauth
 
     path = tmp_path / "users"
@@ -839,6 +867,27 @@ def test_add_user_writes_argon2_hashes_and_the_launch_prints_a_sign_in_url(cli, 
     r = cli("ui", "add-user", "bob", "--file", path, "--password-stdin", "--role", "labeller", input="battery 2\n")
     assert f"changed the password of bob in {path}; role viewer -> labeller" in r.output
     assert (path.stat().st_mode & 0o777) == 0o600
+    # each change audited in PostgreSQL, under who made it (--by, else MLOPS_ACTOR, else user@host)
+    r = cli("ui", "add-user", "erin", "--file", path, "--password-stdin", "--role", "viewer", "--by", "root-admin",
+            input="erin's password\n")
+    assert r.exit_code == 0, r.output
+    r = cli("ui", "remove-user", "erin", "--file", path, "--by", "root-admin")
+    assert r.exit_code == 0 and r.output == f"removed erin (viewer) from {path}\n"
+    r = cli("ui", "remove-user", "erin", "--file", path)
+    assert r.exit_code == 1 and r.output == f"Error: No control room user 'erin' in {path}\n"
+    assert query(conn, "SELECT name, change, role_before, role, password_changed, users_file, triggered_by "
+                       "FROM ui_user_changes ORDER BY id") == [
+        ("alice", "added", None, "operator", True, str(path), "cli"),
+        ("bob", "added", None, "viewer", True, str(path), "cli"),
+        ("alice", "changed", "operator", "operator", True, str(path), "cli"),
+        ("bob", "changed", "viewer", "viewer", True, str(path), "cli"),
+        ("bob", "changed", "viewer", "labeller", True, str(path), "cli"),
+        ("erin", "added", None, "viewer", True, str(path), "cli"),
+        ("erin", "removed", "viewer", None, False, str(path), "cli")]
+    assert [a for a, in query(conn, "SELECT actor FROM ui_user_changes WHERE name = 'erin'")] == ["root-admin"] * 2
+    # a name the system writes as its own actor is refused
+    r = cli("ui", "add-user", "cron", "--file", path, "--password-stdin", input="long enough\n")
+    assert r.exit_code == 1 and "Invalid user name 'cron': reserved, it is the actor of the scheduler's runs" in r.output
     users = uiauth.read_users(path)
     assert {n: u.role for n, u in users.items()} == {"alice": "operator", "bob": "labeller"}
     assert all(u.hash.startswith("$argon2id$") for u in users.values())
