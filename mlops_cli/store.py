@@ -890,25 +890,33 @@ def ui_user_changes(conn, name: str | None = None, limit: int = 100) -> list[dic
 
 
 def insert_ui_sign_in(conn, *, name: str, method: str, ok: bool, role: str | None = None,
-                      reason: str | None = None) -> int:
+                      reason: str | None = None, client: str | None = None) -> int:
     return _scalar(
         conn,
-        "INSERT INTO ui_sign_ins (name, method, ok, role, reason) VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (name, method, ok, role, reason),
+        "INSERT INTO ui_sign_ins (name, method, ok, role, reason, client) VALUES (%s, %s, %s, %s, %s, %s) "
+        "RETURNING id",
+        (name, method, ok, role, reason, client),
     )
 
 
-def failed_sign_ins_since_success(conn, name: str, within_seconds: float) -> tuple[int, Any]:
-    """(refused sign-ins of `name` since its last successful one, within the last `within_seconds`;
-    the time of the latest of them). Attempts refused during a pause ('throttled') do not count:
-    whoever keeps trying cannot keep a name locked out."""
+EVERY_CLIENT = object()  # failed_sign_ins_since_success: the name's attempts from anywhere
+
+
+def failed_sign_ins_since_success(conn, name: str, within_seconds: float, client=EVERY_CLIENT) -> tuple[int, Any]:
+    """(refused sign-ins of `name` from `client` (an address, None: unknown; EVERY_CLIENT: from
+    anywhere) since its last successful one from there, within the last `within_seconds`; the time
+    of the latest of them). Attempts refused during a pause ('throttled') do not count: whoever
+    keeps trying cannot make the pause longer."""
+    every = client is EVERY_CLIENT
     row = _one(
         conn,
         """SELECT count(*) AS n, max(at) AS latest FROM ui_sign_ins
            WHERE name = %(name)s AND NOT ok AND reason IS DISTINCT FROM 'throttled'
+             AND (%(every)s OR client IS NOT DISTINCT FROM %(client)s)
              AND at > clock_timestamp() - make_interval(secs => %(within)s)
-             AND at > coalesce((SELECT max(at) FROM ui_sign_ins WHERE name = %(name)s AND ok), '-infinity')""",
-        {"name": name, "within": float(within_seconds)},
+             AND at > coalesce((SELECT max(at) FROM ui_sign_ins WHERE name = %(name)s AND ok
+                                  AND (%(every)s OR client IS NOT DISTINCT FROM %(client)s)), '-infinity')""",
+        {"name": name, "within": float(within_seconds), "every": every, "client": None if every else client},
     )
     return int(row["n"]), row["latest"]
 

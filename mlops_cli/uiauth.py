@@ -16,8 +16,9 @@ Two ways to sign in (UI_AUTH):
 Every identity has a role (mlops_cli.access: viewer, labeller, operator; the token's admin is an
 operator). A sign-in is checked again at every page run (`check_session`): it ends when it is older
 than UI_SESSION_HOURS, when its user's line is gone or changed (password, role) or the token changed.
-Every attempt is recorded in ui_sign_ins, and a name refused MAX_FAILURES times since its last
-success is refused without a check for a pause that doubles (`throttle`).
+Every attempt is recorded in ui_sign_ins (with the client's address), and a name refused
+MAX_FAILURES times from one address since its last success there is refused from that address
+without a check, for a pause that doubles (`throttle`); from anywhere, after NAME_MAX_FAILURES.
 
 UI_PUBLIC_READ=true lets the read-only pages render without a sign-in; the action forms are then
 replaced by a notice. Nothing here imports streamlit: the pages call these rules and keep the
@@ -53,7 +54,8 @@ TOKEN_ROLE = "operator"  # whoever has the sign-in token started the control roo
 # FAILURE_WINDOW_SECONDS), each attempt waits FIRST_PAUSE_SECONDS after the latest refusal, doubled
 # per further refusal, at most MAX_PAUSE_SECONDS. Refusals during a pause do not count (whoever
 # keeps trying cannot keep a name locked out).
-MAX_FAILURES = 5
+MAX_FAILURES = 5          # from one address (the client Streamlit sees)
+NAME_MAX_FAILURES = 50    # from anywhere: the name pauses for everyone
 FAILURE_WINDOW_SECONDS = 15 * 60
 FIRST_PAUSE_SECONDS = 30
 MAX_PAUSE_SECONDS = 15 * 60
@@ -195,23 +197,30 @@ def pause_seconds(failures: int) -> float:
     return min(MAX_PAUSE_SECONDS, FIRST_PAUSE_SECONDS * 2 ** max(0, failures - MAX_FAILURES))
 
 
-def throttle(conn, name: str, now: datetime | None = None) -> SignInRefused | None:
-    """The refusal for an attempt of `name` during its pause, None when it may be checked. Read
-    from ui_sign_ins, and judged by the database's clock (`now` default), so that it holds across
-    the UI's processes and replicas whatever their clocks say."""
+def throttle(conn, name: str, now: datetime | None = None, client: str | None = None) -> SignInRefused | None:
+    """The refusal for an attempt of `name` from `client` during its pause, None when it may be
+    checked. The pause is the address's (MAX_FAILURES refusals of the name from it), so that
+    someone who can reach the page cannot keep a name locked for its owner elsewhere; the name
+    pauses for everyone only after NAME_MAX_FAILURES refusals from anywhere (guessing spread over
+    many addresses). Read from ui_sign_ins, and judged by the database's clock (`now` default), so
+    that it holds across the UI's processes and replicas whatever their clocks say."""
     from . import store
 
-    failures, latest = store.failed_sign_ins_since_success(conn, name, FAILURE_WINDOW_SECONDS)
-    if failures < MAX_FAILURES or latest is None:
-        return None
-    until = latest + timedelta(seconds=pause_seconds(failures))
-    if (now or store.database_now(conn)) >= until:
-        return None
-    until = until.astimezone(timezone.utc)
-    if until.microsecond:  # the next whole second: "after 12:00:31", never a second too early
-        until = until.replace(microsecond=0) + timedelta(seconds=1)
-    return SignInRefused(f"Too many refused sign-ins for {name or 'an empty name'}: try again after "
-                         f"{until:%H:%M:%S} UTC.", "throttled")
+    now = now or store.database_now(conn)
+    for where, limit in ((client, MAX_FAILURES), (store.EVERY_CLIENT, NAME_MAX_FAILURES)):
+        failures, latest = store.failed_sign_ins_since_success(conn, name, FAILURE_WINDOW_SECONDS, where)
+        if failures < limit or latest is None:
+            continue
+        until = latest + timedelta(seconds=pause_seconds(failures - limit + MAX_FAILURES))
+        if now >= until:
+            continue
+        until = until.astimezone(timezone.utc)
+        if until.microsecond:  # the next whole second: "after 12:00:31", never a second too early
+            until = until.replace(microsecond=0) + timedelta(seconds=1)
+        return SignInRefused(f"Too many refused sign-ins for {name or 'an empty name'}"
+                             f"{' from this address' if where is client else ''}: try again after "
+                             f"{until:%H:%M:%S} UTC.", "throttled")
+    return None
 
 
 def _default_connection(settings: Settings):
@@ -220,7 +229,8 @@ def _default_connection(settings: Settings):
     return connection(settings, application_name="mlops-ui-sign-in")
 
 
-def _attempt(settings: Settings, conn_factory, name: str, method: str, check, throttled: bool = True) -> Identity:
+def _attempt(settings: Settings, conn_factory, name: str, method: str, check, throttled: bool = True,
+             client: str | None = None) -> Identity:
     """Run `check` (which returns the Identity or raises SignInRefused) unless `name` is in its
     pause, and record the attempt in ui_sign_ins either way (committed before a refusal is raised).
 
@@ -237,15 +247,16 @@ def _attempt(settings: Settings, conn_factory, name: str, method: str, check, th
             try:
                 if throttled:  # one attempt of a name at a time: parallel tries cannot all pass
                     store.lock_sign_in(conn, name)
-                refused = throttle(conn, name) if throttled else None
+                refused = throttle(conn, name, client=client) if throttled else None
                 if refused is not None:
                     raise refused  # not even checked
                 identity = check()
             except SignInRefused as exc:
-                store.insert_ui_sign_in(conn, name=name, method=method, ok=False, reason=exc.reason)
+                store.insert_ui_sign_in(conn, name=name, method=method, ok=False, reason=exc.reason, client=client)
                 conn.commit()
                 raise
-            store.insert_ui_sign_in(conn, name=identity.name, method=method, ok=True, role=identity.role)
+            store.insert_ui_sign_in(conn, name=identity.name, method=method, ok=True, role=identity.role,
+                                    client=client)
             conn.commit()
             return identity
     except (psycopg2.Error, OSError, Unavailable) as exc:  # the details go to the log, not to the form
@@ -268,16 +279,17 @@ def _check_token(settings: Settings, token: str | None) -> Identity:
     return Identity(admin_name(settings), "token", TOKEN_ROLE, time.time(), _token_fingerprint(settings))
 
 
-def sign_in_with_token(settings: Settings, token: str | None, conn_factory=None) -> Identity:
-    """conn_factory(): a context-managed connection (default: db.connection) for ui_sign_ins."""
+def sign_in_with_token(settings: Settings, token: str | None, conn_factory=None, client: str | None = None) -> Identity:
+    """conn_factory(): a context-managed connection (default: db.connection) for ui_sign_ins;
+    client: the address the attempt comes from (recorded)."""
     if mode(settings) != "token":
         return _attempt(settings, conn_factory, "", "token", lambda: _refuse(
             "Sign-in links are off (UI_AUTH=users): sign in with your name and password.", "token sign-in is off"),
-            throttled=False)
+            throttled=False, client=client)
     # recorded, not throttled: the token is a 256-bit secret, and a pause would only let anyone who
     # reaches the page lock the admin out with five wrong tokens
     return _attempt(settings, conn_factory, admin_name(settings), "token", lambda: _check_token(settings, token),
-                    throttled=False)
+                    throttled=False, client=client)
 
 
 def _refuse(message: str, reason: str):
@@ -475,14 +487,16 @@ def _check_password(settings: Settings, name: str, password: str | None) -> Iden
 
 
 def sign_in_with_password(settings: Settings, name: str | None, password: str | None,
-                          conn_factory=None) -> Identity:
-    """conn_factory(): a context-managed connection (default: db.connection) for ui_sign_ins."""
+                          conn_factory=None, client: str | None = None) -> Identity:
+    """conn_factory(): a context-managed connection (default: db.connection) for ui_sign_ins;
+    client: the address the attempt comes from (the throttle's unit, recorded)."""
     name = (name or "").strip()
     if mode(settings) != "users":
         return _attempt(settings, conn_factory, name, "password", lambda: _refuse(
             "Password sign-in is off (UI_AUTH=token): open the sign-in URL printed by `mlops ui`.",
-            "password sign-in is off"), throttled=False)
-    return _attempt(settings, conn_factory, name, "password", lambda: _check_password(settings, name, password))
+            "password sign-in is off"), throttled=False, client=client)
+    return _attempt(settings, conn_factory, name, "password", lambda: _check_password(settings, name, password),
+                    client=client)
 
 
 # --- a session, at every page run ---------------------------------------------------------------------------

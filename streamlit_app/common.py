@@ -188,13 +188,23 @@ def _sign_in_connection(s: Settings):
     return connection(s, application_name="mlops-ui")
 
 
+def _client() -> str | None:
+    """The address of the browser signing in, as Streamlit sees it (None when it cannot tell)."""
+    try:
+        address = st.context.ip_address
+    except Exception:  # an older Streamlit, or outside a browser session
+        return None
+    return address if isinstance(address, str) and address else None  # AppTest has no real one
+
+
 def _sign_in_from_url(s: Settings) -> None:
     """The sign-in URL printed by `mlops ui` (?token=...): checked, then removed from the address bar."""
     token = st.query_params.get(uiauth.TOKEN_PARAM)
     if token is None:
         return
     del st.query_params[uiauth.TOKEN_PARAM]  # not left in the history or on a shared screen
-    _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s)), rerun=False)
+    _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s), client=_client()),
+             rerun=False)
 
 
 def _sign_in(check, rerun: bool = True, notice=None) -> None:
@@ -242,10 +252,11 @@ def sign_in_form(s: Settings, notice=None) -> None:
         go = st.form_submit_button("Sign in", key="signin_submit", type="primary")
     if go:
         if how == "users":
-            _sign_in(lambda: uiauth.sign_in_with_password(s, name, password, lambda: _sign_in_connection(s)),
-                     notice=notice)
+            _sign_in(lambda: uiauth.sign_in_with_password(s, name, password, lambda: _sign_in_connection(s),
+                                                          client=_client()), notice=notice)
         else:
-            _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s)), notice=notice)
+            _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s), client=_client()),
+                     notice=notice)
 
 
 def sidebar() -> None:

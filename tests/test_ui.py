@@ -1111,7 +1111,7 @@ def test_sign_ins_are_recorded_and_throttled_after_five_refusals(conn, tmp_path,
     until = until.replace(microsecond=0) + timedelta(seconds=1 if until.microsecond else 0)
     assert signed_in_as(at) is None
     assert [shown(e.value) for e in at.error] == [
-        f"Too many refused sign-ins for alice: try again after {until:%H:%M:%S} UTC."]
+        f"Too many refused sign-ins for alice from this address: try again after {until:%H:%M:%S} UTC."]
     sign_in(at, "bob")  # another name is not held up
     assert signed_in_as(at) == "bob"
     assert sign_ins(conn) == (
@@ -1128,6 +1128,32 @@ def test_sign_ins_are_recorded_and_throttled_after_five_refusals(conn, tmp_path,
     assert shown(at.error[0].value) == "Wrong name or password."
     assert sign_ins(conn)[-2:] == [("alice", "password", True, "operator", None),
                                    ("alice", "password", False, None, "wrong password")]
+
+
+def test_the_pause_is_the_failing_addresss_not_the_names_for_everyone(conn, tmp_path, monkeypatch):
+    """Someone who can reach the page and fails five times as alice pauses alice from their
+    address only: alice signs in from hers. Guessing spread over many addresses pauses the name
+    for everyone after NAME_MAX_FAILURES."""
+    from mlops_cli import uiauth
+
+    own_users(tmp_path, monkeypatch, alice="operator")
+    s = config.load_settings()
+    for i in range(uiauth.MAX_FAILURES):
+        with pytest.raises(uiauth.SignInRefused, match="^Wrong name or password.$"):
+            uiauth.sign_in_with_password(s, "alice", f"guess-{i}", client="203.0.113.7")
+    with pytest.raises(uiauth.SignInRefused, match="^Too many refused sign-ins for alice from this address: "):
+        uiauth.sign_in_with_password(s, "alice", password_of("alice"), client="203.0.113.7")
+    assert uiauth.sign_in_with_password(s, "alice", password_of("alice"), client="198.51.100.2").name == "alice"
+    assert query(conn, "SELECT client, ok, reason FROM ui_sign_ins ORDER BY id")[-2:] == [
+        ("203.0.113.7", False, "throttled"), ("198.51.100.2", True, None)]
+    # her success elsewhere does not reset the other address's count
+    with pytest.raises(uiauth.SignInRefused, match="from this address"):
+        uiauth.sign_in_with_password(s, "alice", "guess-again", client="203.0.113.7")
+    for i in range(uiauth.NAME_MAX_FAILURES):  # four guesses from each of many addresses
+        with pytest.raises(uiauth.SignInRefused, match="^Wrong name or password.$"):
+            uiauth.sign_in_with_password(s, "alice", f"spread-{i}", client=f"192.0.2.{i // 4}")
+    with pytest.raises(uiauth.SignInRefused, match="^Too many refused sign-ins for alice: try again after "):
+        uiauth.sign_in_with_password(s, "alice", password_of("alice"), client="198.51.100.2")
 
 
 def query_exec(conn, sql, params=None) -> None:
