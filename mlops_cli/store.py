@@ -1135,11 +1135,11 @@ def window_feedback_pairs(conn, start, end, version: str | None = None,
         return [(int(a), int(b), int(n)) for a, b, n in cur.fetchall()]
 
 
-def record_labelling_offers(conn, inference_ids: Sequence[int]) -> None:
-    """The predictions the labelling queue offered (the first offer of each is kept)."""
+def record_labelling_offers(conn, inference_ids: Sequence[int], offered_to: str) -> None:
+    """The predictions the labelling queue offered to `offered_to` (the first offer of each is kept)."""
     if inference_ids:
-        _exec(conn, """INSERT INTO labelling_offers (inference_id) SELECT unnest(%s::bigint[])
-                       ON CONFLICT (inference_id) DO NOTHING""", (list(map(int, inference_ids)),))
+        _exec(conn, """INSERT INTO labelling_offers (inference_id, offered_to) SELECT unnest(%s::bigint[]), %s
+                       ON CONFLICT (inference_id) DO NOTHING""", (list(map(int, inference_ids)), offered_to))
 
 
 def prune_labelling_offers(conn, before) -> int:

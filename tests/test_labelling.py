@@ -89,8 +89,8 @@ def test_queue_ranks_by_chance_of_error_one_entry_per_product_and_skips_labelled
     assert query(conn, "SELECT count(*) FROM labelling_offers") == [(0,)]
     offered = labelling_queue(conn, settings, limit=50, days=7, offered_to=Principal("lena", "labeller", "password"))
     assert offered == items
-    assert query(conn, "SELECT count(*) FROM labelling_offers WHERE inference_id = ANY(%s)",
-                 ([it.inference_id for it in items],)) == [(len(items),)]
+    assert query(conn, "SELECT offered_to, count(*) FROM labelling_offers WHERE inference_id = ANY(%s) GROUP BY 1",
+                 ([it.inference_id for it in items],)) == [("lena", len(items))]  # who they were offered to
     assert [it.productid for it in labelling_queue(conn, settings, limit=2)] == by_product[:2]
     # a label removes its product from the queue
     store.insert_feedback(conn, true_code=10, productid=102, submitted_by="pytest")

@@ -1052,7 +1052,7 @@ def test_roles_decide_which_forms_a_person_gets(seeded, db_conn, users):
 
     at.switch_page("pages/6_Labelling.py").run(timeout=TIMEOUT)
     item = at.selectbox(key="labelling_item").value
-    assert query(db_conn, "SELECT count(*) FROM labelling_offers WHERE inference_id = %s", (item,)) == [(1,)]
+    assert query(db_conn, "SELECT offered_to FROM labelling_offers WHERE inference_id = %s", (item,)) == [("lena",)]
     submit(at, "labelling_submit", labelling_code=2583)
     no_exception(at)
     assert query(db_conn, "SELECT inference_id, submitted_by FROM feedback ORDER BY id DESC LIMIT 1") == [

@@ -191,6 +191,6 @@ def labelling_queue(conn, settings: Settings, *, limit: int = DEFAULT_LIMIT, day
     if offered_to is not None and allows(offered_to.role, LABEL):
         # remembered (committed): a label given on an offered prediction is not a sample of the
         # traffic, and performance drift leaves it out (steps/drift.py)
-        store.record_labelling_offers(conn, [it.inference_id for it in items])
+        store.record_labelling_offers(conn, [it.inference_id for it in items], offered_to.name)
         conn.commit()
     return items
