@@ -75,11 +75,21 @@ def trigger_of(by: str | None = None, **kw):
 
 
 class DomainError(click.ClickException):
-    """A domain error as click shows it (`Error: <message>`), with the exit code of its kind."""
+    """A domain error as click shows it (`Error: <message>`), with the exit code of its kind; with
+    MLOPS_LOG_FORMAT=json (the cron image), one JSON line like every other log line of the run."""
 
     def __init__(self, message: str, code: str):
         super().__init__(message)
+        self.code = code
         self.exit_code = EXIT_CODES.get(code, 1)
+
+    def show(self, file=None) -> None:
+        if os.environ.get("MLOPS_LOG_FORMAT") != "json":
+            return super().show(file)
+        click.echo(json.dumps({"time": _JsonFormatter().formatTime(logging.makeLogRecord({})), "level": "ERROR",
+                               "logger": "mlops_cli.cli", "message": self.format_message(),
+                               "error_code": self.code, "exit_code": self.exit_code}),
+                   file=file or sys.stderr)
 
 
 def domain_errors(fn):

@@ -76,6 +76,11 @@ def test_domain_errors_exit_with_the_code_of_their_kind(error, code):
     assert EXIT_CODES[cls.code] == code
     r = CliRunner().invoke(command, ["--step"])
     assert (r.exit_code, r.output) == (code, "Error: load failed (run #3): could not read\n")
+    # the cron image logs JSON: the error is one JSON line of the same stream, with its kind
+    r = CliRunner().invoke(command, ["--step"], env={"MLOPS_LOG_FORMAT": "json"})
+    line = json.loads(r.output)
+    assert r.exit_code == code and (line["level"], line["message"], line["error_code"], line["exit_code"]) == (
+        "ERROR", "load failed (run #3): could not read", cls.code, code)
 
 
 def test_an_unknown_alert_is_a_clear_cli_error(cli, conn):
