@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import query, wait_for
@@ -156,6 +157,28 @@ def test_a_rejected_first_copy_does_not_make_a_good_second_copy_a_duplicate(tmp_
     assert dict(query(conn, "SELECT productid, prdtypecode FROM products")) == {100000: 40, 100002: 1280}
     assert dict(query(conn, "SELECT source_index, reason FROM rejected_rows")) == {
         "0": "unknown prdtypecode 9999", "2": "empty designation (title)"}
+
+
+def test_a_first_copy_rejected_in_an_earlier_batch_does_not_make_a_later_copy_a_duplicate(tmp_path, settings, conn):
+    """Copy A of a product is rejected by one batch (its title over MAX_TITLE_CHARS), the limit is
+    then raised: A is valid now but was never loaded, so copy B, in the next batch, is loaded
+    (before, B was refused as A's duplicate and the product never reached the catalogue)."""
+    from mlops_cli.sources import seeded_order
+
+    rows = valid_rows(20)
+    order = list(seeded_order(pd.Series([str(r["productid"]) for r in rows]), settings.load_seed))
+    rank = 12
+    twin = dict(rows[order[rank]])
+    rows[order[rank]]["designation"] = "Un titre de trente et un signes"  # copy A: 31 characters
+    rows.append(twin)  # copy B, later in the file: right after A in load order (ties keep file order)
+    x, y = write_pair(tmp_path / "src", rows)
+    first = load(conn, settings.replace(max_title_chars=30, initial_load_fraction=(rank + 0.5) / len(rows)),
+                 Trigger(), x_path=str(x), y_path=str(y))
+    assert (first.outputs["end_offset"], first.outputs["rows_rejected"]) == (rank + 1, 1)
+    second = load(conn, settings.replace(load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y), force=True)
+    assert second.outputs["rows_rejected"] == 0, query(conn, "SELECT reason FROM rejected_rows")
+    assert query(conn, "SELECT designation FROM products WHERE productid = %s", (twin["productid"],)) == \
+        [(twin["designation"],)]
 
 
 def test_x_and_y_in_different_row_orders_are_matched_by_their_index(tmp_path, settings, conn):

@@ -229,10 +229,14 @@ def load(
         limits = {"designation": ("MAX_TITLE_CHARS", settings.max_title_chars),
                   "description": ("MAX_DESCRIPTION_CHARS", settings.max_description_chars)}
         # Validity and the first valid occurrence of each product in load order, over the whole
-        # source, so a duplicate is rejected the same way whichever batch it falls in.
+        # source, so a duplicate is rejected the same way whichever batch it falls in. Before
+        # `start`, what counts is what was loaded (a row rejected then, under other limits, is
+        # valid now but not in the catalogue: a later copy is not its duplicate).
         checked = row_reasons(ordered, limits)
         keys = productid_keys(ordered)
-        valid_keys = keys.where(checked == "")
+        earlier = pd.Series(range(len(ordered)), index=ordered.index) < start
+        loaded_before = set(store.existing_productids(conn, [int(p) for p in keys[earlier].dropna()]))
+        valid_keys = keys.where((checked == "") & ~earlier | earlier & keys.isin(loaded_before))
         position = pd.Series(ordered.index, index=ordered.index)
         first_seen = position.where(valid_keys.notna()).groupby(valid_keys.values).transform("first") \
             .fillna(position)
