@@ -23,7 +23,7 @@ from .categories import category_name
 from .config import Settings
 from .errors import Conflict, SourceError
 from .features import has_letter_or_digit
-from .sources import field_count_problem, separator_hint
+from .sources import separator_hint, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ def _chunks(path: Path):
     except pd.errors.EmptyDataError:
         raise SourceError(f"input file {path} is empty") from None
     except pd.errors.ParserError as exc:
-        raise SourceError(f"input file {path} is not a readable CSV: "
-                          + (field_count_problem(path) or str(exc).strip())) from None
+        raise unreadable(path, "input", exc) from None
 
 
 def resolve_model(settings: Settings, version: str | int | None):

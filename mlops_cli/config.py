@@ -222,7 +222,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     return s
 
 
-AT_LEAST = {"MAX_TITLE_CHARS": 1, "MAX_DESCRIPTION_CHARS": 1, "MAX_PER_CLASS": 1, "MAX_BATCH_SIZE": 1,
-            "MAX_TEXT_CHARS": 1, "INFERENCE_LOG_BUFFER": 1, "DRIFT_MIN_SAMPLES": 1, "STEP_RETRIES": 1,
+# (MAX_PER_CLASS 0 is "no cap", STEP_RETRIES 0 one attempt: both meant that before the check)
+AT_LEAST = {"MAX_TITLE_CHARS": 1, "MAX_DESCRIPTION_CHARS": 1, "MAX_PER_CLASS": 0, "MAX_BATCH_SIZE": 1,
+            "MAX_TEXT_CHARS": 1, "INFERENCE_LOG_BUFFER": 1, "DRIFT_MIN_SAMPLES": 1, "STEP_RETRIES": 0,
             "NOTIFY_RETRIES": 0, "ALERT_COOLDOWN_HOURS": 0, "INFERENCE_LOG_PARTITIONS_AHEAD": 0,
             "INFERENCE_LOG_LOCK_TIMEOUT_MS": 1, "INFERENCE_LOG_FLUSH_SECONDS": 0}

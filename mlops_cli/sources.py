@@ -28,6 +28,16 @@ def separator_hint(names) -> str:
     return ""
 
 
+def unreadable(path: Path, label: str, exc: Exception) -> SourceError:
+    """The error for a file pandas cannot parse: where a row has more fields than the header (or
+    where it stops being UTF-8: pandas stops at the fields first)."""
+    try:
+        where = field_count_problem(path)
+    except UnicodeDecodeError:
+        return SourceError(f"{label} file {path} is not valid UTF-8 ({first_bad_byte(path)}); re-encode it as UTF-8")
+    return SourceError(f"{label} file {path} is not a readable CSV: " + (where or str(exc).strip()))
+
+
 def field_count_problem(path: Path) -> str:
     """Where a row holds more fields than the header (pandas' own error names no line), with the
     separator hint when the header has no comma. Read again, on this error path only."""
@@ -68,8 +78,7 @@ def _read(path: Path, expected: tuple[str, ...], label: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise SourceError(f"{label} file {path} is empty") from None
     except pd.errors.ParserError as exc:
-        where = field_count_problem(path)
-        raise SourceError(f"{label} file {path} is not a readable CSV: " + (where or str(exc).strip())) from None
+        raise unreadable(path, label, exc) from None
     missing = [c for c in expected if c not in df.columns]
     if missing:
         raise SourceError(

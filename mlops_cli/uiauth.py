@@ -415,9 +415,13 @@ def _audited(conn, path: Path, change: dict, write) -> None:
         write()
         conn.commit()
     except BaseException:
-        conn.rollback()
-        if old is not None and path.is_file() and path.read_text(encoding="utf-8") != old:
-            _write_users(path, old)
+        try:
+            conn.rollback()
+        finally:  # the file as it was, even when the connection is gone
+            if old is None:
+                path.unlink(missing_ok=True)
+            elif path.is_file() and path.read_text(encoding="utf-8") != old:
+                _write_users(path, old)
         raise
 
 

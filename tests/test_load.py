@@ -290,6 +290,8 @@ def test_field_caps_are_settings(tmp_path, cli, monkeypatch):
                                "CSV files are comma-separated"),
     ("extra_field", "X file {x} is not a readable CSV: line 4 has 6 fields, the header 5 (a comma inside an "
                     "unquoted text?)"),
+    # pandas stops at the fields before it decodes: the encoding is still what is named
+    ("latin1_and_extra_field", "X file {x} is not valid UTF-8 (byte b'\\xe9' at offset 56, line 2 of the file)"),
 ])
 def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, settings, conn, problem, message):
     x, y = write_pair(tmp_path / "ok", valid_rows(4))
@@ -311,10 +313,12 @@ def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, setting
         bx.write_text(bx.read_text().replace(",", ";"))
     elif problem == "semicolons_and_a_comma":
         bx.write_text(bx.read_text().replace(",", ";").replace("Produit numéro 1;", "Produit numéro 1, rouge;"))
-    elif problem == "extra_field":
+    elif problem in ("extra_field", "latin1_and_extra_field"):
         lines = bx.read_text().splitlines()
         lines[3] += ",de trop"
         bx.write_text("\n".join(lines) + "\n")
+        if problem == "latin1_and_extra_field":
+            bx.write_bytes(bx.read_bytes().replace("numéro".encode(), "numéro".encode("latin-1")))
     from mlops_cli.runs import StepFailed
 
     with pytest.raises(StepFailed) as info:

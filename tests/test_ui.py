@@ -850,6 +850,24 @@ def test_a_users_change_and_its_audit_row_are_one(settings, conn, tmp_path):
         uiauth.remove_user(conn, path, "alice", Trigger(actor=" "))
     assert path.read_text() == before
 
+    # the connection lost after the file is written, before the commit: the file is put back (a
+    # new file: taken away), and no row is left
+    def lost_after_writing(step_conn, target, write):
+        def write_then_lose():
+            write()
+            with db.connection(settings) as other:
+                query(other, "SELECT pg_terminate_backend(%s)", (step_conn.get_backend_pid(),))
+        return write_then_lose
+
+    for target, expected in ((path, before), (tmp_path / "new-users", None)):
+        victim = db.connect(settings)
+        with pytest.raises(psycopg2.Error):
+            uiauth._audited(victim, target, {"name": "bob", "change": "added", "role_before": None, "role": "viewer",
+                                             "password_changed": True, "actor": "root-admin", "triggered_by": "cli"},
+                            lost_after_writing(victim, target, lambda t=target: uiauth.add_user(t, "bob", "bob's pw!")))
+        assert (target.read_text() if target.exists() else None) == expected
+    assert query(conn, "SELECT count(*) FROM ui_user_changes") == [(0,)]
+
 
 def test_add_user_writes_argon2_hashes_and_the_launch_prints_a_sign_in_url(cli, conn, tmp_path, monkeypatch):
     from mlops_cli import uiauth
