@@ -191,25 +191,30 @@ def batch_for_slot(conn, slot: str) -> dict | None:
     return _one(conn, "SELECT * FROM load_batches WHERE slot = %s AND NOT forced ORDER BY id LIMIT 1", (slot,))
 
 
-def last_batch(conn, sources_x: list[str] | None = None, *, source_key: str | None = None,
-               source_rows: int | None = None) -> dict | None:
+def last_batch(conn, sources_x: list[str] | None = None) -> dict | None:
     """The batch that went furthest into any of `sources_x` (the spellings of one X file's path;
-    any source when None), with `source_key` when given (a batch from before the key was
-    recorded: with `source_rows`); furthest: its end_offset, then the newest."""
+    any source when None)."""
     return _one(
         conn,
-        """SELECT * FROM load_batches WHERE (%(x)s::text[] IS NULL OR source_x = ANY(%(x)s::text[]))
-             AND (%(key)s::text IS NULL OR source_key = %(key)s
-                  OR (source_key IS NULL AND source_rows = %(n)s))
+        """SELECT * FROM load_batches WHERE (%s::text[] IS NULL OR source_x = ANY(%s::text[]))
            ORDER BY end_offset DESC, id DESC LIMIT 1""",
-        {"x": sources_x, "key": source_key, "n": source_rows},
+        (sources_x, sources_x),
     )
 
 
-def newest_batch(conn, sources_x: list[str]) -> dict | None:
-    """The newest batch loaded from any of `sources_x`."""
-    return _one(conn, "SELECT * FROM load_batches WHERE source_x = ANY(%s::text[]) ORDER BY id DESC LIMIT 1",
-                (sources_x,))
+def batches_from(conn, sources_x: list[str]) -> list[dict]:
+    """Every batch loaded from any of `sources_x` (the spellings of one X file's path), oldest first."""
+    return _all(conn, """SELECT id, source_key, source_rows, start_offset, end_offset FROM load_batches
+                         WHERE source_x = ANY(%s::text[]) ORDER BY id""", (sources_x,))
+
+
+def productids_of_batches(conn, batch_ids: list[int]) -> set[int]:
+    """The catalogue products these batches loaded."""
+    if not batch_ids:
+        return set()
+    return {r["productid"] for r in _all(conn, """SELECT productid FROM products
+                                                  WHERE batch_id = ANY(%s::int[]) AND source = 'catalogue'""",
+                                         (list(batch_ids),))}
 
 
 def batch_sources(conn) -> list[str]:

@@ -212,11 +212,11 @@ def test_the_next_batch_continues_whatever_the_path_spelling(tmp_path, settings,
     assert query(conn, "SELECT source_x FROM load_batches ORDER BY id DESC LIMIT 1") == [(str(x.resolve()),)]
 
 
-def test_a_source_that_changes_at_the_same_path_starts_again_and_skips_no_product(tmp_path, settings, conn):
+def test_a_source_that_changes_at_the_same_path_loads_every_product_once(tmp_path, settings, conn):
     """Offsets are positions in the load order of one set of products: a file that grew (the
-    full catalogue downloaded over a sample) or was replaced takes its rows from the start again,
-    the products already loaded rejected as such; before, the new products hashed before the old
-    offset were never loaded. Back to the first file, its offsets resume."""
+    full catalogue downloaded over a sample) or was replaced is taken in its new order, without
+    the products it gave before; before, the new products hashed before the old offset were never
+    loaded. Back to the first file, nothing is left to take."""
     s = settings.replace(initial_load_fraction=0.5, load_fraction=0.5)
     small = valid_rows(100)
     x, y = write_pair(tmp_path / "src", small)
@@ -225,24 +225,63 @@ def test_a_source_that_changes_at_the_same_path_starts_again_and_skips_no_produc
     assert "source_changed" not in first.outputs
     write_pair(tmp_path / "src", small + valid_rows(100, start=500000))  # the same path, 200 rows now
     grown = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
-    assert (grown.outputs["start_offset"], grown.outputs["end_offset"]) == (0, 100)
-    assert grown.outputs["source_changed"] == {"since_batch": first.outputs["batch_id"], "rows_then": 100,
-                                               "rows_now": 200}
-    assert grown.message.endswith("; X_train_update.csv changed since batch #%d (100 rows then, 200 now, or other "
-                                  "products): its rows are taken from the start again, the products already loaded "
-                                  "rejected as such, so none is skipped" % first.outputs["batch_id"])
-    assert grown.outputs["rows_loaded"] + grown.outputs["rows_rejected"] == 100
+    changed = grown.outputs["source_changed"]
+    assert (changed["since_batch"], changed["rows_then"], changed["rows_now"]) == (first.outputs["batch_id"], 100, 200)
+    assert (grown.outputs["start_offset"], grown.outputs["rows_loaded"], grown.outputs["rows_rejected"]) == (0, 100, 0)
+    assert grown.outputs["end_offset"] == 100 + changed["skipped_loaded_before"]  # the 50 given before passed over
+    assert grown.message.endswith(
+        f"; X_train_update.csv changed since batch #{first.outputs['batch_id']} (100 rows then, 200 now, or other "
+        f"products): its rows are taken in the new order, without the products it gave before "
+        f"({changed['skipped_loaded_before']} passed over here), so none is skipped")
     again = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
-    assert (again.outputs["start_offset"], again.outputs["end_offset"]) == (100, 200)
-    assert "source_changed" not in again.outputs
+    assert (again.outputs["start_offset"], again.outputs["end_offset"]) == (grown.outputs["end_offset"], 200)
+    assert (again.outputs["rows_loaded"], again.outputs["rows_rejected"]) == (50, 0) and "source_changed" not in again.outputs
     assert load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True).status == "skipped"  # exhausted
-    assert query(conn, "SELECT count(*) FROM products")[0][0] == 200  # every product, none skipped
-    assert query(conn, "SELECT count(*) FROM rejected_rows WHERE reason LIKE 'duplicate productid %% (already loaded in batch %%'")[0][0] == 50
-    write_pair(tmp_path / "src", small)  # the first file back: its own offsets go on (50 -> 100)
+    assert query(conn, "SELECT count(*) FROM products")[0][0] == 200  # every product, once
+    assert query(conn, "SELECT count(*) FROM rejected_rows")[0][0] == 0
+    write_pair(tmp_path / "src", small)  # the first file back: all its products are in
     back = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
-    assert (back.outputs["start_offset"], back.outputs["end_offset"]) == (50, 100)
-    assert "source_changed" not in back.outputs  # its own offsets: not a change
-    assert (back.outputs["rows_loaded"], back.outputs["rows_rejected"]) == (0, 50)  # loaded with the 200
+    assert back.status == "skipped" and back.message.startswith("source exhausted: all 100 rows")
+
+
+def test_batches_from_before_the_source_key_continue_only_in_their_own_order(tmp_path, settings, conn):
+    """A batch recorded before migration 018 has no key: the next load continues its offsets when
+    its products all stand before its end in the order the file has now; under another LOAD_SEED
+    (the same size, another order) it is a change, and no product is skipped."""
+    s = settings.replace(initial_load_fraction=0.3, load_fraction=0.3)
+    x, y = write_pair(tmp_path / "src", valid_rows(100))
+    load(conn, s, Trigger(), x_path=str(x), y_path=str(y))
+    query(conn, "UPDATE load_batches SET source_key = NULL RETURNING id")
+    conn.commit()
+    go_on = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
+    assert (go_on.outputs["start_offset"], go_on.outputs["end_offset"]) == (30, 60)
+    assert "source_changed" not in go_on.outputs
+    query(conn, "UPDATE load_batches SET source_key = NULL RETURNING id")
+    conn.commit()
+    reseeded = load(conn, s.replace(load_seed=s.load_seed + 1), Trigger(), x_path=str(x), y_path=str(y), force=True)
+    assert reseeded.outputs["start_offset"] == 0 and "source_changed" in reseeded.outputs
+    assert (reseeded.outputs["rows_loaded"], reseeded.outputs["rows_rejected"]) == (30, 0)
+    assert query(conn, "SELECT count(*) FROM products")[0][0] == 90
+
+
+def test_a_source_that_grows_every_week_keeps_moving(tmp_path, settings, conn):
+    """A file that gets a few products before each load (a feed appended to in place): every load
+    takes products not loaded yet, none is refused as already loaded, and the catalogue ends with
+    every product."""
+    s = settings.replace(initial_load_fraction=0.1, load_fraction=0.1)
+    rows = valid_rows(100)
+    x, y = write_pair(tmp_path / "src", rows)
+    loaded = []
+    for week in range(8):
+        r = load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True)
+        assert r.status == "succeeded" and r.outputs["rows_rejected"] == 0 and not r.outputs.get("all_rejected"), r.message
+        loaded.append(r.outputs["rows_loaded"])
+        rows = rows + valid_rows(1, start=700000 + week)
+        write_pair(tmp_path / "src", rows)
+    assert loaded == [10] + [11] * 7  # ceil(10% of the rows then)
+    while load(conn, s, Trigger(), x_path=str(x), y_path=str(y), force=True).status == "succeeded":
+        pass
+    assert query(conn, "SELECT count(*) FROM products")[0][0] == len(rows) == 108
 
 
 def test_oversized_fields_are_rejected_with_their_length_not_loaded(tmp_path, settings, conn):

@@ -64,6 +64,16 @@ def same_file(recorded: str, x: Path) -> bool:
         return False
 
 
+def _same_order(conn, batch: dict, keys: pd.Series, n: int, *, keyed: bool) -> bool:
+    """Whether a batch from before migration 018 (no key) took its rows from this order: until a
+    batch of the file has a key, one of the same size whose products all stand in its own
+    offsets' window here (another seed or other products scatter them)."""
+    if keyed or batch["source_rows"] != n:
+        return False
+    window = set(keys.iloc[batch["start_offset"]:batch["end_offset"]].dropna())
+    return store.productids_of_batches(conn, [batch["id"]]) <= window
+
+
 def source_key(productids: pd.Series, seed: int) -> str:
     """What a batch's offsets are positions among: the seed and the productids in load order
     (migration 018). Not the texts: an edited row does not move the others."""
@@ -207,42 +217,54 @@ def load(
         order = seeded_order(source["productid"].str.strip(), settings.load_seed)
         ordered = source.iloc[order]
         key = source_key(ordered["productid"], settings.load_seed)
-        # Offsets are per source file and per key (the products they are positions among); the
-        # initial fraction applies to an empty catalogue.
+        keys = productid_keys(ordered)
+        # Offsets are positions among one set of products (the key); the initial fraction applies
+        # to an empty catalogue. What this file gave under another key (before it grew or was
+        # replaced) is not taken again, wherever its new order puts it (docs/PIPELINE.md).
         spellings = [r for r in store.batch_sources(conn) if same_file(r, x)] or [str(x)]
-        previous = store.last_batch(conn, spellings, source_key=key, source_rows=n)
+        batches = store.batches_from(conn, spellings)
+        same = [b for b in batches if b["source_key"] == key or b["source_key"] is None and
+                _same_order(conn, b, keys, n, keyed=any(c["source_key"] for c in batches))]
+        other = [b for b in batches if b not in same]
+        previous = max(same, key=lambda b: (b["end_offset"], b["id"]), default=None)
         start = previous["end_offset"] if previous else 0
-        changed = None if previous else store.newest_batch(conn, spellings)
+        taken = store.productids_of_batches(conn, [b["id"] for b in other])
         first = store.last_batch(conn) is None
         fraction = settings.initial_load_fraction if first else settings.load_fraction
-        end = min(n, start + max(1, math.ceil(fraction * n)))
+        want = max(1, math.ceil(fraction * n))
+        position = pd.Series(range(n), index=ordered.index)
+        open_ = (position >= start) & ~keys.isin(taken)
+        chosen = position[open_].iloc[:want]
+        end = n if len(chosen) < want else int(chosen.iloc[-1]) + 1
+        selected = open_ & (position < end)
         step.outputs["source_key"] = key
-        if changed is not None:
+        if batches and batches[-1] in other:  # the file changed since its last batch
+            changed = batches[-1]
+            skipped = int(((position >= start) & (position < end) & ~selected).sum())
             step.outputs["source_changed"] = {"since_batch": changed["id"], "rows_then": changed["source_rows"],
-                                              "rows_now": n}
-            log.warning("%s changed since batch #%d (%d rows then, %d now, or other products): its offsets "
-                        "start again", x, changed["id"], changed["source_rows"], n)
-        if start >= n:
+                                              "rows_now": n, "skipped_loaded_before": skipped}
+            log.warning("%s changed since batch #%d (%d rows then, %d now, or other products): the products it "
+                        "gave before are not taken again", x, changed["id"], changed["source_rows"], n)
+        if not len(chosen):
             step.skip(f"source exhausted: all {n} rows of {x.name} are loaded; nothing to load")
             step.outputs.update({"source_rows": n, "rows_loaded": 0})
             return
         limits = {"designation": ("MAX_TITLE_CHARS", settings.max_title_chars),
                   "description": ("MAX_DESCRIPTION_CHARS", settings.max_description_chars)}
         # Validity and the first valid occurrence of each product in load order, over the whole
-        # source, so a duplicate is rejected the same way whichever batch it falls in. Before
-        # `start`, what counts is what was loaded (a row rejected then, under other limits, is
+        # source, so a duplicate is rejected the same way whichever batch it falls in. Before the
+        # batch, what counts is what was loaded (a row rejected then, under other limits, is
         # valid now but not in the catalogue: a later copy is not its duplicate).
         checked = row_reasons(ordered, limits)
-        keys = productid_keys(ordered)
-        earlier = pd.Series(range(len(ordered)), index=ordered.index) < start
+        earlier = (position < end) & ~selected
         loaded_before = set(store.existing_productids(conn, [int(p) for p in keys[earlier].dropna()]))
         valid_keys = keys.where((checked == "") & ~earlier | earlier & keys.isin(loaded_before))
-        position = pd.Series(ordered.index, index=ordered.index)
-        first_seen = position.where(valid_keys.notna()).groupby(valid_keys.values).transform("first") \
-            .fillna(position)
-        rows, keys = ordered.iloc[start:end], keys.iloc[start:end]
+        source_index = pd.Series(ordered.index, index=ordered.index)
+        first_seen = source_index.where(valid_keys.notna()).groupby(valid_keys.values).transform("first") \
+            .fillna(source_index)
+        rows, keys = ordered[selected.values], keys[selected.values]
         log.info("validating %d rows (offset %d to %d of %d)", len(rows), start, end, n)
-        reasons = duplicate_reasons(rows, checked.iloc[start:end], keys, first_seen.iloc[start:end],
+        reasons = duplicate_reasons(rows, checked[selected.values], keys, first_seen[selected.values],
                                     store.existing_productids(conn, [int(p) for p in keys.dropna()]))
         good = rows[reasons == ""]
         good_ids = [int(p) for p in keys[reasons == ""]]
@@ -282,10 +304,12 @@ def load(
         })
         step.message = (f"batch #{batch_id} for {slot}: {len(good)} rows loaded, {len(bad)} rejected "
                         f"(source rows {start}-{end} of {n})")
-        if changed is not None:
-            step.message += (f"; {x.name} changed since batch #{changed['id']} ({changed['source_rows']} rows then, "
-                             f"{n} now, or other products): its rows are taken from the start again, the "
-                             "products already loaded rejected as such, so none is skipped")
+        if "source_changed" in step.outputs:
+            c = step.outputs["source_changed"]
+            step.message += (f"; {x.name} changed since batch #{c['since_batch']} ({c['rows_then']} rows then, {n} "
+                             "now, or other products): its rows are taken in the new order, without the "
+                             f"products it gave before ({c['skipped_loaded_before']} passed over here), so none "
+                             "is skipped")
         if len(bad) and not len(good):
             _notify_all_rejected(conn, settings, step, batch_id, slot, x, reasons[reasons != ""])
 
