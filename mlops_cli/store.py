@@ -208,6 +208,15 @@ def batches_from(conn, sources_x: list[str]) -> list[dict]:
                          WHERE source_x = ANY(%s::text[]) ORDER BY id""", (sources_x,))
 
 
+def rejected_productids_of_batches(conn, batch_ids: list[int]) -> set[str]:
+    """The productids (as the file wrote them, stripped) of the rows these batches rejected."""
+    if not batch_ids:
+        return set()
+    return {r["p"] for r in _all(conn, """SELECT DISTINCT btrim(raw->>'productid') AS p FROM rejected_rows
+                                          WHERE batch_id = ANY(%s::int[]) AND raw ? 'productid'""",
+                                 (list(batch_ids),))}
+
+
 def productids_of_batches(conn, batch_ids: list[int]) -> set[int]:
     """The catalogue products these batches loaded."""
     if not batch_ids:

@@ -228,12 +228,19 @@ def load(
         other = [b for b in batches if b not in same]
         previous = max(same, key=lambda b: (b["end_offset"], b["id"]), default=None)
         start = previous["end_offset"] if previous else 0
+        limits = {"designation": ("MAX_TITLE_CHARS", settings.max_title_chars),
+                  "description": ("MAX_DESCRIPTION_CHARS", settings.max_description_chars)}
+        checked = row_reasons(ordered, limits)
+        # passed over: the products loaded under another key, and the rows rejected then that are
+        # still invalid (a row fixed since is taken)
         taken = store.productids_of_batches(conn, [b["id"] for b in other])
+        refused = store.rejected_productids_of_batches(conn, [b["id"] for b in other])
         first = store.last_batch(conn) is None
         fraction = settings.initial_load_fraction if first else settings.load_fraction
         want = max(1, math.ceil(fraction * n))
         position = pd.Series(range(n), index=ordered.index)
-        open_ = (position >= start) & ~keys.isin(taken)
+        open_ = (position >= start) & ~keys.isin(taken) \
+            & ~((checked != "") & ordered["productid"].str.strip().isin(refused))
         chosen = position[open_].iloc[:want]
         end = n if len(chosen) < want else int(chosen.iloc[-1]) + 1
         selected = open_ & (position < end)
@@ -244,18 +251,16 @@ def load(
             step.outputs["source_changed"] = {"since_batch": changed["id"], "rows_then": changed["source_rows"],
                                               "rows_now": n, "skipped_loaded_before": skipped}
             log.warning("%s changed since batch #%d (%d rows then, %d now, or other products): the products it "
-                        "gave before are not taken again", x, changed["id"], changed["source_rows"], n)
+                        "gave before (and the rows it refused, still invalid) are not taken again", x, changed["id"],
+                        changed["source_rows"], n)
         if not len(chosen):
             step.skip(f"source exhausted: all {n} rows of {x.name} are loaded; nothing to load")
             step.outputs.update({"source_rows": n, "rows_loaded": 0})
             return
-        limits = {"designation": ("MAX_TITLE_CHARS", settings.max_title_chars),
-                  "description": ("MAX_DESCRIPTION_CHARS", settings.max_description_chars)}
         # Validity and the first valid occurrence of each product in load order, over the whole
         # source, so a duplicate is rejected the same way whichever batch it falls in. Before the
         # batch, what counts is what was loaded (a row rejected then, under other limits, is
         # valid now but not in the catalogue: a later copy is not its duplicate).
-        checked = row_reasons(ordered, limits)
         earlier = (position < end) & ~selected
         loaded_before = set(store.existing_productids(conn, [int(p) for p in keys[earlier].dropna()]))
         valid_keys = keys.where((checked == "") & ~earlier | earlier & keys.isin(loaded_before))
@@ -308,8 +313,8 @@ def load(
             c = step.outputs["source_changed"]
             step.message += (f"; {x.name} changed since batch #{c['since_batch']} ({c['rows_then']} rows then, {n} "
                              "now, or other products): its rows are taken in the new order, without the "
-                             f"products it gave before ({c['skipped_loaded_before']} passed over here), so none "
-                             "is skipped")
+                             f"products it gave before or the rows it refused ({c['skipped_loaded_before']} passed "
+                             "over here), so none is skipped")
         if len(bad) and not len(good):
             _notify_all_rejected(conn, settings, step, batch_id, slot, x, reasons[reasons != ""])
 
