@@ -86,7 +86,8 @@ def _read(path: Path, expected: tuple[str, ...], label: str) -> pd.DataFrame:
             f"(found: {', '.join(map(str, df.columns)) or 'none'}; expected an index column then "
             f"{', '.join(expected)}){separator_hint([df.index.name or '', *df.columns])}"
         )
-    df.index = df.index.astype(str).str.strip()
+    # as in every stored text, NUL is U+FFFD: a rejected row keeps its index (rejected_rows.source_index)
+    df.index = df.index.astype(str).str.strip().str.replace("\x00", "\ufffd", regex=False)
     if df.index.has_duplicates:
         dup = df.index[df.index.duplicated()][0]
         raise SourceError(f"{label} file {path} has a duplicated index value {dup!r} in its first column")

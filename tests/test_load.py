@@ -131,7 +131,10 @@ def test_rows_postgresql_cannot_hold_or_the_model_cannot_read_are_rejected_not_f
     rows[2]["designation"] = "<br/>&nbsp;"
     rows[3]["designation"] = "---"
     rows[4]["designation"] = "Poids < 2 kg, enfants > 3 ans"  # text, not a tag: loaded
+    rows[6]["prdtypecode"] = 9999
     x, y = write_pair(tmp_path / "src", rows)
+    for path in (x, y):  # a NUL in the index column of both files (row 6)
+        path.write_bytes(path.read_bytes().replace(b"\n6,", b"\n6\x00,"))
     result = load(conn, settings.replace(initial_load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y))
     assert result.status == "succeeded"
     reasons = dict(query(conn, "SELECT source_index, reason FROM rejected_rows"))
@@ -140,10 +143,11 @@ def test_rows_postgresql_cannot_hold_or_the_model_cannot_read_are_rejected_not_f
         "1": "unparsable productid '\uff11\uff12\uff13'",
         "2": "designation (title) has no letter or digit once cleaned: '<br/>&nbsp;'",
         "3": "designation (title) has no letter or digit once cleaned: '---'",
+        "6\ufffd": "unknown prdtypecode 9999",
     }
     assert query(conn, "SELECT raw->>'description' FROM rejected_rows WHERE source_index = '0'")[0][0] == \
         "avant\ufffdapr\u00e8s"
-    assert sorted(r[0] for r in query(conn, "SELECT productid FROM products")) == [100004, 100005, 100006]
+    assert sorted(r[0] for r in query(conn, "SELECT productid FROM products")) == [100004, 100005]
 
 
 def test_a_rejected_first_copy_does_not_make_a_good_second_copy_a_duplicate(tmp_path, settings, conn):
