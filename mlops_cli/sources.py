@@ -31,10 +31,14 @@ def separator_hint(names) -> str:
 def unreadable(path: Path, label: str, exc: Exception) -> SourceError:
     """The error for a file pandas cannot parse: where a row has more fields than the header (or
     where it stops being UTF-8: pandas stops at the fields first)."""
+    import csv
+
     try:
         where = field_count_problem(path)
     except UnicodeDecodeError:
         return SourceError(f"{label} file {path} is not valid UTF-8 ({first_bad_byte(path)}); re-encode it as UTF-8")
+    except csv.Error:  # a field over the csv module's limit, say: pandas' own words then
+        where = ""
     return SourceError(f"{label} file {path} is not a readable CSV: " + (where or str(exc).strip()))
 
 
