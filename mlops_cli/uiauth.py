@@ -50,10 +50,10 @@ MIN_PASSWORD = 8
 FALLBACK_ADMIN = "ui-admin"
 DEFAULT_ROLE = "operator"  # a line without a role (the format before roles), and a new user by default
 TOKEN_ROLE = "operator"  # whoever has the sign-in token started the control room
-# Throttle: after MAX_FAILURES refused sign-ins of a name since its last success (within
-# FAILURE_WINDOW_SECONDS), each attempt waits FIRST_PAUSE_SECONDS after the latest refusal, doubled
-# per further refusal, at most MAX_PAUSE_SECONDS. Refusals during a pause do not count (whoever
-# keeps trying cannot keep a name locked out).
+# Throttle: after MAX_FAILURES refused sign-ins of a name from one address since its last success
+# there (within FAILURE_WINDOW_SECONDS), each attempt from it waits FIRST_PAUSE_SECONDS after the
+# latest refusal, doubled per further refusal, at most MAX_PAUSE_SECONDS (from every address after
+# NAME_MAX_FAILURES). Refusals during a pause do not count (trying on cannot lengthen it).
 MAX_FAILURES = 5          # from one address (the client Streamlit sees)
 NAME_MAX_FAILURES = 50    # from anywhere: the name pauses for everyone
 FAILURE_WINDOW_SECONDS = 15 * 60
