@@ -144,6 +144,15 @@ def revoke_token(conn, name: str, revoked_by: str) -> dict:
     return row
 
 
+def overview(conn, limit: int = 20) -> dict:
+    """Who has access and how it was used, for the control room (operators): the active API
+    tokens, the latest control room sign-ins (refused ones included) and user changes."""
+    out = {"tokens": store.list_api_tokens(conn), "sign_ins": store.list_ui_sign_ins(conn, limit),
+           "user_changes": store.ui_user_changes(conn, limit=limit)}
+    conn.rollback()  # a read: end the transaction
+    return out
+
+
 def list_tokens(conn, include_revoked: bool = False) -> list[dict]:
     rows = store.list_api_tokens(conn, include_revoked)
     conn.rollback()  # a read: end the transaction

@@ -438,6 +438,29 @@ def test_operations_page_is_empty_but_usable(settings):
     assert at.button(key="ops_load_submit") is not None
 
 
+def test_operations_page_shows_operators_who_has_access(settings, conn, users, tmp_path):
+    """The Access section: the active API tokens, the user changes and the sign-ins (refused ones
+    too), for an operator; a viewer gets the notice, not the records."""
+    from mlops_cli import access, uiauth
+    from mlops_cli.runs import Trigger
+
+    access.create_token(conn, "ci-bot", "viewer", "root-admin", note="dashboards")
+    uiauth.set_user(conn, tmp_path / "other-users", "zoe", "zoe's password", "labeller", Trigger(actor="root-admin"))
+    at = run_page("pages/3_Operations.py", token=False)
+    sign_in(at, "victor")
+    assert "victor is a viewer: reading who has access needs the operator role" in texts(at)
+    assert not any("ci-bot" in str(df.value.to_dict()) for df in at.dataframe)
+    sign_in(at, "alice", "a wrong one")
+    sign_in(at, "alice")
+    tables = {k: df.value for k, df in zip(("tokens", "changes", "sign_ins"), at.dataframe[-3:])}
+    assert tables["tokens"][["name", "role", "created_by", "note"]].values.tolist() == [
+        ["ci-bot", "viewer", "root-admin", "dashboards"]]
+    assert tables["changes"][["name", "change", "role", "actor"]].values.tolist() == [
+        ["zoe", "added", "labeller", "root-admin"]]
+    assert tables["sign_ins"][["name", "ok", "reason"]].fillna("").values.tolist()[:3] == [
+        ["alice", True, ""], ["alice", False, "wrong password"], ["victor", True, ""]]
+
+
 # --- actions -------------------------------------------------------------------------------------------------
 def test_operations_actions_are_audited_as_ui_runs(settings, conn, small_catalogue, monkeypatch, users):
     """Load, train now, evaluate and approve from the page: the same steps as the CLI, recorded with

@@ -1,4 +1,5 @@
-"""Manual controls: load the next batch, train now, evaluate, promote a chosen version.
+"""Manual controls: load the next batch, train now, evaluate, promote a chosen version; and, for
+operators, who has access (API tokens, control room user changes, sign-ins).
 
 Each action needs a sign-in and calls the same operations function (mlops_cli.ops) as the CLI with
 Trigger(triggered_by="ui", actor=<the signed-in name>) (so it lands in pipeline_runs like any other
@@ -17,6 +18,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `common`, when r
 import streamlit as st  # noqa: E402
 
 import common  # noqa: E402
+from mlops_cli import access  # noqa: E402
 from mlops_cli.access import OPERATE  # noqa: E402
 from mlops_cli.ops import models as ops_models, runs as ops_runs  # noqa: E402
 
@@ -114,3 +116,21 @@ if recent:
                  hide_index=True, width="stretch")
 else:
     st.caption("no run yet")
+
+# --- access ---------------------------------------------------------------------------------------------
+st.subheader("Access")
+if common.acting_as(OPERATE, "reading who has access"):
+    seen = common.call(access.overview, c, what="the access records")
+    st.caption("API tokens (`mlops api-token add/revoke`), control room users (`mlops ui add-user/remove-user`) "
+               "and sign-ins, as recorded in api_tokens, ui_user_changes and ui_sign_ins.")
+    tables = (("API tokens", "tokens", ["name", "role", "created_at", "created_by", "last_used_at", "note"],
+               "no active API token"),
+              ("User changes", "user_changes", ["at", "name", "change", "role_before", "role", "password_changed",
+                                                "actor", "triggered_by"], "no change recorded"),
+              ("Sign-ins", "sign_ins", ["at", "name", "method", "ok", "role", "reason", "client"], "no sign-in yet"))
+    for tab, (_label, key, columns, none) in zip(st.tabs([t[0] for t in tables]), tables):
+        with tab:
+            if seen[key]:
+                st.dataframe(common.frame(seen[key], columns), hide_index=True, width="stretch")
+            else:
+                st.caption(none)
