@@ -37,7 +37,8 @@ EXIT_CODES = {MlopsError.code: 1, NotFound.code: 1, Conflict.code: 1, Invalid.co
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps({"time": self.formatTime(record), "level": record.levelname,
-                           "logger": record.name, "message": record.getMessage()})
+                           "logger": record.name, "message": record.getMessage(),
+                           **getattr(record, "fields", {})})
 
 
 def _setup_logging(verbose: bool, log_format: str) -> None:
@@ -86,10 +87,10 @@ class DomainError(click.ClickException):
     def show(self, file=None) -> None:
         if os.environ.get("MLOPS_LOG_FORMAT") != "json":
             return super().show(file)
-        click.echo(json.dumps({"time": _JsonFormatter().formatTime(logging.makeLogRecord({})), "level": "ERROR",
-                               "logger": "mlops_cli.cli", "message": self.format_message(),
-                               "error_code": self.code, "exit_code": self.exit_code}),
-                   file=file or sys.stderr)
+        record = logging.makeLogRecord({"name": __name__, "levelname": "ERROR", "levelno": logging.ERROR,
+                                        "msg": self.format_message(),
+                                        "fields": {"error_code": self.code, "exit_code": self.exit_code}})
+        click.echo(_JsonFormatter().format(record), file=file or sys.stderr)
 
 
 def domain_errors(fn):

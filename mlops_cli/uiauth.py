@@ -356,9 +356,13 @@ def cached_users(path: Path) -> dict[str, User]:
     return users
 
 
-def hash_password(password: str) -> str:
+def check_password(password: str) -> None:
     if len(password or "") < MIN_PASSWORD:
         raise Invalid(f"The password must have at least {MIN_PASSWORD} characters")
+
+
+def hash_password(password: str) -> str:
+    check_password(password)
     return _hasher().hash(password)
 
 
@@ -433,7 +437,7 @@ def set_user(conn, path: Path, name: str, password: str, role: str | None, trigg
     actor = actor_of(trigger, "Say who changes the control room's users (--by NAME)")
     name = check_name(name)
     role = access.check_role(role) if role is not None else None
-    hash_password(password)  # refused before anything is written
+    check_password(password)  # refused before anything is written
     store.lock_ui_users(conn)
     before = read_users(path).get(name)
     after = role or (before.role if before else DEFAULT_ROLE)

@@ -223,8 +223,9 @@ def load(
         # replaced) is not taken again, wherever its new order puts it (docs/PIPELINE.md).
         spellings = [r for r in store.batch_sources(conn) if same_file(r, x)] or [str(x)]
         batches = store.batches_from(conn, spellings)
+        keyed = any(b["source_key"] for b in batches)
         same = [b for b in batches if b["source_key"] == key or b["source_key"] is None and
-                _same_order(conn, b, keys, n, keyed=any(c["source_key"] for c in batches))]
+                _same_order(conn, b, keys, n, keyed=keyed)]
         other = [b for b in batches if b not in same]
         previous = max(same, key=lambda b: (b["end_offset"], b["id"]), default=None)
         start = previous["end_offset"] if previous else 0
@@ -262,15 +263,15 @@ def load(
         # batch, what counts is what was loaded (a row rejected then, under other limits, is
         # valid now but not in the catalogue: a later copy is not its duplicate).
         earlier = (position < end) & ~selected
-        loaded_before = set(store.existing_productids(conn, [int(p) for p in keys[earlier].dropna()]))
-        valid_keys = keys.where((checked == "") & ~earlier | earlier & keys.isin(loaded_before))
+        # productid -> its batch, for every product up to the batch's end (one read of the catalogue)
+        existing = store.existing_productids(conn, [int(p) for p in keys[position < end].dropna()])
+        valid_keys = keys.where((checked == "") & ~earlier | earlier & keys.isin(set(existing)))
         source_index = pd.Series(ordered.index, index=ordered.index)
         first_seen = source_index.where(valid_keys.notna()).groupby(valid_keys.values).transform("first") \
             .fillna(source_index)
         rows, keys = ordered[selected.values], keys[selected.values]
         log.info("validating %d rows (offset %d to %d of %d)", len(rows), start, end, n)
-        reasons = duplicate_reasons(rows, checked[selected.values], keys, first_seen[selected.values],
-                                    store.existing_productids(conn, [int(p) for p in keys.dropna()]))
+        reasons = duplicate_reasons(rows, checked[selected.values], keys, first_seen[selected.values], existing)
         good = rows[reasons == ""]
         good_ids = [int(p) for p in keys[reasons == ""]]
         bad = rows[reasons != ""].copy()
