@@ -26,6 +26,21 @@ def _bool(value: str) -> bool:
 
 
 
+def _networks(value: str) -> tuple:
+    """A comma-separated list of IP addresses or networks (CIDR): UI_TRUSTED_PROXIES."""
+    import ipaddress
+
+    out = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or network (like 10.0.0.0/8)") from None
+    return tuple(out)
+
+
 def _env(name: str, default, parser=str, **kw):
     """Declare a setting read from environment variable `name`."""
     f = field(default=default, metadata={"env": name, "parser": parser}, **kw)
@@ -114,6 +129,8 @@ class Settings:
     ui_users_file: str = _env("UI_USERS_FILE", "")  # default: $MLOPS_HOME/ui-users
     ui_public_read: bool = _env("UI_PUBLIC_READ", False, _bool)
     ui_session_hours: float = _env("UI_SESSION_HOURS", 12.0, float)  # a sign-in ends after this long
+    # reverse proxies in front of the UI whose X-Forwarded-For is believed (uiauth.client_address)
+    ui_trusted_proxies: tuple = _env("UI_TRUSTED_PROXIES", (), _networks)
     # --- serving / control API ---------------------------------------------------------------
     # a shared operator token (access.py); named tokens per person or service: `mlops api-token add`
     api_token: str = _env("API_TOKEN", "")

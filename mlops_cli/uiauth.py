@@ -197,6 +197,40 @@ def pause_seconds(failures: int) -> float:
     return min(MAX_PAUSE_SECONDS, FIRST_PAUSE_SECONDS * 2 ** max(0, failures - MAX_FAILURES))
 
 
+def client_address(peer: str | None, forwarded: list[str], trusted: tuple) -> str | None:
+    """The address a sign-in comes from: the connection's peer, or, when the peer is one of the
+    `trusted` proxies (UI_TRUSTED_PROXIES), the nearest address before it in X-Forwarded-For
+    (`forwarded`: the header's values) that is not a trusted proxy. Read from the right: each
+    proxy appends the address it saw, and everything left of the first untrusted hop was written
+    by the client, who can put anything there. peer None: Streamlit's loopback (or no browser)."""
+    import ipaddress
+
+    def ip(text: str):
+        address = ipaddress.ip_address(text.strip())
+        return getattr(address, "ipv4_mapped", None) or address  # ::ffff:10.1.2.3 is 10.1.2.3
+
+    def is_trusted(address) -> bool:
+        return any(address.version == net.version and address in net for net in trusted)
+
+    if not trusted:
+        return peer
+    try:
+        here = [ip("127.0.0.1"), ip("::1")] if peer is None else [ip(peer)]
+    except ValueError:
+        return peer
+    if not any(is_trusted(a) for a in here):
+        return peer
+    for hop in reversed([h for value in forwarded for h in str(value).split(",")]):
+        try:
+            address = ip(hop)
+        except ValueError:  # no proxy we trust wrote this: stop at the last hop one did write
+            break
+        if not is_trusted(address):
+            return str(address)
+        peer = str(address)
+    return peer
+
+
 def throttle(conn, name: str, now: datetime | None = None, client: str | None = None) -> SignInRefused | None:
     """The refusal for an attempt of `name` from `client` during its pause, None when it may be
     checked. The pause is the address's (MAX_FAILURES refusals of the name from it), so that

@@ -188,13 +188,16 @@ def _sign_in_connection(s: Settings):
     return connection(s, application_name="mlops-ui")
 
 
-def _client() -> str | None:
-    """The address of the browser signing in, as Streamlit sees it (None when it cannot tell)."""
+def _client(s: Settings) -> str | None:
+    """The address of the browser signing in (None when it cannot tell): the connection's, or the
+    one a trusted proxy forwarded (UI_TRUSTED_PROXIES)."""
     try:
         address = st.context.ip_address
+        forwarded = list(st.context.headers.get_all("X-Forwarded-For")) if s.ui_trusted_proxies else []
     except Exception:  # an older Streamlit, or outside a browser session
         return None
-    return address if isinstance(address, str) and address else None  # AppTest has no real one
+    address = address if isinstance(address, str) and address else None  # AppTest has no real one
+    return uiauth.client_address(address, [f for f in forwarded if isinstance(f, str)], s.ui_trusted_proxies)
 
 
 def _sign_in_from_url(s: Settings) -> None:
@@ -203,7 +206,7 @@ def _sign_in_from_url(s: Settings) -> None:
     if token is None:
         return
     del st.query_params[uiauth.TOKEN_PARAM]  # not left in the history or on a shared screen
-    _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s), client=_client()),
+    _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s), client=_client(s)),
              rerun=False)
 
 
@@ -253,9 +256,9 @@ def sign_in_form(s: Settings, notice=None) -> None:
     if go:
         if how == "users":
             _sign_in(lambda: uiauth.sign_in_with_password(s, name, password, lambda: _sign_in_connection(s),
-                                                          client=_client()), notice=notice)
+                                                          client=_client(s)), notice=notice)
         else:
-            _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s), client=_client()),
+            _sign_in(lambda: uiauth.sign_in_with_token(s, token, lambda: _sign_in_connection(s), client=_client(s)),
                      notice=notice)
 
 

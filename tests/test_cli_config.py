@@ -36,6 +36,9 @@ def test_settings_from_env_and_dotenv_with_env_winning(tmp_path):
     ({"ALERT_COOLDOWN_HOURS": "-2"}, "ALERT_COOLDOWN_HOURS must be at least 0, not -2.0"),
     ({"API_PORT": "70000"}, "API_PORT and SMTP_PORT must be in 1..65535"),
     ({"UI_SESSION_HOURS": "0"}, "UI_SESSION_HOURS must be above 0"),
+    ({"UI_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"},
+     "Invalid value for UI_TRUSTED_PROXIES: '10.0.0.0/8, proxy.local' ('proxy.local' is not an IP address or "
+     "network (like 10.0.0.0/8))"),
 ])
 def test_bad_settings_name_the_variable(env, message, tmp_path):
     with pytest.raises(MlopsError) as info:

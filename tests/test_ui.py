@@ -1197,6 +1197,27 @@ def test_the_pause_is_the_failing_addresss_not_the_names_for_everyone(conn, tmp_
         uiauth.sign_in_with_password(s, "alice", password_of("alice"), client="198.51.100.2")
 
 
+@pytest.mark.parametrize("peer, forwarded, expected", [
+    ("10.0.0.5", ["1.2.3.4"], "1.2.3.4"),                      # through the trusted proxy
+    ("10.0.0.5", ["6.6.6.6, 1.2.3.4"], "1.2.3.4"),             # the client wrote 6.6.6.6: not believed
+    ("10.0.0.5", ["6.6.6.6", "1.2.3.4, 10.0.0.7"], "1.2.3.4"),  # two trusted hops, header given twice
+    ("10.0.0.5", ["not-an-address, 10.0.0.9"], "10.0.0.9"),    # stop at the last hop a proxy wrote
+    ("10.0.0.5", [], "10.0.0.5"),                              # a proxy that forwards nothing
+    ("::ffff:10.0.0.5", ["2001:db8::1"], "2001:db8::1"),       # an IPv4-mapped peer is the IPv4 one
+    ("8.8.8.8", ["1.2.3.4"], "8.8.8.8"),                       # not a trusted proxy: the header is ignored
+    (None, ["1.2.3.4"], "1.2.3.4"),                            # Streamlit's loopback (a proxy on this host)
+    (None, [], None),
+])
+def test_the_address_behind_a_trusted_proxy(peer, forwarded, expected):
+    """With UI_TRUSTED_PROXIES, the sign-in's address is the nearest X-Forwarded-For hop that is not
+    a trusted proxy: the client chooses what stands left of it, never that hop."""
+    from mlops_cli import uiauth
+
+    trusted = config.load_settings({"UI_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"}).ui_trusted_proxies
+    assert uiauth.client_address(peer, forwarded, trusted) == expected
+    assert uiauth.client_address(peer, forwarded, ()) == peer  # no trusted proxy: never the header
+
+
 def query_exec(conn, sql, params=None) -> None:
     with conn.cursor() as cur:
         cur.execute(sql, params)

@@ -9,7 +9,8 @@ drift alert).
   holding a Markdown link and bare URLs) renders as text: no link to it on the page.
 - Password sign-in with UI_PUBLIC_READ: nobody signed in, every button of every page is clicked and
   no audited table changes; a wrong password is refused; signed in, an action writes its audit row
-  with the signed-in name.
+  with the signed-in name. The UI runs as behind a reverse proxy on its host (UI_TRUSTED_PROXIES,
+  the browser sending X-Forwarded-For): each sign-in records the address the proxy forwarded.
 
 The browser is driven over the Chrome DevTools Protocol (`Chromium` below: mouse clicks and typed
 text, as a person would), with the `websockets` client the project already has.
@@ -375,8 +376,11 @@ def test_in_chromium_no_click_acts_without_a_sign_in_and_a_signed_in_action_is_a
     try:
         before = audited_rows(conn)
         assert before["alert_actions"] == [] and before["pipeline_runs"]
-        with control_room(tmp_path, UI_AUTH="users", UI_USERS_FILE=str(users_file), UI_PUBLIC_READ="true") as (
-                port, _log), chromium(tmp_path) as browser:
+        # as behind a reverse proxy on this host: the browser's address comes in X-Forwarded-For
+        with control_room(tmp_path, UI_AUTH="users", UI_USERS_FILE=str(users_file), UI_PUBLIC_READ="true",
+                          UI_TRUSTED_PROXIES="127.0.0.1") as (port, _log), chromium(tmp_path) as browser:
+            browser.call("Network.enable")
+            browser.call("Network.setExtraHTTPHeaders", headers={"X-Forwarded-For": "198.51.100.9, 203.0.113.7"})
             total = 0
             for path in PAGE_PATHS:
                 browser.goto(f"http://127.0.0.1:{port}/{path}")
@@ -431,6 +435,11 @@ def test_in_chromium_no_click_acts_without_a_sign_in_and_a_signed_in_action_is_a
             browser.wait_text("recorded: 2583")
         assert query(conn, "SELECT alert_id, action, actor, note FROM alert_actions") == [
             (alert_id, "investigate", "alice", "checking the feed")]
+        # the address the trusted proxy saw, not the proxy's, nor the one the client wrote before it
+        # (the sign-in buttons clicked with empty fields above were refused attempts too)
+        sign_ins = query(conn, "SELECT name, ok, client FROM ui_sign_ins ORDER BY id")
+        assert sign_ins[-2:] == [("alice", False, "203.0.113.7"), ("alice", True, "203.0.113.7")]
+        assert {client for _name, _ok, client in sign_ins} == {"203.0.113.7"}
         assert query(conn, "SELECT true_code, submitted_by, note FROM feedback ORDER BY id DESC LIMIT 1") == [
             (2583, "alice", "from the browser")]
     finally:
