@@ -939,6 +939,12 @@ def lock_ui_users(conn) -> None:
     _scalar(conn, "SELECT pg_advisory_xact_lock(hashtext('ui-users'))")
 
 
+def lock_thresholds(conn) -> None:
+    """One change of the drift thresholds at a time (until the transaction ends): a partial change
+    is merged with the values in force, read under it."""
+    _scalar(conn, "SELECT pg_advisory_xact_lock(hashtext('drift-thresholds'))")
+
+
 def lock_sign_in(conn, name: str) -> None:
     """One sign-in attempt of `name` at a time (until the transaction ends): the throttle's count
     is read and the attempt recorded under it."""
@@ -1285,8 +1291,11 @@ def update_alert(conn, alert_id: int, **cols) -> None:
     _exec(conn, f"UPDATE alerts SET {', '.join(sets)} WHERE id = %s", params)
 
 
-def get_alert(conn, alert_id: int) -> dict | None:
-    return _one(conn, f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = %s", (alert_id,))
+def get_alert(conn, alert_id: int, *, for_update: bool = False) -> dict | None:
+    """for_update: locked until the transaction ends (waits for the alert step, which holds an
+    alert it notifies about, and reads the row as that step left it)."""
+    return _one(conn, f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = %s{' FOR UPDATE' if for_update else ''}",
+                (alert_id,))
 
 
 def list_alerts(conn, status: str | None = None, limit: int = 100) -> list[dict]:

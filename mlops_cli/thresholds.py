@@ -124,6 +124,7 @@ def set_thresholds(conn, warning: float | None, alert: float | None, critical: f
         new[MARGIN] = _check_margin(estimate_margin)
     if not by or not str(by).strip():
         raise Invalid("Say who changes the thresholds (--by NAME)")
+    store.lock_thresholds(conn)  # the `old` audited is what this change replaces
     old = _overrides(conn, thresholds=all(given), margin=estimate_margin is not None)
     for name, value in new.items():
         store.upsert_app_setting(conn, THRESHOLD_KEYS.get(name, name), value, by)
@@ -148,6 +149,7 @@ def update_thresholds(conn, settings: Settings, actor: str, *, warning: float | 
     if all(v is None for v in given.values()) and estimate_margin is None:
         raise Invalid("Give at least one value to change (warning, alert, critical or estimate_margin)")
     merged: dict = {level: None for level in given}
+    store.lock_thresholds(conn)  # merged with the values in force: no other change in between
     if any(v is not None for v in given.values()):
         current = effective_thresholds(conn, settings)
         merged = {level: current[level] if v is None else v for level, v in given.items()}
@@ -160,6 +162,7 @@ def reset_thresholds(conn, by: str, note: str | None = None) -> dict:
     """Drop the overrides: the settings' (environment) thresholds apply again. Audited; commits."""
     if not by or not str(by).strip():
         raise Invalid("Say who resets the thresholds (--by NAME)")
+    store.lock_thresholds(conn)
     old = _overrides(conn)
     margin = _overrides(conn, thresholds=False, margin=True)
     if margin[MARGIN] is not None:

@@ -313,6 +313,26 @@ def acting_as(action: str = access.OPERATE, what: str = "this action") -> str | 
 
 
 # --- rendering ---------------------------------------------------------------------------------------
+def choice(label: str, options: dict, key: str, fmt, **kwargs) -> tuple[Any, Any, bool]:
+    """A selectbox over `options` ({value: item}) that keeps the person's choice when the list, read
+    again at the rerun their click starts, no longer holds it (labelled by someone else, resolved,
+    promoted meanwhile): Streamlit would select the first option in its place, silently, and the
+    form beside it would act on something nobody chose. Returns (value, item, left): `left` when
+    the item is no longer in `options` (the page says so; the action then decides on the item
+    itself, and refuses what no longer applies). fmt(value, item): the option's text."""
+    held_key = f"_held_{key}"
+    chosen, held = st.session_state.get(key), st.session_state.get(held_key)
+    left = chosen is not None and chosen not in options and held is not None and held[0] == chosen
+    if left:
+        options = {**options, chosen: held[1]}
+    if not options:
+        st.session_state.pop(held_key, None)
+        return None, None, False
+    value = st.selectbox(label, list(options), key=key, format_func=lambda v: fmt(v, options[v]), **kwargs)
+    st.session_state[held_key] = (value, options[value])
+    return value, options[value], left and value == chosen
+
+
 def badge(status: str | None) -> str:
     """Markdown of a colored status badge (pipeline run status, alert status, level)."""
     if not status:
@@ -454,6 +474,8 @@ def run_action(key: str, fn, *args, spinner: str = "Working…", connect: bool =
         st.session_state.pop(key, None)
         return
     st.session_state[key] = shown
+    for held in [k for k in st.session_state if str(k).startswith("_held_")]:  # acted on: choose afresh
+        del st.session_state[held]
     st.rerun()  # re-read everything the action changed; the outcome is shown from session_state
 
 

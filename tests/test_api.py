@@ -882,11 +882,11 @@ def test_control_disabled_without_api_token(api_env, method, path, body):
 
 @pytest.mark.parametrize("method,path,body", CONTROL_ROUTES)
 def test_each_control_route_needs_its_role(client, conn, method, path, body):
-    """access.NEEDS: reads need a viewer, the labelling queue a labeller, actions an operator;
-    the refusal names the role needed."""
+    """access.NEEDS: reads need a viewer (the labelling queue too, as the control room shows it to
+    one), actions an operator; the refusal names the role needed."""
     roles = ["viewer", "labeller", "operator"]
-    needed = "labeller" if path == "/api/labelling-queue" else "viewer" if method == "get" else "operator"
-    what = {"viewer": "reading", "labeller": "the labelling queue", "operator": "this action"}[needed]
+    needed = "viewer" if method == "get" else "operator"
+    what = {"viewer": "reading", "operator": "this action"}[needed]
     for role in roles:
         allowed = roles.index(role) >= roles.index(needed)
         if allowed and method != "get":
@@ -1139,6 +1139,13 @@ def test_labelling_queue_route(client, trained, conn):
     assert [q["productid"] for q in again] == [q["productid"] for q in queue[1:4]]
     for bad in ({"limit": 0}, {"limit": 501}, {"days": 31}):
         assert client.get("/api/labelling-queue", params=bad, headers=auth()).status_code == 422
+    # a viewer reads the queue as the Labelling page shows it to one; nothing is recorded as offered
+    offers = query(conn, "SELECT count(*), count(*) FILTER (WHERE offered_to = 'viewer-1') FROM labelling_offers")[0]
+    assert offers[0] > 0 and offers[1] == 0
+    seen = client.get("/api/labelling-queue", params={"limit": 100}, headers=auth(token_of(conn, "viewer-1", "viewer")))
+    assert seen.status_code == 200 and [q["inference_id"] for q in seen.json()][:3] == [
+        q["inference_id"] for q in again]
+    assert query(conn, "SELECT count(*) FROM labelling_offers")[0][0] == offers[0]
 
 
 def test_label_disagreements_route(client, trained, conn):

@@ -24,7 +24,7 @@ import numpy as np
 import psycopg2
 import pytest
 
-from conftest import _admin, _with_db, query
+from conftest import _admin, _with_db, query, wait_for
 from mlops_cli import config, db, registry, stats, store
 from mlops_cli.errors import MlopsError
 from mlops_cli.runs import StepFailed, Trigger
@@ -892,3 +892,94 @@ def test_a_version_with_few_predictions_in_the_window_is_shown_not_scored(env):
     rep = store.get_drift_report(env.conn, r.outputs["reports"][0]["id"])
     assert rep["details"]["scores"]["prediction"] is not None
     assert rep["details"]["scores"]["estimated_performance"] is not None
+
+
+# --- people acting at the same time -------------------------------------------------------------------------
+def _waiting_on_a_lock(conn, application: str | None = None) -> int:
+    """How many other sessions wait for a lock (heavyweight or advisory) right now."""
+    n = query(conn, """SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                       AND datname = current_database() AND pid <> pg_backend_pid()""")[0][0]
+    conn.rollback()
+    return n
+
+
+def _in_thread(fn):
+    import threading
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["result"] = fn()
+        except Exception as exc:  # noqa: BLE001 - the test reads it
+            out["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def test_an_acknowledge_waiting_on_a_resolve_does_not_reopen_the_alert(settings, conn):
+    """Bob (or the alert step, which holds the alert while it notifies) resolves an alert; alice's
+    acknowledge, made meanwhile, waits for it and is refused: the alert stays resolved, with who
+    resolved it. Before, her stale read was written back over it as 'acknowledged'."""
+    from mlops_cli.errors import Conflict
+    from mlops_cli.ops.alerts import resolve
+
+    alert_id = store.insert_alert(conn, level="ALERT", cause="data_drift", report_id=None, message="m",
+                                  details={"notified_level": "ALERT"}, notified=True)
+    conn.commit()
+    bob = db.open_db(settings)
+    try:
+        store.get_alert(bob, alert_id, for_update=True)  # bob's resolve under way, not committed yet
+        row = store.get_alert(bob, alert_id)
+        store.update_alert(bob, alert_id, status="resolved", resolved_at="now",
+                           details={**row["details"], "resolved_by": "bob"})
+        store.insert_alert_action(bob, alert_id=alert_id, action="resolve", actor="bob", note=None, params={})
+
+        def alices():
+            with db.connection(settings) as c:
+                return acknowledge(c, settings, alert_id, by="alice", note="on it")
+
+        thread, out = _in_thread(alices)
+        wait_for(lambda: _waiting_on_a_lock(conn) == 1, "alice's acknowledge to wait for bob's resolve")
+        bob.commit()
+        thread.join(60)
+    finally:
+        bob.close()
+    assert isinstance(out.get("error"), Conflict), out
+    assert str(out["error"]) == f"Alert {alert_id} is already resolved: nothing to acknowledge"
+    [(status, details)] = query(conn, "SELECT status, details FROM alerts WHERE id = %s", (alert_id,))
+    assert (status, details.get("resolved_by"), details.get("acknowledged_by")) == ("resolved", "bob", None)
+    with pytest.raises(Conflict, match=f"^Alert {alert_id} is already resolved$"):
+        resolve(conn, settings, alert_id, by="carol")
+
+
+def test_two_threshold_changes_at_once_both_apply(settings, conn):
+    """Alice changes the warning threshold while bob changes the critical one: the second waits for
+    the first, merges with what it set and audits it as the value it replaced. Before, both merged
+    with the values read before either wrote, and the second wrote back the first's old value."""
+    from mlops_cli.thresholds import update_thresholds
+
+    holder = db.open_db(settings)
+    try:
+        store.lock_thresholds(holder)  # so that both changes are under way together
+
+        def change(by, **values):
+            def run():
+                with db.connection(settings) as c:
+                    return update_thresholds(c, settings, by, **values)
+            return _in_thread(run)
+
+        (t1, o1), (t2, o2) = change("alice", warning=0.12), change("bob", critical=0.5)
+        wait_for(lambda: _waiting_on_a_lock(conn) == 2, "both changes to wait for the thresholds' lock")
+        holder.commit()
+        t1.join(60), t2.join(60)
+    finally:
+        holder.close()
+    assert "error" not in o1 and "error" not in o2, (o1, o2)
+    now = effective_thresholds(conn, settings)
+    assert (now["warning"], now["alert"], now["critical"]) == (0.12, settings.drift_alert_threshold, 0.5)
+    first, second = query(conn, "SELECT params FROM alert_actions WHERE action = 'adjust_thresholds' ORDER BY id")
+    assert first[0]["old"] == {"warning": None, "alert": None, "critical": None}
+    assert second[0]["old"] == first[0]["new"]  # what the second replaced is what the first set

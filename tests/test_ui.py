@@ -705,6 +705,83 @@ def test_labelling_page_ranks_the_queue_and_records_a_signed_in_label(seeded, db
     assert "recorded" in texts(at) and "by alice" in texts(at)
 
 
+def _log_predictions(conn, rows) -> dict:
+    """Served predictions written as the API's log writer writes them: {productid: inference_id}."""
+    with conn.cursor() as cur:
+        for pid, title, confidence in rows:
+            cur.execute("""INSERT INTO inference_log (request_id, model_version, productid, designation, description,
+                               designation_len, description_len, n_tokens, n_oov, predicted_code, confidence)
+                           VALUES (%s, '1', %s, %s, '', %s, 0, 3, 0, 10, %s)""",
+                        (f"r{pid}", pid, title, len(title), confidence))
+    conn.commit()
+    return dict(query(conn, "SELECT productid, id FROM inference_log"))
+
+
+def test_a_label_goes_to_the_item_chosen_even_when_it_left_the_queue(conn, users):
+    """The queue is read again at the rerun a submit starts; an item chosen that left it meanwhile
+    (someone else labelled it) stays chosen, with a notice, and the label is recorded for it, not
+    for the item that is first now. The same for the product of the disagreements form."""
+    from mlops_cli.ops import feedback as ops_feedback
+
+    s = config.load_settings()
+    ids = _log_predictions(conn, [(101, "Livre ancien un", 0.20), (102, "Console de jeux deux", 0.30),
+                                  (103, "Piscine gonflable trois", 0.40)])
+    at = sign_in(run_page("pages/6_Labelling.py", token=False), "lena")
+    at.selectbox(key="labelling_item").set_value(ids[102]).run(timeout=TIMEOUT)
+    ops_feedback.record(s, prdtypecode=60, inference_id=ids[102], submitted_by="alice")  # another labeller
+    submit(at, "labelling_submit", labelling_code=2705)
+    no_exception(at)
+    assert query(conn, "SELECT inference_id, productid, true_code, submitted_by FROM feedback ORDER BY id") == [
+        (ids[102], 102, 60, "alice"), (ids[102], 102, 2705, "lena")]
+    assert "by lena" in texts(at)
+    # acted on: the next choice is afresh (the first item), no notice about the one just labelled
+    assert at.selectbox(key="labelling_item").value == ids[101]
+    assert "left the queue" not in texts(at)
+
+    # chosen, then it leaves the queue: the notice, and the page still shows the chosen item
+    at.selectbox(key="labelling_item").set_value(ids[103]).run(timeout=TIMEOUT)
+    ops_feedback.record(s, prdtypecode=40, productid=103, submitted_by="alice")
+    at.run(timeout=TIMEOUT)
+    assert at.selectbox(key="labelling_item").value == ids[103]
+    assert "This item has left the queue since you chose it" in texts(at) and "Piscine gonflable trois" in texts(at)
+
+    # the disagreements form: lena picks 102 (alice 60, lena 2705), alice settles it meanwhile
+    ops_feedback.record(s, prdtypecode=10, productid=101, submitted_by="alice")
+    ops_feedback.record(s, prdtypecode=50, productid=101, submitted_by="bob")
+    at.run(timeout=TIMEOUT)
+    assert set(at.selectbox(key="settling_product").options) == {"101 · Livre ancien un",
+                                                                 "102 · Console de jeux deux"}
+    at.selectbox(key="settling_product").set_value(102)
+    ops_feedback.record(s, prdtypecode=2705, productid=102, submitted_by="alice")  # 102 agrees now
+    submit(at, "settling_submit", settling_code=1280)
+    no_exception(at)
+    assert query(conn, "SELECT productid, true_code FROM feedback WHERE submitted_by = 'lena' ORDER BY id") == [
+        (102, 2705), (102, 1280)]
+
+
+def test_an_alert_action_goes_to_the_alert_chosen_even_when_it_left_the_list(conn, users):
+    """Two active alerts; alice chooses the second; bob resolves it meanwhile: her acknowledge is
+    not turned into one of the other alert (the form is gone for a resolved alert; the ops call
+    refuses it too: tests/test_drift.py)."""
+    from mlops_cli import store
+    from mlops_cli.ops import alerts as ops_alerts
+
+    first = store.insert_alert(conn, level="CRITICAL", cause="data_drift", report_id=None, message="data",
+                               details={}, notified=True)
+    second = store.insert_alert(conn, level="WARNING", cause="prediction_drift", report_id=None, message="pred",
+                                details={}, notified=True)
+    conn.commit()
+    at = sign_in(run_page("pages/5_Alerts_Dashboard.py", token=False), "alice")
+    at.selectbox(key="alerts_selected").set_value(second).run(timeout=TIMEOUT)
+    ops_alerts.resolve(conn, config.load_settings(), second, by="bob", note="noise")
+    submit(at, "alert_ack_submit", alert_ack_note="looking at the prediction drift")
+    no_exception(at)
+    assert "Select an open alert above to acknowledge it." in texts(at)
+    assert f"Alert #{second} is no longer in this list (it is resolved now)" in texts(at)
+    assert query(conn, "SELECT alert_id, action, actor FROM alert_actions ORDER BY id") == [(second, "resolve", "bob")]
+    assert query(conn, "SELECT id, status FROM alerts ORDER BY id") == [(first, "open"), (second, "resolved")]
+
+
 def test_labelling_page_lists_labels_that_disagree_and_a_labeller_settles_one(seeded, db_conn, users):
     """Products whose labellers disagree, each labeller's latest label; the form (labellers only)
     records the signed-in person's label by productid, and a product whose labels now agree leaves

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 
-from ..access import LABEL, OPERATE, READ
+from ..access import OPERATE, READ
 from ..ops import feedback as ops_feedback, labelling
 from ..vocab import AlertStatus, Pipeline, RunStatus, values
 from . import auth
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 DISABLED = "control API disabled: set API_TOKEN or create a token with `mlops api-token add`"
 OPERATOR = [Depends(need(OPERATE, "this action"))]
-LABELLER = [Depends(need(LABEL, "the labelling queue"))]
 
 
 router = APIRouter(
@@ -237,14 +236,15 @@ def audit(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     return _result(rows)
 
 
-@router.get("/labelling-queue", summary="Predictions most worth a human label", dependencies=LABELLER,
+@router.get("/labelling-queue", summary="Predictions most worth a human label",
             response_model=list[LabellingItemOut],
             description="The unlabelled served predictions of the last `days` days, one per product, "
                         "best first: ranked by the chance that the served answer is wrong, from low "
                         "confidence, the predicted class's F1 on the model's holdout and the share of "
                         "words the model cannot read or that drifted (as `mlops label-queue`; the rule: "
                         "docs/API.md). Each item says why it is offered (`reasons`). Label one with "
-                        "POST /feedback and its `inference_id`.",
+                        "POST /feedback and its `inference_id`. A viewer reads it as the Labelling page "
+                        "shows it; what it offers a labeller or an operator is recorded (labelling_offers).",
             responses={422: INVALID})
 def labelling_queue(request: Request,
                     limit: Annotated[int, Query(ge=1, le=labelling.MAX_LIMIT,
@@ -256,7 +256,7 @@ def labelling_queue(request: Request,
                                     ] = labelling.DEFAULT_DAYS) -> Any:
     with _conn(request) as conn:
         items = labelling.labelling_queue(conn, request.app.state.settings, limit=limit, days=days,
-                                          offered_to=request.state.principal)  # a labeller: the route's role
+                                          offered_to=request.state.principal)  # recorded for a labeller
     return _result(items)
 
 

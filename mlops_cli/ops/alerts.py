@@ -51,8 +51,8 @@ def list_alerts(conn, status: str | None = None, limit: int = 100) -> list[dict]
     return store.list_alerts(conn, status=one_of(status, STATUSES, "status"), limit=limit)
 
 
-def _existing(conn, alert_id: int) -> dict:
-    return found(store.get_alert(conn, int(alert_id)), f"No alert {alert_id}")
+def _existing(conn, alert_id: int, *, for_update: bool = False) -> dict:
+    return found(store.get_alert(conn, int(alert_id), for_update=for_update), f"No alert {alert_id}")
 
 
 def check_exists(conn, alert_id: int | None) -> None:
@@ -139,7 +139,8 @@ def acknowledge(conn, settings: Settings, alert_id: int | None, *, by: str,
     actor = actor_of(by)
     if alert_id is None:
         raise Invalid("Select an alert to acknowledge")
-    row = _existing(conn, alert_id)
+    # locked: a resolve or an alert run committed meanwhile is read, not written over with stale details
+    row = _existing(conn, alert_id, for_update=True)
     if row["status"] == AlertStatus.RESOLVED:
         raise Conflict(f"Alert {alert_id} is already resolved: nothing to acknowledge")
     details = dict(row["details"] or {})
@@ -174,7 +175,7 @@ def resolve(conn, settings: Settings, alert_id: int, *, by: str, note: str | Non
     """Resolve one active alert by hand (audited 'resolve'); the channels it was notified on are
     told (PagerDuty incident resolved). Commits."""
     actor = actor_of(by)
-    row = _existing(conn, alert_id)
+    row = _existing(conn, alert_id, for_update=True)  # as in acknowledge
     if row["status"] == AlertStatus.RESOLVED:
         raise Conflict(f"Alert {alert_id} is already resolved")
     _close(conn, settings, row, AlertAction.RESOLVE, actor, note)

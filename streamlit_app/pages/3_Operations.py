@@ -94,10 +94,12 @@ with right:
         by_version = {v["version"]: v for v in versions}
         if who := common.acting_as(OPERATE, "promoting a version"):
             with st.form("ops_approve"):
-                version = st.selectbox(
-                    "Version", candidates, key="ops_approve_version",
-                    format_func=lambda v: f"v{v} · weighted F1 {common.fmt_score(by_version[v]['weighted_f1'])} · "
-                                          f"{by_version[v].get('decision') or 'pending'}")
+                # the version chosen stays chosen if it stopped being a candidate (promoted meanwhile):
+                # approving it is then refused, never turned into approving another one
+                version, _v, _left = common.choice(
+                    "Version", {v: by_version[v] for v in candidates}, "ops_approve_version",
+                    lambda v, row: f"v{v} · weighted F1 {common.fmt_score(row['weighted_f1'])} · "
+                                   f"{row.get('decision') or 'pending'}")
                 reason = st.text_area("Reason (required: recorded and sent with the notification)",
                                       key="ops_approve_reason")
                 go = st.form_submit_button("Approve and promote", key="ops_approve_submit", type="primary")

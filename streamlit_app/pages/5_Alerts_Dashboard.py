@@ -42,18 +42,23 @@ if which.startswith("active"):
     rows = [r for r in rows if r["status"] != "resolved"]
 
 alert = None
-if not rows:
-    if not empty:
-        st.info("No alert to show: drift stayed under the thresholds (or the daily pipeline has not run yet).",
-                icon=":material/verified:")
-else:
+if not rows and not empty:
+    st.info("No alert to show: drift stayed under the thresholds (or the daily pipeline has not run yet).",
+            icon=":material/verified:")
+if rows:
     st.dataframe(common.frame([{**r, "notified_level": (r.get("details") or {}).get("notified_level")} for r in rows],
                               ["id", "level", "cause", "status", "count", "first_seen", "last_seen",
                                "notified_level", "message"]),
                  hide_index=True, width="stretch")
-    labels = {r["id"]: f"#{r['id']} · {r['level']} · {r['cause']} · {r['status']}" for r in rows}
-    alert_id = st.selectbox("Alert", list(labels), format_func=labels.get, key="alerts_selected")
+# the alert chosen stays chosen if the list, read again, no longer holds it (the actions below
+# would otherwise be taken on another alert)
+labels = {r["id"]: f"#{r['id']} · {r['level']} · {r['cause']} · {r['status']}" for r in rows}
+alert_id, _label, left = common.choice("Alert", labels, "alerts_selected", lambda _i, label: label)
+if alert_id is not None:
     alert = common.call(ops_alerts.alert_detail, c, alert_id, what="the alert")
+    if left:
+        st.warning(f"Alert #{alert_id} is no longer in this list (it is {alert['status']} now): the actions below "
+                   "still concern it.", icon=":material/update:")
 
 # --- the drift behind the alert ----------------------------------------------------------------------------
 if alert is not None:
@@ -193,8 +198,8 @@ with tab_rollback:
                "notification). " + (f"Champion now: v{champ['version']}." if champ else "No champion now."))
     if who := common.acting_as(OPERATE, "rolling back"):
         with st.form("alert_rollback"):
-            to = st.selectbox("Return to", [PREVIOUS] + targets, key="alert_rollback_to",
-                              format_func=lambda v: v if v == PREVIOUS else f"v{v}")
+            to, _v, _left = common.choice("Return to", {v: v for v in [PREVIOUS] + targets}, "alert_rollback_to",
+                                          lambda v, _v: v if v == PREVIOUS else f"v{v}")
             note = st.text_area("Note (required)", key="alert_rollback_note")
             go = st.form_submit_button("Roll back to the previous model", key="alert_rollback_submit")
         if go:

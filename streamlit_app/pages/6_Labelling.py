@@ -81,10 +81,13 @@ if disputed["total"]:
         if common.refusal(LABEL, "labelling") is None:
             titles = {it["productid"]: it["designation"] for it in disputed["items"]}
             with st.form("settling", clear_on_submit=True):
-                pid = st.selectbox("Product", list(titles), key="settling_product",
-                                   format_func=lambda p: f"{p} · {titles[p][:70]}")
+                pid, _title, settled = common.choice("Product", titles, "settling_product",
+                                                     lambda p, title: f"{p} · {title[:70]}")
                 code = code_choice("settling_code")
                 settle = st.form_submit_button("Record my label", key="settling_submit")
+            if settled:
+                st.caption(f"Product {pid} no longer has disagreeing labels (settled since you chose it); "
+                           "a label you give is recorded for it all the same.")
             record_label(settle, code, f"product {pid}", productid=int(pid))
 
 # --- the queue --------------------------------------------------------------------------------------------
@@ -103,25 +106,26 @@ st.caption("Ranked by the chance that the served answer is wrong: 1 - (1 - uncer
            "drift = the share of words the model cannot read (above its holdout rate) or that drifted. "
            "One entry per product; labelled products are not offered.")
 
-if not queue:
-    if not empty:
-        st.info("Nothing to label: no unlabelled served prediction in the window.", icon=":material/task_alt:")
+if not queue and not empty:
+    st.info("Nothing to label: no unlabelled served prediction in the window.", icon=":material/task_alt:")
+if queue:
+    rows = [{"rank": q.rank, "score": q.score, "title": q.designation,
+             "predicted": f"{q.predicted_code} {q.predicted_category}".strip(), "confidence": q.confidence,
+             "reasons": " · ".join(q.reasons), "productid": q.productid, "model": q.model_version,
+             "served at": q.logged_at} for q in queue]
+    st.dataframe(common.frame(rows), hide_index=True, width="stretch",
+                 column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                                "confidence": st.column_config.NumberColumn(format="%.2f")})
+
+# the item chosen stays chosen if the queue, read again, no longer offers it
+item_id, item, left = common.choice("Item to label", {q.inference_id: q for q in queue}, "labelling_item",
+                                    lambda i, q: f"#{q.rank} · {q.designation[:70]} · predicted {q.predicted_code}")
+if item is None:
     common.show_result(st.session_state.get("labelling_result"))
     st.stop()
-
-rows = [{"rank": q.rank, "score": q.score, "title": q.designation,
-         "predicted": f"{q.predicted_code} {q.predicted_category}".strip(), "confidence": q.confidence,
-         "reasons": " · ".join(q.reasons), "productid": q.productid, "model": q.model_version,
-         "served at": q.logged_at} for q in queue]
-st.dataframe(common.frame(rows), hide_index=True, width="stretch",
-             column_config={"score": st.column_config.NumberColumn(format="%.3f"),
-                            "confidence": st.column_config.NumberColumn(format="%.2f")})
-
-by_id = {q.inference_id: q for q in queue}
-item_id = st.selectbox("Item to label", list(by_id), key="labelling_item",
-                       format_func=lambda i: f"#{by_id[i].rank} · {by_id[i].designation[:70]} · predicted "
-                                             f"{by_id[i].predicted_code}")
-item = by_id[item_id]
+if left:
+    st.warning("This item has left the queue since you chose it (someone labelled it, or newer traffic pushed "
+               "it out): a label you give is recorded for this prediction all the same.", icon=":material/update:")
 st.markdown(f"**{common.md(item.designation)}**")
 if item.description:
     st.caption(common.md(item.description[:500]))
