@@ -1257,6 +1257,22 @@ def active_alert(conn, cause: str) -> dict | None:
     )
 
 
+def newest_alert_id(conn, cause: str) -> int | None:
+    return _scalar(conn, "SELECT max(id) FROM alerts WHERE cause = %s", (cause,))
+
+
+def alerts_owing_resolution(conn, cause: str, days: float) -> list[dict]:
+    """The resolved alerts of `cause`, resolved within `days`, whose resolution failed on a
+    channel (details.resolution_undelivered), locked for update."""
+    return _all(
+        conn,
+        f"""SELECT {ALERT_COLUMNS} FROM alerts WHERE cause = %s AND status = 'resolved'
+              AND details ? 'resolution_undelivered' AND resolved_at >= now() - make_interval(secs => %s)
+            ORDER BY id FOR UPDATE""",
+        (cause, float(days) * 86400),
+    )
+
+
 def active_alerts(conn) -> list[dict]:
     return _all(conn, f"SELECT {ALERT_COLUMNS} FROM alerts WHERE status <> 'resolved' ORDER BY id FOR UPDATE")
 

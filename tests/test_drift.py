@@ -29,7 +29,7 @@ from mlops_cli import config, db, registry, stats, store
 from mlops_cli.errors import MlopsError
 from mlops_cli.runs import StepFailed, Trigger
 from mlops_cli.simulate import simulate_traffic
-from mlops_cli.ops.alerts import acknowledge, clear, list_alerts, record_action
+from mlops_cli.ops.alerts import acknowledge, clear, list_alerts, record_action, resolve
 from mlops_cli.steps.alert import alert
 from mlops_cli.drift_windows import TOKEN_DAY_SAMPLE, window_aggregates
 from mlops_cli.steps.drift import drift
@@ -983,3 +983,181 @@ def test_two_threshold_changes_at_once_both_apply(settings, conn):
     first, second = query(conn, "SELECT params FROM alert_actions WHERE action = 'adjust_thresholds' ORDER BY id")
     assert first[0]["old"] == {"warning": None, "alert": None, "critical": None}
     assert second[0]["old"] == first[0]["new"]  # what the second replaced is what the first set
+
+
+# --- notifications that fail on some channels, or runs that fail after sending ---------------------------------
+def _paging(settings, receiver, **kw):
+    """Length drift (data drift ~2) is CRITICAL under these thresholds (ALERT with critical 5.0);
+    Slack and PagerDuty go to the local receiver."""
+    return settings.replace(**{"drift_warning_threshold": 0.5, "drift_alert_threshold": 1.0,
+                               "drift_critical_threshold": 1.5, "alert_slack_webhook": receiver.url("/slack"),
+                               "pagerduty_routing_key": ROUTING_KEY, "pagerduty_url": receiver.url("/pd"), **kw})
+
+
+def _external(conn) -> list[tuple]:
+    return query(conn, "SELECT event, channel, status FROM notifications WHERE channel <> 'log' ORDER BY id")
+
+
+def _pd(receiver) -> list[str]:
+    return [b["event_action"] for b in receiver.bodies("/pd")]
+
+
+def test_a_page_that_failed_while_slack_delivered_is_sent_again_on_pagerduty_alone(env, receiver):
+    """CRITICAL with PagerDuty down: Slack delivered, so the alert counts as notified, and PagerDuty
+    is owed the page; the next run sends it there alone (within the cooldown), then nothing more.
+    Before, the page waited for the 24 h reminder, and for ever once someone acknowledged."""
+    s = _paging(env.settings, receiver)
+    start = DAY0 + timedelta(days=1100)
+    traffic(env, start, drift_kind="length", seed=13)
+    as_of = start + timedelta(days=7)
+    receiver.behaviour["/pd"] = 500
+    first = cycle(env, s, as_of)["data_drift"]
+    assert (first["action"], first["level"], first["notified"]) == ("created", "CRITICAL", ["log", "slack"])
+    [row] = list_alerts(env.conn)
+    assert (row["details"]["notified_level"], row["details"]["undelivered"]) == ("CRITICAL", ["pagerduty"])
+    receiver.behaviour["/pd"] = "ok"
+    again = cycle(env, s, as_of)["data_drift"]
+    assert (again["action"], again["notified"]) == ("redelivered", ["pagerduty"])
+    assert _pd(receiver) == ["trigger", "trigger"] and len(receiver.bodies("/slack")) == 1
+    assert "undelivered" not in list_alerts(env.conn)[0]["details"]
+    assert cycle(env, s, as_of + timedelta(days=1))["data_drift"]["action"] == "updated"
+    assert _external(env.conn) == [("drift_alert", "slack", "sent"), ("drift_alert", "pagerduty", "failed"),
+                                   ("drift_alert", "pagerduty", "sent")]
+
+
+def test_a_resolution_that_failed_is_sent_again_until_it_goes_through(env, receiver):
+    """Traffic back to normal while Slack and PagerDuty are down: the alert is resolved, and its
+    resolution owed to both; the next run sends it (the PagerDuty incident resolved), then nothing
+    more. Before, the incident stayed triggered for ever."""
+    s = _paging(env.settings, receiver)
+    start = DAY0 + timedelta(days=1000)
+    traffic(env, start, drift_kind="length", seed=11)
+    as_of = start + timedelta(days=7)
+    assert cycle(env, s, as_of)["data_drift"]["level"] == "CRITICAL"
+    clean = as_of + timedelta(days=30)
+    traffic(env, clean - timedelta(days=7), seed=12)
+    receiver.behaviour["/pd"] = receiver.behaviour["/slack"] = 500
+    resolved = cycle(env, s, clean)["data_drift"]
+    assert (resolved["action"], resolved["notified"]) == ("resolved", ["log"])
+    [row] = list_alerts(env.conn)
+    assert (row["status"], row["details"]["resolution_undelivered"]) == ("resolved", ["pagerduty", "slack"])
+    receiver.behaviour["/pd"] = receiver.behaviour["/slack"] = "ok"
+    later = cycle(env, s, clean + timedelta(days=1))["data_drift"]
+    assert (later["action"], later["resolution_redelivered"]) == ("none", ["slack", "pagerduty"])
+    assert "resolution_redelivered" not in cycle(env, s, clean + timedelta(days=2))["data_drift"]
+    assert _pd(receiver) == ["trigger", "resolve", "resolve"]
+    assert [r for r in _external(env.conn) if r[0] == "drift_resolved"] == [
+        ("drift_resolved", "slack", "failed"), ("drift_resolved", "pagerduty", "failed"),
+        ("drift_resolved", "slack", "sent"), ("drift_resolved", "pagerduty", "sent")]
+
+
+def test_a_run_that_fails_after_sending_does_not_send_again_when_retried(env, receiver, monkeypatch):
+    """The connection drops at the cause after data drift's: data drift's new alert, its Slack post
+    and its notifications row were committed when sent, so the retried run (STEP_RETRIES) finds
+    them and posts nothing again, nor counts the report twice. Before, the failure rolled them back
+    and the retry posted the same alert a second time."""
+    from mlops_cli.steps import alert as alert_step
+
+    s = _paging(env.settings, receiver, drift_critical_threshold=5.0)  # ALERT: log + Slack
+    start = DAY0 + timedelta(days=1200)
+    traffic(env, start, drift_kind="length", seed=14)
+    run_drift(env, start + timedelta(days=7), settings=s)
+    real, failed = alert_step.evaluate_cause, []
+
+    def dropping(conn, settings, short, *args, **kwargs):
+        if short == "prediction" and not failed:
+            failed.append(short)
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+        return real(conn, settings, short, *args, **kwargs)
+
+    monkeypatch.setattr(alert_step, "evaluate_cause", dropping)
+    with pytest.raises(StepFailed, match="server closed the connection unexpectedly"):
+        alert(env.conn, s, T)
+    retried = alert(env.conn, s, T)  # the same drift run: the failed alert run did not consume it
+    assert retried.status == "succeeded"
+    data = next(o for o in retried.outputs["alerts"] if o["cause"] == "data_drift")
+    assert (data["action"], data["notified"]) == ("updated", [])
+    assert len(receiver.bodies("/slack")) == 1
+    assert _external(env.conn) == [("drift_alert", "slack", "sent")]
+    assert [(a["cause"], a["count"]) for a in list_alerts(env.conn) if a["cause"] == "data_drift"] == [
+        ("data_drift", 1)]
+
+
+def _while_paging(env, settings, receiver, act):
+    """Run the alert step with PagerDuty answering after 2 s, and `act(conn)` on a second
+    connection once the page has reached PagerDuty (the step then holds the alert it notifies)."""
+    import threading
+
+    receiver.behaviour["/pd"] = 2.0
+    pages = len(receiver.bodies("/pd"))
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(result=alert(env.conn, settings, T)), daemon=True)
+    thread.start()
+    wait_for(lambda: len(receiver.bodies("/pd")) > pages, "the page to reach PagerDuty")
+    other = db.open_db(settings)
+    try:
+        try:
+            done["act"] = act(other)
+        except MlopsError as exc:
+            done["refused"] = exc
+        thread.join(120)
+        receiver.behaviour["/pd"] = "ok"
+        return done
+    finally:
+        other.close()
+
+
+def test_acknowledging_or_resolving_while_the_step_pages_keeps_what_it_sent(env, receiver):
+    """A person acts on the alert the step is escalating (or resolving): the action waits for the
+    step and reads the alert as it left it. An acknowledge keeps the CRITICAL page recorded (no
+    second page at the next run); a hand resolution resolves the incident that page opened; an
+    acknowledge during the step's resolution is refused. Before, the person's stale read was
+    written back: the page was sent again, the incident left open, the resolved alert reopened."""
+    alerting = _paging(env.settings, receiver, drift_critical_threshold=5.0)
+    paging = alerting.replace(drift_critical_threshold=1.5)
+    start = DAY0 + timedelta(days=1300)
+    traffic(env, start, drift_kind="length", seed=15)
+    as_of = start + timedelta(days=7)
+    alert_id = cycle(env, alerting, as_of)["data_drift"]["alert_id"]  # ALERT: Slack
+
+    run_drift(env, as_of, settings=paging)  # escalates to CRITICAL: paged
+    done = _while_paging(env, paging, receiver, lambda c: acknowledge(c, paging, alert_id, by="alice"))
+    row = store.get_alert(env.conn, alert_id)
+    env.conn.rollback()
+    assert (row["status"], row["details"]["notified_level"]) == ("acknowledged", "CRITICAL")
+    assert cycle(env, paging, as_of)["data_drift"]["action"] == "updated" and _pd(receiver) == ["trigger"]
+
+    store.update_alert(env.conn, alert_id, status="open", details={**row["details"], "notified_level": "ALERT"})
+    env.conn.commit()
+    run_drift(env, as_of, settings=paging)  # escalates again; bob resolves it by hand meanwhile
+    done = _while_paging(env, paging, receiver, lambda c: resolve(c, paging, alert_id, by="bob", note="rolled back"))
+    assert done["act"].alerts[0]["status"] == "resolved"
+    assert _pd(receiver) == ["trigger", "trigger", "resolve"]
+
+    second = DAY0 + timedelta(days=1500)  # paged, then resolved by the step while alice acknowledges
+    traffic(env, second, drift_kind="length", seed=17)
+    new_id = cycle(env, paging, second + timedelta(days=7))["data_drift"]["alert_id"]
+    clean = second + timedelta(days=37)
+    traffic(env, clean - timedelta(days=7), seed=18)
+    run_drift(env, clean, settings=paging)
+    done = _while_paging(env, paging, receiver, lambda c: acknowledge(c, paging, new_id, by="alice"))
+    assert str(done["refused"]) == f"Alert {new_id} is already resolved: nothing to acknowledge"
+    assert store.get_alert(env.conn, new_id)["status"] == "resolved"
+
+
+def test_a_daily_reminder_is_not_skipped_by_a_run_starting_a_minute_earlier(env, receiver):
+    """ALERT_COOLDOWN_HOURS=24 and a daily check: yesterday's notification went out a minute later
+    in the day than today's run starts. The reminder is due (within REMINDER_SLACK of the cooldown);
+    before, it waited a whole day more, so reminders came every other day."""
+    s = _paging(env.settings, receiver, drift_critical_threshold=5.0)
+    start = DAY0 + timedelta(days=1600)
+    traffic(env, start, drift_kind="length", seed=19)
+    as_of = start + timedelta(days=7)
+    cycle(env, s, as_of)
+    query_exec = env.conn.cursor()
+    query_exec.execute("UPDATE alerts SET last_notified_at = now() - interval '23 hours 59 minutes'")
+    env.conn.commit()
+    assert cycle(env, s, as_of + timedelta(days=1))["data_drift"]["action"] == "reminded"
+    query_exec.execute("UPDATE alerts SET last_notified_at = now() - interval '20 hours'")
+    env.conn.commit()
+    assert cycle(env, s, as_of + timedelta(days=2))["data_drift"]["action"] == "updated"

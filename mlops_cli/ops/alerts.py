@@ -158,17 +158,18 @@ def acknowledge(conn, settings: Settings, alert_id: int | None, *, by: str,
 
 
 def _close(conn, settings: Settings, row: dict, action: AlertAction, actor: str, note: str | None) -> list[str]:
-    from ..steps.alert import resolved_message, send_at_level
+    from ..steps.alert import notify_resolution
 
     details = dict(row["details"] or {})
     details["resolved_by"] = actor
+    verb = "Cleared" if action == AlertAction.CLEAR else "Resolved by hand"
+    reason = f"{verb} by {actor}" + (f": {note}" if note else "") + "."
+    # a channel that fails is owed the resolution: the next alert runs send it again
+    sent = notify_resolution(conn, settings, row, details, reason, None, None, None)
     store.update_alert(conn, row["id"], status=AlertStatus.RESOLVED.value, resolved_at="now", details=details)
     store.insert_alert_action(conn, alert_id=row["id"], action=action.value, actor=actor, note=note,
                               params={"previous_status": row["status"], "level": row["level"]})
-    verb = "Cleared" if action == AlertAction.CLEAR else "Resolved by hand"
-    reason = f"{verb} by {actor}" + (f": {note}" if note else "") + "."
-    msg = resolved_message(settings, row, reason, None, None)
-    return send_at_level(conn, settings, msg, details.get("notified_level"), None)
+    return sent
 
 
 def resolve(conn, settings: Settings, alert_id: int, *, by: str, note: str | None = None) -> AlertsChanged:

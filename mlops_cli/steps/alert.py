@@ -25,7 +25,22 @@ The `alerts` table holds at most one active (open or acknowledged) alert per cau
   missing data neither raises nor resolves an alert.
 
 A notification whose every channel beyond the log failed (SMTP down, webhook answering 500) does
-not count as sent: the next run tries again (the failures are in the `notifications` table).
+not count as sent: the next run tries again (the failures are in the `notifications` table). One
+that went out on some channels and failed on others (Slack delivered, PagerDuty down) counts as
+sent, and the channels that failed are owed it (`details.undelivered`): each run sends it again on
+those, while the alert is open at a level that has them, until they deliver (cooldown or not; an
+acknowledged alert has a person on it). A resolution that failed on a channel
+(`details.resolution_undelivered`) is sent again there by each run, for REDELIVER_DAYS, unless a
+newer alert of the cause exists (its trigger took over the incident key).
+
+Each cause's alert change is committed with its `notifications` rows as soon as it is sent: a
+failure later in the run (a lost connection, another cause) cannot roll back what already went
+out, and the retried run (STEP_RETRIES) finds it sent. A report already seen by an alert (the
+retry, or `--report-id` again) does not count it again.
+
+Reminders are due once ALERT_COOLDOWN_HOURS have passed, less REMINDER_SLACK of it: the daily check
+starts a little earlier or later each day (the steps before it take more or less time), and a
+reminder due within minutes of the run would otherwise wait a whole day more.
 
 ALERT_ENABLED=false: reports are still written and alerts are still RECORDED (the dashboard
 shows them, with details.notified_level unset), but nothing is sent. When alerting is enabled
@@ -63,6 +78,10 @@ KINDS_BY_LEVEL = {
     "CRITICAL": ("log", "email", "slack", "pagerduty"),
 }
 SEVERITY = {"WARNING": "warning", "ALERT": "error", "CRITICAL": "critical"}
+# a resolution that failed on a channel is sent again there for this long (then: the failures are
+# in `notifications`, and a person who sees the incident still open resolves it there)
+REDELIVER_DAYS = 7
+REMINDER_SLACK = 0.05  # of the cooldown (module docstring)
 
 
 def _rank(level: str | None) -> int:
@@ -176,23 +195,58 @@ def _context(settings: Settings, short: str, cause: str, level: str, score: floa
 
 
 def _deliver(conn, settings: Settings, message: Message, level: str | None,
-             run_id: int | None) -> tuple[list[str], bool]:
-    """Send on the channels of `level`: (channels that delivered, whether the alert counts as
-    notified). It does not when every channel beyond the log failed (SMTP down, webhook 500):
-    the next run then tries again instead of waiting for the cooldown."""
-    if not settings.alert_enabled or level not in KINDS_BY_LEVEL:
-        return [], False
-    deliveries = notify.send(conn, settings, message, KINDS_BY_LEVEL[level], alert=True,
-                             pipeline_run_id=run_id)
+             run_id: int | None, channels: list[str] | None = None) -> tuple[list[str], bool, list[str]]:
+    """Send on the channels of `level` (or on `channels`): (channels that delivered, whether the
+    alert counts as notified, the channels beyond the log that failed). It does not count when
+    every channel beyond the log failed (SMTP down, webhook 500): the next run then tries again
+    instead of waiting for the cooldown."""
+    if not settings.alert_enabled or (channels is None and level not in KINDS_BY_LEVEL):
+        return [], False, []
+    deliveries = notify.send(conn, settings, message, KINDS_BY_LEVEL[level] if channels is None else channels,
+                             alert=True, pipeline_run_id=run_id)
     sent = [d.channel for d in deliveries if d.status == "sent"]
     external = [d for d in deliveries if d.channel != "log"]
     notified = bool(sent) and (not external or any(d.status == "sent" for d in external))
-    return sent, notified
+    return sent, notified, [d.channel for d in external if d.status != "sent"]
 
 
-def send_at_level(conn, settings: Settings, message: Message, level: str | None, run_id: int | None) -> list[str]:
-    """Send on the channels of `level`; the names of the channels that delivered."""
-    return _deliver(conn, settings, message, level, run_id)[0]
+def _owe(details: dict, key: str, failed: list[str]) -> None:
+    if failed:
+        details[key] = sorted(set(failed))
+    else:
+        details.pop(key, None)
+
+
+def notify_resolution(conn, settings: Settings, row: dict, details: dict, reason: str, scores: dict | None,
+                      score: float | None, run_id: int | None) -> list[str]:
+    """Tell the channels the alert was notified on that it is resolved; the channels that failed
+    are recorded in `details` (resolution_undelivered: sent again by the next runs). Returns the
+    channels that delivered."""
+    details.pop("undelivered", None)  # a notice of the alert itself is owed no more
+    msg = resolved_message(settings, row, reason, scores, score)
+    sent, _notified, failed = _deliver(conn, settings, msg, details.get("notified_level"), run_id)
+    _owe(details, "resolution_undelivered", failed)
+    return sent
+
+
+def _redeliver_resolutions(conn, settings: Settings, cause: str, active: dict | None, run_id: int | None) -> list[str]:
+    """Send again the resolutions of `cause` that failed on a channel (see the module docstring)."""
+    if not settings.alert_enabled:
+        return []
+    newest = store.newest_alert_id(conn, cause)
+    sent: list[str] = []
+    for row in store.alerts_owing_resolution(conn, cause, REDELIVER_DAYS):
+        details = dict(row["details"] or {})
+        channels = details.pop("resolution_undelivered")
+        if active is None and row["id"] == newest:
+            reason = (f"Resolved at {row['resolved_at']:%Y-%m-%d %H:%M} UTC by {details.get('resolved_by') or 'the alert step'}; "
+                      "this notice could not be delivered then.")
+            done, _notified, failed = _deliver(conn, settings, resolved_message(settings, row, reason, None, None),
+                                               None, run_id, channels=list(channels))
+            sent += done
+            _owe(details, "resolution_undelivered", failed)
+        store.update_alert(conn, row["id"], details=details)  # else: a newer alert's trigger owns the key
+    return sent
 
 
 def _max_level(a: str | None, b: str | None) -> str | None:
@@ -231,9 +285,12 @@ def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], th
     cause = CAUSE_NAMES[short]
     worst = _worst(reports, short)
     active = store.active_alert(conn, cause)
+    # first: before a new alert of the cause triggers the incident key again
+    redelivered = _redeliver_resolutions(conn, settings, cause, active, run_id)
+    extra = {"resolution_redelivered": redelivered} if redelivered else {}
     if worst is None:
         return {"cause": cause, "action": "no_data", "alert_id": active["id"] if active else None,
-                "level": active["level"] if active else None, "notified": []}
+                "level": active["level"] if active else None, "notified": [], **extra}
     score, report = worst
     level = drift_level(score, thresholds["warning"], thresholds["alert"], thresholds["critical"])
     entry = {"at": now.isoformat(), "report_id": report["id"], "score": round(score, 6), "level": level}
@@ -241,18 +298,16 @@ def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], th
     if level == "NONE":
         if active is None:
             return {"cause": cause, "action": "none", "alert_id": None, "level": "NONE", "score": score,
-                    "notified": []}
+                    "notified": [], **extra}
         details = dict(active["details"] or {})
         details["history"] = _history(details, entry)
         details["resolved_by"] = "alert step"
         reason = _justification(short, score, "NONE", thresholds, report)
+        sent = notify_resolution(conn, settings, active, details, reason, _scores(report), score, run_id)
         store.update_alert(conn, active["id"], status="resolved", resolved_at="now", last_seen="now",
                            report_id=report["id"], details=details)
-        scores = _scores(report)
-        sent = send_at_level(conn, settings, resolved_message(settings, active, reason, scores, score),
-                             details.get("notified_level"), run_id)
         return {"cause": cause, "action": "resolved", "alert_id": active["id"], "level": "NONE",
-                "previous_level": active["level"], "score": score, "notified": sent}
+                "previous_level": active["level"], "score": score, "notified": sent, **extra}
 
     if active is None:
         msg_level = level
@@ -261,15 +316,17 @@ def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], th
         alert_id = store.insert_alert(conn, level=level, cause=cause, report_id=report["id"], message=subject,
                                       details=details, notified=False)
         ctx = _context(settings, short, cause, level, score, report, thresholds, alert_id)
-        sent, notified = _deliver(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx),
-                                  msg_level, run_id)
+        sent, notified, failed = _deliver(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx),
+                                          msg_level, run_id)
         if notified:
             details["notified_level"] = level
+            _owe(details, "undelivered", failed)
             store.update_alert(conn, alert_id, last_notified_at="now", details=details)
         return {"cause": cause, "action": "created", "alert_id": alert_id, "level": level, "score": score,
-                "notified": sent}
+                "notified": sent, **extra}
 
     details = dict(active["details"] or {})
+    seen = (details.get("history") or [{}])[-1].get("report_id") == report["id"]  # a retried run
     details["history"] = _history(details, entry)
     details["score"] = score
     if _rank(level) > _rank(details.get("peak_level")):
@@ -277,37 +334,45 @@ def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], th
     notified_level = details.get("notified_level")
     cooldown = timedelta(hours=float(settings.alert_cooldown_hours))
     last = active["last_notified_at"]
+    owed = [c for c in details.get("undelivered") or [] if c in KINDS_BY_LEVEL.get(level, ())]
+    count = active["count"] + (0 if seen else 1)
+    channels = None
     if _rank(level) > _rank(notified_level):
         action = "escalated" if notified_level else "notified"
         subject = (f"Drift escalated to {level} on {settings.model_name} ({CAUSE_LABELS[short]} {score:.4f})"
                    if notified_level else
                    f"Drift {level} on {settings.model_name} ({CAUSE_LABELS[short]} {score:.4f})")
-    elif active["status"] == "open" and (last is None or now - last >= cooldown):
+    elif active["status"] == "open" and (last is None or now - last >= cooldown * (1 - REMINDER_SLACK)):
         action = "reminded"
         subject = (f"Drift {level} still active on {settings.model_name} ({CAUSE_LABELS[short]} "
-                   f"{score:.4f}, seen {active['count'] + 1} times)")
+                   f"{score:.4f}, seen {count} times)")
+    elif active["status"] == "open" and owed and settings.alert_enabled:
+        action, channels = "redelivered", owed  # what failed there before, sent again there only
+        subject = f"Drift {level} on {settings.model_name} ({CAUSE_LABELS[short]} {score:.4f})"
     else:
         action = "updated"
         subject = None
     sent: list[str] = []
-    changes = {"count": "+1", "last_seen": "now", "report_id": report["id"], "level": level}
+    changes = {"last_seen": "now", "report_id": report["id"], "level": level, **({} if seen else {"count": "+1"})}
     if subject is not None:
         ctx = _context(settings, short, cause, level, score, report, thresholds, active["id"],
-                       previous_level=active["level"], count=active["count"] + 1,
-                       first_seen=active["first_seen"].isoformat())
-        sent, notified = _deliver(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx),
-                                  level, run_id)
-        if notified:
+                       previous_level=active["level"], count=count, first_seen=active["first_seen"].isoformat())
+        sent, notified, failed = _deliver(conn, settings, Message("drift_alert", subject, SEVERITY[level], ctx),
+                                          level, run_id, channels=channels)
+        if notified and channels is None:
             # the highest level told during the alert's life: its resolution goes to those channels
             details["notified_level"] = _max_level(notified_level, level)
             changes["last_notified_at"] = "now"
+            _owe(details, "undelivered", failed)
+        elif channels is not None and settings.alert_enabled:
+            _owe(details, "undelivered", failed)
         changes["message"] = subject
     else:
         details["suppressed"] = ("acknowledged" if active["status"] == "acknowledged"
                                  else f"cooldown of {settings.alert_cooldown_hours:g} h")
     store.update_alert(conn, active["id"], details=details, **changes)
     return {"cause": cause, "action": action, "alert_id": active["id"], "level": level,
-            "previous_level": active["level"], "score": score, "notified": sent}
+            "previous_level": active["level"], "score": score, "notified": sent, **extra}
 
 
 def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None = None) -> StepResult:
@@ -318,6 +383,7 @@ def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None =
         step.outputs["champion_audit"] = champion_audit.check(conn, settings, step.pipeline_run_id)
         # and no version left by a train step that died (orphan_versions.py)
         step.outputs["orphan_versions"] = orphan_versions.sweep(conn, settings)
+        conn.commit()  # what was sent stays recorded as sent, whatever fails later (module docstring)
         if report_id is not None:
             report = store.get_drift_report(conn, int(report_id))
             if report is None:
@@ -335,8 +401,10 @@ def alert(conn, settings: Settings, trigger: Trigger, *, report_id: int | None =
                 return
         thresholds = effective_thresholds(conn, settings)
         now = datetime.now(timezone.utc)
-        outcomes = [evaluate_cause(conn, settings, short, reports, thresholds, step.pipeline_run_id, now)
-                    for short in values(Cause)]
+        outcomes = []
+        for short in values(Cause):
+            outcomes.append(evaluate_cause(conn, settings, short, reports, thresholds, step.pipeline_run_id, now))
+            conn.commit()  # this cause's alert with its notifications rows: sent is sent
         step.outputs.update({
             "report_ids": [r["id"] for r in reports],
             "alert_enabled": settings.alert_enabled,
