@@ -1842,6 +1842,13 @@ def purge_default_before(conn, horizon) -> tuple[int, int]:
     return kept, deleted
 
 
+def active_alert_windows(conn) -> list[dict]:
+    """The window of the report each active alert names: {alert_id, report_id, as_of, window_days}."""
+    return _all(conn, """SELECT a.id AS alert_id, r.id AS report_id, r.as_of, r.window_days
+                         FROM alerts a JOIN drift_reports r ON r.id = a.report_id
+                         WHERE a.status <> 'resolved' ORDER BY a.id""")
+
+
 def add_inference_hold(conn, inference_id: int, reason: str, held_by: str | None = None) -> None:
     """Keep inference_log row `inference_id` past retention (an alert, a report, a training run
     needs it)."""

@@ -257,6 +257,37 @@ def test_an_interrupted_drop_is_finished_by_the_next_run(conn, settings, old_day
     assert query(conn, "SELECT count(*) FROM inference_log_retained")[0][0] == 3
 
 
+def test_the_days_behind_an_active_alert_are_kept_until_it_resolves(conn, settings):
+    """A 7-day window 100 days back raised an alert someone acknowledged and is still on: retention
+    keeps its days (attached: the report's rows stay readable) and says so, and drops them once the
+    alert is resolved. The days outside the window go as usual."""
+    from mlops_cli.ops.alerts import resolve
+
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=100)
+    _write_days(conn, first - timedelta(days=2), 9, 20)  # two days before the window, then its 7
+    as_of = datetime.combine(first + timedelta(days=7), datetime.min.time(), tzinfo=UTC)
+    report = store.insert_drift_report(
+        conn, pipeline_run_id=None, report_date=as_of.date(), window_days=7, as_of=as_of, model_version="1",
+        n_inferences=140, n_feedback=0, status="ok", level="ALERT", data_drift_score=0.25,
+        prediction_drift_score=0.0, performance_drift_score=None, drift_detected=True, details={})
+    alert_id = store.insert_alert(conn, level="ALERT", cause="data_drift", report_id=report, message="Drift ALERT",
+                                  details={}, notified=True)
+    store.update_alert(conn, alert_id, status="acknowledged")
+    conn.commit()
+    r = retention.retention(conn, settings, T)
+    assert [d["day"] for d in r.outputs["dropped"]] == [(first - timedelta(days=k)).isoformat() for k in (2, 1)]
+    window = [(first + timedelta(days=k)).isoformat() for k in range(7)]
+    assert r.outputs["held"] == [{"day": d, "by": f"alert #{alert_id} (drift report #{report})"} for d in window]
+    assert r.message.endswith(f"; 7 older day(s) kept for an active alert (alert #{alert_id} (drift report "
+                              f"#{report}): resolve it to let them go)")
+    assert query(conn, "SELECT count(*) FROM inference_log")[0][0] == 7 * 20
+    resolve(conn, settings, alert_id, by="pytest")
+    again = retention.retention(conn, settings, T)
+    assert [d["day"] for d in again.outputs["dropped"]] == window and again.outputs["held"] == []
+    assert query(conn, "SELECT count(*) FROM inference_log")[0][0] == 0
+
+
 def test_a_busy_table_is_never_waited_on_long(conn, settings, old_days, monkeypatch):
     """A long reader holds inference_log: the detach gives up after lock_timeout and retries (it
     never sits in the lock queue, where the serving writer would wait behind it); a writer goes on

@@ -18,6 +18,7 @@ retention   drops whole the partitions of the days older than INFERENCE_LOG_RETE
             that must outlive it (feedback names them, or inference_log_holds) into
             inference_log_retained, and in one transaction: audit row (inference_log_drops),
             rollups forgotten, DROP TABLE. Interrupted after the detach, the next run finishes.
+            The days of the report an active alert names are kept until it resolves (held_days).
 
 Locks: no statement here waits longer than INFERENCE_LOG_LOCK_TIMEOUT_MS for a lock the serving
 writer could queue behind (PostgreSQL queues later requests behind a waiting ACCESS EXCLUSIVE
@@ -298,13 +299,28 @@ def _drop_detached(conn, settings: Settings, name: str, actor: str | None, run_i
     return {"day": day.isoformat(), "rows": rows, "kept": kept, "archive": archive, "drop_id": drop_id}
 
 
-def _drop_days(conn, settings: Settings, table: str, horizon: datetime, drop: Callable[[str], dict]) -> list[dict]:
+def held_days(conn) -> dict:
+    """{day: why}: the days of the windows of the reports that active alerts name. Retention keeps
+    them (attached, whole) until the alert resolves: the rows behind an open alert stay readable."""
+    held: dict = {}
+    for w in store.active_alert_windows(conn):
+        end = w["as_of"].astimezone(timezone.utc)
+        first = (end - timedelta(days=int(w["window_days"]))).date()
+        for k in range((end.date() - first).days + 1):
+            held.setdefault(first + timedelta(days=k), f"alert #{w['alert_id']} (drift report #{w['report_id']})")
+    return held
+
+
+def _drop_days(conn, settings: Settings, table: str, horizon: datetime, drop: Callable[[str], dict],
+               keep: dict | None = None) -> list[dict]:
     """The day partitions of `table` wholly older than `horizon`: those a run left detached, then
-    the attached ones, each DETACHed under lock_timeout; drop(name) does the rest of one day."""
+    the attached ones but the days in `keep`, each DETACHed under lock_timeout; drop(name) does
+    the rest of one day."""
     dropped = [drop(name) for name in store.detached_partition_tables(conn, table)  # an interrupted run's
                if store.partition_day(name) < horizon.date()]
     conn.rollback()
-    old = [p for p in store.inference_partitions(conn, table) if not p["is_default"] and p["upper"] <= horizon]
+    old = [p for p in store.inference_partitions(conn, table) if not p["is_default"] and p["upper"] <= horizon
+           and store.partition_day(p["name"]) not in (keep or {})]
     conn.rollback()
     for p in old:
         under_lock_timeout(conn, settings, f"detach of {p['name']}",
@@ -319,14 +335,19 @@ def apply_retention(conn, settings: Settings, *, today: date | None = None, acto
     docstring); purge the default partition's rows of those days."""
     today = utc_today(today)
     horizon = _midnight(today - timedelta(days=settings.inference_log_retention_days))
+    held = {d: why for d, why in held_days(conn).items() if d < horizon.date()}
+    conn.rollback()
     dropped = _drop_days(conn, settings, "inference_log", horizon,
-                         lambda name: _drop_detached(conn, settings, name, actor, run_id))
+                         lambda name: _drop_detached(conn, settings, name, actor, run_id), keep=held)
     kept, purged = under_lock_timeout(conn, settings, "purge of the default partition",
                                       lambda c: store.purge_default_before(c, horizon))
     offers = store.prune_labelling_offers(conn, horizon)  # offered before the horizon: of dropped days
+    held_now = [{"day": store.partition_day(p["name"]).isoformat(), "by": held[store.partition_day(p["name"])]}
+                for p in store.inference_partitions(conn) if not p["is_default"] and p["upper"] <= horizon]
     conn.commit()
     return {"horizon": horizon.isoformat(), "retention_days": settings.inference_log_retention_days,
             "dropped": dropped, "default_purged": purged, "default_kept": kept,
+            "held": held_now,
             "shadow": _shadow_retention(conn, settings, horizon), "labelling_offers_pruned": offers}
 
 
@@ -359,6 +380,9 @@ def retention(conn, settings: Settings, trigger: Trigger, *, as_of=None) -> Step
         n = sum(d["rows"] for d in out["dropped"])
         step.message = (f"{len(out['dropped'])} day(s) older than {out['horizon'][:10]} dropped ({n} rows, "
                         f"{sum(d['kept'] for d in out['dropped'])} kept)")
+        if out["held"]:
+            step.message += (f"; {len(out['held'])} older day(s) kept for an active alert "
+                             f"({out['held'][0]['by']}: resolve it to let them go)")
         shadow = out["shadow"]["dropped"]
         if shadow:
             step.message += f"; shadow rows: {len(shadow)} day(s) dropped ({sum(d['rows'] for d in shadow)} rows)"
