@@ -239,7 +239,8 @@ def _redeliver_resolutions(conn, settings: Settings, cause: str, active: dict | 
         details = dict(row["details"] or {})
         channels = details.pop("resolution_undelivered")
         if active is None and row["id"] == newest:
-            reason = (f"Resolved at {row['resolved_at']:%Y-%m-%d %H:%M} UTC by {details.get('resolved_by') or 'the alert step'}; "
+            when = row["resolved_at"].astimezone(timezone.utc)
+            reason = (f"Resolved at {when:%Y-%m-%d %H:%M} UTC by {details.get('resolved_by') or 'the alert step'}; "
                       "this notice could not be delivered then.")
             done, _notified, failed = _deliver(conn, settings, resolved_message(settings, row, reason, None, None),
                                                None, run_id, channels=list(channels))
