@@ -709,3 +709,19 @@ def test_dead_smtp_and_slack_500_are_recorded_and_promote_still_succeeds(small_c
     assert len(receiver.bodies("/hook")) == 1  # NOTIFY_RETRIES=0 in the tests
     assert store.get_run(conn, r.pipeline_run_id)["status"] == "succeeded"
     assert decisions(conn) == [(v1, "promoted")]
+
+
+def test_a_version_rolled_back_is_not_put_back_by_the_next_automatic_promote(small_catalogue, conn, settings):
+    """Alice approves v2, the on-call engineer rolls it back: the scheduled promote, which finds
+    v2's evaluation used by no promote run, skips it (a person took it out of production), and
+    the champion stays v1. Before, v2 still beat v1 on the holdout and went back to production."""
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    v1, v2 = champion_and_challenger(conn, s, small_catalogue, GOOD)
+    assert approve(conn, s, Trigger(actor="alice"), v2, reason="looks good").status == "succeeded"
+    assert rollback(conn, s, Trigger(actor="oncall"), reason="v2 bad on live traffic").status == "succeeded"
+    r = promote(conn, s, Trigger(triggered_by="cron", actor="cron"))
+    assert (r.status, r.message) == ("skipped", f"version {v2} was rolled back from production (by oncall): an "
+                                                f"automatic promote does not put it back; `mlops approve {v2} "
+                                                "--reason ...` does")
+    assert alias_map(s)["champion"] == v1
+    assert [d for d in decisions(conn) if d[0] == v2][-1][1] == "rolled_back"

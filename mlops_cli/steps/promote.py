@@ -427,6 +427,12 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
                 return
             step.consume(upstream["id"])
             target = str(upstream["outputs"]["model_version"])
+            latest = store.latest_decision_for_version(conn, settings.model_name, target)
+            if latest and latest["decision"] == "rolled_back":
+                # a person took it out of production: only a person puts it back
+                step.skip(f"version {target} was rolled back from production (by {latest['decided_by'] or 'someone'}): "
+                          f"an automatic promote does not put it back; `mlops approve {target} --reason ...` does")
+                return
             info = registry.get_version(settings, target)
         champion = registry.version_by_alias(settings, registry.CHAMPION)
         resumed = False
