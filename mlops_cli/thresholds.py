@@ -150,11 +150,15 @@ def update_thresholds(conn, settings: Settings, actor: str, *, warning: float | 
         raise Invalid("Give at least one value to change (warning, alert, critical or estimate_margin)")
     merged: dict = {level: None for level in given}
     store.lock_thresholds(conn)  # merged with the values in force: no other change in between
-    if any(v is not None for v in given.values()):
-        current = effective_thresholds(conn, settings)
-        merged = {level: current[level] if v is None else v for level, v in given.items()}
-    set_thresholds(conn, merged["warning"], merged["alert"], merged["critical"], actor, note,
-                   estimate_margin=estimate_margin)
+    try:
+        if any(v is not None for v in given.values()):
+            current = effective_thresholds(conn, settings)
+            merged = {level: current[level] if v is None else v for level, v in given.items()}
+        set_thresholds(conn, merged["warning"], merged["alert"], merged["critical"], actor, note,
+                       estimate_margin=estimate_margin)
+    except BaseException:
+        conn.rollback()  # refused (out of order...): the lock goes with the transaction
+        raise
     return effective_thresholds(conn, settings)
 
 
