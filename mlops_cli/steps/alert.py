@@ -365,7 +365,7 @@ def evaluate_cause(conn, settings: Settings, short: str, reports: list[dict], th
             details["notified_level"] = _max_level(notified_level, level)
             changes["last_notified_at"] = "now"
             _owe(details, "undelivered", failed)
-        elif channels is not None and settings.alert_enabled:
+        elif channels is not None:  # a redelivery (only chosen with alerting on)
             _owe(details, "undelivered", failed)
         changes["message"] = subject
     else:
