@@ -354,15 +354,43 @@ def test_a_promotion_that_died_after_moving_the_registry_is_recorded_by_the_next
     assert again.status == "skipped" and decisions(conn) == [(v1, "promoted"), (v2, "promoted")]
 
 
+def test_a_promotion_killed_once_the_champion_alias_moved_is_recorded_by_the_next_run(
+        small_catalogue, conn, settings):
+    """kill -9 right after the champion alias moved, before previous-champion and before anything
+    is recorded. The version's tags, written before the alias, say it was promoted and which
+    champion it replaced, so the next promote records the decision against that champion. Before,
+    the tags came after the aliases: the next promote found a champion with no decision tag,
+    skipped it as already the champion and used up its evaluation: never recorded."""
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    v1, v2 = champion_and_challenger(conn, s, small_catalogue, GOOD)
+    killed(conn, ("promote", "--by", "dave"), "promote.champion_moved", lambda: alias_map(s)["champion"] == v2,
+           "the champion alias to move", env={"MIN_F1_THRESHOLD": str(BOTH_PASS)})
+    assert alias_map(s) == {"champion": v2, "challenger": v2, "previous-champion": None}
+    assert decisions(conn) == [(v1, "promoted")]
+    r = promote(conn, s, Trigger(actor="dave"))
+    o = r.outputs
+    assert (r.status, o["resumed"], o["decision"], o["champion_version"]) == ("succeeded", True, "promoted", v1)
+    assert o["justification"].startswith("recorded after the promote step that moved the registry at ")
+    assert decisions(conn) == [(v1, "promoted"), (v2, "promoted")]
+    assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}
+    assert tags(s, v1)["stage"] == "Archived" and tags(s, v2)["replaces"] == v1
+
+
 def killed_train(conn, fault: str, until, what: str, meanwhile=None):
     """`mlops train` (GOOD) hung at the fault site `fault`, SIGKILLed once `until()` holds (after
     `meanwhile(value)`), its database session gone: (until's value, the train's pipeline run id)."""
+    return killed(conn, ("train", "--force", *GOOD_CLI), fault, until, what, meanwhile)
+
+
+def killed(conn, args: tuple, fault: str, until, what: str, meanwhile=None, env: dict | None = None):
+    """`mlops *args` hung at the fault site `fault`, SIGKILLed once `until()` holds (after
+    `meanwhile(value)`), its database session gone: (until's value, its pipeline run id)."""
     import signal
 
     from conftest import wait_for
     from test_load import _mlops
 
-    p = _mlops("train", "--force", *GOOD_CLI, env={**os.environ, "MLOPS_FAULT": f"{fault}:hang"})
+    p = _mlops(*args, env={**os.environ, **(env or {}), "MLOPS_FAULT": f"{fault}:hang"})
     try:
         value = wait_for(until, what, interval=0.5)
         if meanwhile is not None:

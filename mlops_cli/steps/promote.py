@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 from urllib.parse import quote
 
-from .. import notify, registry, store
+from .. import notify, registry, runs, store
 from ..config import Settings
 from ..errors import Conflict, Invalid, NotFound, NotReady
 from ..jsonvalues import jsonable
@@ -311,7 +311,13 @@ def _apply(settings: Settings, decision: str, version: str, info: dict, champion
               "decided_by": actor}
     with restoring_aliases(settings) as before:
         if decision in ("promoted", "manual_promotion"):
+            # the decision tags first: a step killed once the alias has moved leaves a champion
+            # that says how it got there, and which version it replaced (interrupted_promotion)
+            registry.set_version_tags(settings, version, {"stage": "Production", **common,
+                                                          "replaces": champion_version or ""})
             registry.set_alias(settings, registry.CHAMPION, version)
+            if runs.FAULT_HOOK is not None:  # tests only: killed between the two aliases
+                runs.FAULT_HOOK("promote.champion_moved")
             if champion_version and champion_version != version:
                 registry.set_alias(settings, registry.PREVIOUS, champion_version)
                 registry.set_version_tags(settings, champion_version,
@@ -326,7 +332,8 @@ def _apply(settings: Settings, decision: str, version: str, info: dict, champion
             stage = "Archived"
         else:  # needs_approval: nothing moves, it stays the challenger
             stage = "None"
-        registry.set_version_tags(settings, version, {"stage": stage, **common})
+        if stage != "Production":
+            registry.set_version_tags(settings, version, {"stage": stage, **common})
         registry.set_description(settings, version, justification)
         if info.get("mlflow_run_id"):
             registry.set_run_tags(settings, info["mlflow_run_id"], {"decision": decision, "decided_at": decided_at,
@@ -354,8 +361,6 @@ def _record_and_notify(conn, settings: Settings, step: StepRun, trigger: Trigger
                 f"champion_{metric}": "n/a" if scores["champion_score"] is None else f"{scores['champion_score']:.4f}",
                 "decision_reason": justification[:4900]}
     _apply(settings, decision, version, info, champion_version, justification, actor, run_tags)
-    from .. import runs
-
     if runs.FAULT_HOOK is not None:  # tests only: the step dies once the registry has moved
         runs.FAULT_HOOK("promote.registry_moved")
     after = aliases(settings)
@@ -500,17 +505,22 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
 
 def interrupted_promotion(conn, settings: Settings, version: str, info: dict) -> tuple[bool, dict | None]:
     """(whether `version` is the champion by a promotion that was never recorded, the champion it
-    replaced or None). _apply tags the version `decision=promoted` and points previous-champion at
-    the version it replaced (tagged `replaced_by`) before the step commits its model_decisions row:
-    a promote step that dies in between leaves those tags and no row. A champion the last recorded
-    change of production put there (a promotion, or a rollback restoring it) is not one: the same
-    rule as champion_audit's."""
+    replaced or None). _apply tags the version `decision=promoted` and `replaces=<the champion>`
+    before it moves the champion alias, then points previous-champion at the replaced version,
+    all before the step commits its model_decisions row: a promote step that dies anywhere after
+    the alias moved leaves those tags and no row. A champion the last recorded change of
+    production put there (a promotion, or a rollback restoring it) is not one: the same rule as
+    champion_audit's."""
     tags = info.get("tags") or {}
     if tags.get("decision") != "promoted":
         return False, None
     recorded = store.latest_production_change(conn, settings.model_name)
     if recorded is not None and recorded["version"] == version:
         return False, None
+    if tags.get("replaces"):  # the alias moved, maybe not previous-champion yet
+        replaced = _registered(settings, tags["replaces"])
+        if replaced is not None:
+            return True, replaced
     previous = registry.version_by_alias(settings, registry.PREVIOUS)
     if previous is not None and (previous.get("tags") or {}).get("replaced_by") == version:
         return True, previous
