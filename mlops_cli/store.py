@@ -132,21 +132,24 @@ def mark_abandoned_runs(conn) -> list[int]:
     return [r["id"] for r in rows]
 
 
-def latest_unconsumed(conn, step: str, consumer_step: str) -> dict | None:
+def latest_unconsumed(conn, step: str, consumer_step: str, *, unless: str | None = None) -> dict | None:
     """The newest succeeded `step` run, if no running/succeeded `consumer_step` run consumed it.
 
     Only the newest counts: a consumer always works on the latest output (train on everything
     loaded, evaluate the newest challenger), so older unconsumed runs are superseded, not queued.
+    unless: runs whose outputs have this key true are passed over, as if they did not exist
+    (promote: an evaluation of the champion, `of_champion`, is not a challenger's).
     """
     return _one(
         conn,
         f"""SELECT {RUN_COLUMNS} FROM (
                 SELECT * FROM pipeline_runs WHERE step = %s AND status = 'succeeded'
+                  AND (%s::text IS NULL OR coalesce(outputs->>%s, '') <> 'true')
                 ORDER BY id DESC LIMIT 1) r
             WHERE NOT EXISTS (SELECT 1 FROM pipeline_runs c
                               WHERE c.upstream_run_id = r.id AND c.step = %s
                                 AND c.status IN ('running', 'succeeded'))""",
-        (step, consumer_step),
+        (step, unless, unless, consumer_step),
     )
 
 

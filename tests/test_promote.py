@@ -13,11 +13,12 @@ import json
 import os
 import re
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 
-from conftest import query
-from mlops_cli import registry, store
+from conftest import query, wait_for
+from mlops_cli import db, registry, store
 from mlops_cli.errors import MlopsError, NotReady
 from mlops_cli.models import decision_history, list_models
 from mlops_cli.runs import StepFailed, Trigger
@@ -324,6 +325,21 @@ def test_better_model_promoted_old_archived_then_worse_archived(small_catalogue,
     assert [d["decision"] for d in decision_history(conn, s, 2)] == ["archived", "promoted"]
 
 
+def test_evaluating_the_champion_by_hand_does_not_hide_the_waiting_challenger(small_catalogue, conn, settings):
+    """`mlops evaluate --version <champion>` (a person re-checks production) after the challenger's
+    evaluation: the next promote still decides on the challenger. Before, it took the newest
+    evaluation, the champion's, skipped it as already the champion, and the challenger was never
+    decided on."""
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    v1, v2 = champion_and_challenger(conn, s, small_catalogue, GOOD)
+    assert evaluate(conn, s, T, version=v1).outputs["model_version"] == v1
+    r = promote(conn, s, T)
+    assert (r.status, r.outputs["model_version"], r.outputs["decision"]) == ("succeeded", v2, "promoted")
+    assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}
+    assert promote(conn, s, T).status == "skipped"  # decided once
+    assert decisions(conn) == [(v1, "promoted"), (v2, "promoted")]
+
+
 def test_a_promotion_that_died_after_moving_the_registry_is_recorded_by_the_next_run(
         small_catalogue, conn, settings, monkeypatch):
     """The registry is not transactional: a promote step that dies between moving the aliases and
@@ -376,6 +392,38 @@ def test_a_promotion_killed_once_the_champion_alias_moved_is_recorded_by_the_nex
     assert tags(s, v1)["stage"] == "Archived" and tags(s, v2)["replaces"] == v1
 
 
+def test_a_train_does_not_move_the_challenger_while_a_decision_holds_the_champion_lock(
+        small_catalogue, conn, settings):
+    """Promote, approve and rollback read the challenger alias and then move or delete it under
+    the champion lock. A train step that registers its version meanwhile waits for that lock
+    before it sets the challenger: before, it set it at once, and the decision in progress then
+    deleted it (its challenger was the version it decided on) or put the old one back."""
+    from test_drift import _in_thread, _waiting_on_a_lock
+
+    from mlops_cli.runs import lock_key
+    from mlops_cli.steps.promote import CHAMPION_LOCK
+
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    load_all(conn, s, small_catalogue)
+    v1 = challenger(conn, s, WEAK)
+    decider = db.connect(s)  # a decision in progress: it holds the champion lock
+    store.champion_lock(decider, lock_key(CHAMPION_LOCK))
+    try:
+        trainer = db.connect(s)
+        thread, out = _in_thread(lambda: train(trainer, s, T, force=True, params=GOOD))
+        wait_for(lambda: _waiting_on_a_lock(conn) == 1 or not thread.is_alive(), "the train step to wait for the lock")
+        assert thread.is_alive(), out
+        versions = [v["version"] for v in registry.list_versions(s)]
+        assert len(versions) == 2 and alias_map(s)["challenger"] == v1  # registered, not the challenger yet
+    finally:
+        decider.rollback()
+        decider.close()
+    thread.join(300)
+    trainer.close()
+    assert out["result"].status == "succeeded", out
+    assert alias_map(s)["challenger"] == out["result"].outputs["model_version"] != v1
+
+
 def killed_train(conn, fault: str, until, what: str, meanwhile=None):
     """`mlops train` (GOOD) hung at the fault site `fault`, SIGKILLed once `until()` holds (after
     `meanwhile(value)`), its database session gone: (until's value, the train's pipeline run id)."""
@@ -387,7 +435,6 @@ def killed(conn, args: tuple, fault: str, until, what: str, meanwhile=None, env:
     `meanwhile(value)`), its database session gone: (until's value, its pipeline run id)."""
     import signal
 
-    from conftest import wait_for
     from test_load import _mlops
 
     p = _mlops(*args, env={**os.environ, **(env or {}), "MLOPS_FAULT": f"{fault}:hang"})
@@ -714,6 +761,39 @@ def test_rollback_errors_and_to_version(small_catalogue, cli, conn, settings):
             registry.delete_alias(s, registry.PREVIOUS)
             raise RuntimeError("MLflow went away")
     assert alias_map(s)["champion"] == v1
+
+
+def corrupt_model_files(settings, version) -> None:
+    """Overwrite the pickled model of `version` in the artifact store (a lost or damaged artifact)."""
+    from urllib.parse import unquote, urlparse
+
+    import mlflow
+
+    registry.configure(settings)
+    client = mlflow.MlflowClient()
+    root = Path(unquote(urlparse(client.get_model_version_download_uri(settings.model_name, str(version))).path))
+    pickles = list(root.rglob("model.pkl"))
+    assert pickles, f"no model.pkl under {root}"
+    for f in pickles:
+        f.write_bytes(b"not a pickle")
+
+
+def test_a_rollback_to_a_version_that_cannot_serve_is_refused_and_nothing_moves(small_catalogue, conn, settings):
+    """The former champion's artifacts are damaged: rolling back to it is refused, naming why,
+    before anything moves. Before, the rollback succeeded, the API could not load the version and
+    kept serving the one rolled back, and every later promote failed re-scoring the champion."""
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    v1, v2 = champion_and_challenger(conn, s, small_catalogue, GOOD)
+    assert promote(conn, s, T).outputs["decision"] == "promoted"
+    corrupt_model_files(s, v1)
+    with pytest.raises(StepFailed) as info:
+        rollback(conn, s, Trigger(actor="oncall"), reason="v2 bad on live traffic")
+    message = info.value.result.message
+    assert message.startswith(f"Version {v1} cannot serve, so it is not put back (the champion stays version {v2}): "
+                              f"Cannot load model models:/{s.model_name}/{v1}: "), message
+    assert alias_map(s) == {"champion": v2, "challenger": None, "previous-champion": v1}
+    assert decisions(conn) == [(v1, "promoted"), (v2, "promoted")]
+    assert tags(s, v2)["stage"] == "Production"
 
 
 # --- broken channels ---------------------------------------------------------------------------------

@@ -55,6 +55,12 @@ class LoadedModel:
         return loaded
 
 
+def check_servable(settings: Settings, version: str) -> None:
+    """Load `version` and prepare it as the API does before serving it (raises what the API's
+    load would meet): for a person about to put it in production (rollback)."""
+    LoadedModel.prepare(str(version), registry.load_model(settings, version=version))
+
+
 class ModelHolder:
     """The model behind an alias (default the champion), reloaded in the background when the
     alias moves. `metrics` are the served model's: only the champion's holder reports to them."""

@@ -96,6 +96,9 @@ def evaluate(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str |
             step.consume(upstream["id"])
             target = str(upstream["outputs"]["model_version"])
         result = evaluate_version(conn, settings, target, purpose="evaluation", pipeline_run_id=step.pipeline_run_id)
+        champion = registry.version_by_alias(settings, registry.CHAMPION)
+        # a re-check of production, not a challenger for promote to decide on
+        result["of_champion"] = champion is not None and champion["version"] == target
         step.outputs.update(result)
         step.message = (f"version {target}: weighted F1 {result['weighted_f1']:.4f} on "
                         f"{result['holdout_rows']} holdout rows")

@@ -1,7 +1,8 @@
 """Conditional promotion of an evaluated challenger, and manual approval.
 
 `mlops promote` decides on the newest evaluated challenger not decided on yet (gate: a succeeded
-evaluate run that no promote run has consumed), or on a given version / MLflow run id. Champion
+evaluate run that no promote run has consumed; evaluations of the champion are passed over), or on
+a given version / MLflow run id. Champion
 and challenger are scored on the SAME current holdout (the champion is re-scored, purpose
 'champion-recheck'; the challenger's evaluation is reused when it was made on that holdout). Rule:
 
@@ -425,7 +426,9 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
                                f"`mlops evaluate --version {target}` before promoting it")
             step.consume(evaluate_run)
         else:
-            upstream = store.latest_unconsumed(conn, "evaluate", STEP)  # only ever the newest one
+            # only ever the newest one; an evaluation of the champion (a re-check by hand) is passed
+            # over: it does not hide the challenger's
+            upstream = store.latest_unconsumed(conn, "evaluate", STEP, unless="of_champion")
             if upstream is None or not upstream["outputs"].get("model_version"):
                 step.skip("nothing left to decide: every evaluated challenger has a decision "
                           "(train and evaluate a new version first)")

@@ -6,7 +6,8 @@ is tagged stage=Archived, rolled_back=true; the restored one stage=Production; p
 points at the champion the restored version had replaced when it was promoted (walking further
 back past versions already used), or is removed when there is none, so that rolling back again
 with nothing left fails with a clear message. Audited (pipeline_runs + model_decisions) and
-notified (log, email, Slack) in one step; the reason is required.
+notified (log, email, Slack) in one step; the reason is required. The target is loaded and
+warmed up as the API would first: a version that cannot serve is refused, nothing moves.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..config import Settings
 from ..errors import Conflict, Invalid
 from ..notify import Message
 from ..runs import StepResult, StepRun, Trigger, run_step
+from ..serving.holder import check_servable
 from ..vocab import Step
 from .promote import (NOTIFY_KINDS, actor_of, aliases, lock_champion, model_links, now_iso, promotion_metric,
                       restoring_aliases)
@@ -91,6 +93,11 @@ def rollback(conn, settings: Settings, trigger: Trigger, *, to_version: str | in
                                  f"{current} (former champions: {', '.join(others)}; pass --to-version to "
                                  "return to one of them)")
             target, target_info = previous["version"], previous
+        try:  # the API would keep serving the old champion, and promote could not re-score it
+            check_servable(settings, target)
+        except Exception as exc:
+            raise Conflict(f"Version {target} cannot serve, so it is not put back (the champion stays version "
+                           f"{current}): {exc}") from exc
         new_previous = previous_before(conn, settings, target, exclude={current})
         actor = actor_of(trigger)
         rolled_at = now_iso()

@@ -37,7 +37,7 @@ from ..reference import build_reference, served_from_features  # drift monitorin
 from ..runs import StepResult, StepRun, Trigger, run_step
 from ..vocab import Step
 from .evaluate import score
-from .promote import promotion_metric
+from .promote import lock_champion, promotion_metric
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,9 @@ def train(conn, settings: Settings, trigger: Trigger, *, force: bool = False,
         finally:
             figures.close_figure(fig)
         log.info("version %s registered in %.1fs", version, time.perf_counter() - t1)
+        # promote, approve and rollback read the challenger alias and move it under this lock: a
+        # challenger set while one of them decides would be deleted or put back by it
+        lock_champion(conn)
         replaced = registry.version_by_alias(settings, registry.CHALLENGER)
         try:
             registry.set_alias(settings, registry.CHALLENGER, version)
