@@ -520,6 +520,18 @@ def insert_inference_rows(conn, rows: Sequence[dict]) -> int:
     return len(rows)
 
 
+def lock_request_links(conn, *, shared: bool) -> None:
+    """The transaction-level lock between the two places a label given by request_id meets its
+    prediction: the serving writer takes it shared before it logs a batch (and ties the labels
+    waiting for those ids, resolve_pending_feedback), POST /feedback exclusive before it looks the
+    prediction up. Whichever comes second sees what the first committed: without it, each could
+    miss the other's uncommitted row, and the label would wait for ever for a logged prediction."""
+    from .runs import lock_key
+
+    _scalar(conn, f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(%s)",
+            (lock_key("feedback:request-link"),))
+
+
 def resolve_pending_feedback(conn, request_ids: Sequence[str] | None = None) -> int:
     """Attach feedback given by request_id to its inference_log row once that row exists, by the
     rule of ops.feedback._tied (a label is never tied to a prediction of another product).

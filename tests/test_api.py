@@ -490,6 +490,36 @@ def test_logger_isolates_rows_the_database_refuses(settings, conn):
         ("nul \ufffd byte and lone surrogate \ufffd",)]
 
 
+def test_a_label_given_while_its_prediction_is_being_logged_is_tied_to_it(settings, conn, monkeypatch):
+    """Worker A records a label by request_id while worker B's writer has the prediction in a batch
+    not yet committed, and has found no label waiting for it. Each side used to miss the other's
+    uncommitted row: the label stayed untied for ever (never trained on, never counted). The
+    writer now logs under a lock that the label's lookup takes exclusively: the label waits for
+    the batch to commit, and finds its prediction."""
+    from test_drift import _in_thread, _waiting_on_a_lock
+
+    from mlops_cli.ops.feedback import record
+
+    real, seen = store.resolve_pending_feedback, {}
+
+    def resolve_then_a_label_arrives(c, ids=None):
+        n = real(c, ids)  # nothing waits for these ids yet
+        thread, out = _in_thread(lambda: record(settings, prdtypecode=10, request_id="q-0", submitted_by="mod"))
+        wait_for(lambda: _waiting_on_a_lock(conn) == 1 or not thread.is_alive(), "the label to wait or finish")
+        seen.update(thread=thread, out=out, waited=thread.is_alive())
+        return n
+
+    monkeypatch.setattr(store, "resolve_pending_feedback", resolve_then_a_label_arrives)
+    logger = InferenceLogger(settings, flush_seconds=0.05)
+    logger.log_many(_rows(1, "q"))
+    assert logger.flush(60)  # no writer thread: written in this thread
+    logger.close(2)
+    seen["thread"].join(60)
+    assert seen["waited"] and seen["out"]["result"].resolved is True, seen
+    assert query(conn, """SELECT i.request_id, f.productid FROM feedback f
+                          JOIN inference_log i ON i.id = f.inference_id""") == [("q-0", 0)]
+
+
 def test_rows_buffered_during_an_outage_are_written_after(api_env, trained, conn):
     """Through the API: the writer cannot reach the database for a while; predictions keep
     being answered and every row lands once it can."""

@@ -138,6 +138,8 @@ def record(settings: Settings, *, prdtypecode: int, inference_id: int | None = N
     check_code(prdtypecode)
     try:
         with connection(settings, application_name="mlops-api") as conn:
+            if request_id and inference_id is None:  # its prediction may be being logged right now
+                store.lock_request_links(conn, shared=False)
             inference = _tied(conn, inference_id, request_id, productid)
             if inference is not None and productid is not None and inference["productid"] is not None \
                     and int(inference["productid"]) != int(productid):

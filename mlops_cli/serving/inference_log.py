@@ -244,6 +244,7 @@ class InferenceLogger:
             for r in rows:
                 self._prepare(r)  # prepared already, unless logged after the last _prepare_fresh
             conn = self._connection()
+            store.lock_request_links(conn, shared=True)  # a label recorded meanwhile sees these rows
             store.insert_inference_rows(conn, rows)
             store.resolve_pending_feedback(conn, [r["request_id"] for r in rows])
             conn.commit()
@@ -274,8 +275,9 @@ class InferenceLogger:
             try:
                 self._prepare(r)
                 conn = self._connection()
+                store.lock_request_links(conn, shared=True)  # as a whole batch does
                 store.insert_inference_rows(conn, [r])
-                store.resolve_pending_feedback(conn, [r["request_id"]])  # as a whole batch does
+                store.resolve_pending_feedback(conn, [r["request_id"]])
                 conn.commit()
             except Exception as exc:
                 self._discard_connection()
