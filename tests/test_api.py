@@ -26,7 +26,7 @@ from mlops_cli import config, db, registry, store
 from mlops_cli.api import NO_MODEL, create_app
 from mlops_cli.categories import PRDTYPECODES
 from mlops_cli.runs import Trigger
-from mlops_cli.serving import InferenceLogger, ServingMetrics
+from mlops_cli.serving import InferenceLogger, LoadedModel, ServingMetrics
 from mlops_cli.sources import read_source
 
 from conftest import _admin, _with_db, query, wait_for
@@ -170,7 +170,7 @@ def test_fast_path_is_the_pipelines_arithmetic(small_catalogue, params):
     import numpy as np
 
     from mlops_cli.features import build_pipeline
-    from mlops_cli.serving import FastPredictor, LoadedModel, check_fast_path
+    from mlops_cli.serving import FastPredictor, check_fast_path
 
     rows = read_source(*small_catalogue).reset_index(drop=True)
     model = build_pipeline({"word_max_features": 5000, "char_max_features": 5000, "fit_jobs": 1, **params})
@@ -308,6 +308,63 @@ def test_reload_failure_keeps_serving_the_old_model(api_env, trained):
         now[0] += 2 * pause
         assert holder.refresh() is True and holder.current.version == trained.v2
         assert holder.retry_pause is None and not holder.load_failed
+
+
+def test_an_old_model_error_is_cleared_once_the_alias_reads_again_on_the_served_version(api_env, trained):
+    """One failed read of the champion alias (an MLflow blip), or the alias moved to a version
+    that cannot load and then back (a rollback): the served model was fine all along, and
+    /health's last_model_error says so once the alias reads again. Before, the old error stayed
+    until the served model next changed."""
+    app = create_app(config.load_settings(), start_background=False)
+    with TestClient(app) as c:
+        holder, resolve, load = app.state.holder, app.state.holder._resolve, app.state.holder._load
+        holder._resolve = lambda s, a: (_ for _ in ()).throw(ConnectionError("registry unreachable"))
+        assert holder.refresh() is False and "cannot read the champion alias" in holder.last_error
+        holder._resolve = resolve
+        assert holder.refresh() is False and c.get("/health").json()["last_model_error"] is None
+        holder._load = lambda s, v: (_ for _ in ()).throw(RuntimeError("version 2 is broken"))
+        registry.set_alias(trained.settings, registry.CHAMPION, trained.v2)
+        assert holder.refresh() is False and "version 2 is broken" in holder.last_error
+        registry.set_alias(trained.settings, registry.CHAMPION, trained.v1)
+        holder._load = load
+        assert holder.refresh() is False and holder.current.version == trained.v1 and not holder.load_failed
+        assert c.get("/health").json()["last_model_error"] is None
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_lone_surrogate_in_a_title_is_answered_on_either_path(api_env, trained, fast):
+    """A JSON `\\ud800` escape in a title: answered 200 by the fast path and by the scikit-learn
+    path (a model without the fast path) alike. Before, the second answered 500: pandas' pyarrow
+    strings refuse lone surrogates."""
+    app = create_app(config.load_settings(), start_background=False)
+    with TestClient(app) as c:
+        app.state.holder._current = LoadedModel.prepare(trained.v1, trained.models[trained.v1], fast=fast)
+        assert (app.state.holder.current.fast is not None) is fast
+        r = c.post("/predict", content=b'{"designation": "Console PS4 \\ud800 slim", "description": null}',
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        expected = trained.models[trained.v1].predict(frame([{"designation": "Console PS4 \ufffd slim"}]))[0]
+        assert r.json()["prdtypecode"] == int(expected)
+
+
+def test_a_small_request_with_long_texts_is_predicted_off_the_event_loop(api_env, trained, monkeypatch):
+    """A few products are predicted on the event loop only while their texts are short
+    (INLINE_CHARS): four at MAX_TEXT_CHARS cost ~100 ms, during which the worker answered nobody
+    else. Longer ones go to the thread pool, like larger batches."""
+    from mlops_cli.api import predict as predict_route
+
+    monkeypatch.setattr(predict_route, "INLINE_CHARS", 50)
+    app = create_app(config.load_settings(), start_background=False)
+    with TestClient(app) as c:
+        loaded = app.state.holder.current
+        inner, threads = loaded.fast.predict, []
+        loaded.fast.predict = lambda items, top_k: threads.append(threading.current_thread().name) or \
+            inner(items, top_k)
+        loop = c.portal.call(lambda: threading.current_thread().name)
+        short, long = {"designation": "Piscine 3x2m"}, {"designation": "Piscine tubulaire " * 3}
+        assert c.post("/predict", json={"items": [short] * 4}).status_code == 200
+        assert c.post("/predict", json={"items": [long] * 2}).status_code == 200
+    assert threads[0] == loop and threads[1] != loop, threads
 
 
 # --- input validation ------------------------------------------------------------------------------

@@ -25,7 +25,12 @@ from .routing import ApiRoute
 from .schemas import (INVALID, NO_MODEL, BatchPrediction, PredictBatch, PredictBody, Prediction, ProductIn,
                       error_doc)
 
-INLINE_ITEMS = 4  # fast-path requests up to this size are predicted on the event loop (~1 ms each)
+# Fast-path requests of at most INLINE_ITEMS products and INLINE_CHARS characters of text are
+# predicted on the event loop (~1 ms a typical product: a ~70-character title, a description of
+# ~770 when there is one); longer texts cost in proportion (four at MAX_TEXT_CHARS: ~100 ms, during
+# which the worker answers nobody else), so they go to the thread pool like larger batches.
+INLINE_ITEMS = 4
+INLINE_CHARS = 8000
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 router = APIRouter(route_class=ApiRoute)
@@ -87,7 +92,8 @@ async def predict(
     if loaded is None:
         return JSONResponse({"detail": NO_MODEL}, status_code=503)
     pairs = [(it.designation, it.description) for it in items]
-    if loaded.fast is not None and len(pairs) <= INLINE_ITEMS:
+    if loaded.fast is not None and len(pairs) <= INLINE_ITEMS and \
+            sum(len(d) + len(x or "") for d, x in pairs) <= INLINE_CHARS:
         result = loaded.predict(pairs, top_k)
     else:
         result = await run_in_threadpool(loaded.predict, pairs, top_k)

@@ -147,6 +147,7 @@ class ModelHolder:
                 return False
             version = str(target["version"])
             if current is not None and current.version == version:
+                self.last_error = None  # read again, and on what is served: an old error is over
                 return False
             failed = self._failed
             if failed is not None and failed[0] == version and self._clock() < failed[1]:

@@ -51,10 +51,14 @@ def _rank(classes: np.ndarray, proba: np.ndarray, decision: np.ndarray | None, t
 
 
 def _rows_frame(items: Sequence[tuple[str, str | None]]):
+    """The items as the model's input frame. NUL and lone surrogates (a JSON `\\ud800` escape) are
+    U+FFFD, as in the inference log: pandas' pyarrow strings refuse lone surrogates."""
     import pandas as pd
 
-    return pd.DataFrame({"designation": [d for d, _ in items],
-                         "description": [x if x is not None else "" for _, x in items]})
+    from ..jsonvalues import storable
+
+    return pd.DataFrame({"designation": [storable(d) for d, _ in items],
+                         "description": [storable(x) if x is not None else "" for _, x in items]})
 
 
 def generic_predict(model, items: Sequence[tuple[str, str | None]], top_k: int) -> Predictions:
