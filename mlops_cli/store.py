@@ -2333,16 +2333,22 @@ def apply_feedback_labels(conn, pipeline_run_id: int, codes: Sequence[int],
                     SELECT DISTINCT ON (productid) * FROM fb_labels ORDER BY productid, {latest_label_first()}""")
     _exec(conn, "CREATE TEMP TABLE fb_applied (productid BIGINT PRIMARY KEY) ON COMMIT DROP")
     _exec(conn, "INSERT INTO fb_applied SELECT p.productid FROM products p JOIN fb_latest l USING (productid)")
+    # a row that came from feedback takes the text of the prediction its latest label names, as
+    # when it was added (else it would keep an older label's text, whichever training ran between)
     overrides = _exec(
         conn,
-        """WITH target AS (
+        f"""WITH target AS (
                SELECT p.productid, p.prdtypecode AS old_code, l.true_code, l.id AS feedback_id, l.submitted_by,
-                      l.created_at
+                      l.created_at, t.designation, t.description
                FROM products p JOIN fb_latest l USING (productid)
+               LEFT JOIN LATERAL ({_LOGGED_TEXT.format(l="l")}) t ON p.source = 'feedback'
                WHERE p.prdtypecode <> l.true_code OR p.label_feedback_id IS DISTINCT FROM l.id
                FOR UPDATE OF p),
            changed AS (
-               UPDATE products p SET prdtypecode = t.true_code, label_feedback_id = t.feedback_id
+               UPDATE products p SET prdtypecode = t.true_code, label_feedback_id = t.feedback_id,
+                                     designation = coalesce(t.designation, p.designation),
+                                     description = CASE WHEN t.designation IS NULL THEN p.description
+                                                        ELSE t.description END
                FROM target t WHERE p.productid = t.productid)
            INSERT INTO label_overrides (productid, old_code, new_code, feedback_id, actor, labelled_at,
                                         pipeline_run_id)

@@ -446,6 +446,28 @@ def test_labels_that_disagree_are_listed_until_every_labellers_latest_agrees(set
         ("erin", y), ("bob", y), ("alice", x)]
 
 
+def test_a_feedback_row_takes_the_text_of_the_prediction_its_latest_label_names(settings, conn):
+    """A product seen only in traffic, labelled on one prediction, trained on; then served again
+    with another text and that prediction labelled: the next training learns the new label on
+    the new text, as it would have without a training in between. Before, the row kept the first
+    label's text and took only the new code."""
+    from mlops_cli.features import has_letter_or_digit
+
+    pid = 9_500_000_001
+    first = _serve(conn, pid, "Livre de cuisine italienne", "recettes")
+    record(settings, prdtypecode=2705, inference_id=first, submitted_by="mod")
+    store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES, title_ok=has_letter_or_digit)
+    conn.commit()
+    row = "SELECT designation, description, prdtypecode, source FROM products WHERE productid = %s"
+    assert query(conn, row, (pid,)) == [("Livre de cuisine italienne", "recettes", 2705, "feedback")]
+    second = _serve(conn, pid, "Manette sans fil pour console")
+    record(settings, prdtypecode=60, inference_id=second, submitted_by="mod2")
+    out = store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES, title_ok=has_letter_or_digit)
+    conn.commit()
+    assert query(conn, row, (pid,)) == [("Manette sans fil pour console", "", 60, "feedback")]
+    assert out["label_overrides"] == 1
+
+
 def test_a_label_by_productid_is_tied_to_its_newest_prediction_and_outlives_retention(settings, conn):
     from datetime import datetime, timedelta, timezone
 
