@@ -2240,18 +2240,22 @@ _LOGGED_TEXT = """
     ORDER BY c.pref, c.logged_at DESC, c.id DESC LIMIT 1"""
 
 
-def newest_inference_of_product(conn, productid: int) -> dict | None:
-    """The product's newest logged prediction (the log or the rows retention kept), or None."""
-    return _one(
+def newest_inference_of_product(conn, productid: int, title_ok: Callable[[str], bool] | None = None,
+                                look: int = 20) -> dict | None:
+    """The product's newest logged prediction (the log or the rows retention kept), or None.
+    title_ok: the newest of its `look` newest whose title passes it (the rule a title must pass to
+    be trained on), the newest when none does."""
+    rows = _all(
         conn,
         f"""SELECT * FROM (
                 (SELECT {_LOG_COLUMNS} FROM inference_log WHERE productid = %(p)s
-                 ORDER BY logged_at DESC, id DESC LIMIT 1)
+                 ORDER BY logged_at DESC, id DESC LIMIT %(n)s)
                 UNION ALL
                 (SELECT {_LOG_COLUMNS} FROM inference_log_retained WHERE productid = %(p)s
-                 ORDER BY logged_at DESC, id DESC LIMIT 1)) x
-            ORDER BY logged_at DESC, id DESC LIMIT 1""",
-        {"p": int(productid)})
+                 ORDER BY logged_at DESC, id DESC LIMIT %(n)s)) x
+            ORDER BY logged_at DESC, id DESC LIMIT %(n)s""",
+        {"p": int(productid), "n": 1 if title_ok is None else int(look)})
+    return next((r for r in rows if title_ok is None or title_ok(r["designation"] or "")), rows[0] if rows else None)
 
 
 def product_labelled_before(conn, productid: int) -> bool:

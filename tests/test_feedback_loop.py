@@ -468,6 +468,25 @@ def test_a_feedback_row_takes_the_text_of_the_prediction_its_latest_label_names(
     assert out["label_overrides"] == 1
 
 
+def test_a_label_by_productid_alone_skips_a_newer_prediction_whose_title_is_markup_only(settings, conn):
+    """A product served with a real title, then once with a markup-only one (a client bug), is
+    labelled by productid alone (the control room's settle form does so): the label is tied to
+    the prediction with the real title and trains on it. Before, it was tied to the newest, the
+    training dropped that row as having no text, and the label never reached a model."""
+    from mlops_cli.features import has_letter_or_digit
+
+    pid = 9_300_000_001
+    good = _serve(conn, pid, "Tente de camping 4 places")
+    _serve(conn, pid, "<p>&nbsp;</p>")
+    fb = record(settings, prdtypecode=PRDTYPECODES[3], productid=pid, submitted_by="mod")
+    assert fb.inference_id == good
+    out = store.apply_feedback_labels(conn, _run(conn), PRDTYPECODES, title_ok=has_letter_or_digit)
+    conn.commit()
+    assert query(conn, "SELECT designation, prdtypecode FROM products WHERE productid = %s", (pid,)) == [
+        ("Tente de camping 4 places", PRDTYPECODES[3])]
+    assert out["feedback_rows_no_text"] == 0
+
+
 def test_a_label_by_productid_is_tied_to_its_newest_prediction_and_outlives_retention(settings, conn):
     from datetime import datetime, timedelta, timezone
 

@@ -6,7 +6,8 @@ prediction of the productid given with it, and is a Conflict when its prediction
 products and none is given (which one was meant cannot be told); a request_id alone is kept as given
 and tied to its prediction when that reaches the log (another API worker may still hold it in
 memory): `resolved` says whether it is tied. A productid alone is tied to that product's newest
-logged prediction, as if its inference_id had been given (so retention keeps that row, the text
+logged prediction whose title can be trained on (features.has_letter_or_digit; the newest when
+none can), as if its inference_id had been given (so retention keeps that row, the text
 training learns from, and the label counts for that prediction like any other); a product never
 served stays untied (its text is the catalogue's). The predicted class, model version and
 productid come from the logged prediction when there is one.
@@ -27,6 +28,7 @@ from .. import store
 from ..categories import PRDTYPECODES, category_name
 from ..config import Settings
 from ..errors import Conflict, Invalid, NotFound, Unavailable
+from ..features import has_letter_or_digit
 
 
 @dataclass
@@ -149,7 +151,7 @@ def record(settings: Settings, *, prdtypecode: int, inference_id: int | None = N
                 raise Invalid("give inference_id, request_id or productid: which prediction or product the "
                               "feedback is about")
             if inference is None and not request_id:
-                inference = store.newest_inference_of_product(conn, productid)
+                inference = store.newest_inference_of_product(conn, productid, title_ok=has_letter_or_digit)
                 if inference is None and not store.product_was_served(conn, productid):
                     raise NotFound(_not_servable(conn, productid))
             row = store.insert_feedback(
