@@ -2259,9 +2259,13 @@ def newest_inference_of_product(conn, productid: int, title_ok: Callable[[str], 
 
 
 def product_labelled_before(conn, productid: int) -> bool:
-    """True when some feedback names the product: it was served or catalogued once (a label is
-    accepted for no other), so if it is neither now, retention dropped its predictions."""
-    return bool(_scalar(conn, "SELECT EXISTS (SELECT 1 FROM feedback WHERE productid = %s)", (int(productid),)))
+    """True when some feedback proves the product was served or catalogued once (a label tied to
+    its prediction, or one given by productid alone: accepted for no other product), so if it is
+    neither now, retention dropped its predictions. A label waiting for its request_id to be
+    logged proves nothing: nobody checked its productid."""
+    return bool(_scalar(conn, """SELECT EXISTS (SELECT 1 FROM feedback WHERE productid = %s
+                                                AND (inference_id IS NOT NULL OR request_id IS NULL))""",
+                        (int(productid),)))
 
 
 def label_recency(conn) -> dict[int, int]:

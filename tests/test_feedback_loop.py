@@ -487,6 +487,17 @@ def test_a_label_by_productid_alone_skips_a_newer_prediction_whose_title_is_mark
     assert out["feedback_rows_no_text"] == 0
 
 
+def test_a_label_waiting_for_its_request_id_does_not_make_a_product_look_served(settings, conn):
+    """A label given with a request_id not logged yet (another worker may hold it) and a productid
+    is kept unchecked. It is no proof that the product was ever served: a later label of that
+    product by productid alone is refused as never served, not blamed on retention."""
+    pid = 987_654_321
+    assert record(settings, prdtypecode=10, request_id="never-logged-1", productid=pid).resolved is False
+    with pytest.raises(NotFound) as refused:
+        record(settings, prdtypecode=10, productid=pid)
+    assert str(refused.value).startswith(f"Product {pid} was never served and is not in the catalogue: ")
+
+
 def test_a_label_by_productid_is_tied_to_its_newest_prediction_and_outlives_retention(settings, conn):
     from datetime import datetime, timedelta, timezone
 
