@@ -58,6 +58,28 @@ def field_count_problem(path: Path) -> str:
     return hint.lstrip("; ")
 
 
+def short_records(path: Path) -> dict[str, str]:
+    """{index value: why} for the records with fewer fields than the header. pandas pads such a
+    row on the right with empty values, so a row that lost a field has the next ones in the wrong
+    columns (its imageid read as its productid) and a file cut in its last row loads a fragment.
+    Read again with the csv module (pandas' quoting rules), only when the last column has an empty
+    value: a padded row always has."""
+    import csv
+
+    out: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        start = rows.line_num + 1
+        for row in rows:
+            if row and any(v.strip() for v in row) and len(row) < len(header):
+                out[row[0].strip().replace("\x00", "\ufffd")] = (
+                    f"line {start:,} has {len(row)} fields, the header {len(header)}: a field is missing, so "
+                    "the values after it would be read into the wrong columns (or the file ends in this row)")
+            start = rows.line_num + 1
+    return out
+
+
 def first_bad_byte(path: Path) -> str:
     """Where a file stops being UTF-8 (the decoder's offset in pandas' error is into its read
     buffer, not the file). Read again, on this error path only."""
@@ -71,7 +93,8 @@ def first_bad_byte(path: Path) -> str:
     return "undecodable"
 
 
-def _read(path: Path, expected: tuple[str, ...], label: str) -> pd.DataFrame:
+def _read(path: Path, expected: tuple[str, ...], label: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The file's expected columns, and short_records(): the rows that lost a field."""
     if not path.is_file():
         raise SourceError(f"{label} file not found: {path}")
     try:
@@ -95,14 +118,24 @@ def _read(path: Path, expected: tuple[str, ...], label: str) -> pd.DataFrame:
     if df.index.has_duplicates:
         dup = df.index[df.index.duplicated()][0]
         raise SourceError(f"{label} file {path} has a duplicated index value {dup!r} in its first column")
-    return df[list(expected)]
+    short = {}
+    if (df[expected[-1]] == "").any():
+        import csv
+
+        try:
+            short = {k: f"{label} {why}" for k, why in short_records(path).items()}
+        except csv.Error:  # pandas read it: what the csv module cannot is left to the row checks
+            pass
+    return df[list(expected)], short
 
 
 def read_source(x_path: str | Path, y_path: str | Path) -> pd.DataFrame:
-    """X and Y joined on the index column, all fields as strings; index = source index as str."""
+    """X and Y joined on the index column, all fields as strings; index = source index as str.
+    Column `field_problem`: why a row's fields cannot be trusted ('' for nearly all: a record of X
+    or Y with fewer fields than its header, short_records), for the loader to reject it."""
     x_path, y_path = Path(x_path), Path(y_path)
-    x = _read(x_path, X_COLUMNS, "X")
-    y = _read(y_path, Y_COLUMNS, "Y")
+    x, x_short = _read(x_path, X_COLUMNS, "X")
+    y, y_short = _read(y_path, Y_COLUMNS, "Y")
     if len(x) != len(y) or not x.index.sort_values().equals(y.index.sort_values()):
         only_x = x.index.difference(y.index)
         only_y = y.index.difference(x.index)
@@ -117,6 +150,8 @@ def read_source(x_path: str | Path, y_path: str | Path) -> pd.DataFrame:
         )
     df = x.join(y)  # by index value: Y's rows may come in another order
     df.index.name = "source_index"
+    short = {**y_short, **x_short}  # X's first: its fields are the ones shifted into the product
+    df["field_problem"] = [short.get(i, "") for i in df.index] if short else ""
     return df
 
 

@@ -122,6 +122,31 @@ def test_values_as_other_tools_write_them_are_read_as_the_same_value(tmp_path, s
     assert query(conn, "SELECT raw->>'prdtypecode' FROM rejected_rows WHERE source_index = '6'")[0][0] == "10.5"
 
 
+@pytest.mark.parametrize("short_row, shifted_productid", [
+    ("2,Console Nintendo Switch,201115110,1263597099\n", 1263597099),  # its description field lost
+    ("2,Console Nintendo Switch,,2011", 2011),  # the file cut (or still being written) in its productid
+])
+def test_a_row_that_lost_a_field_is_rejected_not_loaded_with_its_fields_shifted(tmp_path, settings, conn, short_row,
+                                                                                shifted_productid):
+    """A record with fewer fields than the header: pandas pads it on the right, so its imageid
+    was read as its productid (or a file cut in its last row loaded a fragment as a product). It
+    is rejected, naming its line and why, and the other rows load."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    x, y = folder / "X_train_update.csv", folder / "Y_train_CVw08PX.csv"
+    x.write_text(",designation,description,productid,imageid\n"
+                 '0,"Livre ""rare"", relié","<p>Très bon état,\nvoir photos</p>",3804725264,1263597046\n'
+                 "1,Peluche lapin,,436067568,1008141237\n" + short_row, encoding="utf-8")
+    y.write_text(",prdtypecode\n0,10\n1,1280\n2,60\n", encoding="utf-8")
+    r = load(conn, settings.replace(initial_load_fraction=1.0), Trigger(actor="t"), x_path=str(x), y_path=str(y))
+    assert (r.outputs["rows_loaded"], r.outputs["rows_rejected"]) == (2, 1)
+    assert sorted(p for (p,) in query(conn, "SELECT productid FROM products")) == [436067568, 3804725264]
+    assert query(conn, "SELECT source_index, reason, raw ? 'field_problem' FROM rejected_rows") == [
+        ("2", "X line 5 has 4 fields, the header 5: a field is missing, so the values after it would be read "
+              "into the wrong columns (or the file ends in this row)", False)]
+    assert shifted_productid not in [p for (p,) in query(conn, "SELECT productid FROM products")]
+
+
 def test_rows_postgresql_cannot_hold_or_the_model_cannot_read_are_rejected_not_fatal(tmp_path, settings, conn):
     """A NUL byte would fail the whole COPY; fullwidth digits are not a productid; a title of
     markup only has nothing for the model. Each is one rejected row with its reason."""

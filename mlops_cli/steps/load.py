@@ -113,6 +113,8 @@ def row_reasons(rows: pd.DataFrame, limits: dict[str, tuple[str, int]] | None = 
         else:
             reasons[mask] = texts[mask]
 
+    if "field_problem" in rows:  # fields shifted into the wrong columns: nothing else can be trusted
+        flag(rows["field_problem"] != "", rows["field_problem"])
     pid = rows["productid"].str.strip()
     flag(~pid.str.fullmatch(_ID_RE), "unparsable productid " + pid.map(repr))
     for column in _TEXT_FIELDS:  # PostgreSQL text holds no NUL: one would fail the whole COPY
@@ -300,7 +302,7 @@ def load(
         )
         store.insert_rejected(
             conn, batch_id,
-            ((idx, storable({"index": idx, **row}), reason)
+            ((idx, storable({"index": idx, **{k: v for k, v in row.items() if k != "field_problem"}}), reason)
              for (idx, row), reason in zip(bad.to_dict("index").items(), reasons[reasons != ""])),
         )
         step.outputs.update({
