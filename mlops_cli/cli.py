@@ -293,7 +293,7 @@ def train_cmd(ctx, force, params, by, as_json) -> None:
 
     s = settings_of(ctx)
     result = ops_models.train(s, trigger_of(by), force=force, params=_params(params))
-    if as_json or result.status != "succeeded":
+    if as_json or os.environ.get("MLOPS_LOG_FORMAT") == "json" or result.status != "succeeded":
         emit(result, as_json)
     else:
         click.echo(result.outputs["mlflow_run_id"])
@@ -385,7 +385,10 @@ def approve_cmd(ctx, version, reason, by, as_json) -> None:
     """Promote VERSION by hand (e.g. one that needs approval): it becomes the champion."""
     from .ops import models as ops_models
 
-    _emit_decision(ops_models.approve(settings_of(ctx), trigger_of(by), version, reason), as_json)
+    from .ops.common import actor_of
+
+    # required: a blank name is refused, not replaced by MLOPS_ACTOR or user@host
+    _emit_decision(ops_models.approve(settings_of(ctx), trigger_of(actor_of(by)), version, reason), as_json)
 
 
 @main.command("rollback")
@@ -821,7 +824,9 @@ def pipeline_daily(ctx, as_of, by, as_json) -> None:
 @domain_errors
 def pipeline_retrain(ctx, by, as_json) -> None:
     """train -> evaluate -> promote now, on everything loaded (a human's "force retrain")."""
-    _run_pipeline(ctx, "retrain", None, by, as_json)
+    from .ops.common import actor_of
+
+    _run_pipeline(ctx, "retrain", None, actor_of(by), as_json)  # required: a blank name is refused
 
 
 

@@ -63,8 +63,13 @@ class Trigger:
     @classmethod
     def from_env(cls, by: str | None = None, **kw) -> "Trigger":
         """CLI default: MLOPS_TRIGGERED_BY (the crontab sets 'cron'), actor from --by or user@host."""
+        from .errors import Invalid
+
+        triggered_by = (os.environ.get("MLOPS_TRIGGERED_BY") or "").strip() or "cli"
+        if triggered_by not in TRIGGERS:
+            raise Invalid(f"MLOPS_TRIGGERED_BY must be one of {', '.join(TRIGGERS)}, got {triggered_by!r}")
         return cls(
-            triggered_by=os.environ.get("MLOPS_TRIGGERED_BY", "cli") or "cli",
+            triggered_by=triggered_by,
             # a blank --by is no name: the next source names who acts
             actor=(by or "").strip() or (os.environ.get("MLOPS_ACTOR") or "").strip() or default_actor(),
             **kw,

@@ -95,6 +95,37 @@ def test_an_unknown_alert_is_a_clear_cli_error(cli, conn):
     assert query(conn, "SELECT count(*) FROM pipeline_runs") == [(0,)]
 
 
+def test_a_required_by_that_is_blank_is_refused_and_nothing_runs(cli, conn):
+    """`--by` is required to approve and to force a retrain: a blank one is refused, not replaced
+    by MLOPS_ACTOR or user@host (which recorded the action under a name nobody gave)."""
+    for args in (("approve", "1", "--reason", "looks good", "--by", "  "), ("pipeline", "retrain", "--by", " ")):
+        r = cli(*args)
+        assert (r.exit_code, r.output) == (1, "Error: Say who takes the action (--by NAME)\n"), args
+    assert query(conn, "SELECT count(*) FROM pipeline_runs") == [(0,)]
+
+
+def test_an_unknown_mlops_triggered_by_is_a_clean_error(cli, conn, monkeypatch):
+    """MLOPS_TRIGGERED_BY set to a scheduler's name the audit trail does not know: a clear error
+    naming the variable, exit 1, nothing run. Before, a traceback from every step command."""
+    monkeypatch.setenv("MLOPS_TRIGGERED_BY", "airflow")
+    r = cli("pipeline", "daily")
+    assert (r.exit_code, r.output) == (1, "Error: MLOPS_TRIGGERED_BY must be one of cron, cli, api, ui, got "
+                                          "'airflow'\n")
+    assert query(conn, "SELECT count(*) FROM pipeline_runs") == [(0,)]
+
+
+def test_train_prints_its_result_as_one_json_line_when_the_logs_are_json(cli, small_catalogue, monkeypatch):
+    """MLOPS_LOG_FORMAT=json (the cron image): `mlops train` prints its result as one JSON line,
+    like every other step command. Before, the bare MLflow run id, which a log shipper could not parse."""
+    x, y = small_catalogue
+    assert cli("load", "--x-path", x, "--y-path", y).exit_code == 0
+    monkeypatch.setenv("MLOPS_LOG_FORMAT", "json")
+    r = cli("train", "--param", "word_max_features=500", "--param", "char_max_features=500")
+    assert r.exit_code == 0, r.output
+    [line] = [json.loads(text) for text in r.stdout.splitlines() if text.strip()]
+    assert (line["step"], line["status"]) == ("train", "succeeded") and line["outputs"]["mlflow_run_id"]
+
+
 def test_every_setting_is_documented():
     example = (REPO / ".env.example").read_text()
     configuration = (REPO / "docs" / "CONFIGURATION.md").read_text()
