@@ -143,7 +143,8 @@ def emit(result, as_json: bool) -> None:
         click.echo(json.dumps(result.as_dict(), default=str))
     else:
         status = {"succeeded": "ok", "skipped": "skipped", "failed": "FAILED"}[result.status]
-        click.echo(f"[{status}] {result.step} (run #{result.pipeline_run_id}): {result.message}")
+        run = "not started" if result.pipeline_run_id is None else f"run #{result.pipeline_run_id}"
+        click.echo(f"[{status}] {result.step} ({run}): {result.message}")
 
 
 # --- the group ----------------------------------------------------------------------------------

@@ -282,7 +282,9 @@ def _run_locked(session, settings, name, base: Trigger, as_of, params, on_step) 
     if failed:
         result.status = "failed"
         not_run = steps[len(result.steps):]
-        result.message = (f"step {failed.step} failed (run #{failed.pipeline_run_id}): {failed.message}"
+        # a step refused before it started (bad input, no database) has no run of its own
+        where = f"run #{failed.pipeline_run_id}" if failed.pipeline_run_id is not None else "before it started"
+        result.message = (f"step {failed.step} failed ({where}): {failed.message}"
                           + (f"; not run: {', '.join(not_run)}" if not_run else ""))
     else:
         done = [s.step for s in result.steps if s.status == "succeeded"]

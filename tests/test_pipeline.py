@@ -143,6 +143,19 @@ def test_a_pipeline_exits_by_the_kind_of_its_failed_steps_cause(source, cli, con
     assert error_code(RuntimeError("a bug")) == error_code(None) == "ERROR"
 
 
+def test_a_step_refused_before_it_starts_fails_the_pipeline_with_its_reason(cli, conn):
+    """No source catalogue configured: the load is refused before its step starts (bad input
+    writes no step row), and the weekly pipeline fails saying so, recorded on the pipeline's own
+    row. Before, its message said `run #None`."""
+    r = cli("pipeline", "weekly", "--as-of", "2026-03-09")
+    assert r.exit_code == 1
+    [(run_id, status, error)] = query(conn, "SELECT id, status, error FROM pipeline_runs")
+    assert status == "failed" and error.startswith("step load failed (before it started): No source catalogue: ")
+    assert error.endswith("; not run: train, evaluate, promote")
+    assert r.stdout.splitlines()[-1] == f"weekly pipeline (run #{run_id}) failed: {error}"
+    assert "run #None" not in r.output
+
+
 def test_a_step_whose_connection_is_lost_fails_with_its_cause_and_is_retried(settings, conn, caplog):
     """The database ends the step's session mid-step (a restart, a failover, pg_terminate_backend):
     the step fails with that cause, not with the rollback's "connection already closed"; the
