@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -332,6 +333,8 @@ def launch(settings: Settings, pipeline: str, *, actor: str, triggered_by: str =
         log_path = logs / f"pipeline-{pipeline}-{int(time.time() * 1000)}.log"
         env = dict(os.environ, MLOPS_TRIGGERED_BY=triggered_by, MLOPS_ACTOR=actor)
         env.update(_settings_env(settings))
+        after = store.newest_run_id(conn)  # the child's row comes after: an older one may share its pid
+        conn.rollback()
         with open(log_path, "ab") as out:
             child = subprocess.Popen(
                 [sys.executable, "-m", "mlops_cli.cli", "pipeline", pipeline, "--by", actor],
@@ -340,7 +343,8 @@ def launch(settings: Settings, pipeline: str, *, actor: str, triggered_by: str =
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            row = store.pipeline_row_of_pid(conn, child.pid, pipeline_kind=pipeline)
+            row = store.pipeline_row_of_pid(conn, child.pid, pipeline_kind=pipeline, hostname=socket.gethostname(),
+                                            after_id=after)
             conn.rollback()
             if row:
                 if row["status"] == "skipped":

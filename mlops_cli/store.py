@@ -171,13 +171,20 @@ def running_runs(conn, step: str | None = None) -> list[dict]:
     )
 
 
-def pipeline_row_of_pid(conn, pid: int, pipeline_kind: str) -> dict | None:
-    """The pipeline-level row a just-launched process created (launch() waits for it)."""
+def newest_run_id(conn) -> int:
+    """The highest pipeline_runs id so far (0 when none): rows made later have higher ones."""
+    return int(_scalar(conn, "SELECT coalesce(max(id), 0) FROM pipeline_runs") or 0)
+
+
+def pipeline_row_of_pid(conn, pid: int, pipeline_kind: str, hostname: str, after_id: int) -> dict | None:
+    """The pipeline-level row a just-launched process created (launch() waits for it): of its pid
+    on this host, made after `after_id` (pids are reused: a container's start again from 1)."""
     return _one(
         conn,
         f"""SELECT {RUN_COLUMNS} FROM pipeline_runs
-            WHERE step = 'pipeline' AND pid = %s AND pipeline = %s ORDER BY id DESC LIMIT 1""",
-        (pid, pipeline_kind),
+            WHERE step = 'pipeline' AND pid = %s AND pipeline = %s AND hostname = %s AND id > %s
+            ORDER BY id DESC LIMIT 1""",
+        (pid, pipeline_kind, hostname, after_id),
     )
 
 

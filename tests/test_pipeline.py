@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import query
-from mlops_cli import db, registry
+from mlops_cli import db, registry, store
 from mlops_cli.runs import StepFailed, Trigger
 
 FAST_ENV = {"INITIAL_LOAD_FRACTION": "0.5", "MIN_F1_THRESHOLD": "0.3"}
@@ -240,6 +240,39 @@ def test_step_timeout_stops_a_step_waiting_inside_postgresql(settings):
         release.cancel()
         for c in (holder, waiter, check):
             c.close()
+
+
+def test_launch_returns_its_childs_run_not_an_older_row_with_the_same_pid(source, conn, settings, monkeypatch):
+    """pids are reused (a container's start again from 1 after each restart): an old `skipped`
+    retrain row with the new child's pid and host must not be taken for the child's. Before,
+    launch answered "a retrain pipeline is already running" (the API's 409) while it started."""
+    import socket
+
+    from mlops_cli import pipeline
+
+    old = store.insert_run(conn, pipeline="retrain", step="pipeline", status="skipped", triggered_by="api",
+                           actor="old", params={}, pid=1, hostname=socket.gethostname(),
+                           outputs={"message": "already running: another retrain pipeline is in progress"})
+    conn.commit()
+    real, children = subprocess.Popen, []
+
+    def popen(*args, **kwargs):  # the older row turns out to have the pid the child gets
+        child = real(*args, **kwargs)
+        children.append(child)
+        with db.connection(settings) as c, c.cursor() as cur:
+            cur.execute("UPDATE pipeline_runs SET pid = %s WHERE id = %s", (child.pid, old))
+        return child
+
+    monkeypatch.setattr(pipeline.subprocess, "Popen", popen)
+    monkeypatch.setenv("MLOPS_FAULT", "train:hang")
+    try:
+        run_id = pipeline.launch(settings, "retrain", actor="bob", triggered_by="api")
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert run_id != old
+    assert query(conn, "SELECT actor, pid FROM pipeline_runs WHERE id = %s", (run_id,)) == [("bob", children[0].pid)]
 
 
 def test_launch_starts_a_background_retrain_and_refuses_a_second(source, conn, settings, cli):
