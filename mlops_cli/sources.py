@@ -34,12 +34,27 @@ def unreadable(path: Path, label: str, exc: Exception) -> SourceError:
     import csv
 
     try:
-        where = field_count_problem(path)
+        where = unclosed_quote_at_end(path) if "EOF inside string" in str(exc) else field_count_problem(path)
     except UnicodeDecodeError:
         return SourceError(f"{label} file {path} is not valid UTF-8 ({first_bad_byte(path)}); re-encode it as UTF-8")
     except csv.Error:  # a field over the csv module's limit, say: pandas' own words then
         where = ""
     return SourceError(f"{label} file {path} is not a readable CSV: " + (where or str(exc).strip()))
+
+
+def unclosed_quote_at_end(path: Path) -> str:
+    """Where the record starts whose quoted field the file ends inside (pandas names a row count
+    that is neither a line nor an index): most likely a file cut short. Read again, on this error
+    path only."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = csv.reader(f)
+        start = line = 1
+        for _ in rows:
+            start, line = line, rows.line_num + 1
+    return (f"the file ends inside a quoted field of the record that starts at line {start:,} "
+            "(a file cut short, or a quote never closed)")
 
 
 def field_count_problem(path: Path) -> str:
@@ -106,7 +121,14 @@ def _read(path: Path, expected: tuple[str, ...], label: str) -> tuple[pd.DataFra
         raise SourceError(f"{label} file {path} is empty") from None
     except pd.errors.ParserError as exc:
         raise unreadable(path, label, exc) from None
+    # a header written by hand or a spreadsheet: "prdtypecode " or ", designation" is the column
+    df.columns = [str(c).strip(" \t\ufeff\xa0") for c in df.columns]
     missing = [c for c in expected if c not in df.columns]
+    first = str(df.index.name or "").strip(" \t\ufeff\xa0")
+    if missing and first in expected:
+        raise SourceError(f"{label} file {path} has no index column: its first column is {first!r}, which the "
+                          f"catalogue's files have second (expected an unnamed index column, then "
+                          f"{', '.join(expected)}; a file saved with index=False?)")
     if missing:
         raise SourceError(
             f"{label} file {path} is missing column(s) {', '.join(missing)} "

@@ -347,6 +347,18 @@ def test_field_caps_are_settings(tmp_path, cli, monkeypatch):
         [("designation too long: 31 characters (limit 30, MAX_TITLE_CHARS)",)]
 
 
+def test_header_names_with_spaces_around_them_are_the_columns(tmp_path, settings, conn):
+    """A header typed by hand or saved by a spreadsheet (`, designation, description`,
+    `prdtypecode `) names the same columns. Before: `missing column(s) prdtypecode (found:
+    prdtypecode ; ...)`, a column the header visibly has."""
+    x, y = write_pair(tmp_path / "src", valid_rows(4))
+    lines = x.read_text().splitlines()
+    x.write_text("\n".join([lines[0].replace(",", ", ")] + lines[1:]) + "\n")
+    y.write_text(y.read_text().replace(",prdtypecode", ",prdtypecode \ufeff", 1))
+    r = load(conn, settings.replace(initial_load_fraction=1.0), Trigger(), x_path=str(x), y_path=str(y))
+    assert (r.status, r.outputs["rows_loaded"]) == ("succeeded", 4)
+
+
 @pytest.mark.parametrize("problem, message", [
     ("missing_column", "X file {x} is missing column(s) description (found: designation, productid, imageid;"),
     ("encoding", "X file {x} is not valid UTF-8 (byte b'\\xe9' at offset 57, line 2 of the file)"),
@@ -362,6 +374,13 @@ def test_field_caps_are_settings(tmp_path, cli, monkeypatch):
                     "unquoted text?)"),
     # pandas stops at the fields before it decodes: the encoding is still what is named
     ("latin1_and_extra_field", "X file {x} is not valid UTF-8 (byte b'\\xe9' at offset 56, line 2 of the file)"),
+    # a download cut inside a long quoted description: pandas' own words name "row 4"
+    ("cut_in_a_quoted_field", "X file {x} is not a readable CSV: the file ends inside a quoted field of the record "
+                              "that starts at line 6 (a file cut short, or a quote never closed)"),
+    # saved again with to_csv(index=False): pandas takes prdtypecode for the index
+    ("no_index_column", "Y file {y} has no index column: its first column is 'prdtypecode', which the catalogue's "
+                        "files have second (expected an unnamed index column, then prdtypecode; a file saved with "
+                        "index=False?)"),
 ])
 def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, settings, conn, problem, message):
     x, y = write_pair(tmp_path / "ok", valid_rows(4))
@@ -383,6 +402,10 @@ def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, setting
         bx.write_text(bx.read_text().replace(",", ";"))
     elif problem == "semicolons_and_a_comma":
         bx.write_text(bx.read_text().replace(",", ";").replace("Produit numéro 1;", "Produit numéro 1, rouge;"))
+    elif problem == "cut_in_a_quoted_field":
+        bx.write_text(bx.read_text() + '4,Livre ancien,"<p>Très bon état,\nvoir les photos, couverture')
+    elif problem == "no_index_column":
+        by.write_text("prdtypecode\n" + "".join(line.split(",", 1)[1] + "\n" for line in by.read_text().splitlines()[1:]))
     elif problem in ("extra_field", "latin1_and_extra_field"):
         lines = bx.read_text().splitlines()
         lines[3] += ",de trop"
