@@ -95,6 +95,38 @@ def short_records(path: Path) -> dict[str, str]:
     return out
 
 
+def record_lines(path: Path) -> dict[str, int]:
+    """{index value: the line its record starts on}. Read again, on an error path only."""
+    import csv
+
+    out: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = csv.reader(f)
+        next(rows, None)
+        start = rows.line_num + 1
+        for row in rows:
+            if row:
+                out.setdefault(row[0].strip(), start)
+            start = rows.line_num + 1
+    return out
+
+
+def swallowed_rows(df: pd.DataFrame, missing, path: Path, label: str) -> str:
+    """Why `df` lacks the index values `missing`, when a quote never closed made one field run on
+    over their rows (a line break, then the missing index and a comma, inside a field); '' when
+    that is not it."""
+    for value in list(missing)[:20]:
+        needle = f"\n{value},"
+        for column in df.columns:
+            hit = df.index[df[column].str.contains(needle, regex=False)]
+            if len(hit):
+                line = record_lines(path).get(str(hit[0]))
+                return (f"; {label} line {line:,}: the quote opened in the {column} of the row at index {hit[0]!r} "
+                        f"is not closed where that field ends, so the field runs on over the rows after it (the "
+                        f"row at index {value!r} is inside it): close or double that quote")
+    return ""
+
+
 def first_bad_byte(path: Path) -> str:
     """Where a file stops being UTF-8 (the decoder's offset in pandas' error is into its read
     buffer, not the file). Read again, on this error path only."""
@@ -169,6 +201,7 @@ def read_source(x_path: str | Path, y_path: str | Path) -> pd.DataFrame:
         raise SourceError(
             f"X ({x_path.name}, {len(x)} rows) and Y ({y_path.name}, {len(y)} rows) do not line up "
             f"by their index column: {'; '.join(detail)}"
+            + (swallowed_rows(x, only_y, x_path, "X") or swallowed_rows(y, only_x, y_path, "Y"))
         )
     df = x.join(y)  # by index value: Y's rows may come in another order
     df.index.name = "source_index"

@@ -374,6 +374,11 @@ def test_header_names_with_spaces_around_them_are_the_columns(tmp_path, settings
                     "unquoted text?)"),
     # pandas stops at the fields before it decodes: the encoding is still what is named
     ("latin1_and_extra_field", "X file {x} is not valid UTF-8 (byte b'\\xe9' at offset 56, line 2 of the file)"),
+    # a stray opening quote: the field runs on over the next rows, which X then lacks
+    ("stray_quote", "do not line up by their index column: 2 index value(s) only in Y (first: '2'); X line 3: the "
+                    "quote opened in the designation of the row at index '1' is not closed where that field ends, "
+                    "so the field runs on over the rows after it (the row at index '2' is inside it): close or "
+                    "double that quote"),
     # a download cut inside a long quoted description: pandas' own words name "row 4"
     ("cut_in_a_quoted_field", "X file {x} is not a readable CSV: the file ends inside a quoted field of the record "
                               "that starts at line 6 (a file cut short, or a quote never closed)"),
@@ -402,6 +407,11 @@ def test_bad_file_fails_whole_step_and_leaves_tables_unchanged(tmp_path, setting
         bx.write_text(bx.read_text().replace(",", ";"))
     elif problem == "semicolons_and_a_comma":
         bx.write_text(bx.read_text().replace(",", ";").replace("Produit numéro 1;", "Produit numéro 1, rouge;"))
+    elif problem == "stray_quote":
+        lines = bx.read_text().splitlines()
+        lines[2] = lines[2].replace("Produit", '"Produit', 1)
+        lines[4] = lines[4].replace("Produit numéro 3", 'Produit "numéro" 3')  # where pandas closes it
+        bx.write_text("\n".join(lines) + "\n")
     elif problem == "cut_in_a_quoted_field":
         bx.write_text(bx.read_text() + '4,Livre ancien,"<p>Très bon état,\nvoir les photos, couverture')
     elif problem == "no_index_column":
