@@ -291,8 +291,7 @@ def _run_locked(session, settings, name, base: Trigger, as_of, params, on_step) 
         done = [s.step for s in result.steps if s.status == "succeeded"]
         result.message = f"done: {', '.join(done) or 'nothing to do'}; " + "; ".join(
             f"{s.step}: {s.message}" for s in result.steps if s.message)
-    outputs = {"message": result.message,
-               "steps": {s.step: {"status": s.status, "pipeline_run_id": s.pipeline_run_id} for s in result.steps}}
+    outputs = {"message": result.message, "steps": step_summary(result.steps)}
     store.finish_run(session, run_id, result.status, outputs,
                      error=result.message if failed else None)
     if failed:
@@ -312,6 +311,19 @@ def _notify_failure(session, settings, result: PipelineResult, failed: StepResul
                  "commands": ["mlops runs --limit 20", f"mlops pipeline {result.pipeline}"]},
     )
     notify.send(session, settings, msg, kinds=("log", "email", "slack"), pipeline_run_id=result.pipeline_run_id)
+
+
+def step_summary(steps: list[StepResult]) -> dict[str, dict]:
+    """{step: its status and run id} in the order they ran, for the pipeline row's outputs; a step
+    that ran again (the daily pipeline's promote, before and after an auto retrain) is `promote (2)`."""
+    out: dict[str, dict] = {}
+    for s in steps:
+        key, n = s.step, 1
+        while key in out:
+            n += 1
+            key = f"{s.step} ({n})"
+        out[key] = {"status": s.status, "pipeline_run_id": s.pipeline_run_id}
+    return out
 
 
 # --- background launch (API, UI) -----------------------------------------------------------------

@@ -89,6 +89,20 @@ def _spawn(*args, env=None):
                             stderr=subprocess.PIPE, text=True, env=env or dict(os.environ))
 
 
+def test_a_step_that_runs_twice_in_a_pipeline_keeps_both_rows_in_its_summary():
+    """The daily pipeline runs promote twice when an auto retrain follows the shadow's decision:
+    the pipeline row's outputs name both runs. Before, the second replaced the first."""
+    from mlops_cli.pipeline import step_summary
+    from mlops_cli.runs import StepResult
+
+    ran = [StepResult("drift", "succeeded", 1, ""), StepResult("promote", "skipped", 2, ""),
+           StepResult("train", "succeeded", 3, ""), StepResult("promote", "succeeded", 5, "")]
+    assert step_summary(ran) == {"drift": {"status": "succeeded", "pipeline_run_id": 1},
+                                 "promote": {"status": "skipped", "pipeline_run_id": 2},
+                                 "train": {"status": "succeeded", "pipeline_run_id": 3},
+                                 "promote (2)": {"status": "succeeded", "pipeline_run_id": 5}}
+
+
 def test_two_concurrent_weekly_pipelines_one_runs_one_says_already_running(source, conn):
     env = dict(os.environ, MLOPS_FAULT="train:fail")  # keep it short: load, then a failing train
     first = _spawn("pipeline", "weekly", "--as-of", "2026-03-09", env=dict(env, MLOPS_FAULT="load:hang"))
