@@ -240,7 +240,10 @@ def generate_data(rows: int, out_dir: str, seed: int, drift: str) -> None:
     """Write a synthetic catalogue in the real Rakuten file format."""
     from .synth import write_catalogue
 
-    x, y = write_catalogue(out_dir, rows=rows, seed=seed, drift=drift)
+    try:
+        x, y = write_catalogue(out_dir, rows=rows, seed=seed, drift=drift)
+    except OSError as exc:
+        raise Invalid(f"Cannot write the catalogue in {out_dir}: {exc.strerror or exc}") from None
     click.echo(f"wrote {rows} rows: {x} {y}")
 
 
@@ -850,7 +853,10 @@ def crontab_render(ctx, out) -> None:
     for warning in schedule_warnings(settings_of(ctx)):
         click.echo(f"Warning: {warning}", err=True)
     if out:
-        Path(out).write_text(text, encoding="utf-8")
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise Invalid(f"Cannot write {out}: {exc.strerror or exc}") from None
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)

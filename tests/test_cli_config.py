@@ -126,6 +126,18 @@ def test_train_prints_its_result_as_one_json_line_when_the_logs_are_json(cli, sm
     assert (line["step"], line["status"]) == ("train", "succeeded") and line["outputs"]["mlflow_run_id"]
 
 
+def test_an_output_path_that_cannot_be_written_is_a_clean_error(cli, tmp_path):
+    """generate-data and crontab render into a folder that cannot be made: a clear error naming
+    the path, exit 1. Before, a Python traceback."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    r = cli("generate-data", "--rows", "5", "--out", blocked / "catalogue")
+    assert (r.exit_code, r.output) == (1, f"Error: Cannot write the catalogue in {blocked / 'catalogue'}: "
+                                          "Not a directory\n")
+    r = cli("crontab", "render", "--out", blocked / "crontab")
+    assert (r.exit_code, r.output) == (1, f"Error: Cannot write {blocked / 'crontab'}: Not a directory\n")
+
+
 def test_every_setting_is_documented():
     example = (REPO / ".env.example").read_text()
     configuration = (REPO / "docs" / "CONFIGURATION.md").read_text()
