@@ -201,13 +201,15 @@ def estimate(sums: dict | None, classes: Iterable[int] | None = None, z: float =
     weighted, var = 0.0, 0.0
     for c in per.values():
         denom = c["m"] + c["support"]
-        c["f1"] = 2.0 * c["tp"] / denom if denom > 0 else 0.0
+        # in [0, 1]: the sums' fixed point back to floats can leave 1.0000000000000002 when every
+        # row is fully confident, above the band's cap (drift_reports' CHECK refused the report)
+        c["f1"] = min(1.0, 2.0 * c["tp"] / denom) if denom > 0 else 0.0
         weighted += c["support"] * c["f1"]
         if denom > 0:
             a = 2.0 * c["support"] / (total * denom)
             b = 2.0 * c["tp"] * c["m"] / (total * denom * denom)
             var += (a * a + 2.0 * a * b) * c["var_tp"] + b * b * c["var_support"]
-    weighted /= total
+    weighted = min(1.0, weighted / total)
     sd = math.sqrt(var)
     return {
         "weighted_f1": weighted, "sd": sd, "low": max(0.0, weighted - z * sd), "high": min(1.0, weighted + z * sd),

@@ -154,6 +154,35 @@ def test_sql_sums_equal_the_python_ones_and_add_up_over_any_split(conn):
     assert a == pe.estimate(py, [10, 40, 50, 60, 2583])
 
 
+def test_a_fully_confident_window_is_estimated_inside_its_band_and_stored(conn):
+    """Every prediction at confidence 1.0 (a calibration that saturates, a model with hard
+    probabilities): the estimate is at most 1 and inside its band, so the report is stored. Before,
+    the sums' fixed point back to floats gave 1.0000000000000002, above the band's cap of 1, and
+    drift_reports' CHECK refused the report: the drift step failed."""
+    day = DAY0 + timedelta(days=40)
+    rows = [{"logged_at": day + timedelta(minutes=i), "request_id": f"full-{i}", "source": "test",
+             "model_version": "7", "designation": "x", "description": "", "designation_len": 1,
+             "description_len": 0, "predicted_code": 10 if i % 2 else 40, "confidence": 1.0,
+             "top_k": [{"prdtypecode": 10 if i % 2 else 40, "probability": 1.0},
+                       {"prdtypecode": 40 if i % 2 else 10, "probability": 0.0}]} for i in range(31)]
+    store.ensure_inference_partition(conn, day.date())
+    store.insert_inference_rows(conn, rows)
+    conn.commit()
+    sums = pe.empty_sums()
+    for mv, feature, key, n in store.inference_range_estimate_sums(conn, day, day + timedelta(days=1), 2):
+        if mv == "7":
+            pe.add_row(sums, feature, key, n)
+    summary = {"estimate": {"weighted_f1": 0.95, "classes": [10, 40], "n_classes": 2, "per_class": {}}}
+    c = pe.assess_window(summary, sums, None, {"warning": 0.1}, 0.05, min_samples=1)["columns"]
+    assert c["estimated_f1_low"] <= c["estimated_weighted_f1"] == 1.0 == c["estimated_f1_high"]
+    store.insert_drift_report(conn, pipeline_run_id=None, report_date=day.date(), window_days=1, as_of=day,
+                              model_version="7", n_inferences=31, n_feedback=0, status="ok", level="NONE",
+                              data_drift_score=0.0, prediction_drift_score=0.0, performance_drift_score=None,
+                              drift_detected=False, details={}, **c)
+    conn.commit()
+    assert query(conn, "SELECT estimated_weighted_f1 FROM drift_reports") == [(1.0,)]
+
+
 def test_a_longer_top_k_committed_between_the_two_statements_is_read_whole(conn, monkeypatch):
     """The sums read as many top_k entries as the first statement found; a row with a longer one
     committed right after it (a day still being written) makes the query run again with every
