@@ -335,6 +335,10 @@ def live(n, labelled=0, champion_f1=None, challenger_f1=None, agreement=0.9) -> 
      "refused on live traffic: weighted F1 0.7500 vs champion v3 0.8000 on the same 40 labelled requests (-0.0500, "
      "a loss above SHADOW_MAX_F1_LOSS 0.02; agreement 91.2% on 600 shadow requests) although it wins on the "
      "holdout: weighted_f1 0.8421 > threshold 0.75 and > champion v3 0.8310 (+0.0111): archived (champion v3 kept)"),
+    # a loss of exactly SHADOW_MAX_F1_LOSS is allowed (0.8000 - 0.7800 is 0.02000000000000002 in floats)
+    (live(600, 40, 0.8000, 0.7800, 0.95), True, "promoted",
+     "weighted_f1 0.8421 > threshold 0.75 and > champion v3 0.8310 (+0.0111); live: agreement 95.0% on 600 shadow "
+     "requests, live weighted F1 0.7800 vs champion v3 0.8000 on the same 40 labelled requests (-0.0200): promoted"),
     (live(600, 40, 0.8000, 0.7900, 0.95), True, "promoted",  # a loss within SHADOW_MAX_F1_LOSS
      "weighted_f1 0.8421 > threshold 0.75 and > champion v3 0.8310 (+0.0111); live: agreement 95.0% on 600 shadow "
      "requests, live weighted F1 0.7900 vs champion v3 0.8000 on the same 40 labelled requests (-0.0100): promoted"),

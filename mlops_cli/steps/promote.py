@@ -235,17 +235,19 @@ def decide(metric: str, candidate_score: float, champion_version: str | None, ch
         missing = live_shortfall(live, min_requests, min_labelled)
         rule += (f" and live evidence: {live['n']} >= SHADOW_MIN_REQUESTS {min_requests} shadow requests, "
                  f"{live['n_labelled']} >= SHADOW_MIN_LABELLED {min_labelled} labelled ({yes[missing is None]})")
-        loss = None
+        loss, too_much = None, False
         if missing is None and live["n_labelled"]:
             loss = live["champion_weighted_f1"] - live["challenger_weighted_f1"]
+            # a loss equal to the maximum is allowed: 0.8000 - 0.7800 is 0.02000000000000002 in floats
+            too_much = loss - max_f1_loss > 1e-9
             rule += (f" and live weighted F1 {live['challenger_weighted_f1']:.4f} >= champion "
                      f"{live['champion_weighted_f1']:.4f} - SHADOW_MAX_F1_LOSS {_num(max_f1_loss)} "
-                     f"({yes[loss <= max_f1_loss]})")
+                     f"({yes[not too_much]})")
         if would and missing is not None:
             return ("awaiting_evidence", rule,
                     f"awaiting live evidence: {missing}; {text}: stays the challenger, decided again once the "
                     "evidence is there")
-        if missing is None and would and loss is not None and loss > max_f1_loss:
+        if missing is None and would and too_much:
             would = False
             text = (f"refused on live traffic: weighted F1 {live['challenger_weighted_f1']:.4f} vs champion "
                     f"v{champion_version} {live['champion_weighted_f1']:.4f} on the same {live['n_labelled']} "
