@@ -370,6 +370,29 @@ def test_a_promotion_that_died_after_moving_the_registry_is_recorded_by_the_next
     assert again.status == "skipped" and decisions(conn) == [(v1, "promoted"), (v2, "promoted")]
 
 
+def test_an_unrecorded_promotion_that_now_awaits_live_evidence_is_left_to_a_person(
+        small_catalogue, conn, settings, monkeypatch):
+    """A promote died after moving the registry; since, promotion requires live evidence
+    (SHADOW_MIN_REQUESTS) that the version, already serving as champion, cannot gather as a
+    challenger. The next promote fails naming the two ways out, as for any other rule that no
+    longer promotes it. Before, it skipped with "stays the challenger", every run after it alike,
+    and the promotion was never recorded."""
+    s = settings.replace(min_f1_threshold=BOTH_PASS)
+    v1, v2 = champion_and_challenger(conn, s, small_catalogue, GOOD)
+    monkeypatch.setenv("MLOPS_FAULT", "promote.registry_moved:fail")
+    with pytest.raises(StepFailed):
+        promote(conn, s, Trigger(actor="dave"))
+    monkeypatch.delenv("MLOPS_FAULT")
+    with pytest.raises(StepFailed) as info:
+        promote(conn, s.replace(shadow_min_requests=500), Trigger(actor="dave"))
+    message = info.value.result.message
+    assert message.startswith(f"version {v2} is the champion, but its promotion was never recorded ("), message
+    assert "and the rule now says awaiting_evidence: awaiting live evidence: 0 of 500 shadow requests" in message
+    assert message.endswith(f"`mlops approve {v2} --reason ... --by NAME`, or put the champion back with "
+                            f"`mlops rollback --to-version {v1} --reason ... --by NAME`")
+    assert decisions(conn) == [(v1, "promoted")] and alias_map(s)["champion"] == v2
+
+
 def test_a_promotion_killed_once_the_champion_alias_moved_is_recorded_by_the_next_run(
         small_catalogue, conn, settings):
     """kill -9 right after the champion alias moved, before previous-champion and before anything

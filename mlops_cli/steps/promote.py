@@ -466,6 +466,17 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
             require_baseline=settings.promotion_require_beat_baseline, live=scores["live"],
             min_requests=settings.shadow_min_requests, min_labelled=settings.shadow_min_labelled,
             max_f1_loss=settings.shadow_max_f1_loss)
+        if resumed:  # first: a champion already, it cannot wait for evidence as a challenger
+            if decision != "promoted":
+                raise Conflict(
+                    f"version {target} is the champion, but its promotion was never recorded (a promote step "
+                    f"died after moving the registry at {info['tags'].get('decided_at', '?')}), and the rule "
+                    f"now says {decision}: {justification}. A person decides: keep it with `mlops approve "
+                    f"{target} --reason ... --by NAME`, or put the champion back with `mlops rollback"
+                    + (f" --to-version {scores['champion_version']}" if scores["champion_version"] else "")
+                    + " --reason ... --by NAME`")
+            justification = (f"recorded after the promote step that moved the registry at "
+                             f"{info['tags'].get('decided_at', '?')} died before recording it; {justification}")
         if decision == "awaiting_evidence":
             # not a decision: nothing recorded in model_decisions or the registry; this skipped
             # run (its outputs: the rule, the scores, the live numbers) is the audit
@@ -487,17 +498,6 @@ def promote(conn, settings: Settings, trigger: Trigger, *, mlflow_run_id: str | 
             log.info("version %s: %s", target, justification)
             step.skip(f"version {target}: {justification}")
             return
-        if resumed:
-            if decision != "promoted":
-                raise Conflict(
-                    f"version {target} is the champion, but its promotion was never recorded (a promote step "
-                    f"died after moving the registry at {info['tags'].get('decided_at', '?')}), and the rule "
-                    f"now says {decision}: {justification}. A person decides: keep it with `mlops approve "
-                    f"{target} --reason ... --by NAME`, or put the champion back with `mlops rollback"
-                    + (f" --to-version {scores['champion_version']}" if scores["champion_version"] else "")
-                    + " --reason ... --by NAME`")
-            justification = (f"recorded after the promote step that moved the registry at "
-                             f"{info['tags'].get('decided_at', '?')} died before recording it; {justification}")
         _record_and_notify(conn, settings, step, trigger, decision=decision, version=target, info=info,
                            metric=metric, scores=scores, rule=rule, justification=justification,
                            champion_version=scores["champion_version"])
