@@ -1556,6 +1556,12 @@ def shadow_counts(conn, start, end, *, champion_version: str | None = None,
                                     SELECT 1 FROM shadow_predictions d
                                     WHERE d.request_id = s.request_id AND d.challenger_version = s.challenger_version
                                       AND (d.logged_at, d.item_index) IS DISTINCT FROM (s.logged_at, s.item_index))
+                                -- ...and so does one whose other requests have no shadow row (dropped,
+                                -- errored, before the challenger): the log holds them all
+                                AND (SELECT count(*) FROM (
+                                         SELECT o.id FROM inference_log o WHERE o.request_id = s.request_id
+                                         UNION SELECT r.id FROM inference_log_retained r
+                                         WHERE r.request_id = s.request_id) c) <= 1
                               GROUP BY 1, 2, 3, 4, 5""", params)
     return counts, labelled
 

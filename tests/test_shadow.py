@@ -608,6 +608,29 @@ def test_models_page_shows_the_shadow_comparison(api_env, trained, conn):  # noq
                           "live evidence cannot come, until it loads: fix or replace the version.")
 
 
+def test_a_reused_request_id_with_one_shadow_row_left_counts_no_label(conn):
+    """A client sent one X-Request-ID for product 3 (not shadowed: the queue was full, the
+    challenger failed or did not exist yet) and then for product 4 (shadowed). The label given for
+    product 3 counts for no shadow row. Before, product 4's row was scored against it: the
+    reused-id check looked at shadow rows only."""
+    now = datetime.now(timezone.utc)
+    with conn.cursor() as cur:
+        for k, pid in enumerate((3, 4)):
+            cur.execute("""INSERT INTO inference_log (logged_at, request_id, productid, designation, description,
+                                                      designation_len, description_len, predicted_code, confidence)
+                           VALUES (%s, 'dup', %s, 'titre', '', 5, 0, 10, 0.5)""", (now + timedelta(seconds=k), pid))
+    store.insert_shadow_rows(conn, [
+        {"logged_at": now + timedelta(seconds=1), "request_id": "dup", "item_index": 0, "champion_version": "1",
+         "champion_code": 10, "challenger_version": "2", "predicted_code": 40, "confidence": 0.5, "top_k": [],
+         "latency_ms": 1.0}])
+    store.insert_feedback(conn, true_code=40, request_id="dup", productid=3)
+    store.resolve_pending_feedback(conn)
+    conn.commit()
+    assert query(conn, "SELECT i.productid FROM feedback f JOIN inference_log i ON i.id = f.inference_id") == [(3,)]
+    counts, labelled = store.shadow_counts(conn, None, None)
+    assert sum(r["n"] for r in counts) == 1 and labelled == []
+
+
 def test_live_labels_count_only_for_the_request_they_are_about(conn):
     """Shadow rows are linked to labels by request_id: a label the rules did not tie to its
     request's prediction (another product's) counts for no shadow row, and a request_id a client
