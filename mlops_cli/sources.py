@@ -121,7 +121,8 @@ def swallowed_rows(df: pd.DataFrame, missing, path: Path, label: str) -> str:
             hit = df.index[df[column].str.contains(needle, regex=False)]
             if len(hit):
                 line = record_lines(path).get(str(hit[0]))
-                return (f"; {label} line {line:,}: the quote opened in the {column} of the row at index {hit[0]!r} "
+                at = f"{label} line {line:,}" if line else label  # the csv module may split it otherwise
+                return (f"; {at}: the quote opened in the {column} of the row at index {hit[0]!r} "
                         f"is not closed where that field ends, so the field runs on over the rows after it (the "
                         f"row at index {value!r} is inside it): close or double that quote")
     return ""
