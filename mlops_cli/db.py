@@ -110,7 +110,8 @@ def ensure_database(admin_url: str, name: str) -> None:
     try:
         conn = psycopg2.connect(admin_url, connect_timeout=10)
     except psycopg2.OperationalError as exc:  # the embedded server stopped under a running process
-        raise TransientError(f"Cannot connect to PostgreSQL at {redact(admin_url)}: {str(exc).strip()}") from exc
+        raise TransientError(f"Cannot connect to PostgreSQL at {redact(admin_url, admin_url)}: "
+                             f"{redact(str(exc).strip(), admin_url)}") from exc
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -144,14 +145,24 @@ def mlflow_backend_url(settings: Settings) -> str:
 
 # libpq takes a password in a URI's user info, in its query (?password=) and in a keyword DSN
 # (password=... or password='...'): each form is masked (a colon ending the value is a message's)
-_URI_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s/]*@")
+# (up to the last @ before the path; else, a password left unencoded holding a /, up to the first @)
+_URI_PASSWORD = re.compile(r"(://[^:/@\s]*:)(?:[^\s/]*@|[^\s@]*@)")
 _KEY_PASSWORD = re.compile(r"""(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&'"]*[^\s&'":])""", re.IGNORECASE)
 
 
-def redact(text: str) -> str:
+def redact(text: str, url: str | None = None) -> str:
     """A connection URL or DSN, or a message that holds one, without its password, for messages,
-    logs and answers."""
-    return _KEY_PASSWORD.sub(r"\1***", _URI_PASSWORD.sub(r"\1***@", text))
+    logs and answers. url: the URL the message is about; its password and the pieces of it that
+    libpq quotes alone (`invalid percent-encoded token: "..."`, `invalid integer value "..." for
+    connection option "port"`: a password left unencoded) are masked wherever they appear."""
+    text = _KEY_PASSWORD.sub(r"\1***", _URI_PASSWORD.sub(r"\1***@", text))
+    found = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:(.*)@[^@]*$", url or "")
+    if found and found.group(1):
+        password = found.group(1)
+        for piece in sorted({password, *re.split(r"[/%?#:@]", password)}, key=len, reverse=True):
+            if len(piece) >= 3:
+                text = text.replace(piece, "***")
+    return text
 
 
 # --- connections ----------------------------------------------------------------------------------
@@ -163,7 +174,12 @@ def connect(settings: Settings, *, application_name: str = "mlops"):
     try:
         return psycopg2.connect(url, application_name=application_name, connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        raise TransientError(f"Cannot connect to PostgreSQL at {redact(url)}: {redact(str(exc).strip())}") from exc
+        raise TransientError(f"Cannot connect to PostgreSQL at {redact(url, url)}: "
+                             f"{redact(str(exc).strip(), url)}") from exc
+    except psycopg2.ProgrammingError as exc:  # "invalid dsn": not worth retrying
+        raise Invalid(f"DATABASE_URL {redact(url, url)} is not a valid PostgreSQL URL "
+                      f"({redact(str(exc).strip(), url)}): a password holding % / @ : ? or # must be "
+                      "percent-encoded") from exc
 
 
 @contextmanager

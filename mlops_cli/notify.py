@@ -48,7 +48,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from functools import lru_cache
 from typing import Any, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .config import Settings
 from .jsonvalues import jsonable
@@ -200,7 +200,10 @@ def render(message: Message, kind: str = "txt", settings: Settings | None = None
 
 # --- secrets and JSON -------------------------------------------------------------------------------
 def _secret_values(settings: Settings) -> list[str]:
-    values = [settings.smtp_password, settings.pagerduty_routing_key, settings.api_token]
+    values = [settings.smtp_password, settings.pagerduty_routing_key, settings.api_token, settings.ui_token]
+    for url in (settings.database_url, settings.mlflow_tracking_uri):  # user:password@ in either
+        if url and (password := urlsplit(url).password):
+            values += [password, unquote(password)]
     for hook in (settings.slack_webhook, settings.alert_slack_webhook):
         if hook:
             parts = urlsplit(hook)

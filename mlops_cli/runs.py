@@ -241,7 +241,11 @@ def run_step(
 def _error_text(exc: BaseException) -> str:
     # PostgreSQL text cannot hold NUL: an error quoting a binary file's bytes would otherwise make
     # finish_run fail and leave the run to be found abandoned
-    text = (str(exc).strip() or type(exc).__name__).replace("\x00", "\\x00")
+    from .db import redact
+
+    # and no password: an MLflow client error quotes the URL it called, user:password@ included;
+    # this text goes to pipeline_runs.error, the API's answers and the failure notification
+    text = redact(str(exc).strip() or type(exc).__name__).replace("\x00", "\\x00")
     return text if len(text) < 4000 else text[:4000] + "..."
 
 

@@ -135,6 +135,62 @@ def test_every_form_of_database_password_is_masked(url, shown):
     assert db.redact(f"Cannot connect to PostgreSQL at {url}: refused") == f"Cannot connect to PostgreSQL at {shown}: refused"
 
 
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://mlops:S3cr%zzPw@127.0.0.1:1/mlops", "S3cr%zzPw"),  # a % not percent-encoded
+    ("postgresql://mlops:S3cret/Pw@127.0.0.1:1/mlops", "S3cret"),     # a / not percent-encoded
+])
+def test_a_malformed_database_url_is_not_shown_with_its_password(monkeypatch, url, secret):
+    """libpq quotes the piece of a malformed URL it could not read, and that piece is the password
+    (`invalid percent-encoded token: "..."`, `invalid integer value "..." for connection option
+    "port"`): the open /health, the startup log and the connection error show it masked. Before,
+    /health answered it to anyone."""
+    from fastapi.testclient import TestClient
+
+    from mlops_cli import config
+    from mlops_cli.api import create_app
+
+    monkeypatch.setenv("DATABASE_URL", url)
+    with TestClient(create_app(config.load_settings(), start_background=False)) as c:
+        r = c.get("/health")
+    assert r.json()["database"]["reachable"] is False and secret not in r.text
+    assert secret not in db.redact(url, url)
+    with pytest.raises(Exception) as caught:
+        db.connect(config.load_settings())
+    assert secret not in str(caught.value) and "mlops:***@127.0.0.1:1/mlops" in str(caught.value)
+
+
+def test_a_failed_step_and_its_notifications_do_not_quote_the_tracking_password(monkeypatch, conn, settings):
+    """An MLflow write that fails quotes the URL it called, user:password@ included: the step's
+    error (pipeline_runs.error, what the API answers and api_audit keeps), the failure
+    notification and a promotion's MLflow link leave the password out. Before, it was in all of them."""
+    from mlops_cli import notify, registry
+    from mlops_cli.api.errors import http_error
+    from mlops_cli.runs import StepFailed, Trigger, run_step
+    from mlops_cli.steps.promote import model_links
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    s = settings.replace(mlflow_tracking_uri="http://mlflow:TopSecretPw42@127.0.0.1:1")
+    # configured while MLflow answered (registry.configure keeps it for the process); then it went away
+    key = (s.mlflow_tracking_uri, str(s.home), s.database_url, s.experiment_name, str(s.artifacts_dir))
+    monkeypatch.setitem(registry._configured, key, "0")
+    with pytest.raises(StepFailed) as caught:
+        run_step(conn, Trigger(actor="alice", triggered_by="api"), "rollback",
+                 lambda step: registry.set_alias(s, registry.CHAMPION, "1"))
+    [(error,)] = query(conn, "SELECT error FROM pipeline_runs WHERE id = %s", (caught.value.result.pipeline_run_id,))
+    assert "mlflow:***@127.0.0.1:1" in error and "TopSecretPw42" not in error
+    assert "TopSecretPw42" not in str(http_error(caught.value).detail)
+    links = model_links(s, "3")
+    assert list(links.values()) == ["http://127.0.0.1:1/#/models/" + s.model_name.replace("/", "%2F") + "/versions/3"]
+    # a message quoting the raw text anyway (a channel's own error, say): the known secrets are replaced
+    notify.send(conn, s, notify.Message("pipeline_failed", "failed", "error",
+                                        {"error": "API request to http://mlflow:TopSecretPw42@127.0.0.1:1 failed",
+                                         "links": {"raw": s.mlflow_tracking_uri}}), kinds=("log",))
+    conn.commit()
+    [(payload,)] = query(conn, "SELECT payload::text FROM notifications")
+    assert "TopSecretPw42" not in payload and "TopSecretPw42" not in s.notification_log_path.read_text()
+
+
 def test_a_caller_not_proven_yet_learns_nothing_of_an_unreachable_database(monkeypatch, caplog):
     """A token is checked in the database: when it cannot be reached, the 503 says so, and only
     the log (the operator's) has the connection's host, user and database."""

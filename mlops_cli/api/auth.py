@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import access
 from ..access import Principal
+from ..db import redact
 from ..errors import MlopsError, TransientError
 from ..jsonvalues import storable
 from ..runs import StepFailed
@@ -142,7 +143,7 @@ class AuditedRoute(ApiRoute):
                 await run_in_threadpool(_audit, request, route, 422, detail, started)
                 raise
             except Exception as exc:
-                await run_in_threadpool(_audit, request, route, 500, f"{type(exc).__name__}: {exc}", started)
+                await run_in_threadpool(_audit, request, route, 500, redact(f"{type(exc).__name__}: {exc}"), started)
                 raise
             result = None
             if request.method != "GET":

@@ -44,7 +44,7 @@ import logging
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from .. import notify, registry, runs, store
 from ..config import Settings
@@ -117,8 +117,9 @@ def model_links(settings: Settings, version: str) -> dict[str, str]:
     uri = settings.mlflow_tracking_uri or ""
     if not uri.startswith("http"):
         return {}
-    return {f"MLflow version {version}":
-            f"{uri.rstrip('/')}/#/models/{quote(settings.model_name, safe='')}/versions/{version}"}
+    parts = urlsplit(uri)  # without user:password@: the link goes to Slack, email, the log
+    base = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
+    return {f"MLflow version {version}": f"{base}/#/models/{quote(settings.model_name, safe='')}/versions/{version}"}
 
 
 def _num(value: float) -> str:
