@@ -236,6 +236,16 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         raise Invalid("API_PORT and SMTP_PORT must be in 1..65535")
     if not s.ui_session_hours > 0:
         raise Invalid("UI_SESSION_HOURS must be above 0")
+    from .access import check_name
+
+    # the actors of the shared secrets are names like any other: a reserved one (cron,
+    # unauthenticated...) would make their actions read as the scheduler's, or as refused requests
+    for variable, value in (("API_TOKEN_NAME", s.api_token_name), ("UI_ADMIN_NAME", s.ui_admin_name)):
+        if value.strip():
+            try:
+                check_name(value)
+            except Invalid as exc:
+                raise Invalid(f"{variable}: {exc}") from None
     return s
 
 

@@ -36,6 +36,11 @@ def test_settings_from_env_and_dotenv_with_env_winning(tmp_path):
     ({"ALERT_COOLDOWN_HOURS": "-2"}, "ALERT_COOLDOWN_HOURS must be at least 0, not -2.0"),
     ({"API_PORT": "70000"}, "API_PORT and SMTP_PORT must be in 1..65535"),
     ({"UI_SESSION_HOURS": "0"}, "UI_SESSION_HOURS must be above 0"),
+    # the actors of the shared secrets: a reserved name would make their actions read as another's
+    ({"API_TOKEN_NAME": "cron"}, "API_TOKEN_NAME: Invalid user name 'cron': reserved, it is the actor of the "
+                                 "scheduler's runs"),
+    ({"UI_ADMIN_NAME": "unauthenticated"}, "UI_ADMIN_NAME: Invalid user name 'unauthenticated': reserved"),
+    ({"UI_ADMIN_NAME": "Jean Dupont"}, "UI_ADMIN_NAME: Invalid user name 'Jean Dupont': 1 to 64 letters"),
     ({"UI_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"},
      "Invalid value for UI_TRUSTED_PROXIES: '10.0.0.0/8, proxy.local' ('proxy.local' is not an IP address or "
      "network (like 10.0.0.0/8))"),
