@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -42,17 +43,25 @@ def unreadable(path: Path, label: str, exc: Exception) -> SourceError:
     return SourceError(f"{label} file {path} is not a readable CSV: " + (where or str(exc).strip()))
 
 
-def unclosed_quote_at_end(path: Path) -> str:
-    """Where the record starts whose quoted field the file ends inside (pandas names a row count
-    that is neither a line nor an index): most likely a file cut short. Read again, on this error
-    path only."""
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(the line a record starts on, its fields) for each record, the header first, read again
+    with the csv module (pandas' quoting rules): what the error paths and short_records name lines by."""
     import csv
 
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = csv.reader(f)
-        start = line = 1
-        for _ in rows:
-            start, line = line, rows.line_num + 1
+        start = 1
+        for row in rows:
+            yield start, row
+            start = rows.line_num + 1
+
+
+def unclosed_quote_at_end(path: Path) -> str:
+    """Where the record starts whose quoted field the file ends inside (pandas names a row count
+    that is neither a line nor an index): most likely a file cut short. On this error path only."""
+    start = 1
+    for start, _ in _records(path):
+        pass
     return (f"the file ends inside a quoted field of the record that starts at line {start:,} "
             "(a file cut short, or a quote never closed)")
 
@@ -79,35 +88,25 @@ def short_records(path: Path) -> dict[str, str]:
     columns (its imageid read as its productid) and a file cut in its last row loads a fragment.
     Read again with the csv module (pandas' quoting rules), only when the last column has an empty
     value: a padded row always has."""
-    import csv
-
+    records = _records(path)
+    _, header = next(records, (1, []))
     out: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = csv.reader(f)
-        header = next(rows, [])
-        start = rows.line_num + 1
-        for row in rows:
-            if row and any(v.strip() for v in row) and len(row) < len(header):
-                out[row[0].strip().replace("\x00", "\ufffd")] = (
-                    f"line {start:,} has {len(row)} fields, the header {len(header)}: a field is missing, so "
-                    "the values after it would be read into the wrong columns (or the file ends in this row)")
-            start = rows.line_num + 1
+    for start, row in records:
+        if row and any(v.strip() for v in row) and len(row) < len(header):
+            out[row[0].strip().replace("\x00", "\ufffd")] = (
+                f"line {start:,} has {len(row)} fields, the header {len(header)}: a field is missing, so "
+                "the values after it would be read into the wrong columns (or the file ends in this row)")
     return out
 
 
 def record_lines(path: Path) -> dict[str, int]:
-    """{index value: the line its record starts on}. Read again, on an error path only."""
-    import csv
-
+    """{index value: the line its record starts on}. On an error path only."""
+    records = _records(path)
+    next(records, None)  # the header
     out: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = csv.reader(f)
-        next(rows, None)
-        start = rows.line_num + 1
-        for row in rows:
-            if row:
-                out.setdefault(row[0].strip(), start)
-            start = rows.line_num + 1
+    for start, row in records:
+        if row:
+            out.setdefault(row[0].strip(), start)
     return out
 
 
